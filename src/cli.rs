@@ -1,0 +1,77 @@
+//! The command line: the original's `-c/--conf`, plus `--check` and the exit statuses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every image was backed up (or, in check mode, every step was shown)
+  1  at least one image or pool failed; the others were still backed up
+  2  usage error or invalid configuration file; nothing was done";
+
+/// Backup tool for ceph: snapshots RBD images and exports them to a folder, full or incremental.
+#[derive(Debug, Parser)]
+#[command(name = "cephbackup", version, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// Configuration file (INI, one section per pool)
+    #[arg(
+        short = 'c',
+        long = "conf",
+        visible_alias = "config",
+        value_name = "PATH",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
+    pub conf: PathBuf,
+
+    /// Only show what would be done, for every section, whatever `check mode` says
+    #[arg(long)]
+    pub check: bool,
+
+    /// Log less on stderr: warnings and errors only
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// How a run ended, as the process exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    BackupFailed,
+    UsageOrConfig,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> ExitCode {
+        ExitCode::from(match status {
+            Status::Success => 0,
+            Status::BackupFailed => 1,
+            Status::UsageOrConfig => 2,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_path_accepts_the_original_spellings() {
+        for flag in ["-c", "--conf", "--config"] {
+            let cli = Cli::try_parse_from(["cephbackup", flag, "/x.conf"]).unwrap();
+            assert_eq!(cli.conf, PathBuf::from("/x.conf"));
+        }
+        let cli = Cli::try_parse_from(["cephbackup"]).unwrap();
+        assert_eq!(cli.conf, PathBuf::from("/etc/cephbackup/cephbackup.conf"));
+        assert!(!cli.check);
+    }
+}

@@ -1,0 +1,15 @@
+//! cephbackup: backs up Ceph RBD images to a folder, a drop-in replacement for the Python tool of
+//! the same name.
+//!
+//! The flow is config → per-pool jobs → a pure plan per image → an executor that runs `rbd` and
+//! writes files. `main.rs` only parses the command line and turns the outcome into an exit status.
+
+pub mod cli;
+pub mod config;
+pub mod diffstream;
+pub mod execute;
+pub mod naming;
+pub mod plan;
+pub mod process;
+pub mod rbd;
+pub mod store;

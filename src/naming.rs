@@ -1,0 +1,307 @@
+//! Names shared with the original tool: Ceph snapshot names and backup file names.
+//!
+//! These strings are the on-disk and in-cluster contract with existing backup chains, so they are
+//! built and parsed in this one place. Parsing strips the literal `<image>@` prefix instead of using
+//! a pattern, so image names containing `.`, `*` or other pattern characters cannot match another
+//! image's files.
+
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+
+/// Every snapshot whose name starts with this belongs to the tool; all others are left alone.
+pub const SNAP_PREFIX: &str = "BACKUP";
+const SNAP_TIME_FORMAT: &str = "UTC%Y%m%dT%H%M%S";
+const FULL_SUFFIX: &str = ".full";
+const DIFF_MARKER: &str = ".diff_from_";
+pub const COMPRESSED_SUFFIX: &str = ".tar.gz";
+/// Checksum files written beside each backup file, in `sha256sum` format.
+pub const CHECKSUM_SUFFIX: &str = ".sha256";
+/// Prefix of the temporary files a run writes before renaming them to their final name.
+pub const TEMP_PREFIX: &str = ".cephbackup-tmp.";
+
+/// A backup snapshot name and the instant it encodes (UTC, whole seconds).
+///
+/// Names written before June 2017 lack the `BACKUP` prefix (`UTC20170119T092933`); they are
+/// understood when reading old backup folders but never produced.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnapName {
+    taken: DateTime<Utc>,
+    name: String,
+}
+
+impl SnapName {
+    /// The name of a snapshot taken at `at`, truncated to the second.
+    pub fn at(at: DateTime<Utc>) -> SnapName {
+        let taken = at.trunc_subsecs(0);
+        let name = format!("{SNAP_PREFIX}{}", taken.format(SNAP_TIME_FORMAT));
+        SnapName { taken, name }
+    }
+
+    /// Parses a current (`BACKUPUTC…`) or legacy (`UTC…`) snapshot name.
+    pub fn parse(name: &str) -> Option<SnapName> {
+        let stamp = name.strip_prefix(SNAP_PREFIX).unwrap_or(name);
+        // The format has fixed width; checking it first rejects trailing junk chrono would allow.
+        if stamp.len() != "UTC20170808T143015".len() {
+            return None;
+        }
+        let naive = NaiveDateTime::parse_from_str(stamp, SNAP_TIME_FORMAT).ok()?;
+        Some(SnapName {
+            taken: naive.and_utc(),
+            name: name.to_string(),
+        })
+    }
+
+    /// True for snapshot names the tool owns, whether or not they parse.
+    pub fn is_owned(name: &str) -> bool {
+        name.starts_with(SNAP_PREFIX)
+    }
+
+    pub fn taken(&self) -> DateTime<Utc> {
+        self.taken
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// Names from before the `BACKUP` prefix existed.
+    pub fn is_legacy(&self) -> bool {
+        !self.name.starts_with(SNAP_PREFIX)
+    }
+}
+
+impl fmt::Display for SnapName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// What a backup file holds: a whole image, or the changes since a base snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Content {
+    Full,
+    DiffFrom(SnapName),
+}
+
+/// One backup file of an image: `<image>@<snap>.full` or `<image>@<snap>.diff_from_<base>`,
+/// optionally with `.tar.gz`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackupFile {
+    pub snap: SnapName,
+    pub content: Content,
+    pub compressed: bool,
+}
+
+impl BackupFile {
+    pub fn full(snap: SnapName, compressed: bool) -> BackupFile {
+        BackupFile {
+            snap,
+            content: Content::Full,
+            compressed,
+        }
+    }
+
+    pub fn diff(base: SnapName, snap: SnapName, compressed: bool) -> BackupFile {
+        BackupFile {
+            snap,
+            content: Content::DiffFrom(base),
+            compressed,
+        }
+    }
+
+    /// The name of the uncompressed stream (the tar member name when compressed).
+    pub fn raw_name(&self, image: &str) -> String {
+        match &self.content {
+            Content::Full => format!("{image}@{}{FULL_SUFFIX}", self.snap),
+            Content::DiffFrom(base) => format!("{image}@{}{DIFF_MARKER}{base}", self.snap),
+        }
+    }
+
+    /// The name of the file on disk.
+    pub fn file_name(&self, image: &str) -> String {
+        let raw = self.raw_name(image);
+        if self.compressed {
+            raw + COMPRESSED_SUFFIX
+        } else {
+            raw
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.content == Content::Full
+    }
+
+    pub fn base(&self) -> Option<&SnapName> {
+        match &self.content {
+            Content::Full => None,
+            Content::DiffFrom(base) => Some(base),
+        }
+    }
+
+    /// Parses a file name found in `image`'s folder; `None` for anything that is not a backup
+    /// file of that image.
+    pub fn parse(image: &str, file_name: &str) -> Option<BackupFile> {
+        let rest = file_name.strip_prefix(image)?.strip_prefix('@')?;
+        let (rest, compressed) = match rest.strip_suffix(COMPRESSED_SUFFIX) {
+            Some(raw) => (raw, true),
+            None => (rest, false),
+        };
+        if let Some(snap) = rest.strip_suffix(FULL_SUFFIX) {
+            return Some(BackupFile::full(SnapName::parse(snap)?, compressed));
+        }
+        let (snap, base) = rest.split_once(DIFF_MARKER)?;
+        Some(BackupFile::diff(
+            SnapName::parse(base)?,
+            SnapName::parse(snap)?,
+            compressed,
+        ))
+    }
+}
+
+/// What an entry of an image folder is, as far as the tool is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Backup(BackupFile),
+    /// `X.sha256` beside backup file `X`.
+    Checksum(BackupFile),
+    /// A leftover of a run that did not finish.
+    Temporary,
+    Unexpected,
+}
+
+impl Entry {
+    pub fn classify(image: &str, file_name: &str) -> Entry {
+        if file_name.starts_with(TEMP_PREFIX) {
+            return Entry::Temporary;
+        }
+        if let Some(file) = BackupFile::parse(image, file_name) {
+            return Entry::Backup(file);
+        }
+        match file_name
+            .strip_suffix(CHECKSUM_SUFFIX)
+            .and_then(|of| BackupFile::parse(image, of))
+        {
+            Some(file) => Entry::Checksum(file),
+            None => Entry::Unexpected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn snap(s: &str) -> SnapName {
+        SnapName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn snapshot_names_round_trip_with_second_resolution() {
+        let at = Utc
+            .with_ymd_and_hms(2017, 8, 8, 14, 30, 15)
+            .unwrap()
+            .checked_add_signed(chrono::Duration::milliseconds(999))
+            .unwrap();
+        let name = SnapName::at(at);
+        assert_eq!(name.as_str(), "BACKUPUTC20170808T143015");
+        assert_eq!(name.as_str().len(), 24);
+        assert_eq!(SnapName::parse(name.as_str()), Some(name.clone()));
+        assert_eq!(
+            name.taken(),
+            Utc.with_ymd_and_hms(2017, 8, 8, 14, 30, 15).unwrap()
+        );
+    }
+
+    #[test]
+    fn snapshot_names_that_do_not_parse() {
+        for bad in [
+            "BACKUP-manual",
+            "BACKUPUTC20170808T14301",
+            "BACKUPUTC20170808T1430150",
+            "BACKUPUTC20171308T143015",
+            "backupUTC20170808T143015",
+            "BACKUPUTC20170808 143015",
+            "",
+        ] {
+            assert_eq!(SnapName::parse(bad), None, "{bad:?}");
+        }
+        assert!(SnapName::is_owned("BACKUP-manual"));
+        assert!(!SnapName::is_owned("nightly"));
+    }
+
+    #[test]
+    fn legacy_names_parse_but_are_marked() {
+        let old = snap("UTC20170119T092933");
+        assert!(old.is_legacy());
+        assert!(!snap("BACKUPUTC20170119T092933").is_legacy());
+    }
+
+    #[test]
+    fn file_names_match_the_original_layout() {
+        let s0 = snap("BACKUPUTC20170801T020000");
+        let s1 = snap("BACKUPUTC20170802T020000");
+        let cases = [
+            (
+                BackupFile::full(s0.clone(), false),
+                "img@BACKUPUTC20170801T020000.full",
+            ),
+            (
+                BackupFile::full(s0.clone(), true),
+                "img@BACKUPUTC20170801T020000.full.tar.gz",
+            ),
+            (
+                BackupFile::diff(s0.clone(), s1.clone(), false),
+                "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000",
+            ),
+            (
+                BackupFile::diff(s0, s1, true),
+                "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000.tar.gz",
+            ),
+        ];
+        for (file, name) in cases {
+            assert_eq!(file.file_name("img"), name);
+            assert_eq!(BackupFile::parse("img", name), Some(file));
+        }
+    }
+
+    #[test]
+    fn parsing_does_not_treat_the_image_name_as_a_pattern() {
+        let name = "vmXdisk@BACKUPUTC20170801T020000.full";
+        assert_eq!(BackupFile::parse("vm.disk", name), None);
+        assert!(BackupFile::parse("vmXdisk", name).is_some());
+        assert_eq!(
+            BackupFile::parse("my disk", "my disk@BACKUPUTC20170801T020000.full")
+                .map(|f| f.snap.to_string()),
+            Some("BACKUPUTC20170801T020000".into())
+        );
+    }
+
+    #[test]
+    fn entries_are_classified() {
+        let s = "img@BACKUPUTC20170801T020000.full";
+        assert!(matches!(Entry::classify("img", s), Entry::Backup(_)));
+        assert!(matches!(
+            Entry::classify("img", &format!("{s}.tar.gz.sha256")),
+            Entry::Checksum(f) if f.compressed
+        ));
+        assert_eq!(
+            Entry::classify("img", ".cephbackup-tmp.abc"),
+            Entry::Temporary
+        );
+        for other in [
+            "img@BACKUPfoo.full",
+            "img_UTC20170119T092933.full",
+            "notes.txt",
+            "img@BACKUPUTC20170801T020000.fully",
+            "other@BACKUPUTC20170801T020000.full",
+        ] {
+            assert_eq!(Entry::classify("img", other), Entry::Unexpected, "{other}");
+        }
+        assert!(matches!(
+            Entry::classify("img", "img@UTC20170119T092933.full"),
+            Entry::Backup(f) if f.snap.is_legacy()
+        ));
+    }
+}

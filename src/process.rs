@@ -1,0 +1,323 @@
+//! The only place that starts processes.
+//!
+//! Commands are argument vectors, never shell strings, so pool, image and path names reach `rbd`
+//! exactly as written. A failed command becomes a [`CommandError`] carrying the command line, the
+//! exit status and the tail of the child's stderr, which is what an administrator needs to act.
+//! A child's stderr is drained on its own thread so that a chatty child can never block on a full
+//! pipe while we are reading its stdout.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// How much of a child's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// A program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    program: OsString,
+    args: Vec<OsString>,
+    /// Copy the child's stderr to ours as it arrives (progress bars on a terminal).
+    show_stderr: bool,
+}
+
+impl CommandLine {
+    pub fn new(program: impl Into<OsString>) -> CommandLine {
+        CommandLine {
+            program: program.into(),
+            args: Vec::new(),
+            show_stderr: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> CommandLine {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> CommandLine
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn show_stderr(mut self, show: bool) -> CommandLine {
+        self.show_stderr = show;
+        self
+    }
+
+    /// Runs the command to completion and returns its stdout.
+    pub fn output(&self) -> Result<Vec<u8>, CommandError> {
+        let mut reader = self.spawn_reader()?;
+        let mut stdout = Vec::new();
+        match reader.read_to_end(&mut stdout) {
+            Ok(_) => Ok(stdout),
+            Err(err) => Err(CommandError::from_io(self, err)),
+        }
+    }
+
+    /// Runs the command, discarding its stdout.
+    pub fn run(&self) -> Result<(), CommandError> {
+        self.output().map(drop)
+    }
+
+    /// Starts the command with its stdout available as a stream. Reading to the end also waits
+    /// for the child; a failure exit then surfaces as a read error wrapping a [`CommandError`].
+    pub fn spawn_reader(&self) -> Result<ChildReader, CommandError> {
+        #[allow(clippy::disallowed_methods)] // this is the one door
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let show = self.show_stderr;
+        let stderr_tail = std::thread::spawn(move || drain_stderr(stderr, show));
+        Ok(ChildReader {
+            command: self.clone(),
+            child,
+            stdout: Some(stdout),
+            stderr_tail: Some(stderr_tail),
+            finished: false,
+        })
+    }
+}
+
+impl fmt::Display for CommandLine {
+    /// Shell-quoted, for people to read and copy; it is never given to a shell.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|w| w.to_string_lossy());
+        f.write_str(&shell_words::join(words))
+    }
+}
+
+fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if show {
+            let _ = io::stderr().write_all(&buf[..n]);
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * STDERR_TAIL_BYTES {
+            tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+        }
+    }
+    tail
+}
+
+/// The stdout of a running child. Dropping it before the end kills the child.
+pub struct ChildReader {
+    command: CommandLine,
+    child: Child,
+    stdout: Option<ChildStdout>,
+    stderr_tail: Option<JoinHandle<Vec<u8>>>,
+    finished: bool,
+}
+
+impl ChildReader {
+    pub fn command(&self) -> &CommandLine {
+        &self.command
+    }
+
+    fn collect_stderr(&mut self) -> Vec<u8> {
+        self.stderr_tail
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits for the child after its stdout ended and turns a failure exit into an error.
+    fn finish(&mut self) -> io::Result<()> {
+        self.finished = true;
+        drop(self.stdout.take());
+        let status = self.child.wait()?;
+        let stderr = self.collect_stderr();
+        if status.success() {
+            return Ok(());
+        }
+        let err = CommandError::new(&self.command, Failure::Exit { status, stderr });
+        Err(io::Error::other(err))
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.finished {
+            return Ok(0);
+        }
+        let stdout = self.stdout.as_mut().expect("stdout present until finished");
+        let n = stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish()?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Nobody will read the rest; make sure the child does not outlive us.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = self.collect_stderr();
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Spawn(io::Error),
+    Exit { status: ExitStatus, stderr: Vec<u8> },
+    Read(io::Error),
+}
+
+/// A command that could not be started, failed, or whose output could not be read.
+#[derive(Debug)]
+pub struct CommandError {
+    command: String,
+    failure: Failure,
+}
+
+impl CommandError {
+    fn new(command: &CommandLine, failure: Failure) -> CommandError {
+        CommandError {
+            command: command.to_string(),
+            failure,
+        }
+    }
+
+    /// Unwraps a [`CommandError`] that travelled through an `io::Error` from [`ChildReader`].
+    fn from_io(command: &CommandLine, err: io::Error) -> CommandError {
+        match err.downcast::<CommandError>() {
+            Ok(inner) => inner,
+            Err(err) => CommandError::new(command, Failure::Read(err)),
+        }
+    }
+
+    /// The child's stderr, as text, when it ran and failed.
+    pub fn stderr(&self) -> Option<String> {
+        match &self.failure {
+            Failure::Exit { stderr, .. } => Some(String::from_utf8_lossy(stderr).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// True when the program itself was not found.
+    pub fn is_not_found(&self) -> bool {
+        matches!(&self.failure, Failure::Spawn(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// The last lines of a child's stderr, joined so the whole error stays on one line.
+fn stderr_summary(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("% complete"))
+        .collect();
+    let start = lines.len().saturating_sub(3);
+    lines[start..].join(" / ")
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.failure {
+            Failure::Spawn(err) => write!(f, "cannot run `{}`: {err}", self.command),
+            Failure::Read(err) => write!(f, "reading the output of `{}`: {err}", self.command),
+            Failure::Exit { status, stderr } => {
+                let status = match status.code() {
+                    Some(code) => format!("exit status {code}"),
+                    None => status.to_string(),
+                };
+                write!(f, "`{}` failed with {status}", self.command)?;
+                let summary = stderr_summary(stderr);
+                if !summary.is_empty() {
+                    write!(f, ": {summary}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> CommandLine {
+        CommandLine::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn output_returns_stdout() {
+        assert_eq!(sh("printf 'a b'").output().unwrap(), b"a b");
+    }
+
+    #[test]
+    fn failure_carries_command_status_and_stderr() {
+        let err =
+            sh("echo progress: 50% complete >&2; echo 'rbd: error opening image x' >&2; exit 2")
+                .output()
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("`sh -c '"), "{text}");
+        assert!(
+            text.ends_with("failed with exit status 2: rbd: error opening image x"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn a_missing_program_is_reported_as_not_found() {
+        let err = CommandLine::new("/nonexistent/rbd").output().unwrap_err();
+        assert!(err.is_not_found());
+        assert!(err.to_string().contains("/nonexistent/rbd"));
+    }
+
+    #[test]
+    fn streaming_reader_reports_failure_at_the_end_of_the_stream() {
+        let mut reader = sh("head -c 100000 /dev/zero; echo boom >&2; exit 3")
+            .spawn_reader()
+            .unwrap();
+        let mut sink = Vec::new();
+        let err = reader.read_to_end(&mut sink).unwrap_err();
+        assert_eq!(sink.len(), 100000);
+        assert!(err.to_string().contains("exit status 3: boom"), "{err}");
+    }
+
+    #[test]
+    fn a_child_writing_much_to_stderr_does_not_block() {
+        let out = sh("head -c 1000000 /dev/zero >&2; echo done")
+            .output()
+            .unwrap();
+        assert_eq!(out, b"done\n");
+    }
+
+    #[test]
+    fn display_quotes_words_with_spaces() {
+        let cmd = CommandLine::new("rbd").args(["snap", "ls", "rbd/my disk"]);
+        assert_eq!(cmd.to_string(), "rbd snap ls 'rbd/my disk'");
+    }
+}

@@ -1,0 +1,178 @@
+//! The `rbd` command line: how each operation is spelled, and how its JSON answers are read.
+//!
+//! Every call names the cluster configuration (and the cephx user and keyring when configured), so
+//! the snapshots we list and the images we export always come from the same cluster; the original
+//! passed the configuration to its library calls only. Queries use `--format json`, never text
+//! scraping.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::process::CommandLine;
+
+/// How to reach one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub conf: PathBuf,
+    pub user: Option<String>,
+    pub keyring: Option<PathBuf>,
+}
+
+/// Builds and runs `rbd` commands against one cluster.
+#[derive(Debug, Clone)]
+pub struct Rbd {
+    cluster: Cluster,
+    /// Let `rbd` draw its progress on our stderr (only when that is a terminal).
+    progress: bool,
+}
+
+/// A snapshot as `rbd snap ls --format json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+struct ImageInfo {
+    size: u64,
+}
+
+/// `pool/image` or `pool/image@snap`, the spelling every `rbd` command accepts.
+pub fn spec(pool: &str, image: &str, snap: Option<&str>) -> String {
+    match snap {
+        Some(snap) => format!("{pool}/{image}@{snap}"),
+        None => format!("{pool}/{image}"),
+    }
+}
+
+impl Rbd {
+    pub fn new(cluster: Cluster, progress: bool) -> Rbd {
+        Rbd { cluster, progress }
+    }
+
+    fn command<I, S>(&self, args: I) -> CommandLine
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut cmd = CommandLine::new("rbd")
+            .arg("--conf")
+            .arg(&self.cluster.conf);
+        if let Some(user) = &self.cluster.user {
+            cmd = cmd.arg("--id").arg(user);
+        }
+        if let Some(keyring) = &self.cluster.keyring {
+            cmd = cmd.arg("--keyring").arg(keyring);
+        }
+        cmd.args(args.into_iter().map(Into::into))
+    }
+
+    /// A command that changes or streams something: with a progress bar on a terminal, without
+    /// one elsewhere (so cron mail is not filled with percentages).
+    fn action<const N: usize>(&self, args: [&str; N]) -> CommandLine {
+        let progress = if self.progress {
+            None
+        } else {
+            Some("--no-progress")
+        };
+        self.command(progress.into_iter().chain(args))
+            .show_stderr(self.progress)
+    }
+
+    fn query<T: for<'de> Deserialize<'de>, const N: usize>(&self, args: [&str; N]) -> Result<T> {
+        let cmd = self.command(["--format", "json"].into_iter().chain(args));
+        let out = cmd.output()?;
+        serde_json::from_slice(&out).with_context(|| format!("unexpected output from `{cmd}`"))
+    }
+
+    /// Every image of a pool, in the order `rbd ls` gives.
+    pub fn list_images(&self, pool: &str) -> Result<Vec<String>> {
+        self.query(["ls", pool])
+    }
+
+    /// All snapshots of an image, ordered by id (creation order).
+    pub fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>> {
+        let mut snaps: Vec<Snapshot> = self.query(["snap", "ls", &spec(pool, image, None)])?;
+        snaps.sort_by_key(|s| s.id);
+        Ok(snaps)
+    }
+
+    /// The size in bytes of an image at a snapshot.
+    pub fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
+        let info: ImageInfo = self.query(["info", &spec(pool, image, Some(snap))])?;
+        Ok(info.size)
+    }
+
+    pub fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
+        self.action(["snap", "create", &spec(pool, image, Some(snap))])
+    }
+
+    pub fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
+        self.action(["snap", "rm", &spec(pool, image, Some(snap))])
+    }
+
+    /// Streams the raw image at `snap` to stdout.
+    pub fn export(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
+        self.action(["export", &spec(pool, image, Some(snap)), "-"])
+    }
+
+    /// Streams the changes from `base` to `snap` as an `rbd diff v1` stream to stdout.
+    pub fn export_diff(&self, pool: &str, image: &str, base: &str, snap: &str) -> CommandLine {
+        self.action([
+            "export-diff",
+            "--from-snap",
+            base,
+            &spec(pool, image, Some(snap)),
+            "-",
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rbd(user: Option<&str>) -> Rbd {
+        Rbd::new(
+            Cluster {
+                conf: "/etc/ceph/ceph.conf".into(),
+                user: user.map(Into::into),
+                keyring: user.map(|_| "/etc/ceph/k".into()),
+            },
+            false,
+        )
+    }
+
+    #[test]
+    fn every_command_names_the_cluster() {
+        assert_eq!(
+            rbd(None).export("rbd", "my disk", "S1").to_string(),
+            "rbd --conf /etc/ceph/ceph.conf --no-progress export 'rbd/my disk@S1' -"
+        );
+        assert_eq!(
+            rbd(Some("backup"))
+                .export_diff("p", "i", "S0", "S1")
+                .to_string(),
+            "rbd --conf /etc/ceph/ceph.conf --id backup --keyring /etc/ceph/k --no-progress \
+             export-diff --from-snap S0 p/i@S1 -"
+        );
+    }
+
+    #[test]
+    fn snapshot_list_parses_rbd_json() {
+        let json = r#"[{"id":7,"name":"b","size":1,"protected":"false","timestamp":"x"},
+                       {"id":4,"name":"a","size":1,"protected":"true","timestamp":"x"}]"#;
+        let snaps: Vec<Snapshot> = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            snaps[1],
+            Snapshot {
+                id: 4,
+                name: "a".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! The backup folders on disk: where an image's files live, and how a file gets there safely.
+//!
+//! A backup file only ever appears under its final name complete and synced: it is written to a
+//! temporary name in the same folder (so the rename cannot cross filesystems), flushed to disk,
+//! renamed without replacing anything, and the folder is synced so the rename survives a crash.
+//! Files are created readable by their owner only (they are whole disk images) and folders the same.
+//!
+//! Writing streams: an export is copied from `rbd` to disk in bounded chunks, whatever the image
+//! size. Raw full images keep their holes (all-zero blocks are skipped, as `rbd export` does when it
+//! writes a file itself), and compressed files are a tar archive with one member, gzip-compressed
+//! on the fly.
+
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use tempfile::NamedTempFile;
+
+use crate::naming::TEMP_PREFIX;
+
+const COPY_CHUNK: usize = 1 << 20;
+/// Holes are made at this granularity; smaller zero runs are written.
+const SPARSE_BLOCK: usize = 4096;
+
+/// `<destination>/<pool>/<image>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDir {
+    root: PathBuf,
+    pool: String,
+    image: String,
+}
+
+impl ImageDir {
+    pub fn new(root: &Path, pool: &str, image: &str) -> ImageDir {
+        ImageDir {
+            root: root.to_path_buf(),
+            pool: pool.to_string(),
+            image: image.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.pool).join(&self.image)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    /// The names in the folder; none when it does not exist yet.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let path = self.path();
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("cannot list {}", path.display())),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", path.display()))?;
+            match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(raw) => names.push(raw.to_string_lossy().into_owned()),
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates the pool and image folders. The destination itself must exist: when a backup disk
+    /// failed to mount, creating it would quietly fill the root filesystem instead.
+    pub fn create(&self) -> Result<()> {
+        if !self.root.is_dir() {
+            bail!(
+                "destination directory {} does not exist (is the backup disk mounted?)",
+                self.root.display()
+            );
+        }
+        let path = self.path();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let path = self.file(name);
+        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        sync_dir(&self.path())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync folder {}", dir.display()))
+}
+
+/// A file being written under a temporary name; it disappears unless [`PendingFile::commit`]ed.
+pub struct PendingFile {
+    temp: NamedTempFile,
+    final_path: PathBuf,
+}
+
+impl PendingFile {
+    pub fn create(dir: &Path, final_name: &str) -> Result<PendingFile> {
+        let final_path = dir.join(final_name);
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        Ok(PendingFile { temp, final_path })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// Syncs the data, gives the file its final name (never replacing an existing file) and
+    /// syncs the folder. Returns the size of the file.
+    pub fn commit(self) -> Result<u64> {
+        let final_path = self.final_path;
+        let file = self.temp.as_file();
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", final_path.display()))?;
+        let size = file.metadata()?.len();
+        self.temp
+            .persist_noclobber(&final_path)
+            .map_err(|e| e.error)
+            .with_context(|| {
+                format!("cannot move the finished file to {}", final_path.display())
+            })?;
+        if let Some(dir) = final_path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(size)
+    }
+}
+
+/// Copies `src` into `dst` in bounded chunks; returns the number of bytes copied.
+fn copy_stream(src: &mut impl Read, dst: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Writes a stream to a file, turning aligned all-zero blocks into holes.
+struct SparseWriter<'a> {
+    file: &'a mut File,
+    pos: u64,
+    /// Bytes of a block not yet complete.
+    partial: Vec<u8>,
+}
+
+impl<'a> SparseWriter<'a> {
+    fn new(file: &'a mut File) -> SparseWriter<'a> {
+        SparseWriter {
+            file,
+            pos: 0,
+            partial: Vec::with_capacity(SPARSE_BLOCK),
+        }
+    }
+
+    fn put_block(&mut self, block: &[u8]) -> io::Result<()> {
+        if block.iter().all(|&b| b == 0) {
+            self.pos += block.len() as u64;
+            return Ok(());
+        }
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        self.file.write_all(block)?;
+        self.pos += block.len() as u64;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<u64> {
+        let rest = std::mem::take(&mut self.partial);
+        self.put_block(&rest)?;
+        // Trailing holes only exist once the length is set.
+        self.file.set_len(self.pos)?;
+        Ok(self.pos)
+    }
+}
+
+impl Write for SparseWriter<'_> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let written = data.len();
+        if !self.partial.is_empty() {
+            let take = (SPARSE_BLOCK - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < SPARSE_BLOCK {
+                return Ok(written);
+            }
+            let block = std::mem::take(&mut self.partial);
+            self.put_block(&block)?;
+            self.partial = block;
+            self.partial.clear();
+        }
+        let mut blocks = data.chunks_exact(SPARSE_BLOCK);
+        for block in &mut blocks {
+            self.put_block(block)?;
+        }
+        self.partial.extend_from_slice(blocks.remainder());
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Fails unless the stream yields exactly the announced number of bytes: a tar member's size is
+/// written before its data, so a short or long export must not pass unnoticed.
+struct ExactLength<R> {
+    inner: R,
+    expected: u64,
+    seen: u64,
+}
+
+impl<R: Read> Read for ExactLength<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if self.seen > self.expected || (n == 0 && !buf.is_empty() && self.seen != self.expected) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the export stream had {} bytes where {} were expected",
+                    if n == 0 {
+                        self.seen.to_string()
+                    } else {
+                        format!("more than {}", self.expected)
+                    },
+                    self.expected
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Writes `stream` to `file` as a raw file with holes; returns the stream length.
+pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<u64> {
+    let mut sparse = SparseWriter::new(file);
+    copy_stream(stream, &mut sparse)?;
+    sparse.finish()
+}
+
+/// What goes into the tar header besides the data.
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+}
+
+/// Writes a gzip-compressed tar archive holding `stream` as its one member.
+pub fn write_tar_gz(stream: &mut impl Read, member: &Member, file: &mut File) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(member.size);
+    header.set_mode(0o600);
+    header.set_mtime(member.mtime.timestamp().max(0) as u64);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    header.set_entry_type(tar::EntryType::Regular);
+    let gz = GzEncoder::new(
+        BufWriter::with_capacity(COPY_CHUNK, file),
+        Compression::default(),
+    );
+    let mut archive = tar::Builder::new(gz);
+    let mut exact = ExactLength {
+        inner: stream,
+        expected: member.size,
+        seen: 0,
+    };
+    archive.append_data(&mut header, member.name, &mut exact)?;
+    let mut out = archive.into_inner()?.finish()?;
+    out.flush()
+}
+
+/// Copies a stream of unknown length to a temporary file beside the final one, so it can then be
+/// archived with its size known up front.
+pub fn spool(stream: &mut impl Read, dir: &Path) -> Result<(File, u64)> {
+    let mut spool = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    // The name is not needed; an unlinked file vanishes even if we are killed.
+    let len = copy_stream(stream, spool.as_file_mut())?;
+    let mut file = spool.into_file();
+    file.rewind()?;
+    Ok((file, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn raw_files_keep_holes_and_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = vec![0u8; 3 * 1024 * 1024 + 100];
+        data[5000] = 1;
+        data[2 * 1024 * 1024 + 7] = 2;
+        let last = data.len() - 1;
+        data[last] = 3;
+        let mut pending = PendingFile::create(dir.path(), "img.full").unwrap();
+        // Odd-sized reads exercise the partial-block path.
+        let mut src = io::Cursor::new(&data).take(u64::MAX);
+        let mut chunked = ChunkedReader(&mut src, 3001);
+        assert_eq!(
+            write_raw(&mut chunked, pending.file()).unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(pending.commit().unwrap(), data.len() as u64);
+        let path = dir.path().join("img.full");
+        assert_eq!(fs::read(&path).unwrap(), data);
+        let meta = fs::metadata(&path).unwrap();
+        assert!(meta.blocks() * 512 < 64 * 1024, "{} blocks", meta.blocks());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    struct ChunkedReader<'a, R>(&'a mut R, usize);
+    impl<R: Read> Read for ChunkedReader<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.1);
+            self.0.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn an_uncommitted_file_leaves_nothing_and_commit_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(PendingFile::create(dir.path(), "x").unwrap());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::write(dir.path().join("x"), b"old").unwrap();
+        let mut pending = PendingFile::create(dir.path(), "x").unwrap();
+        pending.file().write_all(b"new").unwrap();
+        assert!(pending.commit().is_err());
+        assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn tar_gz_member_has_the_bare_name_and_the_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut pending = PendingFile::create(dir.path(), "a.tar.gz").unwrap();
+        let member = Member {
+            name: "img@BACKUPUTC20170801T000000.full",
+            size: data.len() as u64,
+            mtime: Utc::now(),
+        };
+        write_tar_gz(&mut &data[..], &member, pending.file()).unwrap();
+        pending.commit().unwrap();
+        let gz = flate2::read::GzDecoder::new(File::open(dir.path().join("a.tar.gz")).unwrap());
+        let mut archive = tar::Archive::new(gz);
+        let mut entries = archive.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        assert_eq!(
+            entry.path().unwrap().to_str(),
+            Some("img@BACKUPUTC20170801T000000.full")
+        );
+        let mut got = Vec::new();
+        entry.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        drop(entry);
+        assert!(entries.next().is_none());
+    }
+
+    #[test]
+    fn tar_gz_refuses_a_stream_of_the_wrong_length() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, size) in [(10usize, 11u64), (12, 11)] {
+            let mut pending = PendingFile::create(dir.path(), "a.tar.gz").unwrap();
+            let member = Member {
+                name: "m",
+                size,
+                mtime: Utc::now(),
+            };
+            let err = write_tar_gz(&mut &vec![1u8; len][..], &member, pending.file()).unwrap_err();
+            assert!(err.to_string().contains("expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_destination_must_exist_but_folders_below_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ImageDir::new(&dir.path().join("not-mounted"), "rbd", "img");
+        assert!(missing
+            .create()
+            .unwrap_err()
+            .to_string()
+            .contains("not-mounted"));
+        assert!(!dir.path().join("not-mounted").exists());
+        let image = ImageDir::new(dir.path(), "rbd", "my disk");
+        assert_eq!(image.list().unwrap(), Vec::<String>::new());
+        image.create().unwrap();
+        let mode = fs::metadata(image.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

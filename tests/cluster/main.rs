@@ -1,0 +1,13 @@
+//! Integration tests of the `cephbackup` binary against a real, throwaway Ceph cluster.
+//!
+//! One binary, so the cluster is started once; see `harness.rs`.
+
+#![allow(clippy::disallowed_methods)] // tests drive the real binary, rbd, ceph and tar directly
+
+mod harness;
+
+mod backup;
+mod check_mode;
+mod config_errors;
+mod selection;
+mod slide;

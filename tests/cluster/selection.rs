@@ -1,0 +1,111 @@
+//! Which images a run covers, and how one failing image affects the others.
+
+use crate::harness::*;
+
+#[test]
+fn wildcard_covers_every_image_of_the_pool_including_names_with_spaces() {
+    let w = World::new();
+    w.create_image("alpha", 8 * MIB, 80);
+    w.create_image("my disk", 8 * MIB, 81);
+    rbd(&["snap", "create", &format!("{}@user-snap", w.spec("alpha"))]);
+    let conf = w.config("images = *\nbackup mode = incremental");
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stdout.contains(&format!("\t{}/alpha\n", w.pool)),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(&format!("\t{}/my disk\n", w.pool)));
+    for image in ["alpha", "my disk"] {
+        let snaps = w.backup_snapshots(image);
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(w.files(image), [format!("{image}@{}.full", snaps[0])]);
+    }
+    assert_eq!(w.snapshots("alpha")[0], "user-snap");
+    restore_by_hand(
+        &w,
+        "my disk",
+        &[&format!(
+            "my disk@{}.full",
+            w.backup_snapshots("my disk")[0]
+        )],
+        "restored disk",
+    );
+}
+
+#[test]
+fn a_missing_image_fails_alone_and_the_run_exits_non_zero() {
+    let w = World::new();
+    w.create_image("good1", 8 * MIB, 90);
+    w.create_image("good2", 8 * MIB, 91);
+    let conf = w.config("images = good1, nosuch ,good2\nbackup mode = incremental");
+    let run = w.backup(&conf).code(1);
+    assert_eq!(w.files("good1").len(), 1);
+    assert_eq!(w.files("good2").len(), 1);
+    assert!(w.files("nosuch").is_empty());
+    let error_line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {}", run.stderr));
+    assert!(
+        error_line.contains(&format!("{}/nosuch", w.pool)),
+        "{error_line}"
+    );
+    assert!(
+        error_line.contains("rbd"),
+        "names the command: {error_line}"
+    );
+    assert!(
+        error_line.contains("No such file or directory"),
+        "{error_line}"
+    );
+    assert!(
+        run.stdout
+            .contains("Summary: 2 image(s) backed up, 1 failed"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn two_pools_in_one_file_run_in_file_order_and_a_missing_pool_does_not_stop_the_other() {
+    let w1 = World::new();
+    let w2 = World::new();
+    w1.create_image("x", 8 * MIB, 95);
+    w2.create_image("y", 8 * MIB, 96);
+    let dest = w1.dest.display().to_string();
+    let conf = w1.write_config(&format!(
+        "[DEFAULT]\ndestination directory = {dest}\nceph config = {}\nbackup mode = full\n\n\
+         [{}]\nimages = y\n\n[nosuchpool]\nimages = *\n\n[{}]\nimages = x\n",
+        cluster().conf.display(),
+        w2.pool,
+        w1.pool
+    ));
+    let run = w1.backup(&conf).code(1);
+    let order: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Starting backup for pool"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            format!("Starting backup for pool {}", w2.pool),
+            "Starting backup for pool nosuchpool".to_string(),
+            format!("Starting backup for pool {}", w1.pool)
+        ]
+    );
+    assert_eq!(w1.files("x").len(), 1);
+    assert_eq!(
+        std::fs::read_dir(w1.dest.join(&w2.pool).join("y"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(
+        run.stderr.contains("error: pool nosuchpool:"),
+        "{}",
+        run.stderr
+    );
+}
