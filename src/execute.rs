@@ -11,14 +11,14 @@
 //!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::naming::{BackupFile, Content, SnapName};
+use crate::naming::{BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::plan::{plan_image, Plan, Settings, Step};
 use crate::process::CommandLine;
 use crate::rbd::{spec, Cluster, Rbd};
@@ -349,32 +349,45 @@ impl<'s> ImageRun<'s> {
         };
         self.dir.create()?;
         let name = file.file_name(image);
-        let mut pending = PendingFile::create(&self.dir.path(), &name)?;
+        let dir = self.dir.path();
+        let mut pending = PendingFile::create(&dir, &name)?;
         let mut stream = cmd.spawn_reader()?;
-        self.write(file, &mut stream, expected_size, pending.file())
+        let digest = self
+            .write(file, &mut stream, expected_size, pending.file())
             .map_err(|err| unwrap_command_error(err, &cmd))
             .with_context(|| format!("cannot write {}", self.dir.file(&name).display()))?;
+        // The checksum goes first: then every backup file that exists has one. A checksum left
+        // without its file by a crash is simply replaced when that file is written again.
+        let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
+        let mut checksum = PendingFile::create(&dir, &checksum_name)?;
+        checksum
+            .file()
+            .write_all(store::checksum_line(&digest, &name).as_bytes())
+            .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
+        checksum.commit_replacing()?;
         let size = pending.commit()?;
         self.bytes_written += size;
-        info!("{pool}/{image}: wrote {name} ({size} bytes)");
+        info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
         Ok(())
     }
 
+    /// Streams one export into `out` in the file's format; returns the SHA-256 of the file.
     fn write(
         &self,
         file: &BackupFile,
         stream: &mut impl Read,
         expected_size: Option<u64>,
         out: &mut std::fs::File,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
-        match (file.compressed, expected_size) {
+        let digest = match (file.compressed, expected_size) {
             (false, expected) => {
-                let len = store::write_raw(stream, out)?;
+                let (len, digest) = store::write_raw(stream, out)?;
                 if let Some(expected) = expected.filter(|&e| e != len) {
                     anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
                 }
+                digest
             }
             (true, Some(size)) => {
                 let member = Member {
@@ -382,7 +395,7 @@ impl<'s> ImageRun<'s> {
                     size,
                     mtime,
                 };
-                store::write_tar_gz(stream, &member, out)?;
+                store::write_tar_gz(stream, &member, out)?
             }
             (true, None) => {
                 let (mut spooled, size) = store::spool(stream, &self.dir.path())?;
@@ -391,10 +404,10 @@ impl<'s> ImageRun<'s> {
                     size,
                     mtime,
                 };
-                store::write_tar_gz(&mut spooled, &member, out)?;
+                store::write_tar_gz(&mut spooled, &member, out)?
             }
-        }
-        Ok(())
+        };
+        Ok(digest)
     }
 
     /// Removes the snapshot this run created when no complete file backs it, so it cannot become

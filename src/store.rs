@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use crate::naming::TEMP_PREFIX;
@@ -125,22 +126,82 @@ impl PendingFile {
     /// Syncs the data, gives the file its final name (never replacing an existing file) and
     /// syncs the folder. Returns the size of the file.
     pub fn commit(self) -> Result<u64> {
+        self.finish(false)
+    }
+
+    /// Like [`PendingFile::commit`], but replaces a file already under the final name.
+    pub fn commit_replacing(self) -> Result<u64> {
+        self.finish(true)
+    }
+
+    fn finish(self, replace: bool) -> Result<u64> {
         let final_path = self.final_path;
         let file = self.temp.as_file();
         file.sync_all()
             .with_context(|| format!("cannot sync {}", final_path.display()))?;
         let size = file.metadata()?.len();
-        self.temp
-            .persist_noclobber(&final_path)
-            .map_err(|e| e.error)
-            .with_context(|| {
-                format!("cannot move the finished file to {}", final_path.display())
-            })?;
+        let persisted = if replace {
+            self.temp.persist(&final_path)
+        } else {
+            self.temp.persist_noclobber(&final_path)
+        };
+        persisted.map_err(|e| e.error).with_context(|| {
+            format!("cannot move the finished file to {}", final_path.display())
+        })?;
         if let Some(dir) = final_path.parent() {
             sync_dir(dir)?;
         }
         Ok(size)
     }
+}
+
+/// Passes a stream through while computing its SHA-256.
+pub struct Hashing<T> {
+    inner: T,
+    hasher: Sha256,
+}
+
+impl<T> Hashing<T> {
+    pub fn new(inner: T) -> Hashing<T> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The lowercase hex digest of everything that passed.
+    pub fn hex_digest(self) -> String {
+        self.hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A line of `sha256sum` output: `sha256sum -c` run in the file's folder checks it.
+pub fn checksum_line(hex_digest: &str, file_name: &str) -> String {
+    format!("{hex_digest}  {file_name}\n")
 }
 
 /// Copies `src` into `dst` in bounded chunks; returns the number of bytes copied.
@@ -254,11 +315,13 @@ impl<R: Read> Read for ExactLength<R> {
     }
 }
 
-/// Writes `stream` to `file` as a raw file with holes; returns the stream length.
-pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<u64> {
+/// Writes `stream` to `file` as a raw file with holes; returns the stream length and the
+/// SHA-256 of the file's bytes.
+pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<(u64, String)> {
     let mut sparse = SparseWriter::new(file);
-    copy_stream(stream, &mut sparse)?;
-    sparse.finish()
+    let mut hashing = Hashing::new(stream);
+    copy_stream(&mut hashing, &mut sparse)?;
+    Ok((sparse.finish()?, hashing.hex_digest()))
 }
 
 /// What goes into the tar header besides the data.
@@ -268,8 +331,13 @@ pub struct Member<'a> {
     pub mtime: DateTime<Utc>,
 }
 
-/// Writes a gzip-compressed tar archive holding `stream` as its one member.
-pub fn write_tar_gz(stream: &mut impl Read, member: &Member, file: &mut File) -> io::Result<()> {
+/// Writes a gzip-compressed tar archive holding `stream` as its one member; returns the SHA-256
+/// of the archive's bytes.
+pub fn write_tar_gz(
+    stream: &mut impl Read,
+    member: &Member,
+    file: &mut File,
+) -> io::Result<String> {
     let meta = file.metadata()?;
     let mut header = tar::Header::new_gnu();
     header.set_size(member.size);
@@ -278,8 +346,9 @@ pub fn write_tar_gz(stream: &mut impl Read, member: &Member, file: &mut File) ->
     header.set_uid(u64::from(meta.uid()));
     header.set_gid(u64::from(meta.gid()));
     header.set_entry_type(tar::EntryType::Regular);
+    let hashed = Hashing::new(file);
     let gz = GzEncoder::new(
-        BufWriter::with_capacity(COPY_CHUNK, file),
+        BufWriter::with_capacity(COPY_CHUNK, hashed),
         Compression::default(),
     );
     let mut archive = tar::Builder::new(gz);
@@ -289,8 +358,9 @@ pub fn write_tar_gz(stream: &mut impl Read, member: &Member, file: &mut File) ->
         seen: 0,
     };
     archive.append_data(&mut header, member.name, &mut exact)?;
-    let mut out = archive.into_inner()?.finish()?;
-    out.flush()
+    let out = archive.into_inner()?.finish()?;
+    let hashed = out.into_inner().map_err(|e| e.into_error())?;
+    Ok(hashed.hex_digest())
 }
 
 /// Copies a stream of unknown length to a temporary file beside the final one, so it can then be
@@ -324,16 +394,32 @@ mod tests {
         // Odd-sized reads exercise the partial-block path.
         let mut src = io::Cursor::new(&data).take(u64::MAX);
         let mut chunked = ChunkedReader(&mut src, 3001);
-        assert_eq!(
-            write_raw(&mut chunked, pending.file()).unwrap(),
-            data.len() as u64
-        );
+        let (len, digest) = write_raw(&mut chunked, pending.file()).unwrap();
+        assert_eq!(len, data.len() as u64);
+        assert_eq!(digest, Hashing::new(&data[..]).digest_of_all());
         assert_eq!(pending.commit().unwrap(), data.len() as u64);
         let path = dir.path().join("img.full");
         assert_eq!(fs::read(&path).unwrap(), data);
         let meta = fs::metadata(&path).unwrap();
         assert!(meta.blocks() * 512 < 64 * 1024, "{} blocks", meta.blocks());
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    impl<R: Read> Hashing<R> {
+        fn digest_of_all(mut self) -> String {
+            io::copy(&mut self, &mut io::sink()).unwrap();
+            self.hex_digest()
+        }
+    }
+
+    #[test]
+    fn checksums_match_sha256sum() {
+        // sha256 of "abc", as printed by sha256sum.
+        let digest = Hashing::new(&b"abc"[..]).digest_of_all();
+        assert_eq!(
+            checksum_line(&digest, "x"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  x\n"
+        );
     }
 
     struct ChunkedReader<'a, R>(&'a mut R, usize);
@@ -367,8 +453,10 @@ mod tests {
             size: data.len() as u64,
             mtime: Utc::now(),
         };
-        write_tar_gz(&mut &data[..], &member, pending.file()).unwrap();
+        let digest = write_tar_gz(&mut &data[..], &member, pending.file()).unwrap();
         pending.commit().unwrap();
+        let on_disk = fs::read(dir.path().join("a.tar.gz")).unwrap();
+        assert_eq!(digest, Hashing::new(&on_disk[..]).digest_of_all());
         let gz = flate2::read::GzDecoder::new(File::open(dir.path().join("a.tar.gz")).unwrap());
         let mut archive = tar::Archive::new(gz);
         let mut entries = archive.entries().unwrap();

@@ -56,7 +56,7 @@ fn full_mode(compress: bool) {
         0o700
     );
 
-    rbd(&["create", "--size", "1M", &w.spec("scratch")]);
+    w.assert_every_file_has_a_checksum("vm1");
     restore_by_hand_head(&w, name, "restored", &source);
 }
 
@@ -120,6 +120,7 @@ fn incremental_chain(compress: bool) {
         chain.push(expected);
     }
     assert_eq!(w.files("db").len(), 3);
+    w.assert_every_file_has_a_checksum("db");
     let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
     restore_by_hand(&w, "db", &chain, "db-restored");
 }

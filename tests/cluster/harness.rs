@@ -203,8 +203,49 @@ impl World {
         self.dest.join(&self.pool).join(image)
     }
 
-    /// File names in an image's backup folder, sorted.
+    /// File names in an image's backup folder, sorted, without the checksum files.
     pub fn files(&self, image: &str) -> Vec<String> {
+        let mut names = self.all_files(image);
+        names.retain(|n| !n.ends_with(".sha256"));
+        names
+    }
+
+    /// Every backup file has a `.sha256` beside it (true of all files the tool wrote).
+    pub fn assert_every_file_has_a_checksum(&self, image: &str) {
+        let all = self.all_files(image);
+        for name in all
+            .iter()
+            .filter(|n| n.contains("@BACKUP") && !n.ends_with(".sha256"))
+        {
+            let sidecar = format!("{name}.sha256");
+            assert!(
+                all.contains(&sidecar),
+                "{name} has no checksum file: {all:?}"
+            );
+        }
+        self.assert_checksums(image);
+    }
+
+    /// Every checksum file is accepted by `sha256sum -c` in its folder, and none is left without
+    /// its backup file.
+    pub fn assert_checksums(&self, image: &str) {
+        let all = self.all_files(image);
+        for sidecar in all.iter().filter(|n| n.ends_with(".sha256")) {
+            let out = Command::new("sha256sum")
+                .args(["-c", &sidecar])
+                .current_dir(self.image_dir(image))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sha256sum -c {sidecar}: {out:?}");
+        }
+        for sidecar in all.iter().filter(|n| n.ends_with(".sha256")) {
+            let of = sidecar.strip_suffix(".sha256").unwrap();
+            assert!(all.iter().any(|n| n == of), "{sidecar} without its file");
+        }
+    }
+
+    /// Every name in an image's backup folder, sorted.
+    pub fn all_files(&self, image: &str) -> Vec<String> {
         let mut names: Vec<String> = match fs::read_dir(self.image_dir(image)) {
             Ok(entries) => entries
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -384,6 +425,7 @@ pub fn write_file(path: &Path, data: &[u8]) {
 /// snapshot, then `rbd import-diff` of each diff in order. Compressed files are unpacked with GNU
 /// tar first. After each link the restored snapshot is compared bit for bit with the source.
 pub fn restore_by_hand(world: &World, image: &str, chain: &[&str], target: &str) {
+    world.assert_checksums(image);
     let unpacked = world.tmp.path().join(format!("unpacked-{target}"));
     let target_spec = world.spec(target);
     for (i, name) in chain.iter().enumerate() {

@@ -97,12 +97,12 @@ fn two_pools_in_one_file_run_in_file_order_and_a_missing_pool_does_not_stop_the_
         ]
     );
     assert_eq!(w1.files("x").len(), 1);
-    assert_eq!(
-        std::fs::read_dir(w1.dest.join(&w2.pool).join("y"))
-            .unwrap()
-            .count(),
-        1
-    );
+    w1.assert_every_file_has_a_checksum("x");
+    let y_files: Vec<String> = std::fs::read_dir(w1.dest.join(&w2.pool).join("y"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(y_files.len(), 2, "the backup and its checksum: {y_files:?}");
     assert!(
         run.stderr.contains("error: pool nosuchpool:"),
         "{}",
