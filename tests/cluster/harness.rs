@@ -232,7 +232,7 @@ impl World {
         let all = self.all_files(image);
         for sidecar in all.iter().filter(|n| n.ends_with(".sha256")) {
             let out = Command::new("sha256sum")
-                .args(["-c", &sidecar])
+                .args(["-c", sidecar])
                 .current_dir(self.image_dir(image))
                 .output()
                 .unwrap();
