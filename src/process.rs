@@ -68,6 +68,35 @@ impl CommandLine {
         self.output().map(drop)
     }
 
+    /// Runs the command with `input` streamed to its stdin, discarding its stdout. If the child
+    /// stops reading early, its own failure is reported rather than the broken pipe.
+    pub fn run_with_input(&self, input: &mut dyn Read) -> Result<(), CommandError> {
+        #[allow(clippy::disallowed_methods)] // this is the one door
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let show = self.show_stderr;
+        let stderr_tail = std::thread::spawn(move || drain_stderr(stderr, show));
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let copied = io::copy(input, &mut stdin);
+        drop(stdin);
+        let status = child.wait();
+        let stderr = stderr_tail.join().unwrap_or_default();
+        let status = status.map_err(|err| CommandError::new(self, Failure::Read(err)))?;
+        if !status.success() {
+            return Err(CommandError::new(self, Failure::Exit { status, stderr }));
+        }
+        match copied {
+            Ok(_) => Ok(()),
+            Err(err) => Err(CommandError::new(self, Failure::Input(err))),
+        }
+    }
+
     /// Starts the command with its stdout available as a stream. Reading to the end also waits
     /// for the child; a failure exit then surfaces as a read error wrapping a [`CommandError`].
     pub fn spawn_reader(&self) -> Result<ChildReader, CommandError> {
@@ -185,8 +214,13 @@ impl Drop for ChildReader {
 #[derive(Debug)]
 enum Failure {
     Spawn(io::Error),
-    Exit { status: ExitStatus, stderr: Vec<u8> },
+    Exit {
+        status: ExitStatus,
+        stderr: Vec<u8>,
+    },
     Read(io::Error),
+    /// Reading what we were feeding the command failed (it exited successfully regardless).
+    Input(io::Error),
 }
 
 /// A command that could not be started, failed, or whose output could not be read.
@@ -243,6 +277,7 @@ impl fmt::Display for CommandError {
         match &self.failure {
             Failure::Spawn(err) => write!(f, "cannot run `{}`: {err}", self.command),
             Failure::Read(err) => write!(f, "reading the output of `{}`: {err}", self.command),
+            Failure::Input(err) => write!(f, "feeding the input of `{}`: {err}", self.command),
             Failure::Exit { status, stderr } => {
                 let status = match status.code() {
                     Some(code) => format!("exit status {code}"),
@@ -313,6 +348,31 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out, b"done\n");
+    }
+
+    #[test]
+    fn input_is_streamed_to_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("copy");
+        let data = vec![7u8; 300_000];
+        CommandLine::new("sh")
+            .args(["-c", "cat > \"$0\"", out.to_str().unwrap()])
+            .run_with_input(&mut &data[..])
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+
+    #[test]
+    fn a_child_that_stops_reading_reports_its_own_failure() {
+        let data = vec![7u8; 1_000_000];
+        let err = sh("head -c 10 >/dev/null; echo 'rbd: import failed' >&2; exit 5")
+            .run_with_input(&mut &data[..])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("exit status 5: rbd: import failed"),
+            "{err}"
+        );
     }
 
     #[test]
