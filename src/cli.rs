@@ -11,7 +11,10 @@ const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  every image was backed up (or, in check mode, every step was shown)
   1  at least one image or pool failed; the others were still backed up
-  2  usage error or invalid configuration file; nothing was done";
+  2  usage error or invalid configuration file; nothing was done
+ 75  another run is using a destination (see --wait); nothing was done
+130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
+     the remaining ones skipped";
 
 /// Backup tool for ceph: snapshots RBD images and exports them to a folder, full or incremental.
 #[derive(Debug, Parser)]
@@ -31,6 +34,11 @@ pub struct Cli {
     #[arg(long)]
     pub check: bool,
 
+    /// Wait up to SECONDS for another run using the same destination to finish, instead of
+    /// exiting at once
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+
     /// Log less on stderr: warnings and errors only
     #[arg(short, long)]
     pub quiet: bool,
@@ -42,6 +50,10 @@ pub enum Status {
     Success,
     BackupFailed,
     UsageOrConfig,
+    /// Another run holds a destination's lock.
+    Busy,
+    /// Stopped by this signal.
+    Interrupted(i32),
 }
 
 impl From<Status> for ExitCode {
@@ -50,6 +62,8 @@ impl From<Status> for ExitCode {
             Status::Success => 0,
             Status::BackupFailed => 1,
             Status::UsageOrConfig => 2,
+            Status::Busy => 75,
+            Status::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
         })
     }
 }

@@ -41,7 +41,8 @@ const COMPRESS: &str = "compress";
 const CHECK_MODE: &str = "check mode";
 const WINDOW_SIZE: &str = "window size";
 const WINDOW_UNIT: &str = "window unit";
-const KNOWN_KEYS: [&str; 10] = [
+const CEPH_TIMEOUT: &str = "ceph timeout";
+const KNOWN_KEYS: [&str; 11] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -52,7 +53,10 @@ const KNOWN_KEYS: [&str; 10] = [
     CHECK_MODE,
     WINDOW_SIZE,
     WINDOW_UNIT,
+    CEPH_TIMEOUT,
 ];
+/// Seconds a Ceph operation may take before `rbd` gives up, unless `ceph timeout` says otherwise.
+pub const DEFAULT_CEPH_TIMEOUT: u32 = 300;
 
 /// Python's `strtobool` words, which the original used for `compress` and `check mode`.
 const TRUE_WORDS: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
@@ -83,6 +87,9 @@ pub struct PoolJob {
     /// The cephx id (without `client.`), when not Ceph's default.
     pub ceph_user: Option<String>,
     pub ceph_keyring: Option<PathBuf>,
+    /// Seconds any single Ceph operation may take (0: no limit), so a stalled or unreachable
+    /// cluster fails the run instead of hanging it.
+    pub ceph_timeout: u32,
     pub mode: BackupMode,
     pub compress: bool,
     pub check_mode: bool,
@@ -667,6 +674,16 @@ impl<'a> PoolReader<'a, '_> {
         let check_mode = self.optional(CHECK_MODE, parse_bool);
         let window_size = self.optional(WINDOW_SIZE, parse_window_size);
         let window_unit = self.optional(WINDOW_UNIT, parse_window_unit);
+        let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_window_size);
+        if let Err(message) = crate::naming::check_name("pool", &self.pool.name) {
+            self.problems.push(ConfigProblem {
+                file: self.file.to_path_buf(),
+                line: self.pool.line,
+                section: Some(self.pool.name.clone()),
+                key: None,
+                message,
+            });
+        }
 
         // Every field is read before the first `?` so that all problems get recorded.
         let destination_text = destination?;
@@ -679,6 +696,7 @@ impl<'a> PoolReader<'a, '_> {
             ceph_config: PathBuf::from(ceph_config?.as_deref().unwrap_or(DEFAULT_CEPH_CONFIG)),
             ceph_user: ceph_user?,
             ceph_keyring: ceph_keyring?.map(PathBuf::from),
+            ceph_timeout: ceph_timeout?.unwrap_or(DEFAULT_CEPH_TIMEOUT),
             mode: mode?,
             compress: compress?.unwrap_or(false),
             check_mode: check_mode?.unwrap_or(false),
@@ -867,6 +885,9 @@ fn parse_images(text: &str) -> Result<ImageSelection, String> {
     if !repeated.is_empty() {
         return Err(repeated_names_message(&repeated));
     }
+    for name in &names {
+        crate::naming::check_name("image", name)?;
+    }
     Ok(ImageSelection::Named(
         names.into_iter().map(str::to_string).collect(),
     ))
@@ -1049,6 +1070,7 @@ mod tests {
             ceph_config: PathBuf::from(DEFAULT_CEPH_CONFIG),
             ceph_user: None,
             ceph_keyring: None,
+            ceph_timeout: DEFAULT_CEPH_TIMEOUT,
             mode: BackupMode::Full,
             compress: false,
             check_mode: false,
@@ -1087,6 +1109,7 @@ mod tests {
             ceph_config: PathBuf::from("/etc/ceph/other.conf"),
             ceph_user: Some("backup".to_string()),
             ceph_keyring: Some(PathBuf::from("/etc/ceph/ceph.client.backup.keyring")),
+            ceph_timeout: DEFAULT_CEPH_TIMEOUT,
             check_mode: true,
             window: Window {
                 size: 12,
@@ -1677,6 +1700,54 @@ mod tests {
     }
 
     #[test]
+    fn hostile_pool_and_image_names_are_refused() {
+        let cases = [
+            (
+                "[-rbd]\nimages = a\n",
+                "t.conf:1: [-rbd] pool name \"-rbd\" starts with '-'",
+            ),
+            (
+                "[..]\nimages = a\n",
+                "t.conf:1: [..] pool name \"..\" would name a folder",
+            ),
+            (
+                "[rbd]\nimages = ../../etc\n",
+                "t.conf:2: [rbd] images: image name \"../../etc\" contains '/'",
+            ),
+            (
+                "[rbd]\nimages = ok, --all\n",
+                "t.conf:2: [rbd] images: image name \"--all\" starts with '-'",
+            ),
+        ];
+        for (head, expected) in cases {
+            let text = format!("{head}destination directory = /b\nbackup mode = full\n");
+            let errors = parse_str(&text, Path::new("t.conf")).unwrap_err();
+            let first = errors.0[0].to_string();
+            assert!(
+                first.starts_with(expected),
+                "{first:?} should start with {expected:?}"
+            );
+        }
+        let ok =
+            "[my pool]\nimages = disque été, a.b\ndestination directory = /b\nbackup mode = full\n";
+        assert!(parse_str(ok, Path::new("t.conf")).is_ok());
+    }
+
+    #[test]
+    fn ceph_timeout_defaults_and_parses() {
+        let parse = |extra: &str| parse_str(&minimal(extra), Path::new("t.conf"));
+        assert_eq!(
+            parse("").unwrap().pools[0].ceph_timeout,
+            DEFAULT_CEPH_TIMEOUT
+        );
+        assert_eq!(
+            parse("ceph timeout = 15").unwrap().pools[0].ceph_timeout,
+            15
+        );
+        assert!(parse("ceph timeout = 15s").is_err());
+    }
+
+    #[test]
     fn unknown_keys() {
         // (line 5, expected Display)
         let cases = [
@@ -1693,7 +1764,7 @@ mod tests {
                 "retention = 3",
                 "t.conf:5: [rbd] retention: unknown key (known keys: images, destination directory, \
                  ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
-                 window size, window unit)",
+                 window size, window unit, ceph timeout)",
             ),
         ];
         for (line, expected) in cases {

@@ -12,17 +12,20 @@
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::naming::{BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::plan::{plan_image, Plan, Settings, Step};
 use crate::process::CommandLine;
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::store::{self, ImageDir, Member, PendingFile};
+use crate::{interrupt, lock};
 
 /// Whether steps are carried out or only shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub struct RunOptions<'a> {
     pub progress: bool,
     /// The clock; read once per image, like the original.
     pub now: &'a dyn Fn() -> DateTime<Utc>,
+    /// How long to wait for another run to release a destination.
+    pub wait: Duration,
 }
 
 /// What a run achieved.
@@ -49,6 +54,10 @@ pub struct Outcome {
     pub failures: Vec<(String, String)>,
     pub bytes_written: u64,
     pub checked_only: bool,
+    /// Things that went wrong without costing a backup (a snapshot that could not be removed).
+    pub warnings: usize,
+    /// The signal that stopped the run early.
+    pub interrupted: Option<i32>,
 }
 
 impl Outcome {
@@ -64,8 +73,17 @@ impl Outcome {
             self.failures.len(),
             human_bytes(self.bytes_written)
         );
+        if self.warnings > 0 {
+            line.push_str(&format!(", {} warning(s)", self.warnings));
+        }
         if self.checked_only {
             line.push_str(" (check mode: nothing was changed)");
+        }
+        if let Some(signal) = self.interrupted {
+            line.push_str(&format!(
+                " (interrupted by {}: the remaining images were skipped)",
+                interrupt::name(signal)
+            ));
         }
         for (what, _) in &self.failures {
             line.push_str(&format!("\nFailed: {what}"));
@@ -89,23 +107,46 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// Backs up every section of `config` in file order.
-pub fn run(config: &Config, options: &RunOptions) -> Outcome {
+fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
+    if options.force_check || job.check_mode {
+        Mode::Check
+    } else {
+        Mode::Run
+    }
+}
+
+/// Backs up every section of `config` in file order, holding each destination's lock. Fails
+/// only when a lock cannot be had ([`crate::lock::Busy`]); every other failure is per image or
+/// per pool and recorded in the outcome.
+pub fn run(config: &Config, options: &RunOptions) -> Result<Outcome> {
+    let mut destinations: Vec<(PathBuf, lock::Kind)> = Vec::new();
+    for job in &config.pools {
+        let kind = match mode_of(job, options) {
+            Mode::Run => lock::Kind::Exclusive,
+            Mode::Check => lock::Kind::Shared,
+        };
+        match destinations.iter_mut().find(|(d, _)| *d == job.destination) {
+            Some((_, held)) if kind == lock::Kind::Exclusive => *held = kind,
+            Some(_) => {}
+            None => destinations.push((job.destination.clone(), kind)),
+        }
+    }
+    let _lock = lock::acquire(&destinations, options.wait)?;
     let mut outcome = Outcome {
-        checked_only: true,
+        checked_only: !config.pools.is_empty(),
         ..Outcome::default()
     };
     for job in &config.pools {
-        let mode = if options.force_check || job.check_mode {
-            Mode::Check
-        } else {
-            Mode::Run
-        };
+        if let Some(signal) = interrupt::received() {
+            outcome.interrupted = Some(signal);
+            break;
+        }
+        let mode = mode_of(job, options);
         outcome.checked_only &= mode == Mode::Check;
         Section::new(job, mode, options).run(&mut outcome);
     }
-    outcome.checked_only &= !config.pools.is_empty();
-    outcome
+    outcome.interrupted = interrupt::received();
+    Ok(outcome)
 }
 
 struct Section<'a> {
@@ -122,6 +163,7 @@ impl<'a> Section<'a> {
             conf: job.ceph_config.clone(),
             user: job.ceph_user.clone(),
             keyring: job.ceph_keyring.clone(),
+            timeout: job.ceph_timeout,
         };
         Section {
             job,
@@ -146,10 +188,10 @@ impl<'a> Section<'a> {
                 BackupMode::Incremental => "Incremental ceph backup",
             }
         );
-        let images = match self.images() {
+        let images = match self.destination_exists().and_then(|()| self.images()) {
             Ok(images) => images,
             Err(err) => {
-                let err = format!("{err:#}");
+                let err = self.explain(&err);
                 eprintln!("error: pool {pool}: {err}");
                 outcome.failures.push((pool.clone(), err));
                 return;
@@ -157,17 +199,50 @@ impl<'a> Section<'a> {
         };
         self.print_overview(&images);
         for image in &images {
+            if interrupt::received().is_some() {
+                break;
+            }
             let mut image_run = ImageRun::new(self, image);
             match image_run.run() {
                 Ok(()) => outcome.images_done += 1,
                 Err(err) => {
-                    let err = format!("{err:#}");
+                    let err = match err.downcast_ref::<interrupt::Interrupted>() {
+                        Some(interrupted) => interrupted.to_string(),
+                        None => self.explain(&err),
+                    };
                     eprintln!("error: {pool}/{image}: {err}");
                     outcome.failures.push((format!("{pool}/{image}"), err));
                 }
             }
             outcome.bytes_written += image_run.bytes_written;
+            outcome.warnings += image_run.warnings;
         }
+    }
+
+    /// The error as one line, with a hint when the cluster did not answer in time.
+    fn explain(&self, err: &anyhow::Error) -> String {
+        let text = format!("{err:#}");
+        if !text.contains("Connection timed out") {
+            return text;
+        }
+        format!(
+            "{text} (the cluster of {} did not answer within {} s; see `ceph timeout`)",
+            self.job.ceph_config.display(),
+            self.job.ceph_timeout
+        )
+    }
+
+    /// A missing destination usually means a backup disk that did not mount: refuse rather than
+    /// write into the mount point (and onto the root filesystem).
+    fn destination_exists(&self) -> Result<()> {
+        let destination = &self.job.destination;
+        if destination.is_dir() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "destination directory {} does not exist (is the backup disk mounted?)",
+            destination.display()
+        )
     }
 
     fn images(&self) -> Result<Vec<String>> {
@@ -207,6 +282,7 @@ struct ImageRun<'s> {
     /// The snapshot this run created, until a complete file backs it.
     unbacked_snapshot: Option<SnapName>,
     bytes_written: u64,
+    warnings: usize,
 }
 
 impl<'s> ImageRun<'s> {
@@ -217,6 +293,7 @@ impl<'s> ImageRun<'s> {
             dir: ImageDir::new(&section.job.destination, &section.job.pool, image),
             unbacked_snapshot: None,
             bytes_written: 0,
+            warnings: 0,
         }
     }
 
@@ -225,11 +302,18 @@ impl<'s> ImageRun<'s> {
     }
 
     fn run(&mut self) -> Result<()> {
-        let result = self.plan().and_then(|plan| self.perform(&plan));
+        let result = naming::check_name("image", self.image)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| self.plan())
+            .and_then(|plan| self.perform(&plan));
         if result.is_err() {
             self.roll_back_snapshot();
         }
-        result
+        // A failure caused by the signal (a killed rbd) is reported as the interruption.
+        match (result, interrupt::check()) {
+            (Err(_), Err(interrupted)) => Err(interrupted.into()),
+            (result, _) => result,
+        }
     }
 
     fn plan(&self) -> Result<Plan> {
@@ -251,6 +335,7 @@ impl<'s> ImageRun<'s> {
 
     fn perform(&mut self, plan: &Plan) -> Result<()> {
         for step in &plan.steps {
+            interrupt::check()?;
             self.step(step, &plan.snapshot)?;
         }
         Ok(())
@@ -289,7 +374,12 @@ impl<'s> ImageRun<'s> {
             Step::RemoveSnapshot { snap, reason } => {
                 println!("Deleting snapshot {}", spec(&pool, image, Some(snap)));
                 info!("{pool}/{image}: removing snapshot {snap}: {reason}");
-                self.command(&rbd.remove_snapshot(&pool, image, snap))?;
+                // A snapshot that cannot go (protected, or with clones) costs disk space in the
+                // cluster, not a backup: report it and carry on.
+                if let Err(err) = self.command(&rbd.remove_snapshot(&pool, image, snap)) {
+                    warn!("{pool}/{image}: snapshot {snap} left in place: {err:#}");
+                    self.warnings += 1;
+                }
                 if self.unbacked_snapshot.as_ref().map(SnapName::as_str) == Some(snap) {
                     self.unbacked_snapshot = None;
                 }

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod diffstream;
 pub mod execute;
+pub mod interrupt;
+pub mod lock;
 pub mod naming;
 pub mod plan;
 pub mod process;

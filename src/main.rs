@@ -2,13 +2,14 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chrono::Utc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cephbackup::cli::{Cli, Status};
-use cephbackup::{config, execute};
+use cephbackup::{config, execute, interrupt, lock};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,16 +40,30 @@ fn run(cli: &Cli) -> Status {
             return Status::UsageOrConfig;
         }
     };
+    if let Err(err) = interrupt::install() {
+        eprintln!("error: {err:#}");
+        return Status::BackupFailed;
+    }
     let options = execute::RunOptions {
         force_check: cli.check,
         progress: std::io::stderr().is_terminal(),
         now: &Utc::now,
+        wait: Duration::from_secs(cli.wait),
     };
-    let outcome = execute::run(&config, &options);
+    let outcome = match execute::run(&config, &options) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return match err.downcast_ref::<lock::Busy>() {
+                Some(_) => Status::Busy,
+                None => Status::BackupFailed,
+            };
+        }
+    };
     println!("{}", outcome.summary());
-    if outcome.succeeded() {
-        Status::Success
-    } else {
-        Status::BackupFailed
+    match (outcome.interrupted, outcome.succeeded()) {
+        (Some(signal), _) => Status::Interrupted(signal),
+        (None, true) => Status::Success,
+        (None, false) => Status::BackupFailed,
     }
 }

@@ -20,6 +20,27 @@ pub const CHECKSUM_SUFFIX: &str = ".sha256";
 /// Prefix of the temporary files a run writes before renaming them to their final name.
 pub const TEMP_PREFIX: &str = ".cephbackup-tmp.";
 
+/// Refuses a pool or image name that could escape the destination folder, be taken for an option
+/// by `rbd`, or break the `<image>@<snap>` file names; `what` is "pool" or "image".
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name == "." || name == ".." {
+        "would name a folder outside the backup folder"
+    } else if name.contains('/') {
+        "contains '/', which would reach outside the backup folder"
+    } else if name.starts_with('-') {
+        "starts with '-', so rbd would read it as an option"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if what == "image" && name.contains('@') {
+        "contains '@', which separates image and snapshot names"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{what} name {name:?} {problem}"))
+}
+
 /// A backup snapshot name and the instant it encodes (UTC, whole seconds).
 ///
 /// Names written before June 2017 lack the `BACKUP` prefix (`UTC20170119T092933`); they are
@@ -276,6 +297,20 @@ mod tests {
                 .map(|f| f.snap.to_string()),
             Some("BACKUPUTC20170801T020000".into())
         );
+    }
+
+    #[test]
+    fn hostile_names_are_refused_and_ordinary_ones_accepted() {
+        for bad in [
+            "", ".", "..", "a/b", "../etc", "-x", "--conf", "a\nb", "a\tb", "\u{7f}", "a@b",
+        ] {
+            assert!(check_name("image", bad).is_err(), "{bad:?}");
+        }
+        let message = check_name("image", "a\nb").unwrap_err();
+        assert_eq!(message, r#"image name "a\nb" contains a control character"#);
+        for good in ["vm1", "my disk", "disque-été", "a.b", "x-", "..x", "日本"] {
+            assert_eq!(check_name("image", good), Ok(()), "{good:?}");
+        }
     }
 
     #[test]

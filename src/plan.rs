@@ -95,8 +95,12 @@ pub fn plan_image(
     }
     let mut plan = Plan {
         snapshot: new.clone(),
-        steps: vec![Step::CreateSnapshot { snap: new.clone() }],
+        steps: Vec::new(),
     };
+    let mut folder = Folder::read(image, files);
+    let owned = owned_snapshots(snapshots, &mut plan.steps);
+    let owned = recover(&mut folder, owned, &mut plan.steps);
+    plan.steps.push(Step::CreateSnapshot { snap: new.clone() });
     match settings.mode {
         BackupMode::Full => {
             plan.steps.push(Step::Export {
@@ -109,18 +113,53 @@ pub fn plan_image(
             });
         }
         BackupMode::Incremental => {
-            let owned = owned_snapshots(snapshots, &mut plan.steps);
             Incremental {
                 image,
                 settings,
                 new,
                 owned,
-                folder: Folder::read(image, files),
+                folder,
             }
             .plan(&mut plan.steps);
         }
     }
     Ok(plan)
+}
+
+/// Clears what interrupted runs left behind, before anything else happens: temporary files,
+/// checksum files whose backup file was never completed, and backup snapshots that no backup file
+/// belongs to (created by a run that died before its export finished). Returns the snapshots that
+/// remain; the folder forgets the removed names.
+fn recover(folder: &mut Folder, owned: Vec<SnapName>, steps: &mut Vec<Step>) -> Vec<SnapName> {
+    let leftovers: Vec<(String, String)> = folder
+        .names
+        .iter()
+        .filter_map(|name| match Entry::classify(&folder.image, name) {
+            Entry::Temporary => Some((
+                name.clone(),
+                "temporary file of an interrupted run".to_string(),
+            )),
+            Entry::Checksum(of) if !folder.names.contains(&of.file_name(&folder.image)) => Some((
+                name.clone(),
+                "checksum of a backup file that was never completed".to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (name, reason) in leftovers {
+        folder.names.remove(&name);
+        steps.push(Step::RemoveFile { name, reason });
+    }
+    let (backed, orphans): (Vec<SnapName>, Vec<SnapName>) = owned
+        .into_iter()
+        .partition(|snap| folder.find(|f| f.snap == *snap).is_some());
+    for snap in orphans {
+        steps.push(Step::RemoveSnapshot {
+            snap: snap.to_string(),
+            reason: "no backup file belongs to it: left by a run that did not finish".into(),
+        });
+    }
+    backed
 }
 
 /// The tool's snapshots in id order; an owned name that does not parse is reported and skipped.
@@ -146,6 +185,7 @@ fn owned_snapshots(snapshots: &[Snapshot], steps: &mut Vec<Step>) -> Vec<SnapNam
 
 /// The image folder's entries, sorted by name so plans do not depend on directory order.
 struct Folder {
+    image: String,
     names: BTreeSet<String>,
     backups: Vec<(String, BackupFile)>,
 }
@@ -160,7 +200,11 @@ impl Folder {
                 _ => None,
             })
             .collect();
-        Folder { names, backups }
+        Folder {
+            image: image.to_string(),
+            names,
+            backups,
+        }
     }
 
     fn find(&self, wanted: impl Fn(&BackupFile) -> bool) -> Option<&BackupFile> {
@@ -267,15 +311,6 @@ impl Incremental<'_> {
                     steps.push(Step::UnexpectedFile { name: name.clone() })
                 }
                 Entry::Unexpected => steps.push(Step::UnexpectedFile { name: name.clone() }),
-                Entry::Checksum(of) if superseded_by(&of, base) => {
-                    let of_name = of.file_name(self.image);
-                    if !self.folder.names.contains(&of_name) {
-                        steps.push(Step::RemoveFile {
-                            name: name.clone(),
-                            reason: format!("checksum of {of_name}, which no longer exists"),
-                        });
-                    }
-                }
                 Entry::Backup(_) | Entry::Checksum(_) | Entry::Temporary => {}
             }
         }
@@ -442,7 +477,7 @@ mod tests {
             compress: true,
         };
         let old = name(at(1, 2, 0));
-        let mut w = World::with(&[&old], &["img@BACKUPUTC20170701T020000.full"]);
+        let mut w = World::with(&[&old], &["img@BACKUPUTC20170801T020000.full"]);
         let plan = w.run(&s, at(9, 2, 0));
         assert_eq!(exports(&plan), ["img@BACKUPUTC20170809T020000.full.tar.gz"]);
         assert_eq!(
@@ -620,12 +655,70 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_without_a_file_never_becomes_a_diff_base() {
+    fn leftovers_of_an_interrupted_run_are_cleared_first() {
         let s = incremental(7, WindowUnit::Days, false);
-        // Day 2's run died after creating its snapshot.
+        // Day 2's run died after creating its snapshot and a checksum, mid-export.
         let mut w = World::with(
             &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
-            &["img@BACKUPUTC20170801T000000.full"],
+            &[
+                "img@BACKUPUTC20170801T000000.full",
+                "img@BACKUPUTC20170801T000000.full.sha256",
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000.sha256",
+                ".cephbackup-tmp.x1y2z3",
+            ],
+        );
+        let plan = w.run(&s, at(3, 0, 0));
+        let recovery: Vec<(&str, &str)> = plan.steps[..3]
+            .iter()
+            .map(|step| match step {
+                Step::RemoveFile { name, reason } | Step::RemoveSnapshot { snap: name, reason } => {
+                    (name.as_str(), reason.as_str())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            recovery,
+            [
+                (
+                    ".cephbackup-tmp.x1y2z3",
+                    "temporary file of an interrupted run"
+                ),
+                (
+                    "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000.sha256",
+                    "checksum of a backup file that was never completed"
+                ),
+                (
+                    "BACKUPUTC20170802T000000",
+                    "no backup file belongs to it: left by a run that did not finish"
+                ),
+            ]
+        );
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170801T000000"],
+            "the orphan never becomes a diff base"
+        );
+        assert_eq!(
+            w.file_names(),
+            [
+                "img@BACKUPUTC20170801T000000.full",
+                "img@BACKUPUTC20170801T000000.full.sha256",
+                "img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170801T000000",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chain_that_does_not_reach_a_full_leads_to_a_new_full() {
+        let s = incremental(7, WindowUnit::Days, false);
+        // The original's bug: its first full export failed, later runs wrote diffs anyway.
+        let mut w = World::with(
+            &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
+            &[
+                "img@BACKUPUTC20170801T000000.diff_from_BACKUPUTC20170731T000000",
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000",
+            ],
         );
         let plan = w.run(&s, at(3, 0, 0));
         assert_eq!(exports(&plan), ["img@BACKUPUTC20170803T000000.full"]);
@@ -633,7 +726,6 @@ mod tests {
             panic!("{plan:?}")
         };
         assert!(reason.contains("BACKUPUTC20170802T000000 has no complete chain"));
-        // The next run diffs from the new full.
         let plan = w.run(&s, at(4, 0, 0));
         assert_eq!(
             exports(&plan),
@@ -653,11 +745,12 @@ mod tests {
             ],
         );
         let plan = w.run(&s, at(2, 12, 0));
-        // The new base is exported, so 01:00 → 02:00 → now is whole again.
+        // 01:00 has no file, so its snapshot goes; 02:00 becomes the new base and the chain
+        // 02:00 → now is whole again.
         assert_eq!(
             exports(&plan),
             [
-                "img@BACKUPUTC20170802T010000.full",
+                "img@BACKUPUTC20170802T020000.full",
                 "img@BACKUPUTC20170802T120000.diff_from_BACKUPUTC20170802T020000",
             ]
         );
@@ -688,7 +781,7 @@ mod tests {
         let w = World::with(&["BACKUP-manual", "nightly"], &[]);
         let plan = w.plan(&incremental(7, WindowUnit::Days, false), at(1, 0, 0));
         assert_eq!(
-            plan.steps[1],
+            plan.steps[0],
             Step::UnparseableSnapshot {
                 name: "BACKUP-manual".into()
             }

@@ -10,10 +10,43 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
+
+/// Process ids of the children running now, so an interrupted run can stop them.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn track(child: &Child) {
+    running().push(child.id());
+}
+
+fn untrack(child: &Child) {
+    running().retain(|&pid| pid != child.id());
+}
+
+/// Asks every running child to stop (SIGTERM). Their readers then see the stream end and the
+/// failure exit, and the usual error paths clean up; children started afterwards (the clean-up's
+/// own commands) are not affected.
+pub fn terminate_children() {
+    for &pid in running().iter() {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our children
+            // that has not been reaped yet, so it cannot have been reused.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
 
 /// A program and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +112,7 @@ impl CommandLine {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
+        track(&child);
         let stderr = child.stderr.take().expect("stderr is piped");
         let show = self.show_stderr;
         let stderr_tail = std::thread::spawn(move || drain_stderr(stderr, show));
@@ -86,6 +120,7 @@ impl CommandLine {
         let copied = io::copy(input, &mut stdin);
         drop(stdin);
         let status = child.wait();
+        untrack(&child);
         let stderr = stderr_tail.join().unwrap_or_default();
         let status = status.map_err(|err| CommandError::new(self, Failure::Read(err)))?;
         if !status.success() {
@@ -108,6 +143,7 @@ impl CommandLine {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
+        track(&child);
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let show = self.show_stderr;
@@ -176,7 +212,9 @@ impl ChildReader {
     fn finish(&mut self) -> io::Result<()> {
         self.finished = true;
         drop(self.stdout.take());
-        let status = self.child.wait()?;
+        let status = self.child.wait();
+        untrack(&self.child);
+        let status = status?;
         let stderr = self.collect_stderr();
         if status.success() {
             return Ok(());
@@ -206,6 +244,7 @@ impl Drop for ChildReader {
             // Nobody will read the rest; make sure the child does not outlive us.
             let _ = self.child.kill();
             let _ = self.child.wait();
+            untrack(&self.child);
             let _ = self.collect_stderr();
         }
     }

@@ -19,6 +19,8 @@ pub struct Cluster {
     pub conf: PathBuf,
     pub user: Option<String>,
     pub keyring: Option<PathBuf>,
+    /// Seconds a single Ceph operation may take; 0 for no limit.
+    pub timeout: u32,
 }
 
 /// Builds and runs `rbd` commands against one cluster.
@@ -67,6 +69,18 @@ impl Rbd {
         }
         if let Some(keyring) = &self.cluster.keyring {
             cmd = cmd.arg("--keyring").arg(keyring);
+        }
+        if self.cluster.timeout > 0 {
+            // Without these a monitor that does not answer or an OSD that is down makes rbd
+            // wait forever, and cron piles up runs behind it.
+            let seconds = self.cluster.timeout.to_string();
+            for option in [
+                "--client-mount-timeout",
+                "--rados-mon-op-timeout",
+                "--rados-osd-op-timeout",
+            ] {
+                cmd = cmd.arg(option).arg(&seconds);
+            }
         }
         cmd.args(args.into_iter().map(Into::into))
     }
@@ -142,6 +156,7 @@ mod tests {
                 conf: "/etc/ceph/ceph.conf".into(),
                 user: user.map(Into::into),
                 keyring: user.map(|_| "/etc/ceph/k".into()),
+                timeout: if user.is_some() { 30 } else { 0 },
             },
             false,
         )
@@ -157,8 +172,9 @@ mod tests {
             rbd(Some("backup"))
                 .export_diff("p", "i", "S0", "S1")
                 .to_string(),
-            "rbd --conf /etc/ceph/ceph.conf --id backup --keyring /etc/ceph/k --no-progress \
-             export-diff --from-snap S0 p/i@S1 -"
+            "rbd --conf /etc/ceph/ceph.conf --id backup --keyring /etc/ceph/k \
+             --client-mount-timeout 30 --rados-mon-op-timeout 30 --rados-osd-op-timeout 30 \
+             --no-progress export-diff --from-snap S0 p/i@S1 -"
         );
     }
 
