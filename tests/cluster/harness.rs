@@ -128,7 +128,7 @@ impl World {
             .map(|_| {
                 let len = 4096 * (1 + rng.next() % 64);
                 let offset = (rng.next() % (size / 4096)) * 4096;
-                (offset.min(size - len), len, rng.next() % 5 == 0)
+                (offset.min(size - len), len, rng.next().is_multiple_of(5))
             })
             .collect();
         extents.sort();
