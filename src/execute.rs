@@ -222,7 +222,7 @@ impl<'a> Section<'a> {
     /// The error as one line, with a hint when the cluster did not answer in time.
     fn explain(&self, err: &anyhow::Error) -> String {
         let text = format!("{err:#}");
-        if !text.contains("Connection timed out") {
+        if !text.contains("timed out") && !text.contains("exit status 110") {
             return text;
         }
         format!(

@@ -299,12 +299,31 @@ impl CommandError {
     }
 }
 
+/// Ceph's log lines start with a timestamp, a thread id and a level
+/// (`2026-11-25T22:52:16.937+0000 7fc31932a380 -1 monclient: …`); only the message matters here.
+fn without_log_prefix(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let looks_like_timestamp = bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[10] == b'T';
+    if !looks_like_timestamp {
+        return line;
+    }
+    let mut rest = line;
+    for _ in 0..3 {
+        rest = rest.trim_start();
+        rest = rest.find(char::is_whitespace).map_or("", |i| &rest[i..]);
+    }
+    rest.trim()
+}
+
 /// The last lines of a child's stderr, joined so the whole error stays on one line.
 fn stderr_summary(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text
         .split(['\n', '\r'])
-        .map(str::trim)
+        .map(|l| without_log_prefix(l.trim()))
         .filter(|l| !l.is_empty() && !l.contains("% complete"))
         .collect();
     let start = lines.len().saturating_sub(3);
@@ -361,6 +380,20 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn ceph_log_prefixes_are_dropped() {
+        assert_eq!(
+            without_log_prefix(
+                "2026-11-25T22:52:16.937+0000 7fc31932a380  0 monclient(hunting): authenticate timed out"
+            ),
+            "monclient(hunting): authenticate timed out"
+        );
+        assert_eq!(
+            without_log_prefix("rbd: error opening image x"),
+            "rbd: error opening image x"
+        );
     }
 
     #[test]

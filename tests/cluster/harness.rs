@@ -283,6 +283,18 @@ impl World {
         Run::from(out)
     }
 
+    /// Starts the real binary without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_cephbackup"))
+            .args(args)
+            .env_remove("CEPHBACKUP_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cephbackup")
+    }
+
     pub fn backup(&self, conf: &Path) -> Run {
         self.cephbackup(&["-c", conf.to_str().unwrap()])
     }
@@ -461,4 +473,40 @@ pub fn restore_by_hand(world: &World, image: &str, chain: &[&str], target: &str)
             "restored {target}@{snap} differs from {image}@{snap}"
         );
     }
+}
+
+/// Builds the history the original would have left: snapshots at the given ages (hours), the
+/// first exported in full and each later one as a diff from the one before, with data changed in
+/// between. Returns the snapshot names, oldest first.
+pub fn history(w: &World, image: &str, ages_hours: &[i64]) -> Vec<String> {
+    let dir = w.image_dir(image);
+    fs::create_dir_all(&dir).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for (i, age) in ages_hours.iter().enumerate() {
+        let snap = (chrono::Utc::now() - chrono::Duration::hours(*age))
+            .format("BACKUPUTC%Y%m%dT%H%M%S")
+            .to_string();
+        w.write_data(image, 100 + i as u64);
+        let spec = format!("{}@{snap}", w.spec(image));
+        rbd(&["snap", "create", &spec]);
+        match names.last() {
+            None => {
+                let file = dir.join(format!("{image}@{snap}.full"));
+                rbd(&["export", &spec, file.to_str().unwrap()]);
+            }
+            Some(base) => {
+                let file = dir.join(format!("{image}@{snap}.diff_from_{base}"));
+                rbd(&[
+                    "export-diff",
+                    "--from-snap",
+                    base,
+                    &spec,
+                    file.to_str().unwrap(),
+                ]);
+            }
+        }
+        names.push(snap);
+    }
+    w.write_data(image, 999);
+    names
 }

@@ -9,5 +9,6 @@ mod harness;
 mod backup;
 mod check_mode;
 mod config_errors;
+mod faults;
 mod selection;
 mod slide;

@@ -2,45 +2,7 @@
 
 use std::fs;
 
-use chrono::{Duration, Utc};
-
 use crate::harness::*;
-
-/// Builds the history the original would have left: snapshots at the given ages (hours), the
-/// first exported in full and each later one as a diff from the one before, with data changed in
-/// between. Returns the snapshot names, oldest first.
-fn history(w: &World, image: &str, ages_hours: &[i64]) -> Vec<String> {
-    let dir = w.image_dir(image);
-    fs::create_dir_all(&dir).unwrap();
-    let mut names: Vec<String> = Vec::new();
-    for (i, age) in ages_hours.iter().enumerate() {
-        let snap = (Utc::now() - Duration::hours(*age))
-            .format("BACKUPUTC%Y%m%dT%H%M%S")
-            .to_string();
-        w.write_data(image, 100 + i as u64);
-        let spec = format!("{}@{snap}", w.spec(image));
-        rbd(&["snap", "create", &spec]);
-        match names.last() {
-            None => {
-                let file = dir.join(format!("{image}@{snap}.full"));
-                rbd(&["export", &spec, file.to_str().unwrap()]);
-            }
-            Some(base) => {
-                let file = dir.join(format!("{image}@{snap}.diff_from_{base}"));
-                rbd(&[
-                    "export-diff",
-                    "--from-snap",
-                    base,
-                    &spec,
-                    file.to_str().unwrap(),
-                ]);
-            }
-        }
-        names.push(snap);
-    }
-    w.write_data(image, 999);
-    names
-}
 
 #[test]
 fn the_window_slides_like_the_original_and_the_chain_still_restores() {

@@ -1,0 +1,454 @@
+//! Faults: killed runs, signals, overlapping runs, a full disk, an unreachable cluster, hostile
+//! names and snapshots that cannot be removed. Whatever happens, the backups already taken stay
+//! restorable and the next run carries on.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// Waits until the wall clock enters a new second, so the next run gets a fresh snapshot name.
+fn next_second() {
+    let now = chrono::Utc::now();
+    let into = now.timestamp_subsec_millis();
+    sleep(Duration::from_millis(u64::from(1000 - into) + 20));
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// Waits (up to a minute) until an export is under way: its temporary file exists.
+fn wait_for_temp_file(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if temp_files(dir) > 0 {
+            return;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    panic!("no export started in {}", dir.display());
+}
+
+fn temp_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().starts_with(".cephbackup-tmp.")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What must hold after any run: no temporary file, and every backup snapshot has a file.
+fn assert_consistent(w: &World, image: &str) {
+    assert_eq!(temp_files(&w.image_dir(image)), 0, "temporary files left");
+    let files = w.files(image);
+    for snap in w.backup_snapshots(image) {
+        let prefix = format!("{image}@{snap}.");
+        assert!(
+            files.iter().any(|f| f.starts_with(&prefix)),
+            "snapshot {snap} has no backup file: {files:?}"
+        );
+    }
+    w.assert_every_file_has_a_checksum(image);
+}
+
+/// The newest full and the diffs after it, in order.
+fn latest_chain(w: &World, image: &str) -> Vec<String> {
+    let mut files = w.files(image);
+    files.sort_by_key(|f| f.split_once('@').unwrap().1.to_string());
+    let start = files
+        .iter()
+        .rposition(|f| f.contains(".full"))
+        .expect("a full backup");
+    files.split_off(start)
+}
+
+fn kill_trials(extra: &str, trials: u64, seed: u64) {
+    let w = World::new();
+    w.create_image("k", 32 * MIB, seed);
+    let conf = w.config(extra);
+    let started = Instant::now();
+    w.backup(&conf).success();
+    let normal_run = started.elapsed().as_millis() as u64;
+    let mut rng = Rng(seed | 1);
+    for trial in 0..trials {
+        w.write_data("k", seed * 100 + trial);
+        next_second();
+        let child = w.spawn(&["-c", conf.to_str().unwrap()]);
+        let delay = rng.next() % (normal_run + normal_run / 5 + 1);
+        sleep(Duration::from_millis(delay));
+        signal(&child, "-KILL");
+        finish(child);
+        next_second();
+        let run = w.backup(&conf);
+        assert_eq!(
+            run.code, 0,
+            "trial {trial} (killed after {delay} ms of ~{normal_run} ms, seed {seed}):\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        assert_consistent(&w, "k");
+    }
+    let chain = latest_chain(&w, "k");
+    let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
+    if extra.contains("full") {
+        // Full mode keeps no snapshot to compare with; the file itself must be a whole image.
+        assert!(chain.len() == 1);
+    } else {
+        restore_by_hand(&w, "k", &chain, "k-restored");
+    }
+}
+
+#[test]
+fn sigkill_at_random_points_of_incremental_runs_never_breaks_the_chain() {
+    kill_trials("images = k\nbackup mode = incremental", 6, 11);
+}
+
+#[test]
+fn sigkill_at_random_points_of_compressed_runs_never_breaks_the_chain() {
+    kill_trials(
+        "images = k\nbackup mode = incremental\ncompress = yes",
+        6,
+        12,
+    );
+}
+
+#[test]
+fn sigkill_at_random_points_of_sliding_runs_never_breaks_the_chain() {
+    // A window of 0 makes every run a slide: new full, old files and snapshots removed.
+    kill_trials(
+        "images = k\nbackup mode = incremental\nwindow size = 0\ncompress = yes",
+        6,
+        13,
+    );
+}
+
+#[test]
+fn sigkill_at_random_points_of_full_runs_leaves_no_snapshot_or_partial_file() {
+    kill_trials("images = k\nbackup mode = full", 6, 14);
+}
+
+/// A sparse image large enough that its compressed export is still running when we look.
+fn big_image(w: &World, image: &str) {
+    rbd(&["create", "--size", "1G", &w.spec(image)]);
+    w.write_data(image, 500);
+}
+
+#[test]
+fn sigterm_during_an_export_stops_cleanly_with_143() {
+    let w = World::new();
+    big_image(&w, "big");
+    w.create_image("after", 8 * MIB, 501);
+    let conf = w.config("images = big, after\nbackup mode = incremental\ncompress = yes");
+    let child = w.spawn(&["-c", conf.to_str().unwrap()]);
+    wait_for_temp_file(&w.image_dir("big"));
+    signal(&child, "-TERM");
+    let run = finish(child).code(143);
+    assert!(
+        run.stderr.contains("interrupted by SIGTERM"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("remaining images were skipped"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        w.all_files("big"),
+        Vec::<String>::new(),
+        "nothing partial left"
+    );
+    assert_eq!(
+        w.backup_snapshots("big"),
+        Vec::<String>::new(),
+        "snapshot rolled back"
+    );
+    assert!(w.files("after").is_empty(), "the next image was skipped");
+    next_second();
+    w.backup(&w.config("images = after\nbackup mode = incremental"))
+        .success();
+    assert_consistent(&w, "after");
+}
+
+#[test]
+fn overlapping_runs_are_refused_or_wait_for_the_lock() {
+    let w = World::new();
+    big_image(&w, "big");
+    let conf = w.config("images = big\nbackup mode = incremental\ncompress = yes");
+    let conf = conf.to_str().unwrap();
+    let first = w.spawn(&["-c", conf]);
+    wait_for_temp_file(&w.image_dir("big"));
+    let refused = w.cephbackup(&["-c", conf]).code(75);
+    assert!(
+        refused.stderr.contains(&format!(
+            "another cephbackup run (pid {}) is using {}",
+            first.id(),
+            w.dest.display()
+        )),
+        "{}",
+        refused.stderr
+    );
+    let waiting = w.spawn(&["-c", conf, "--wait", "600"]);
+    finish(first).success();
+    finish(waiting).success();
+    assert_eq!(w.backup_snapshots("big").len(), 2);
+    let files = w.files("big");
+    assert!(
+        files[0].ends_with(".full.tar.gz") && files[1].contains(".diff_from_"),
+        "{files:?}"
+    );
+    assert_consistent(&w, "big");
+}
+
+/// A small filesystem mounted for the test and unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, megabytes: u32) -> Option<SmallDisk> {
+        fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn grow(&self, megabytes: u32) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_image_cleanly_and_the_next_run_recovers() {
+    let w = World::new();
+    let Some(disk) = SmallDisk::mount(&w.dest, 6) else {
+        eprintln!("skipped: this machine does not allow mounting a small filesystem");
+        return;
+    };
+    w.create_image("small", 4 * MIB, 600);
+    rbd(&["create", "--size", "64M", &w.spec("large")]);
+    // Incompressible data well beyond the 6 MiB of the disk.
+    for seed in 601..609 {
+        w.write_data("large", seed);
+    }
+    let conf = w.config("images = large, small\nbackup mode = incremental");
+    let run = w.backup(&conf).code(1);
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap();
+    assert!(error.contains(&format!("{}/large", w.pool)), "{error}");
+    assert!(error.contains("No space left on device"), "{error}");
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .count(),
+        1
+    );
+    assert_eq!(
+        w.all_files("large"),
+        Vec::<String>::new(),
+        "partial file removed"
+    );
+    assert!(
+        w.backup_snapshots("large").is_empty(),
+        "snapshot rolled back"
+    );
+    assert_eq!(
+        w.files("small").len(),
+        1,
+        "the other image was still backed up"
+    );
+
+    disk.grow(256);
+    w.write_data("small", 610);
+    next_second();
+    w.backup(&conf).success();
+    assert_consistent(&w, "large");
+    assert_consistent(&w, "small");
+    let large = latest_chain(&w, "large");
+    restore_by_hand(&w, "large", &[&large[0]], "large-restored");
+    let small = latest_chain(&w, "small");
+    assert_eq!(small.len(), 2, "the chain continues with a diff: {small:?}");
+    restore_by_hand(&w, "small", &[&small[0], &small[1]], "small-restored");
+    drop(disk);
+}
+
+#[test]
+fn an_unreachable_cluster_fails_within_the_timeout_naming_config_and_command() {
+    let w = World::new();
+    let bad_conf = w.tmp.path().join("unreachable.conf");
+    fs::write(
+        &bad_conf,
+        "[global]\nmon host = v1:127.0.0.1:9\nauth client required = none\n",
+    )
+    .unwrap();
+    let conf = w.write_config(&format!(
+        "[rbd]\nimages = a\nbackup mode = incremental\ndestination directory = {}\n\
+         ceph config = {}\nceph timeout = 3\n",
+        w.dest.display(),
+        bad_conf.display()
+    ));
+    let run = w.backup(&conf).code(1);
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap();
+    for needle in [
+        "error: rbd/a:",
+        &format!("--conf {}", bad_conf.display()),
+        "snap ls",
+        "couldn't connect to the cluster",
+        "did not answer within 3 s",
+    ] {
+        assert!(error.contains(needle), "{needle:?} missing in {error}");
+    }
+}
+
+#[test]
+fn hostile_names_are_refused_with_a_clear_error() {
+    let w = World::new();
+    let dest = w.dest.display().to_string();
+    let cases = [
+        (
+            "[-rbd]\nimages = a\n",
+            "[-rbd] pool name \"-rbd\" starts with '-'",
+        ),
+        (
+            "[..]\nimages = a\n",
+            "[..] pool name \"..\" would name a folder outside",
+        ),
+        (
+            "[rbd]\nimages = ../etc\n",
+            "[rbd] images: image name \"../etc\" contains '/'",
+        ),
+        (
+            "[rbd]\nimages = a, -x\n",
+            "[rbd] images: image name \"-x\" starts with '-'",
+        ),
+        (
+            "[rbd]\nimages = a@b\n",
+            "[rbd] images: image name \"a@b\" contains '@'",
+        ),
+    ];
+    for (head, expected) in cases {
+        let conf = w.write_config(&format!(
+            "{head}destination directory = {dest}\nbackup mode = full\n"
+        ));
+        let run = w.backup(&conf).code(2);
+        assert!(
+            run.stderr.contains(expected),
+            "{expected:?} not in {}",
+            run.stderr
+        );
+    }
+    // A name from the pool itself (with `images = *`) is refused at run time, alone.
+    w.create_image("-x", 4 * MIB, 700);
+    w.create_image("fine name é", 4 * MIB, 701);
+    let run = w
+        .backup(&w.config("images = *\nbackup mode = incremental"))
+        .code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "error: {}/-x: image name \"-x\" starts with '-'",
+            w.pool
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(w.backup_snapshots("-x").is_empty());
+    assert_eq!(w.files("fine name é").len(), 1);
+}
+
+#[test]
+fn a_missing_destination_is_an_error_not_created() {
+    let w = World::new();
+    w.create_image("a", 4 * MIB, 800);
+    let missing = w.tmp.path().join("not-mounted");
+    let conf = w.write_config(&format!(
+        "[{}]\nimages = a\nbackup mode = incremental\ndestination directory = {}\nceph config = {}\n",
+        w.pool,
+        missing.display(),
+        cluster().conf.display()
+    ));
+    let run = w.backup(&conf).code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "destination directory {} does not exist (is the backup disk mounted?)",
+            missing.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!missing.exists());
+    assert!(w.backup_snapshots("a").is_empty());
+}
+
+#[test]
+fn a_protected_backup_snapshot_is_reported_and_skipped_without_breaking_the_chain() {
+    let w = World::new();
+    w.create_image("p", 16 * MIB, 900);
+    let old = history(&w, "p", &[240, 24]);
+    let protected = format!("{}@{}", w.spec("p"), old[0]);
+    rbd(&["snap", "protect", &protected]);
+    let conf = w.config("images = p\nbackup mode = incremental");
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stderr
+            .contains(&format!("snapshot {} left in place", old[0])),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("1 warning(s)"), "{}", run.stdout);
+    let snaps = w.backup_snapshots("p");
+    assert_eq!(snaps.len(), 3);
+    assert_eq!(snaps[0], old[0], "the protected snapshot is still there");
+    let full = format!("p@{}.full", old[1]);
+    let diff = format!("p@{}.diff_from_{}", snaps[2], old[1]);
+    assert_eq!(w.files("p"), [full.clone(), diff.clone()]);
+    restore_by_hand(&w, "p", &[&full, &diff], "p-restored");
+    next_second();
+    w.backup(&conf).success();
+    rbd(&["snap", "unprotect", &protected]);
+}
