@@ -98,6 +98,29 @@ impl fmt::Display for SnapName {
     }
 }
 
+/// Reads a point in time as restore's `--at` takes it: a snapshot name (`BACKUPUTC20261125T120000`,
+/// or the legacy `UTC…`), its bare stamp (`20261125T120000`, UTC), or RFC 3339 with any offset.
+pub fn parse_point_in_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Some(snap) = SnapName::parse(text) {
+        return Ok(snap.taken());
+    }
+    const BARE: &str = "%Y%m%dT%H%M%S";
+    if text.len() == "20261125T120000".len() {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, BARE) {
+            return Ok(naive.and_utc());
+        }
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| {
+            format!(
+                "cannot read {text:?} as a point in time: use a snapshot name \
+                 (BACKUPUTC20261125T120000), its stamp (20261125T120000, UTC) or RFC 3339 \
+                 (2026-11-25T12:00:00Z)"
+            )
+        })
+}
+
 /// What a backup file holds: a whole image, or the changes since a base snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
@@ -209,6 +232,22 @@ impl Entry {
     }
 }
 
+/// Names of full backups from before the original took snapshots (`<image>_UTC20170119T092933.full`,
+/// optionally `.tar.gz`). They are recognised so listings can say what they are, but no chain is
+/// built from them: they restore by hand with `rbd import`.
+pub fn is_snapshotless_full_name(image: &str, file_name: &str) -> bool {
+    let Some(rest) = file_name
+        .strip_prefix(image)
+        .and_then(|r| r.strip_prefix('_'))
+    else {
+        return false;
+    };
+    let rest = rest.strip_suffix(COMPRESSED_SUFFIX).unwrap_or(rest);
+    rest.strip_suffix(FULL_SUFFIX)
+        .and_then(SnapName::parse)
+        .is_some_and(|snap| snap.is_legacy())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +349,47 @@ mod tests {
         assert_eq!(message, r#"image name "a\nb" contains a control character"#);
         for good in ["vm1", "my disk", "disque-été", "a.b", "x-", "..x", "日本"] {
             assert_eq!(check_name("image", good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn points_in_time_in_every_accepted_spelling() {
+        let noon = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        for text in [
+            "BACKUPUTC20261125T120000",
+            "UTC20261125T120000",
+            "20261125T120000",
+            "2026-11-25T12:00:00Z",
+            "2026-11-25T13:00:00+01:00",
+            "2026-11-25T12:00:00.000Z",
+        ] {
+            assert_eq!(parse_point_in_time(text), Ok(noon), "{text}");
+        }
+        for bad in [
+            "",
+            "latest",
+            "2026-11-25",
+            "20261125T1200",
+            "20261125T120000Z1",
+            "BACKUPUTC20261325T120000",
+            "2026-11-25T12:00:00",
+        ] {
+            let err = parse_point_in_time(bad).unwrap_err();
+            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn snapshotless_full_names_are_recognised() {
+        for (name, expected) in [
+            ("img_UTC20170119T092933.full", true),
+            ("img_UTC20170119T092933.full.tar.gz", true),
+            ("img_BACKUPUTC20170119T092933.full", false),
+            ("img_UTC20170119T092933.diff_from_UTC20170118T092933", false),
+            ("img@UTC20170119T092933.full", false),
+            ("imgx_UTC20170119T092933.full", false),
+        ] {
+            assert_eq!(is_snapshotless_full_name("img", name), expected, "{name}");
         }
     }
 
