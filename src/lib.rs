@@ -4,6 +4,7 @@
 //! The flow is config → per-pool jobs → a pure plan per image → an executor that runs `rbd` and
 //! writes files. `main.rs` only parses the command line and turns the outcome into an exit status.
 
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod diffstream;

@@ -1,0 +1,629 @@
+//! An image's backup folder read as chains: which files restore which points in time, and what in
+//! the folder does not fit.
+//!
+//! A restore point is a snapshot that some file ends at, provided that file is a full backup or a
+//! diff whose base is itself a restore point. Each point is reached by its shortest route, so a
+//! snapshot that has its own full backup never goes through diffs; the points that start from the
+//! same full form one chain. Diffs that lead nowhere (their base has no file: a missing link) are
+//! reported, as are leftovers, duplicates and names that do not parse.
+//!
+//! [`Layout::build`] is pure (folder names in, model out), so every arrangement of files can be
+//! tested with tables; [`scan`] only adds what the disk says (the names and their sizes).
+//! List, restore and verify all read folders through this one model, with the naming rules of
+//! [`crate::naming`] that the backup itself uses.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::diffstream::DiffHeader;
+use crate::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
+use crate::store::ImageDir;
+
+/// One backup file found in the folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The name on disk.
+    pub name: String,
+    pub file: BackupFile,
+    /// The name of its `.sha256` file, when there is one.
+    pub checksum: Option<String>,
+    /// Bytes on disk (0 until [`scan`] fills it in).
+    pub size: u64,
+}
+
+impl Stored {
+    /// Checks that a diff stream's snapshot names are the ones its file name promises: a stream
+    /// from another image or chain, or a renamed file, must not be applied.
+    pub fn check_diff_header(&self, header: &DiffHeader) -> Result<(), String> {
+        let expected_from = self.file.base().map(SnapName::as_str);
+        let expected_to = Some(self.file.snap.as_str());
+        if header.from_snap.as_deref() == expected_from && header.to_snap.as_deref() == expected_to
+        {
+            return Ok(());
+        }
+        let show = |name: Option<&str>, none: &str| match name {
+            Some(name) => name.to_string(),
+            None => none.to_string(),
+        };
+        Err(format!(
+            "the diff stream goes from {} to {}, but the file name says from {} to {}",
+            show(header.from_snap.as_deref(), "the empty image"),
+            show(header.to_snap.as_deref(), "the image head"),
+            show(expected_from, "the empty image"),
+            show(expected_to, "the image head"),
+        ))
+    }
+}
+
+/// A full backup and the diffs whose points start from it, in time order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Index of the full in [`Layout::files`].
+    pub full: usize,
+    pub diffs: Vec<usize>,
+}
+
+impl Chain {
+    /// Indexes of the full then the diffs, which is also the order of the chain's points.
+    pub fn files(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.full).chain(self.diffs.iter().copied())
+    }
+}
+
+/// Something in the folder that is not simply part of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The file name it concerns.
+    pub name: String,
+    pub kind: FindingKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A diff whose base snapshot no file ends at.
+    MissingLink,
+    /// A diff whose base has a file that is not restorable itself.
+    AfterMissingLink,
+    /// A diff whose base is not older than its own snapshot.
+    Backwards,
+    /// A diff not needed because its snapshot is reached more directly (usually a full backup
+    /// written by a window slide that was interrupted before pruning).
+    Superseded,
+    /// The same backup stored twice (raw and compressed).
+    Duplicate,
+    /// A temporary file of an interrupted run.
+    Temporary,
+    /// Named like a backup file of this image, but the name does not parse.
+    Unparseable,
+    /// A full backup from before the original took snapshots (`<image>_UTC….full`).
+    SnapshotlessFull,
+    /// A `.sha256` file whose backup file is missing.
+    OrphanChecksum,
+    /// Anything else.
+    Unexpected,
+}
+
+impl FindingKind {
+    /// True when the finding means backups exist that cannot be restored.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            FindingKind::MissingLink | FindingKind::AfterMissingLink | FindingKind::Backwards
+        )
+    }
+}
+
+/// How a restore point is reached: the file that ends at it, and where that file's route starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reach {
+    file: usize,
+    links: usize,
+    full: usize,
+}
+
+/// Everything known about one image's backup folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub image: String,
+    /// Backup files ordered by the time of their snapshot, then by name.
+    pub files: Vec<Stored>,
+    /// Ordered by the time of their full backup.
+    pub chains: Vec<Chain>,
+    pub findings: Vec<Finding>,
+    reach: HashMap<SnapName, Reach>,
+}
+
+impl Layout {
+    /// Builds the model from the names in `image`'s folder (in any order).
+    pub fn build(image: &str, names: &[String]) -> Layout {
+        let mut names: Vec<&String> = names.iter().collect();
+        names.sort();
+        let mut files = Vec::new();
+        let mut checksums = Vec::new();
+        let mut findings = Vec::new();
+        for name in names {
+            let other = |kind, message: &str| Finding {
+                name: name.clone(),
+                kind,
+                message: message.to_string(),
+            };
+            match Entry::classify(image, name) {
+                Entry::Backup(file) => files.push(Stored {
+                    name: name.clone(),
+                    file,
+                    checksum: None,
+                    size: 0,
+                }),
+                Entry::Checksum(_) => checksums.push(name),
+                Entry::Temporary => findings.push(other(
+                    FindingKind::Temporary,
+                    "temporary file of an interrupted run (the next backup removes it)",
+                )),
+                Entry::Unexpected if naming::is_snapshotless_full_name(image, name) => findings
+                    .push(other(
+                        FindingKind::SnapshotlessFull,
+                        "full backup from before the original tool took snapshots; in no chain \
+                         (restore it by hand with rbd import)",
+                    )),
+                Entry::Unexpected if name.starts_with(&format!("{image}@")) => {
+                    findings.push(other(
+                        FindingKind::Unparseable,
+                        "named like a backup file of this image, but the name does not parse",
+                    ))
+                }
+                Entry::Unexpected => findings.push(other(
+                    FindingKind::Unexpected,
+                    "not a backup file of this image",
+                )),
+            }
+        }
+        for checksum in checksums {
+            let of = checksum.strip_suffix(CHECKSUM_SUFFIX).unwrap_or(checksum);
+            match files.iter_mut().find(|f| f.name == of) {
+                Some(file) => file.checksum = Some(checksum.clone()),
+                None => findings.push(Finding {
+                    name: checksum.clone(),
+                    kind: FindingKind::OrphanChecksum,
+                    message: format!("checksum file without its backup file {of}"),
+                }),
+            }
+        }
+        files.sort_by(|a, b| (a.file.snap.taken(), &a.name).cmp(&(b.file.snap.taken(), &b.name)));
+        let mut layout = Layout {
+            image: image.to_string(),
+            files,
+            chains: Vec::new(),
+            findings,
+            reach: HashMap::new(),
+        };
+        let usable = layout.usable_files();
+        layout.find_routes(&usable);
+        layout.group_chains();
+        layout.explain_unused(&usable);
+        layout
+    }
+
+    /// Indexes of the files that may take part in routes; the others get a finding here.
+    fn usable_files(&mut self) -> Vec<usize> {
+        let mut usable: Vec<usize> = Vec::new();
+        for (index, stored) in self.files.iter().enumerate() {
+            let file = &stored.file;
+            if let Some(base) = file.base().filter(|b| b.taken() >= file.snap.taken()) {
+                self.findings.push(Finding {
+                    name: stored.name.clone(),
+                    kind: FindingKind::Backwards,
+                    message: format!(
+                        "starts from {base}, which is not older than its own snapshot: not restorable"
+                    ),
+                });
+                continue;
+            }
+            let twin = usable
+                .iter()
+                .map(|&i| &self.files[i])
+                .find(|other| other.file.snap == file.snap && other.file.content == file.content);
+            if let Some(twin) = twin {
+                self.findings.push(Finding {
+                    name: stored.name.clone(),
+                    kind: FindingKind::Duplicate,
+                    message: format!("the same backup as {}; this copy is not used", twin.name),
+                });
+                continue;
+            }
+            usable.push(index);
+        }
+        usable
+    }
+
+    /// Gives every snapshot that can be restored its shortest route, oldest snapshot first, so a
+    /// diff's base has been settled before the diff is looked at.
+    fn find_routes(&mut self, usable: &[usize]) {
+        let mut by_snapshot: BTreeMap<(DateTime<Utc>, &str), Vec<usize>> = BTreeMap::new();
+        for &index in usable {
+            let snap = &self.files[index].file.snap;
+            by_snapshot
+                .entry((snap.taken(), snap.as_str()))
+                .or_default()
+                .push(index);
+        }
+        let mut reach = HashMap::new();
+        for candidates in by_snapshot.values() {
+            let full = candidates.iter().find(|&&i| self.files[i].file.is_full());
+            let best = match full {
+                Some(&full) => Some(Reach {
+                    file: full,
+                    links: 1,
+                    full,
+                }),
+                None => candidates
+                    .iter()
+                    .filter_map(|&i| {
+                        let base = self.files[i].file.base()?;
+                        let from: &Reach = reach.get(base)?;
+                        Some(Reach {
+                            file: i,
+                            links: from.links + 1,
+                            full: from.full,
+                        })
+                    })
+                    .min_by_key(|r| r.links),
+            };
+            if let Some(best) = best {
+                reach.insert(self.files[best.file].file.snap.clone(), best);
+            }
+        }
+        self.reach = reach;
+    }
+
+    fn group_chains(&mut self) {
+        let mut chains: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for r in self.reach.values() {
+            let diffs = chains.entry(r.full).or_default();
+            if r.file != r.full {
+                diffs.push(r.file);
+            }
+        }
+        // File indexes follow time order, so sorting indexes sorts by time.
+        self.chains = chains
+            .into_iter()
+            .map(|(full, mut diffs)| {
+                diffs.sort_unstable();
+                Chain { full, diffs }
+            })
+            .collect();
+    }
+
+    fn explain_unused(&mut self, usable: &[usize]) {
+        for &index in usable {
+            let stored = &self.files[index];
+            let snap = &stored.file.snap;
+            if self.reach.get(snap).is_some_and(|r| r.file == index) {
+                continue;
+            }
+            // Only diffs can be unused: a full always reaches its own snapshot.
+            let Some(base) = stored.file.base() else {
+                continue;
+            };
+            // A diff from a restorable base always makes its snapshot restorable, so an unused
+            // diff either lost to a shorter route or hangs off something unrestorable.
+            let (kind, message) = if let Some(chosen) = self.reach.get(snap) {
+                (
+                    FindingKind::Superseded,
+                    format!(
+                        "not needed: {snap} is restored from {}",
+                        self.files[chosen.file].name
+                    ),
+                )
+            } else if self.files.iter().any(|f| f.file.snap == *base) {
+                (
+                    FindingKind::AfterMissingLink,
+                    format!("starts from {base}, which cannot be restored itself: not restorable"),
+                )
+            } else {
+                (
+                    FindingKind::MissingLink,
+                    format!(
+                        "starts from {base}, but no backup file ends at {base} (missing link): \
+                         not restorable"
+                    ),
+                )
+            };
+            self.findings.push(Finding {
+                name: stored.name.clone(),
+                kind,
+                message,
+            });
+        }
+        self.findings.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Every restore point, oldest first.
+    pub fn points(&self) -> Vec<&SnapName> {
+        let mut points: Vec<&SnapName> = self.reach.keys().collect();
+        points.sort_by_key(|p| (p.taken(), p.as_str()));
+        points
+    }
+
+    /// The newest restore point taken at or before `at` (the newest of all without `at`).
+    pub fn point_at_or_before(&self, at: Option<DateTime<Utc>>) -> Option<&SnapName> {
+        self.points()
+            .into_iter()
+            .rfind(|p| at.is_none_or(|at| p.taken() <= at))
+    }
+
+    /// The files that restore `point`, full first; `None` when it is not a restore point.
+    pub fn route(&self, point: &SnapName) -> Option<Vec<&Stored>> {
+        let mut route = Vec::new();
+        let mut current = point;
+        loop {
+            let reach = self.reach.get(current)?;
+            let stored = &self.files[reach.file];
+            route.push(stored);
+            match stored.file.base() {
+                Some(base) => current = base,
+                None => break,
+            }
+        }
+        route.reverse();
+        Some(route)
+    }
+
+    /// True when some finding means a backup cannot be restored.
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.kind.is_error())
+    }
+}
+
+/// Reads `image`'s folder: names and sizes. A folder that does not exist reads as empty.
+pub fn scan(dir: &ImageDir, image: &str) -> Result<Layout> {
+    let names = dir.list()?;
+    let mut layout = Layout::build(image, &names);
+    for stored in &mut layout.files {
+        let path = dir.file(&stored.name);
+        stored.size = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+    }
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S0: &str = "BACKUPUTC20261120T020000";
+    const S1: &str = "BACKUPUTC20261121T020000";
+    const S2: &str = "BACKUPUTC20261122T020000";
+    const S3: &str = "BACKUPUTC20261123T020000";
+    const S4: &str = "BACKUPUTC20261124T020000";
+
+    fn full(s: &str) -> String {
+        format!("vm@{s}.full")
+    }
+
+    fn diff(base: &str, s: &str) -> String {
+        format!("vm@{s}.diff_from_{base}")
+    }
+
+    fn build(names: &[String]) -> Layout {
+        Layout::build("vm", names)
+    }
+
+    fn snap(s: &str) -> SnapName {
+        SnapName::parse(s).unwrap()
+    }
+
+    /// Each chain as its file names.
+    fn chains(layout: &Layout) -> Vec<Vec<&str>> {
+        layout
+            .chains
+            .iter()
+            .map(|c| c.files().map(|i| layout.files[i].name.as_str()).collect())
+            .collect()
+    }
+
+    fn findings(layout: &Layout) -> Vec<(&str, FindingKind)> {
+        layout
+            .findings
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind))
+            .collect()
+    }
+
+    fn route(layout: &Layout, point: &str) -> Vec<String> {
+        layout
+            .route(&snap(point))
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_linear_chain_restores_every_point() {
+        let names = [
+            diff(S2, S3),
+            full(S0),
+            diff(S0, S1),
+            format!("{}.sha256", full(S0)),
+            diff(S1, S2),
+        ];
+        let layout = build(&names);
+        assert_eq!(
+            chains(&layout),
+            [[
+                full(S0).as_str(),
+                &diff(S0, S1),
+                &diff(S1, S2),
+                &diff(S2, S3)
+            ]]
+        );
+        assert_eq!(findings(&layout), []);
+        assert_eq!(layout.points().len(), 4);
+        assert_eq!(route(&layout, S2), [full(S0), diff(S0, S1), diff(S1, S2)]);
+        assert_eq!(
+            layout.files[0].checksum,
+            Some(format!("{}.sha256", full(S0)))
+        );
+        assert_eq!(layout.files[1].checksum, None);
+    }
+
+    #[test]
+    fn problems_are_found_and_the_rest_still_restores() {
+        struct Case {
+            what: &'static str,
+            names: Vec<String>,
+            chains: Vec<Vec<String>>,
+            findings: Vec<(String, FindingKind)>,
+        }
+        let cases = [
+            Case {
+                what: "a missing link cuts the chain; what follows it is not restorable",
+                names: vec![full(S0), diff(S0, S1), diff(S2, S3), diff(S3, S4)],
+                chains: vec![vec![full(S0), diff(S0, S1)]],
+                findings: vec![
+                    (diff(S2, S3), FindingKind::MissingLink),
+                    (diff(S3, S4), FindingKind::AfterMissingLink),
+                ],
+            },
+            Case {
+                what: "diffs without any full",
+                names: vec![diff(S0, S1)],
+                chains: vec![],
+                findings: vec![(diff(S0, S1), FindingKind::MissingLink)],
+            },
+            Case {
+                what: "an interrupted window slide: the new full wins over the old route",
+                names: vec![full(S0), diff(S0, S1), diff(S1, S2), full(S2), diff(S2, S3)],
+                chains: vec![vec![full(S0), diff(S0, S1)], vec![full(S2), diff(S2, S3)]],
+                findings: vec![(diff(S1, S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "full mode: every full is its own chain",
+                names: vec![full(S1), full(S0)],
+                chains: vec![vec![full(S0)], vec![full(S1)]],
+                findings: vec![],
+            },
+            Case {
+                what: "a branch: both ends are restore points",
+                names: vec![full(S0), diff(S0, S1), diff(S0, S2)],
+                chains: vec![vec![full(S0), diff(S0, S1), diff(S0, S2)]],
+                findings: vec![],
+            },
+            Case {
+                what: "raw and compressed copies of one backup, and a backwards diff",
+                names: vec![
+                    full(S0),
+                    format!("{}.tar.gz", full(S0)),
+                    diff(S0, S1),
+                    diff(S2, S1),
+                ],
+                chains: vec![vec![full(S0), diff(S0, S1)]],
+                findings: vec![
+                    (format!("{}.tar.gz", full(S0)), FindingKind::Duplicate),
+                    (diff(S2, S1), FindingKind::Backwards),
+                ],
+            },
+            Case {
+                what: "leftovers and strangers are flagged and change nothing",
+                names: vec![
+                    full(S0),
+                    ".cephbackup-tmp.x1Y2".into(),
+                    "vm@BACKUPfoo.full".into(),
+                    "vm_UTC20170119T092933.full.tar.gz".into(),
+                    "README.txt".into(),
+                    format!("{}.sha256", diff(S0, S1)),
+                ],
+                chains: vec![vec![full(S0)]],
+                findings: vec![
+                    (".cephbackup-tmp.x1Y2".into(), FindingKind::Temporary),
+                    ("README.txt".into(), FindingKind::Unexpected),
+                    (
+                        format!("{}.sha256", diff(S0, S1)),
+                        FindingKind::OrphanChecksum,
+                    ),
+                    ("vm@BACKUPfoo.full".into(), FindingKind::Unparseable),
+                    (
+                        "vm_UTC20170119T092933.full.tar.gz".into(),
+                        FindingKind::SnapshotlessFull,
+                    ),
+                ],
+            },
+        ];
+        for case in cases {
+            let layout = build(&case.names);
+            assert_eq!(chains(&layout), case.chains, "{}", case.what);
+            let expected: Vec<(&str, FindingKind)> = case
+                .findings
+                .iter()
+                .map(|(n, k)| (n.as_str(), *k))
+                .collect();
+            assert_eq!(findings(&layout), expected, "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn a_diff_header_must_name_the_snapshots_of_its_file() {
+        let layout = build(&[full(S0), diff(S0, S1)]);
+        let stored = &layout.files[1];
+        let header = |from: Option<&str>, to: Option<&str>| DiffHeader {
+            from_snap: from.map(Into::into),
+            to_snap: to.map(Into::into),
+            size: 1,
+        };
+        assert_eq!(
+            stored.check_diff_header(&header(Some(S0), Some(S1))),
+            Ok(())
+        );
+        for (from, to) in [
+            (Some(S1), Some(S2)),
+            (None, Some(S1)),
+            (Some(S0), None),
+            (Some("UTC20261120T020000"), Some(S1)),
+        ] {
+            let err = stored.check_diff_header(&header(from, to)).unwrap_err();
+            assert!(err.ends_with(&format!("says from {S0} to {S1}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn legacy_names_form_chains_of_their_own() {
+        let (u0, u1) = ("UTC20170119T092933", "UTC20170120T092933");
+        let names = [
+            format!("vm@{u0}.full.tar.gz"),
+            format!("vm@{u1}.diff_from_{u0}.tar.gz"),
+        ];
+        let layout = build(&names);
+        assert_eq!(chains(&layout), [[names[0].as_str(), &names[1]]]);
+        let route = layout.route(&snap(u1)).unwrap();
+        assert_eq!(route[1].file.base().map(SnapName::as_str), Some(u0));
+        assert!(layout.route(&snap(&format!("BACKUP{u1}"))).is_none());
+    }
+
+    #[test]
+    fn the_restore_point_is_the_newest_at_or_before_the_time_asked() {
+        let names = [full(S0), diff(S0, S1), diff(S1, S2)];
+        let layout = build(&names);
+        let t = |s: &str| snap(s).taken();
+        for (at, expected) in [
+            (None, Some(S2)),
+            (Some(t(S2)), Some(S2)),
+            (Some(t(S2) - chrono::Duration::seconds(1)), Some(S1)),
+            (Some(t(S1) + chrono::Duration::hours(3)), Some(S1)),
+            (Some(t(S0)), Some(S0)),
+            (Some(t(S0) - chrono::Duration::seconds(1)), None),
+        ] {
+            assert_eq!(
+                layout.point_at_or_before(at).map(SnapName::as_str),
+                expected,
+                "{at:?}"
+            );
+        }
+        assert!(build(&[diff(S0, S1)]).point_at_or_before(None).is_none());
+    }
+}
