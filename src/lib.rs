@@ -5,6 +5,7 @@
 //! writes files. `main.rs` only parses the command line and turns the outcome into an exit status.
 
 pub mod chain;
+pub mod checked_diff;
 pub mod cli;
 pub mod config;
 pub mod diffstream;
@@ -15,4 +16,6 @@ pub mod naming;
 pub mod plan;
 pub mod process;
 pub mod rbd;
+pub mod rebuild;
 pub mod store;
+pub mod stored;
