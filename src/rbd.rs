@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::config::PoolJob;
 use crate::process::CommandLine;
 
 /// How to reach one cluster.
@@ -144,6 +145,43 @@ impl Rbd {
             "-",
         ])
     }
+
+    /// True when `pool` holds an image called `image`.
+    pub fn image_exists(&self, pool: &str, image: &str) -> Result<bool> {
+        Ok(self.list_images(pool)?.iter().any(|name| name == image))
+    }
+
+    /// Creates a new image from a raw stream on stdin. Ceph 16 refuses a file path containing
+    /// `@` here, and every backup file has one, so restores always feed stdin.
+    pub fn import(&self, pool: &str, image: &str) -> CommandLine {
+        self.action(["import", "-", &spec(pool, image, None)])
+    }
+
+    /// Applies an `rbd diff v1` stream from stdin, creating its end snapshot.
+    pub fn import_diff(&self, pool: &str, image: &str) -> CommandLine {
+        self.action(["import-diff", "-", &spec(pool, image, None)])
+    }
+
+    /// Removes every snapshot of an image (it cannot be removed while it has any).
+    pub fn purge_snapshots(&self, pool: &str, image: &str) -> CommandLine {
+        self.action(["snap", "purge", &spec(pool, image, None)])
+    }
+
+    pub fn remove_image(&self, pool: &str, image: &str) -> CommandLine {
+        self.action(["rm", &spec(pool, image, None)])
+    }
+}
+
+impl Cluster {
+    /// The cluster a pool section of the configuration talks to.
+    pub fn of(job: &PoolJob) -> Cluster {
+        Cluster {
+            conf: job.ceph_config.clone(),
+            user: job.ceph_user.clone(),
+            keyring: job.ceph_keyring.clone(),
+            timeout: job.ceph_timeout,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +214,20 @@ mod tests {
              --client-mount-timeout 30 --rados-mon-op-timeout 30 --rados-osd-op-timeout 30 \
              --no-progress export-diff --from-snap S0 p/i@S1 -"
         );
+    }
+
+    #[test]
+    fn restores_read_stdin() {
+        let rbd = rbd(None);
+        let prefix = "rbd --conf /etc/ceph/ceph.conf --no-progress";
+        for (cmd, expected) in [
+            (rbd.import("p", "new"), "import - p/new"),
+            (rbd.import_diff("p", "new"), "import-diff - p/new"),
+            (rbd.purge_snapshots("p", "new"), "snap purge p/new"),
+            (rbd.remove_image("p", "new"), "rm p/new"),
+        ] {
+            assert_eq!(cmd.to_string(), format!("{prefix} {expected}"));
+        }
     }
 
     #[test]
