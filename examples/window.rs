@@ -1,0 +1,81 @@
+//! Shows what incremental mode does, run after run, for a given window: which files are written
+//! and which files and snapshots are removed. It drives the real planner with simulated time, so
+//! an administrator can see the effect of `window size` / `window unit` before changing them.
+//!
+//! cargo run --example window -- [SIZE] [UNIT] [RUNS] [HOURS_BETWEEN_RUNS]
+//! e.g. cargo run --example window -- 7 days 10 24
+
+use std::collections::BTreeSet;
+
+use chrono::{Duration, TimeZone, Utc};
+
+use cephbackup::config::{BackupMode, Window, WindowUnit};
+use cephbackup::plan::{plan_image, Settings, Step};
+use cephbackup::rbd::Snapshot;
+
+fn unit(text: &str) -> WindowUnit {
+    match text.trim_end_matches('s') {
+        "minute" => WindowUnit::Minutes,
+        "hour" => WindowUnit::Hours,
+        "day" => WindowUnit::Days,
+        "week" => WindowUnit::Weeks,
+        "month" => WindowUnit::Months,
+        other => panic!("unknown unit {other:?}"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or(default.to_string());
+    let window = Window {
+        size: arg(0, "7").parse().expect("SIZE is a whole number"),
+        unit: unit(&arg(1, "days")),
+    };
+    let runs: i64 = arg(2, "10").parse().expect("RUNS is a whole number");
+    let every: i64 = arg(3, "24")
+        .parse()
+        .expect("HOURS_BETWEEN_RUNS is a whole number");
+    let settings = Settings {
+        mode: BackupMode::Incremental,
+        window,
+        compress: false,
+    };
+    println!("incremental backups every {every} h with a window of {window}\n");
+
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    let mut files: BTreeSet<String> = BTreeSet::new();
+    for run in 0..runs {
+        // A few seconds of jitter, as with cron: it decides whether the window has just passed.
+        let now = start + Duration::hours(run * every) + Duration::seconds(run % 3);
+        let listed: Vec<String> = files.iter().cloned().collect();
+        let plan = plan_image("vm", &settings, &snapshots, &listed, now).expect("a plan");
+        println!("run {} at {now}:", run + 1);
+        for step in &plan.steps {
+            match step {
+                Step::CreateSnapshot { snap } => snapshots.push(Snapshot {
+                    id: snapshots.last().map_or(1, |s| s.id + 1),
+                    name: snap.to_string(),
+                }),
+                Step::Export { file, reason } => {
+                    println!("  write  {:60} {reason}", file.file_name("vm"));
+                    files.insert(file.file_name("vm"));
+                }
+                Step::RemoveFile { name, reason } => {
+                    println!("  remove {name:60} {reason}");
+                    files.remove(name);
+                }
+                Step::RemoveSnapshot { snap, reason } => {
+                    println!("  drop   snapshot {snap:51} {reason}");
+                    snapshots.retain(|s| s.name != *snap);
+                }
+                other => println!("  {other:?}"),
+            }
+        }
+        println!(
+            "  now: {} file(s), {} snapshot(s)\n",
+            files.len(),
+            snapshots.len()
+        );
+    }
+}
