@@ -160,7 +160,9 @@ fn apply_diff<R: Read>(mut diff: DiffReader<R>, image: &mut SparseImage) -> Resu
 }
 
 /// Rebuilds the point `route` ends at into `out`, an empty file, from the files in `dir`.
-pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<()> {
+/// Returns how many of the files had a checksum file to check them against.
+pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<usize> {
+    let mut checked = 0;
     for (number, link) in route.iter().enumerate() {
         interrupt::check()?;
         let path = dir.join(&link.name);
@@ -179,9 +181,10 @@ pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<()> {
         .with_context(|| format!("{}", path.display()))?;
         stored::check_digest(recorded.as_deref(), &facts)
             .with_context(|| format!("{}", path.display()))?;
+        checked += usize::from(recorded.is_some());
     }
     out.sync_all().context("cannot sync the rebuilt image")?;
-    Ok(())
+    Ok(checked)
 }
 
 #[cfg(test)]
