@@ -1,22 +1,31 @@
-//! The command line: the original's `-c/--conf`, plus `--check` and the exit statuses.
+//! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `restore` and
+//! `verify` commands, and the exit statuses.
+//!
+//! With no command the tool backs up, exactly as the original did, so cron lines keep working.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::naming::parse_point_in_time;
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  every image was backed up (or, in check mode, every step was shown)
-  1  at least one image or pool failed; the others were still backed up
+  0  success: every image was backed up (or, in check mode, every step was shown); list,
+     restore or verify did what was asked, and verify found nothing wrong
+  1  at least one image or pool failed, the others were still backed up; or a restore
+     failed (the image or file it was creating was removed); or verify found a problem
   2  usage error or invalid configuration file; nothing was done
  75  another run is using a destination (see --wait); nothing was done
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
-     the remaining ones skipped";
+     the remaining ones skipped; a restore removed what it was creating";
 
 /// Backup tool for ceph: snapshots RBD images and exports them to a folder, full or incremental.
+///
+/// With no command, backs up every image the configuration names (what cron runs).
 #[derive(Debug, Parser)]
 #[command(name = "cephbackup", version, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
@@ -26,7 +35,8 @@ pub struct Cli {
         long = "conf",
         visible_alias = "config",
         value_name = "PATH",
-        default_value = DEFAULT_CONFIG_PATH
+        default_value = DEFAULT_CONFIG_PATH,
+        global = true
     )]
     pub conf: PathBuf,
 
@@ -36,19 +46,112 @@ pub struct Cli {
 
     /// Wait up to SECONDS for another run using the same destination to finish, instead of
     /// exiting at once
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
     pub wait: u64,
 
     /// Log less on stderr: warnings and errors only
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show every image's backup chains: files, sizes, and the points they restore to
+    List(ListArgs),
+    /// Restore an image as it was at a backed-up point in time, into a new image or file
+    Restore(RestoreArgs),
+    /// Prove the backups restorable: check every file offline, optionally against the cluster
+    Verify(VerifyArgs),
+}
+
+/// Which backed-up images a command looks at.
+#[derive(Debug, Clone, Args)]
+pub struct Narrow {
+    /// Only this pool (a section of the configuration)
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
+
+    /// Only this image
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub narrow: Narrow,
+
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["to", "to_file"]))]
+pub struct RestoreArgs {
+    /// The pool the image was backed up from (a section of the configuration)
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+
+    /// The image whose backups to restore
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+
+    /// The new image to create, in POOL (or in the --pool one); it must not exist
+    #[arg(long, value_name = "[POOL/]NAME")]
+    pub to: Option<String>,
+
+    /// Instead, rebuild the image as a new local raw (sparse) file, without any cluster
+    #[arg(long, value_name = "PATH")]
+    pub to_file: Option<PathBuf>,
+
+    /// Restore the newest point taken at or before WHEN instead of the latest: a snapshot name
+    /// (BACKUPUTC20261125T120000), its stamp (20261125T120000, UTC) or RFC 3339
+    /// (2026-11-25T12:00:00Z)
+    #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// Only show what would be done
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub narrow: Narrow,
+
+    /// Also rebuild, per image, the newest point whose snapshot is still in the cluster, and
+    /// compare its SHA-256 with `rbd export` of that snapshot (needs room in $TMPDIR)
+    #[arg(long)]
+    pub source: bool,
+
+    /// Count files without a .sha256 file as problems (files written by the original tool
+    /// have none, so by default they only get a warning)
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A mistake in what was asked (a pool no section names, a name that cannot be an image):
+/// reported with the usage status, nothing done.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// How a run ended, as the process exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Success,
     BackupFailed,
+    /// A restore failed, or verify found a problem.
+    Failed,
     UsageOrConfig,
     /// Another run holds a destination's lock.
     Busy,
@@ -56,11 +159,26 @@ pub enum Status {
     Interrupted(i32),
 }
 
+impl Status {
+    /// The status of a command that stopped with `err`.
+    pub fn of_error(err: &anyhow::Error) -> Status {
+        if err.downcast_ref::<UsageError>().is_some() {
+            Status::UsageOrConfig
+        } else if err.downcast_ref::<crate::lock::Busy>().is_some() {
+            Status::Busy
+        } else if let Some(interrupted) = err.downcast_ref::<crate::interrupt::Interrupted>() {
+            Status::Interrupted(interrupted.0)
+        } else {
+            Status::Failed
+        }
+    }
+}
+
 impl From<Status> for ExitCode {
     fn from(status: Status) -> ExitCode {
         ExitCode::from(match status {
             Status::Success => 0,
-            Status::BackupFailed => 1,
+            Status::BackupFailed | Status::Failed => 1,
             Status::UsageOrConfig => 2,
             Status::Busy => 75,
             Status::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
@@ -87,5 +205,49 @@ mod tests {
         let cli = Cli::try_parse_from(["cephbackup"]).unwrap();
         assert_eq!(cli.conf, PathBuf::from("/etc/cephbackup/cephbackup.conf"));
         assert!(!cli.check);
+    }
+
+    #[test]
+    fn no_command_means_backup_and_the_config_goes_before_or_after_a_command() {
+        let cli = Cli::try_parse_from(["cephbackup", "-c", "/x.conf"]).unwrap();
+        assert!(cli.command.is_none());
+        for args in [
+            ["cephbackup", "-c", "/x.conf", "list"],
+            ["cephbackup", "list", "-c", "/x.conf"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.conf, PathBuf::from("/x.conf"));
+            assert!(matches!(cli.command, Some(Command::List(_))));
+        }
+    }
+
+    #[test]
+    fn restore_needs_one_target_and_reads_when() {
+        let base = ["cephbackup", "restore", "--pool", "rbd", "--image", "vm"];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(parse(&[]).is_err(), "a target is required");
+        assert!(parse(&["--to", "x", "--to-file", "/x"]).is_err());
+        let cli = parse(&["--to", "other/x", "--at", "20261125T120000", "--check"]).unwrap();
+        let Some(Command::Restore(args)) = cli.command else {
+            panic!("not a restore")
+        };
+        assert_eq!(args.to.as_deref(), Some("other/x"));
+        assert!(args.check);
+        assert_eq!(args.at.unwrap().to_rfc3339(), "2026-11-25T12:00:00+00:00");
+        let err = parse(&["--to", "x", "--at", "yesterday"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let usage = anyhow::Error::new(UsageError("x".into())).context("while y");
+        assert_eq!(Status::of_error(&usage), Status::UsageOrConfig);
+        let signal = anyhow::Error::new(crate::interrupt::Interrupted(15));
+        assert_eq!(
+            ExitCode::from(Status::of_error(&signal)),
+            ExitCode::from(143)
+        );
+        assert_eq!(Status::of_error(&anyhow::anyhow!("x")), Status::Failed);
     }
 }

@@ -4,6 +4,7 @@
 //! The flow is config → per-pool jobs → a pure plan per image → an executor that runs `rbd` and
 //! writes files. `main.rs` only parses the command line and turns the outcome into an exit status.
 
+pub mod catalog;
 pub mod chain;
 pub mod checked_diff;
 pub mod cli;
@@ -11,11 +12,14 @@ pub mod config;
 pub mod diffstream;
 pub mod execute;
 pub mod interrupt;
+pub mod list;
 pub mod lock;
 pub mod naming;
 pub mod plan;
 pub mod process;
 pub mod rbd;
 pub mod rebuild;
+pub mod restore;
 pub mod store;
 pub mod stored;
+pub mod verify;

@@ -8,8 +8,8 @@ use chrono::Utc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::cli::{Cli, Status};
-use cephbackup::{config, execute, interrupt, lock};
+use cephbackup::cli::{Cli, Command, Status};
+use cephbackup::{config, execute, interrupt, list, lock, restore, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +44,9 @@ fn run(cli: &Cli) -> Status {
         eprintln!("error: {err:#}");
         return Status::BackupFailed;
     }
+    if let Some(command) = &cli.command {
+        return run_command(command, &config, cli);
+    }
     let options = execute::RunOptions {
         force_check: cli.check,
         progress: std::io::stderr().is_terminal(),
@@ -66,4 +69,18 @@ fn run(cli: &Cli) -> Status {
         (None, true) => Status::Success,
         (None, false) => Status::BackupFailed,
     }
+}
+
+/// `list`, `restore` and `verify`: each reports its own results; an error ends it, printed once.
+fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
+    let wait = Duration::from_secs(cli.wait);
+    let result = match command {
+        Command::List(args) => list::run(config, args),
+        Command::Restore(args) => restore::run(config, args, cli.check, wait),
+        Command::Verify(args) => verify::run(config, args, wait),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        Status::of_error(&err)
+    })
 }

@@ -1,0 +1,183 @@
+//! Which backed-up images `list`, `restore` and `verify` look at.
+//!
+//! The configuration says where each pool's backups live (`<destination>/<pool>/`); every folder
+//! there is an image's backup folder, whether or not the image is still in the cluster or still
+//! named by `images`. `--pool` narrows to one section and `--image` to one folder name.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::UsageError;
+use crate::config::{Config, PoolJob};
+use crate::naming;
+use crate::store::ImageDir;
+
+/// One image's backup folder, and the section it was backed up by.
+#[derive(Debug, Clone)]
+pub struct ImageFolder<'a> {
+    pub job: &'a PoolJob,
+    pub image: String,
+    pub dir: ImageDir,
+}
+
+impl ImageFolder<'_> {
+    /// `pool/image`, as people and `rbd` write it.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.job.pool, self.image)
+    }
+}
+
+/// The section that backs up `pool`.
+pub fn section<'a>(config: &'a Config, pool: &str) -> Result<&'a PoolJob> {
+    config
+        .pools
+        .iter()
+        .find(|job| job.pool == pool)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.pools.iter().map(|j| j.pool.as_str()).collect();
+            UsageError(format!(
+                "{} has no section [{pool}]; its pools are: {}",
+                config.path.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into()
+        })
+}
+
+/// The image folders selected by `pool` and `image`, in configuration order then by name.
+pub fn select<'a>(
+    config: &'a Config,
+    pool: Option<&str>,
+    image: Option<&str>,
+) -> Result<Vec<ImageFolder<'a>>> {
+    if let Some(image) = image {
+        naming::check_name("image", image).map_err(UsageError)?;
+    }
+    let jobs: Vec<&PoolJob> = match pool {
+        Some(pool) => vec![section(config, pool)?],
+        None => config.pools.iter().collect(),
+    };
+    let mut folders = Vec::new();
+    for job in &jobs {
+        if !job.destination.is_dir() {
+            bail!(
+                "destination directory {} of [{}] does not exist (is the backup disk mounted?)",
+                job.destination.display(),
+                job.pool
+            );
+        }
+        for name in image_folders(job)? {
+            if image.is_none_or(|wanted| wanted == name) {
+                folders.push(ImageFolder {
+                    job,
+                    dir: ImageDir::new(&job.destination, &job.pool, &name),
+                    image: name,
+                });
+            }
+        }
+    }
+    if let (Some(image), true) = (image, folders.is_empty()) {
+        let looked: Vec<String> = jobs
+            .iter()
+            .map(|job| {
+                job.destination
+                    .join(&job.pool)
+                    .join(image)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        bail!(
+            "no backups of image {image}: no folder {}",
+            looked.join(" or ")
+        );
+    }
+    Ok(folders)
+}
+
+/// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
+fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
+    let pool_dir: PathBuf = job.destination.join(&job.pool);
+    let entries = match fs::read_dir(&pool_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("cannot list {}", pool_dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", pool_dir.display()))?;
+        let is_dir = fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::path::Path;
+
+    fn config(dest: &Path) -> Config {
+        let text = format!(
+            "[DEFAULT]\ndestination directory = {}\nbackup mode = full\nimages = *\n[rbd]\n[ssd]\n",
+            dest.display()
+        );
+        parse_str(&text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
+    }
+
+    fn labels(folders: &[ImageFolder]) -> Vec<String> {
+        folders.iter().map(ImageFolder::label).collect()
+    }
+
+    #[test]
+    fn folders_are_found_and_narrowed() {
+        let dest = tempfile::tempdir().unwrap();
+        for dir in ["rbd/vm2", "rbd/vm1", "ssd/db"] {
+            fs::create_dir_all(dest.path().join(dir)).unwrap();
+        }
+        fs::write(dest.path().join("rbd/stray-file"), "").unwrap();
+        let config = config(dest.path());
+        assert_eq!(
+            labels(&select(&config, None, None).unwrap()),
+            ["rbd/vm1", "rbd/vm2", "ssd/db"]
+        );
+        assert_eq!(
+            labels(&select(&config, Some("ssd"), None).unwrap()),
+            ["ssd/db"]
+        );
+        assert_eq!(
+            labels(&select(&config, None, Some("vm2")).unwrap()),
+            ["rbd/vm2"]
+        );
+
+        let err = select(&config, Some("hdd"), None).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some());
+        assert!(err
+            .to_string()
+            .ends_with("no section [hdd]; its pools are: rbd, ssd"));
+        let err = select(&config, Some("ssd"), Some("vm1")).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_none());
+        assert!(err.to_string().contains("no backups of image vm1"), "{err}");
+        let err = select(&config, None, Some("../etc")).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some());
+    }
+
+    #[test]
+    fn a_missing_destination_is_an_error() {
+        let dest = tempfile::tempdir().unwrap();
+        let config = config(&dest.path().join("not-mounted"));
+        let err = select(&config, None, None).unwrap_err().to_string();
+        assert!(err.contains("is the backup disk mounted?"), "{err}");
+    }
+}

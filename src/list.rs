@@ -1,0 +1,341 @@
+//! `cephbackup list`: every image's chains, the points they restore to, and what does not fit.
+//!
+//! Reads the backup folders only (no cluster, no lock: files appear under their final names only
+//! once complete, so a listing during a backup is merely a moment early). The text and JSON
+//! renderings are pure functions of the scanned [`Layout`]s.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::catalog::{self, ImageFolder};
+use crate::chain::{self, Finding, Layout, Stored};
+use crate::cli::{ListArgs, Status};
+
+/// Bumped only when a field changes meaning; new fields may appear at any time.
+const SCHEMA_VERSION: u32 = 1;
+
+/// One image's folder as scanned.
+pub struct Listing {
+    pub pool: String,
+    pub image: String,
+    pub folder: String,
+    pub layout: Layout,
+}
+
+pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
+    let folders = catalog::select(
+        config,
+        args.narrow.pool.as_deref(),
+        args.narrow.image.as_deref(),
+    )?;
+    let mut listings = Vec::new();
+    let mut status = Status::Success;
+    for folder in &folders {
+        match scan(folder) {
+            Ok(listing) => listings.push(listing),
+            Err(err) => {
+                eprintln!("error: {}: {err:#}", folder.label());
+                status = Status::Failed;
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&document(&listings))?);
+    } else if listings.is_empty() && status == Status::Success {
+        println!("No backups found.");
+    } else {
+        print!("{}", text(&listings));
+    }
+    Ok(status)
+}
+
+fn scan(folder: &ImageFolder) -> Result<Listing> {
+    Ok(Listing {
+        pool: folder.job.pool.clone(),
+        image: folder.image.clone(),
+        folder: folder.dir.path().display().to_string(),
+        layout: chain::scan(&folder.dir, &folder.image)?,
+    })
+}
+
+/// Sizes for people: binary units, one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn severity(finding: &Finding) -> &'static str {
+    if finding.kind.is_error() {
+        "error"
+    } else {
+        "warning"
+    }
+}
+
+/// The listing for people.
+pub fn text(listings: &[Listing]) -> String {
+    let mut out = String::new();
+    for (number, listing) in listings.iter().enumerate() {
+        if number > 0 {
+            out.push('\n');
+        }
+        let layout = &listing.layout;
+        let label = format!("{}/{}", listing.pool, listing.image);
+        let points = layout.points();
+        let stored: u64 = layout.files.iter().map(|f| f.size).sum();
+        match (points.first(), points.last()) {
+            (Some(first), Some(last)) => {
+                let _ = writeln!(
+                    out,
+                    "{label}: {} restore point{}, {} to {}, {} in {}",
+                    points.len(),
+                    if points.len() == 1 { "" } else { "s" },
+                    first.taken().format("%Y-%m-%d %H:%M:%S UTC"),
+                    last.taken().format("%Y-%m-%d %H:%M:%S UTC"),
+                    human_bytes(stored),
+                    listing.folder
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "{label}: no restore points, in {}", listing.folder);
+            }
+        }
+        for chain in &layout.chains {
+            let full = &layout.files[chain.full];
+            let _ = writeln!(
+                out,
+                "  chain from full backup {} ({} restore point{}):",
+                full.file.snap,
+                chain.diffs.len() + 1,
+                if chain.diffs.is_empty() { "" } else { "s" }
+            );
+            for index in chain.files() {
+                out.push_str(&file_line(&layout.files[index]));
+            }
+        }
+        for finding in &layout.findings {
+            let _ = writeln!(
+                out,
+                "  {}: {}: {}",
+                severity(finding),
+                finding.name,
+                finding.message
+            );
+        }
+    }
+    out
+}
+
+/// One file of a chain: the point it restores to, what it is, and how it is stored.
+fn file_line(stored: &Stored) -> String {
+    format!(
+        "    {}  {}  {:>10}  {}  {}  {}\n",
+        stored.file.snap,
+        if stored.file.is_full() {
+            "full"
+        } else {
+            "diff"
+        },
+        human_bytes(stored.size),
+        if stored.file.compressed {
+            "gzip"
+        } else {
+            "raw "
+        },
+        if stored.checksum.is_some() {
+            "sha256"
+        } else {
+            "no-sum"
+        },
+        stored.name
+    )
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    images: Vec<ImageDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ImageDoc<'a> {
+    pool: &'a str,
+    image: &'a str,
+    folder: &'a str,
+    /// Snapshot names, oldest first.
+    restore_points: Vec<&'a str>,
+    chains: Vec<ChainDoc<'a>>,
+    findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChainDoc<'a> {
+    /// Full backup first, then the diffs in time order; each file's snapshot is a restore point.
+    files: Vec<FileDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct FileDoc<'a> {
+    name: &'a str,
+    kind: &'static str,
+    snapshot: &'a str,
+    /// The snapshot a diff starts from.
+    base: Option<&'a str>,
+    /// When the snapshot was taken, RFC 3339 UTC.
+    taken: String,
+    size: u64,
+    compressed: bool,
+    checksum_file: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct FindingDoc<'a> {
+    #[serde(flatten)]
+    finding: &'a Finding,
+    severity: &'static str,
+}
+
+fn file_doc(stored: &Stored) -> FileDoc<'_> {
+    FileDoc {
+        name: &stored.name,
+        kind: if stored.file.is_full() {
+            "full"
+        } else {
+            "diff"
+        },
+        snapshot: stored.file.snap.as_str(),
+        base: stored.file.base().map(|b| b.as_str()),
+        taken: stored
+            .file
+            .snap
+            .taken()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        size: stored.size,
+        compressed: stored.file.compressed,
+        checksum_file: stored.checksum.as_deref(),
+    }
+}
+
+fn document(listings: &[Listing]) -> Document<'_> {
+    Document {
+        schema_version: SCHEMA_VERSION,
+        images: listings
+            .iter()
+            .map(|listing| {
+                let layout = &listing.layout;
+                ImageDoc {
+                    pool: &listing.pool,
+                    image: &listing.image,
+                    folder: &listing.folder,
+                    restore_points: layout.points().into_iter().map(|p| p.as_str()).collect(),
+                    chains: layout
+                        .chains
+                        .iter()
+                        .map(|chain| ChainDoc {
+                            files: chain.files().map(|i| file_doc(&layout.files[i])).collect(),
+                        })
+                        .collect(),
+                    findings: layout
+                        .findings
+                        .iter()
+                        .map(|finding| FindingDoc {
+                            finding,
+                            severity: severity(finding),
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S0: &str = "BACKUPUTC20261120T020000";
+    const S1: &str = "BACKUPUTC20261121T020000";
+    const S3: &str = "BACKUPUTC20261123T020000";
+
+    fn listing() -> Listing {
+        let names = [
+            format!("vm@{S0}.full.tar.gz"),
+            format!("vm@{S0}.full.tar.gz.sha256"),
+            format!("vm@{S1}.diff_from_{S0}.tar.gz"),
+            format!("vm@{S3}.diff_from_BACKUPUTC20261122T020000"),
+            ".cephbackup-tmp.Ab12".to_string(),
+        ];
+        let mut layout = Layout::build("vm", &names);
+        for (file, size) in layout.files.iter_mut().zip([33_554_432, 1536, 80]) {
+            file.size = size;
+        }
+        Listing {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            folder: "/b/rbd/vm".into(),
+            layout,
+        }
+    }
+
+    #[test]
+    fn text_shows_chains_points_and_problems() {
+        let expected = format!(
+            "\
+rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32.0 MiB in /b/rbd/vm
+  chain from full backup {S0} (2 restore points):
+    {S0}  full    32.0 MiB  gzip  sha256  vm@{S0}.full.tar.gz
+    {S1}  diff     1.5 KiB  gzip  no-sum  vm@{S1}.diff_from_{S0}.tar.gz
+  warning: .cephbackup-tmp.Ab12: temporary file of an interrupted run (the next backup removes it)
+  error: vm@{S3}.diff_from_BACKUPUTC20261122T020000: starts from BACKUPUTC20261122T020000, but no backup file ends at BACKUPUTC20261122T020000 (missing link): not restorable
+"
+        );
+        assert_eq!(text(&[listing()]), expected);
+    }
+
+    #[test]
+    fn json_names_every_file_and_point() {
+        let json = serde_json::to_value(document(&[listing()])).unwrap();
+        assert_eq!(json["schema_version"], 1);
+        let image = &json["images"][0];
+        assert_eq!(image["restore_points"], serde_json::json!([S0, S1]));
+        let full = &image["chains"][0]["files"][0];
+        assert_eq!(full["kind"], "full");
+        assert_eq!(full["taken"], "2026-11-20T02:00:00Z");
+        assert_eq!(full["size"], 33_554_432);
+        assert_eq!(full["compressed"], true);
+        assert_eq!(full["checksum_file"], format!("vm@{S0}.full.tar.gz.sha256"));
+        assert_eq!(image["chains"][0]["files"][1]["base"], S0);
+        let kinds: Vec<(&str, &str)> = image["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap()))
+            .collect();
+        assert_eq!(kinds, [("temporary", "warning"), ("missing_link", "error")]);
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        for (bytes, text) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (33_554_432, "32.0 MiB"),
+            (5 << 40, "5.0 TiB"),
+        ] {
+            assert_eq!(human_bytes(bytes), text);
+        }
+    }
+}

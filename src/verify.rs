@@ -1,0 +1,578 @@
+//! `cephbackup verify`: proof that the backups restore, with one line per problem.
+//!
+//! Offline, every file is read whole, once: its bytes are hashed and compared with its `.sha256`
+//! file, a compressed file must be one complete tar member (which also makes gzip check its own
+//! CRC), and a diff must be a well-formed `rbd diff v1` stream whose snapshot names are the ones
+//! its file name promises. The chain model adds what no single file shows: missing links and
+//! diffs that hang off them. With `--source`, the newest point whose snapshot is still in the
+//! cluster is rebuilt from the backups into a temporary sparse file and its SHA-256 compared with
+//! `rbd export` of that snapshot.
+//!
+//! Severity: anything that makes a backup unrestorable or unproven is an error (non-zero exit).
+//! A file with no `.sha256` file is a warning, because files written by the original tool never
+//! had one; `--strict` makes it an error. Leftovers and strangers in a folder are warnings.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tracing::info;
+
+use crate::catalog::{self, ImageFolder};
+use crate::chain::{self, Layout, Stored};
+use crate::cli::{Status, VerifyArgs};
+use crate::config::Config;
+use crate::diffstream;
+use crate::list::human_bytes;
+use crate::process::CommandLine;
+use crate::rbd::{spec, Cluster, Rbd};
+use crate::store::Hashing;
+use crate::stored;
+use crate::{interrupt, lock, rebuild};
+
+/// Bumped only when a field changes meaning; new fields may appear at any time.
+const SCHEMA_VERSION: u32 = 1;
+const BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem, naming the file (or, for the comparison with the cluster, the snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// The comparison of a rebuilt point with the cluster's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceCheck {
+    pub snapshot: String,
+    pub rebuilt_sha256: String,
+    pub cluster_sha256: String,
+    pub matches: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ImageReport {
+    pub pool: String,
+    pub image: String,
+    pub folder: String,
+    pub files_checked: usize,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+    pub source: Option<SourceCheck>,
+}
+
+impl ImageReport {
+    fn problem(&mut self, file: impl Into<String>, severity: Severity, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: file.into(),
+            severity,
+            message: message.into(),
+        });
+    }
+
+    fn count(&self, severity: Severity) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == severity)
+            .count()
+    }
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    ok: bool,
+    errors: usize,
+    warnings: usize,
+    images: &'a [ImageReport],
+}
+
+pub fn run(config: &Config, args: &VerifyArgs, wait: Duration) -> Result<Status> {
+    let folders = catalog::select(
+        config,
+        args.narrow.pool.as_deref(),
+        args.narrow.image.as_deref(),
+    )?;
+    let destinations: BTreeSet<PathBuf> =
+        folders.iter().map(|f| f.job.destination.clone()).collect();
+    let shared: Vec<(PathBuf, lock::Kind)> = destinations
+        .into_iter()
+        .map(|d| (d, lock::Kind::Shared))
+        .collect();
+    // Shared: no backup may prune or slide a chain while it is being read.
+    let _lock = lock::acquire(&shared, wait)?;
+    let mut reports = Vec::new();
+    for folder in &folders {
+        interrupt::check()?;
+        let report = verify_image(folder, args);
+        if !args.json {
+            print!("{}", report_lines(&report));
+        }
+        reports.push(report);
+    }
+    interrupt::check()?;
+    let errors: usize = reports.iter().map(|r| r.count(Severity::Error)).sum();
+    let warnings: usize = reports.iter().map(|r| r.count(Severity::Warning)).sum();
+    if args.json {
+        let document = Document {
+            schema_version: SCHEMA_VERSION,
+            ok: errors == 0,
+            errors,
+            warnings,
+            images: &reports,
+        };
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!("{}", summary(&reports, errors, warnings));
+    }
+    Ok(if errors == 0 {
+        Status::Success
+    } else {
+        Status::Failed
+    })
+}
+
+/// The problems of one image (and its comparison with the cluster), one line each.
+fn report_lines(report: &ImageReport) -> String {
+    let mut out = String::new();
+    for problem in &report.problems {
+        let severity = match problem.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        out.push_str(&format!(
+            "{severity}: {}: {}\n",
+            problem.file, problem.message
+        ));
+    }
+    if let Some(source) = report.source.as_ref().filter(|s| s.matches) {
+        out.push_str(&format!(
+            "ok: {}/{}@{}: rebuilt from the backups, same SHA-256 as rbd export of the \
+             snapshot ({})\n",
+            report.pool, report.image, source.snapshot, source.cluster_sha256
+        ));
+    }
+    out
+}
+
+fn summary(reports: &[ImageReport], errors: usize, warnings: usize) -> String {
+    let files: usize = reports.iter().map(|r| r.files_checked).sum();
+    let bytes: u64 = reports.iter().map(|r| r.bytes_read).sum();
+    let verdict = match (errors, warnings) {
+        (0, 0) => "no problems".to_string(),
+        (0, w) => format!("no errors, {w} warning(s)"),
+        (e, w) => format!("{e} error(s), {w} warning(s)"),
+    };
+    format!(
+        "Verified {files} file(s) of {} image(s), {} read: {verdict}",
+        reports.len(),
+        human_bytes(bytes)
+    )
+}
+
+fn verify_image(folder: &ImageFolder, args: &VerifyArgs) -> ImageReport {
+    let dir = folder.dir.path();
+    let mut report = ImageReport {
+        pool: folder.job.pool.clone(),
+        image: folder.image.clone(),
+        folder: dir.display().to_string(),
+        ..ImageReport::default()
+    };
+    let layout = match chain::scan(&folder.dir, &folder.image) {
+        Ok(layout) => layout,
+        Err(err) => {
+            report.problem(
+                dir.display().to_string(),
+                Severity::Error,
+                format!("{err:#}"),
+            );
+            return report;
+        }
+    };
+    if layout.files.is_empty() {
+        report.problem(
+            dir.display().to_string(),
+            Severity::Warning,
+            "no backup files",
+        );
+    }
+    for finding in &layout.findings {
+        let severity = if finding.kind.is_error() {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let path = dir.join(&finding.name).display().to_string();
+        report.problem(path, severity, finding.message.clone());
+    }
+    for stored in &layout.files {
+        if interrupt::received().is_some() {
+            return report;
+        }
+        info!("checking {}", stored.name);
+        check_file(&dir, &layout.image, stored, args.strict, &mut report);
+    }
+    if args.source {
+        check_source(folder, &layout, &mut report);
+    }
+    report
+}
+
+/// Reads one file whole: checksum, archive shape, diff structure and names.
+fn check_file(dir: &Path, image: &str, stored: &Stored, strict: bool, report: &mut ImageReport) {
+    let path = dir.join(&stored.name);
+    let shown = path.display().to_string();
+    let recorded = match &stored.checksum {
+        None => {
+            let severity = if strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            report.problem(
+                &shown,
+                severity,
+                format!(
+                    "no checksum file {}.sha256, so its bytes cannot be proven (files written by \
+                     the original tool have none)",
+                    stored.name
+                ),
+            );
+            None
+        }
+        Some(_) => match stored::recorded_digest(dir, &stored.name) {
+            Ok(digest) => digest,
+            Err(err) => {
+                report.problem(&shown, Severity::Error, format!("{err:#}"));
+                None
+            }
+        },
+    };
+    let read = stored::read_raw(&path, stored.file.compressed, |raw| {
+        if stored.file.is_full() {
+            io::copy(raw, &mut io::sink())?;
+            return Ok(());
+        }
+        let (header, _) = diffstream::validate(BufReader::with_capacity(BUFFER, raw))?;
+        stored
+            .check_diff_header(&header)
+            .map_err(anyhow::Error::msg)
+    });
+    report.files_checked += 1;
+    let facts = match read {
+        Ok(((), facts)) => facts,
+        Err(err) => {
+            report.problem(&shown, Severity::Error, format!("{err:#}"));
+            return;
+        }
+    };
+    report.bytes_read += facts.file_bytes;
+    if let Err(err) = stored::check_digest(recorded.as_deref(), &facts) {
+        report.problem(&shown, Severity::Error, format!("{err:#}"));
+    }
+    if let Some(member) = &facts.member {
+        let raw_name = stored.file.raw_name(image);
+        let member_name = Path::new(member).file_name().and_then(|n| n.to_str());
+        if member_name != Some(raw_name.as_str()) {
+            report.problem(
+                &shown,
+                Severity::Error,
+                format!("the archive holds {member}, not {raw_name}"),
+            );
+        }
+    }
+}
+
+/// Rebuilds the newest point whose snapshot the cluster still has and compares the two.
+fn check_source(folder: &ImageFolder, layout: &Layout, report: &mut ImageReport) {
+    let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
+    let label = spec(pool, image, None);
+    let rbd = Rbd::new(Cluster::of(folder.job), false);
+    let snapshots = match rbd.image_exists(pool, image) {
+        Ok(true) => rbd.list_snapshots(pool, image),
+        Ok(false) => {
+            report.problem(
+                &label,
+                Severity::Warning,
+                "not in the cluster any more: nothing to compare the backups with",
+            );
+            return;
+        }
+        Err(err) => Err(err),
+    };
+    let snapshots = match snapshots {
+        Ok(snapshots) => snapshots,
+        Err(err) => {
+            report.problem(&label, Severity::Error, format!("{err:#}"));
+            return;
+        }
+    };
+    let point = layout
+        .points()
+        .into_iter()
+        .rev()
+        .find(|p| snapshots.iter().any(|s| s.name == p.as_str()));
+    let Some(point) = point else {
+        report.problem(
+            &label,
+            Severity::Warning,
+            "no restore point has its snapshot in the cluster any more (full mode removes them): \
+             nothing to compare the backups with",
+        );
+        return;
+    };
+    let at = spec(pool, image, Some(point.as_str()));
+    let route = layout
+        .route(point)
+        .expect("every restore point has a route");
+    info!("rebuilding {at} from {} file(s)", route.len());
+    let export = rbd.export(pool, image, point.as_str());
+    match compare(&folder.dir.path(), &route, export) {
+        Ok((rebuilt, cluster)) => {
+            let matches = rebuilt == cluster;
+            if !matches {
+                report.problem(
+                    &at,
+                    Severity::Error,
+                    format!(
+                        "the image rebuilt from the backups (SHA-256 {rebuilt}) differs from rbd \
+                         export of the snapshot (SHA-256 {cluster})"
+                    ),
+                );
+            }
+            report.source = Some(SourceCheck {
+                snapshot: point.to_string(),
+                rebuilt_sha256: rebuilt,
+                cluster_sha256: cluster,
+                matches,
+            });
+        }
+        Err(err) => report.problem(&at, Severity::Error, format!("{err:#}")),
+    }
+}
+
+/// SHA-256 of the point rebuilt from `route` and of `export`'s output, computed side by side.
+fn compare(dir: &Path, route: &[&Stored], export: CommandLine) -> Result<(String, String)> {
+    let mut scratch = tempfile::tempfile().context(
+        "cannot create a temporary file in $TMPDIR to rebuild the image in (set TMPDIR)",
+    )?;
+    rebuild::rebuild(dir, route, &mut scratch).context("cannot rebuild from the backups")?;
+    std::thread::scope(|scope| {
+        let cluster = scope.spawn(move || -> Result<String> {
+            let mut hashing = Hashing::new(export.spawn_reader()?);
+            io::copy(&mut hashing, &mut io::sink()).map_err(|err| {
+                // A failed rbd arrives wrapped in the read error; keep its own message.
+                match err.into_inner() {
+                    Some(inner) => anyhow::anyhow!("{inner}"),
+                    None => anyhow::anyhow!("cannot read `{export}`"),
+                }
+            })?;
+            Ok(hashing.hex_digest())
+        });
+        let rebuilt = hash_file(&mut scratch);
+        let cluster = cluster
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing the export failed")));
+        Ok((rebuilt?, cluster?))
+    })
+}
+
+fn hash_file(file: &mut File) -> Result<String> {
+    file.rewind()?;
+    let mut hashing = Hashing::new(BufReader::with_capacity(BUFFER, file));
+    io::copy(&mut hashing, &mut io::sink()).context("cannot read the rebuilt image")?;
+    Ok(hashing.hex_digest())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffstream::{DiffHeader, DiffWriter};
+    use crate::store::checksum_line;
+    use std::fs;
+
+    const S0: &str = "BACKUPUTC20261120T020000";
+    const S1: &str = "BACKUPUTC20261121T020000";
+    const S2: &str = "BACKUPUTC20261122T020000";
+
+    fn sha256(data: &[u8]) -> String {
+        let mut h = Hashing::new(data);
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        h.hex_digest()
+    }
+
+    fn diff(from: &str, to: &str) -> Vec<u8> {
+        let header = DiffHeader {
+            from_snap: Some(from.into()),
+            to_snap: Some(to.into()),
+            size: 1 << 20,
+        };
+        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
+        w.write_data(4096, &[9u8; 4096]).unwrap();
+        w.write_zero(65536, 4096).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// A folder with a full and two diffs, each with its checksum file.
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (format!("vm@{S0}.full"), vec![1u8; 1 << 20]),
+            (format!("vm@{S1}.diff_from_{S0}"), diff(S0, S1)),
+            (format!("vm@{S2}.diff_from_{S1}"), diff(S1, S2)),
+        ];
+        for (name, data) in files {
+            fs::write(dir.path().join(&name), &data).unwrap();
+            let line = checksum_line(&sha256(&data), &name);
+            fs::write(dir.path().join(format!("{name}.sha256")), line).unwrap();
+        }
+        dir
+    }
+
+    fn problems(dir: &Path, strict: bool) -> Vec<(String, Severity, String)> {
+        let names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let layout = Layout::build("vm", &names);
+        let mut report = ImageReport::default();
+        for finding in &layout.findings {
+            report.problem(&finding.name, Severity::Error, finding.message.clone());
+        }
+        for stored in &layout.files {
+            check_file(dir, "vm", stored, strict, &mut report);
+        }
+        report
+            .problems
+            .into_iter()
+            .map(|p| {
+                let name = Path::new(&p.file).file_name().unwrap().to_str().unwrap();
+                (name.to_string(), p.severity, p.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_chain_is_clean() {
+        let dir = folder();
+        assert_eq!(problems(dir.path(), true), []);
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_one_line_naming_its_file() {
+        let d1 = format!("vm@{S1}.diff_from_{S0}");
+        let d2 = format!("vm@{S2}.diff_from_{S1}");
+        let full = format!("vm@{S0}.full");
+        type Damage = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Damage, &str, &str)> = vec![
+            (
+                "truncated diff",
+                Box::new({
+                    let d1 = d1.clone();
+                    move |dir: &Path| {
+                        let path = dir.join(&d1);
+                        let data = fs::read(&path).unwrap();
+                        fs::write(&path, &data[..data.len() - 1]).unwrap();
+                    }
+                }),
+                d1.as_str(),
+                "stream ends at byte",
+            ),
+            (
+                "flipped byte in the full",
+                Box::new({
+                    let full = full.clone();
+                    move |dir: &Path| {
+                        let path = dir.join(&full);
+                        let mut data = fs::read(&path).unwrap();
+                        data[1000] ^= 1;
+                        fs::write(&path, &data).unwrap();
+                    }
+                }),
+                full.as_str(),
+                "checksum mismatch",
+            ),
+            (
+                "names that do not match the file",
+                Box::new({
+                    let d2 = d2.clone();
+                    move |dir: &Path| {
+                        let data = diff(S0, S1);
+                        fs::write(dir.join(&d2), &data).unwrap();
+                        let line = checksum_line(&sha256(&data), &d2);
+                        fs::write(dir.join(format!("{d2}.sha256")), line).unwrap();
+                    }
+                }),
+                d2.as_str(),
+                "but the file name says from",
+            ),
+            (
+                "missing link",
+                Box::new({
+                    let d1 = d1.clone();
+                    move |dir: &Path| {
+                        fs::remove_file(dir.join(&d1)).unwrap();
+                        fs::remove_file(dir.join(format!("{d1}.sha256"))).unwrap();
+                    }
+                }),
+                d2.as_str(),
+                "missing link",
+            ),
+        ];
+        for (what, damage, file, message) in cases {
+            let dir = folder();
+            damage(dir.path());
+            let found = problems(dir.path(), false);
+            assert_eq!(found.len(), 1, "{what}: {found:?}");
+            let (name, severity, text) = &found[0];
+            assert_eq!(
+                (name.as_str(), *severity),
+                (file, Severity::Error),
+                "{what}"
+            );
+            assert!(text.contains(message), "{what}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_checksum_file_is_a_warning_unless_strict() {
+        let dir = folder();
+        let d1 = format!("vm@{S1}.diff_from_{S0}");
+        fs::remove_file(dir.path().join(format!("{d1}.sha256"))).unwrap();
+        for (strict, severity) in [(false, Severity::Warning), (true, Severity::Error)] {
+            let found = problems(dir.path(), strict);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!((found[0].0.as_str(), found[0].1), (d1.as_str(), severity));
+            assert!(found[0].2.starts_with("no checksum file"), "{}", found[0].2);
+        }
+    }
+
+    #[test]
+    fn the_summary_counts() {
+        let report = ImageReport {
+            files_checked: 3,
+            bytes_read: 3 << 20,
+            ..ImageReport::default()
+        };
+        assert_eq!(
+            summary(&[report], 0, 0),
+            "Verified 3 file(s) of 1 image(s), 3.0 MiB read: no problems"
+        );
+        assert_eq!(
+            summary(&[], 2, 1),
+            "Verified 0 file(s) of 0 image(s), 0 B read: 2 error(s), 1 warning(s)"
+        );
+    }
+}
