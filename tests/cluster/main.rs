@@ -7,8 +7,12 @@
 mod harness;
 
 mod backup;
+mod chains;
 mod check_mode;
 mod config_errors;
 mod faults;
+mod list;
+mod restore;
 mod selection;
 mod slide;
+mod verify;

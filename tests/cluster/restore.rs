@@ -1,0 +1,366 @@
+//! `cephbackup restore`: every point of a chain, into a new image or a local file, compared bit for
+//! bit with `rbd export` of the source snapshot; files written the original's way; refusals and
+//! clean failure.
+
+use std::fs;
+use std::path::Path;
+
+use cephbackup::diffstream::{DiffReader, Record};
+
+use crate::chains::*;
+use crate::harness::*;
+
+/// Where the first written byte of a diff's data is.
+fn first_payload_byte(diff: &[u8]) -> usize {
+    let mut reader = DiffReader::new(diff).unwrap();
+    while let Some(record) = reader.next_record().unwrap() {
+        if let Record::Write { .. } = record {
+            return reader.position() as usize;
+        }
+    }
+    panic!("the diff writes nothing");
+}
+
+/// `--at` in every accepted spelling, chosen per point so each spelling is exercised.
+fn spelling(snap: &str, index: usize) -> String {
+    let taken = chrono::NaiveDateTime::parse_from_str(snap, "BACKUPUTC%Y%m%dT%H%M%S")
+        .unwrap()
+        .and_utc();
+    match index % 3 {
+        0 => snap.to_string(),
+        1 => taken.format("%Y%m%dT%H%M%S").to_string(),
+        // An instant in another zone, half a second after the snapshot: still that point.
+        _ => (taken + chrono::Duration::milliseconds(500))
+            .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+            .to_rfc3339(),
+    }
+}
+
+fn every_point_restores(compress: bool) {
+    let w = World::new();
+    let (conf, snaps) = backed_up_chain(&w, "vm", 5, compress);
+    // Proves --to-file needs no cluster: any rbd call with this config would fail.
+    let offline = config_at(
+        &w,
+        "offline.conf",
+        &w.dest,
+        Path::new("/nonexistent/ceph.conf"),
+    );
+
+    for (index, snap) in snaps.iter().enumerate() {
+        let source = w.export("vm", Some(snap));
+        let target = format!("vm-at-{index}");
+        let at = spelling(snap, index);
+        let run = with_conf(
+            &w,
+            &conf,
+            &[
+                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", &at,
+            ],
+        )
+        .success();
+        assert!(
+            run.stdout.contains(&format!("as of {snap} ")),
+            "--at {at}: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains(&format!("{} file(s) applied", index + 1)),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            same_bytes(&w.export(&target, None), &source),
+            "{target} differs from vm@{snap}"
+        );
+        // The restored image carries the chain's snapshots up to the point, as a hand restore
+        // would, so the restored snapshot itself matches too.
+        assert_eq!(w.snapshots(&target), snaps[..=index]);
+        assert!(same_bytes(&w.export(&target, Some(snap)), &source));
+
+        let file = w.tmp.path().join(format!("vm-at-{index}.raw"));
+        with_conf(
+            &w,
+            &offline,
+            &[
+                "restore",
+                "--pool",
+                &w.pool,
+                "--image",
+                "vm",
+                "--to-file",
+                file.to_str().unwrap(),
+                "--at",
+                &at,
+            ],
+        )
+        .success();
+        assert_eq!(file_sha256(&file), sha256(&source), "{}", file.display());
+        assert!(
+            allocated(&file) < 16 * MIB,
+            "{} is not sparse: {} bytes allocated",
+            file.display(),
+            allocated(&file)
+        );
+    }
+
+    // Without --at: the latest point. Into another pool, given as POOL/NAME.
+    let other = World::new();
+    let latest = snaps.last().unwrap();
+    with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to",
+            &format!("{}/latest", other.pool),
+        ],
+    )
+    .success();
+    assert!(same_bytes(
+        &other.export("latest", None),
+        &w.export("vm", Some(latest))
+    ));
+
+    // Before the first point there is nothing to restore.
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to",
+            "too-early",
+            "--at",
+            "2020-01-01T00:00:00Z",
+        ],
+    )
+    .code(1);
+    assert!(
+        run.stderr
+            .contains("has no restore point at or before 2020-01-01 00:00:00 UTC"),
+        "{}",
+        run.stderr
+    );
+    assert!(!images(&w).contains(&"too-early".to_string()));
+}
+
+#[test]
+fn every_point_of_a_chain_restores_bit_for_bit() {
+    every_point_restores(false);
+}
+
+#[test]
+fn every_point_of_a_compressed_chain_restores_bit_for_bit() {
+    every_point_restores(true);
+}
+
+/// What the original left: legacy `UTC…` snapshot names (before the `BACKUP` prefix), files
+/// written by `rbd export`/`export-diff` to a path, some compressed by `tar Scvfz` with the
+/// absolute path as member name, and no checksum files.
+#[test]
+fn files_written_the_original_way_restore() {
+    let w = World::new();
+    w.create_image("old", 16 * MIB, 40);
+    let dir = w.image_dir("old");
+    fs::create_dir_all(&dir).unwrap();
+    let snaps = [
+        "UTC20170119T092933",
+        "UTC20170120T092933",
+        "UTC20170121T092933",
+        "UTC20170122T092933",
+    ];
+    let mut files = Vec::new();
+    for (i, snap) in snaps.iter().enumerate() {
+        w.write_data("old", 41 + i as u64);
+        let spec = format!("{}@{snap}", w.spec("old"));
+        rbd(&["snap", "create", &spec]);
+        let name = match i {
+            0 => format!("old@{snap}.full"),
+            _ => format!("old@{snap}.diff_from_{}", snaps[i - 1]),
+        };
+        let path = dir.join(&name);
+        match i {
+            0 => rbd(&["export", &spec, path.to_str().unwrap()]),
+            _ => rbd(&[
+                "export-diff",
+                "--from-snap",
+                snaps[i - 1],
+                &spec,
+                path.to_str().unwrap(),
+            ]),
+        };
+        // The full and one diff compressed, the others left raw: both happen in old folders.
+        if i == 0 || i == 2 {
+            compress_like_the_original(&path);
+        }
+        files.push(name);
+    }
+    let conf = w.config("images = old\nbackup mode = incremental");
+
+    for (index, snap) in snaps.iter().enumerate() {
+        let target = format!("old-at-{index}");
+        with_conf(
+            &w,
+            &conf,
+            &[
+                "restore", "--pool", &w.pool, "--image", "old", "--to", &target, "--at", snap,
+            ],
+        )
+        .success();
+        let source = w.export("old", Some(snap));
+        assert!(same_bytes(&w.export(&target, None), &source), "{target}");
+        // The base snapshot is recreated with its legacy name: that is what the diffs name.
+        assert_eq!(w.snapshots(&target), snaps[..=index]);
+    }
+    let file = w.tmp.path().join("old.raw");
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "old",
+            "--to-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .success();
+    assert!(run.stdout.contains("0 checked against"), "{}", run.stdout);
+    assert_eq!(file_sha256(&file), sha256(&w.export("old", Some(snaps[3]))));
+}
+
+#[test]
+fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
+    let w = World::new();
+    let (conf, snaps) = backed_up_chain(&w, "db", 4, false);
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--pool", &w.pool, "--image", "db"];
+        args.extend_from_slice(extra);
+        with_conf(&w, &conf, &args)
+    };
+
+    // An existing image, the source itself included, is never touched.
+    w.create_image("taken", 8 * MIB, 5);
+    let before = w.export("taken", None);
+    for existing in ["taken", "db"] {
+        let run = restore(&["--to", existing]).code(1);
+        assert!(
+            run.stderr
+                .contains(&format!("{}/{existing} exists already", w.pool)),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("Importing"), "{}", run.stdout);
+    }
+    assert!(same_bytes(&w.export("taken", None), &before));
+    assert_eq!(w.snapshots("taken"), Vec::<String>::new());
+    let existing_file = w.tmp.path().join("existing.raw");
+    fs::write(&existing_file, "keep me").unwrap();
+    restore(&["--to-file", existing_file.to_str().unwrap()]).code(1);
+    assert_eq!(fs::read_to_string(&existing_file).unwrap(), "keep me");
+
+    // Check mode shows the plan and creates nothing.
+    let run = restore(&["--to", "planned", "--check"]).success();
+    assert!(run.stdout.contains("import - "), "{}", run.stdout);
+    assert!(run.stdout.contains("Check mode: nothing was done."));
+    assert!(!images(&w).contains(&"planned".to_string()));
+
+    // The last diff's payload damaged, its checksum file intact: rbd import-diff would take it,
+    // so only the checksum catches it, after the data went in. The image must go again.
+    let dir = w.image_dir("db");
+    let last = format!("db@{}.diff_from_{}", snaps[3], snaps[2]);
+    let pristine = fs::read(dir.join(&last)).unwrap();
+    let mut damaged = pristine.clone();
+    damaged[first_payload_byte(&pristine)] ^= 0x55;
+    fs::write(dir.join(&last), &damaged).unwrap();
+    let run = restore(&["--to", "half"]).code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("{}: checksum mismatch", dir.join(&last).display())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !images(&w).contains(&"half".to_string()),
+        "{:?}",
+        images(&w)
+    );
+
+    // A record the diff reader refuses (an unknown tag) with no checksum file to tell: rbd would
+    // skip the byte and carry on, so it must never see it.
+    let second = format!("db@{}.diff_from_{}", snaps[1], snaps[0]);
+    let mut bad_tag = fs::read(dir.join(&second)).unwrap();
+    // banner (12), from and to names (5 + 24 each), size (9): the first record's tag.
+    let first_record = 12 + 29 + 29 + 9;
+    assert!(matches!(bad_tag[first_record], b'w' | b'z'));
+    bad_tag[first_record] = b'q';
+    fs::write(dir.join(&second), &bad_tag).unwrap();
+    fs::remove_file(dir.join(format!("{second}.sha256"))).unwrap();
+    fs::write(dir.join(&last), &pristine).unwrap();
+    let run = restore(&["--to", "half"]).code(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "{}: unknown tag byte 0x71 at byte {first_record}",
+            dir.join(&second).display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !images(&w).contains(&"half".to_string()),
+        "{:?}",
+        images(&w)
+    );
+
+    // The same into a file: nothing is left at the path or beside it.
+    let file = w.tmp.path().join("out").join("half.raw");
+    fs::create_dir(file.parent().unwrap()).unwrap();
+    restore(&["--to-file", file.to_str().unwrap()]).code(1);
+    assert_eq!(fs::read_dir(file.parent().unwrap()).unwrap().count(), 0);
+
+    // An earlier point does not need the damaged file and still restores.
+    restore(&["--to", "early", "--at", &snaps[0]]).success();
+    assert!(same_bytes(
+        &w.export("early", None),
+        &w.export("db", Some(&snaps[0]))
+    ));
+}
+
+#[test]
+fn usage_mistakes_exit_2() {
+    let w = World::new();
+    let conf = w.config("images = *\nbackup mode = full");
+    for args in [
+        vec!["restore", "--pool", "nope", "--image", "x", "--to", "y"],
+        vec![
+            "restore", "--pool", &w.pool, "--image", "x", "--to", "a/b/c",
+        ],
+        vec!["restore", "--pool", &w.pool, "--image", "x"],
+        vec![
+            "restore", "--pool", &w.pool, "--image", "x", "--to", "y", "--at", "soon",
+        ],
+    ] {
+        let run = with_conf(&w, &conf, &args).code(2);
+        assert!(run.stderr.starts_with("error"), "{args:?}: {}", run.stderr);
+    }
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore", "--pool", &w.pool, "--image", "missing", "--to", "y",
+        ],
+    )
+    .code(1);
+    assert!(run.stderr.contains("no backups of"), "{}", run.stderr);
+}
