@@ -159,6 +159,17 @@ fn apply_diff<R: Read>(mut diff: DiffReader<R>, image: &mut SparseImage) -> Resu
     Ok(())
 }
 
+/// Fails the stream once SIGINT or SIGTERM has arrived: a rebuild runs no child that the signal
+/// could stop, and a large full backup must not be written to the end first.
+struct StopOnSignal<R>(R);
+
+impl<R: Read> Read for StopOnSignal<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        interrupt::check().map_err(io::Error::other)?;
+        self.0.read(buf)
+    }
+}
+
 /// Rebuilds the point `route` ends at into `out`, an empty file, from the files in `dir`.
 /// Returns how many of the files had a checksum file to check them against.
 pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<usize> {
@@ -169,11 +180,12 @@ pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<usize> {
         info!("applying {} ({} of {})", link.name, number + 1, route.len());
         let recorded = stored::recorded_digest(dir, &link.name)?;
         let ((), facts) = stored::read_raw(&path, link.file.compressed, |raw| {
+            let mut raw = BufReader::with_capacity(CHUNK, StopOnSignal(raw));
             if link.file.is_full() {
-                store::write_raw(&mut BufReader::with_capacity(CHUNK, raw), out)?;
+                store::write_raw(&mut raw, out)?;
                 return Ok(());
             }
-            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+            let diff = DiffReader::new(raw)?;
             link.check_diff_header(diff.header())
                 .map_err(anyhow::Error::msg)?;
             apply_diff(diff, &mut SparseImage::new(out)?)

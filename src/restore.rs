@@ -16,7 +16,7 @@
 use std::fs;
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -34,6 +34,9 @@ use crate::stored::{self, FirstError};
 use crate::{catalog, interrupt, lock, rebuild};
 
 const BUFFER: usize = 1 << 20;
+/// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
+/// default); a little more, in case the cluster is busy.
+const WATCH_EXPIRY: Duration = Duration::from_secs(45);
 
 /// Where the restored image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +159,9 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
     }
 
     let checked = match &target {
-        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route)?,
-        Target::File(path) => into_file(path, &folder, &route)?,
-    };
+        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route),
+        Target::File(path) => into_file(path, &folder, &route).map_err(blame_signal),
+    }?;
     println!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
          .sha256 file",
@@ -222,11 +225,7 @@ fn into_image(
     let Err(err) = result else {
         return result;
     };
-    // A signal kills the running rbd; report the signal rather than the broken command.
-    let err = match interrupt::check() {
-        Err(interrupted) => anyhow::Error::new(interrupted).context(format!("{err:#}")),
-        Ok(()) => err,
-    };
+    let err = blame_signal(err);
     if is_already_exists(&err) {
         // Someone else created the image after our check: it is not ours to remove.
         return Err(err);
@@ -249,6 +248,18 @@ fn replay(rbd: &Rbd, pool: &str, name: &str, folder: &Path, route: &[&Stored]) -
         }
     }
     Ok(checked)
+}
+
+/// After SIGINT or SIGTERM, whatever failed (a killed `rbd`, a stopped stream) failed because of
+/// the signal: say so, and let the exit status be the signal's.
+fn blame_signal(err: anyhow::Error) -> anyhow::Error {
+    match interrupt::check() {
+        Err(interrupted) => {
+            tracing::debug!("failure after the signal: {err:#}");
+            anyhow::Error::new(interrupted).context("the restore was stopped")
+        }
+        Ok(()) => err,
+    }
 }
 
 /// Streams one file's raw content into `cmd`'s stdin, diffs through the record checker, and
@@ -305,15 +316,33 @@ fn remove_partial(rbd: &Rbd, pool: &str, name: &str) {
         }
     }
     warn!("removing {target}: the restore did not complete");
-    for cmd in [
-        rbd.purge_snapshots(pool, name),
-        rbd.remove_image(pool, name),
-    ] {
-        if let Err(err) = cmd.run() {
-            warn!("{target} is left incomplete and must be removed by hand: {err}");
-            return;
+    let removed = rbd.purge_snapshots(pool, name).run().and_then(|()| {
+        let remove = rbd.remove_image(pool, name);
+        let deadline = Instant::now() + WATCH_EXPIRY;
+        loop {
+            match remove.run() {
+                Err(err) if is_still_watched(&err) && Instant::now() < deadline => {
+                    warn!(
+                        "{target} is still held by the rbd that was stopped; waiting for Ceph to \
+                         release it (up to {} s; a second signal stops waiting)",
+                        WATCH_EXPIRY.as_secs()
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                other => return other,
+            }
         }
+    });
+    if let Err(err) = removed {
+        warn!("{target} is left incomplete and must be removed by hand: {err}");
     }
+}
+
+/// A killed `rbd import` leaves its watch on the image until Ceph times it out, and until then
+/// the image cannot be removed.
+fn is_still_watched(err: &CommandError) -> bool {
+    err.stderr()
+        .is_some_and(|stderr| stderr.contains("image still has watchers"))
 }
 
 /// Rebuilds the point as a new file at `path`; nothing appears there unless it succeeds.

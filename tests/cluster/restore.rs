@@ -364,3 +364,63 @@ fn usage_mistakes_exit_2() {
     .code(1);
     assert!(run.stderr.contains("no backups of"), "{}", run.stderr);
 }
+
+#[test]
+fn a_signal_stops_a_restore_and_removes_what_it_created() {
+    let w = World::new();
+    rbd(&["create", "--size", "256M", &w.spec("big")]);
+    rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-total",
+        "256M",
+        "--io-pattern",
+        "seq",
+        &w.spec("big"),
+    ]);
+    let conf = w.config("images = big\nbackup mode = incremental");
+    w.backup(&conf).success();
+
+    let mut child = w.spawn(&[
+        "-c",
+        conf.to_str().unwrap(),
+        "restore",
+        "--pool",
+        &w.pool,
+        "--image",
+        "big",
+        "--to",
+        "stopped",
+    ]);
+    // The import is under way once the image exists; 256 MiB take far longer to import than
+    // this takes to notice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !images(&w).contains(&"stopped".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("the restore was stopped: interrupted by SIGTERM"),
+        "{stderr}"
+    );
+    assert!(
+        !images(&w).contains(&"stopped".to_string()),
+        "{:?}\n{stderr}",
+        images(&w)
+    );
+}
