@@ -372,11 +372,6 @@ impl Layout {
         route.reverse();
         Some(route)
     }
-
-    /// True when some finding means a backup cannot be restored.
-    pub fn has_errors(&self) -> bool {
-        self.findings.iter().any(|f| f.kind.is_error())
-    }
 }
 
 /// Reads `image`'s folder: names and sizes. A folder that does not exist reads as empty.

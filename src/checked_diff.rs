@@ -31,7 +31,6 @@ impl<R: Read> Read for Recorder<R> {
 /// Reads like the underlying diff stream, failing at the first thing [`DiffReader`] refuses.
 pub struct CheckedDiff<R: Read> {
     parser: Option<DiffReader<Recorder<R>>>,
-    header: DiffHeader,
     /// Bytes the parser accepted and we have not handed on yet, from `handed` on.
     seen: Rc<RefCell<Vec<u8>>>,
     handed: usize,
@@ -53,21 +52,15 @@ impl<R: Read> CheckedDiff<R> {
             seen: Rc::clone(&seen),
         };
         let parser = DiffReader::new(recorder).map_err(|e| e.to_string())?;
-        let header = parser.header().clone();
-        expect(&header)?;
+        expect(parser.header())?;
         Ok(CheckedDiff {
             parser: Some(parser),
-            header,
             seen,
             handed: 0,
             in_payload: false,
             scratch: Vec::new(),
             failed: false,
         })
-    }
-
-    pub fn header(&self) -> &DiffHeader {
-        &self.header
     }
 
     /// Lets the parser read one more piece of the stream.
