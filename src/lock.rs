@@ -94,7 +94,22 @@ fn lock_one(destination: &Path, kind: Kind, deadline: Instant) -> Result<Option<
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
     }
+    share_with_children(&file)
+        .with_context(|| format!("cannot prepare lock file {}", path.display()))?;
     Ok(Some(file))
+}
+
+/// Lets the `rbd` processes we start inherit the lock. A flock belongs to the open file, so it is
+/// only released once every process holding it has exited: if this run is killed, the next one
+/// cannot start while an `rbd` of ours is still finishing (say, creating a snapshot) unseen.
+fn share_with_children(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(2) on a descriptor we own, changing only its close-on-exec flag.
+    let cleared = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+    if cleared == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn holder(file: &mut File) -> String {

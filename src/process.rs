@@ -9,6 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -101,12 +102,30 @@ impl CommandLine {
         self.output().map(drop)
     }
 
+    /// The process to start. If we die without cleaning up (SIGKILL), the kernel sends the child
+    /// SIGTERM, so no `rbd` of a dead run goes on changing the cluster behind the next run's back.
+    fn command(&self) -> Command {
+        #[allow(clippy::disallowed_methods)] // this is the one door
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
     /// Runs the command with `input` streamed to its stdin, discarding its stdout. If the child
     /// stops reading early, its own failure is reported rather than the broken pipe.
     pub fn run_with_input(&self, input: &mut dyn Read) -> Result<(), CommandError> {
-        #[allow(clippy::disallowed_methods)] // this is the one door
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
+        let mut child = self
+            .command()
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -135,9 +154,8 @@ impl CommandLine {
     /// Starts the command with its stdout available as a stream. Reading to the end also waits
     /// for the child; a failure exit then surfaces as a read error wrapping a [`CommandError`].
     pub fn spawn_reader(&self) -> Result<ChildReader, CommandError> {
-        #[allow(clippy::disallowed_methods)] // this is the one door
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
+        let mut child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

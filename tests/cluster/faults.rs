@@ -96,7 +96,8 @@ fn kill_trials(extra: &str, trials: u64, seed: u64) {
         signal(&child, "-KILL");
         finish(child);
         next_second();
-        let run = w.backup(&conf);
+        // The dead run's rbd children hold its lock until they have exited.
+        let run = w.cephbackup(&["-c", conf.to_str().unwrap(), "--wait", "120"]);
         assert_eq!(
             run.code, 0,
             "trial {trial} (killed after {delay} ms of ~{normal_run} ms, seed {seed}):\n{}\n{}",
