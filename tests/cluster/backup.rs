@@ -2,15 +2,8 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::thread::sleep;
-use std::time::Duration;
 
 use crate::harness::*;
-
-/// Snapshot names have one-second resolution; consecutive runs must not share a second.
-fn next_second() {
-    sleep(Duration::from_millis(1100));
-}
 
 fn full_mode(compress: bool) {
     let w = World::new();

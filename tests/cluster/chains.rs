@@ -6,17 +6,20 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread::sleep;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;
 
-/// Waits until the wall clock enters a new second, so the next run gets a fresh snapshot name.
-pub fn next_second() {
-    let into = chrono::Utc::now().timestamp_subsec_millis();
-    sleep(Duration::from_millis(u64::from(1000 - into) + 20));
+/// Where the first written byte of a diff's data is.
+pub fn first_payload_byte(diff: &[u8]) -> usize {
+    let mut reader = cephbackup::diffstream::DiffReader::new(diff).unwrap();
+    while let Some(record) = reader.next_record().unwrap() {
+        if let cephbackup::diffstream::Record::Write { .. } = record {
+            return reader.position() as usize;
+        }
+    }
+    panic!("the diff writes nothing");
 }
 
 /// Backs up `image` (created here) `links` times with the real tool, changing its data between

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-/// Waits until the wall clock enters a new second, so the next run gets a fresh snapshot name.
-fn next_second() {
-    let now = chrono::Utc::now();
-    let into = now.timestamp_subsec_millis();
-    sleep(Duration::from_millis(u64::from(1000 - into) + 20));
-}
-
 fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -272,11 +265,7 @@ fn a_full_disk_fails_the_image_cleanly_and_the_next_run_recovers() {
     }
     let conf = w.config("images = large, small\nbackup mode = incremental");
     let run = w.backup(&conf).code(1);
-    let error = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap();
+    let error = run.first_error();
     assert!(error.contains(&format!("{}/large", w.pool)), "{error}");
     assert!(error.contains("No space left on device"), "{error}");
     assert_eq!(
@@ -331,11 +320,7 @@ fn an_unreachable_cluster_fails_within_the_timeout_naming_config_and_command() {
         bad_conf.display()
     ));
     let run = w.backup(&conf).code(1);
-    let error = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap();
+    let error = run.first_error();
     for needle in [
         "error: rbd/a:",
         &format!("--conf {}", bad_conf.display()),

@@ -357,6 +357,15 @@ impl From<Output> for Run {
 }
 
 impl Run {
+    /// The first `error: ` line on stderr.
+    #[track_caller]
+    pub fn first_error(&self) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line in:\n{}", self.stderr))
+    }
+
     #[track_caller]
     pub fn success(self) -> Run {
         assert_eq!(
@@ -376,6 +385,14 @@ impl Run {
         );
         self
     }
+}
+
+/// Waits until the wall clock enters a new second, so the next run gets a fresh snapshot name.
+pub fn next_second() {
+    let into = chrono::Utc::now().timestamp_subsec_millis();
+    std::thread::sleep(std::time::Duration::from_millis(
+        u64::from(1000 - into) + 20,
+    ));
 }
 
 /// Deterministic bytes for test data; no need for cryptographic quality.

@@ -5,21 +5,8 @@
 use std::fs;
 use std::path::Path;
 
-use cephbackup::diffstream::{DiffReader, Record};
-
 use crate::chains::*;
 use crate::harness::*;
-
-/// Where the first written byte of a diff's data is.
-fn first_payload_byte(diff: &[u8]) -> usize {
-    let mut reader = DiffReader::new(diff).unwrap();
-    while let Some(record) = reader.next_record().unwrap() {
-        if let Record::Write { .. } = record {
-            return reader.position() as usize;
-        }
-    }
-    panic!("the diff writes nothing");
-}
 
 /// `--at` in every accepted spelling, chosen per point so each spelling is exercised.
 fn spelling(snap: &str, index: usize) -> String {

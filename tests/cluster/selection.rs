@@ -43,11 +43,7 @@ fn a_missing_image_fails_alone_and_the_run_exits_non_zero() {
     assert_eq!(w.files("good1").len(), 1);
     assert_eq!(w.files("good2").len(), 1);
     assert!(w.files("nosuch").is_empty());
-    let error_line = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line in {}", run.stderr));
+    let error_line = run.first_error();
     assert!(
         error_line.contains(&format!("{}/nosuch", w.pool)),
         "{error_line}"

@@ -55,11 +55,7 @@ fn a_stalled_osd_fails_the_run_within_the_timeout_and_the_next_run_recovers() {
     let took = started.elapsed();
     drop(frozen);
     let run = Run::from(out).code(1);
-    let error = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line: {}", run.stderr));
+    let error = run.first_error();
     for needle in [
         format!("error: {}/vm:", w.pool),
         format!("--conf {}", cluster().conf.display()),
