@@ -121,20 +121,33 @@ impl CommandLine {
         command
     }
 
-    /// Runs the command with `input` streamed to its stdin, discarding its stdout. If the child
-    /// stops reading early, its own failure is reported rather than the broken pipe.
-    pub fn run_with_input(&self, input: &mut dyn Read) -> Result<(), CommandError> {
+    /// Starts the child, registers it for [`terminate_children`] and drains its stderr on a
+    /// thread whose result is the stderr tail.
+    fn start(
+        &self,
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<(Child, JoinHandle<Vec<u8>>), CommandError> {
         let mut child = self
             .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
         track(&child);
         let stderr = child.stderr.take().expect("stderr is piped");
         let show = self.show_stderr;
-        let stderr_tail = std::thread::spawn(move || drain_stderr(stderr, show));
+        Ok((
+            child,
+            std::thread::spawn(move || drain_stderr(stderr, show)),
+        ))
+    }
+
+    /// Runs the command with `input` streamed to its stdin, discarding its stdout. If the child
+    /// stops reading early, its own failure is reported rather than the broken pipe.
+    pub fn run_with_input(&self, input: &mut dyn Read) -> Result<(), CommandError> {
+        let (mut child, stderr_tail) = self.start(Stdio::piped(), Stdio::null())?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let copied = io::copy(input, &mut stdin);
         drop(stdin);
@@ -154,18 +167,8 @@ impl CommandLine {
     /// Starts the command with its stdout available as a stream. Reading to the end also waits
     /// for the child; a failure exit then surfaces as a read error wrapping a [`CommandError`].
     pub fn spawn_reader(&self) -> Result<ChildReader, CommandError> {
-        let mut child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
-        track(&child);
+        let (mut child, stderr_tail) = self.start(Stdio::null(), Stdio::piped())?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let show = self.show_stderr;
-        let stderr_tail = std::thread::spawn(move || drain_stderr(stderr, show));
         Ok(ChildReader {
             command: self.clone(),
             child,
