@@ -11,6 +11,7 @@
 //!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
+use crate::outln;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -180,8 +181,8 @@ impl<'a> Section<'a> {
 
     fn run(&self, outcome: &mut Outcome) {
         let pool = &self.job.pool;
-        println!("Starting backup for pool {pool}");
-        println!(
+        outln!("Starting backup for pool {pool}");
+        outln!(
             "{}",
             match self.job.mode {
                 BackupMode::Full => "Full ceph backup",
@@ -257,17 +258,17 @@ impl<'a> Section<'a> {
 
     fn print_overview(&self, images: &[String]) {
         let py_bool = |b: bool| if b { "True" } else { "False" };
-        println!("Images to backup:");
+        outln!("Images to backup:");
         for image in images {
-            println!("\t{}/{image}", self.job.pool);
+            outln!("\t{}/{image}", self.job.pool);
         }
-        println!("Backup folder: {}", self.job.destination_text);
-        println!("Compression: {}", py_bool(self.job.compress));
-        println!("Check mode: {}", py_bool(self.mode == Mode::Check));
+        outln!("Backup folder: {}", self.job.destination_text);
+        outln!("Compression: {}", py_bool(self.job.compress));
+        outln!("Check mode: {}", py_bool(self.mode == Mode::Check));
         if self.job.mode == BackupMode::Full {
-            println!("Taking full backup of images: {}", images.join(", "));
+            outln!("Taking full backup of images: {}", images.join(", "));
             if self.mode == Mode::Check {
-                println!(
+                outln!(
                     "Running in check mode: backup commands will just be printed and not executed"
                 );
             }
@@ -365,14 +366,14 @@ impl<'s> ImageRun<'s> {
                 );
             }
             Step::RemoveFile { name, reason } => {
-                println!("Removing file {}", self.dir.file(name).display());
+                outln!("Removing file {}", self.dir.file(name).display());
                 info!("{pool}/{image}: removing {name}: {reason}");
                 if self.section.mode == Mode::Run {
                     self.dir.remove(name)?;
                 }
             }
             Step::RemoveSnapshot { snap, reason } => {
-                println!("Deleting snapshot {}", spec(&pool, image, Some(snap)));
+                outln!("Deleting snapshot {}", spec(&pool, image, Some(snap)));
                 info!("{pool}/{image}: removing snapshot {snap}: {reason}");
                 // A snapshot that cannot go (protected, or with clones) costs disk space in the
                 // cluster, not a backup: report it and carry on.
@@ -385,7 +386,7 @@ impl<'s> ImageRun<'s> {
                 }
             }
             Step::UnexpectedFile { name } => {
-                println!(
+                outln!(
                     "WARNING: unexpected file in {}: {name}",
                     self.dir.path().display()
                 );
@@ -399,7 +400,7 @@ impl<'s> ImageRun<'s> {
 
     /// Announces a command and runs it unless in check mode; true when it ran.
     fn command(&self, cmd: &CommandLine) -> Result<bool> {
-        println!("# {cmd}");
+        outln!("# {cmd}");
         if self.section.mode == Mode::Check {
             return Ok(false);
         }
@@ -414,11 +415,11 @@ impl<'s> ImageRun<'s> {
         let snap_spec = format!("{image}@{}", file.snap);
         let cmd = match &file.content {
             Content::Full => {
-                println!("Exporting image {snap_spec} to {}", raw_path.display());
+                outln!("Exporting image {snap_spec} to {}", raw_path.display());
                 rbd.export(&pool, image, file.snap.as_str())
             }
             Content::DiffFrom(base) => {
-                println!(
+                outln!(
                     "Exporting diff {base} -> {snap_spec} to {}",
                     raw_path.display()
                 );
@@ -426,9 +427,9 @@ impl<'s> ImageRun<'s> {
             }
         };
         if file.compressed {
-            println!("Compress mode activated");
+            outln!("Compress mode activated");
         }
-        println!("# {cmd}");
+        outln!("# {cmd}");
         if self.section.mode == Mode::Check {
             return Ok(());
         }

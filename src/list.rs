@@ -4,6 +4,7 @@
 //! once complete, so a listing during a backup is merely a moment early). The text and JSON
 //! renderings are pure functions of the scanned [`Layout`]s.
 
+use crate::{out, outln};
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -42,11 +43,11 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&document(&listings))?);
+        outln!("{}", serde_json::to_string_pretty(&document(&listings))?);
     } else if listings.is_empty() && status == Status::Success {
-        println!("No backups found.");
+        outln!("No backups found.");
     } else {
-        print!("{}", text(&listings));
+        out!("{}", text(&listings));
     }
     Ok(status)
 }

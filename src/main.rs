@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::{config, execute, interrupt, list, lock, restore, verify};
+use cephbackup::{config, execute, interrupt, list, lock, outln, restore, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,7 +63,7 @@ fn run(cli: &Cli) -> Status {
             };
         }
     };
-    println!("{}", outcome.summary());
+    outln!("{}", outcome.summary());
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,

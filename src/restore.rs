@@ -13,6 +13,7 @@
 //! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::rebuild`]),
 //! with no cluster at all. `--check` prints the plan and does nothing.
 
+use crate::outln;
 use std::fs;
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -140,7 +141,7 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         }
         _ => {}
     }
-    println!(
+    outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
         point.taken().format("%Y-%m-%d %H:%M:%S UTC"),
         route.len(),
@@ -151,10 +152,10 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         Target::File(_) => file_plan(&folder, &route),
     };
     for line in lines {
-        println!("{line}");
+        outln!("{line}");
     }
     if check || args.check {
-        println!("Check mode: nothing was done.");
+        outln!("Check mode: nothing was done.");
         return Ok(Status::Success);
     }
 
@@ -162,7 +163,7 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route),
         Target::File(path) => into_file(path, &folder, &route).map_err(blame_signal),
     }?;
-    println!(
+    outln!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
          .sha256 file",
         route.len()

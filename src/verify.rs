@@ -12,6 +12,7 @@
 //! A file with no `.sha256` file is a warning, because files written by the original tool never
 //! had one; `--strict` makes it an error. Leftovers and strangers in a folder are warnings.
 
+use crate::{out, outln};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufReader, Seek};
@@ -118,7 +119,7 @@ pub fn run(config: &Config, args: &VerifyArgs, wait: Duration) -> Result<Status>
         interrupt::check()?;
         let report = verify_image(folder, args);
         if !args.json {
-            print!("{}", report_lines(&report));
+            out!("{}", report_lines(&report));
         }
         reports.push(report);
     }
@@ -133,9 +134,9 @@ pub fn run(config: &Config, args: &VerifyArgs, wait: Duration) -> Result<Status>
             warnings,
             images: &reports,
         };
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        outln!("{}", serde_json::to_string_pretty(&document)?);
     } else {
-        println!("{}", summary(&reports, errors, warnings));
+        outln!("{}", summary(&reports, errors, warnings));
     }
     Ok(if errors == 0 {
         Status::Success

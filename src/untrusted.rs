@@ -1,0 +1,166 @@
+//! Opening files in folders that other users and tools can write to.
+//!
+//! The tool runs as root over backup destinations that are often shared disks. A name there may be
+//! a symlink to `/etc/shadow`, a FIFO that blocks `open()` forever, a device or a folder. Every
+//! file the tool reads from a destination is opened here: a final symlink is never followed,
+//! opening never blocks, and the open handle itself (not a second look at the path) must be a
+//! regular file before a byte is read.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// What a folder entry is, for messages and for deciding whether to touch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+    Other,
+}
+
+impl EntryKind {
+    pub fn of(file_type: std::fs::FileType) -> EntryKind {
+        if file_type.is_file() {
+            EntryKind::File
+        } else if file_type.is_dir() {
+            EntryKind::Directory
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else if file_type.is_fifo() {
+            EntryKind::Fifo
+        } else if file_type.is_socket() {
+            EntryKind::Socket
+        } else if file_type.is_block_device() || file_type.is_char_device() {
+            EntryKind::Device
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// "a symbolic link", "a FIFO", … for messages.
+    pub fn described(self) -> &'static str {
+        match self {
+            EntryKind::File => "a regular file",
+            EntryKind::Directory => "a folder",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Fifo => "a FIFO",
+            EntryKind::Socket => "a socket",
+            EntryKind::Device => "a device",
+            EntryKind::Other => "not a regular file",
+        }
+    }
+}
+
+/// The entry is there but is not a regular file; carried inside an `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("is {}, not a regular file; it is not read", .0.described())]
+pub struct NotRegular(pub EntryKind);
+
+/// The kind of a path's final component, without following it.
+pub fn kind_of(path: &Path) -> io::Result<EntryKind> {
+    Ok(EntryKind::of(std::fs::symlink_metadata(path)?.file_type()))
+}
+
+/// Opens `path` for reading when it is a regular file: never through a final symlink, never
+/// blocking on a FIFO, and checked on the open handle.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        // O_NOFOLLOW fails with ELOOP on a final symlink: say what it is instead.
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::other(NotRegular(EntryKind::Symlink)))
+        }
+        Err(err) => return Err(err),
+    };
+    let kind = EntryKind::of(file.metadata()?.file_type());
+    if kind != EntryKind::File {
+        return Err(io::Error::other(NotRegular(kind)));
+    }
+    Ok(file)
+}
+
+/// Reads a small regular file whole, refusing one larger than `limit` bytes; `None` when it does
+/// not exist.
+pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let file = match open_regular(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is larger than {limit} bytes, more than such a file can hold"),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// True when `err` says the entry exists but is not a regular file.
+pub fn is_not_regular(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<NotRegular>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"data").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+
+        assert!(open_regular(&file).is_ok());
+        for (path, kind) in [
+            (&link, EntryKind::Symlink),
+            (&fifo, EntryKind::Fifo),
+            (&dir.path().to_path_buf(), EntryKind::Directory),
+        ] {
+            let err = open_regular(path).unwrap_err();
+            assert!(is_not_regular(&err), "{}: {err}", path.display());
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "is {}, not a regular file; it is not read",
+                    kind.described()
+                )
+            );
+            assert_eq!(kind_of(path).unwrap(), kind);
+        }
+        assert_eq!(
+            open_regular(Path::new("/dev/zero"))
+                .unwrap_err()
+                .to_string(),
+            "is a device, not a regular file; it is not read"
+        );
+    }
+
+    #[test]
+    fn small_reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_small(&file, 100).unwrap().unwrap().len(), 100);
+        assert!(read_small(&file, 99).is_err());
+        assert_eq!(read_small(&dir.path().join("none"), 10).unwrap(), None);
+    }
+}
