@@ -10,8 +10,10 @@ use std::collections::BTreeSet;
 use chrono::{Duration, TimeZone, Utc};
 
 use cephbackup::config::{BackupMode, Window, WindowUnit};
-use cephbackup::plan::{plan_image, Settings, Step};
+use cephbackup::plan::{plan_image, Found, Settings, Step};
 use cephbackup::rbd::Snapshot;
+use cephbackup::record::ImageRecord;
+use cephbackup::store::FolderEntry;
 
 fn unit(text: &str) -> WindowUnit {
     match text.trim_end_matches('s') {
@@ -45,21 +47,29 @@ fn main() {
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
     let mut snapshots: Vec<Snapshot> = Vec::new();
     let mut files: BTreeSet<String> = BTreeSet::new();
+    let mut record = ImageRecord::default();
     for run in 0..runs {
         // A few seconds of jitter, as with cron: it decides whether the window has just passed.
         let now = start + Duration::hours(run * every) + Duration::seconds(run % 3);
-        let listed: Vec<String> = files.iter().cloned().collect();
-        let plan = plan_image("vm", &settings, &snapshots, &listed, now).expect("a plan");
+        let listed: Vec<FolderEntry> = files.iter().map(|f| FolderEntry::file(f, 1)).collect();
+        let found = Found {
+            image: "vm",
+            snapshots: &snapshots,
+            entries: &listed,
+            record: &record,
+        };
+        let plan = plan_image(&settings, &found, now).expect("a plan");
         println!("run {} at {now}:", run + 1);
         for step in &plan.steps {
             match step {
-                Step::CreateSnapshot { snap } => snapshots.push(Snapshot {
+                Step::CreateSnapshot { snap, .. } => snapshots.push(Snapshot {
                     id: snapshots.last().map_or(1, |s| s.id + 1),
                     name: snap.to_string(),
                 }),
                 Step::Export { file, reason } => {
                     println!("  write  {:60} {reason}", file.file_name("vm"));
                     files.insert(file.file_name("vm"));
+                    record.file_completed(&file.snap, &file.file_name("vm"));
                 }
                 Step::RemoveFile { name, reason } => {
                     println!("  remove {name:60} {reason}");
@@ -67,7 +77,7 @@ fn main() {
                 }
                 Step::RemoveSnapshot { snap, reason } => {
                     println!("  drop   snapshot {snap:51} {reason}");
-                    snapshots.retain(|s| s.name != *snap);
+                    snapshots.retain(|s| s.name != snap.as_str());
                 }
                 other => println!("  {other:?}"),
             }

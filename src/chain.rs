@@ -14,13 +14,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::diffstream::DiffHeader;
 use crate::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
-use crate::store::ImageDir;
+use crate::store::{FolderEntry, ImageDir};
+use crate::untrusted::EntryKind;
 
 /// One backup file found in the folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,9 @@ pub enum FindingKind {
     SnapshotlessFull,
     /// A `.sha256` file whose backup file is missing.
     OrphanChecksum,
+    /// A symlink, FIFO, device or folder where a backup file, checksum or temporary file of
+    /// the tool would be: never followed, read or removed.
+    NotRegular,
     /// Anything else.
     Unexpected,
 }
@@ -113,7 +117,10 @@ impl FindingKind {
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            FindingKind::MissingLink | FindingKind::AfterMissingLink | FindingKind::Backwards
+            FindingKind::MissingLink
+                | FindingKind::AfterMissingLink
+                | FindingKind::Backwards
+                | FindingKind::NotRegular
         )
     }
 }
@@ -139,27 +146,59 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Builds the model from the names in `image`'s folder (in any order).
+    /// Builds the model from the names of regular files in `image`'s folder (in any order).
     pub fn build(image: &str, names: &[String]) -> Layout {
-        let mut names: Vec<&String> = names.iter().collect();
-        names.sort();
+        let entries: Vec<FolderEntry> = names.iter().map(|n| FolderEntry::file(n, 0)).collect();
+        Layout::from_entries(image, &entries)
+    }
+
+    /// Builds the model from the entries of `image`'s folder (in any order). Only regular files
+    /// with a readable name take part; anything else is a finding and changes nothing.
+    pub fn from_entries(image: &str, entries: &[FolderEntry]) -> Layout {
+        let mut entries: Vec<&FolderEntry> = entries.iter().collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut files = Vec::new();
         let mut checksums = Vec::new();
         let mut findings = Vec::new();
-        for name in names {
+        for entry in entries {
+            let name = &entry.name;
             let other = |kind, message: &str| Finding {
                 name: name.clone(),
                 kind,
                 message: message.to_string(),
             };
-            match Entry::classify(image, name) {
+            if !entry.exact_name {
+                findings.push(other(
+                    FindingKind::Unexpected,
+                    "its name is not valid UTF-8 (shown with replacement characters); left alone",
+                ));
+                continue;
+            }
+            let classified = Entry::classify(image, name);
+            if entry.kind != EntryKind::File {
+                if classified != Entry::Unexpected || entry.kind != EntryKind::Directory {
+                    findings.push(Finding {
+                        name: name.clone(),
+                        kind: FindingKind::NotRegular,
+                        message: format!(
+                            "is {}, not a regular file; never read, used or removed",
+                            entry.kind.described()
+                        ),
+                    });
+                } else {
+                    findings.push(other(FindingKind::Unexpected, "a folder; left alone"));
+                }
+                continue;
+            }
+            match classified {
                 Entry::Backup(file) => files.push(Stored {
                     name: name.clone(),
                     file,
                     checksum: None,
-                    size: 0,
+                    size: entry.size,
                 }),
                 Entry::Checksum(_) => checksums.push(name),
+                Entry::Record => {}
                 Entry::Temporary => findings.push(other(
                     FindingKind::Temporary,
                     "temporary file of an interrupted run (the next backup removes it)",
@@ -374,17 +413,10 @@ impl Layout {
     }
 }
 
-/// Reads `image`'s folder: names and sizes. A folder that does not exist reads as empty.
+/// Reads `image`'s folder: its entries, what they are and their sizes. A folder that does not
+/// exist reads as empty.
 pub fn scan(dir: &ImageDir, image: &str) -> Result<Layout> {
-    let names = dir.list()?;
-    let mut layout = Layout::build(image, &names);
-    for stored in &mut layout.files {
-        let path = dir.file(&stored.name);
-        stored.size = std::fs::metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-    }
-    Ok(layout)
+    Ok(Layout::from_entries(image, &dir.list()?))
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ Exit status:
   1  at least one image or pool failed, the others were still backed up; or a restore
      failed (the image or file it was creating was removed); or verify found a problem
   2  usage error or invalid configuration file; nothing was done
- 75  another run is using a destination (see --wait); nothing was done
+ 75  another run is using an image (see --wait) and nothing else failed; the other images
+     were backed up
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
      the remaining ones skipped; a restore removed what it was creating";
 
@@ -49,6 +50,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
     pub wait: u64,
 
+    /// Folder for the per-image lock files [default: /run/cephbackup for root, else a private
+    /// folder of the user]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub lock_dir: Option<PathBuf>,
+
     /// Log less on stderr: warnings and errors only
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -65,6 +71,16 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Prove the backups restorable: check every file offline, optionally against the cluster
     Verify(VerifyArgs),
+    /// Mark the configured destinations as cephbackup's on purpose, so that a first run into an
+    /// empty one is not refused as a backup disk that did not mount
+    InitDestination(InitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Only the destination of this pool (a section of the configuration)
+    #[arg(long, value_name = "POOL")]
+    pub pool: Option<String>,
 }
 
 /// Which backed-up images a command looks at.

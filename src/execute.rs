@@ -1,32 +1,40 @@
 //! Carries out the backup described by a configuration: section by section, image by image.
 //!
-//! For each image it reads what exists (snapshots, files), asks the planner what to do, and performs
-//! the steps. Check mode is a mode of this executor: every step is announced the same way, and only
-//! the doing is skipped, so a dry run shows exactly what a real run would do and changes nothing.
-//! Reading (listing snapshots and files) happens in both modes.
+//! For each image it takes the image's lock, reads what exists (snapshots, folder entries, the
+//! image record), asks the planner what to do, and performs the steps. Check mode is a mode of
+//! this executor: every step is announced the same way, and only the doing is skipped, so a dry
+//! run shows exactly what a real run would do and changes nothing. Reading (listing snapshots and
+//! files, proving a file it would reuse) happens in both modes.
 //!
-//! One image failing never stops the others; its error is reported on stderr and counted. If a run
-//! fails before the snapshot it created is backed by a complete file, that snapshot is removed
-//! again, so it can never become the base of a diff that nothing can restore.
+//! Before a section starts, its destination must be the one the tool used ([`crate::record`]):
+//! an empty, unrecorded folder while the cluster holds backup snapshots is refused as a backup
+//! disk that did not mount. One image failing never stops the others; its error is reported on
+//! stderr and counted. A cluster that does not answer at all fails the remaining images on it at
+//! once instead of costing one timeout each. If a run fails before the snapshot it created is
+//! backed by a complete file, that snapshot is removed again; if the run dies instead, the image
+//! record lets the next run remove it.
 //!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
-use crate::outln;
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
-use crate::plan::{plan_image, Plan, Settings, Step};
-use crate::process::CommandLine;
+use crate::outln;
+use crate::plan::{plan_image, Found, Plan, Settings, Step};
+use crate::process::{CommandError, FailureKind};
 use crate::rbd::{spec, Cluster, Rbd};
+use crate::record::{self, Destination, ImageRecord};
 use crate::store::{self, ImageDir, Member, PendingFile};
-use crate::{interrupt, lock};
+use crate::untrusted;
+use crate::{interrupt, lock, stored};
 
 /// Whether steps are carried out or only shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +51,10 @@ pub struct RunOptions<'a> {
     pub progress: bool,
     /// The clock; read once per image, like the original.
     pub now: &'a dyn Fn() -> DateTime<Utc>,
-    /// How long to wait for another run to release a destination.
+    /// How long to wait for another run to release an image.
     pub wait: Duration,
+    /// Where the image locks live.
+    pub lock_dir: PathBuf,
 }
 
 /// What a run achieved.
@@ -53,6 +63,8 @@ pub struct Outcome {
     pub images_done: usize,
     /// `pool/image` (or `pool` when the pool could not be listed) and the error, one line.
     pub failures: Vec<(String, String)>,
+    /// How many of the failures were images another run was using.
+    pub busy: usize,
     pub bytes_written: u64,
     pub checked_only: bool,
     /// Things that went wrong without costing a backup (a snapshot that could not be removed).
@@ -64,6 +76,11 @@ pub struct Outcome {
 impl Outcome {
     pub fn succeeded(&self) -> bool {
         self.failures.is_empty()
+    }
+
+    /// True when the only failures were images busy in another run.
+    pub fn only_busy(&self) -> bool {
+        self.busy > 0 && self.busy == self.failures.len()
     }
 
     /// The closing line of a run.
@@ -94,18 +111,7 @@ impl Outcome {
 }
 
 fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    crate::list::human_bytes(bytes)
 }
 
 fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
@@ -116,27 +122,44 @@ fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
     }
 }
 
-/// Backs up every section of `config` in file order, holding each destination's lock. Fails
-/// only when a lock cannot be had ([`crate::lock::Busy`]); every other failure is per image or
-/// per pool and recorded in the outcome.
-pub fn run(config: &Config, options: &RunOptions) -> Result<Outcome> {
-    let mut destinations: Vec<(PathBuf, lock::Kind)> = Vec::new();
-    for job in &config.pools {
-        let kind = match mode_of(job, options) {
-            Mode::Run => lock::Kind::Exclusive,
-            Mode::Check => lock::Kind::Shared,
-        };
-        match destinations.iter_mut().find(|(d, _)| *d == job.destination) {
-            Some((_, held)) if kind == lock::Kind::Exclusive => *held = kind,
-            Some(_) => {}
-            None => destinations.push((job.destination.clone(), kind)),
-        }
+/// Clusters that did not answer at all in this run, with the error that showed it.
+#[derive(Default)]
+struct Unreachable(RefCell<Vec<(Cluster, String)>>);
+
+impl Unreachable {
+    fn reason(&self, cluster: &Cluster) -> Option<String> {
+        self.0
+            .borrow()
+            .iter()
+            .find(|(c, _)| c == cluster)
+            .map(|(_, why)| why.clone())
     }
-    let _lock = lock::acquire(&destinations, options.wait)?;
+
+    /// Remembers `cluster` as unreachable when `err` says it did not answer; true if so.
+    fn note(&self, cluster: &Cluster, err: &anyhow::Error) -> bool {
+        let timed_out =
+            CommandError::find(err).map(CommandError::kind) == Some(FailureKind::TimedOut);
+        if timed_out && self.reason(cluster).is_none() {
+            self.0.borrow_mut().push((
+                cluster.clone(),
+                format!(
+                    "not attempted: the cluster of {} did not answer earlier in this run",
+                    cluster.conf.display()
+                ),
+            ));
+        }
+        timed_out
+    }
+}
+
+/// Backs up every section of `config` in file order. Every failure is per image or per pool and
+/// recorded in the outcome.
+pub fn run(config: &Config, options: &RunOptions) -> Outcome {
     let mut outcome = Outcome {
         checked_only: !config.pools.is_empty(),
         ..Outcome::default()
     };
+    let unreachable = Unreachable::default();
     for job in &config.pools {
         if let Some(signal) = interrupt::received() {
             outcome.interrupted = Some(signal);
@@ -144,38 +167,45 @@ pub fn run(config: &Config, options: &RunOptions) -> Result<Outcome> {
         }
         let mode = mode_of(job, options);
         outcome.checked_only &= mode == Mode::Check;
-        Section::new(job, mode, options).run(&mut outcome);
+        Section::new(job, mode, options, &unreachable, &config.path).run(&mut outcome);
     }
     outcome.interrupted = interrupt::received();
-    Ok(outcome)
+    outcome
 }
 
 struct Section<'a> {
     job: &'a PoolJob,
     mode: Mode,
     rbd: Rbd,
+    cluster: Cluster,
     settings: Settings,
-    now: &'a dyn Fn() -> DateTime<Utc>,
+    options: &'a RunOptions<'a>,
+    unreachable: &'a Unreachable,
+    config_path: &'a Path,
 }
 
 impl<'a> Section<'a> {
-    fn new(job: &'a PoolJob, mode: Mode, options: &'a RunOptions) -> Section<'a> {
-        let cluster = Cluster {
-            conf: job.ceph_config.clone(),
-            user: job.ceph_user.clone(),
-            keyring: job.ceph_keyring.clone(),
-            timeout: job.ceph_timeout,
-        };
+    fn new(
+        job: &'a PoolJob,
+        mode: Mode,
+        options: &'a RunOptions,
+        unreachable: &'a Unreachable,
+        config_path: &'a Path,
+    ) -> Section<'a> {
+        let cluster = Cluster::of(job);
         Section {
             job,
             mode,
-            rbd: Rbd::new(cluster, options.progress),
+            rbd: Rbd::new(cluster.clone(), options.progress),
+            cluster,
             settings: Settings {
                 mode: job.mode,
                 window: job.window,
                 compress: job.compress,
             },
-            now: options.now,
+            options,
+            unreachable,
+            config_path,
         }
     }
 
@@ -189,7 +219,7 @@ impl<'a> Section<'a> {
                 BackupMode::Incremental => "Incremental ceph backup",
             }
         );
-        let images = match self.destination_exists().and_then(|()| self.images()) {
+        let images = match self.prepare() {
             Ok(images) => images,
             Err(err) => {
                 let err = self.explain(&err);
@@ -203,16 +233,24 @@ impl<'a> Section<'a> {
             if interrupt::received().is_some() {
                 break;
             }
+            let label = format!("{pool}/{image}");
+            if let Some(why) = self.unreachable.reason(&self.cluster) {
+                outcome.failures.push((label, why));
+                continue;
+            }
             let mut image_run = ImageRun::new(self, image);
             match image_run.run() {
                 Ok(()) => outcome.images_done += 1,
                 Err(err) => {
-                    let err = match err.downcast_ref::<interrupt::Interrupted>() {
+                    if err.downcast_ref::<lock::Busy>().is_some() {
+                        outcome.busy += 1;
+                    }
+                    let text = match err.downcast_ref::<interrupt::Interrupted>() {
                         Some(interrupted) => interrupted.to_string(),
                         None => self.explain(&err),
                     };
-                    eprintln!("error: {pool}/{image}: {err}");
-                    outcome.failures.push((format!("{pool}/{image}"), err));
+                    eprintln!("error: {label}: {text}");
+                    outcome.failures.push((label, text));
                 }
             }
             outcome.bytes_written += image_run.bytes_written;
@@ -220,29 +258,86 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Checks the destination and lists the images; an error fails the whole section.
+    fn prepare(&self) -> Result<Vec<String>> {
+        if let Some(why) = self.unreachable.reason(&self.cluster) {
+            bail!("{why}");
+        }
+        let destination = record::inspect(&self.job.destination)?;
+        let shown = self.job.destination.display();
+        match destination {
+            Destination::Missing => {
+                bail!(
+                    "destination directory {shown} does not exist{}",
+                    record::UNMOUNTED_HINT
+                )
+            }
+            Destination::NotAFolder(kind) => bail!(
+                "destination directory {shown} is {}, not a folder",
+                kind.described()
+            ),
+            Destination::Recorded | Destination::Adoptable | Destination::Empty => {}
+        }
+        let images = self.images()?;
+        match destination {
+            Destination::Adoptable => self.record_destination("adopted"),
+            Destination::Empty => {
+                self.refuse_if_snapshots_elsewhere(&images)?;
+                self.record_destination("first use")
+            }
+            _ => Ok(()),
+        }?;
+        Ok(images)
+    }
+
+    /// An empty destination without the tool's record, while the cluster holds backup snapshots
+    /// of its images, is most likely the mount point of a backup disk that did not mount.
+    fn refuse_if_snapshots_elsewhere(&self, images: &[String]) -> Result<()> {
+        for image in images {
+            naming::check_name("image", image).map_err(anyhow::Error::msg)?;
+            let snapshots = self
+                .rbd
+                .list_snapshots(&self.job.pool, image)
+                .with_context(|| format!("{}/{image}: cannot list snapshots", self.job.pool))?;
+            if let Some(snap) = snapshots.iter().find(|s| SnapName::is_owned(&s.name)) {
+                bail!(
+                    "destination directory {} is empty and carries no cephbackup record, but \
+                     {}/{image} has backup snapshot {}{}; to start this destination afresh on \
+                     purpose, run `cephbackup init-destination -c {}` once",
+                    self.job.destination.display(),
+                    self.job.pool,
+                    snap.name,
+                    record::UNMOUNTED_HINT,
+                    self.config_path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn record_destination(&self, how: &str) -> Result<()> {
+        let shown = self.job.destination.display();
+        if self.mode == Mode::Check {
+            info!(
+                "destination {shown} has no cephbackup record yet; a real run writes one ({how})"
+            );
+            return Ok(());
+        }
+        info!("destination {shown}: writing its cephbackup record ({how})");
+        record::write_destination_record(&self.job.destination, how, (self.options.now)())
+    }
+
     /// The error as one line, with a hint when the cluster did not answer in time.
     fn explain(&self, err: &anyhow::Error) -> String {
         let text = format!("{err:#}");
-        if !text.contains("timed out") && !text.contains("exit status 110") {
+        if !self.unreachable.note(&self.cluster, err) {
             return text;
         }
         format!(
-            "{text} (the cluster of {} did not answer within {} s; see `ceph timeout`)",
+            "{text} (the cluster of {} did not answer within {} s; see `ceph timeout`; the \
+             remaining images on it are not attempted)",
             self.job.ceph_config.display(),
             self.job.ceph_timeout
-        )
-    }
-
-    /// A missing destination usually means a backup disk that did not mount: refuse rather than
-    /// write into the mount point (and onto the root filesystem).
-    fn destination_exists(&self) -> Result<()> {
-        let destination = &self.job.destination;
-        if destination.is_dir() {
-            return Ok(());
-        }
-        anyhow::bail!(
-            "destination directory {} does not exist (is the backup disk mounted?)",
-            destination.display()
         )
     }
 
@@ -280,6 +375,7 @@ struct ImageRun<'s> {
     section: &'s Section<'s>,
     image: &'s str,
     dir: ImageDir,
+    record: ImageRecord,
     /// The snapshot this run created, until a complete file backs it.
     unbacked_snapshot: Option<SnapName>,
     bytes_written: u64,
@@ -292,6 +388,7 @@ impl<'s> ImageRun<'s> {
             section,
             image,
             dir: ImageDir::new(&section.job.destination, &section.job.pool, image),
+            record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
             warnings: 0,
@@ -303,10 +400,20 @@ impl<'s> ImageRun<'s> {
     }
 
     fn run(&mut self) -> Result<()> {
-        let result = naming::check_name("image", self.image)
-            .map_err(anyhow::Error::msg)
-            .and_then(|()| self.plan())
-            .and_then(|plan| self.perform(&plan));
+        naming::check_name("image", self.image).map_err(anyhow::Error::msg)?;
+        let options = self.section.options;
+        let kind = match self.section.mode {
+            Mode::Run => lock::Kind::Exclusive,
+            Mode::Check => lock::Kind::Shared,
+        };
+        let _lock = lock::lock_image(
+            &options.lock_dir,
+            self.pool(),
+            self.image,
+            kind,
+            Instant::now() + options.wait,
+        )?;
+        let result = self.plan().and_then(|plan| self.perform(&plan));
         if result.is_err() {
             self.roll_back_snapshot();
         }
@@ -317,20 +424,31 @@ impl<'s> ImageRun<'s> {
         }
     }
 
-    fn plan(&self) -> Result<Plan> {
+    fn plan(&mut self) -> Result<Plan> {
         let snapshots = self
             .section
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
-        let files = self.dir.list()?;
-        let now = (self.section.now)();
+        let entries = self.dir.list()?;
+        self.record = match record::read_image_record(&self.dir.path(), self.pool(), self.image) {
+            Ok(record) => record,
+            Err(unusable) => {
+                warn!("{}/{}: {unusable}", self.pool(), self.image);
+                self.warnings += 1;
+                ImageRecord::default()
+            }
+        };
+        let found = Found {
+            image: self.image,
+            snapshots: &snapshots,
+            entries: &entries,
+            record: &self.record,
+        };
         Ok(plan_image(
-            self.image,
             &self.section.settings,
-            &snapshots,
-            &files,
-            now,
+            &found,
+            (self.section.options.now)(),
         )?)
     }
 
@@ -346,24 +464,50 @@ impl<'s> ImageRun<'s> {
         let rbd = &self.section.rbd;
         let (pool, image) = (self.pool().to_string(), self.image);
         match step {
-            Step::CreateSnapshot { snap } => {
+            Step::CreateSnapshot {
+                snap,
+                backs,
+                temporary,
+            } => {
                 let cmd = rbd.create_snapshot(&pool, image, snap.as_str());
-                if self.command(&cmd)? {
-                    self.unbacked_snapshot = Some(snap.clone());
+                outln!("# {cmd}");
+                if self.section.mode == Mode::Check {
+                    return Ok(());
                 }
+                // The intent is on disk before the snapshot can exist: if this run dies, the next
+                // one knows the snapshot is its own leftover.
+                self.dir.create()?;
+                let at = (self.section.options.now)();
+                self.record.snapshot_planned(
+                    snap.as_str(),
+                    &backs.file_name(image),
+                    *temporary,
+                    at,
+                );
+                self.save_record()?;
+                cmd.run()?;
+                self.unbacked_snapshot = Some(snap.clone());
             }
             Step::Export { file, reason } => {
                 info!("{pool}/{image}: {}: {reason}", file.file_name(image));
-                self.export(file)?;
+                self.export(file, false)?;
                 if file.snap == *new_snapshot {
                     self.unbacked_snapshot = None;
                 }
             }
             Step::Reuse { file, reason } => {
-                info!(
-                    "{pool}/{image}: keeping {}: {reason}",
-                    file.file_name(image)
-                );
+                let name = file.file_name(image);
+                match self.proof_of(file)? {
+                    None => info!("{pool}/{image}: keeping {name}: {reason}"),
+                    Some(doubt) => {
+                        warn!(
+                            "{pool}/{image}: {name} is not reused: {doubt}; writing it again from \
+                             snapshot {}",
+                            file.snap
+                        );
+                        self.export(file, true)?;
+                    }
+                }
             }
             Step::RemoveFile { name, reason } => {
                 outln!("Removing file {}", self.dir.file(name).display());
@@ -373,16 +517,29 @@ impl<'s> ImageRun<'s> {
                 }
             }
             Step::RemoveSnapshot { snap, reason } => {
-                outln!("Deleting snapshot {}", spec(&pool, image, Some(snap)));
+                outln!(
+                    "Deleting snapshot {}",
+                    spec(&pool, image, Some(snap.as_str()))
+                );
                 info!("{pool}/{image}: removing snapshot {snap}: {reason}");
-                // A snapshot that cannot go (protected, or with clones) costs disk space in the
-                // cluster, not a backup: report it and carry on.
-                if let Err(err) = self.command(&rbd.remove_snapshot(&pool, image, snap)) {
-                    warn!("{pool}/{image}: snapshot {snap} left in place: {err:#}");
-                    self.warnings += 1;
-                }
-                if self.unbacked_snapshot.as_ref().map(SnapName::as_str) == Some(snap) {
-                    self.unbacked_snapshot = None;
+                self.remove_snapshot(snap)?;
+            }
+            Step::SettleRecord {
+                snap,
+                completed,
+                reason,
+            } => {
+                info!("{pool}/{image}: forgetting the pending snapshot {snap}: {reason}");
+                if self.section.mode == Mode::Run {
+                    match completed {
+                        Some(file) => self
+                            .record
+                            .file_completed(&file.snap, &file.file_name(image)),
+                        None => {
+                            self.record.snapshot_gone(snap);
+                        }
+                    }
+                    self.save_record()?;
                 }
             }
             Step::UnexpectedFile { name } => {
@@ -398,17 +555,81 @@ impl<'s> ImageRun<'s> {
         Ok(())
     }
 
-    /// Announces a command and runs it unless in check mode; true when it ran.
-    fn command(&self, cmd: &CommandLine) -> Result<bool> {
+    /// Removes a snapshot and, once it is gone, forgets any pending record of it. A snapshot that
+    /// cannot go (protected, or with clones) costs disk space in the cluster, not a backup: it is
+    /// reported and the run carries on.
+    fn remove_snapshot(&mut self, snap: &SnapName) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let cmd = self
+            .section
+            .rbd
+            .remove_snapshot(&pool, image, snap.as_str());
         outln!("# {cmd}");
         if self.section.mode == Mode::Check {
-            return Ok(false);
+            return Ok(());
         }
-        cmd.run()?;
-        Ok(true)
+        match cmd.run() {
+            Ok(()) => {}
+            Err(err) if err.kind() == FailureKind::NotFound => {
+                info!("{pool}/{image}: snapshot {snap} was gone already");
+            }
+            Err(err) if err.kind() == FailureKind::TimedOut => return Err(err.into()),
+            Err(err) => {
+                warn!("{pool}/{image}: snapshot {snap} left in place: {err}");
+                self.warnings += 1;
+                return Ok(());
+            }
+        }
+        if self.unbacked_snapshot.as_ref() == Some(snap) {
+            self.unbacked_snapshot = None;
+        }
+        if self.record.snapshot_gone(snap.as_str()) {
+            self.save_record()?;
+        }
+        Ok(())
     }
 
-    fn export(&mut self, file: &BackupFile) -> Result<()> {
+    fn save_record(&self) -> Result<()> {
+        record::write_image_record(&self.dir.path(), self.pool(), self.image, &self.record)
+    }
+
+    /// Why an existing file may not be relied on (`None` when its checksum file exists and
+    /// matches and its length is the snapshot's size). Reading it is safe in check mode too.
+    fn proof_of(&self, file: &BackupFile) -> Result<Option<String>> {
+        let (pool, image) = (self.pool(), self.image);
+        let name = file.file_name(image);
+        let folder = self.dir.path();
+        let recorded = match stored::recorded_digest(&folder, &name) {
+            Ok(Some(digest)) => digest,
+            Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
+            Err(err) => return Ok(Some(format!("its checksum file cannot be used: {err:#}"))),
+        };
+        let size = self.section.rbd.size(pool, image, file.snap.as_str())?;
+        let read = stored::read_raw(&folder.join(&name), file.compressed, |raw| {
+            Ok(io::copy(raw, &mut io::sink())?)
+        });
+        let facts = match read {
+            Ok((_, facts)) => facts,
+            Err(err) => return Ok(Some(format!("it cannot be read back: {err:#}"))),
+        };
+        Ok(if facts.sha256 != recorded {
+            Some(format!(
+                "its SHA-256 is {}, its checksum file says {recorded}",
+                facts.sha256
+            ))
+        } else if facts.raw_bytes != size {
+            Some(format!(
+                "it holds {} bytes of image where snapshot {} has {size}",
+                facts.raw_bytes, file.snap
+            ))
+        } else {
+            None
+        })
+    }
+
+    /// Writes `file` from the cluster; `replace` lets it take the place of an unproven file of
+    /// the same name, which otherwise makes the export fail.
+    fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let rbd = &self.section.rbd;
         let raw_path = self.dir.file(&file.raw_name(image));
@@ -440,13 +661,32 @@ impl<'s> ImageRun<'s> {
         };
         self.dir.create()?;
         let name = file.file_name(image);
+        let final_path = self.dir.file(&name);
+        if !replace {
+            match untrusted::kind_of(&final_path) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("cannot read {}", final_path.display()))
+                }
+                Ok(kind) => bail!(
+                    "{} exists already ({}), written by something other than this run; it is \
+                     left alone",
+                    final_path.display(),
+                    kind.described()
+                ),
+            }
+        }
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
         let mut stream = cmd.spawn_reader()?;
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
-            .map_err(|err| unwrap_command_error(err, &cmd))
-            .with_context(|| format!("cannot write {}", self.dir.file(&name).display()))?;
+            .map_err(|err| match CommandError::find(&err) {
+                Some(failed) => anyhow::anyhow!("{failed}"),
+                None => err.context(format!("while reading `{cmd}`")),
+            })
+            .with_context(|| format!("cannot write {}", final_path.display()))?;
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
@@ -456,10 +696,23 @@ impl<'s> ImageRun<'s> {
             .write_all(store::checksum_line(&digest, &name).as_bytes())
             .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
         checksum.commit_replacing()?;
-        let size = pending.commit()?;
+        let committed = if replace {
+            pending.commit_replacing()
+        } else {
+            pending.commit()
+        };
+        let size = match committed {
+            Ok(size) => size,
+            Err(err) => {
+                // Never leave our checksum beside a file we did not write.
+                let _ = self.dir.remove(&checksum_name);
+                return Err(err);
+            }
+        };
         self.bytes_written += size;
         info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
-        Ok(())
+        self.record.file_completed(&file.snap, &name);
+        self.save_record()
     }
 
     /// Streams one export into `out` in the file's format; returns the SHA-256 of the file.
@@ -502,34 +755,33 @@ impl<'s> ImageRun<'s> {
     }
 
     /// Removes the snapshot this run created when no complete file backs it, so it cannot become
-    /// the base of a diff that nothing could restore.
+    /// the base of a diff that nothing could restore. If even that fails, the image record still
+    /// names it and the next run removes it.
     fn roll_back_snapshot(&mut self) {
         let Some(snap) = self.unbacked_snapshot.take() else {
             return;
         };
-        let (pool, image) = (self.pool(), self.image);
+        let (pool, image) = (self.pool().to_string(), self.image);
         warn!("{pool}/{image}: removing snapshot {snap}, created by this run, because its backup did not complete");
-        if let Err(err) = self
+        match self
             .section
             .rbd
-            .remove_snapshot(pool, image, snap.as_str())
+            .remove_snapshot(&pool, image, snap.as_str())
             .run()
         {
-            warn!("{pool}/{image}: could not remove snapshot {snap}: {err}");
+            Ok(()) => {}
+            Err(err) if err.kind() == FailureKind::NotFound => {}
+            Err(err) => {
+                warn!(
+                    "{pool}/{image}: could not remove snapshot {snap} (the next run will): {err}"
+                );
+                return;
+            }
         }
-    }
-}
-
-/// An `rbd` failure reaches us wrapped in the I/O error of the stream it was writing; unwrap it
-/// so the message names the command and its stderr rather than a generic I/O failure.
-fn unwrap_command_error(err: anyhow::Error, cmd: &CommandLine) -> anyhow::Error {
-    let io = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<std::io::Error>())
-        .and_then(|e| e.get_ref())
-        .and_then(|inner| inner.downcast_ref::<crate::process::CommandError>());
-    match io {
-        Some(command_error) => anyhow::anyhow!("{command_error}"),
-        None => err.context(format!("while reading `{cmd}`")),
+        if self.record.snapshot_gone(snap.as_str()) {
+            if let Err(err) = self.save_record() {
+                warn!("{pool}/{image}: {err:#}");
+            }
+        }
     }
 }

@@ -1,73 +1,97 @@
-//! One run at a time per destination.
+//! Keeps two runs from working on the same image at the same time, and nothing more.
 //!
-//! The lock is an OS file lock (flock) on `.cephbackup.lock` in the destination directory, so it
-//! is released by the kernel when a run dies however it dies: a stale lock can never block the
-//! next run. A backup run takes it exclusively; a check-mode run takes it shared, never creates
-//! the file (check mode writes nothing) and so only waits for a real run to finish.
+//! Each image has its own lock file, `<lock folder>/<pool>/<image>.lock`, so runs whose images do
+//! not overlap never wait for each other, whatever destinations they share, while two runs that
+//! touch one image (a weekly full job and a nightly incremental job, say) take turns. The lock is
+//! an advisory lock (flock) on that file, released by the kernel when a run dies however it dies:
+//! a stale lock can never block the next run. Backups take it exclusively; check mode, restore
+//! and verify take it shared, so they can read along with each other but never while a backup of
+//! the image changes its snapshots or files.
+//!
+//! The lock folder is not the destination: a destination is often a shared disk that other users
+//! can write, and anyone who can read a lock file can hold a shared flock on it and block every
+//! backup. The default folder is `/run/cephbackup` for root (elsewhere a private folder of the
+//! user), created 0700; a folder, subfolder or lock file that is a symlink, belongs to another
+//! user or can be written by others is refused rather than used.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
-const LOCK_FILE: &str = ".cephbackup.lock";
+use crate::untrusted::{EntryKind, NotRegular};
+
 const POLL: Duration = Duration::from_millis(200);
 
-/// Held locks; dropping it releases them.
-#[derive(Debug)]
-pub struct RunLock {
-    _files: Vec<File>,
+/// Where locks live unless `--lock-dir` says otherwise.
+pub fn default_dir() -> PathBuf {
+    if effective_uid() == 0 {
+        return PathBuf::from("/run/cephbackup");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("cephbackup"),
+        _ => std::env::temp_dir().join(format!("cephbackup-{}", effective_uid())),
+    }
 }
 
-/// Another run holds the lock of a destination.
-#[derive(Debug, thiserror::Error)]
-#[error("another cephbackup run{holder} is using {}; try again later, or pass --wait SECONDS", .destination.display())]
-pub struct Busy {
-    pub destination: PathBuf,
-    holder: String,
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Where locks live and how long to wait for one: what every command that locks needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locking {
+    pub dir: PathBuf,
+    pub wait: Duration,
+}
+
+impl Locking {
+    /// Locks `pool/image`, waiting up to the configured time.
+    pub fn image(&self, pool: &str, image: &str, kind: Kind) -> Result<ImageLock> {
+        lock_image(&self.dir, pool, image, kind, Instant::now() + self.wait)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A backup run: alone on the destination.
+    /// A backup run: alone on the image.
     Exclusive,
-    /// A check-mode run: may overlap other check runs, not a backup run.
+    /// A dry run, restore or verify: may overlap each other, not a backup.
     Shared,
 }
 
-/// Locks every destination (those that exist; a missing one fails its own sections later),
-/// waiting up to `wait` for each.
-pub fn acquire(destinations: &[(PathBuf, Kind)], wait: Duration) -> Result<RunLock> {
-    let deadline = Instant::now() + wait;
-    let mut files = Vec::new();
-    for (destination, kind) in destinations {
-        if let Some(file) = lock_one(destination, *kind, deadline)? {
-            files.push(file);
-        }
-    }
-    Ok(RunLock { _files: files })
+/// A held image lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct ImageLock {
+    _file: File,
 }
 
-fn lock_one(destination: &Path, kind: Kind, deadline: Instant) -> Result<Option<File>> {
-    if !destination.is_dir() {
-        return Ok(None);
-    }
-    let path = destination.join(LOCK_FILE);
-    let opened = match kind {
-        Kind::Exclusive => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path),
-        Kind::Shared => match File::open(&path) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            other => other,
-        },
-    };
-    let mut file = opened.with_context(|| format!("cannot open lock file {}", path.display()))?;
+/// Another run holds the lock of an image.
+#[derive(Debug, thiserror::Error)]
+#[error("another cephbackup run{holder} is using {pool}/{image}; try again later, or pass --wait SECONDS")]
+pub struct Busy {
+    pub pool: String,
+    pub image: String,
+    holder: String,
+}
+
+/// Locks `pool/image` in the lock folder `dir`, waiting until `deadline` for another run to let go.
+pub fn lock_image(
+    dir: &Path,
+    pool: &str,
+    image: &str,
+    kind: Kind,
+    deadline: Instant,
+) -> Result<ImageLock> {
+    private_folder(dir)?;
+    let pool_dir = dir.join(pool);
+    private_folder(&pool_dir)?;
+    let path = pool_dir.join(format!("{image}.lock"));
+    let mut file = open_lock_file(&path)?;
     loop {
         let attempt = match kind {
             Kind::Exclusive => file.try_lock(),
@@ -78,7 +102,8 @@ fn lock_one(destination: &Path, kind: Kind, deadline: Instant) -> Result<Option<
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
             Err(TryLockError::WouldBlock) => {
                 return Err(Busy {
-                    destination: destination.to_path_buf(),
+                    pool: pool.to_string(),
+                    image: image.to_string(),
                     holder: holder(&mut file),
                 }
                 .into())
@@ -90,31 +115,107 @@ fn lock_one(destination: &Path, kind: Kind, deadline: Instant) -> Result<Option<
     }
     if kind == Kind::Exclusive {
         // Only informative: names the holder in the message another run prints.
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write lock file {}", path.display()))?;
     }
     share_with_children(&file)
         .with_context(|| format!("cannot prepare lock file {}", path.display()))?;
-    Ok(Some(file))
+    Ok(ImageLock { _file: file })
+}
+
+/// Creates `dir` (0700) when missing, and refuses one that is not a private folder of ours.
+fn private_folder(dir: &Path) -> Result<()> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot create lock folder {}", dir.display()))
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot read lock folder {}", dir.display()))?;
+    let kind = EntryKind::of(meta.file_type());
+    if kind != EntryKind::Directory {
+        bail!(
+            "lock folder {} is {}, not a folder; refusing to use it",
+            dir.display(),
+            kind.described()
+        );
+    }
+    if meta.uid() != effective_uid() || meta.mode() & 0o022 != 0 {
+        bail!(
+            "lock folder {} belongs to uid {} with mode {:o}: other users could block or fake \
+             locks there; make it a folder of uid {} that only its owner can write, or choose \
+             another with --lock-dir",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777,
+            effective_uid()
+        );
+    }
+    Ok(())
+}
+
+/// Opens (creating 0600) a lock file without following a symlink or blocking on a FIFO, and
+/// checks on the open handle that it is a regular file of ours.
+fn open_lock_file(path: &Path) -> Result<File> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(io::Error::other(NotRegular(EntryKind::Symlink)))
+                .with_context(|| format!("lock file {}", path.display()))
+        }
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot open lock file {}", path.display()))
+        }
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read lock file {}", path.display()))?;
+    let kind = EntryKind::of(meta.file_type());
+    if kind != EntryKind::File {
+        return Err(io::Error::other(NotRegular(kind)))
+            .with_context(|| format!("lock file {}", path.display()));
+    }
+    if meta.uid() != effective_uid() {
+        bail!(
+            "lock file {} belongs to uid {}, not to this user (uid {}); refusing to use it",
+            path.display(),
+            meta.uid(),
+            effective_uid()
+        );
+    }
+    Ok(file)
 }
 
 /// Lets the `rbd` processes we start inherit the lock. A flock belongs to the open file, so it is
 /// only released once every process holding it has exited: if this run is killed, the next one
 /// cannot start while an `rbd` of ours is still finishing (say, creating a snapshot) unseen.
-fn share_with_children(file: &File) -> std::io::Result<()> {
+fn share_with_children(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl(2) on a descriptor we own, changing only its close-on-exec flag.
     let cleared = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
     if cleared == -1 {
-        return Err(std::io::Error::last_os_error());
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
 fn holder(file: &mut File) -> String {
     let mut pid = String::new();
-    let _ = file.rewind().and_then(|_| file.read_to_string(&mut pid));
+    let _ = file
+        .rewind()
+        .and_then(|()| file.take(32).read_to_string(&mut pid));
     match pid.trim() {
         "" => String::new(),
         pid => format!(" (pid {pid})"),
@@ -124,57 +225,106 @@ fn holder(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
 
     #[test]
     fn a_second_exclusive_lock_is_refused_and_released_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let dests = [(dir.path().to_path_buf(), Kind::Exclusive)];
-        let held = acquire(&dests, Duration::ZERO).unwrap();
-        let err = acquire(&dests, Duration::ZERO).unwrap_err();
+        let locks = dir.path().join("locks");
+        let held = lock_image(&locks, "rbd", "vm", Kind::Exclusive, now()).unwrap();
+        let err = lock_image(&locks, "rbd", "vm", Kind::Exclusive, now()).unwrap_err();
         let busy = err.downcast_ref::<Busy>().expect("a Busy error");
-        assert!(busy
-            .to_string()
-            .contains(&format!("(pid {})", std::process::id())));
-        assert!(acquire(&[(dir.path().to_path_buf(), Kind::Shared)], Duration::ZERO).is_err());
+        assert_eq!(
+            busy.to_string(),
+            format!(
+                "another cephbackup run (pid {}) is using rbd/vm; try again later, or pass \
+                 --wait SECONDS",
+                std::process::id()
+            )
+        );
+        assert!(lock_image(&locks, "rbd", "vm", Kind::Shared, now()).is_err());
+        // Other images, in this pool or another, are not held up.
+        let _other = lock_image(&locks, "rbd", "db", Kind::Exclusive, now()).unwrap();
+        let _pool = lock_image(&locks, "ssd", "vm", Kind::Exclusive, now()).unwrap();
         drop(held);
-        acquire(&dests, Duration::ZERO).unwrap();
+        lock_image(&locks, "rbd", "vm", Kind::Exclusive, now()).unwrap();
+        let meta = std::fs::metadata(locks.join("rbd/vm.lock")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let meta = std::fs::metadata(locks.join("rbd")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
     }
 
     #[test]
     fn waiting_gets_the_lock_once_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
-        let dests = [(dir.path().to_path_buf(), Kind::Exclusive)];
-        let held = acquire(&dests, Duration::ZERO).unwrap();
+        let held = lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).unwrap();
         let releaser = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             drop(held);
         });
-        acquire(&dests, Duration::from_secs(10)).unwrap();
+        let started = Instant::now();
+        lock_image(
+            dir.path(),
+            "rbd",
+            "vm",
+            Kind::Exclusive,
+            now() + Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
         releaser.join().unwrap();
     }
 
     #[test]
-    fn check_runs_share_and_never_create_the_lock_file() {
+    fn shared_locks_share() {
         let dir = tempfile::tempdir().unwrap();
-        let shared = [(dir.path().to_path_buf(), Kind::Shared)];
-        let _a = acquire(&shared, Duration::ZERO).unwrap();
-        assert!(!dir.path().join(LOCK_FILE).exists());
-        drop(
-            acquire(
-                &[(dir.path().to_path_buf(), Kind::Exclusive)],
-                Duration::ZERO,
-            )
-            .unwrap(),
-        );
-        let _b = acquire(&shared, Duration::ZERO).unwrap();
-        let _c = acquire(&shared, Duration::ZERO).unwrap();
+        let _a = lock_image(dir.path(), "rbd", "vm", Kind::Shared, now()).unwrap();
+        let _b = lock_image(dir.path(), "rbd", "vm", Kind::Shared, now()).unwrap();
+        assert!(lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).is_err());
     }
 
     #[test]
-    fn a_missing_destination_is_left_to_its_sections() {
+    fn links_fifos_and_open_folders_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = [(dir.path().join("nope"), Kind::Exclusive)];
-        acquire(&missing, Duration::ZERO).unwrap();
-        assert!(!dir.path().join("nope").exists());
+        let locks = dir.path().join("locks");
+        std::fs::create_dir_all(locks.join("rbd")).unwrap();
+        std::fs::set_permissions(&locks, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(locks.join("rbd"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, locks.join("rbd/vm.lock")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("absent"), locks.join("rbd/dangling.lock"))
+            .unwrap();
+        let fifo = std::ffi::CString::new(locks.join("rbd/fifo.lock").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+        for (image, what) in [
+            ("vm", "is a symbolic link"),
+            ("dangling", "is a symbolic link"),
+            ("fifo", "is a FIFO"),
+        ] {
+            let err = lock_image(&locks, "rbd", image, Kind::Exclusive, now()).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(&format!("rbd/{image}.lock")), "{text}");
+            assert!(text.contains(what), "{text}");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.path().join("absent").exists());
+
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = lock_image(&open, "rbd", "vm", Kind::Exclusive, now()).unwrap_err();
+        assert!(err.to_string().contains("other users could block"), "{err}");
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(&locks, &linked).unwrap();
+        let err = lock_image(&linked, "rbd", "x", Kind::Exclusive, now()).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::{config, execute, interrupt, list, lock, outln, restore, verify};
+use cephbackup::{config, execute, init, interrupt, list, lock, outln, restore, verify};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,32 +52,33 @@ fn run(cli: &Cli) -> Status {
         progress: std::io::stderr().is_terminal(),
         now: &Utc::now,
         wait: Duration::from_secs(cli.wait),
+        lock_dir: locking(cli).dir,
     };
-    let outcome = match execute::run(&config, &options) {
-        Ok(outcome) => outcome,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return match err.downcast_ref::<lock::Busy>() {
-                Some(_) => Status::Busy,
-                None => Status::BackupFailed,
-            };
-        }
-    };
+    let outcome = execute::run(&config, &options);
     outln!("{}", outcome.summary());
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,
+        (None, false) if outcome.only_busy() => Status::Busy,
         (None, false) => Status::BackupFailed,
+    }
+}
+
+fn locking(cli: &Cli) -> lock::Locking {
+    lock::Locking {
+        dir: cli.lock_dir.clone().unwrap_or_else(lock::default_dir),
+        wait: Duration::from_secs(cli.wait),
     }
 }
 
 /// `list`, `restore` and `verify`: each reports its own results; an error ends it, printed once.
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
-    let wait = Duration::from_secs(cli.wait);
+    let locking = locking(cli);
     let result = match command {
         Command::List(args) => list::run(config, args),
-        Command::Restore(args) => restore::run(config, args, cli.check, wait),
-        Command::Verify(args) => verify::run(config, args, wait),
+        Command::Restore(args) => restore::run(config, args, cli.check, &locking),
+        Command::Verify(args) => verify::run(config, args, &locking),
+        Command::InitDestination(args) => init::run(config, args, cli.check),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");

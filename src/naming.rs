@@ -211,6 +211,8 @@ pub enum Entry {
     Checksum(BackupFile),
     /// A leftover of a run that did not finish.
     Temporary,
+    /// The tool's record of its work on the image ([`crate::record`]).
+    Record,
     Unexpected,
 }
 
@@ -218,6 +220,9 @@ impl Entry {
     pub fn classify(image: &str, file_name: &str) -> Entry {
         if file_name.starts_with(TEMP_PREFIX) {
             return Entry::Temporary;
+        }
+        if file_name == crate::record::IMAGE_RECORD {
+            return Entry::Record;
         }
         if let Some(file) = BackupFile::parse(image, file_name) {
             return Entry::Backup(file);

@@ -1,28 +1,38 @@
 //! Decides what one run does to one image, without doing any of it.
 //!
-//! [`plan_image`] is a pure function of the settings, what exists (snapshots in the cluster, files
-//! in the image folder) and the current time, so every decision can be tested with tables and
-//! printed in check mode exactly as it would be carried out. Each step carries the reason it was
-//! chosen.
+//! [`plan_image`] is a pure function of the settings, what exists (snapshots in the cluster, the
+//! entries of the image folder, the tool's own record of the image) and the current time, so every
+//! decision can be tested with tables and printed in check mode exactly as it would be carried
+//! out. Each step carries the reason it was chosen.
 //!
 //! The rules are the original tool's, so an existing chain continues unchanged: full mode takes a
 //! temporary snapshot, exports it and removes it. Incremental mode takes snapshot T; with no earlier
 //! backup snapshot it exports T in full; when the oldest backup snapshot has left the window it
 //! exports the oldest snapshot still inside (S) in full, removes the files older than S and the
 //! diff that ends at S, and removes the snapshots outside the window; then, if another backup
-//! snapshot is left besides T, it exports the changes from the newest earlier one to T.
+//! snapshot is left besides T, it exports the changes to T from an earlier one.
 //!
-//! One deliberate fix: a diff is only written when its base snapshot is backed by a complete chain
-//! of files back to a full backup. A snapshot left behind by a run that died has no file, and a
-//! diff from it could never be restored; a full backup of T is taken instead.
+//! Where it differs, it is so that nothing is destroyed without proof and nothing unrestorable is
+//! written:
+//! - Recovery removes a snapshot only when the image record ([`crate::record`]) shows that a run
+//!   of ours created it and died before its file was complete. A snapshot without a file is
+//!   otherwise left alone (another job's, or files moved off the host) until the window removes it.
+//! - The base of a diff is the newest snapshot the folder can restore ([`crate::chain`]), so a
+//!   stray or leftover snapshot costs a diff from an older point, never a diff nothing can restore.
+//!   When the record shows the destination backed the image up to a snapshot whose file is no
+//!   longer here (shipped offsite after each run), the diff starts there, as the original's did.
+//!   With neither, a full backup is taken.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
+use crate::chain::{FindingKind, Layout, Stored};
 use crate::config::{BackupMode, Window};
-use crate::naming::{BackupFile, Content, Entry, SnapName, CHECKSUM_SUFFIX};
+use crate::naming::{BackupFile, Content, SnapName};
 use crate::rbd::Snapshot;
+use crate::record::ImageRecord;
+use crate::store::FolderEntry;
 
 /// The parts of a pool's configuration that shape a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,18 +42,35 @@ pub struct Settings {
     pub compress: bool,
 }
 
+/// What exists for one image when a run starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    pub image: &'a str,
+    /// Every snapshot of the image, in any order.
+    pub snapshots: &'a [Snapshot],
+    /// The entries of the image's backup folder.
+    pub entries: &'a [FolderEntry],
+    pub record: &'a ImageRecord,
+}
+
 /// One thing a run does to an image, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Record the intent in the image record (synced), then create the snapshot; `backs` is the
+    /// file that will back it, `temporary` a full-mode snapshot that is removed after its export.
     CreateSnapshot {
         snap: SnapName,
+        backs: BackupFile,
+        temporary: bool,
     },
     /// Write `file` from the cluster (a full export of its snapshot, or a diff from its base).
     Export {
         file: BackupFile,
         reason: String,
     },
-    /// A file the plan relies on is already there, written by an earlier run.
+    /// A file the plan relies on is already there, written by an earlier run. It is relied on
+    /// only once its checksum and length prove it; otherwise it is written again from its
+    /// snapshot.
     Reuse {
         file: BackupFile,
         reason: String,
@@ -53,10 +80,17 @@ pub enum Step {
         reason: String,
     },
     RemoveSnapshot {
-        snap: String,
+        snap: SnapName,
         reason: String,
     },
-    /// A folder entry the tool does not recognise; it is kept.
+    /// A pending entry of the image record needs no action on the cluster; it is forgotten
+    /// (`completed` names its file when that file was in fact written).
+    SettleRecord {
+        snap: String,
+        completed: Option<BackupFile>,
+        reason: String,
+    },
+    /// A folder entry the tool does not recognise, or will not touch; it is kept.
     UnexpectedFile {
         name: String,
     },
@@ -81,85 +115,124 @@ pub struct Plan {
 )]
 pub struct SnapshotExists(pub String);
 
-/// Plans one run for `image` at `now`, given its snapshots (any order) and the names in its folder.
+/// Plans one run for an image at `now`, given what exists.
 pub fn plan_image(
-    image: &str,
     settings: &Settings,
-    snapshots: &[Snapshot],
-    files: &[String],
+    found: &Found,
     now: DateTime<Utc>,
 ) -> Result<Plan, SnapshotExists> {
     let new = SnapName::at(now);
-    if snapshots.iter().any(|s| s.name == new.as_str()) {
+    if found.snapshots.iter().any(|s| s.name == new.as_str()) {
         return Err(SnapshotExists(new.to_string()));
     }
-    let mut plan = Plan {
-        snapshot: new.clone(),
-        steps: Vec::new(),
-    };
-    let mut folder = Folder::read(image, files);
-    let owned = owned_snapshots(snapshots, &mut plan.steps);
-    let owned = recover(&mut folder, owned, &mut plan.steps);
-    plan.steps.push(Step::CreateSnapshot { snap: new.clone() });
-    match settings.mode {
+    let mut steps = Vec::new();
+    let layout = Layout::from_entries(found.image, found.entries);
+    let owned = owned_snapshots(found.snapshots, &mut steps);
+    let owned = recover(found, &layout, owned, &mut steps);
+    let create_at = steps.len();
+    let (backs, temporary) = match settings.mode {
         BackupMode::Full => {
-            plan.steps.push(Step::Export {
-                file: BackupFile::full(new.clone(), settings.compress),
+            let file = BackupFile::full(new.clone(), settings.compress);
+            steps.push(Step::Export {
+                file: file.clone(),
                 reason: "full backup mode".into(),
             });
-            plan.steps.push(Step::RemoveSnapshot {
-                snap: new.to_string(),
+            steps.push(Step::RemoveSnapshot {
+                snap: new.clone(),
                 reason: "temporary snapshot of a full backup".into(),
             });
+            (file, true)
         }
         BackupMode::Incremental => {
-            Incremental {
-                image,
+            let file = Incremental {
+                found,
                 settings,
-                new,
+                new: new.clone(),
                 owned,
-                folder,
+                layout,
             }
-            .plan(&mut plan.steps);
+            .plan(&mut steps);
+            (file, false)
         }
-    }
-    Ok(plan)
+    };
+    steps.insert(
+        create_at,
+        Step::CreateSnapshot {
+            snap: new.clone(),
+            backs,
+            temporary,
+        },
+    );
+    Ok(Plan {
+        snapshot: new,
+        steps,
+    })
 }
 
 /// Clears what interrupted runs left behind, before anything else happens: temporary files,
-/// checksum files whose backup file was never completed, and backup snapshots that no backup file
-/// belongs to (created by a run that died before its export finished). Returns the snapshots that
-/// remain; the folder forgets the removed names.
-fn recover(folder: &mut Folder, owned: Vec<SnapName>, steps: &mut Vec<Step>) -> Vec<SnapName> {
-    let leftovers: Vec<(String, String)> = folder
-        .names
-        .iter()
-        .filter_map(|name| match Entry::classify(&folder.image, name) {
-            Entry::Temporary => Some((
-                name.clone(),
-                "temporary file of an interrupted run".to_string(),
-            )),
-            Entry::Checksum(of) if !folder.names.contains(&of.file_name(&folder.image)) => Some((
-                name.clone(),
-                "checksum of a backup file that was never completed".to_string(),
-            )),
-            _ => None,
-        })
-        .collect();
-    for (name, reason) in leftovers {
-        folder.names.remove(&name);
-        steps.push(Step::RemoveFile { name, reason });
-    }
-    let (backed, orphans): (Vec<SnapName>, Vec<SnapName>) = owned
-        .into_iter()
-        .partition(|snap| folder.find(|f| f.snap == *snap).is_some());
-    for snap in orphans {
-        steps.push(Step::RemoveSnapshot {
-            snap: snap.to_string(),
-            reason: "no backup file belongs to it: left by a run that did not finish".into(),
+/// checksum files whose backup file was never completed, and the snapshots the image record
+/// shows a run of ours created without completing their file. Returns the snapshots that remain.
+fn recover(
+    found: &Found,
+    layout: &Layout,
+    owned: Vec<SnapName>,
+    steps: &mut Vec<Step>,
+) -> Vec<SnapName> {
+    for finding in &layout.findings {
+        let reason = match finding.kind {
+            FindingKind::Temporary => "temporary file of an interrupted run",
+            FindingKind::OrphanChecksum => "checksum of a backup file that was never completed",
+            _ => continue,
+        };
+        steps.push(Step::RemoveFile {
+            name: finding.name.clone(),
+            reason: reason.into(),
         });
     }
-    backed
+    let mut removed = BTreeSet::new();
+    for pending in &found.record.pending {
+        let exists = owned.iter().find(|s| s.as_str() == pending.snapshot);
+        let completed = layout
+            .files
+            .iter()
+            .find(|f| f.name == pending.file)
+            .map(|f| f.file.clone());
+        let started = format!(
+            "pid {}, started {}",
+            pending.pid,
+            pending.started.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        match (exists, completed) {
+            (None, _) => steps.push(Step::SettleRecord {
+                snap: pending.snapshot.clone(),
+                completed: None,
+                reason: format!(
+                    "a run ({started}) meant to create it but stopped before it existed"
+                ),
+            }),
+            (Some(snap), completed) if pending.temporary || completed.is_none() => {
+                removed.insert(snap.clone());
+                steps.push(Step::RemoveSnapshot {
+                    snap: snap.clone(),
+                    reason: if pending.temporary {
+                        format!("temporary snapshot of a full backup by a run ({started}) that did not finish")
+                    } else {
+                        format!(
+                            "created by a run ({started}) that did not finish {}, as the image \
+                             record shows",
+                            pending.file
+                        )
+                    },
+                });
+            }
+            (Some(_), completed) => steps.push(Step::SettleRecord {
+                snap: pending.snapshot.clone(),
+                completed,
+                reason: format!("its backup file {} was completed", pending.file),
+            }),
+        }
+    }
+    owned.into_iter().filter(|s| !removed.contains(s)).collect()
 }
 
 /// The tool's snapshots in id order; an owned name that does not parse is reported and skipped.
@@ -183,58 +256,31 @@ fn owned_snapshots(snapshots: &[Snapshot], steps: &mut Vec<Step>) -> Vec<SnapNam
         .collect()
 }
 
-/// The image folder's entries, sorted by name so plans do not depend on directory order.
-struct Folder {
-    image: String,
-    names: BTreeSet<String>,
-    backups: Vec<(String, BackupFile)>,
-}
-
-impl Folder {
-    fn read(image: &str, files: &[String]) -> Folder {
-        let names: BTreeSet<String> = files.iter().cloned().collect();
-        let backups = names
-            .iter()
-            .filter_map(|name| match Entry::classify(image, name) {
-                Entry::Backup(file) => Some((name.clone(), file)),
-                _ => None,
-            })
-            .collect();
-        Folder {
-            image: image.to_string(),
-            names,
-            backups,
-        }
-    }
-
-    fn find(&self, wanted: impl Fn(&BackupFile) -> bool) -> Option<&BackupFile> {
-        self.backups.iter().map(|(_, f)| f).find(|f| wanted(f))
-    }
-}
-
 struct Incremental<'a> {
-    image: &'a str,
+    found: &'a Found<'a>,
     settings: &'a Settings,
     new: SnapName,
     owned: Vec<SnapName>,
-    folder: Folder,
+    layout: Layout,
 }
 
 impl Incremental<'_> {
-    fn plan(self, steps: &mut Vec<Step>) {
-        let (Some(oldest), Some(newest)) = (self.owned.first(), self.owned.last()) else {
+    /// Adds the steps after the snapshot is created; returns the file that backs it.
+    fn plan(self, steps: &mut Vec<Step>) -> BackupFile {
+        let compress = self.settings.compress;
+        let Some(oldest) = self.owned.first() else {
+            let file = BackupFile::full(self.new.clone(), compress);
             steps.push(Step::Export {
-                file: BackupFile::full(self.new.clone(), self.settings.compress),
+                file: file.clone(),
                 reason: "first backup of this image: it has no backup snapshot yet".into(),
             });
-            return;
+            return file;
         };
         let now = self.new.taken();
         let window = self.settings.window;
-        // Files the chain check may rely on once this run's removals and exports are done.
-        let mut kept: Vec<BackupFile> =
-            self.folder.backups.iter().map(|(_, f)| f.clone()).collect();
-        let mut remaining = self.owned.len() + 1;
+        // Names of the files still there once this run's removals and exports are done.
+        let mut kept: BTreeSet<String> = self.layout.files.iter().map(|f| f.name.clone()).collect();
+        let mut survivors = self.owned.clone();
         if window.is_outside(now, oldest.taken()) {
             let cutoff = window.cutoff(now);
             let base = self
@@ -243,96 +289,184 @@ impl Incremental<'_> {
                 .find(|s| !window.is_outside(now, s.taken()))
                 .unwrap_or(&self.new)
                 .clone();
-            self.write_new_base(&base, oldest, steps);
-            kept.retain(|f| !superseded_by(f, &base));
-            kept.push(BackupFile::full(base.clone(), self.settings.compress));
-            self.prune_files(&base, steps);
+            let base_file = self.write_new_base(&base, oldest, steps);
+            for (name, reason) in self.prune_files(&base, steps) {
+                kept.remove(&name);
+                steps.push(Step::RemoveFile { name, reason });
+            }
+            kept.insert(base_file.file_name(self.found.image));
+            survivors.retain(|s| !window.is_outside(now, s.taken()));
             for snap in self
                 .owned
                 .iter()
                 .filter(|s| window.is_outside(now, s.taken()))
             {
-                remaining -= 1;
                 steps.push(Step::RemoveSnapshot {
-                    snap: snap.to_string(),
+                    snap: snap.clone(),
                     reason: format!(
-                        "taken {}, before the window of {window} that starts {}",
-                        snap.taken(),
-                        cutoff
+                        "taken {}, before the window of {window} that starts {cutoff}",
+                        snap.taken()
                     ),
                 });
             }
+            if base == self.new {
+                return base_file;
+            }
         }
-        if remaining > 1 {
-            steps.push(self.diff_or_full(newest, &kept));
-        }
+        let step = self.diff_or_full(&survivors, &kept);
+        let Step::Export { file, .. } = &step else {
+            unreachable!("diff_or_full always exports")
+        };
+        let file = file.clone();
+        steps.push(step);
+        file
     }
 
-    fn write_new_base(&self, base: &SnapName, oldest: &SnapName, steps: &mut Vec<Step>) {
+    /// The full backup of the new base: kept when an earlier run wrote it, exported otherwise.
+    fn write_new_base(
+        &self,
+        base: &SnapName,
+        oldest: &SnapName,
+        steps: &mut Vec<Step>,
+    ) -> BackupFile {
         let existing = self
-            .folder
-            .find(|f| f.is_full() && f.snap == *base)
-            .cloned();
+            .layout
+            .files
+            .iter()
+            .find(|f| f.file.is_full() && f.file.snap == *base)
+            .map(|f| f.file.clone());
         let reason = format!(
             "the oldest backup snapshot {oldest} has left the window of {}: {base} becomes the new base",
             self.settings.window
         );
-        steps.push(match existing {
-            Some(file) => Step::Reuse {
-                file,
-                reason: format!("{reason}; its full backup was written by an earlier run"),
-            },
-            None => Step::Export {
-                file: BackupFile::full(base.clone(), self.settings.compress),
-                reason,
-            },
-        });
-    }
-
-    /// The original's pruning: every backup file dated before the new base, and the diff that
-    /// ends at it, go; unrecognised names are reported and kept.
-    fn prune_files(&self, base: &SnapName, steps: &mut Vec<Step>) {
-        for name in &self.folder.names {
-            match Entry::classify(self.image, name) {
-                Entry::Backup(file) if superseded_by(&file, base) => {
-                    steps.push(Step::RemoveFile {
-                        name: name.clone(),
-                        reason: removal_reason(&file, base),
-                    });
-                    let checksum = format!("{name}{CHECKSUM_SUFFIX}");
-                    if self.folder.names.contains(&checksum) {
-                        steps.push(Step::RemoveFile {
-                            name: checksum,
-                            reason: format!("checksum of {name}, which is removed"),
-                        });
-                    }
-                }
-                Entry::Backup(file) if file.snap.is_legacy() => {
-                    steps.push(Step::UnexpectedFile { name: name.clone() })
-                }
-                Entry::Unexpected => steps.push(Step::UnexpectedFile { name: name.clone() }),
-                Entry::Backup(_) | Entry::Checksum(_) | Entry::Temporary => {}
+        match existing {
+            Some(file) => {
+                steps.push(Step::Reuse {
+                    file: file.clone(),
+                    reason: format!("{reason}; its full backup was written by an earlier run"),
+                });
+                file
+            }
+            None => {
+                let file = BackupFile::full(base.clone(), self.settings.compress);
+                steps.push(Step::Export {
+                    file: file.clone(),
+                    reason,
+                });
+                file
             }
         }
     }
 
-    fn diff_or_full(&self, newest: &SnapName, kept: &[BackupFile]) -> Step {
+    /// The original's pruning: every backup file dated before the new base, and the diff that
+    /// ends at it, go with their checksum files; entries it does not know are reported and kept.
+    /// Returns the names to remove with their reasons.
+    fn prune_files(&self, base: &SnapName, steps: &mut Vec<Step>) -> Vec<(String, String)> {
+        // Reported in name order, as one listing, like the original's single pass.
+        let mut reports: Vec<(&str, Option<&Stored>)> = self
+            .layout
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), Some(f)))
+            .chain(
+                self.layout
+                    .findings
+                    .iter()
+                    .filter(|f| is_stranger(f.kind))
+                    .map(|f| (f.name.as_str(), None)),
+            )
+            .collect();
+        reports.sort_by(|a, b| a.0.cmp(b.0));
+        let mut removals = Vec::new();
+        for (name, stored) in reports {
+            match stored {
+                Some(stored) if superseded_by(&stored.file, base) => {
+                    removals.push((name.to_string(), removal_reason(&stored.file, base)));
+                    if let Some(checksum) = &stored.checksum {
+                        removals.push((
+                            checksum.clone(),
+                            format!("checksum of {name}, which is removed"),
+                        ));
+                    }
+                }
+                Some(stored) if !stored.file.snap.is_legacy() => {}
+                _ => steps.push(Step::UnexpectedFile {
+                    name: name.to_string(),
+                }),
+            }
+        }
+        removals
+    }
+
+    fn diff_or_full(&self, survivors: &[SnapName], kept: &BTreeSet<String>) -> Step {
         let compress = self.settings.compress;
-        if chain_reaches_full(newest, kept) {
+        let kept_entries: Vec<FolderEntry> = kept.iter().map(|n| FolderEntry::file(n, 0)).collect();
+        let restorable: BTreeSet<&SnapName> = Layout::from_entries(self.found.image, &kept_entries)
+            .points()
+            .into_iter()
+            .filter_map(|p| survivors.iter().find(|s| *s == p))
+            .collect();
+        let local = survivors.iter().rev().find(|s| restorable.contains(s));
+        if let Some(shipped) = self.shipped_newest(survivors, local) {
             return Step::Export {
-                file: BackupFile::diff(newest.clone(), self.new.clone(), compress),
-                reason: format!("changes since the newest backup snapshot {newest}"),
+                file: BackupFile::diff(shipped.clone(), self.new.clone(), compress),
+                reason: format!(
+                    "changes since {shipped}, the newest snapshot this destination backed up (its \
+                     image record says so); the files up to it are not in this destination any \
+                     more (moved elsewhere?), so this diff continues a chain kept elsewhere"
+                ),
             };
         }
-        Step::Export {
-            file: BackupFile::full(self.new.clone(), compress),
-            reason: format!(
-                "the newest backup snapshot {newest} has no complete chain of backup files back to \
-                 a full backup (an earlier run did not finish?): a diff from it could not be \
-                 restored, so this run takes a full backup instead"
-            ),
+        let newest = survivors.last();
+        match local {
+            Some(base) => Step::Export {
+                file: BackupFile::diff(base.clone(), self.new.clone(), compress),
+                reason: match newest.filter(|n| *n != base) {
+                    None => format!("changes since the newest backup snapshot {base}"),
+                    Some(newest) => format!(
+                        "changes since {base}, the newest snapshot this destination can restore; \
+                         the newer backup snapshot {newest} has no chain of files here (another \
+                         job's, or left by a run that did not finish) and is not used as a base"
+                    ),
+                },
+            },
+            None => Step::Export {
+                file: BackupFile::full(self.new.clone(), compress),
+                reason: format!(
+                    "the newest backup snapshot {} has no complete chain of backup files back to \
+                     a full backup in this destination, nor has an older one, and the image \
+                     record names none: a diff could not be restored, so this run takes a full \
+                     backup",
+                    newest.map_or("", SnapName::as_str)
+                ),
+            },
         }
     }
+
+    /// The snapshot the image record says this destination completed last, when its file is no
+    /// longer in the folder (shipped elsewhere) and it is newer than what the folder restores.
+    fn shipped_newest<'s>(
+        &self,
+        survivors: &'s [SnapName],
+        local: Option<&SnapName>,
+    ) -> Option<&'s SnapName> {
+        let newest = self.found.record.newest.as_ref()?;
+        let snap = survivors.iter().find(|s| s.as_str() == newest.snapshot)?;
+        let file_here = self.found.entries.iter().any(|e| e.name == newest.file);
+        let newer = local.is_none_or(|l| l.taken() < snap.taken());
+        (!file_here && newer).then_some(snap)
+    }
+}
+
+/// Entries that a slide reports as unexpected, like the original's pruning did.
+fn is_stranger(kind: FindingKind) -> bool {
+    matches!(
+        kind,
+        FindingKind::Unexpected
+            | FindingKind::Unparseable
+            | FindingKind::SnapshotlessFull
+            | FindingKind::NotRegular
+    )
 }
 
 /// Whether pruning around a new base `base` removes `file` (legacy names are never touched).
@@ -350,26 +484,6 @@ fn removal_reason(file: &BackupFile, base: &SnapName) -> String {
     } else {
         format!("superseded by the full backup of {base}")
     }
-}
-
-/// True when `snap` has a backup file and following diffs back leads to a full backup.
-pub fn chain_reaches_full(snap: &SnapName, files: &[BackupFile]) -> bool {
-    let mut current = snap;
-    // Each step moves to an older snapshot, so the walk ends; the bound guards odd file sets.
-    for _ in 0..=files.len() {
-        if files.iter().any(|f| f.is_full() && f.snap == *current) {
-            return true;
-        }
-        match files
-            .iter()
-            .filter(|f| f.snap == *current)
-            .find_map(|f| f.base().filter(|b| b.taken() < current.taken()))
-        {
-            Some(base) => current = base,
-            None => return false,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -394,11 +508,13 @@ mod tests {
         }
     }
 
-    /// The cluster and folder state of one image, advanced by carrying out plans.
+    /// The cluster and folder state of one image, advanced by carrying out plans the way the
+    /// executor does, the image record included.
     #[derive(Default)]
     struct World {
         snaps: Vec<Snapshot>,
         files: BTreeSet<String>,
+        record: ImageRecord,
         next_id: u64,
     }
 
@@ -421,29 +537,63 @@ mod tests {
         }
 
         fn plan(&self, s: &Settings, now: DateTime<Utc>) -> Plan {
-            let files: Vec<String> = self.files.iter().cloned().collect();
-            plan_image("img", s, &self.snaps, &files, now).unwrap()
+            let entries: Vec<FolderEntry> =
+                self.files.iter().map(|f| FolderEntry::file(f, 1)).collect();
+            let found = Found {
+                image: "img",
+                snapshots: &self.snaps,
+                entries: &entries,
+                record: &self.record,
+            };
+            plan_image(s, &found, now).unwrap()
         }
 
         fn run(&mut self, s: &Settings, now: DateTime<Utc>) -> Plan {
             let plan = self.plan(s, now);
             for step in &plan.steps {
                 match step {
-                    Step::CreateSnapshot { snap } => self.add_snap(snap.as_str()),
+                    Step::CreateSnapshot {
+                        snap,
+                        backs,
+                        temporary,
+                    } => {
+                        self.record.snapshot_planned(
+                            snap.as_str(),
+                            &backs.file_name("img"),
+                            *temporary,
+                            now,
+                        );
+                        self.add_snap(snap.as_str());
+                    }
                     Step::Export { file, .. } => {
-                        self.files.insert(file.file_name("img"));
+                        let name = file.file_name("img");
+                        self.files.insert(name.clone());
+                        self.record.file_completed(&file.snap, &name);
                     }
                     Step::RemoveFile { name, .. } => assert!(self.files.remove(name), "{name}"),
                     Step::RemoveSnapshot { snap, .. } => {
                         let before = self.snaps.len();
-                        self.snaps.retain(|s| s.name != *snap);
+                        self.snaps.retain(|s| s.name != snap.as_str());
                         assert_eq!(before, self.snaps.len() + 1, "{snap}");
+                        self.record.snapshot_gone(snap.as_str());
                     }
+                    Step::SettleRecord {
+                        snap, completed, ..
+                    } => match completed {
+                        Some(file) => self
+                            .record
+                            .file_completed(&file.snap, &file.file_name("img")),
+                        None => assert!(self.record.snapshot_gone(snap)),
+                    },
                     Step::Reuse { .. }
                     | Step::UnexpectedFile { .. }
                     | Step::UnparseableSnapshot { .. } => {}
                 }
             }
+            assert!(
+                self.record.pending.is_empty(),
+                "a finished run leaves nothing pending"
+            );
             plan
         }
 
@@ -454,6 +604,28 @@ mod tests {
         fn file_names(&self) -> Vec<&str> {
             self.files.iter().map(String::as_str).collect()
         }
+
+        /// Notes in the record that a run (pid 4242, day 2) died before completing `file`.
+        fn died_before(&mut self, snap: &str, file: &str, temporary: bool) {
+            self.record.pending.push(crate::record::Pending {
+                snapshot: snap.into(),
+                file: file.into(),
+                temporary,
+                pid: 4242,
+                started: at(2, 0, 0),
+            });
+        }
+    }
+
+    fn removals(plan: &Plan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::RemoveFile { name, .. } => Some(name.clone()),
+                Step::RemoveSnapshot { snap, .. } => Some(snap.to_string()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn exports(plan: &Plan) -> Vec<String> {
@@ -525,17 +697,8 @@ mod tests {
                 "img@BACKUPUTC20170808T020008.diff_from_BACKUPUTC20170807T020007",
             ]
         );
-        let removed: Vec<&str> = plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::RemoveFile { name, .. } => Some(name.as_str()),
-                Step::RemoveSnapshot { snap, .. } => Some(snap.as_str()),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            removed,
+            removals(&plan),
             [
                 "img@BACKUPUTC20170801T020001.full",
                 "img@BACKUPUTC20170802T020002.diff_from_BACKUPUTC20170801T020001",
@@ -657,7 +820,8 @@ mod tests {
     #[test]
     fn leftovers_of_an_interrupted_run_are_cleared_first() {
         let s = incremental(7, WindowUnit::Days, false);
-        // Day 2's run died after creating its snapshot and a checksum, mid-export.
+        // Day 2's run died after creating its snapshot and a checksum, mid-export; its record
+        // says so.
         let mut w = World::with(
             &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
             &[
@@ -667,13 +831,17 @@ mod tests {
                 ".cephbackup-tmp.x1y2z3",
             ],
         );
+        w.died_before(
+            "BACKUPUTC20170802T000000",
+            "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000",
+            false,
+        );
         let plan = w.run(&s, at(3, 0, 0));
         let recovery: Vec<(&str, &str)> = plan.steps[..3]
             .iter()
             .map(|step| match step {
-                Step::RemoveFile { name, reason } | Step::RemoveSnapshot { snap: name, reason } => {
-                    (name.as_str(), reason.as_str())
-                }
+                Step::RemoveFile { name, reason } => (name.as_str(), reason.as_str()),
+                Step::RemoveSnapshot { snap, reason } => (snap.as_str(), reason.as_str()),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -690,7 +858,9 @@ mod tests {
                 ),
                 (
                     "BACKUPUTC20170802T000000",
-                    "no backup file belongs to it: left by a run that did not finish"
+                    "created by a run (pid 4242, started 2017-08-02 00:00:00 UTC) that did not \
+                     finish img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000, as \
+                     the image record shows"
                 ),
             ]
         );
@@ -745,13 +915,22 @@ mod tests {
             ],
         );
         let plan = w.run(&s, at(2, 12, 0));
-        // 01:00 has no file, so its snapshot goes; 02:00 becomes the new base and the chain
-        // 02:00 → now is whole again.
+        // 01:00 has no file but nothing proves it a leftover, so it stays and, being the oldest
+        // snapshot inside the window, becomes the new base, exported from the cluster; that
+        // makes the stranded diff to 02:00 restorable again, and the chain 01:00 → 02:00 → now
+        // is whole.
         assert_eq!(
             exports(&plan),
             [
-                "img@BACKUPUTC20170802T020000.full",
+                "img@BACKUPUTC20170802T010000.full",
                 "img@BACKUPUTC20170802T120000.diff_from_BACKUPUTC20170802T020000",
+            ]
+        );
+        assert_eq!(
+            removals(&plan),
+            [
+                "img@BACKUPUTC20170801T000000.full",
+                "BACKUPUTC20170801T000000"
             ]
         );
     }
@@ -795,11 +974,15 @@ mod tests {
             id: 1,
             name: name(at(1, 0, 0)),
         }];
+        let found = Found {
+            image: "img",
+            snapshots: &snaps,
+            entries: &[],
+            record: &ImageRecord::default(),
+        };
         let err = plan_image(
-            "img",
             &incremental(7, WindowUnit::Days, false),
-            &snaps,
-            &[],
+            &found,
             at(1, 0, 0),
         )
         .unwrap_err();
@@ -808,16 +991,257 @@ mod tests {
 
     #[test]
     fn chain_walk() {
+        // The planner asks the folder model which snapshots are restorable.
         let s = |d| SnapName::at(at(d, 0, 0));
-        let files = [
+        let files: Vec<String> = [
             BackupFile::full(s(1), true),
             BackupFile::diff(s(1), s(2), false),
             BackupFile::diff(s(2), s(3), true),
             BackupFile::diff(s(4), s(5), true),
+        ]
+        .iter()
+        .map(|f| f.file_name("img"))
+        .collect();
+        let layout = Layout::build("img", &files);
+        let points = layout.points();
+        assert!(points.contains(&&s(1)));
+        assert!(points.contains(&&s(3)));
+        assert!(!points.contains(&&s(5)));
+        assert!(!points.contains(&&s(6)));
+    }
+
+    fn settings_daily() -> Settings {
+        incremental(7, WindowUnit::Days, false)
+    }
+
+    #[test]
+    fn a_snapshot_without_a_file_or_a_record_is_never_removed_by_recovery() {
+        // Another job's snapshot, files moved away, or the original tool's leftover: no proof.
+        let mut w = World::with(
+            &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
+            &["img@BACKUPUTC20170801T000000.full"],
+        );
+        let plan = w.run(&settings_daily(), at(3, 0, 0));
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170801T000000"],
+            "the diff starts from the newest point the folder restores"
+        );
+        let Step::Export { reason, .. } = plan.steps.last().unwrap() else {
+            panic!("{plan:?}")
+        };
+        assert!(
+            reason.contains("newer backup snapshot BACKUPUTC20170802T000000 has no chain"),
+            "{reason}"
+        );
+        assert_eq!(w.snaps.len(), 3);
+    }
+
+    #[test]
+    fn a_stray_diff_does_not_hide_the_route_that_exists() {
+        let mut w = World::with(
+            &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
+            &[
+                "img@BACKUPUTC20170801T000000.full",
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000",
+                // A stray diff to the same snapshot from one no file ends at.
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170731T000000",
+            ],
+        );
+        let plan = w.run(&settings_daily(), at(3, 0, 0));
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170802T000000"]
+        );
+    }
+
+    #[test]
+    fn files_shipped_offsite_continue_with_a_diff_from_the_recorded_snapshot() {
+        let s = settings_daily();
+        let mut w = World::default();
+        w.run(&s, at(1, 0, 0));
+        w.run(&s, at(2, 0, 0));
+        // `rsync --remove-source-files` moved every backup file away after the run.
+        w.files.clear();
+        let plan = w.run(&s, at(3, 0, 0));
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170802T000000"]
+        );
+        let Step::Export { reason, .. } = plan.steps.last().unwrap() else {
+            panic!("{plan:?}")
+        };
+        assert!(
+            reason.contains("not in this destination any more"),
+            "{reason}"
+        );
+        // Shipped again: the next diff follows on.
+        w.files.clear();
+        let plan = w.run(&s, at(4, 0, 0));
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170804T000000.diff_from_BACKUPUTC20170803T000000"]
+        );
+    }
+
+    #[test]
+    fn a_recorded_snapshot_whose_file_is_here_but_unrestorable_is_not_a_base() {
+        // The record names day 2's diff, still in the folder, but its chain lost the full.
+        let mut w = World::with(
+            &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
+            &["img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000"],
+        );
+        w.record.newest = Some(crate::record::Completed {
+            snapshot: name(at(2, 0, 0)),
+            file: "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000".into(),
+        });
+        let plan = w.run(&settings_daily(), at(3, 0, 0));
+        assert_eq!(exports(&plan), ["img@BACKUPUTC20170803T000000.full"]);
+    }
+
+    #[test]
+    fn pending_records_are_settled_by_what_is_there() {
+        struct Case {
+            what: &'static str,
+            snapshot_exists: bool,
+            file_written: bool,
+            temporary: bool,
+            removed: bool,
+        }
+        let cases = [
+            Case {
+                what: "died between record and snapshot: nothing to remove",
+                snapshot_exists: false,
+                file_written: false,
+                temporary: false,
+                removed: false,
+            },
+            Case {
+                what: "died mid-export: its snapshot goes",
+                snapshot_exists: true,
+                file_written: false,
+                temporary: false,
+                removed: true,
+            },
+            Case {
+                what: "died after the file was complete: the snapshot backs it and stays",
+                snapshot_exists: true,
+                file_written: true,
+                temporary: false,
+                removed: false,
+            },
+            Case {
+                what: "a full-mode snapshot goes whatever happened",
+                snapshot_exists: true,
+                file_written: true,
+                temporary: true,
+                removed: true,
+            },
         ];
-        assert!(chain_reaches_full(&s(1), &files));
-        assert!(chain_reaches_full(&s(3), &files));
-        assert!(!chain_reaches_full(&s(5), &files));
-        assert!(!chain_reaches_full(&s(6), &files));
+        let day2 = name(at(2, 0, 0));
+        let file = "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000";
+        for case in cases {
+            let mut snaps = vec![name(at(1, 0, 0))];
+            if case.snapshot_exists {
+                snaps.push(day2.clone());
+            }
+            let snaps: Vec<&str> = snaps.iter().map(String::as_str).collect();
+            let mut files = vec!["img@BACKUPUTC20170801T000000.full"];
+            if case.file_written {
+                files.push(file);
+            }
+            let mut w = World::with(&snaps, &files);
+            w.died_before(&day2, file, case.temporary);
+            let plan = w.run(&settings_daily(), at(3, 0, 0));
+            assert_eq!(
+                removals(&plan).contains(&day2),
+                case.removed,
+                "{}: {plan:?}",
+                case.what
+            );
+            assert!(w.record.pending.is_empty(), "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn full_mode_removes_only_snapshots_it_has_a_record_of() {
+        let s = Settings {
+            mode: BackupMode::Full,
+            window: Window {
+                size: 7,
+                unit: WindowUnit::Days,
+            },
+            compress: false,
+        };
+        // The incremental job's snapshots, and a temporary one our own killed run left.
+        let mut w = World::with(
+            &[&name(at(1, 0, 0)), &name(at(2, 0, 0)), &name(at(2, 5, 0))],
+            &[],
+        );
+        w.died_before(
+            &name(at(2, 5, 0)),
+            "img@BACKUPUTC20170802T050000.full",
+            true,
+        );
+        let plan = w.run(&s, at(3, 0, 0));
+        assert_eq!(
+            removals(&plan),
+            ["BACKUPUTC20170802T050000", "BACKUPUTC20170803T000000"]
+        );
+        assert_eq!(
+            w.snap_names(),
+            ["BACKUPUTC20170801T000000", "BACKUPUTC20170802T000000"]
+        );
+    }
+
+    #[test]
+    fn entries_that_are_not_regular_files_are_never_removed_or_used() {
+        use crate::untrusted::EntryKind;
+        let snaps = [
+            Snapshot {
+                id: 1,
+                name: name(at(1, 0, 0)),
+            },
+            Snapshot {
+                id: 2,
+                name: name(at(2, 0, 0)),
+            },
+        ];
+        let entry = |name: &str, kind| FolderEntry {
+            name: name.into(),
+            kind,
+            size: 0,
+            exact_name: true,
+        };
+        let entries = [
+            FolderEntry::file("img@BACKUPUTC20170801T000000.full", 1),
+            entry(".cephbackup-tmp.dir", EntryKind::Directory),
+            entry(
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000",
+                EntryKind::Symlink,
+            ),
+            entry("img@BACKUPUTC20170801T000000.full.sha256", EntryKind::Fifo),
+            FolderEntry {
+                name: ".cephbackup-tmp.\u{fffd}".into(),
+                kind: EntryKind::File,
+                size: 0,
+                exact_name: false,
+            },
+        ];
+        let found = Found {
+            image: "img",
+            snapshots: &snaps,
+            entries: &entries,
+            record: &ImageRecord::default(),
+        };
+        let plan = plan_image(&settings_daily(), &found, at(3, 0, 0)).unwrap();
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        assert_eq!(
+            exports(&plan),
+            ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170801T000000"],
+            "the symlinked diff is no link of any chain"
+        );
     }
 }

@@ -306,6 +306,19 @@ impl CommandError {
         }
     }
 
+    /// The command error behind `err`, also when it reached us inside the I/O error of a stream
+    /// that a failed child was feeding.
+    pub fn find(err: &anyhow::Error) -> Option<&CommandError> {
+        err.chain().find_map(|cause| {
+            cause.downcast_ref::<CommandError>().or_else(|| {
+                cause
+                    .downcast_ref::<io::Error>()
+                    .and_then(io::Error::get_ref)
+                    .and_then(|inner| inner.downcast_ref::<CommandError>())
+            })
+        })
+    }
+
     /// The child's stderr, as text, when it ran and failed.
     pub fn stderr(&self) -> Option<String> {
         match &self.failure {
@@ -318,6 +331,44 @@ impl CommandError {
     pub fn is_not_found(&self) -> bool {
         matches!(&self.failure, Failure::Spawn(e) if e.kind() == io::ErrorKind::NotFound)
     }
+
+    /// What the failure means, read from the exit status: `rbd` exits with the errno of what
+    /// failed, which is stable where its messages are not.
+    pub fn kind(&self) -> FailureKind {
+        let Failure::Exit { status, .. } = &self.failure else {
+            return FailureKind::Other;
+        };
+        match status.code() {
+            Some(libc::ENOENT) => FailureKind::NotFound,
+            Some(libc::EEXIST) => FailureKind::AlreadyExists,
+            Some(libc::EBUSY) => FailureKind::Busy,
+            Some(libc::ETIMEDOUT) => FailureKind::TimedOut,
+            // Not EPERM: it is 1, which is also what rbd exits with for any other failure.
+            Some(libc::EACCES) => FailureKind::PermissionDenied,
+            _ => FailureKind::Other,
+        }
+    }
+
+    /// The command line, for people (debug logs).
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+}
+
+/// What a failed command's exit status says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// ENOENT: no such pool, image or snapshot.
+    NotFound,
+    /// EEXIST: the snapshot or image exists already.
+    AlreadyExists,
+    /// EBUSY: the image has watchers, or the snapshot is protected.
+    Busy,
+    /// ETIMEDOUT: the cluster did not answer in time (or could not be reached at all).
+    TimedOut,
+    /// EACCES: the cephx user may not do this.
+    PermissionDenied,
+    Other,
 }
 
 /// Ceph's log lines start with a timestamp, a thread id and a level
@@ -415,6 +466,29 @@ mod tests {
             without_log_prefix("rbd: error opening image x"),
             "rbd: error opening image x"
         );
+    }
+
+    #[test]
+    fn exit_statuses_are_typed() {
+        for (code, kind) in [
+            (2, FailureKind::NotFound),
+            (17, FailureKind::AlreadyExists),
+            (16, FailureKind::Busy),
+            (110, FailureKind::TimedOut),
+            (13, FailureKind::PermissionDenied),
+            (1, FailureKind::Other),
+        ] {
+            let err = sh(&format!("exit {code}")).run().unwrap_err();
+            assert_eq!(err.kind(), kind, "exit {code}");
+        }
+        let mut reader = sh("echo x; exit 17").spawn_reader().unwrap();
+        let io_err = reader.read_to_end(&mut Vec::new()).unwrap_err();
+        let err = anyhow::Error::new(io_err).context("cannot write x");
+        assert_eq!(
+            CommandError::find(&err).map(CommandError::kind),
+            Some(FailureKind::AlreadyExists)
+        );
+        assert!(CommandError::find(&anyhow::anyhow!("plain")).is_none());
     }
 
     #[test]

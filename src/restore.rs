@@ -113,7 +113,12 @@ pub fn choose<'a>(
     Ok((point, route))
 }
 
-pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> Result<Status> {
+pub fn run(
+    config: &Config,
+    args: &RestoreArgs,
+    check: bool,
+    locking: &lock::Locking,
+) -> Result<Status> {
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
@@ -126,7 +131,7 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         );
     }
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
-    let _lock = lock::acquire(&[(job.destination.clone(), lock::Kind::Shared)], wait)?;
+    let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
     let layout = chain::scan(&dir, &args.image)?;
     let (point, route) = choose(&layout, &label, args.at)?;
     let rbd = Rbd::new(Cluster::of(job), std::io::stderr().is_terminal());

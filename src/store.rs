@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use crate::naming::TEMP_PREFIX;
+use crate::untrusted::{kind_of, EntryKind};
 
 const COPY_CHUNK: usize = 1 << 20;
 /// Holes are made at this granularity; smaller zero runs are written.
@@ -34,6 +35,36 @@ pub struct ImageDir {
     root: PathBuf,
     pool: String,
     image: String,
+}
+
+/// One entry of an image folder, as the folder says it is (links are not followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// The name; when the real name is not UTF-8, a lossy rendering of it.
+    pub name: String,
+    pub kind: EntryKind,
+    /// Bytes, for regular files.
+    pub size: u64,
+    /// False when `name` is only a rendering of a name that is not UTF-8: such an entry is
+    /// reported, never acted on by name.
+    pub exact_name: bool,
+}
+
+impl FolderEntry {
+    /// A regular file called `name` (for tests and pure callers).
+    pub fn file(name: &str, size: u64) -> FolderEntry {
+        FolderEntry {
+            name: name.to_string(),
+            kind: EntryKind::File,
+            size,
+            exact_name: true,
+        }
+    }
+
+    /// True when the tool may act on this entry by its name (read it, or remove it).
+    pub fn is_usable_file(&self) -> bool {
+        self.kind == EntryKind::File && self.exact_name
+    }
 }
 
 impl ImageDir {
@@ -53,48 +84,97 @@ impl ImageDir {
         self.path().join(name)
     }
 
-    /// The names in the folder; none when it does not exist yet.
-    pub fn list(&self) -> Result<Vec<String>> {
-        let path = self.path();
-        let entries = match fs::read_dir(&path) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err).with_context(|| format!("cannot list {}", path.display())),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", path.display()))?;
-            match entry.file_name().into_string() {
-                Ok(name) => names.push(name),
-                Err(raw) => names.push(raw.to_string_lossy().into_owned()),
-            }
-        }
-        names.sort();
-        Ok(names)
+    /// The folders below the destination, outermost first.
+    fn levels(&self) -> [PathBuf; 2] {
+        [self.root.join(&self.pool), self.path()]
     }
 
-    /// Creates the pool and image folders. The destination itself must exist: when a backup disk
-    /// failed to mount, creating it would quietly fill the root filesystem instead.
+    /// The entries of the folder, sorted by name; none when it does not exist yet. A pool or image
+    /// folder that is a symlink or not a folder is refused: the tool never reads or writes
+    /// through a link someone else may have planted in the destination.
+    pub fn list(&self) -> Result<Vec<FolderEntry>> {
+        for level in self.levels() {
+            match kind_of(&level) {
+                Ok(EntryKind::Directory) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot read {}", level.display()))
+                }
+                Ok(kind) => bail!("{}", not_a_folder(&level, kind)),
+            }
+        }
+        let path = self.path();
+        let entries =
+            fs::read_dir(&path).with_context(|| format!("cannot list {}", path.display()))?;
+        let mut listed = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", path.display()))?;
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
+            let kind = EntryKind::of(meta.file_type());
+            let (name, exact_name) = match entry.file_name().into_string() {
+                Ok(name) => (name, true),
+                Err(raw) => (raw.to_string_lossy().into_owned(), false),
+            };
+            listed.push(FolderEntry {
+                name,
+                kind,
+                size: if kind == EntryKind::File {
+                    meta.len()
+                } else {
+                    0
+                },
+                exact_name,
+            });
+        }
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listed)
+    }
+
+    /// Creates the pool and image folders (0700). The destination itself must exist: when a backup
+    /// disk failed to mount, creating it would quietly fill the root filesystem instead. A pool or
+    /// image folder that is a symlink is refused, never written through.
     pub fn create(&self) -> Result<()> {
         if !self.root.is_dir() {
             bail!(
-                "destination directory {} does not exist (is the backup disk mounted?)",
-                self.root.display()
+                "destination directory {} does not exist{}",
+                self.root.display(),
+                crate::record::UNMOUNTED_HINT
             );
         }
-        let path = self.path();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&path)
-            .with_context(|| format!("cannot create {}", path.display()))
+        for level in self.levels() {
+            match DirBuilder::new().mode(0o700).create(&level) {
+                Ok(()) => sync_dir(level.parent().unwrap_or(&self.root))?,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => match kind_of(&level) {
+                    Ok(EntryKind::Directory) => {}
+                    Ok(kind) => bail!("{}", not_a_folder(&level, kind)),
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("cannot read {}", level.display()))
+                    }
+                },
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot create {}", level.display()))
+                }
+            }
+        }
+        Ok(())
     }
 
+    /// Removes a regular file of the folder (never a folder, and a link only as itself).
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.file(name);
         fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         sync_dir(&self.path())
     }
+}
+
+fn not_a_folder(path: &Path, kind: EntryKind) -> String {
+    format!(
+        "{} is {}, not a folder; the tool does not write or read through it",
+        path.display(),
+        kind.described()
+    )
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -532,9 +612,53 @@ mod tests {
             .contains("not-mounted"));
         assert!(!dir.path().join("not-mounted").exists());
         let image = ImageDir::new(dir.path(), "rbd", "my disk");
-        assert_eq!(image.list().unwrap(), Vec::<String>::new());
+        assert_eq!(image.list().unwrap(), Vec::<FolderEntry>::new());
         image.create().unwrap();
         let mode = fs::metadata(image.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn entries_say_what_they_are_and_linked_folders_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let image = ImageDir::new(dir.path(), "rbd", "vm");
+        image.create().unwrap();
+        fs::write(image.file("a"), b"12345").unwrap();
+        fs::create_dir(image.file("b")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", image.file("c")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"d\xff");
+        fs::write(image.path().join(odd), b"").unwrap();
+        let listed = image.list().unwrap();
+        let seen: Vec<(&str, EntryKind, u64, bool)> = listed
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind, e.size, e.exact_name))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", EntryKind::File, 5, true),
+                ("b", EntryKind::Directory, 0, true),
+                ("c", EntryKind::Symlink, 0, true),
+                ("d\u{fffd}", EntryKind::File, 0, false),
+            ]
+        );
+        assert!(!listed[3].is_usable_file());
+
+        // A pool folder planted as a link to elsewhere is neither listed nor written through.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("ssd")).unwrap();
+        let linked = ImageDir::new(dir.path(), "ssd", "vm");
+        for err in [linked.list().unwrap_err(), linked.create().unwrap_err()] {
+            assert!(
+                err.to_string().contains("is a symbolic link, not a folder"),
+                "{err}"
+            );
+        }
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        // A dangling one too, with the real cause rather than "File exists".
+        std::os::unix::fs::symlink(dir.path().join("absent"), dir.path().join("hdd")).unwrap();
+        let err = ImageDir::new(dir.path(), "hdd", "vm").create().unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
     }
 }

@@ -13,11 +13,9 @@
 //! had one; `--strict` makes it an error. Leftovers and strangers in a folder are warnings.
 
 use crate::{out, outln};
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufReader, Seek};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -100,23 +98,17 @@ struct Document<'a> {
     images: &'a [ImageReport],
 }
 
-pub fn run(config: &Config, args: &VerifyArgs, wait: Duration) -> Result<Status> {
+pub fn run(config: &Config, args: &VerifyArgs, locking: &lock::Locking) -> Result<Status> {
     let folders = catalog::select(
         config,
         args.narrow.pool.as_deref(),
         args.narrow.image.as_deref(),
     )?;
-    let destinations: BTreeSet<PathBuf> =
-        folders.iter().map(|f| f.job.destination.clone()).collect();
-    let shared: Vec<(PathBuf, lock::Kind)> = destinations
-        .into_iter()
-        .map(|d| (d, lock::Kind::Shared))
-        .collect();
-    // Shared: no backup may prune or slide a chain while it is being read.
-    let _lock = lock::acquire(&shared, wait)?;
     let mut reports = Vec::new();
     for folder in &folders {
         interrupt::check()?;
+        // Shared: no backup may prune or slide the chain while it is being read.
+        let _lock = locking.image(&folder.job.pool, &folder.image, lock::Kind::Shared)?;
         let report = verify_image(folder, args);
         if !args.json {
             out!("{}", report_lines(&report));
