@@ -122,6 +122,11 @@ fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
     }
 }
 
+/// True when `err` comes from a Ceph call that did not get an answer in time.
+fn timed_out(err: &anyhow::Error) -> bool {
+    CommandError::find(err).map(CommandError::kind) == Some(FailureKind::TimedOut)
+}
+
 /// Clusters that did not answer at all in this run, with the error that showed it.
 #[derive(Default)]
 struct Unreachable(RefCell<Vec<(Cluster, String)>>);
@@ -173,6 +178,17 @@ pub fn run(config: &Config, options: &RunOptions) -> Outcome {
     outcome
 }
 
+/// Why a section could not start, and whom to blame.
+struct SectionFailure {
+    /// How the error line names it (`pool rbd`, or `rbd/vm` when one image's check failed).
+    shown: String,
+    /// How the summary lists it.
+    label: String,
+    error: anyhow::Error,
+    /// Images never tried because the cluster stopped answering.
+    not_attempted: Vec<String>,
+}
+
 struct Section<'a> {
     job: &'a PoolJob,
     mode: Mode,
@@ -221,10 +237,18 @@ impl<'a> Section<'a> {
         );
         let images = match self.prepare() {
             Ok(images) => images,
-            Err(err) => {
-                let err = self.explain(&err);
-                eprintln!("error: pool {pool}: {err}");
-                outcome.failures.push((pool.clone(), err));
+            Err(failure) => {
+                let err = self.explain(&failure.error);
+                eprintln!("error: {}: {err}", failure.shown);
+                outcome.failures.push((failure.label, err));
+                let why = self.unreachable.reason(&self.cluster).unwrap_or_else(|| {
+                    "not attempted: the check of the destination failed".to_string()
+                });
+                for image in failure.not_attempted {
+                    outcome
+                        .failures
+                        .push((format!("{pool}/{image}"), why.clone()));
+                }
                 return;
             }
         };
@@ -259,57 +283,85 @@ impl<'a> Section<'a> {
     }
 
     /// Checks the destination and lists the images; an error fails the whole section.
-    fn prepare(&self) -> Result<Vec<String>> {
+    fn prepare(&self) -> Result<Vec<String>, SectionFailure> {
+        let pool = &self.job.pool;
+        let whole = |error: anyhow::Error| SectionFailure {
+            shown: format!("pool {pool}"),
+            label: pool.clone(),
+            error,
+            not_attempted: Vec::new(),
+        };
         if let Some(why) = self.unreachable.reason(&self.cluster) {
-            bail!("{why}");
+            return Err(whole(anyhow::anyhow!("{why}")));
         }
-        let destination = record::inspect(&self.job.destination)?;
+        let destination = record::inspect(&self.job.destination).map_err(whole)?;
         let shown = self.job.destination.display();
         match destination {
             Destination::Missing => {
-                bail!(
+                return Err(whole(anyhow::anyhow!(
                     "destination directory {shown} does not exist{}",
                     record::UNMOUNTED_HINT
-                )
+                )))
             }
-            Destination::NotAFolder(kind) => bail!(
-                "destination directory {shown} is {}, not a folder",
-                kind.described()
-            ),
+            Destination::NotAFolder(kind) => {
+                return Err(whole(anyhow::anyhow!(
+                    "destination directory {shown} is {}, not a folder",
+                    kind.described()
+                )))
+            }
             Destination::Recorded | Destination::Adoptable | Destination::Empty => {}
         }
-        let images = self.images()?;
+        let images = self.images().map_err(whole)?;
         match destination {
-            Destination::Adoptable => self.record_destination("adopted"),
+            Destination::Adoptable => self.record_destination("adopted").map_err(whole)?,
             Destination::Empty => {
                 self.refuse_if_snapshots_elsewhere(&images)?;
-                self.record_destination("first use")
+                self.record_destination("first use").map_err(whole)?;
             }
-            _ => Ok(()),
-        }?;
+            _ => {}
+        }
         Ok(images)
     }
 
     /// An empty destination without the tool's record, while the cluster holds backup snapshots
     /// of its images, is most likely the mount point of a backup disk that did not mount.
-    fn refuse_if_snapshots_elsewhere(&self, images: &[String]) -> Result<()> {
-        for image in images {
-            naming::check_name("image", image).map_err(anyhow::Error::msg)?;
-            let snapshots = self
-                .rbd
-                .list_snapshots(&self.job.pool, image)
-                .with_context(|| format!("{}/{image}: cannot list snapshots", self.job.pool))?;
+    fn refuse_if_snapshots_elsewhere(&self, images: &[String]) -> Result<(), SectionFailure> {
+        let pool = &self.job.pool;
+        for (index, image) in images.iter().enumerate() {
+            let failed = |error: anyhow::Error| SectionFailure {
+                shown: format!("{pool}/{image}"),
+                label: format!("{pool}/{image}"),
+                error,
+                not_attempted: images[index + 1..].to_vec(),
+            };
+            if naming::check_name("image", image).is_err() {
+                continue; // refused on its own when its turn comes
+            }
+            let snapshots = match self.rbd.list_snapshots(pool, image) {
+                Ok(snapshots) => snapshots,
+                // The cluster does not answer: nothing else will work either.
+                Err(err) if timed_out(&err) => {
+                    return Err(failed(err.context("cannot list snapshots")))
+                }
+                // A missing image has no snapshots to worry about; it fails on its own later.
+                Err(_) => continue,
+            };
             if let Some(snap) = snapshots.iter().find(|s| SnapName::is_owned(&s.name)) {
-                bail!(
-                    "destination directory {} is empty and carries no cephbackup record, but \
-                     {}/{image} has backup snapshot {}{}; to start this destination afresh on \
-                     purpose, run `cephbackup init-destination -c {}` once",
-                    self.job.destination.display(),
-                    self.job.pool,
-                    snap.name,
-                    record::UNMOUNTED_HINT,
-                    self.config_path.display()
-                );
+                return Err(SectionFailure {
+                    shown: format!("pool {pool}"),
+                    label: pool.clone(),
+                    error: anyhow::anyhow!(
+                        "destination directory {} is empty and carries no cephbackup record, but \
+                         {pool}/{image} has backup snapshot {}{}; nothing was changed. To start \
+                         this destination afresh on purpose, run `cephbackup init-destination -c \
+                         {}` once",
+                        self.job.destination.display(),
+                        snap.name,
+                        record::UNMOUNTED_HINT,
+                        self.config_path.display()
+                    ),
+                    not_attempted: Vec::new(),
+                });
             }
         }
         Ok(())

@@ -193,7 +193,7 @@ fn overlapping_runs_are_refused_or_wait_for_the_lock() {
         refused.stderr.contains(&format!(
             "another cephbackup run (pid {}) is using {}",
             first.id(),
-            w.dest.display()
+            w.spec("big")
         )),
         "{}",
         refused.stderr

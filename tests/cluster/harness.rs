@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use cephbackup::diffstream::{DiffHeader, DiffWriter};
 
 pub const MIB: u64 = 1024 * 1024;
+/// The tool's record in each image folder.
+pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
 
 pub struct Cluster {
     pub conf: PathBuf,
@@ -244,16 +246,24 @@ impl World {
         }
     }
 
-    /// Every name in an image's backup folder, sorted.
+    /// Every name in an image's backup folder, sorted, except the tool's record of the image
+    /// (which is not a backup file and stays when a run is rolled back).
     pub fn all_files(&self, image: &str) -> Vec<String> {
         let mut names: Vec<String> = match fs::read_dir(self.image_dir(image)) {
             Ok(entries) => entries
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name != IMAGE_RECORD)
                 .collect(),
             Err(_) => vec![],
         };
         names.sort();
         names
+    }
+
+    /// The image record the tool keeps in an image's folder, as JSON.
+    pub fn image_record(&self, image: &str) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.image_dir(image).join(IMAGE_RECORD)).unwrap())
+            .unwrap()
     }
 
     pub fn write_config(&self, body: &str) -> PathBuf {
