@@ -24,6 +24,10 @@ Exit status:
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
      the remaining ones skipped; a restore removed what it was creating";
 
+/// The longest `--wait`: a week. Bounded so that deadline arithmetic on it can never overflow
+/// (an unbounded value made `Instant + Duration` panic); no run waits longer in practice.
+pub const MAX_WAIT_SECONDS: u64 = 7 * 24 * 60 * 60;
+
 /// Backup tool for ceph: snapshots RBD images and exports them to a folder, full or incremental.
 ///
 /// With no command, backs up every image the configuration names (what cron runs).
@@ -45,9 +49,15 @@ pub struct Cli {
     #[arg(long)]
     pub check: bool,
 
-    /// Wait up to SECONDS for another run using the same destination to finish, instead of
-    /// exiting at once
-    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    /// Wait up to SECONDS (at most 604800, a week) for another run using the same destination
+    /// to finish, instead of exiting at once
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        global = true,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECONDS)
+    )]
     pub wait: u64,
 
     /// Folder for the per-image lock files [default: /run/cephbackup for root, else a private
@@ -253,6 +263,27 @@ mod tests {
         let err = parse(&["--to", "x", "--at", "yesterday"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn wait_is_bounded_to_a_week() {
+        let parse = |value: &str| Cli::try_parse_from(["cephbackup", &format!("--wait={value}")]);
+        assert_eq!(parse("0").unwrap().wait, 0);
+        assert_eq!(parse("604800").unwrap().wait, MAX_WAIT_SECONDS);
+        for value in [
+            "604801",
+            "9223372036854775807",
+            "18446744073709551616",
+            "-1",
+            "1h",
+        ] {
+            let err = parse(value).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{value}");
+            let message = err.to_string();
+            assert!(message.contains("--wait"), "{value}: {message}");
+        }
+        let message = parse("9223372036854775807").unwrap_err().to_string();
+        assert!(message.contains("0..=604800"), "{message}");
     }
 
     #[test]

@@ -3,17 +3,34 @@
 //! The format comes from the original Python tool, which read it with Python 2's `ConfigParser`.
 //! The reader here follows that dialect (comment rules, `[DEFAULT]`, merged repeated sections,
 //! continuation lines, `%(name)s` references) so that an existing file means what it meant before.
-//! Where the original accepted mistakes silently or only failed halfway through a run (unknown
-//! keys, untrimmed image names, values checked lazily), this module reports them up front: every
-//! problem in the file at once, one line each, naming the file, line, section and key.
+//! Where the original accepted mistakes silently or only failed halfway through a run (untrimmed
+//! image names, values checked lazily), this module reports them up front: every problem in the
+//! file at once, one line each, naming the file, line, section and key.
+//!
+//! Strict where a mistake is dangerous, lenient where the original was. A key that looks like a
+//! misspelt known key is an error (a typo in `check mode` must never turn a dry run into a real
+//! run); any other unknown key is a warning, and a helper key that a `%(name)s` reference uses is
+//! fine. A value the section's mode never uses (the window of a full-mode section) is only
+//! warned about. Warnings travel beside the result and never stop a run.
+//!
+//! The tool runs as root from cron, so every input is bounded: the file must be a regular file of
+//! at most [`MAX_CONFIG_BYTES`], every value at most [`MAX_VALUE_BYTES`] once its references are
+//! expanded, durations have upper bounds, and at most [`MAX_REPORTED_PROBLEMS`] problems of each
+//! kind are listed, each on one line of bounded length.
 //!
 //! [`parse_str`] is pure; [`load`] is the only function here that touches the disk.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
+
+use crate::untrusted::{EntryKind, NotRegular};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
 
@@ -30,6 +47,19 @@ const SECTION_NAME_REFERENCE: &str = "__name__";
 const MAX_REFERENCE_DEPTH: usize = 10;
 /// Bounds the work for references that fan out (`%(a)s%(a)s…` at every level) without nesting.
 const MAX_REFERENCE_EXPANSIONS: usize = 10_000;
+/// The largest value, once its references are expanded. Counting references alone does not bound
+/// memory: ten references to a value of ten references to … reach gigabytes within both limits.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The largest configuration file read. Real ones are a few kilobytes; the bound keeps a wrong
+/// `-c` (a log file, a disk image) from being read whole into memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Problems of each kind (errors, warnings) listed; the rest are counted in one last line, so
+/// that a binary file passed as the configuration cannot flood cron's mail.
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
+/// Characters of a name or quoted text shown in a problem, so every problem stays a short line.
+const MAX_QUOTED_CHARS: usize = 80;
+/// Characters of a problem's message shown: a backstop for messages built elsewhere.
+const MAX_MESSAGE_CHARS: usize = 400;
 
 const IMAGES: &str = "images";
 const DESTINATION: &str = "destination directory";
@@ -57,19 +87,31 @@ const KNOWN_KEYS: [&str; 11] = [
 ];
 /// Seconds a Ceph operation may take before `rbd` gives up, unless `ceph timeout` says otherwise.
 pub const DEFAULT_CEPH_TIMEOUT: u32 = 300;
+/// The longest `ceph timeout`: one day. Longer means "never" in practice, which `0` says plainly.
+pub const MAX_CEPH_TIMEOUT: u32 = 86_400;
+/// The longest window, about a century, in days. Nothing longer means anything for backups, and
+/// the bound keeps window arithmetic far from the limits of the date types.
+const MAX_WINDOW_DAYS: u32 = 36_525;
 
 /// Python's `strtobool` words, which the original used for `compress` and `check mode`.
 const TRUE_WORDS: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
 const FALSE_WORDS: [&str; 6] = ["n", "no", "f", "false", "off", "0"];
 
-/// Edits within which an unknown key is probably a misspelling of a known one.
-const MAX_SUGGESTION_DISTANCE: usize = 3;
+/// Edits (ignoring spaces, `_` and `-`) within which an unknown key is probably a misspelling of a
+/// known one. Two, not more: `backup root` is three edits from `backup mode`, and is a helper key.
+const MAX_SUGGESTION_DISTANCE: usize = 2;
+/// An unknown key this long (ignoring separators) or longer that starts a known key, or that a
+/// known key starts (`check`, `dest`, `compression`), is taken as meaning that known key.
+const MIN_ABBREVIATION_CHARS: usize = 4;
 
 /// The whole configuration file: one job per pool section, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub path: PathBuf,
     pub pools: Vec<PoolJob>,
+    /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
+    /// values the mode ignores), in line order; to be shown before anything runs.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// What to back up for one pool, and how.
@@ -152,9 +194,35 @@ impl Window {
     pub fn is_outside(&self, now: DateTime<Utc>, taken: DateTime<Utc>) -> bool {
         taken < self.cutoff(now)
     }
+
+    /// Refuses a window longer than about a century ([`MAX_WINDOW_DAYS`]).
+    fn check_length(&self) -> Result<(), String> {
+        let longest = Window {
+            size: self.unit.longest_window(),
+            unit: self.unit,
+        };
+        if self.size <= longest.size {
+            Ok(())
+        } else {
+            Err(format!(
+                "window of {self} is longer than 100 years (at most {longest})"
+            ))
+        }
+    }
 }
 
 impl WindowUnit {
+    /// The largest `window size` in this unit: [`MAX_WINDOW_DAYS`], or 1200 calendar months.
+    fn longest_window(self) -> u32 {
+        match self {
+            WindowUnit::Minutes => MAX_WINDOW_DAYS * 24 * 60,
+            WindowUnit::Hours => MAX_WINDOW_DAYS * 24,
+            WindowUnit::Days => MAX_WINDOW_DAYS,
+            WindowUnit::Weeks => MAX_WINDOW_DAYS / 7,
+            WindowUnit::Months => 100 * 12,
+        }
+    }
+
     fn singular(self) -> &'static str {
         match self {
             WindowUnit::Minutes => "minute",
@@ -177,7 +245,7 @@ impl fmt::Display for Window {
 ///
 /// Displays as one line, `<file>:<line>: [<section>] <key>: <message>`; the section and key parts
 /// are left out when they do not apply, and the line part when the file could not be read at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigProblem {
     pub file: PathBuf,
     /// 1-based; 0 when the problem concerns the file as a whole.
@@ -195,39 +263,44 @@ impl fmt::Display for ConfigProblem {
         }
         f.write_str(": ")?;
         if let Some(section) = &self.section {
-            write!(f, "[{}] ", printable(section))?;
+            write!(f, "[{}] ", excerpt(section, MAX_QUOTED_CHARS))?;
         }
         if let Some(key) = &self.key {
-            write!(f, "{}: ", printable(key))?;
+            write!(f, "{}: ", excerpt(key, MAX_QUOTED_CHARS))?;
         }
-        f.write_str(&printable(&self.message))
+        f.write_str(&excerpt(&self.message, MAX_MESSAGE_CHARS))
     }
 }
 
 impl std::error::Error for ConfigProblem {}
 
-/// Every problem found in the file, in line order; displays one problem per line.
+/// Why the file cannot be used: every error found, in line order (displayed one per line), and
+/// the warnings found beside them, so that fixing the errors brings no new surprise.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigProblem>);
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigProblem>,
+    pub warnings: Vec<ConfigProblem>,
+}
 
 impl ConfigErrors {
-    /// Sorts by line (keeping discovery order within a line) and drops exact repeats, which
-    /// arise when several pools inherit the same faulty `[DEFAULT]` value.
-    fn in_line_order(mut problems: Vec<ConfigProblem>) -> Self {
-        problems.sort_by_key(|problem| problem.line);
-        let mut distinct: Vec<ConfigProblem> = Vec::with_capacity(problems.len());
-        for problem in problems {
-            if !distinct.contains(&problem) {
-                distinct.push(problem);
-            }
+    /// The file as a whole could not be read.
+    fn whole_file(file: &Path, message: String) -> Self {
+        ConfigErrors {
+            errors: vec![ConfigProblem {
+                file: file.to_path_buf(),
+                line: 0,
+                section: None,
+                key: None,
+                message,
+            }],
+            warnings: Vec::new(),
         }
-        ConfigErrors(distinct)
     }
 }
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, problem) in self.0.iter().enumerate() {
+        for (index, problem) in self.errors.iter().enumerate() {
             if index > 0 {
                 f.write_str("\n")?;
             }
@@ -241,14 +314,24 @@ impl std::error::Error for ConfigErrors {}
 
 /// Parses the text of a configuration file; `path` is only used to name the file in problems.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(path));
+    }
     parse_text(text, path, &[])
 }
 
 /// Reads and parses the configuration file at `path`.
+///
+/// The path may be a symlink (a managed file linked into `/etc/cephbackup`), but what it leads to
+/// must be a regular file of at most [`MAX_CONFIG_BYTES`]: a FIFO, a device or `/dev/zero` is
+/// refused at once, before a byte is read.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let bytes = std::fs::read(path).map_err(|error| unreadable_file(path, &error))?;
+    let bytes = read_bounded(path).map_err(|error| unreadable_file(path, &error))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(path));
+    }
     match String::from_utf8(bytes) {
-        Ok(text) => parse_str(&text, path),
+        Ok(text) => parse_text(&text, path, &[]),
         Err(not_utf8) => {
             // Python 2 read bytes, so old files may carry Latin-1 comments; those stay harmless,
             // and only lines that matter are reported.
@@ -259,16 +342,48 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn unreadable_file(path: &Path, error: &std::io::Error) -> ConfigErrors {
-    ConfigErrors(vec![ConfigProblem {
-        file: path.to_path_buf(),
-        line: 0,
-        section: None,
-        key: None,
-        message: format!("cannot read configuration file: {error}"),
-    }])
+/// Reads at most one byte more than [`MAX_CONFIG_BYTES`], so that an endless input (a growing
+/// file, a device that slipped through) can never make this allocate without bound.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let file = open_config_file(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
+/// Opens the configuration file for reading, following symlinks but accepting only a regular file.
+///
+/// `O_NONBLOCK` keeps a FIFO from hanging `open` until some writer appears, and `O_NOCTTY` keeps
+/// a terminal device from becoming the controlling terminal of a tool started by cron. The check
+/// looks at the open handle, not at the path again, so nothing can be swapped in between.
+fn open_config_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    match EntryKind::of(file.metadata()?.file_type()) {
+        EntryKind::File => Ok(file),
+        // Reading a folder always failed with this; users and scripts know the message.
+        EntryKind::Directory => Err(io::Error::from_raw_os_error(libc::EISDIR)),
+        kind => Err(io::Error::other(NotRegular(kind))),
+    }
+}
+
+fn unreadable_file(path: &Path, error: &io::Error) -> ConfigErrors {
+    ConfigErrors::whole_file(path, format!("cannot read configuration file: {error}"))
+}
+
+fn too_large(path: &Path) -> ConfigErrors {
+    ConfigErrors::whole_file(
+        path,
+        format!(
+            "configuration file is larger than 1 MiB ({MAX_CONFIG_BYTES} bytes), far more than \
+             any configuration needs; is it the right file?"
+        ),
+    )
+}
+
+/// 1-based numbers of the lines that are not UTF-8, in ascending order.
 fn undecodable_lines(bytes: &[u8]) -> Vec<usize> {
     bytes
         .split(|&byte| byte == b'\n')
@@ -279,7 +394,7 @@ fn undecodable_lines(bytes: &[u8]) -> Vec<usize> {
 }
 
 fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, ConfigErrors> {
-    let (ini, mut problems) = IniReader::new(path).read(text, undecodable);
+    let (ini, mut findings) = IniReader::new(path).read(text, undecodable);
     let pools: Vec<PoolJob> = ini
         .pools
         .iter()
@@ -288,19 +403,85 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
                 file: path,
                 pool,
                 defaults: &ini.defaults,
-                problems: &mut problems,
+                findings: &mut findings,
             };
             reader.job().ok()
         })
         .collect();
-    if problems.is_empty() {
-        Ok(Config {
-            path: path.to_path_buf(),
-            pools,
-        })
-    } else {
-        Err(ConfigErrors::in_line_order(problems))
+    findings.into_result(path, pools)
+}
+
+/// Whether a problem stops the file from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    Error,
+    /// Changes nothing a run does; shown, then the run goes on.
+    Warning,
+}
+
+/// Problems found so far, by severity, in discovery order.
+#[derive(Debug, Default)]
+struct Findings {
+    errors: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
+}
+
+impl Findings {
+    fn add(&mut self, severity: Severity, problem: ConfigProblem) {
+        match severity {
+            Severity::Error => self.errors.push(problem),
+            Severity::Warning => self.warnings.push(problem),
+        }
     }
+
+    /// The pools when nothing is an error. A warning that repeats an error is dropped: a faulty
+    /// `[DEFAULT]` value is only a warning for a full-mode pool but an error for an incremental
+    /// one, and one line about it is enough.
+    fn into_result(self, file: &Path, pools: Vec<PoolJob>) -> Result<Config, ConfigErrors> {
+        let Findings { errors, warnings } = self;
+        let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
+        let warnings: Vec<ConfigProblem> = warnings
+            .into_iter()
+            .filter(|warning| !error_set.contains(warning))
+            .collect();
+        let warnings = in_report_order(file, warnings);
+        if errors.is_empty() {
+            Ok(Config {
+                path: file.to_path_buf(),
+                pools,
+                warnings,
+            })
+        } else {
+            Err(ConfigErrors {
+                errors: in_report_order(file, errors),
+                warnings,
+            })
+        }
+    }
+}
+
+/// Sorts by line (keeping discovery order within a line), drops exact repeats (several pools
+/// inheriting one faulty `[DEFAULT]` value find the same problem), and keeps the first
+/// [`MAX_REPORTED_PROBLEMS`], counting the rest in one last line.
+fn in_report_order(file: &Path, mut problems: Vec<ConfigProblem>) -> Vec<ConfigProblem> {
+    problems.sort_by_key(|problem| problem.line);
+    let mut seen: HashSet<ConfigProblem> = HashSet::with_capacity(problems.len());
+    let mut distinct: Vec<ConfigProblem> = problems
+        .into_iter()
+        .filter(|problem| seen.insert(problem.clone()))
+        .collect();
+    if distinct.len() > MAX_REPORTED_PROBLEMS {
+        let hidden = distinct.len() - MAX_REPORTED_PROBLEMS;
+        distinct.truncate(MAX_REPORTED_PROBLEMS);
+        distinct.push(ConfigProblem {
+            file: file.to_path_buf(),
+            line: 0,
+            section: None,
+            key: None,
+            message: format!("{hidden} more like these not shown"),
+        });
+    }
+    distinct
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,8 +498,11 @@ struct RawEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RawSection {
     name: String,
+    /// Of the first header; 0 for `[DEFAULT]` until its header is seen.
     line: usize,
     entries: Vec<RawEntry>,
+    /// Where each key is in `entries`, so that a file of many keys is not quadratic to read.
+    positions: HashMap<String, usize>,
 }
 
 impl RawSection {
@@ -327,24 +511,27 @@ impl RawSection {
             name: name.to_string(),
             line,
             entries: Vec::new(),
+            positions: HashMap::new(),
         }
     }
 
     fn get(&self, key: &str) -> Option<&RawEntry> {
-        self.entries.iter().find(|entry| entry.key == key)
+        self.positions.get(key).map(|&index| &self.entries[index])
     }
 
     /// Later assignments replace earlier ones, as in ConfigParser. Returns the entry's index so
     /// continuation lines can extend it.
     fn set(&mut self, key: String, value: String, line: usize) -> usize {
-        match self.entries.iter().position(|entry| entry.key == key) {
-            Some(index) => {
+        match self.positions.get(&key) {
+            Some(&index) => {
                 self.entries[index] = RawEntry { key, value, line };
                 index
             }
             None => {
+                let index = self.entries.len();
+                self.positions.insert(key.clone(), index);
                 self.entries.push(RawEntry { key, value, line });
-                self.entries.len() - 1
+                index
             }
         }
     }
@@ -387,12 +574,22 @@ enum Continuation {
     Discarded,
 }
 
+/// A key that is not one of [`KNOWN_KEYS`], as written; judged once the whole file is read.
+struct UnknownKey {
+    line: usize,
+    section: String,
+    key: String,
+}
+
 struct IniReader<'a> {
     file: &'a Path,
     ini: RawIni,
+    /// Where each pool section is in `ini.pools`.
+    pool_positions: HashMap<String, usize>,
     target: Target,
     continuation: Continuation,
-    problems: Vec<ConfigProblem>,
+    unknown_keys: Vec<UnknownKey>,
+    findings: Findings,
 }
 
 impl<'a> IniReader<'a> {
@@ -403,23 +600,33 @@ impl<'a> IniReader<'a> {
                 defaults: RawSection::new(DEFAULT_SECTION, 0),
                 pools: Vec::new(),
             },
+            pool_positions: HashMap::new(),
             target: Target::NoSectionYet,
             continuation: Continuation::Nothing,
-            problems: Vec::new(),
+            unknown_keys: Vec::new(),
+            findings: Findings::default(),
         }
     }
 
-    fn read(mut self, text: &str, undecodable: &[usize]) -> (RawIni, Vec<ConfigProblem>) {
+    /// `undecodable`: the numbers of the lines that were not UTF-8, ascending.
+    fn read(mut self, text: &str, undecodable: &[usize]) -> (RawIni, Findings) {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
             let kind = classify_line(line);
-            if kind != LineKind::Ignored && undecodable.contains(&number) {
-                self.report(number, None, "line is not valid UTF-8 text".to_string());
+            if kind != LineKind::Ignored {
+                if line.contains('\0') {
+                    self.skip_damaged_line(number, &kind);
+                    continue;
+                }
+                if undecodable.binary_search(&number).is_ok() {
+                    self.report(number, None, "line is not valid UTF-8 text".to_string());
+                }
             }
             self.apply(number, kind);
         }
-        (self.ini, self.problems)
+        self.report_unknown_keys();
+        (self.ini, self.findings)
     }
 
     fn apply(&mut self, number: usize, kind: LineKind<'_>) {
@@ -441,16 +648,53 @@ impl<'a> IniReader<'a> {
         }
     }
 
+    /// A NUL byte never belongs in a text file, and is what a file damaged by a crash typically
+    /// holds. The line is reported and otherwise skipped; a damaged header still ends the section
+    /// before it, so that the keys below it cannot land in another pool.
+    fn skip_damaged_line(&mut self, number: usize, kind: &LineKind<'_>) {
+        if matches!(kind, LineKind::Header(_)) {
+            self.target = Target::BrokenHeader;
+        }
+        let message = "line contains a NUL byte (is the file damaged?)";
+        self.report(number, None, message.to_string());
+        self.continuation = Continuation::Discarded;
+    }
+
     fn open_section(&mut self, name: &str, line: usize) {
         self.target = if name == DEFAULT_SECTION {
             Target::Defaults
-        } else if let Some(index) = self.ini.pools.iter().position(|pool| pool.name == name) {
+        } else if let Some(&index) = self.pool_positions.get(name) {
             Target::Pool(index)
         } else {
+            let index = self.ini.pools.len();
             self.ini.pools.push(RawSection::new(name, line));
-            Target::Pool(self.ini.pools.len() - 1)
+            self.pool_positions.insert(name.to_string(), index);
+            Target::Pool(index)
         };
         self.continuation = Continuation::Nothing;
+        self.note_repeated_header(line);
+    }
+
+    /// ConfigParser merges a repeated section into the first one, later values winning; so does
+    /// this reader, but one file cannot hold two jobs for one pool, so a repeat is probably a
+    /// mistake worth a warning.
+    fn note_repeated_header(&mut self, line: usize) {
+        let first = match self.target {
+            Target::Defaults if self.ini.defaults.line == 0 => {
+                self.ini.defaults.line = line;
+                return;
+            }
+            Target::Defaults => self.ini.defaults.line,
+            Target::Pool(index) => self.ini.pools[index].line,
+            Target::NoSectionYet | Target::BrokenHeader => return,
+        };
+        if first != line {
+            let message = format!(
+                "section repeats the one at line {first}; both are merged, and a key set in \
+                 both takes its later value"
+            );
+            self.warn(line, None, message);
+        }
     }
 
     fn add_option(&mut self, number: usize, key: String, value: String) {
@@ -458,13 +702,53 @@ impl<'a> IniReader<'a> {
             let message = "option outside any section (add a '[pool]' header above it)";
             self.report(number, Some(&key), message.to_string());
         }
-        if !KNOWN_KEYS.contains(&key.as_str()) && self.current_section().is_some() {
-            self.report(number, Some(&key), unknown_key_message(&key));
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            if let Some(section) = self.current_section() {
+                self.unknown_keys.push(UnknownKey {
+                    line: number,
+                    section: section.name.clone(),
+                    key: key.clone(),
+                });
+            }
         }
         self.continuation = match self.current_section_mut() {
             Some(section) => Continuation::Entry(section.set(key, value, number)),
             None => Continuation::Discarded,
         };
+    }
+
+    /// Unknown keys can only be judged once every `%(name)s` reference in the file is known: a
+    /// helper key that one uses is fine, one that looks like a misspelt known key is an error (a
+    /// typo in `check mode` must never turn a dry run into a real run), and any other is ignored
+    /// with a warning, as the original ignored it silently.
+    fn report_unknown_keys(&mut self) {
+        let referenced = referenced_names(&self.ini);
+        for unknown in std::mem::take(&mut self.unknown_keys) {
+            if referenced.contains(&unknown.key) {
+                continue;
+            }
+            let (severity, message) = match closest_known_key(&unknown.key) {
+                Some(known) => (
+                    Severity::Error,
+                    format!("unknown key (did you mean '{known}'?)"),
+                ),
+                None => (
+                    Severity::Warning,
+                    format!(
+                        "unknown key, ignored (known keys: {})",
+                        KNOWN_KEYS.join(", ")
+                    ),
+                ),
+            };
+            let problem = ConfigProblem {
+                file: self.file.to_path_buf(),
+                line: unknown.line,
+                section: Some(unknown.section),
+                key: Some(unknown.key),
+                message,
+            };
+            self.findings.add(severity, problem);
+        }
     }
 
     fn continue_option(&mut self, number: usize, text: &str) {
@@ -505,14 +789,50 @@ impl<'a> IniReader<'a> {
     }
 
     fn report(&mut self, line: usize, key: Option<&str>, message: String) {
+        self.add(Severity::Error, line, key, message);
+    }
+
+    fn warn(&mut self, line: usize, key: Option<&str>, message: String) {
+        self.add(Severity::Warning, line, key, message);
+    }
+
+    fn add(&mut self, severity: Severity, line: usize, key: Option<&str>, message: String) {
         let section = self.current_section().map(|section| section.name.clone());
-        self.problems.push(ConfigProblem {
+        let problem = ConfigProblem {
             file: self.file.to_path_buf(),
             line,
             section,
             key: key.map(str::to_string),
             message,
-        });
+        };
+        self.findings.add(severity, problem);
+    }
+}
+
+/// The lower-cased names of every well-formed `%(name)s` reference in any value of the file.
+fn referenced_names(ini: &RawIni) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let sections = std::iter::once(&ini.defaults).chain(&ini.pools);
+    for entry in sections.flat_map(|section| &section.entries) {
+        add_reference_names(&entry.value, &mut names);
+    }
+    names
+}
+
+/// Reads references the way the expansion does: the name runs to the first `)`, which must be
+/// followed by `s`. Malformed ones are skipped here (the expansion reports them if the value is
+/// used); skipping past their `)` keeps the scan linear however the text is made.
+fn add_reference_names(text: &str, names: &mut HashSet<String>) {
+    let mut rest = text;
+    while let Some(start) = rest.find("%(") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find(')') else {
+            return;
+        };
+        if after[end + 1..].starts_with('s') {
+            names.insert(after[..end].to_ascii_lowercase());
+        }
+        rest = &after[end + 1..];
     }
 }
 
@@ -595,33 +915,55 @@ fn python_trim(text: &str) -> &str {
     text.trim_matches(is_python_space)
 }
 
-fn unknown_key_message(key: &str) -> String {
-    match closest_known_key(key) {
-        Some(known) => format!("unknown key (did you mean '{known}'?)"),
-        None => format!("unknown key (known keys: {})", KNOWN_KEYS.join(", ")),
-    }
-}
-
+/// The known key that `key` most probably misspells: the same but for separators (`CheckMode`,
+/// `window_size`), a couple of edits away (`chek mode`), or an abbreviation or extension of it
+/// (`check`, `compression`). Compared without spaces, `_` and `-`.
 fn closest_known_key(key: &str) -> Option<&'static str> {
     let squashed = squash_separators(key);
-    if let Some(&same) = KNOWN_KEYS
+    let known_keys = KNOWN_KEYS
         .iter()
-        .find(|known| squash_separators(known) == squashed)
-    {
-        return Some(same);
-    }
-    KNOWN_KEYS
-        .iter()
-        .map(|&known| (edit_distance(key, known), known))
-        .filter(|&(distance, _)| distance <= MAX_SUGGESTION_DISTANCE)
+        .map(|&known| (known, squash_separators(known)));
+    let nearest = known_keys
+        .clone()
+        .filter_map(|(known, known_squashed)| {
+            within_edits(&squashed, &known_squashed, MAX_SUGGESTION_DISTANCE)
+                .map(|distance| (distance, known))
+        })
         .min_by_key(|&(distance, _)| distance)
-        .map(|(_, known)| known)
+        .map(|(_, known)| known);
+    nearest.or_else(|| {
+        known_keys
+            .filter(|(_, known_squashed)| abbreviates(&squashed, known_squashed))
+            .map(|(known, _)| known)
+            .next()
+    })
 }
 
 fn squash_separators(key: &str) -> String {
     key.chars()
         .filter(|c| !matches!(c, ' ' | '_' | '-'))
         .collect()
+}
+
+/// The edit distance when it is at most `limit`. Lengths that differ by more cannot be that
+/// close, which spares computing the distance for a key of a million characters.
+fn within_edits(from: &str, to: &str, limit: usize) -> Option<usize> {
+    let (from_chars, to_chars) = (from.chars().count(), to.chars().count());
+    if from_chars.abs_diff(to_chars) > limit {
+        return None;
+    }
+    Some(edit_distance(from, to)).filter(|&distance| distance <= limit)
+}
+
+/// Whether one of the two (squashed) keys starts the other and the shorter is long enough to be
+/// meant, not a coincidence.
+fn abbreviates(key: &str, known: &str) -> bool {
+    let (shorter, longer) = if key.len() <= known.len() {
+        (key, known)
+    } else {
+        (known, key)
+    };
+    shorter.chars().count() >= MIN_ABBREVIATION_CHARS && longer.starts_with(shorter)
 }
 
 /// Levenshtein distance in characters.
@@ -659,7 +1001,7 @@ struct PoolReader<'a, 'p> {
     file: &'a Path,
     pool: &'a RawSection,
     defaults: &'a RawSection,
-    problems: &'p mut Vec<ConfigProblem>,
+    findings: &'p mut Findings,
 }
 
 impl<'a> PoolReader<'a, '_> {
@@ -672,17 +1014,17 @@ impl<'a> PoolReader<'a, '_> {
         let ceph_keyring = self.optional(CEPH_KEYRING, parse_optional_text);
         let compress = self.optional(COMPRESS, parse_bool);
         let check_mode = self.optional(CHECK_MODE, parse_bool);
-        let window_size = self.optional(WINDOW_SIZE, parse_window_size);
-        let window_unit = self.optional(WINDOW_UNIT, parse_window_unit);
-        let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_window_size);
+        let window = self.window(mode.as_ref().ok().copied());
+        let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
         if let Err(message) = crate::naming::check_name("pool", &self.pool.name) {
-            self.problems.push(ConfigProblem {
+            let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
                 line: self.pool.line,
                 section: Some(self.pool.name.clone()),
                 key: None,
                 message,
-            });
+            };
+            self.findings.add(Severity::Error, problem);
         }
 
         // Every field is read before the first `?` so that all problems get recorded.
@@ -700,11 +1042,37 @@ impl<'a> PoolReader<'a, '_> {
             mode: mode?,
             compress: compress?.unwrap_or(false),
             check_mode: check_mode?.unwrap_or(false),
-            window: Window {
-                size: window_size?.unwrap_or(DEFAULT_WINDOW.size),
-                unit: window_unit?.unwrap_or(DEFAULT_WINDOW.unit),
-            },
+            window: window?,
         })
+    }
+
+    /// `window size` and `window unit`, which only incremental mode uses. Full mode never looks at
+    /// them, so a mistake there cannot change what a run does: it is a warning and the default
+    /// stands in. When the mode itself is wrong or missing they stay errors, to be safe.
+    fn window(&mut self, mode: Option<BackupMode>) -> Result<Window, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Full) => Severity::Warning,
+            Some(BackupMode::Incremental) | None => Severity::Error,
+        };
+        let size = self.optional_as(WINDOW_SIZE, parse_window_size, severity);
+        let unit = self.optional_as(WINDOW_UNIT, parse_window_unit, severity);
+        let window = Window {
+            size: size?.unwrap_or(DEFAULT_WINDOW.size),
+            unit: unit?.unwrap_or(DEFAULT_WINDOW.unit),
+        };
+        let Err(message) = window.check_length() else {
+            return Ok(window);
+        };
+        // Only a size that was written can exceed the bound: the default one never does.
+        let (line, section) = self.written(WINDOW_SIZE).map_or(
+            (self.pool.line, self.pool.name.as_str()),
+            |(entry, section)| (entry.line, section),
+        );
+        self.record(severity, line, section, WINDOW_SIZE, message);
+        match severity {
+            Severity::Error => Err(Reported),
+            Severity::Warning => Ok(DEFAULT_WINDOW),
+        }
     }
 
     fn required<T>(
@@ -716,7 +1084,8 @@ impl<'a> PoolReader<'a, '_> {
             Some(parsed) => Ok(parsed),
             None => {
                 let (line, section) = (self.pool.line, self.pool.name.as_str());
-                self.report(line, section, key, "required key is missing".to_string());
+                let message = "required key is missing".to_string();
+                self.record(Severity::Error, line, section, key, message);
                 Err(Reported)
             }
         }
@@ -728,19 +1097,30 @@ impl<'a> PoolReader<'a, '_> {
         key: &str,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, Reported> {
-        let Some(value) = self.value(key)? else {
+        self.optional_as(key, parse, Severity::Error)
+    }
+
+    /// Like [`Self::optional`], reporting a problem with `severity`; after a warning the key
+    /// counts as not set.
+    fn optional_as<T>(
+        &mut self,
+        key: &str,
+        parse: fn(&str) -> Result<T, String>,
+        severity: Severity,
+    ) -> Result<Option<T>, Reported> {
+        let Some(value) = self.value(key, severity)? else {
             return Ok(None);
         };
         match parse(&value.text) {
             Ok(parsed) => Ok(Some(parsed)),
             Err(message) => {
-                self.report(value.line, value.section, key, message);
-                Err(Reported)
+                self.record(severity, value.line, value.section, key, message);
+                unset_after(severity)
             }
         }
     }
 
-    fn value(&mut self, key: &str) -> Result<Option<Value<'a>>, Reported> {
+    fn value(&mut self, key: &str, severity: Severity) -> Result<Option<Value<'a>>, Reported> {
         let Some((entry, section)) = self.written(key) else {
             return Ok(None);
         };
@@ -751,8 +1131,8 @@ impl<'a> PoolReader<'a, '_> {
                 section,
             })),
             Err(message) => {
-                self.report(entry.line, section, key, message);
-                Err(Reported)
+                self.record(severity, entry.line, section, key, message);
+                unset_after(severity)
             }
         }
     }
@@ -769,7 +1149,8 @@ impl<'a> PoolReader<'a, '_> {
             })
     }
 
-    /// The raw text a `%(name)s` reference stands for, looked up as ConfigParser does.
+    /// The raw text a `%(name)s` reference stands for, looked up as ConfigParser does: the
+    /// section's own keys, then its name, then `[DEFAULT]`.
     fn referenced(&self, name: &str) -> Option<&'a str> {
         let (pool, defaults) = (self.pool, self.defaults);
         if let Some(entry) = pool.get(name) {
@@ -781,7 +1162,14 @@ impl<'a> PoolReader<'a, '_> {
         }
     }
 
+    /// Bounded three ways: nesting depth (as ConfigParser), the number of references followed,
+    /// and the size of the result, which alone keeps memory small whatever the file holds.
     fn expand_references(&self, raw: &str) -> Result<String, String> {
+        if raw.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "value is longer than 64 KiB ({MAX_VALUE_BYTES} bytes)"
+            ));
+        }
         let mut expanded = String::with_capacity(raw.len());
         let mut budget = MAX_REFERENCE_EXPANSIONS;
         self.expand_into(raw, 0, &mut budget, &mut expanded)?;
@@ -797,7 +1185,7 @@ impl<'a> PoolReader<'a, '_> {
     ) -> Result<(), String> {
         let mut rest = text;
         while let Some(start) = rest.find("%(") {
-            out.push_str(&rest[..start]);
+            push_bounded(out, &rest[..start])?;
             let reference = &rest[start..];
             let name_and_after = &reference[2..];
             let Some(name_end) = name_and_after
@@ -809,8 +1197,10 @@ impl<'a> PoolReader<'a, '_> {
             let name = name_and_after[..name_end].to_ascii_lowercase();
             let Some(target) = self.referenced(&name) else {
                 return Err(format!(
-                    "'%({name})s' refers to '{name}', which is not set in [{}] or [{DEFAULT_SECTION}]",
-                    self.pool.name
+                    "'%({})s' refers to {}, which is not set in [{}] or [{DEFAULT_SECTION}]",
+                    excerpt(&name, MAX_QUOTED_CHARS),
+                    quoted(&name),
+                    excerpt(&self.pool.name, MAX_QUOTED_CHARS)
                 ));
             };
             if depth >= MAX_REFERENCE_DEPTH {
@@ -825,19 +1215,46 @@ impl<'a> PoolReader<'a, '_> {
             self.expand_into(target, depth + 1, budget, out)?;
             rest = &name_and_after[name_end + 2..];
         }
-        out.push_str(rest);
-        Ok(())
+        push_bounded(out, rest)
     }
 
-    fn report(&mut self, line: usize, section: &str, key: &str, message: String) {
-        self.problems.push(ConfigProblem {
+    fn record(
+        &mut self,
+        severity: Severity,
+        line: usize,
+        section: &str,
+        key: &str,
+        message: String,
+    ) {
+        let problem = ConfigProblem {
             file: self.file.to_path_buf(),
             line,
             section: Some(section.to_string()),
             key: Some(key.to_string()),
             message,
-        });
+        };
+        self.findings.add(severity, problem);
     }
+}
+
+/// What a field is after its problem was recorded: an error fails it; after a warning it counts
+/// as not set, so that its default stands in.
+fn unset_after<T>(severity: Severity) -> Result<Option<T>, Reported> {
+    match severity {
+        Severity::Error => Err(Reported),
+        Severity::Warning => Ok(None),
+    }
+}
+
+/// Appends to an expanding value unless that would make it longer than [`MAX_VALUE_BYTES`].
+fn push_bounded(out: &mut String, text: &str) -> Result<(), String> {
+    if out.len() + text.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "'%(...)s' references expand to more than 64 KiB ({MAX_VALUE_BYTES} bytes)"
+        ));
+    }
+    out.push_str(text);
+    Ok(())
 }
 
 fn malformed_reference_message(reference: &str) -> String {
@@ -956,18 +1373,47 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 }
 
 fn parse_window_size(text: &str) -> Result<u32, String> {
-    reject_line_breaks(text)?;
-    let trimmed = python_trim(text);
-    let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+    let Some(digits) = unsigned_digits(text)? else {
         return Err(format!(
             "invalid value {} (expected a whole number, 0 or more)",
             quoted(text)
         ));
-    }
+    };
     digits
         .parse()
         .map_err(|_| format!("value {} is too large (at most {})", quoted(text), u32::MAX))
+}
+
+/// Seconds, up to [`MAX_CEPH_TIMEOUT`]; 0 means no limit. Its own parser, not the window's:
+/// the bound and the message are about seconds.
+fn parse_ceph_timeout(text: &str) -> Result<u32, String> {
+    let Some(digits) = unsigned_digits(text)? else {
+        return Err(format!(
+            "invalid value {} (expected a whole number of seconds, 0 for no limit)",
+            quoted(text)
+        ));
+    };
+    digits
+        .parse::<u32>()
+        .ok()
+        .filter(|&seconds| seconds <= MAX_CEPH_TIMEOUT)
+        .ok_or_else(|| {
+            format!(
+                "value {} is too large (at most {MAX_CEPH_TIMEOUT} seconds, one day; \
+                 0 means no limit)",
+                quoted(text)
+            )
+        })
+}
+
+/// The digits of a whole number written as Python's `int()` reads a non-negative one (an
+/// optional `+`); `Ok(None)` when the text is not such a number.
+fn unsigned_digits(text: &str) -> Result<Option<&str>, String> {
+    reject_line_breaks(text)?;
+    let trimmed = python_trim(text);
+    let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    let is_number = !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit());
+    Ok(is_number.then_some(digits))
 }
 
 fn parse_window_unit(text: &str) -> Result<WindowUnit, String> {
@@ -1001,8 +1447,17 @@ fn reject_line_breaks(text: &str) -> Result<(), String> {
     }
 }
 
+/// `text` in quotes, shortened to [`MAX_QUOTED_CHARS`] and kept on one line.
 fn quoted(text: &str) -> String {
-    format!("'{}'", printable(text))
+    format!("'{}'", excerpt(text, MAX_QUOTED_CHARS))
+}
+
+/// At most `max_chars` characters of `text` (then `…`), on one line however odd the text is.
+fn excerpt(text: &str, max_chars: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => printable(text),
+        Some((cut, _)) => Cow::Owned(format!("{}…", printable(&text[..cut]))),
+    }
 }
 
 /// Keeps every problem on one line however odd the text it quotes.
@@ -1058,6 +1513,23 @@ mod tests {
     /// A valid pool section; lines 1-4, so an appended line is line 5.
     fn minimal(extra: &str) -> String {
         format!("[rbd]\nimages = a\ndestination directory = /b\nbackup mode = full\n{extra}")
+    }
+
+    /// Like [`minimal`], in incremental mode, where the window keys matter; also lines 1-4.
+    fn minimal_incremental(extra: &str) -> String {
+        format!("[rbd]\nimages = a\ndestination directory = /b\nbackup mode = incremental\n{extra}")
+    }
+
+    fn warnings(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => lines(&config.warnings),
+            Err(errors) => panic!("unexpected problems:\n{errors}"),
+        }
+    }
+
+    fn lines(problems: &[ConfigProblem]) -> String {
+        let shown: Vec<String> = problems.iter().map(ConfigProblem::to_string).collect();
+        shown.join("\n")
     }
 
     fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
@@ -1464,8 +1936,9 @@ mod tests {
                  (expected '%(name)s')",
             ),
         ];
+        // Incremental, so that the window size's problem is an error, not a warning.
         for (what, line, expected) in cases {
-            assert_eq!(problems(&minimal(line)), expected, "{what}");
+            assert_eq!(problems(&minimal_incremental(line)), expected, "{what}");
         }
     }
 
@@ -1573,8 +2046,9 @@ mod tests {
                  (expected minutes, hours, days, weeks or months)",
             ),
         ];
+        // Incremental, so that the window keys' problems are errors, not warnings.
         for (what, line, expected) in cases {
-            assert_eq!(problems(&minimal(line)), expected, "{what}");
+            assert_eq!(problems(&minimal_incremental(line)), expected, "{what}");
         }
     }
 
@@ -1722,7 +2196,7 @@ mod tests {
         for (head, expected) in cases {
             let text = format!("{head}destination directory = /b\nbackup mode = full\n");
             let errors = parse_str(&text, Path::new("t.conf")).unwrap_err();
-            let first = errors.0[0].to_string();
+            let first = errors.errors[0].to_string();
             assert!(
                 first.starts_with(expected),
                 "{first:?} should start with {expected:?}"
@@ -1760,16 +2234,17 @@ mod tests {
                 "t.conf:5: [rbd] destination-directory: unknown key (did you mean 'destination directory'?)",
             ),
             ("ceph_conf = /c", "t.conf:5: [rbd] ceph_conf: unknown key (did you mean 'ceph config'?)"),
-            (
-                "retention = 3",
-                "t.conf:5: [rbd] retention: unknown key (known keys: images, destination directory, \
-                 ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
-                 window size, window unit, ceph timeout)",
-            ),
         ];
         for (line, expected) in cases {
             assert_eq!(problems(&minimal(line)), expected, "{line}");
         }
+        // Far from every known key: ignored with a warning, as the original ignored it.
+        assert_eq!(
+            warnings(&minimal("retention = 3")),
+            "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
+             directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
+             window size, window unit, ceph timeout)"
+        );
     }
 
     #[test]
@@ -1789,7 +2264,7 @@ mod tests {
     #[test]
     fn faulty_default_value_is_reported_once_at_its_line() {
         let text = "[DEFAULT]\nwindow size = 7d\nimages = a\ndestination directory = /b\n\
-                    backup mode = full\n[rbd]\n[ssd]\n";
+                    backup mode = incremental\n[rbd]\n[ssd]\n";
         assert_eq!(
             problems(text),
             "t.conf:2: [DEFAULT] window size: invalid value '7d' (expected a whole number, 0 or more)"
@@ -1892,7 +2367,7 @@ mod tests {
                         also accepted: y/n, true/false, t/f, on/off, 1/0)";
         assert_eq!(problems(text), expected);
         let errors = parse(text).unwrap_err();
-        let lines: Vec<usize> = errors.0.iter().map(|problem| problem.line).collect();
+        let lines: Vec<usize> = errors.errors.iter().map(|problem| problem.line).collect();
         assert_eq!(lines, [1, 1, 2, 3, 4, 8, 9]);
     }
 
@@ -2055,37 +2530,39 @@ mod tests {
     }
 
     fn read(text: &str) -> RawSection {
-        let (ini, problems) = IniReader::new(Path::new(FILE)).read(text, &[]);
-        assert_eq!(problems, vec![]);
+        let (ini, findings) = IniReader::new(Path::new(FILE)).read(text, &[]);
+        assert_eq!(findings.errors, vec![]);
+        assert_eq!(findings.warnings, vec![]);
         ini.pools.into_iter().next().unwrap()
     }
 
-    /// Helper keys used only as reference targets are unknown keys; drop those problems to
-    /// look at the reference expansion alone.
+    /// Looks at the reference expansion of the first pool alone, whatever the reader made of
+    /// the file's keys.
     fn parse_ignoring_unknown_keys(text: &str) -> PoolJob {
         let (ini, _) = IniReader::new(Path::new(FILE)).read(text, &[]);
-        let mut problems = Vec::new();
+        let mut findings = Findings::default();
         let reader = PoolReader {
             file: Path::new(FILE),
             pool: &ini.pools[0],
             defaults: &ini.defaults,
-            problems: &mut problems,
+            findings: &mut findings,
         };
         let job = reader.job();
-        assert_eq!(problems, vec![]);
+        assert_eq!(findings.errors, vec![]);
         job.ok().unwrap()
     }
 
     fn only_value_problem(text: &str) -> String {
         let (ini, _) = IniReader::new(Path::new(FILE)).read(text, &[]);
-        let mut problems = Vec::new();
+        let mut findings = Findings::default();
         let reader = PoolReader {
             file: Path::new(FILE),
             pool: &ini.pools[0],
             defaults: &ini.defaults,
-            problems: &mut problems,
+            findings: &mut findings,
         };
         assert!(reader.job().is_err());
+        let problems = findings.errors;
         assert_eq!(problems.len(), 1, "{problems:?}");
         problems[0].to_string()
     }
@@ -2131,8 +2608,8 @@ mod tests {
         ];
         for (path, expected) in cases {
             let errors = load(path).unwrap_err();
-            assert_eq!(errors.0.len(), 1);
-            assert_eq!(errors.0[0].line, 0);
+            assert_eq!(errors.errors.len(), 1);
+            assert_eq!(errors.errors[0].line, 0);
             assert_eq!(errors.to_string(), expected);
         }
     }
@@ -2150,5 +2627,499 @@ mod tests {
         let shown = load(&file.0).unwrap_err().to_string();
         let expected = format!("{}:5: [rbd] line is not valid UTF-8 text", file.0.display());
         assert_eq!(shown, expected);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Strict where a mistake is dangerous, lenient where the original was.
+
+    #[test]
+    fn unknown_keys_far_from_every_known_key_are_warnings() {
+        let text = minimal("description = nightly backups of the VMs\nbackup root = /srv\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.pools, vec![job("rbd", 1, &["a"], "/b")]);
+        let shown = lines(&config.warnings);
+        let expected_starts = [
+            "t.conf:5: [rbd] description: unknown key, ignored (known keys: images, ",
+            "t.conf:6: [rbd] backup root: unknown key, ignored (known keys: images, ",
+        ];
+        assert_eq!(shown.lines().count(), 2, "{shown}");
+        for (line, start) in shown.lines().zip(expected_starts) {
+            assert!(
+                line.starts_with(start),
+                "{line:?} should start with {start:?}"
+            );
+        }
+        // In [DEFAULT] too, reported once however many pools inherit it.
+        let text = "[DEFAULT]\nnotes = see the wiki\n[rbd]\nimages = a\n\
+                    destination directory = /b\nbackup mode = full\n[ssd]\nimages = b\n\
+                    destination directory = /b\nbackup mode = full\n";
+        let shown = warnings(text);
+        assert_eq!(shown.lines().count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("t.conf:2: [DEFAULT] notes: unknown key, ignored"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_close_to_a_known_key_stay_errors_with_a_suggestion() {
+        let cases = [
+            ("chek mode = yes", "chek mode", "check mode"),
+            ("windowsize = 3", "windowsize", "window size"),
+            ("Window Sise = 3", "window sise", "window size"),
+            ("check-mode = yes", "check-mode", "check mode"),
+            ("check = yes", "check", "check mode"),
+            ("compression = yes", "compression", "compress"),
+            ("dest = /x", "dest", "destination directory"),
+            ("image = a", "image", "images"),
+            ("ceph timout = 5", "ceph timout", "ceph timeout"),
+        ];
+        for (line, key, known) in cases {
+            let expected = format!("t.conf:5: [rbd] {key}: unknown key (did you mean '{known}'?)");
+            assert_eq!(problems(&minimal(line)), expected, "{line}");
+        }
+        // Three edits from `backup mode` is too far: a helper key, as in the README's examples.
+        assert!(parse(&minimal("backup root = /srv")).is_ok());
+    }
+
+    #[test]
+    fn referenced_helper_keys_are_accepted_silently_and_expand() {
+        // (what, text, expected destination of [rbd])
+        let cases = [
+            (
+                "[DEFAULT] helper, lower-cased",
+                "[DEFAULT]\nBackup Root = /srv\n[rbd]\nimages = a\nbackup mode = full\n\
+                 destination directory = %(backup root)s/ceph\n",
+                "/srv/ceph",
+            ),
+            (
+                "reference written in capitals",
+                "[DEFAULT]\nbackup root = /srv\n[rbd]\nimages = a\nbackup mode = full\n\
+                 destination directory = %(BACKUP ROOT)s/ceph\n",
+                "/srv/ceph",
+            ),
+            (
+                "same-section helper, defined after its use",
+                "[rbd]\nimages = a\nbackup mode = full\n\
+                 destination directory = %(base)s/x\nbase = /data\n",
+                "/data/x",
+            ),
+            (
+                "the section's helper wins over [DEFAULT]'s",
+                "[DEFAULT]\nbase = /srv\ndestination directory = %(base)s/%(__name__)s\n\
+                 [rbd]\nimages = a\nbackup mode = full\nbase = /data\n",
+                "/data/rbd",
+            ),
+            (
+                "nested helpers",
+                "[DEFAULT]\nroot = /srv\nbase = %(root)s/ceph\n[rbd]\nimages = a\n\
+                 backup mode = full\ndestination directory = %(base)s\n",
+                "/srv/ceph",
+            ),
+            (
+                "a helper whose name looks like a known key's",
+                "[DEFAULT]\nceph conf = /etc/ceph/c.conf\n[rbd]\nimages = a\n\
+                 backup mode = full\ndestination directory = /b\nceph config = %(ceph conf)s\n",
+                "/b",
+            ),
+        ];
+        for (what, text, expected) in cases {
+            let config = parse(text).unwrap_or_else(|errors| panic!("{what}: {errors}"));
+            assert_eq!(config.warnings, vec![], "{what}");
+            assert_eq!(config.pools[0].destination_text, expected, "{what}");
+        }
+        let config = parse(cases[5].1).unwrap();
+        assert_eq!(
+            config.pools[0].ceph_config,
+            PathBuf::from("/etc/ceph/c.conf")
+        );
+    }
+
+    #[test]
+    fn repeated_sections_merge_with_a_warning_naming_both_lines() {
+        let text = "[rbd]\nimages = a\ndestination directory = /first\nbackup mode = full\n\
+                    [ssd]\nimages = s\ndestination directory = /s\nbackup mode = full\n\
+                    [rbd]\ndestination directory = /second\ncompress = on\n\
+                    [DEFAULT]\n[DEFAULT]\n[rbd]\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.pools[0].destination_text, "/second");
+        assert!(config.pools[0].compress);
+        assert_eq!(config.pools[0].line, 1);
+        let merged = "section repeats the one at line 1; both are merged, and a key set in both \
+                      takes its later value";
+        assert_eq!(
+            lines(&config.warnings),
+            format!(
+                "t.conf:9: [rbd] {merged}\n\
+                 t.conf:13: [DEFAULT] section repeats the one at line 12; both are merged, and \
+                 a key set in both takes its later value\n\
+                 t.conf:14: [rbd] {merged}"
+            )
+        );
+    }
+
+    #[test]
+    fn bad_window_in_a_full_mode_section_is_a_warning_and_the_section_runs() {
+        let text = minimal("window size = 7d\nwindow unit = fortnights\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.pools, vec![job("rbd", 1, &["a"], "/b")]);
+        assert_eq!(
+            lines(&config.warnings),
+            "t.conf:5: [rbd] window size: invalid value '7d' (expected a whole number, 0 or more)\n\
+             t.conf:6: [rbd] window unit: invalid value 'fortnights' \
+             (expected minutes, hours, days, weeks or months)"
+        );
+        let cases = [
+            (
+                "window size = %(nowhere)s",
+                "t.conf:5: [rbd] window size: '%(nowhere)s' refers to 'nowhere', which is not \
+                 set in [rbd] or [DEFAULT]",
+            ),
+            (
+                "window size = 36526",
+                "t.conf:5: [rbd] window size: window of 36526 days is longer than 100 years \
+                 (at most 36525 days)",
+            ),
+            (
+                "window size = 99999999999",
+                "t.conf:5: [rbd] window size: value '99999999999' is too large (at most 4294967295)",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(warnings(&minimal(line)), expected, "{line}");
+            assert_eq!(only_pool(&minimal(line)).window, DEFAULT_WINDOW, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_window_in_an_incremental_section_stays_an_error() {
+        let text = minimal_incremental("window size = 7d\nwindow unit = fortnights\n");
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "t.conf:5: [rbd] window size: invalid value '7d' (expected a whole number, 0 or more)\n\
+             t.conf:6: [rbd] window unit: invalid value 'fortnights' \
+             (expected minutes, hours, days, weeks or months)"
+        );
+        assert_eq!(errors.warnings, vec![]);
+        // With no valid mode, nothing says the window is unused: still an error.
+        let text = "[rbd]\nimages = a\ndestination directory = /b\nbackup mode = ful\n\
+                    window size = 7d\n";
+        let shown = problems(text);
+        assert!(
+            shown.contains("t.conf:5: [rbd] window size: invalid value '7d'"),
+            "{shown}"
+        );
+        // One faulty [DEFAULT] window shared by a full and an incremental pool: one error line,
+        // and no warning repeating it.
+        let text = "[DEFAULT]\nwindow size = 7d\nimages = a\ndestination directory = /b\n\
+                    [full]\nbackup mode = full\n[incr]\nbackup mode = incremental\n";
+        let errors = parse(text).unwrap_err();
+        assert_eq!(
+            errors.to_string(),
+            "t.conf:2: [DEFAULT] window size: invalid value '7d' (expected a whole number, 0 or more)"
+        );
+        assert_eq!(errors.warnings, vec![]);
+    }
+
+    #[test]
+    fn window_length_is_bounded_to_a_century() {
+        let cases = [
+            ("minutes", 52_596_000),
+            ("hours", 876_600),
+            ("days", 36_525),
+            ("weeks", 5_217),
+            ("months", 1_200),
+        ];
+        let now = utc(2026, 3, 31, 12, 0, 0);
+        for (unit, longest) in cases {
+            let at_bound =
+                minimal_incremental(&format!("window size = {longest}\nwindow unit = {unit}\n"));
+            let window = only_pool(&at_bound).window;
+            assert_eq!(window.size, longest, "{unit}");
+            // Exact arithmetic, far from the date types' limits: no saturation, no panic.
+            let cutoff = window.cutoff(now);
+            assert!(cutoff > utc(1925, 1, 1, 0, 0, 0), "{unit}: {cutoff}");
+            assert!(cutoff < utc(1927, 1, 1, 0, 0, 0), "{unit}: {cutoff}");
+
+            let beyond = minimal_incremental(&format!(
+                "window size = {}\nwindow unit = {unit}\n",
+                longest + 1
+            ));
+            let expected = format!(
+                "t.conf:5: [rbd] window size: window of {} {unit} is longer than 100 years \
+                 (at most {longest} {unit})",
+                longest + 1
+            );
+            assert_eq!(problems(&beyond), expected, "{unit}");
+        }
+    }
+
+    #[test]
+    fn ceph_timeout_is_bounded_to_a_day() {
+        assert_eq!(only_pool(&minimal("ceph timeout = 0")).ceph_timeout, 0);
+        assert_eq!(
+            only_pool(&minimal("ceph timeout = 86400")).ceph_timeout,
+            MAX_CEPH_TIMEOUT
+        );
+        let too_large = |value: &str| {
+            format!(
+                "t.conf:5: [rbd] ceph timeout: value '{value}' is too large (at most 86400 \
+                 seconds, one day; 0 means no limit)"
+            )
+        };
+        let cases = [
+            ("86401", too_large("86401")),
+            ("4294967296", too_large("4294967296")),
+            (
+                "99999999999999999999999",
+                too_large("99999999999999999999999"),
+            ),
+            (
+                "15s",
+                "t.conf:5: [rbd] ceph timeout: invalid value '15s' (expected a whole number of \
+                 seconds, 0 for no limit)"
+                    .to_string(),
+            ),
+            (
+                "-1",
+                "t.conf:5: [rbd] ceph timeout: invalid value '-1' (expected a whole number of \
+                 seconds, 0 for no limit)"
+                    .to_string(),
+            ),
+        ];
+        for (value, expected) in cases {
+            let text = minimal(&format!("ceph timeout = {value}"));
+            assert_eq!(problems(&text), expected, "{value}");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bounds: the file, the values, the report.
+
+    /// Runs `f` on another thread and fails, rather than hangs, if it takes longer than 10 s.
+    fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(f()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("did not finish within 10 s")
+    }
+
+    fn load_error(path: &Path) -> String {
+        let path = path.to_path_buf();
+        let errors = within_seconds(move || load(&path)).unwrap_err();
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        errors.to_string()
+    }
+
+    #[test]
+    fn load_refuses_a_fifo_or_a_device_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cephbackup.conf");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // A FIFO nobody writes to would block a plain open() forever.
+        assert_eq!(
+            load_error(&fifo),
+            format!(
+                "{}: cannot read configuration file: is a FIFO, not a regular file; \
+                 it is not read",
+                fifo.display()
+            )
+        );
+        // A symlink to it is followed, and refused for what it leads to.
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        assert!(load_error(&link).ends_with("is a FIFO, not a regular file; it is not read"));
+        assert_eq!(
+            load_error(Path::new("/dev/zero")),
+            "/dev/zero: cannot read configuration file: is a device, not a regular file; \
+             it is not read"
+        );
+    }
+
+    #[test]
+    fn load_follows_a_symlink_to_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let managed = dir.path().join("managed.conf");
+        std::fs::write(&managed, minimal("")).unwrap();
+        let link = dir.path().join("cephbackup.conf");
+        std::os::unix::fs::symlink(&managed, &link).unwrap();
+        let config = load(&link).unwrap();
+        assert_eq!(config.path, link);
+        assert_eq!(config.pools, vec![job("rbd", 1, &["a"], "/b")]);
+    }
+
+    #[test]
+    fn load_refuses_a_file_over_the_size_limit() {
+        let limit = usize::try_from(MAX_CONFIG_BYTES).unwrap();
+        let mut text = minimal("").into_bytes();
+        let padding = limit - text.len();
+        text.extend(std::iter::repeat_n(b'#', padding - 1));
+        text.push(b'\n');
+        assert_eq!(text.len(), limit);
+        let file = TempFile::new("at-limit", &text);
+        assert_eq!(load(&file.0).unwrap().pools.len(), 1);
+
+        text.push(b'\n');
+        let file = TempFile::new("over-limit", &text);
+        let expected = format!(
+            "{}: configuration file is larger than 1 MiB (1048576 bytes), far more than any \
+             configuration needs; is it the right file?",
+            file.0.display()
+        );
+        assert_eq!(load_error(&file.0), expected);
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(parse_str(&text, &file.0).unwrap_err().to_string(), expected);
+    }
+
+    /// Ten references to a value of ten references to … : within the depth and count limits,
+    /// but gigabytes once expanded.
+    fn expansion_bomb() -> String {
+        let mut text = String::from("[rbd]\nimages = a\nbackup mode = full\n");
+        text.push_str(&format!("v9 = {}\n", "x".repeat(1000)));
+        for level in (0..9).rev() {
+            let next = format!("%(v{})s", level + 1);
+            text.push_str(&format!("v{level} = {}\n", next.repeat(10)));
+        }
+        text.push_str("destination directory = %(v0)s\n");
+        text
+    }
+
+    #[test]
+    fn an_expansion_bomb_is_refused_by_size() {
+        let text = expansion_bomb();
+        assert!(text.len() < 2000);
+        assert_eq!(
+            problems(&text),
+            "t.conf:14: [rbd] destination directory: '%(...)s' references expand to more than \
+             64 KiB (65536 bytes)"
+        );
+        // Just under the bound is fine.
+        let text = format!(
+            "[rbd]\nimages = a\nbackup mode = full\nhalf = /{}\n\
+             destination directory = %(half)s%(half)s\n",
+            "x".repeat(MAX_VALUE_BYTES / 2 - 1)
+        );
+        assert_eq!(only_pool(&text).destination_text.len(), MAX_VALUE_BYTES);
+    }
+
+    #[test]
+    fn adversarial_inputs_give_one_line_errors() {
+        let deep = {
+            let mut text = String::from("[rbd]\nimages = a\nbackup mode = full\n");
+            for level in 0..1000 {
+                text.push_str(&format!("v{level} = %(v{})s\n", level + 1));
+            }
+            text.push_str("v1000 = /end\ndestination directory = %(v0)s\n");
+            text
+        };
+        // (what, text, the start of the one problem expected)
+        let cases = [
+            (
+                "huge expansion",
+                expansion_bomb(),
+                "t.conf:14: [rbd] destination directory: '%(...)s' references expand to more",
+            ),
+            (
+                "deep references",
+                deep,
+                "t.conf:1005: [rbd] destination directory: '%(...)s' references are nested",
+            ),
+            (
+                "very long value",
+                minimal_incremental(&format!("ceph config = /{}\n", "x".repeat(500_000))),
+                "t.conf:5: [rbd] ceph config: value is longer than 64 KiB (65536 bytes)",
+            ),
+            (
+                "very long line that is no option",
+                minimal(&format!("{}\n", "x".repeat(500_000))),
+                "t.conf:5: [rbd] cannot parse line 'xxxxxxxx",
+            ),
+            (
+                "very long malformed reference",
+                minimal(&format!("ceph user = {}\n", "%(".repeat(30_000))),
+                "t.conf:5: [rbd] ceph user: malformed reference '%(%(%(",
+            ),
+            (
+                // Unknown keys are only warned about, and their values only scanned for
+                // references: that scan must stay linear however the text is made.
+                "very long unknown key and value, with a bad value elsewhere",
+                minimal(&format!(
+                    "{} = 1\nnotes = {})x\ncompress = maybe\n",
+                    "k".repeat(300_000),
+                    "%(".repeat(200_000)
+                )),
+                "t.conf:7: [rbd] compress: invalid value 'maybe'",
+            ),
+            (
+                "NUL bytes in a value",
+                minimal("ceph user = a\0b\n"),
+                "t.conf:5: [rbd] line contains a NUL byte (is the file damaged?)",
+            ),
+            (
+                "a file of NUL bytes",
+                "\0".repeat(100_000),
+                "t.conf:1: line contains a NUL byte (is the file damaged?)",
+            ),
+            (
+                "a NUL byte in a header",
+                format!("{}[ss\0d]\ncompress = yes\n", minimal("")),
+                "t.conf:5: line contains a NUL byte (is the file damaged?)",
+            ),
+        ];
+        for (what, text, expected_start) in cases {
+            let errors = within_seconds(move || parse(&text)).unwrap_err();
+            let shown = errors.to_string();
+            assert_eq!(shown.lines().count(), 1, "{what}: {shown:.300}");
+            assert!(shown.starts_with(expected_start), "{what}: {shown:.300}");
+            assert!(shown.len() < 600, "{what}: {} characters", shown.len());
+        }
+
+        // Invalid UTF-8, through the file.
+        let mut text = minimal("").into_bytes();
+        text.extend_from_slice(b"ceph user = \xff\xfe\x00\xc3\n");
+        let file = TempFile::new("binary-value", &text);
+        assert_eq!(
+            load_error(&file.0),
+            format!(
+                "{}:5: [rbd] line contains a NUL byte (is the file damaged?)",
+                file.0.display()
+            )
+        );
+        let mut text = minimal("").into_bytes();
+        text.extend_from_slice(b"ceph user = \xff\xfe\xc3\n");
+        let file = TempFile::new("undecodable-value", &text);
+        assert_eq!(
+            load_error(&file.0),
+            format!("{}:5: [rbd] line is not valid UTF-8 text", file.0.display())
+        );
+    }
+
+    #[test]
+    fn problem_floods_are_capped_and_stay_fast() {
+        let mut many_pools = String::new();
+        for index in 0..50_000 {
+            many_pools.push_str(&format!("[p{index}]\n"));
+        }
+        let binary: Vec<u8> = b"\xff\n".repeat(200_000);
+        let file = TempFile::new("binary", &binary);
+        let path = file.0.clone();
+        let from_file = within_seconds(move || load(&path)).unwrap_err();
+        let from_text = within_seconds(move || parse(&many_pools)).unwrap_err();
+        for (errors, hidden) in [(from_file, 400_000 - 100), (from_text, 150_000 - 100)] {
+            let shown = errors.to_string();
+            assert_eq!(shown.lines().count(), MAX_REPORTED_PROBLEMS + 1);
+            let last = shown.lines().last().unwrap();
+            assert!(
+                last.ends_with(&format!(": {hidden} more like these not shown")),
+                "{last}"
+            );
+        }
+        let text = minimal("") + &(0..300).map(|i| format!("n{i} = x\n")).collect::<String>();
+        let config = parse(&text).unwrap();
+        assert_eq!(config.warnings.len(), MAX_REPORTED_PROBLEMS + 1);
     }
 }

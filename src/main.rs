@@ -32,11 +32,13 @@ fn init_logging(quiet: bool) {
 
 fn run(cli: &Cli) -> Status {
     let config = match config::load(&cli.conf) {
-        Ok(config) => config,
-        Err(errors) => {
-            for problem in &errors.0 {
-                eprintln!("error: {problem}");
-            }
+        Ok(config) => {
+            print_problems("warning", &config.warnings);
+            config
+        }
+        Err(problems) => {
+            print_problems("error", &problems.errors);
+            print_problems("warning", &problems.warnings);
             return Status::UsageOrConfig;
         }
     };
@@ -68,6 +70,14 @@ fn locking(cli: &Cli) -> lock::Locking {
     lock::Locking {
         dir: cli.lock_dir.clone().unwrap_or_else(lock::default_dir),
         wait: Duration::from_secs(cli.wait),
+    }
+}
+
+/// One line each, `<label>: <file>:<line>: [<section>] <key>: <message>`, on stderr, before
+/// anything else happens; warnings never change the exit status.
+fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
+    for problem in problems {
+        eprintln!("{label}: {problem}");
     }
 }
 

@@ -18,6 +18,10 @@ fn run_with(body: &str) -> (Run, String) {
 }
 
 const GOOD: &str = "images = a\ndestination directory = /nonexistent\nbackup mode = full\n";
+/// Incremental mode, where the window keys are used, so that their mistakes are errors (in full
+/// mode they are only warnings).
+const GOOD_INCREMENTAL: &str =
+    "images = a\ndestination directory = /nonexistent\nbackup mode = incremental\n";
 
 #[test]
 fn each_config_error_names_file_line_section_and_key() {
@@ -39,16 +43,20 @@ fn each_config_error_names_file_line_section_and_key() {
             ":5: [rbd] check mode:",
         ),
         (
-            &format!("[rbd]\n{GOOD}window size = 7d\n"),
+            &format!("[rbd]\n{GOOD_INCREMENTAL}window size = 7d\n"),
             ":5: [rbd] window size:",
         ),
         (
-            &format!("[rbd]\n{GOOD}window size = -3\n"),
+            &format!("[rbd]\n{GOOD_INCREMENTAL}window size = -3\n"),
             ":5: [rbd] window size:",
         ),
         (
-            &format!("[rbd]\n{GOOD}window unit = fortnights\n"),
+            &format!("[rbd]\n{GOOD_INCREMENTAL}window unit = fortnights\n"),
             ":5: [rbd] window unit:",
+        ),
+        (
+            &format!("[rbd]\n{GOOD}ceph timeout = 999999\n"),
+            ":5: [rbd] ceph timeout:",
         ),
         (
             "[rbd]\nimages = a\ndestination directory = /x\nbackup mode = differential\n",
@@ -131,4 +139,75 @@ fn usage_errors_exit_with_2_and_help_documents_the_exit_statuses() {
     assert!(String::from_utf8(out.stdout)
         .unwrap()
         .starts_with("cephbackup "));
+}
+
+#[test]
+fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
+    let body =
+        format!("[rbd]\n{GOOD}description = nightly\nchek mode = yes\nwindow size = 7d\n[rbd]\n");
+    let (run, path) = run_with(&body);
+    let run = run.code(2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("error: {path}:6: [rbd] chek mode: unknown key (did you mean 'check mode'?)"),
+            format!(
+                "warning: {path}:5: [rbd] description: unknown key, ignored (known keys: images, \
+                 destination directory, ceph config, ceph user, ceph keyring, backup mode, \
+                 compress, check mode, window size, window unit, ceph timeout)"
+            ),
+            format!(
+                "warning: {path}:7: [rbd] window size: invalid value '7d' (expected a whole \
+                 number, 0 or more)"
+            ),
+            format!(
+                "warning: {path}:8: [rbd] section repeats the one at line 1; both are merged, \
+                 and a key set in both takes its later value"
+            ),
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "nothing runs: {}", run.stdout);
+}
+
+#[test]
+fn a_config_that_is_no_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("cephbackup.conf");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    for (path, what) in [
+        (fifo.as_path(), "a FIFO"),
+        ("/dev/zero".as_ref(), "a device"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
+            .arg("-c")
+            .arg(path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let run = Run::from(out).code(2);
+        assert_eq!(
+            run.stderr,
+            format!(
+                "error: {}: cannot read configuration file: is {what}, not a regular file; \
+                 it is not read\n",
+                path.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn an_out_of_range_wait_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
+        .args(["--wait", "9223372036854775807", "-c", "/nonexistent.conf"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run = Run::from(out).code(2);
+    assert!(run.stderr.contains("0..=604800"), "{}", run.stderr);
 }
