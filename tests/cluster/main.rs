@@ -12,6 +12,7 @@ mod check_mode;
 mod config_errors;
 mod faults;
 mod list;
+mod proof;
 mod restore;
 mod selection;
 mod slide;
