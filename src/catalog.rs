@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::UsageError;
 use crate::config::{Config, PoolJob};
 use crate::naming;
+use crate::record::{self, Destination};
 use crate::store::ImageDir;
 
 /// One image's backup folder, and the section it was backed up by.
@@ -66,13 +67,7 @@ pub fn select<'a>(
     };
     let mut folders = Vec::new();
     for job in &jobs {
-        if !job.destination.is_dir() {
-            bail!(
-                "destination directory {} of [{}] does not exist (is the backup disk mounted?)",
-                job.destination.display(),
-                job.pool
-            );
-        }
+        check_destination(job)?;
         for name in image_folders(job)? {
             if image.is_none_or(|wanted| wanted == name) {
                 folders.push(ImageFolder {
@@ -102,6 +97,29 @@ pub fn select<'a>(
     Ok(folders)
 }
 
+/// Refuses a destination that cannot hold this section's backups: missing, not a folder, or an
+/// empty folder the tool never wrote to (a backup disk that did not mount, most likely).
+fn check_destination(job: &PoolJob) -> Result<()> {
+    let shown = job.destination.display();
+    let pool = &job.pool;
+    match record::inspect(&job.destination)? {
+        Destination::Recorded | Destination::Adoptable => Ok(()),
+        Destination::Missing => bail!(
+            "destination directory {shown} of [{pool}] does not exist{}",
+            record::UNMOUNTED_HINT
+        ),
+        Destination::NotAFolder(kind) => bail!(
+            "destination directory {shown} of [{pool}] is {}, not a folder",
+            kind.described()
+        ),
+        Destination::Empty => bail!(
+            "destination directory {shown} of [{pool}] is empty and carries no cephbackup \
+             record: no backup was ever written there{}",
+            record::UNMOUNTED_HINT
+        ),
+    }
+}
+
 /// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
 fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
     let pool_dir: PathBuf = job.destination.join(&job.pool);
@@ -113,7 +131,8 @@ fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", pool_dir.display()))?;
-        let is_dir = fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        // A link planted in the destination is not followed, not even to list it.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
             names.push(name);
         }
@@ -174,10 +193,20 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_destination_is_an_error() {
+    fn a_missing_empty_or_odd_destination_is_an_error() {
         let dest = tempfile::tempdir().unwrap();
         let config = config(&dest.path().join("not-mounted"));
         let err = select(&config, None, None).unwrap_err().to_string();
         assert!(err.contains("is the backup disk mounted?"), "{err}");
+        let config = super::tests::config(dest.path());
+        let err = select(&config, None, None).unwrap_err().to_string();
+        assert!(
+            err.contains("is empty and carries no cephbackup record"),
+            "{err}"
+        );
+        fs::write(dest.path().join("file"), "").unwrap();
+        let config = super::tests::config(&dest.path().join("file"));
+        let err = select(&config, None, None).unwrap_err().to_string();
+        assert!(err.contains("is a regular file, not a folder"), "{err}");
     }
 }
