@@ -97,13 +97,18 @@ pub fn select<'a>(
     Ok(folders)
 }
 
-/// Refuses a destination that cannot hold this section's backups: missing, not a folder, or an
-/// empty folder the tool never wrote to (a backup disk that did not mount, most likely).
+/// Refuses a destination that cannot hold this section's backups (missing, or not a folder), and
+/// warns about an empty folder the tool never wrote to (a backup disk that did not mount, most
+/// likely; [`unmarked_empty`] lets a command count it as a problem).
 fn check_destination(job: &PoolJob) -> Result<()> {
     let shown = job.destination.display();
     let pool = &job.pool;
     match record::inspect(&job.destination)? {
         Destination::Recorded | Destination::Adoptable => Ok(()),
+        Destination::Empty => {
+            tracing::warn!("{}", unmarked_empty_message(job));
+            Ok(())
+        }
         Destination::Missing => bail!(
             "destination directory {shown} of [{pool}] does not exist{}",
             record::UNMOUNTED_HINT
@@ -112,12 +117,28 @@ fn check_destination(job: &PoolJob) -> Result<()> {
             "destination directory {shown} of [{pool}] is {}, not a folder",
             kind.described()
         ),
-        Destination::Empty => bail!(
-            "destination directory {shown} of [{pool}] is empty and carries no cephbackup \
-             record: no backup was ever written there{}",
-            record::UNMOUNTED_HINT
-        ),
     }
+}
+
+fn unmarked_empty_message(job: &PoolJob) -> String {
+    format!(
+        "destination directory {} of [{}] is empty and carries no cephbackup record: no backup \
+         was ever written there{}",
+        job.destination.display(),
+        job.pool,
+        record::UNMOUNTED_HINT
+    )
+}
+
+/// For each selected section whose destination is empty and unmarked, the message saying so.
+pub fn unmarked_empty(config: &Config, pool: Option<&str>) -> Vec<String> {
+    config
+        .pools
+        .iter()
+        .filter(|job| pool.is_none_or(|p| p == job.pool))
+        .filter(|job| matches!(record::inspect(&job.destination), Ok(Destination::Empty)))
+        .map(unmarked_empty_message)
+        .collect()
 }
 
 /// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
@@ -193,16 +214,18 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_empty_or_odd_destination_is_an_error() {
+    fn a_missing_or_odd_destination_is_an_error_and_an_empty_one_is_reported() {
         let dest = tempfile::tempdir().unwrap();
         let config = config(&dest.path().join("not-mounted"));
         let err = select(&config, None, None).unwrap_err().to_string();
         assert!(err.contains("is the backup disk mounted?"), "{err}");
         let config = super::tests::config(dest.path());
-        let err = select(&config, None, None).unwrap_err().to_string();
+        assert!(select(&config, None, None).unwrap().is_empty());
+        let empty = unmarked_empty(&config, None);
+        assert_eq!(empty.len(), 2, "one per section: {empty:?}");
         assert!(
-            err.contains("is empty and carries no cephbackup record"),
-            "{err}"
+            empty[0].contains("is empty and carries no cephbackup record"),
+            "{empty:?}"
         );
         fs::write(dest.path().join("file"), "").unwrap();
         let config = super::tests::config(&dest.path().join("file"));

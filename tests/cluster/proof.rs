@@ -224,20 +224,27 @@ fn two_configs_sharing_a_destination_back_up_at_the_same_time() {
     let conf_a = a.config("images = big\nbackup mode = incremental\ncompress = yes");
     // The second config writes into the first one's destination, for its own pool.
     let conf_b = conf_for(&b, &a.dest, "images = small\nbackup mode = incremental");
-    let first = a.spawn(&["-c", conf_a.to_str().unwrap()]);
+    let mut first = a.spawn(&["-c", conf_a.to_str().unwrap()]);
     let started = Instant::now();
-    while names_in(&a.image_dir("big")).is_empty()
-        || !fs::read_dir(a.image_dir("big")).unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".cephbackup-tmp.")
+    let writing = |dir: &Path| {
+        fs::read_dir(dir).is_ok_and(|mut entries| {
+            entries.any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".cephbackup-tmp.")
+            })
         })
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the first run never started writing"
-        );
+    };
+    while !writing(&a.image_dir("big")) {
+        if first.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(120) {
+            let _ = first.kill();
+            let out = Run::from(first.wait_with_output().unwrap());
+            panic!(
+                "the first run never started writing:\n{}\n{}",
+                out.stdout, out.stderr
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = run(&b, &conf_b, &[]).success();
