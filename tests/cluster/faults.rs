@@ -307,12 +307,7 @@ fn a_full_disk_fails_the_image_cleanly_and_the_next_run_recovers() {
 #[test]
 fn an_unreachable_cluster_fails_within_the_timeout_naming_config_and_command() {
     let w = World::new();
-    let bad_conf = w.tmp.path().join("unreachable.conf");
-    fs::write(
-        &bad_conf,
-        "[global]\nmon host = v1:127.0.0.1:9\nauth client required = none\n",
-    )
-    .unwrap();
+    let bad_conf = w.unreachable_cluster_conf();
     let conf = w.write_config(&format!(
         "[rbd]\nimages = a\nbackup mode = incremental\ndestination directory = {}\n\
          ceph config = {}\nceph timeout = 3\n",

@@ -305,6 +305,36 @@ impl World {
             .expect("start cephbackup")
     }
 
+    /// Runs the real binary, SIGKILLing it (and failing the test) if it is still running after
+    /// `limit`: a hang becomes a failure, never a stuck test.
+    pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Run {
+        let mut child = self.spawn(args);
+        let deadline = std::time::Instant::now() + limit;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "{args:?} hung; killed after {limit:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    /// A Ceph configuration whose monitor nobody answers for.
+    pub fn unreachable_cluster_conf(&self) -> PathBuf {
+        let path = self.tmp.path().join("unreachable.conf");
+        fs::write(
+            &path,
+            "[global]\nmon host = v1:127.0.0.1:9\nauth client required = none\n",
+        )
+        .unwrap();
+        path
+    }
+
     pub fn backup(&self, conf: &Path) -> Run {
         self.cephbackup(&["-c", conf.to_str().unwrap()])
     }

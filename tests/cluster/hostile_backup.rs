@@ -9,35 +9,12 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
-/// Runs the binary, SIGKILLing it (and failing the test) if it is still running after `limit`.
 fn run_within(w: &World, args: &[&str], limit: Duration) -> Run {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cephbackup"))
-        .args(args)
-        .env_remove("CEPHBACKUP_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{args:?} hung; killed after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = w;
-    Run::from(child.wait_with_output().unwrap())
+    w.run_within(args, limit)
 }
 
 fn mkfifo(path: &Path) {

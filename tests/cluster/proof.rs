@@ -407,35 +407,19 @@ fn a_closed_stdout_stops_the_printing_not_the_backups() {
 #[test]
 fn an_unreachable_cluster_costs_one_timeout_not_one_per_image() {
     let w = World::new();
-    let bad_conf = w.tmp.path().join("unreachable.conf");
-    fs::write(
-        &bad_conf,
-        "[global]\nmon host = v1:127.0.0.1:9\nauth client required = none\n",
-    )
-    .unwrap();
+    let bad_conf = w.unreachable_cluster_conf();
     let conf = w.write_config(&format!(
         "[DEFAULT]\nbackup mode = incremental\ndestination directory = {}\nceph config = {}\n\
          ceph timeout = 3\n[rbd]\nimages = a, b, c, d, e\n[ssd]\nimages = f\n",
         w.dest.display(),
         bad_conf.display()
     ));
-    let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
     // A deadline that kills: the run must be over long before five or six timeouts add up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("still running after 10 s: one timeout per image");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr
+    let out = w
+        .run_within(&["-c", conf.to_str().unwrap()], Duration::from_secs(10))
+        .code(1);
+    let errors: Vec<&str> = out
+        .stderr
         .lines()
         .filter(|l| l.starts_with("error: "))
         .collect();
@@ -455,9 +439,12 @@ fn an_unreachable_cluster_costs_one_timeout_not_one_per_image() {
         "{}",
         errors[1]
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     for image in ["rbd/a", "rbd/b", "rbd/e"] {
-        assert!(stdout.contains(&format!("Failed: {image}")), "{stdout}");
+        assert!(
+            out.stdout.contains(&format!("Failed: {image}")),
+            "{}",
+            out.stdout
+        );
     }
 }
 
