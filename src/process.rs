@@ -34,14 +34,39 @@ fn untrack(child: &Child) {
     running().retain(|&pid| pid != child.id());
 }
 
+/// Waits for a registered child to exit and reaps it. The child is taken off the list after it
+/// exited but before it is reaped: until reaped its pid stays its own, so a signal sent by
+/// [`terminate_children`] meanwhile can never reach another process that reused the pid.
+fn wait_and_untrack(child: &mut Child) -> io::Result<ExitStatus> {
+    let pid = libc::id_t::from(child.id());
+    loop {
+        // SAFETY: waitid(2) writes only into the siginfo_t we own; WNOWAIT leaves the child
+        // unreaped.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let waited =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if waited == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            untrack(child);
+            return Err(err);
+        }
+    }
+    untrack(child);
+    child.wait()
+}
+
 /// Asks every running child to stop (SIGTERM). Their readers then see the stream end and the
 /// failure exit, and the usual error paths clean up; children started afterwards (the clean-up's
 /// own commands) are not affected.
 pub fn terminate_children() {
     for &pid in running().iter() {
         if let Ok(pid) = libc::pid_t::try_from(pid) {
-            // SAFETY: kill(2) has no memory-safety preconditions; the pid is one of our children
-            // that has not been reaped yet, so it cannot have been reused.
+            // SAFETY: kill(2) has no memory-safety preconditions. The pid is one of our children
+            // that has not been reaped yet (children leave the list before they are reaped, see
+            // `wait_and_untrack`), so it cannot have been reused.
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }
@@ -151,8 +176,7 @@ impl CommandLine {
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let copied = io::copy(input, &mut stdin);
         drop(stdin);
-        let status = child.wait();
-        untrack(&child);
+        let status = wait_and_untrack(&mut child);
         let stderr = stderr_tail.join().unwrap_or_default();
         let status = status.map_err(|err| CommandError::new(self, Failure::Read(err)))?;
         if !status.success() {
@@ -233,8 +257,7 @@ impl ChildReader {
     fn finish(&mut self) -> io::Result<()> {
         self.finished = true;
         drop(self.stdout.take());
-        let status = self.child.wait();
-        untrack(&self.child);
+        let status = wait_and_untrack(&mut self.child);
         let status = status?;
         let stderr = self.collect_stderr();
         if status.success() {
@@ -264,8 +287,7 @@ impl Drop for ChildReader {
         if !self.finished {
             // Nobody will read the rest; make sure the child does not outlive us.
             let _ = self.child.kill();
-            let _ = self.child.wait();
-            untrack(&self.child);
+            let _ = wait_and_untrack(&mut self.child);
             let _ = self.collect_stderr();
         }
     }
