@@ -214,6 +214,13 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         },
         _ => {}
     }
+    // Every file of the route is opened and its length checked before anything is
+    // created or planned: a file that cannot be used is refused in one line.
+    let limits = Limits::learn(&folder, &scanned.layout);
+    for link in &route {
+        interrupt::check()?;
+        stored::precheck(&folder, link, &limits.of(link))?;
+    }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
         point.taken().format("%Y-%m-%d %H:%M:%S UTC"),
@@ -232,12 +239,6 @@ pub fn run(config: &Config, args: &RestoreArgs, check: bool, wait: Duration) -> 
         return Ok(Status::Success);
     }
 
-    // Every file of the route is opened and its length checked before anything is created.
-    let limits = Limits::learn(&folder, &scanned.layout);
-    for link in &route {
-        interrupt::check()?;
-        stored::precheck(&folder, link, &limits.of(link))?;
-    }
     let checked = match &target {
         Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route, &limits),
         Target::File(path) => into_file(path, &folder, &route, &limits).map_err(blame_signal),
