@@ -11,6 +11,7 @@ mod chains;
 mod check_mode;
 mod config_errors;
 mod faults;
+mod hostile_read;
 mod list;
 mod restore;
 mod selection;
