@@ -150,6 +150,9 @@ enum Expect {
         message: String,
         older: String,
     },
+    /// The entry at `name` is flagged with `message`, but the point it claims is also reached by
+    /// regular files, and restores from them bit for bit.
+    Sidestepped { name: String, message: String },
     /// Names with control characters: reported escaped, and everything else works.
     Escaped { names: Vec<String> },
 }
@@ -342,6 +345,18 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
             listed: false,
         },
         Case {
+            what: "a FIFO named like a full of the newest point, which diffs also reach",
+            expect: Expect::Sidestepped {
+                name: format!("vm@{s2}.full"),
+                message: "is a FIFO, not a regular file".to_string(),
+            },
+            plant: Box::new({
+                let name = format!("vm@{s2}.full");
+                move |dir| mkfifo(&dir.join(&name))
+            }),
+            listed: true,
+        },
+        Case {
             what: "file names with control characters",
             expect: Expect::Escaped {
                 names: vec![evil.clone(), strange.clone()],
@@ -518,6 +533,30 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
             names.sort();
             assert_eq!(names, ["older.raw"], "{what}: only the target was written");
         }
+        Expect::Sidestepped { name, message } => {
+            let line = format!("  error: {name}: {message}");
+            assert!(
+                list.stdout.contains(&line),
+                "{what}: {line:?} in\n{}",
+                list.stdout
+            );
+            let path = dir.join(name).display().to_string();
+            let verify = run(&["verify", "--image", "vm"]).code(1);
+            let line = format!("error: {path}: {message}");
+            assert!(
+                verify.stdout.lines().any(|l| l.starts_with(&line)),
+                "{what}: {line:?} in\n{}",
+                verify.stdout
+            );
+            let expected = w.export("vm", Some(s2));
+            run(&strs(&restore(&["--to-file", file_out.to_str().unwrap()]))).success();
+            assert_eq!(file_sha256(&file_out), sha256(&expected), "{what}");
+            run(&strs(&restore(&["--to", &latest_image]))).success();
+            assert!(
+                same_bytes(&w.export(&latest_image, None), &expected),
+                "{what}"
+            );
+        }
         Expect::Escaped { names } => {
             for name in names {
                 let shown = cephbackup::output::escaped(name).into_owned();
@@ -680,4 +719,72 @@ fn a_target_that_cannot_be_written_is_named_with_its_cause() {
             missing.parent().unwrap().display()
         )
     );
+}
+
+/// A sparse archive member just under the absolute limit is read (nothing says the image is
+/// smaller), but it cannot keep `verify` or `restore --to-file` from stopping on SIGTERM: the
+/// signal is checked while the member is read, not only between files.
+#[test]
+fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
+    let w = World::new();
+    let dir = w.image_dir("vm");
+    fs::create_dir_all(&dir).unwrap();
+    let full = "vm@BACKUPUTC20200101T000000.full";
+    // 512 TiB of holes: days of reading.
+    fs::write(
+        dir.join(format!("{full}.tar.gz")),
+        sparse_bomb(full, 1 << 49),
+    )
+    .unwrap();
+    let conf = w.config("images = vm\nbackup mode = full");
+    let out = w.tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let target = out.join("vm.raw");
+    for args in [
+        vec!["verify"],
+        vec![
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            target.to_str().unwrap(),
+        ],
+    ] {
+        let mut all = vec!["-c", conf.to_str().unwrap()];
+        all.extend_from_slice(&args);
+        let mut child = w.spawn(&all);
+        // Well into the member by then.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");
+        let signalled = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if signalled.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("{args:?} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(143), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("interrupted by SIGTERM"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The interrupted restore removed its own partial file.
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
 }
