@@ -373,6 +373,52 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
     }
 
     #[test]
+    fn entries_that_are_not_regular_files_and_control_characters_are_flagged_visibly() {
+        let names = [
+            format!("vm@{S0}.full"),
+            "evil\x1b[2J\nerror: forged".to_string(),
+        ];
+        let mut listing = Listing {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            folder: "/b/rbd/vm".into(),
+            layout: Layout::build("vm", &names),
+            not_regular: vec![NotRegularEntry {
+                name: format!("vm@{S1}.full"),
+                kind: EntryKind::Symlink,
+            }],
+        };
+        listing.layout.files[0].size = 1024;
+        let text = text(std::slice::from_ref(&listing));
+        assert!(
+            text.contains(&format!(
+                "  error: vm@{S1}.full: is a symbolic link, not a regular file; it is not read\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("  warning: evil\\x1b[2J\\nerror: forged: not a backup file"),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("error: forged")),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text}");
+        let json = output::json(&document(std::slice::from_ref(&listing))).unwrap();
+        assert!(!json.contains('\x1b'), "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let findings = &value["images"][0]["findings"];
+        assert_eq!(findings[0]["name"], format!("vm@{S1}.full"));
+        assert_eq!(findings[0]["kind"], "not_regular");
+        assert_eq!(findings[0]["entry"], "symlink");
+        assert_eq!(findings[0]["severity"], "error");
+        assert_eq!(findings[1]["name"], names[1].as_str());
+        assert_eq!(findings[1]["kind"], "unexpected");
+        assert!(findings[1].get("entry").is_none());
+    }
+
+    #[test]
     fn sizes_for_people() {
         for (bytes, text) in [
             (0, "0 B"),

@@ -4,8 +4,10 @@
 //! file: written extents are written (their all-zero blocks become holes), zeroed extents are
 //! punched out, and the size record sets the length. The file therefore stays as sparse as the
 //! image, and memory stays bounded whatever the image size. Every link is read through
-//! [`stored::read_raw`], so its checksum and, for diffs, its structure and snapshot names are
-//! checked in the same pass; a problem stops the rebuild with an error naming the file.
+//! [`stored::read_raw`] within its [`Limits`], so its checksum and, for diffs, its structure,
+//! snapshot names and size record are checked in the same pass; a problem stops the rebuild with
+//! an error naming the backup file. A failure to write the image (a full disk, a read-only
+//! folder) is a [`TargetFailed`] naming the target instead: it is never the backup file's fault.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
