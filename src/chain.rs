@@ -14,13 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::diffstream::DiffHeader;
 use crate::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
-use crate::store::{FolderEntry, ImageDir};
+use crate::store::FolderEntry;
 use crate::untrusted::EntryKind;
 
 /// One backup file found in the folder.
@@ -160,6 +159,7 @@ impl Layout {
         let mut files = Vec::new();
         let mut checksums = Vec::new();
         let mut findings = Vec::new();
+        let mut bad_checksums = std::collections::HashSet::new();
         for entry in entries {
             let name = &entry.name;
             let other = |kind, message: &str| Finding {
@@ -176,6 +176,9 @@ impl Layout {
             }
             let classified = Entry::classify(image, name);
             if entry.kind != EntryKind::File {
+                if matches!(classified, Entry::Checksum(_)) {
+                    bad_checksums.insert(name.clone());
+                }
                 if classified != Entry::Unexpected || entry.kind != EntryKind::Directory {
                     findings.push(Finding {
                         name: name.clone(),
@@ -221,6 +224,22 @@ impl Layout {
                 )),
             }
         }
+        // A backup file whose checksum file is a link, FIFO or folder cannot be proven, and is
+        // not used (the checksum entry itself is reported above).
+        files.retain(|file: &Stored| {
+            let checksum = format!("{}{CHECKSUM_SUFFIX}", file.name);
+            let proven = !bad_checksums.contains(&checksum);
+            if !proven {
+                findings.push(Finding {
+                    name: file.name.clone(),
+                    kind: FindingKind::NotRegular,
+                    message: format!(
+                        "not used: its checksum file {checksum} is not a regular file"
+                    ),
+                });
+            }
+            proven
+        });
         for checksum in checksums {
             let of = checksum.strip_suffix(CHECKSUM_SUFFIX).unwrap_or(checksum);
             match files.iter_mut().find(|f| f.name == of) {
@@ -411,12 +430,6 @@ impl Layout {
         route.reverse();
         Some(route)
     }
-}
-
-/// Reads `image`'s folder: its entries, what they are and their sizes. A folder that does not
-/// exist reads as empty.
-pub fn scan(dir: &ImageDir, image: &str) -> Result<Layout> {
-    Ok(Layout::from_entries(image, &dir.list()?))
 }
 
 #[cfg(test)]

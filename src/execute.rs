@@ -657,7 +657,12 @@ impl<'s> ImageRun<'s> {
             Err(err) => return Ok(Some(format!("its checksum file cannot be used: {err:#}"))),
         };
         let size = self.section.rbd.size(pool, image, file.snap.as_str())?;
-        let read = stored::read_raw(&folder.join(&name), file.compressed, |raw| {
+        // The snapshot's size bounds what the file may claim to hold.
+        let limit = stored::Limit {
+            bytes: size,
+            why: format!("the size of snapshot {}", file.snap),
+        };
+        let read = stored::read_raw(&folder.join(&name), file.compressed, &limit, |raw| {
             Ok(io::copy(raw, &mut io::sink())?)
         });
         let facts = match read {

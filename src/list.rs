@@ -1,8 +1,11 @@
 //! `cephbackup list`: every image's chains, the points they restore to, and what does not fit.
 //!
 //! Reads the backup folders only (no cluster, no lock: files appear under their final names only
-//! once complete, so a listing during a backup is merely a moment early). The text and JSON
-//! renderings are pure functions of the scanned [`Layout`]s.
+//! once complete, so a listing during a backup is merely a moment early), and reads no file: the
+//! chains are those of the regular files ([`stored::scan`]), and an entry named like a backup or
+//! checksum file that is something else (a symlink, a FIFO, a folder) is flagged as an error. The
+//! text and JSON renderings are pure functions of the scanned folders; every name in the text is
+//! shown escaped ([`escaped`]), so a name cannot fake a line or drive the terminal.
 
 use crate::{out, outln};
 use std::fmt::Write as _;
@@ -11,8 +14,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::catalog::{self, ImageFolder};
-use crate::chain::{self, Finding, Layout, Stored};
+use crate::chain::{Finding, FindingKind, Layout, Stored};
 use crate::cli::{ListArgs, Status};
+use crate::output::{self, escaped};
+use crate::stored::{self, NotRegularEntry};
+use crate::untrusted::EntryKind;
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -23,6 +29,8 @@ pub struct Listing {
     pub image: String,
     pub folder: String,
     pub layout: Layout,
+    /// Entries named like backup or checksum files that are not regular files.
+    pub not_regular: Vec<NotRegularEntry>,
 }
 
 pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
@@ -37,13 +45,17 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
         match scan(folder) {
             Ok(listing) => listings.push(listing),
             Err(err) => {
-                eprintln!("error: {}: {err:#}", folder.label());
+                eprintln!(
+                    "error: {}: {}",
+                    escaped(&folder.label()),
+                    escaped(&format!("{err:#}"))
+                );
                 status = Status::Failed;
             }
         }
     }
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&document(&listings))?);
+        outln!("{}", output::json(&document(&listings))?);
     } else if listings.is_empty() && status == Status::Success {
         outln!("No backups found.");
     } else {
@@ -53,11 +65,13 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
 }
 
 fn scan(folder: &ImageFolder) -> Result<Listing> {
+    let scanned = stored::scan(&folder.dir, &folder.image)?;
     Ok(Listing {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
         folder: folder.dir.path().display().to_string(),
-        layout: chain::scan(&folder.dir, &folder.image)?,
+        layout: scanned.layout,
+        not_regular: scanned.not_regular,
     })
 }
 
@@ -92,7 +106,8 @@ pub fn text(listings: &[Listing]) -> String {
             out.push('\n');
         }
         let layout = &listing.layout;
-        let label = format!("{}/{}", listing.pool, listing.image);
+        let label = escaped(&format!("{}/{}", listing.pool, listing.image)).into_owned();
+        let folder = escaped(&listing.folder);
         let points = layout.points();
         let stored: u64 = layout.files.iter().map(|f| f.size).sum();
         match (points.first(), points.last()) {
@@ -105,11 +120,11 @@ pub fn text(listings: &[Listing]) -> String {
                     first.taken().format("%Y-%m-%d %H:%M:%S UTC"),
                     last.taken().format("%Y-%m-%d %H:%M:%S UTC"),
                     human_bytes(stored),
-                    listing.folder
+                    folder
                 );
             }
             _ => {
-                let _ = writeln!(out, "{label}: no restore points, in {}", listing.folder);
+                let _ = writeln!(out, "{label}: no restore points, in {folder}");
             }
         }
         for chain in &layout.chains {
@@ -125,13 +140,21 @@ pub fn text(listings: &[Listing]) -> String {
                 out.push_str(&file_line(&layout.files[index]));
             }
         }
+        for entry in &listing.not_regular {
+            let _ = writeln!(
+                out,
+                "  error: {}: {}",
+                escaped(&entry.name),
+                entry.message()
+            );
+        }
         for finding in &layout.findings {
             let _ = writeln!(
                 out,
                 "  {}: {}: {}",
                 severity(finding),
-                finding.name,
-                finding.message
+                escaped(&finding.name),
+                escaped(&finding.message)
             );
         }
     }
@@ -159,7 +182,7 @@ fn file_line(stored: &Stored) -> String {
         } else {
             "no-sum"
         },
-        stored.name
+        escaped(&stored.name)
     )
 }
 
@@ -202,9 +225,21 @@ struct FileDoc<'a> {
 
 #[derive(Serialize)]
 struct FindingDoc<'a> {
-    #[serde(flatten)]
-    finding: &'a Finding,
+    name: &'a str,
+    kind: Kind,
+    /// What the entry is, for an entry that is not a regular file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<EntryKind>,
+    message: String,
     severity: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Kind {
+    Chain(FindingKind),
+    /// `"not_regular"`: named like a backup or checksum file, but not a regular file.
+    Entry(&'static str),
 }
 
 fn file_doc(stored: &Stored) -> FileDoc<'_> {
@@ -247,13 +282,23 @@ fn document(listings: &[Listing]) -> Document<'_> {
                             files: chain.files().map(|i| file_doc(&layout.files[i])).collect(),
                         })
                         .collect(),
-                    findings: layout
-                        .findings
+                    findings: listing
+                        .not_regular
                         .iter()
-                        .map(|finding| FindingDoc {
-                            finding,
-                            severity: severity(finding),
+                        .map(|entry| FindingDoc {
+                            name: &entry.name,
+                            kind: Kind::Entry("not_regular"),
+                            entry: Some(entry.kind),
+                            message: entry.message(),
+                            severity: "error",
                         })
+                        .chain(layout.findings.iter().map(|finding| FindingDoc {
+                            name: &finding.name,
+                            kind: Kind::Chain(finding.kind),
+                            entry: None,
+                            message: finding.message.clone(),
+                            severity: severity(finding),
+                        }))
                         .collect(),
                 }
             })
@@ -286,6 +331,7 @@ mod tests {
             image: "vm".into(),
             folder: "/b/rbd/vm".into(),
             layout,
+            not_regular: vec![],
         }
     }
 
@@ -324,6 +370,52 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             .map(|f| (f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap()))
             .collect();
         assert_eq!(kinds, [("temporary", "warning"), ("missing_link", "error")]);
+    }
+
+    #[test]
+    fn entries_that_are_not_regular_files_and_control_characters_are_flagged_visibly() {
+        let names = [
+            format!("vm@{S0}.full"),
+            "evil\x1b[2J\nerror: forged".to_string(),
+        ];
+        let mut listing = Listing {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            folder: "/b/rbd/vm".into(),
+            layout: Layout::build("vm", &names),
+            not_regular: vec![NotRegularEntry {
+                name: format!("vm@{S1}.full"),
+                kind: EntryKind::Symlink,
+            }],
+        };
+        listing.layout.files[0].size = 1024;
+        let text = text(std::slice::from_ref(&listing));
+        assert!(
+            text.contains(&format!(
+                "  error: vm@{S1}.full: is a symbolic link, not a regular file; it is not read\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("  warning: evil\\x1b[2J\\nerror: forged: not a backup file"),
+            "{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("error: forged")),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text}");
+        let json = output::json(&document(std::slice::from_ref(&listing))).unwrap();
+        assert!(!json.contains('\x1b'), "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let findings = &value["images"][0]["findings"];
+        assert_eq!(findings[0]["name"], format!("vm@{S1}.full"));
+        assert_eq!(findings[0]["kind"], "not_regular");
+        assert_eq!(findings[0]["entry"], "symlink");
+        assert_eq!(findings[0]["severity"], "error");
+        assert_eq!(findings[1]["name"], names[1].as_str());
+        assert_eq!(findings[1]["kind"], "unexpected");
+        assert!(findings[1].get("entry").is_none());
     }
 
     #[test]

@@ -1222,7 +1222,10 @@ mod tests {
                 "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000",
                 EntryKind::Symlink,
             ),
-            entry("img@BACKUPUTC20170801T000000.full.sha256", EntryKind::Fifo),
+            entry(
+                "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000.sha256",
+                EntryKind::Fifo,
+            ),
             FolderEntry {
                 name: ".cephbackup-tmp.\u{fffd}".into(),
                 kind: EntryKind::File,
@@ -1243,5 +1246,19 @@ mod tests {
             ["img@BACKUPUTC20170803T000000.diff_from_BACKUPUTC20170801T000000"],
             "the symlinked diff is no link of any chain"
         );
+
+        // A full whose checksum file is a FIFO cannot be proven: no base either.
+        let mut odd = entries.to_vec();
+        odd.push(entry(
+            "img@BACKUPUTC20170801T000000.full.sha256",
+            EntryKind::Fifo,
+        ));
+        let found = Found {
+            entries: &odd,
+            ..found
+        };
+        let plan = plan_image(&settings_daily(), &found, at(3, 0, 0)).unwrap();
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        assert_eq!(exports(&plan), ["img@BACKUPUTC20170803T000000.full"]);
     }
 }

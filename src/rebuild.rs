@@ -4,8 +4,10 @@
 //! file: written extents are written (their all-zero blocks become holes), zeroed extents are
 //! punched out, and the size record sets the length. The file therefore stays as sparse as the
 //! image, and memory stays bounded whatever the image size. Every link is read through
-//! [`stored::read_raw`], so its checksum and, for diffs, its structure and snapshot names are
-//! checked in the same pass; a problem stops the rebuild with an error naming the file.
+//! [`stored::read_raw`] within its [`Limits`], so its checksum and, for diffs, its structure,
+//! snapshot names and size record are checked in the same pass; a problem stops the rebuild with
+//! an error naming the backup file. A failure to write the image (a full disk, a read-only
+//! folder) is a [`TargetFailed`] naming the target instead: it is never the backup file's fault.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -18,7 +20,9 @@ use tracing::info;
 
 use crate::chain::Stored;
 use crate::diffstream::{DiffReader, Record};
-use crate::{interrupt, store, stored};
+use crate::interrupt;
+use crate::output::{escaped, escaped_path};
+use crate::stored::{self, Limits};
 
 /// Aligned all-zero blocks of this size become holes.
 const BLOCK: usize = 4096;
@@ -133,8 +137,64 @@ fn is_unsupported(err: &io::Error) -> bool {
     )
 }
 
+/// A write to the image being rebuilt failed: the target's fault (a full disk, a read-only
+/// folder), never the backup file's, so the message names the target.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {target}")]
+pub struct TargetFailed {
+    pub target: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Where the image goes, for messages about writing it.
+struct Target<'a> {
+    image: SparseImage<'a>,
+    name: &'a str,
+}
+
+impl Target<'_> {
+    fn failed(&self, source: io::Error) -> TargetFailed {
+        TargetFailed {
+            target: self.name.to_string(),
+            source,
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), TargetFailed> {
+        self.image.write(offset, data).map_err(|e| self.failed(e))
+    }
+
+    fn zero(&mut self, offset: u64, length: u64) -> Result<(), TargetFailed> {
+        self.image.zero(offset, length).map_err(|e| self.failed(e))
+    }
+
+    fn set_len(&mut self, size: u64) -> Result<(), TargetFailed> {
+        self.image.set_len(size).map_err(|e| self.failed(e))
+    }
+}
+
+/// Copies a full backup's raw stream into the (empty) image, leaving holes for zero blocks.
+fn write_full(raw: &mut dyn Read, target: &mut Target) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err.into()),
+        };
+        target.write(at, &buf[..n])?;
+        at += n as u64;
+    }
+    // Trailing zero blocks were left as holes past the end: the length says they are there.
+    target.set_len(at)?;
+    Ok(())
+}
+
 /// Replays one checked diff stream onto the image file and sets its length to the diff's size.
-fn apply_diff<R: Read>(mut diff: DiffReader<R>, image: &mut SparseImage) -> Result<()> {
+fn apply_diff<R: Read>(mut diff: DiffReader<R>, target: &mut Target) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
     while let Some(record) = diff.next_record()? {
         interrupt::check()?;
@@ -146,56 +206,70 @@ fn apply_diff<R: Read>(mut diff: DiffReader<R>, image: &mut SparseImage) -> Resu
                     if n == 0 {
                         break;
                     }
-                    image.write(at, &buf[..n])?;
+                    target.write(at, &buf[..n])?;
                     at += n as u64;
                 }
             }
-            Record::Zero { offset, length } => image.zero(offset, length)?,
+            Record::Zero { offset, length } => target.zero(offset, length)?,
         }
     }
     let size = diff.header().size;
     diff.finish()?;
-    image.set_len(size)?;
+    target.set_len(size)?;
     Ok(())
 }
 
-/// Fails the stream once SIGINT or SIGTERM has arrived: a rebuild runs no child that the signal
-/// could stop, and a large full backup must not be written to the end first.
-struct StopOnSignal<R>(R);
-
-impl<R: Read> Read for StopOnSignal<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        interrupt::check().map_err(io::Error::other)?;
-        self.0.read(buf)
-    }
-}
-
-/// Rebuilds the point `route` ends at into `out`, an empty file, from the files in `dir`.
-/// Returns how many of the files had a checksum file to check them against.
-pub fn rebuild(dir: &Path, route: &[&Stored], out: &mut File) -> Result<usize> {
+/// Rebuilds the point `route` ends at into `out`, an empty file called `target` in messages, from
+/// the files in `dir`, each read within its limit. Returns how many of the files had a checksum
+/// file to check them against. An error names the backup file that caused it, or the target when
+/// writing it failed.
+pub fn rebuild(
+    dir: &Path,
+    route: &[&Stored],
+    limits: &Limits,
+    out: &mut File,
+    target: &str,
+) -> Result<usize> {
     let mut checked = 0;
     for (number, link) in route.iter().enumerate() {
         interrupt::check()?;
         let path = dir.join(&link.name);
-        info!("applying {} ({} of {})", link.name, number + 1, route.len());
+        let shown = escaped_path(&path);
+        info!(
+            "applying {} ({} of {})",
+            escaped(&link.name),
+            number + 1,
+            route.len()
+        );
         let recorded = stored::recorded_digest(dir, &link.name)?;
-        let ((), facts) = stored::read_raw(&path, link.file.compressed, |raw| {
-            let mut raw = BufReader::with_capacity(CHUNK, StopOnSignal(raw));
+        let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
+            let mut image = Target {
+                image: SparseImage::new(out).map_err(|e| TargetFailed {
+                    target: target.to_string(),
+                    source: e,
+                })?,
+                name: target,
+            };
             if link.file.is_full() {
-                store::write_raw(&mut raw, out)?;
-                return Ok(());
+                return write_full(raw, &mut image);
             }
-            let diff = DiffReader::new(raw)?;
-            link.check_diff_header(diff.header())
-                .map_err(anyhow::Error::msg)?;
-            apply_diff(diff, &mut SparseImage::new(out)?)
-        })
-        .with_context(|| format!("{}", path.display()))?;
-        stored::check_digest(recorded.as_deref(), &facts)
-            .with_context(|| format!("{}", path.display()))?;
+            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+            stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+            apply_diff(diff, &mut image)
+        });
+        let ((), facts) = match read {
+            Ok(read) => read,
+            // The target's own failure is not about the backup file: say only what failed.
+            Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
+            Err(err) => return Err(err.context(shown)),
+        };
+        stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
         checked += usize::from(recorded.is_some());
     }
-    out.sync_all().context("cannot sync the rebuilt image")?;
+    out.sync_all().map_err(|source| TargetFailed {
+        target: target.to_string(),
+        source,
+    })?;
     Ok(checked)
 }
 
@@ -225,7 +299,11 @@ mod tests {
 
     fn apply(stream: &[u8], file: &File) {
         let reader = DiffReader::new(stream).unwrap();
-        apply_diff(reader, &mut SparseImage::new(file).unwrap()).unwrap();
+        let mut target = Target {
+            image: SparseImage::new(file).unwrap(),
+            name: "test",
+        };
+        apply_diff(reader, &mut target).unwrap();
     }
 
     #[test]

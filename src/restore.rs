@@ -10,34 +10,53 @@
 //! the restore; the image it created is then removed, so a failed restore never leaves something
 //! that looks restored. An existing image is never touched.
 //!
+//! The backup folder is untrusted ground ([`crate::stored`]): only regular files are read, and
+//! before anything is created every file of the route is opened and its declared length checked,
+//! so a symlink, a FIFO or an archive declaring an absurd size is refused by name, in one line. A
+//! point that only such an entry offers is refused, never quietly replaced by an older one, while
+//! older points whose routes do not need it restore as usual.
+//!
 //! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::rebuild`]),
-//! with no cluster at all. `--check` prints the plan and does nothing.
+//! with no cluster at all. The file is written under a recognisable name in the target's folder
+//! ([`PARTIAL_PREFIX`]) while its writer holds an flock on it, and renamed to the target only when
+//! complete; a restore killed outright leaves that file unlocked, and the next restore into the
+//! same folder removes it. Errors name what failed: the target (a full disk, a folder that does
+//! not exist or cannot be written), or the backup file. `--check` prints the plan and does nothing.
 
 use crate::outln;
-use std::fs;
-use std::io::{BufReader, IsTerminal};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, IsTerminal};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::chain::{self, Layout, Stored};
+use crate::chain::Stored;
 use crate::checked_diff::CheckedDiff;
 use crate::cli::{RestoreArgs, Status, UsageError};
 use crate::config::Config;
-use crate::naming::{self, SnapName};
-use crate::process::{CommandError, CommandLine};
+use crate::naming::{self, SnapName, CHECKSUM_SUFFIX};
+use crate::output::{escaped, escaped_path};
+use crate::process::{CommandError, CommandLine, FailureKind};
 use crate::rbd::{spec, Cluster, Rbd};
-use crate::store::{ImageDir, PendingFile};
-use crate::stored::{self, FirstError};
+use crate::rebuild::TargetFailed;
+use crate::store::ImageDir;
+use crate::stored::{self, FirstError, Folder, Limits};
 use crate::{catalog, interrupt, lock, rebuild};
 
 const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
 /// default); a little more, in case the cluster is busy.
 const WATCH_EXPIRY: Duration = Duration::from_secs(45);
+/// Names of `--to-file` targets being written: `.cephbackup-restore.<random>.<target name>`.
+pub const PARTIAL_PREFIX: &str = ".cephbackup-restore.";
+/// The longest file name most filesystems accept.
+const NAME_MAX: usize = 255;
 
 /// Where the restored image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +76,7 @@ impl Target {
             if path.file_name().is_none() {
                 return Err(UsageError(format!(
                     "--to-file {} does not name a file",
-                    path.display()
+                    escaped_path(path)
                 )));
             }
             return Ok(Target::File(path.to_path_buf()));
@@ -77,18 +96,28 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Image { pool, name } => write!(f, "{}", spec(pool, name, None)),
-            Target::File(path) => write!(f, "{}", path.display()),
+            Target::File(path) => write!(f, "{}", escaped_path(path)),
         }
     }
 }
 
-/// The point to restore and the files that lead to it, or why there is none.
+/// The point to restore and the files that lead to it, or why there is none. Only regular files
+/// are used; when the point asked for is one that only an entry that is not a regular file
+/// offers, the error names that entry and the newest point that can be restored instead.
 pub fn choose<'a>(
-    layout: &'a Layout,
+    folder: &'a Folder,
     label: &str,
     at: Option<DateTime<Utc>>,
 ) -> Result<(&'a SnapName, Vec<&'a Stored>)> {
-    let Some(point) = layout.point_at_or_before(at) else {
+    let layout = &folder.layout;
+    let usable = layout.point_at_or_before(at);
+    if let Some(claimed) = folder.claimed.point_at_or_before(at) {
+        let key = |p: &SnapName| (p.taken(), p.as_str().to_string());
+        if usable.is_none_or(|usable| key(claimed) > key(usable)) {
+            return Err(blocked(folder, label, claimed, usable));
+        }
+    }
+    let Some(point) = usable else {
         let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
         let points = layout.points();
         match (points.first(), at) {
@@ -98,7 +127,8 @@ pub fn choose<'a>(
                 stamp(oldest.taken())
             ),
             _ => {
-                let unusable = layout.findings.iter().filter(|f| f.kind.is_error()).count();
+                let unusable = layout.findings.iter().filter(|f| f.kind.is_error()).count()
+                    + folder.not_regular.len();
                 let hint = match unusable {
                     0 => String::new(),
                     n => format!(" ({n} file(s) cannot be restored; see `cephbackup list`)"),
@@ -109,8 +139,40 @@ pub fn choose<'a>(
     };
     let route = layout
         .route(point)
-        .expect("every restore point has a route");
+        .ok_or_else(|| anyhow!("{label}: no route to {point} (a bug in the chain model)"))?;
     Ok((point, route))
+}
+
+/// The error for a point whose route needs an entry that is not a regular file.
+fn blocked(
+    folder: &Folder,
+    label: &str,
+    point: &SnapName,
+    usable: Option<&SnapName>,
+) -> anyhow::Error {
+    let route = folder.claimed.route(point).unwrap_or_default();
+    let culprit = route.iter().find_map(|link| {
+        let checksum = format!("{}{CHECKSUM_SUFFIX}", link.name);
+        folder
+            .not_regular
+            .iter()
+            .find(|entry| entry.name == link.name || entry.name == checksum)
+    });
+    let why = match culprit {
+        Some(entry) => format!(
+            "{}: {}",
+            escaped_path(&folder.path.join(&entry.name)),
+            entry.message()
+        ),
+        None => "it needs a file that cannot be read (see `cephbackup list`)".to_string(),
+    };
+    let instead = match usable {
+        Some(usable) => {
+            format!("; the newest point that can be restored is {usable} (--at {usable})")
+        }
+        None => "; no point at or before it can be restored".to_string(),
+    };
+    anyhow!("cannot restore {label} as of {point}: {why}{instead}")
 }
 
 pub fn run(
@@ -124,16 +186,23 @@ pub fn run(
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
     let label = format!("{}/{}", job.pool, args.image);
     let dir = ImageDir::new(&job.destination, &job.pool, &args.image);
-    if !dir.path().is_dir() {
-        bail!(
-            "no backups of {label}: {} does not exist",
-            dir.path().display()
-        );
+    let shown_dir = escaped_path(&dir.path());
+    match fs::metadata(dir.path()) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("no backups of {label}: {shown_dir} is not a folder"),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            bail!("no backups of {label}: {shown_dir} does not exist")
+        }
+        // Permission denied, an I/O error: say so, it is not the same as no backups.
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("cannot read the backups of {label}: {shown_dir}"))
+        }
     }
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
     let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
-    let layout = chain::scan(&dir, &args.image)?;
-    let (point, route) = choose(&layout, &label, args.at)?;
+    let scanned = stored::scan(&dir, &args.image)?;
+    let (point, route) = choose(&scanned, &label, args.at)?;
     let rbd = Rbd::new(Cluster::of(job), std::io::stderr().is_terminal());
     let folder = dir.path();
 
@@ -141,16 +210,27 @@ pub fn run(
         Target::Image { pool, name } if rbd.image_exists(pool, name)? => {
             bail!("{target} exists already; restore never writes into an existing image")
         }
-        Target::File(path) if fs::symlink_metadata(path).is_ok() => {
-            bail!("{target} exists already; restore never overwrites a file")
-        }
+        Target::File(path) => match fs::symlink_metadata(path) {
+            Ok(_) => bail!("{target} exists already; restore never overwrites a file"),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot check whether {target} exists"))
+            }
+        },
         _ => {}
+    }
+    // Every file of the route is opened and its length checked before anything is
+    // created or planned: a file that cannot be used is refused in one line.
+    let limits = Limits::learn(&folder, &scanned.layout);
+    for link in &route {
+        interrupt::check()?;
+        stored::precheck(&folder, link, &limits.of(link))?;
     }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
         point.taken().format("%Y-%m-%d %H:%M:%S UTC"),
         route.len(),
-        folder.display()
+        escaped_path(&folder)
     );
     let lines = match &target {
         Target::Image { pool, name } => image_plan(&rbd, pool, name, &folder, &route),
@@ -165,8 +245,8 @@ pub fn run(
     }
 
     let checked = match &target {
-        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route),
-        Target::File(path) => into_file(path, &folder, &route).map_err(blame_signal),
+        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route, &limits),
+        Target::File(path) => into_file(path, &folder, &route, &limits).map_err(blame_signal),
     }?;
     outln!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
@@ -181,7 +261,7 @@ pub fn run(
 fn image_plan(rbd: &Rbd, pool: &str, name: &str, folder: &Path, route: &[&Stored]) -> Vec<String> {
     let mut lines = Vec::new();
     for link in route {
-        let path = folder.join(&link.name).display().to_string();
+        let path = escaped_path(&folder.join(&link.name));
         let quoted = shell_words::quote(&path);
         let (verb, cmd) = if link.file.is_full() {
             ("Importing", rbd.import(pool, name))
@@ -213,7 +293,7 @@ fn file_plan(folder: &Path, route: &[&Stored]) -> Vec<String> {
             } else {
                 "Applying"
             };
-            format!("{verb} {}", folder.join(&link.name).display())
+            format!("{verb} {}", escaped_path(&folder.join(&link.name)))
         })
         .collect()
 }
@@ -226,8 +306,9 @@ fn into_image(
     name: &str,
     folder: &Path,
     route: &[&Stored],
+    limits: &Limits,
 ) -> Result<usize> {
-    let result = replay(rbd, pool, name, folder, route);
+    let result = replay(rbd, pool, name, folder, route, limits);
     let Err(err) = result else {
         return result;
     };
@@ -240,17 +321,30 @@ fn into_image(
     Err(err)
 }
 
-fn replay(rbd: &Rbd, pool: &str, name: &str, folder: &Path, route: &[&Stored]) -> Result<usize> {
+fn replay(
+    rbd: &Rbd,
+    pool: &str,
+    name: &str,
+    folder: &Path,
+    route: &[&Stored],
+    limits: &Limits,
+) -> Result<usize> {
     let mut checked = 0;
     for (number, link) in route.iter().enumerate() {
         interrupt::check()?;
-        info!("applying {} ({} of {})", link.name, number + 1, route.len());
+        info!(
+            "applying {} ({} of {})",
+            escaped(&link.name),
+            number + 1,
+            route.len()
+        );
+        let limit = limits.of(link);
         if link.file.is_full() {
-            checked += usize::from(feed(&rbd.import(pool, name), folder, link)?);
+            checked += usize::from(feed(&rbd.import(pool, name), folder, link, &limit)?);
             let snapshot = rbd.create_snapshot(pool, name, link.file.snap.as_str());
             snapshot.run()?;
         } else {
-            checked += usize::from(feed(&rbd.import_diff(pool, name), folder, link)?);
+            checked += usize::from(feed(&rbd.import_diff(pool, name), folder, link, &limit)?);
         }
     }
     Ok(checked)
@@ -270,26 +364,25 @@ fn blame_signal(err: anyhow::Error) -> anyhow::Error {
 
 /// Streams one file's raw content into `cmd`'s stdin, diffs through the record checker, and
 /// checks the file's checksum. True when there was a checksum to check.
-fn feed(cmd: &CommandLine, folder: &Path, link: &Stored) -> Result<bool> {
+fn feed(cmd: &CommandLine, folder: &Path, link: &Stored, limit: &stored::Limit) -> Result<bool> {
     let path = folder.join(&link.name);
     let recorded = stored::recorded_digest(folder, &link.name)?;
-    let ((), facts) = stored::read_raw(&path, link.file.compressed, |raw| {
+    let ((), facts) = stored::read_raw(&path, link.file.compressed, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = cmd.run_with_input(&mut input);
             return settle(ran, input.error());
         }
         let diff = CheckedDiff::new(BufReader::with_capacity(BUFFER, raw), |header| {
-            link.check_diff_header(header)
+            stored::check_diff_header(link, header)
         })
         .map_err(anyhow::Error::msg)?;
         let mut input = FirstError::new(diff);
         let ran = cmd.run_with_input(&mut input);
         settle(ran, input.error())
     })
-    .with_context(|| path.display().to_string())?;
-    stored::check_digest(recorded.as_deref(), &facts)
-        .with_context(|| path.display().to_string())?;
+    .with_context(|| escaped_path(&path))?;
+    stored::check_digest(recorded.as_deref(), &facts).with_context(|| escaped_path(&path))?;
     Ok(recorded.is_some())
 }
 
@@ -304,10 +397,7 @@ fn settle(ran: Result<(), CommandError>, read_error: Option<&str>) -> Result<()>
 }
 
 fn is_already_exists(err: &anyhow::Error) -> bool {
-    err.chain()
-        .filter_map(|e| e.downcast_ref::<CommandError>())
-        .filter_map(CommandError::stderr)
-        .any(|stderr| stderr.contains("(17) File exists"))
+    CommandError::find(err).map(CommandError::kind) == Some(FailureKind::AlreadyExists)
 }
 
 /// Removes the image a failed restore created, snapshots first; what cannot be removed is said.
@@ -345,35 +435,310 @@ fn remove_partial(rbd: &Rbd, pool: &str, name: &str) {
 }
 
 /// A killed `rbd import` leaves its watch on the image until Ceph times it out, and until then
-/// the image cannot be removed.
+/// `rbd rm` fails with EBUSY (its snapshots are purged already, so nothing else is busy).
 fn is_still_watched(err: &CommandError) -> bool {
-    err.stderr()
-        .is_some_and(|stderr| stderr.contains("image still has watchers"))
+    err.kind() == FailureKind::Busy
 }
 
 /// Rebuilds the point as a new file at `path`; nothing appears there unless it succeeds.
-fn into_file(path: &Path, folder: &Path, route: &[&Stored]) -> Result<usize> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} is not a usable file name", path.display()))?;
-    let mut pending = PendingFile::create(parent, name)?;
-    let checked = rebuild::rebuild(folder, route, pending.file())?;
-    pending.commit()?;
+fn into_file(path: &Path, folder: &Path, route: &[&Stored], limits: &Limits) -> Result<usize> {
+    let shown = escaped_path(path);
+    let mut partial = Partial::create(path)?;
+    let checked = rebuild::rebuild(folder, route, limits, &mut partial.file, &shown)?;
+    partial.commit()?;
     Ok(checked)
+}
+
+/// A `--to-file` target being written: a file named [`PARTIAL_PREFIX`]… in the target's folder,
+/// locked with flock for as long as this process has it open, removed unless committed. When the
+/// process is killed outright the lock goes with it, which is how [`remove_stale_partials`]
+/// tells a leftover from a file another restore is still writing.
+struct Partial {
+    file: File,
+    path: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl Partial {
+    fn create(target: &Path) -> Result<Partial> {
+        let shown = escaped_path(target);
+        let parent = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let name = target
+            .file_name()
+            .with_context(|| format!("{shown} does not name a file"))?;
+        remove_stale_partials(parent);
+        let cannot = |err: io::Error| {
+            anyhow::Error::new(err).context(format!(
+                "cannot create {shown}: cannot create a file in {}",
+                escaped_path(parent)
+            ))
+        };
+        for _ in 0..16 {
+            let path = parent.join(partial_name(&name.to_string_lossy()));
+            // Locked before it has a name where possible, so that no other restore can take it
+            // for a leftover in between.
+            let file = match create_locked(parent, &path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(cannot(err)),
+            };
+            info!("writing {} until it is complete", escaped_path(&path));
+            return Ok(Partial {
+                file,
+                path,
+                target: target.to_path_buf(),
+                committed: false,
+            });
+        }
+        Err(cannot(io::Error::from(io::ErrorKind::AlreadyExists)))
+    }
+
+    /// Syncs the file and gives it the target's name, never replacing anything there.
+    fn commit(mut self) -> Result<()> {
+        let shown = escaped_path(&self.target);
+        self.file.sync_all().map_err(|source| TargetFailed {
+            target: shown.clone(),
+            source,
+        })?;
+        rename_noreplace(&self.path, &self.target).with_context(|| {
+            format!(
+                "cannot move the finished file {} to {shown}",
+                escaped_path(&self.path)
+            )
+        })?;
+        self.committed = true;
+        if let Some(parent) = self.target.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            // The data is synced; a lost rename after a crash leaves a partial to clean up.
+            if let Err(err) = File::open(parent).and_then(|d| d.sync_all()) {
+                warn!("cannot sync the folder {}: {err}", escaped_path(parent));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(err) = fs::remove_file(&self.path) {
+            if err.kind() != io::ErrorKind::NotFound {
+                warn!(
+                    "cannot remove the unfinished {}: {err}; the next restore into its folder \
+                     removes it",
+                    escaped_path(&self.path)
+                );
+            }
+        }
+    }
+}
+
+/// `.cephbackup-restore.<random>.<name>`, cut to the longest name a filesystem takes.
+fn partial_name(name: &str) -> String {
+    let random: String = {
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        (0..8)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(seed % 36) as usize])
+            })
+            .collect()
+    };
+    let mut partial = format!("{PARTIAL_PREFIX}{random}.{name}");
+    while partial.len() > NAME_MAX {
+        partial.pop();
+    }
+    partial
+}
+
+/// Creates `path` (which must not exist) in `dir`, readable by its owner only, already holding
+/// an exclusive flock. With `O_TMPFILE` the file is created nameless, locked, then linked to its
+/// name; on filesystems without it, created by name and locked at once.
+fn create_locked(dir: &Path, path: &Path) -> io::Result<File> {
+    let anonymous = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match anonymous {
+        Ok(file) => {
+            lock(&file)?;
+            let from =
+                CString::new(format!("/proc/self/fd/{}", fd(&file))).map_err(io::Error::other)?;
+            let to = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            // SAFETY: both are valid NUL-terminated paths; linkat(2) only reads them. The link
+            // fails if `to` exists, so nothing is replaced.
+            let linked = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    from.as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if linked == 0 {
+                return Ok(file);
+            }
+            let err = io::Error::last_os_error();
+            // Without /proc the nameless file cannot be given a name: fall back.
+            if err.kind() != io::ErrorKind::NotFound {
+                return Err(err);
+            }
+        }
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) => {}
+        Err(err) => return Err(err),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    lock(&file)?;
+    Ok(file)
+}
+
+fn fd(file: &File) -> i32 {
+    use std::os::fd::AsRawFd;
+    file.as_raw_fd()
+}
+
+/// Takes an exclusive flock on `file` without waiting.
+fn lock(file: &File) -> io::Result<()> {
+    // SAFETY: flock(2) on a descriptor `file` owns, for the duration of the call.
+    if unsafe { libc::flock(fd(file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (of any kind, a dangling symlink included).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c_from = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let c_to = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both are valid NUL-terminated paths; renameat2(2) only reads them.
+    let renamed = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if renamed == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(err);
+    }
+    // Filesystems without RENAME_NOREPLACE: a hard link also fails when `to` exists.
+    fs::hard_link(from, to)?;
+    fs::remove_file(from)
+}
+
+/// Removes what restores killed outright left in `dir`: files named [`PARTIAL_PREFIX`]… that
+/// are regular files of ours and that nobody holds a lock on. Problems are logged, never fatal:
+/// this is tidying up, not the restore asked for.
+pub fn remove_stale_partials(dir: &Path) {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            tracing::debug!(
+                "cannot look for unfinished restores in {}: {err}",
+                escaped_path(dir)
+            );
+            return;
+        }
+    };
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.as_bytes().starts_with(PARTIAL_PREFIX.as_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        // Never through a symlink, never blocking on a FIFO, only files this user could have
+        // written: anything else with that name is not ours to remove.
+        let Ok(file) = crate::untrusted::open_regular(&path) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        if meta.uid() != me {
+            continue;
+        }
+        if lock(&file).is_err() {
+            info!(
+                "{} is being written by another restore; left alone",
+                escaped_path(&path)
+            );
+            continue;
+        }
+        // Still the file we locked, not one renamed there meanwhile.
+        let same = fs::symlink_metadata(&path)
+            .is_ok_and(|now| now.dev() == meta.dev() && now.ino() == meta.ino());
+        if !same {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => warn!(
+                "removed {}, left by a restore that was killed before it finished",
+                escaped_path(&path)
+            ),
+            Err(err) => warn!(
+                "cannot remove {}, left by a restore that was killed: {err}",
+                escaped_path(&path)
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::Layout;
     use crate::rbd::Cluster;
+    use crate::stored::NotRegularEntry;
+    use crate::untrusted::EntryKind;
 
     const S0: &str = "BACKUPUTC20261120T020000";
     const S1: &str = "BACKUPUTC20261121T020000";
+    const S2: &str = "BACKUPUTC20261122T020000";
+
+    /// A folder of regular files only.
+    fn folder(names: &[String]) -> Folder {
+        Folder {
+            path: "/b/rbd/vm".into(),
+            layout: Layout::build("vm", names),
+            claimed: Layout::build("vm", names),
+            not_regular: vec![],
+        }
+    }
 
     #[test]
     fn targets() {
@@ -405,12 +770,12 @@ mod tests {
     #[test]
     fn no_point_is_explained() {
         let names = [format!("vm@{S0}.full"), format!("vm@{S1}.diff_from_{S0}")];
-        let layout = Layout::build("vm", &names);
-        let (point, route) = choose(&layout, "rbd/vm", None).unwrap();
+        let folder = folder(&names);
+        let (point, route) = choose(&folder, "rbd/vm", None).unwrap();
         assert_eq!(point.as_str(), S1);
         assert_eq!(route.len(), 2);
         let early = SnapName::parse(S0).unwrap().taken() - chrono::Duration::days(1);
-        let err = choose(&layout, "rbd/vm", Some(early)).unwrap_err();
+        let err = choose(&folder, "rbd/vm", Some(early)).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -418,11 +783,61 @@ mod tests {
                  is {S0} (2026-11-20 02:00:00 UTC)"
             )
         );
-        let broken = Layout::build("vm", &names[1..]);
+        let broken = super::tests::folder(&names[1..]);
         let err = choose(&broken, "rbd/vm", None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "rbd/vm has no restorable backup (1 file(s) cannot be restored; see `cephbackup list`)"
+        );
+    }
+
+    #[test]
+    fn a_point_only_an_entry_that_is_not_a_regular_file_offers_is_refused_by_name() {
+        let full = format!("vm@{S0}.full");
+        let d1 = format!("vm@{S1}.diff_from_{S0}");
+        let d2 = format!("vm@{S2}.diff_from_{S1}");
+        let all = [full.clone(), d1.clone(), d2.clone()];
+        let mut folder = folder(&all[..2]);
+        folder.claimed = Layout::build("vm", &all);
+        folder.not_regular = vec![NotRegularEntry {
+            name: d2.clone(),
+            kind: EntryKind::Symlink,
+        }];
+        let err = choose(&folder, "rbd/vm", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot restore rbd/vm as of {S2}: /b/rbd/vm/{d2}: is a symbolic link, not a \
+                 regular file; it is not read; the newest point that can be restored is {S1} \
+                 (--at {S1})"
+            )
+        );
+        // An older point does not need it.
+        let at = SnapName::parse(S1).unwrap().taken();
+        let (point, route) = choose(&folder, "rbd/vm", Some(at)).unwrap();
+        assert_eq!(point.as_str(), S1);
+        assert_eq!(route.len(), 2);
+        // A checksum file that is not a regular file blocks its backup file the same way.
+        folder.not_regular = vec![NotRegularEntry {
+            name: format!("{d2}.sha256"),
+            kind: EntryKind::Fifo,
+        }];
+        let err = choose(&folder, "rbd/vm", None).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("/b/rbd/vm/{d2}.sha256: is a FIFO")),
+            "{err}"
+        );
+        // When the full itself is the entry, nothing at or before the point can be restored.
+        let mut folder = super::tests::folder(&[]);
+        folder.claimed = Layout::build("vm", &all);
+        folder.not_regular = vec![NotRegularEntry {
+            name: full.clone(),
+            kind: EntryKind::Fifo,
+        }];
+        let err = choose(&folder, "rbd/vm", None).unwrap_err().to_string();
+        assert!(
+            err.ends_with("is a FIFO, not a regular file; it is not read; no point at or before it can be restored"),
+            "{err}"
         );
     }
 
@@ -432,8 +847,8 @@ mod tests {
             format!("vm@{S0}.full.tar.gz"),
             format!("vm@{S1}.diff_from_{S0}"),
         ];
-        let layout = Layout::build("vm", &names);
-        let (_, route) = choose(&layout, "rbd/vm", None).unwrap();
+        let folder = folder(&names);
+        let (_, route) = choose(&folder, "rbd/vm", None).unwrap();
         let rbd = Rbd::new(
             Cluster {
                 conf: "/c".into(),
@@ -454,6 +869,170 @@ mod tests {
                 format!("Applying /b/rbd/vm/vm@{S1}.diff_from_{S0}"),
                 format!("# {r} import-diff - rbd/new < /b/rbd/vm/vm@{S1}.diff_from_{S0}"),
             ]
+        );
+    }
+
+    #[test]
+    fn partial_names_are_recognisable_and_fit() {
+        let name = partial_name("vm.raw");
+        assert!(name.starts_with(PARTIAL_PREFIX), "{name}");
+        assert!(name.ends_with(".vm.raw"), "{name}");
+        assert_eq!(name.len(), PARTIAL_PREFIX.len() + 8 + 7);
+        assert_eq!(partial_name(&"x".repeat(255)).len(), 255);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_unlocked_partials_of_ours_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("vm.raw");
+        // A restore in progress: its partial is locked and stays.
+        let running = Partial::create(&target).unwrap();
+        let running_name = running
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        // What a killed restore leaves: a partial nobody holds.
+        let killed = dir.path().join(format!("{PARTIAL_PREFIX}dead.vm.raw"));
+        fs::write(&killed, b"half an image").unwrap();
+        // Not ours: a symlink and a folder with the prefix, and another user's file.
+        let link = dir.path().join(format!("{PARTIAL_PREFIX}link"));
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        fs::create_dir(dir.path().join(format!("{PARTIAL_PREFIX}dir"))).unwrap();
+        let foreign = dir.path().join(format!("{PARTIAL_PREFIX}foreign"));
+        fs::write(&foreign, b"").unwrap();
+        // SAFETY: geteuid(2) cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        }
+        remove_stale_partials(dir.path());
+        let mut expected = vec![
+            format!("{PARTIAL_PREFIX}dir"),
+            format!("{PARTIAL_PREFIX}link"),
+            running_name.clone(),
+        ];
+        if root {
+            expected.insert(1, format!("{PARTIAL_PREFIX}foreign"));
+        }
+        expected.sort();
+        assert_eq!(names_in(dir.path()), expected);
+        // Dropped without commit: removed at once.
+        drop(running);
+        assert!(!dir.path().join(&running_name).exists());
+    }
+
+    #[test]
+    fn a_partial_never_replaces_what_appeared_at_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("vm.raw");
+        let partial = Partial::create(&target).unwrap();
+        fs::write(&target, b"someone else's").unwrap();
+        let err = partial.commit().unwrap_err();
+        assert!(format!("{err:#}").contains("File exists"), "{err:#}");
+        assert_eq!(fs::read(&target).unwrap(), b"someone else's");
+        assert_eq!(names_in(dir.path()), ["vm.raw"]);
+    }
+
+    /// A folder holding a full backup of `len` bytes of data, and its layout.
+    fn one_full(len: usize) -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("vm@{S0}.full");
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        fs::write(dir.path().join(&name), data).unwrap();
+        (dir, Layout::build("vm", &[name]))
+    }
+
+    #[test]
+    fn a_target_folder_that_is_missing_is_named_as_such() {
+        let (backups, layout) = one_full(8192);
+        let route = layout.route(layout.points()[0]).unwrap();
+        let target = backups.path().join("no/such/folder/vm.raw");
+        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot create {}: cannot create a file in {}: No such file or directory (os \
+                 error 2)",
+                target.display(),
+                target.parent().unwrap().display()
+            )
+        );
+    }
+
+    /// A tmpfs mounted for one test, unmounted when dropped; `None` where mounting is not allowed.
+    struct Mount(tempfile::TempDir);
+
+    impl Mount {
+        fn tmpfs(options: &str) -> Option<Mount> {
+            let dir = tempfile::tempdir().unwrap();
+            let mounted = CommandLine::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir.path())
+                .run()
+                .is_ok();
+            if !mounted {
+                eprintln!("skipped: cannot mount a tmpfs here");
+                return None;
+            }
+            Some(Mount(dir))
+        }
+    }
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = CommandLine::new("umount").arg(self.0.path()).run();
+        }
+    }
+
+    #[test]
+    fn a_full_target_filesystem_is_blamed_on_the_target() {
+        let (backups, layout) = one_full(4 << 20);
+        let route = layout.route(layout.points()[0]).unwrap();
+        let Some(mount) = Mount::tmpfs("size=1m") else {
+            return;
+        };
+        let target = mount.0.path().join("vm.raw");
+        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot write {}: No space left on device (os error 28)",
+                target.display()
+            )
+        );
+        // Nothing is left on the full filesystem.
+        assert_eq!(names_in(mount.0.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_read_only_target_folder_is_named_with_its_cause() {
+        let (backups, layout) = one_full(8192);
+        let route = layout.route(layout.points()[0]).unwrap();
+        let Some(mount) = Mount::tmpfs("ro,size=1m") else {
+            return;
+        };
+        let target = mount.0.path().join("vm.raw");
+        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot create {}: cannot create a file in {}: Read-only file system (os error \
+                 30)",
+                target.display(),
+                mount.0.path().display()
+            )
         );
     }
 }

@@ -1,4 +1,5 @@
-//! Reading backup files back: the raw stream inside a file, as it is stored, and its checksum.
+//! Reading backup files back, on ground that others may write to: the folder as chains, the raw
+//! stream inside each file, and its checksum.
 //!
 //! A stored file is either the raw stream itself or a gzip-compressed tar archive holding it as
 //! the one member. The member's name does not matter: ours is the bare file name, the original
@@ -8,20 +9,58 @@
 //! While the raw stream is read, the file's own bytes are hashed, so a checksum is checked in the
 //! same pass that restores or verifies the file, and the archive's shape is checked too: exactly
 //! one regular member whose length matches its header, nothing after the end of the archive.
+//!
+//! Nothing in a destination is trusted. Every file is opened through
+//! [`untrusted::open_regular`], so a symlink, FIFO, device or folder named like a backup file is
+//! reported as what it is and never read, and [`scan`] keeps such entries out of the chains. A
+//! raw stream's length is checked before any of it is read ([`Limits`]): a full backup may be no
+//! larger than the largest image size the diffs of its chain record, or [`MAX_IMAGE_BYTES`] when
+//! its chain has no diff to tell; a diff's own size record is held to [`MAX_IMAGE_BYTES`], which
+//! bounds its payload. The tar headers read before the member (long names, PAX records, sparse
+//! maps: tar keeps them in memory) and the padding after it are bounded too. Every read stops
+//! once SIGINT or SIGTERM has arrived, because a small compressed or sparse file can stand for a
+//! very long stream.
 
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use flate2::bufread::GzDecoder;
+use tracing::debug;
 
-use crate::naming::CHECKSUM_SUFFIX;
-use crate::store::Hashing;
+use crate::chain::{Layout, Stored};
+use crate::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
+use crate::interrupt;
+use crate::list::human_bytes;
+use crate::naming::{Entry, CHECKSUM_SUFFIX};
+use crate::output::{escaped, escaped_path};
+use crate::store::{FolderEntry, Hashing, ImageDir};
+use crate::untrusted::{self, EntryKind, NotRegular};
 
 const BUFFER: usize = 1 << 20;
 /// A `sha256sum` line is about 64 + 2 + name; anything much longer is not a checksum file.
 const MAX_CHECKSUM_FILE: u64 = 64 * 1024;
+
+/// The largest image whose backups are read when nothing else tells how large the image is:
+/// 1 PiB. Ceph refuses to create an image with an object map (a default feature) of more than
+/// 256 million objects, which at the default 4 MiB objects is just under 1 PiB, so no image made
+/// with default settings is refused; and a hostile file declaring more (a sparse archive member
+/// of 2^62 bytes fits in 200 bytes) costs at most this much reading, which a signal still stops.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
+
+/// Tar header bytes allowed before the member's data: room for a sparse map of about 2.7 million
+/// extents, far more than GNU tar writes for any real image, and a bound on what the tar reader
+/// keeps in memory for long names, PAX records and sparse maps.
+const MAX_ARCHIVE_HEADERS: u64 = 64 << 20;
+/// Bytes allowed after the member's data: the end-of-archive blocks and the padding to a whole
+/// record (GNU tar pads to 10 KiB records by default).
+const MAX_ARCHIVE_TAIL: u64 = 4 << 20;
+/// The longest header a diff may have: banner, two names at their limit and the size record.
+const MAX_DIFF_HEADER: u64 = 12 + 2 * (1 + 4 + MAX_NAME_LEN as u64) + 9 + 1;
 
 /// What reading a whole stored file showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +75,127 @@ pub struct Facts {
     pub member: Option<String>,
 }
 
+/// The most bytes a file's raw stream may hold, and where that bound comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub bytes: u64,
+    pub why: String,
+}
+
+impl Limit {
+    /// For a full backup whose image size nothing records.
+    pub fn absolute() -> Limit {
+        Limit {
+            bytes: MAX_IMAGE_BYTES,
+            why: "the largest image read when its chain records no size".to_string(),
+        }
+    }
+
+    /// For a diff: its payload is bounded by its own size record, itself at most
+    /// [`MAX_IMAGE_BYTES`] ([`check_diff_header`]); records are 17 bytes and cover at least one
+    /// byte of the image each.
+    pub fn diff() -> Limit {
+        Limit {
+            bytes: MAX_DIFF_HEADER + MAX_IMAGE_BYTES.saturating_mul(18),
+            why: format!(
+                "the longest diff stream of an image of {}",
+                human_bytes(MAX_IMAGE_BYTES)
+            ),
+        }
+    }
+
+    /// Fails when `what` (a file or archive member) declares more bytes than allowed.
+    fn check(&self, what: &str, declared: u64) -> Result<()> {
+        if declared > self.bytes {
+            bail!(
+                "{what} {declared} bytes, more than {}: {} bytes ({}); it is not read",
+                self.why,
+                self.bytes,
+                human_bytes(self.bytes)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How long each file's raw stream may be, from what its chain records about the image's size.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// For each full backup, by name: the largest image size the diffs of its chain record, and
+    /// the diff that records it.
+    chain_size: HashMap<String, (u64, String)>,
+}
+
+impl Limits {
+    /// Reads the header of every diff of every chain in `layout` (a few KiB each). A diff whose
+    /// header cannot be read tells nothing here; it is reported when it is read itself.
+    pub fn learn(dir: &Path, layout: &Layout) -> Limits {
+        let mut chain_size = HashMap::new();
+        for chain in &layout.chains {
+            let mut largest: Option<(u64, String)> = None;
+            for &index in &chain.diffs {
+                if interrupt::received().is_some() {
+                    return Limits { chain_size };
+                }
+                let diff = &layout.files[index];
+                let path = dir.join(&diff.name);
+                match peek_diff_header(&path, diff.file.compressed) {
+                    Ok(header) if header.size <= MAX_IMAGE_BYTES => {
+                        if largest.as_ref().is_none_or(|(size, _)| header.size > *size) {
+                            largest = Some((header.size, diff.name.clone()));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => debug!("no image size from {}: {err:#}", escaped_path(&path)),
+                }
+            }
+            if let Some(largest) = largest {
+                chain_size.insert(layout.files[chain.full].name.clone(), largest);
+            }
+        }
+        Limits { chain_size }
+    }
+
+    /// The largest image size the diffs of a full's chain record, and the diff that records it.
+    pub fn chain_size(&self, full: &Stored) -> Option<(u64, &str)> {
+        self.chain_size
+            .get(&full.name)
+            .map(|(size, diff)| (*size, diff.as_str()))
+    }
+
+    /// The bound for one file's raw stream.
+    pub fn of(&self, stored: &Stored) -> Limit {
+        if !stored.file.is_full() {
+            return Limit::diff();
+        }
+        match self.chain_size.get(&stored.name) {
+            Some((size, diff)) => Limit {
+                bytes: *size,
+                why: format!(
+                    "the largest image size its chain records (in {})",
+                    escaped(diff)
+                ),
+            },
+            None => Limit::absolute(),
+        }
+    }
+}
+
+/// Checks a diff's header before any record is read: its snapshot names must be the ones its
+/// file name promises, and its image size (which bounds its payload) must be believable.
+pub fn check_diff_header(stored: &Stored, header: &DiffHeader) -> Result<(), String> {
+    stored.check_diff_header(header)?;
+    if header.size > MAX_IMAGE_BYTES {
+        return Err(format!(
+            "the diff records an image size of {} bytes, more than the largest image read ({}); \
+             it is not read",
+            header.size,
+            human_bytes(MAX_IMAGE_BYTES)
+        ));
+    }
+    Ok(())
+}
+
 /// Counts the bytes that pass.
 struct Counting<R> {
     inner: R,
@@ -46,6 +206,43 @@ impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Fails the stream once SIGINT or SIGTERM has arrived. Checked on every read (an atomic load):
+/// a decompressed or sparse stream can be far longer than the file it comes from, so checking
+/// between files is not enough.
+pub struct StopOnSignal<R>(pub R);
+
+impl<R: Read> Read for StopOnSignal<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        interrupt::check().map_err(io::Error::other)?;
+        self.0.read(buf)
+    }
+}
+
+/// Bounds what the tar reader may read outside the member's data (`None`: inside it).
+type Allowance = Rc<Cell<Option<(u64, &'static str)>>>;
+
+/// The decompressed archive, metered by an [`Allowance`] and stopped by signals.
+struct Metered<R> {
+    inner: R,
+    allowance: Allowance,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        interrupt::check().map_err(io::Error::other)?;
+        let Some((left, what)) = self.allowance.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.allowance.set(Some((left - n as u64, what)));
         Ok(n)
     }
 }
@@ -80,21 +277,44 @@ impl<R: Read> Read for FirstError<R> {
     }
 }
 
+/// Opens a file of a destination for reading: a regular file, never through a symlink. The
+/// error says what the entry is instead, or why it cannot be opened; it does not name the path.
+fn open(path: &Path) -> Result<File> {
+    untrusted::open_regular(path).map_err(|err| {
+        if untrusted::is_not_regular(&err) {
+            anyhow::Error::new(err)
+        } else {
+            anyhow::Error::new(err).context("cannot open")
+        }
+    })
+}
+
 /// Opens the stored file at `path` and hands its raw stream to `consume`, which should read it
-/// to the end. Afterwards the rest of the file is read too, so the digest covers every byte, and
-/// the archive's shape is checked. Errors do not name the file; callers add it.
+/// to the end. The stream's declared length is checked against `limit` first. Afterwards the rest
+/// of the file is read too, so the digest covers every byte, and the archive's shape is checked.
+/// Errors do not name the file; callers add it.
 pub fn read_raw<T>(
     path: &Path,
     compressed: bool,
+    limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
-    let file = File::open(path).context("cannot open")?;
+    let file = open(path)?;
+    if !compressed {
+        // The file was opened as a regular file, so its length is what will be read (the holes
+        // of a sparse file read as zeros, and cost time all the same).
+        let len = file
+            .metadata()
+            .context("cannot read the file's length")?
+            .len();
+        limit.check("the file holds", len)?;
+    }
     let counted = Counting {
         inner: Hashing::new(file),
         count: 0,
     };
     if compressed {
-        read_archive(counted, consume)
+        read_archive(counted, limit, consume)
     } else {
         read_plain(counted, consume)
     }
@@ -104,13 +324,13 @@ fn read_plain<T>(
     counted: Counting<Hashing<File>>,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
-    let mut buffered = BufReader::with_capacity(BUFFER, counted);
+    let mut buffered = BufReader::with_capacity(BUFFER, StopOnSignal(counted));
     let value = consume(&mut buffered)?;
     let unread = io::copy(&mut buffered, &mut io::sink())?;
     if unread > 0 {
         bail!("{unread} bytes at the end were not used");
     }
-    let counted = buffered.into_inner();
+    let counted = buffered.into_inner().0;
     Ok((
         value,
         Facts {
@@ -122,51 +342,77 @@ fn read_plain<T>(
     ))
 }
 
+/// The archive's first entry, which must be a regular file (plain or GNU sparse).
+fn first_member<'a, R: Read>(entries: &mut tar::Entries<'a, R>) -> Result<tar::Entry<'a, R>> {
+    let entry = match entries.next() {
+        Some(entry) => entry.context("cannot read the archive's first member")?,
+        None => bail!("the archive is empty"),
+    };
+    let kind = entry.header().entry_type();
+    if !(kind.is_file() || kind.is_gnu_sparse()) {
+        bail!("the archive's member is not a regular file ({kind:?})");
+    }
+    Ok(entry)
+}
+
 fn read_archive<T>(
     counted: Counting<Hashing<File>>,
+    limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
+    let allowance: Allowance = Rc::new(Cell::new(Some((
+        MAX_ARCHIVE_HEADERS,
+        "the archive's headers before its member's data are too long",
+    ))));
     let gz = GzDecoder::new(BufReader::with_capacity(BUFFER, counted));
-    let mut archive = tar::Archive::new(gz);
+    let mut archive = tar::Archive::new(Metered {
+        inner: gz,
+        allowance: Rc::clone(&allowance),
+    });
     let (value, member, raw_bytes) = {
         let mut entries = archive.entries().context("not a tar archive")?;
-        let mut entry = match entries.next() {
-            Some(entry) => entry.context("cannot read the archive's first member")?,
-            None => bail!("the archive is empty"),
-        };
-        let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_gnu_sparse()) {
-            bail!("the archive's member is not a regular file ({kind:?})");
-        }
+        let mut entry = first_member(&mut entries)?;
         let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let expected = entry.size();
+        // Before a byte of data: a sparse member can declare any size at no cost to its file.
+        limit.check(
+            &format!("the archive member {} declares", escaped(&member)),
+            expected,
+        )?;
+        allowance.set(None);
         let mut counted = Counting {
-            inner: &mut entry,
+            inner: StopOnSignal(&mut entry),
             count: 0,
         };
         let value = consume(&mut counted)?;
         io::copy(&mut counted, &mut io::sink())?;
         if counted.count != expected {
             bail!(
-                "the archive member {member} has {} bytes where its header says {expected}",
+                "the archive member {} has {} bytes where its header says {expected}",
+                escaped(&member),
                 counted.count
             );
         }
+        allowance.set(Some((
+            MAX_ARCHIVE_TAIL,
+            "the archive goes on too long after its member",
+        )));
         if let Some(next) = entries.next() {
             let next = next.context("cannot read past the archive's first member")?;
             bail!(
-                "the archive holds more than one member ({member}, {}, …)",
-                String::from_utf8_lossy(&next.path_bytes())
+                "the archive holds more than one member ({}, {}, …)",
+                escaped(&member),
+                escaped(&String::from_utf8_lossy(&next.path_bytes()))
             );
         }
         (value, member, counted.count)
     };
     // Tar stops at the first end-of-archive block; reading the padding after it also makes gzip
     // check its CRC and length, which cover the archive even when no checksum file exists.
-    let mut gz = archive.into_inner();
+    let mut metered = archive.into_inner();
     let mut padding = vec![0u8; 64 * 1024];
     loop {
-        let n = gz.read(&mut padding).context("cannot decompress")?;
+        let n = metered.read(&mut padding).context("cannot decompress")?;
         if n == 0 {
             break;
         }
@@ -174,7 +420,7 @@ fn read_archive<T>(
             bail!("data follows the end of the tar archive");
         }
     }
-    let mut buffered = gz.into_inner();
+    let mut buffered = metered.inner.into_inner();
     if !buffered.fill_buf()?.is_empty() {
         bail!("data follows the end of the gzip stream");
     }
@@ -190,23 +436,165 @@ fn read_archive<T>(
     ))
 }
 
+/// Opens the stored file at `path`, checks the raw stream's declared length against `limit`
+/// (when given) and hands the start of the stream to `peek`, which reads only a little of it.
+fn open_start<T>(
+    path: &Path,
+    compressed: bool,
+    limit: Option<&Limit>,
+    peek: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let file = open(path)?;
+    if !compressed {
+        if let Some(limit) = limit {
+            limit.check("the file holds", file.metadata()?.len())?;
+        }
+        return peek(&mut StopOnSignal(file));
+    }
+    let gz = GzDecoder::new(BufReader::new(file));
+    let mut archive = tar::Archive::new(Metered {
+        inner: gz,
+        allowance: Rc::new(Cell::new(Some((
+            MAX_ARCHIVE_HEADERS,
+            "the archive's headers before its member's data are too long",
+        )))),
+    });
+    let mut entries = archive.entries().context("not a tar archive")?;
+    let mut entry = first_member(&mut entries)?;
+    if let Some(limit) = limit {
+        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        limit.check(
+            &format!("the archive member {} declares", escaped(&member)),
+            entry.size(),
+        )?;
+    }
+    // What `peek` reads of the member goes through the same meter: a diff's header fits.
+    peek(&mut entry)
+}
+
+/// The header of the diff stored at `path`, reading no more than the header (and, compressed,
+/// the archive's headers before it).
+pub fn peek_diff_header(path: &Path, compressed: bool) -> Result<DiffHeader> {
+    open_start(path, compressed, None, |raw| {
+        let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
+        Ok(DiffReader::new(reader)?.header().clone())
+    })
+}
+
+/// What can be checked of a file without reading it, before anything is created from it: it and
+/// its checksum file are regular files, its declared length is within `limit`, and a diff's
+/// header names the right snapshots and a believable size. The error names the file.
+pub fn precheck(dir: &Path, stored: &Stored, limit: &Limit) -> Result<()> {
+    recorded_digest(dir, &stored.name)?;
+    let path = dir.join(&stored.name);
+    open_start(&path, stored.file.compressed, Some(limit), |raw| {
+        if stored.file.is_full() {
+            return Ok(());
+        }
+        let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
+        let diff = DiffReader::new(reader)?;
+        check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)
+    })
+    .with_context(|| escaped_path(&path))
+}
+
 /// The digest recorded for `file_name` in its `.sha256` file in `dir`, or `None` when it has no
-/// such file.
+/// such file. The error names the checksum file.
 pub fn recorded_digest(dir: &Path, file_name: &str) -> Result<Option<String>> {
     let name = format!("{file_name}{CHECKSUM_SUFFIX}");
     let path = dir.join(&name);
-    let mut text = String::new();
-    match File::open(&path) {
-        Ok(file) => file
-            .take(MAX_CHECKSUM_FILE)
-            .read_to_string(&mut text)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    let shown = || escaped_path(&path);
+    let bytes = match untrusted::read_small(&path, MAX_CHECKSUM_FILE) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(err) if untrusted::is_not_regular(&err) => {
+            return Err(anyhow::Error::new(err).context(shown()))
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", shown())),
     };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: is not text; expected one `sha256sum` line", shown()))?;
     parse_checksum_line(&text, file_name)
         .map(Some)
-        .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
+        .map_err(|problem| anyhow::anyhow!("{}: {problem}", shown()))
+}
+
+/// An entry named like a backup or checksum file of the image that is not a regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRegularEntry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+impl NotRegularEntry {
+    /// "is a FIFO, not a regular file; it is not read".
+    pub fn message(&self) -> String {
+        NotRegular(self.kind).to_string()
+    }
+}
+
+/// An image's backup folder as the read side sees it.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub path: PathBuf,
+    /// The chains of the backup files that are regular files with, when they have one, a regular
+    /// checksum file: what can be read.
+    pub layout: Layout,
+    /// The chains that every backup file name in the folder would form, whatever the entries
+    /// are. Restore compares the two, so that a point only a non-regular entry offers is refused
+    /// by name instead of quietly replaced by an older one.
+    pub claimed: Layout,
+    /// Entries named like backup or checksum files that are not regular files, by name.
+    pub not_regular: Vec<NotRegularEntry>,
+}
+
+/// Reads `image`'s folder through [`ImageDir::list`] (what each entry is, without following it,
+/// and the sizes of the regular files). A folder that does not exist reads as empty.
+pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
+    let entries = dir.list()?;
+    let mut not_regular = Vec::new();
+    let mut unusable: HashSet<&str> = HashSet::new();
+    for entry in &entries {
+        if entry.kind == EntryKind::File {
+            continue;
+        }
+        match Entry::classify(image, &entry.name) {
+            Entry::Backup(_) => {}
+            Entry::Checksum(_) => {
+                // A backup file whose checksum cannot be read is not used either: its bytes
+                // cannot be proven, and refusing it says why.
+                if let Some(of) = entry.name.strip_suffix(CHECKSUM_SUFFIX) {
+                    unusable.insert(of);
+                }
+            }
+            // Other entries are not read; the layout reports them.
+            Entry::Temporary | Entry::Record | Entry::Unexpected => continue,
+        }
+        unusable.insert(&entry.name);
+        not_regular.push(NotRegularEntry {
+            name: entry.name.clone(),
+            kind: entry.kind,
+        });
+    }
+    let usable: Vec<FolderEntry> = entries
+        .iter()
+        .filter(|entry| !unusable.contains(entry.name.as_str()))
+        .cloned()
+        .collect();
+    // As if every entry were the regular file its name says it is.
+    let claimed: Vec<FolderEntry> = entries
+        .iter()
+        .map(|entry| FolderEntry {
+            kind: EntryKind::File,
+            ..entry.clone()
+        })
+        .collect();
+    Ok(Folder {
+        claimed: Layout::from_entries(image, &claimed),
+        path: dir.path(),
+        layout: Layout::from_entries(image, &usable),
+        not_regular,
+    })
 }
 
 /// Reads a `sha256sum` line for `file_name` (text or binary mode marker), returning the digest in
@@ -269,7 +657,7 @@ mod tests {
     }
 
     fn read_all(path: &Path, compressed: bool) -> Result<(Vec<u8>, Facts)> {
-        read_raw(path, compressed, |raw| {
+        read_raw(path, compressed, &Limit::absolute(), |raw| {
             let mut out = Vec::new();
             raw.read_to_end(&mut out)?;
             Ok(out)
@@ -404,5 +792,258 @@ mod tests {
         std::fs::write(dir.path().join("g.sha256"), "nonsense").unwrap();
         let err = recorded_digest(dir.path(), "g").unwrap_err().to_string();
         assert!(err.contains("g.sha256: "), "{err}");
+    }
+
+    /// A gzip'd tar whose one member is a GNU sparse file declaring `declared` bytes, all holes
+    /// but its last byte: about 200 bytes on disk.
+    pub(crate) fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(member).unwrap();
+        header.set_mode(0o600);
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_size(1);
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.set_real_size(declared);
+        gnu.sparse[0].set_offset(declared - 1);
+        gnu.sparse[0].set_length(1);
+        header.set_cksum();
+        let mut tarball = header.as_bytes().to_vec();
+        let mut data = [0u8; 512];
+        data[0] = 1;
+        tarball.extend_from_slice(&data);
+        tarball.extend_from_slice(&[0u8; 1024]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&tarball).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_sparse_member_declaring_an_absurd_size_is_refused_before_any_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm@S.full.tar.gz");
+        let bomb = sparse_bomb("vm@S.full", 1 << 62);
+        assert!(bomb.len() < 300, "{} bytes", bomb.len());
+        std::fs::write(&path, &bomb).unwrap();
+        // Without the check, this reads 2^62 zeros: months.
+        let started = std::time::Instant::now();
+        let mut consumed = false;
+        let err = read_raw(&path, true, &Limit::absolute(), |_| {
+            consumed = true;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(!consumed);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let err = format!("{err:#}");
+        assert!(
+            err.starts_with(&format!(
+                "the archive member vm@S.full declares {} bytes, more than the largest image read \
+                 when its chain records no size: 1125899906842624 bytes (1.0 PiB)",
+                1u64 << 62
+            )),
+            "{err}"
+        );
+        assert!(err.ends_with("it is not read"), "{err}");
+        // As a diff, the same: no diff stream of a believable image is that long.
+        let err = read_raw(&path, true, &Limit::diff(), |_| Ok(())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the longest diff stream"),
+            "{err:#}"
+        );
+        // A small sparse member is still read whole.
+        std::fs::write(&path, sparse_bomb("vm@S.full", 5000)).unwrap();
+        let (data, _) = read_all(&path, true).unwrap();
+        assert_eq!(data.len(), 5000);
+        assert_eq!(data[4999], 1);
+    }
+
+    #[test]
+    fn a_full_may_not_be_larger_than_its_chain_records() {
+        use crate::diffstream::{DiffHeader, DiffWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let (s0, s1) = ("BACKUPUTC20261120T020000", "BACKUPUTC20261121T020000");
+        let full = format!("vm@{s0}.full");
+        let diff = format!("vm@{s1}.diff_from_{s0}");
+        let header = DiffHeader {
+            from_snap: Some(s0.into()),
+            to_snap: Some(s1.into()),
+            size: 1 << 20,
+        };
+        let stream = DiffWriter::new(Vec::new(), &header)
+            .unwrap()
+            .finish()
+            .unwrap();
+        std::fs::write(dir.path().join(&diff), &stream).unwrap();
+        let layout = Layout::build("vm", &[full.clone(), diff.clone()]);
+        let limits = Limits::learn(dir.path(), &layout);
+        let limit = limits.of(&layout.files[0]);
+        assert_eq!(limit.bytes, 1 << 20);
+        for (len, ok) in [(1 << 20, true), ((1 << 20) + 1, false)] {
+            let file = File::create(dir.path().join(&full)).unwrap();
+            file.set_len(len).unwrap();
+            let read = read_raw(&dir.path().join(&full), false, &limit, |raw| {
+                io::copy(raw, &mut io::sink())?;
+                Ok(())
+            });
+            assert_eq!(read.is_ok(), ok, "{len}");
+            if let Err(err) = read {
+                assert_eq!(
+                    format!("{err:#}"),
+                    format!(
+                        "the file holds {len} bytes, more than the largest image size its chain \
+                         records (in {diff}): 1048576 bytes (1.0 MiB); it is not read"
+                    )
+                );
+            }
+        }
+        // Nothing known: only the absolute limit; a diff's size record is held to it too.
+        assert_eq!(Limits::default().of(&layout.files[0]), Limit::absolute());
+        let huge = DiffHeader {
+            size: MAX_IMAGE_BYTES + 1,
+            ..header
+        };
+        let err = check_diff_header(&layout.files[1], &huge).unwrap_err();
+        assert!(err.contains("more than the largest image read"), "{err}");
+    }
+
+    #[test]
+    fn entries_that_are_not_regular_files_are_named_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        let link = dir.path().join("vm@S.full");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let zero = dir.path().join("zero.full");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let fifo = dir.path().join("fifo.full");
+        mkfifo(&fifo);
+        for (path, kind) in [
+            (&link, "a symbolic link"),
+            (&zero, "a symbolic link"),
+            (&fifo, "a FIFO"),
+            (&dir.path().to_path_buf(), "a folder"),
+        ] {
+            for compressed in [false, true] {
+                let err = read_all(path, compressed).unwrap_err();
+                assert_eq!(
+                    format!("{err:#}"),
+                    format!("is {kind}, not a regular file; it is not read")
+                );
+            }
+        }
+        // A FIFO as a checksum file would block a plain open() forever.
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        mkfifo(&dir.path().join("f.sha256"));
+        let err = recorded_digest(dir.path(), "f").unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "{}: is a FIFO, not a regular file; it is not read",
+                dir.path().join("f.sha256").display()
+            )
+        );
+        std::fs::write(dir.path().join("g.sha256"), vec![b'a'; 70_000]).unwrap();
+        let err = recorded_digest(dir.path(), "g").unwrap_err();
+        assert!(format!("{err:#}").contains("is larger than"), "{err:#}");
+    }
+
+    #[test]
+    fn the_scan_keeps_entries_that_are_not_regular_files_out_of_the_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let image_dir = ImageDir::new(dir.path(), "rbd", "vm");
+        let folder = image_dir.path();
+        std::fs::create_dir_all(&folder).unwrap();
+        let (s0, s1, s2, s3) = (
+            "BACKUPUTC20261120T020000",
+            "BACKUPUTC20261121T020000",
+            "BACKUPUTC20261122T020000",
+            "BACKUPUTC20261123T020000",
+        );
+        let full = format!("vm@{s0}.full");
+        let d1 = format!("vm@{s1}.diff_from_{s0}");
+        let d2 = format!("vm@{s2}.diff_from_{s1}");
+        let d3 = format!("vm@{s3}.diff_from_{s2}");
+        std::fs::write(folder.join(&full), vec![0u8; 4096]).unwrap();
+        std::fs::write(folder.join(&d1), b"d1").unwrap();
+        std::fs::write(folder.join(&d2), b"d2").unwrap();
+        mkfifo(&folder.join(format!("{d2}.sha256")));
+        std::os::unix::fs::symlink("/nonexistent", folder.join(&d3)).unwrap();
+        std::fs::create_dir(folder.join(format!("vm@{s3}.full"))).unwrap();
+        std::os::unix::fs::symlink("/etc", folder.join("notes")).unwrap();
+        let scanned = scan(&image_dir, "vm").unwrap();
+        let entries: Vec<(&str, EntryKind)> = scanned
+            .not_regular
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind))
+            .collect();
+        let d2_sum = format!("{d2}.sha256");
+        let full3 = format!("vm@{s3}.full");
+        assert_eq!(
+            entries,
+            [
+                (d2_sum.as_str(), EntryKind::Fifo),
+                (d3.as_str(), EntryKind::Symlink),
+                (full3.as_str(), EntryKind::Directory),
+            ]
+        );
+        let names: Vec<&str> = scanned
+            .layout
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, [full.as_str(), d1.as_str()]);
+        assert_eq!(scanned.layout.files[0].size, 4096);
+        assert_eq!(scanned.claimed.points().len(), 4);
+        assert_eq!(scanned.layout.points().len(), 2);
+    }
+
+    #[test]
+    fn tar_headers_and_padding_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tar.gz");
+        // A GNU long name of 65 MiB: the tar reader would hold it in memory whole.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_path("././@LongLink").unwrap();
+        header.set_size(65 << 20);
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(header.as_bytes()).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..65 {
+            gz.write_all(&chunk).unwrap();
+        }
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let err = read_all(&path, true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("headers before its member's data are too long"),
+            "{err:#}"
+        );
+        // Zeros after the end of the archive, far more than any record padding.
+        let mut tarball = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tarball);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(3);
+            header.set_mode(0o600);
+            builder.append_data(&mut header, "m", &b"abc"[..]).unwrap();
+            builder.finish().unwrap();
+        }
+        tarball.resize(tarball.len() + (5 << 20), 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tarball).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let err = read_all(&path, true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("goes on too long after its member"),
+            "{err:#}"
+        );
     }
 }

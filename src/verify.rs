@@ -22,15 +22,16 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::catalog::{self, ImageFolder};
-use crate::chain::{self, Layout, Stored};
+use crate::chain::{Layout, Stored};
 use crate::cli::{Status, VerifyArgs};
 use crate::config::Config;
-use crate::diffstream;
+use crate::diffstream::DiffReader;
 use crate::list::human_bytes;
+use crate::output::{self, escaped};
 use crate::process::CommandLine;
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::store::Hashing;
-use crate::stored;
+use crate::stored::{self, Limits};
 use crate::{interrupt, lock, rebuild};
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
@@ -110,6 +111,8 @@ pub fn run(config: &Config, args: &VerifyArgs, locking: &lock::Locking) -> Resul
         // Shared: no backup may prune or slide the chain while it is being read.
         let _lock = locking.image(&folder.job.pool, &folder.image, lock::Kind::Shared)?;
         let report = verify_image(folder, args);
+        // An image cut short by a signal is not reported as checked.
+        interrupt::check()?;
         if !args.json {
             out!("{}", report_lines(&report));
         }
@@ -126,7 +129,7 @@ pub fn run(config: &Config, args: &VerifyArgs, locking: &lock::Locking) -> Resul
             warnings,
             images: &reports,
         };
-        outln!("{}", serde_json::to_string_pretty(&document)?);
+        outln!("{}", output::json(&document)?);
     } else {
         outln!("{}", summary(&reports, errors, warnings));
     }
@@ -147,14 +150,18 @@ fn report_lines(report: &ImageReport) -> String {
         };
         out.push_str(&format!(
             "{severity}: {}: {}\n",
-            problem.file, problem.message
+            escaped(&problem.file),
+            escaped(&problem.message)
         ));
     }
     if let Some(source) = report.source.as_ref().filter(|s| s.matches) {
         out.push_str(&format!(
             "ok: {}/{}@{}: rebuilt from the backups, same SHA-256 as rbd export of the \
              snapshot ({})\n",
-            report.pool, report.image, source.snapshot, source.cluster_sha256
+            escaped(&report.pool),
+            escaped(&report.image),
+            source.snapshot,
+            source.cluster_sha256
         ));
     }
     out
@@ -183,8 +190,8 @@ fn verify_image(folder: &ImageFolder, args: &VerifyArgs) -> ImageReport {
         folder: dir.display().to_string(),
         ..ImageReport::default()
     };
-    let layout = match chain::scan(&folder.dir, &folder.image) {
-        Ok(layout) => layout,
+    let scanned = match stored::scan(&folder.dir, &folder.image) {
+        Ok(scanned) => scanned,
         Err(err) => {
             report.problem(
                 dir.display().to_string(),
@@ -194,12 +201,17 @@ fn verify_image(folder: &ImageFolder, args: &VerifyArgs) -> ImageReport {
             return report;
         }
     };
-    if layout.files.is_empty() {
+    let layout = &scanned.layout;
+    if layout.files.is_empty() && scanned.not_regular.is_empty() {
         report.problem(
             dir.display().to_string(),
             Severity::Warning,
             "no backup files",
         );
+    }
+    for entry in &scanned.not_regular {
+        let path = dir.join(&entry.name).display().to_string();
+        report.problem(path, Severity::Error, entry.message());
     }
     for finding in &layout.findings {
         let severity = if finding.kind.is_error() {
@@ -210,21 +222,36 @@ fn verify_image(folder: &ImageFolder, args: &VerifyArgs) -> ImageReport {
         let path = dir.join(&finding.name).display().to_string();
         report.problem(path, severity, finding.message.clone());
     }
+    let limits = Limits::learn(&dir, layout);
     for stored in &layout.files {
         if interrupt::received().is_some() {
             return report;
         }
-        info!("checking {}", stored.name);
-        check_file(&dir, &layout.image, stored, args.strict, &mut report);
+        info!("checking {}", escaped(&stored.name));
+        check_file(
+            &dir,
+            &layout.image,
+            stored,
+            &limits,
+            args.strict,
+            &mut report,
+        );
     }
     if args.source {
-        check_source(folder, &layout, &mut report);
+        check_source(folder, layout, &limits, &mut report);
     }
     report
 }
 
 /// Reads one file whole: checksum, archive shape, diff structure and names.
-fn check_file(dir: &Path, image: &str, stored: &Stored, strict: bool, report: &mut ImageReport) {
+fn check_file(
+    dir: &Path,
+    image: &str,
+    stored: &Stored,
+    limits: &Limits,
+    strict: bool,
+    report: &mut ImageReport,
+) {
     let path = dir.join(&stored.name);
     let shown = path.display().to_string();
     let recorded = match &stored.checksum {
@@ -253,16 +280,22 @@ fn check_file(dir: &Path, image: &str, stored: &Stored, strict: bool, report: &m
             }
         },
     };
-    let read = stored::read_raw(&path, stored.file.compressed, |raw| {
+    let read = stored::read_raw(&path, stored.file.compressed, &limits.of(stored), |raw| {
         if stored.file.is_full() {
             io::copy(raw, &mut io::sink())?;
             return Ok(());
         }
-        let (header, _) = diffstream::validate(BufReader::with_capacity(BUFFER, raw))?;
-        stored
-            .check_diff_header(&header)
-            .map_err(anyhow::Error::msg)
+        // The header is checked before any record is read: its size bounds the payload.
+        let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
+        stored::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
+        while diff.next_record()?.is_some() {}
+        diff.finish()?;
+        Ok(())
     });
+    if interrupt::received().is_some() {
+        // Whatever failed, failed because of the signal; the run ends without a verdict.
+        return;
+    }
     report.files_checked += 1;
     let facts = match read {
         Ok(((), facts)) => facts,
@@ -274,6 +307,24 @@ fn check_file(dir: &Path, image: &str, stored: &Stored, strict: bool, report: &m
     report.bytes_read += facts.file_bytes;
     if let Err(err) = stored::check_digest(recorded.as_deref(), &facts) {
         report.problem(&shown, Severity::Error, format!("{err:#}"));
+    }
+    // Without a checksum, the image size the chain records is the only proof of a full's length
+    // (a truncated copy of the original's, say).
+    if let (true, None, Some((size, diff))) =
+        (stored.file.is_full(), &recorded, limits.chain_size(stored))
+    {
+        if facts.raw_bytes != size {
+            report.problem(
+                &shown,
+                Severity::Error,
+                format!(
+                    "holds {} bytes of image, but {} records an image of {size} bytes, and no \
+                     checksum file proves it otherwise",
+                    facts.raw_bytes,
+                    escaped(diff)
+                ),
+            );
+        }
     }
     if let Some(member) = &facts.member {
         let raw_name = stored.file.raw_name(image);
@@ -289,7 +340,7 @@ fn check_file(dir: &Path, image: &str, stored: &Stored, strict: bool, report: &m
 }
 
 /// Rebuilds the newest point whose snapshot the cluster still has and compares the two.
-fn check_source(folder: &ImageFolder, layout: &Layout, report: &mut ImageReport) {
+fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: &mut ImageReport) {
     let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
     let label = spec(pool, image, None);
     let rbd = Rbd::new(Cluster::of(folder.job), false);
@@ -327,12 +378,14 @@ fn check_source(folder: &ImageFolder, layout: &Layout, report: &mut ImageReport)
         return;
     };
     let at = spec(pool, image, Some(point.as_str()));
-    let route = layout
-        .route(point)
-        .expect("every restore point has a route");
-    info!("rebuilding {at} from {} file(s)", route.len());
+    // Every restore point has a route; none would be a bug in the chain model, said as such.
+    let Some(route) = layout.route(point) else {
+        report.problem(&at, Severity::Error, "no route to this restore point");
+        return;
+    };
+    info!("rebuilding {} from {} file(s)", escaped(&at), route.len());
     let export = rbd.export(pool, image, point.as_str());
-    match compare(&folder.dir.path(), &route, export) {
+    match compare(&folder.dir.path(), &route, limits, export) {
         Ok((rebuilt, cluster)) => {
             let matches = rebuilt == cluster;
             if !matches {
@@ -357,11 +410,23 @@ fn check_source(folder: &ImageFolder, layout: &Layout, report: &mut ImageReport)
 }
 
 /// SHA-256 of the point rebuilt from `route` and of `export`'s output, computed side by side.
-fn compare(dir: &Path, route: &[&Stored], export: CommandLine) -> Result<(String, String)> {
+fn compare(
+    dir: &Path,
+    route: &[&Stored],
+    limits: &Limits,
+    export: CommandLine,
+) -> Result<(String, String)> {
     let mut scratch = tempfile::tempfile().context(
         "cannot create a temporary file in $TMPDIR to rebuild the image in (set TMPDIR)",
     )?;
-    rebuild::rebuild(dir, route, &mut scratch).context("cannot rebuild from the backups")?;
+    rebuild::rebuild(
+        dir,
+        route,
+        limits,
+        &mut scratch,
+        "the temporary file in $TMPDIR",
+    )
+    .context("cannot rebuild from the backups")?;
     std::thread::scope(|scope| {
         let cluster = scope.spawn(move || -> Result<String> {
             let mut hashing = Hashing::new(export.spawn_reader()?);
@@ -444,8 +509,9 @@ mod tests {
         for finding in &layout.findings {
             report.problem(&finding.name, Severity::Error, finding.message.clone());
         }
+        let limits = Limits::learn(dir, &layout);
         for stored in &layout.files {
-            check_file(dir, "vm", stored, strict, &mut report);
+            check_file(dir, "vm", stored, &limits, strict, &mut report);
         }
         report
             .problems
@@ -549,6 +615,38 @@ mod tests {
             assert_eq!(found.len(), 1, "{found:?}");
             assert_eq!((found[0].0.as_str(), found[0].1), (d1.as_str(), severity));
             assert!(found[0].2.starts_with("no checksum file"), "{}", found[0].2);
+        }
+    }
+
+    #[test]
+    fn a_full_without_checksum_must_have_the_size_its_chain_records() {
+        let dir = folder();
+        let full = format!("vm@{S0}.full");
+        fs::remove_file(dir.path().join(format!("{full}.sha256"))).unwrap();
+        // The right length: only the missing checksum is said.
+        let found = problems(dir.path(), false);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1, Severity::Warning);
+        // A truncated copy (the original's export cut short, a 0-byte stray) is an error.
+        for length in [0usize, 4096] {
+            fs::write(dir.path().join(&full), vec![1u8; length]).unwrap();
+            let found = problems(dir.path(), false);
+            let errors: Vec<&(String, Severity, String)> =
+                found.iter().filter(|p| p.1 == Severity::Error).collect();
+            assert_eq!(errors.len(), 1, "{found:?}");
+            assert_eq!(errors[0].0, full);
+            assert!(
+                errors[0]
+                    .2
+                    .starts_with(&format!("holds {length} bytes of image, but vm@{S1}")),
+                "{}",
+                errors[0].2
+            );
+            assert!(
+                errors[0].2.contains("records an image of 1048576 bytes"),
+                "{}",
+                errors[0].2
+            );
         }
     }
 

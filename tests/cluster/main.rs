@@ -12,6 +12,7 @@ mod check_mode;
 mod config_errors;
 mod faults;
 mod hostile_backup;
+mod hostile_read;
 mod list;
 mod proof;
 mod restore;

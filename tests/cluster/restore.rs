@@ -411,3 +411,108 @@ fn a_signal_stops_a_restore_and_removes_what_it_created() {
         images(&w)
     );
 }
+
+/// A restore into a file killed outright (SIGKILL, or the second signal) cannot clean up: its
+/// partial file stays, under a recognisable name, unlocked once the process is gone, and the next
+/// restore into the same folder removes it.
+#[test]
+fn a_partial_file_left_by_a_killed_restore_is_removed_by_the_next_one() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    rbd(&["create", "--size", "256M", &w.spec("big")]);
+    rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-total",
+        "256M",
+        "--io-pattern",
+        "seq",
+        &w.spec("big"),
+    ]);
+    let conf = w.config("images = big\nbackup mode = incremental");
+    w.backup(&conf).success();
+    let snap = w.backup_snapshots("big").pop().unwrap();
+    let out = w.tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let target = out.join("big.raw");
+    let partials = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(".cephbackup-restore.")
+            })
+            .collect()
+    };
+
+    let mut child = w.spawn(&[
+        "-c",
+        conf.to_str().unwrap(),
+        "restore",
+        "--pool",
+        &w.pool,
+        "--image",
+        "big",
+        "--to-file",
+        target.to_str().unwrap(),
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let partial = loop {
+        if let Some(partial) = partials().pop() {
+            break partial;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the restore ended ({status}) before its partial file appeared");
+        }
+        assert!(std::time::Instant::now() < deadline, "no partial file");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(
+        partial.exists(),
+        "the killed restore could not remove its partial file"
+    );
+    assert!(!target.exists());
+
+    // The next restore into that folder, to another name, removes it and restores.
+    let again = out.join("again.raw");
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "big",
+            "--to-file",
+            again.to_str().unwrap(),
+        ],
+    )
+    .success();
+    assert!(!partial.exists(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "removed {}, left by a restore that was killed before it finished",
+            partial.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(partials(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(file_sha256(&again), sha256(&w.export("big", Some(&snap))));
+    let names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["again.raw"]);
+}

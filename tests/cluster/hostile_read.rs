@@ -1,0 +1,790 @@
+//! Hostile entries in a backup folder, against the real cluster: each case is planted in a fresh
+//! copy of a real backup chain, then `list`, `verify` and `restore` (into a file and into an
+//! image) run under a deadline that SIGKILLs. Each must finish on its own, name the entry and what
+//! it is, write nothing outside the destination and the target, leak none of a root-only secret's
+//! bytes, and leave the older restore points restorable bit for bit.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::chains::*;
+use crate::harness::*;
+
+/// Long enough for any honest run on a loaded machine; the hostile inputs without the fixes run
+/// for months or forever.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the binary with `-c conf`, SIGKILLing it at the deadline; panics if it needed the kill.
+fn run_bounded(conf: &Path, args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .env_remove("CEPHBACKUP_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cephbackup");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "cephbackup {args:?} was still running after {} s and had to be killed",
+                DEADLINE.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run::from(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    })
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn mkfifo(path: &Path) {
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// A gzip'd tar whose one member is a GNU sparse file declaring `declared` bytes, all holes but
+/// its last byte: about 200 bytes on disk, like the one in the security review.
+fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(member).unwrap();
+    header.set_mode(0o600);
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(1);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(declared);
+    gnu.sparse[0].set_offset(declared - 1);
+    gnu.sparse[0].set_length(1);
+    header.set_cksum();
+    let mut tarball = header.as_bytes().to_vec();
+    let mut data = [0u8; 512];
+    data[0] = 1;
+    tarball.extend_from_slice(&data);
+    tarball.extend_from_slice(&[0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tarball).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A snapshot name `minutes` after `snap`.
+fn later(snap: &str, minutes: i64) -> String {
+    let taken = chrono::NaiveDateTime::parse_from_str(snap, "BACKUPUTC%Y%m%dT%H%M%S")
+        .unwrap()
+        .and_utc();
+    (taken + chrono::Duration::minutes(minutes))
+        .format("BACKUPUTC%Y%m%dT%H%M%S")
+        .to_string()
+}
+
+/// Every entry under `root`, never followed: its kind, mode, length and, for regular files, its
+/// bytes. Equal before and after means nothing under `root` was written, created or removed.
+fn tree(root: &Path) -> BTreeMap<String, (String, u32, u64, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (String, u32, u64, Vec<u8>)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let kind = meta.file_type();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let (what, bytes) = if kind.is_dir() {
+                ("dir", vec![])
+            } else if kind.is_file() {
+                ("file", fs::read(&path).unwrap())
+            } else if kind.is_symlink() {
+                let target = fs::read_link(&path).unwrap();
+                ("symlink", target.display().to_string().into_bytes())
+            } else if kind.is_fifo() {
+                ("fifo", vec![])
+            } else {
+                ("other", vec![])
+            };
+            out.insert(
+                rel,
+                (what.to_string(), meta.mode(), meta.len(), bytes.clone()),
+            );
+            if kind.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// What a case must produce.
+enum Expect {
+    /// The entry at `name` is refused, by path, with `message`; `older` is the newest point that
+    /// does not need it.
+    Refused {
+        name: String,
+        message: String,
+        older: String,
+    },
+    /// The entry at `name` is flagged with `message`, but the point it claims is also reached by
+    /// regular files, and restores from them bit for bit.
+    Sidestepped { name: String, message: String },
+    /// Names with control characters: reported escaped, and everything else works.
+    Escaped { names: Vec<String> },
+}
+
+struct Case {
+    what: &'static str,
+    expect: Expect,
+    /// Plants the hostile entries in a copy of the image folder.
+    plant: Box<dyn Fn(&Path)>,
+    /// Whether `list` has something to flag (it reads no file, so it cannot see a bomb).
+    listed: bool,
+}
+
+#[test]
+fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
+    let w = World::new();
+    let (_, snaps) = backed_up_chain(&w, "vm", 3, false);
+    let (s1, s2) = (snaps[1].clone(), snaps[2].clone());
+    let s3 = later(&s2, 10);
+    let s4 = later(&s2, 20);
+    let d2 = format!("vm@{s2}.diff_from_{s1}");
+
+    // A root-only file outside the destination, with a marker no honest output contains.
+    let marker = format!("CEPHBACKUP-SECRET-{}", std::process::id());
+    let secret_dir = w.tmp.path().join("root-only");
+    fs::create_dir(&secret_dir).unwrap();
+    let secret = secret_dir.join("shadow");
+    fs::write(&secret, marker.repeat(100_000)).unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret_before = fs::read(&secret).unwrap();
+
+    let refused = |name: String, message: &str, older: &str| Expect::Refused {
+        name,
+        message: message.to_string(),
+        older: older.to_string(),
+    };
+    let full3 = format!("vm@{s3}.full");
+    let evil = "vm@BACKUPUTC\x1b]0;pwned\x07\nerror: forged line\r.full".to_string();
+    let strange = "\x1b[2J\x1b[31mnotes\\x1b".to_string();
+    let cases: Vec<Case> = vec![
+        Case {
+            what: "a .full that is a symlink to a root-only file",
+            expect: refused(full3.clone(), "is a symbolic link, not a regular file", &s2),
+            plant: Box::new({
+                let (full3, secret) = (full3.clone(), secret.clone());
+                move |dir| std::os::unix::fs::symlink(&secret, dir.join(&full3)).unwrap()
+            }),
+            listed: true,
+        },
+        Case {
+            what: "a .full that is a symlink to /dev/zero",
+            expect: refused(full3.clone(), "is a symbolic link, not a regular file", &s2),
+            plant: Box::new({
+                let full3 = full3.clone();
+                move |dir| std::os::unix::fs::symlink("/dev/zero", dir.join(&full3)).unwrap()
+            }),
+            listed: true,
+        },
+        Case {
+            what: "a .full that is a FIFO",
+            expect: refused(full3.clone(), "is a FIFO, not a regular file", &s2),
+            plant: Box::new({
+                let full3 = full3.clone();
+                move |dir| mkfifo(&dir.join(&full3))
+            }),
+            listed: true,
+        },
+        Case {
+            what: "the newest diff's .sha256 is a FIFO",
+            expect: refused(format!("{d2}.sha256"), "is a FIFO, not a regular file", &s1),
+            plant: Box::new({
+                let d2 = d2.clone();
+                move |dir| {
+                    let sidecar = dir.join(format!("{d2}.sha256"));
+                    fs::remove_file(&sidecar).unwrap();
+                    mkfifo(&sidecar);
+                }
+            }),
+            listed: true,
+        },
+        Case {
+            what: "a folder named like a backup file",
+            expect: refused(full3.clone(), "is a folder, not a regular file", &s2),
+            plant: Box::new({
+                let full3 = full3.clone();
+                move |dir| {
+                    fs::create_dir(dir.join(&full3)).unwrap();
+                    fs::write(dir.join(&full3).join("inside"), b"x").unwrap();
+                }
+            }),
+            listed: true,
+        },
+        Case {
+            what: "a dangling symlink named like the newest diff",
+            expect: refused(
+                format!("vm@{s3}.diff_from_{s2}"),
+                "is a symbolic link, not a regular file",
+                &s2,
+            ),
+            plant: Box::new({
+                let name = format!("vm@{s3}.diff_from_{s2}");
+                move |dir| {
+                    std::os::unix::fs::symlink("/nonexistent/cephbackup-gone", dir.join(&name))
+                        .unwrap()
+                }
+            }),
+            listed: true,
+        },
+        Case {
+            what: "a 200-byte archive whose sparse member declares 2^62 bytes, as a new full",
+            expect: refused(
+                format!("{full3}.tar.gz"),
+                &format!(
+                    "the archive member {full3} declares {} bytes, more than the largest image \
+                     read when its chain records no size",
+                    1u64 << 62
+                ),
+                &s2,
+            ),
+            plant: Box::new({
+                let full3 = full3.clone();
+                move |dir| {
+                    fs::write(
+                        dir.join(format!("{full3}.tar.gz")),
+                        sparse_bomb(&full3, 1 << 62),
+                    )
+                    .unwrap()
+                }
+            }),
+            listed: false,
+        },
+        Case {
+            what: "the same declaring 1 TiB, under the absolute limit, in a chain whose diff \
+                   records 24 MiB",
+            expect: refused(
+                format!("{full3}.tar.gz"),
+                &format!(
+                    "the archive member {full3} declares {} bytes, more than the largest image \
+                     size its chain records (in vm@{s4}.diff_from_{s3}): {} bytes",
+                    1u64 << 40,
+                    24 * MIB
+                ),
+                &s2,
+            ),
+            plant: Box::new({
+                let (full3, s3, s4) = (full3.clone(), s3.clone(), s4.clone());
+                move |dir| {
+                    fs::write(
+                        dir.join(format!("{full3}.tar.gz")),
+                        sparse_bomb(&full3, 1 << 40),
+                    )
+                    .unwrap();
+                    let header = cephbackup::diffstream::DiffHeader {
+                        from_snap: Some(s3.clone()),
+                        to_snap: Some(s4.clone()),
+                        size: 24 * MIB,
+                    };
+                    let mut diff =
+                        cephbackup::diffstream::DiffWriter::new(Vec::new(), &header).unwrap();
+                    diff.write_data(4096, &[7u8; 4096]).unwrap();
+                    fs::write(
+                        dir.join(format!("vm@{s4}.diff_from_{s3}")),
+                        diff.finish().unwrap(),
+                    )
+                    .unwrap();
+                }
+            }),
+            listed: false,
+        },
+        Case {
+            what: "a sparse archive declaring 2^62 bytes as the newest diff",
+            expect: refused(
+                format!("vm@{s3}.diff_from_{s2}.tar.gz"),
+                &format!(
+                    "the archive member vm@{s3}.diff_from_{s2} declares 4611686018427387904 \
+                     bytes, more than the longest diff stream"
+                ),
+                &s2,
+            ),
+            plant: Box::new({
+                let name = format!("vm@{s3}.diff_from_{s2}");
+                move |dir| {
+                    fs::write(
+                        dir.join(format!("{name}.tar.gz")),
+                        sparse_bomb(&name, 1 << 62),
+                    )
+                    .unwrap()
+                }
+            }),
+            listed: false,
+        },
+        Case {
+            what: "a FIFO named like a full of the newest point, which diffs also reach",
+            expect: Expect::Sidestepped {
+                name: format!("vm@{s2}.full"),
+                message: "is a FIFO, not a regular file".to_string(),
+            },
+            plant: Box::new({
+                let name = format!("vm@{s2}.full");
+                move |dir| mkfifo(&dir.join(&name))
+            }),
+            listed: true,
+        },
+        Case {
+            what: "file names with control characters",
+            expect: Expect::Escaped {
+                names: vec![evil.clone(), strange.clone()],
+            },
+            plant: Box::new({
+                let (evil, strange) = (evil.clone(), strange.clone());
+                move |dir| {
+                    fs::write(dir.join(&evil), b"x").unwrap();
+                    fs::write(dir.join(&strange), b"y").unwrap();
+                }
+            }),
+            listed: true,
+        },
+    ];
+
+    let shared = Shared {
+        marker,
+        secret,
+        secret_before,
+        latest: s2,
+    };
+    // Every case runs, so one failure does not hide another; then all failures are shown.
+    let mut failures = Vec::new();
+    for (number, case) in cases.iter().enumerate() {
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_case(&w, number, case, &shared)
+        }));
+        if let Err(panic) = checked {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{}: {message}", case.what));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// What every case shares: the secret and the newest honest point.
+struct Shared {
+    marker: String,
+    secret: PathBuf,
+    secret_before: Vec<u8>,
+    latest: String,
+}
+
+/// Plants one case in a fresh copy of the backups and checks every command against it.
+fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
+    let Shared {
+        marker,
+        secret,
+        secret_before,
+        latest: s2,
+    } = shared;
+    let what = case.what;
+    let dest = copy_backups(w, &format!("hostile-{number}"));
+    let dir = dest.join(&w.pool).join("vm");
+    (case.plant)(&dir);
+    let conf = config_at(w, &format!("hostile-{number}.conf"), &dest, &cluster().conf);
+    let out_dir = w.tmp.path().join(format!("out-{number}"));
+    fs::create_dir(&out_dir).unwrap();
+    let dest_before = tree(&dest);
+    let mut outputs: Vec<String> = Vec::new();
+    let mut run = |args: &[&str]| {
+        let run = run_bounded(&conf, args);
+        outputs.push(format!("{}{}", run.stdout, run.stderr));
+        run
+    };
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--pool", w.pool.as_str(), "--image", "vm"];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+
+    let list = run(&["list", "--image", "vm"]).success();
+    let list_json: serde_json::Value =
+        serde_json::from_str(&run(&["list", "--json", "--image", "vm"]).success().stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let findings = list_json["images"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let file_out = out_dir.join("latest.raw");
+    let latest_image = format!("hostile-{number}-latest");
+
+    match &case.expect {
+        Expect::Refused {
+            name,
+            message,
+            older,
+        } => {
+            let path = dir.join(name).display().to_string();
+            if case.listed {
+                let line = format!("  error: {name}: {message}");
+                assert!(
+                    list.stdout.contains(&line),
+                    "{what}: {line:?} in\n{}",
+                    list.stdout
+                );
+                assert!(
+                    findings.iter().any(|f| f["name"] == name.as_str()
+                        && f["kind"] == "not_regular"
+                        && f["severity"] == "error"),
+                    "{what}: {findings:?}"
+                );
+            }
+
+            let verify = run(&["verify", "--image", "vm"]).code(1);
+            let line = format!("error: {path}: {message}");
+            assert!(
+                verify.stdout.lines().any(|l| l.starts_with(&line)),
+                "{what}: {line:?} in\n{}",
+                verify.stdout
+            );
+
+            for target in [
+                vec!["--to-file", file_out.to_str().unwrap()],
+                vec!["--to", latest_image.as_str()],
+            ] {
+                let refused = run(&strs(&restore(&target))).code(1);
+                let error = refused.first_error();
+                assert!(
+                    error.contains(&path) && error.contains(message.as_str()),
+                    "{what}: {error}"
+                );
+                assert_eq!(
+                    refused
+                        .stderr
+                        .lines()
+                        .filter(|l| l.starts_with("error"))
+                        .count(),
+                    1,
+                    "{what}: {}",
+                    refused.stderr
+                );
+                assert!(
+                    !refused.stdout.contains("Importing") && !refused.stdout.contains("Writing"),
+                    "{what}: {}",
+                    refused.stdout
+                );
+            }
+            assert!(!file_out.exists(), "{what}");
+            assert!(!images(w).contains(&latest_image), "{what}");
+
+            // The point before the hostile entry restores bit for bit, into a file and an
+            // image.
+            let expected = w.export("vm", Some(older));
+            let older_file = out_dir.join("older.raw");
+            let older_image = format!("hostile-{number}-older");
+            run(&strs(&restore(&[
+                "--at",
+                older,
+                "--to-file",
+                older_file.to_str().unwrap(),
+            ])))
+            .success();
+            assert_eq!(file_sha256(&older_file), sha256(&expected), "{what}");
+            run(&strs(&restore(&["--at", older, "--to", &older_image]))).success();
+            assert!(
+                same_bytes(&w.export(&older_image, None), &expected),
+                "{what}"
+            );
+            let mut names: Vec<String> = fs::read_dir(&out_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["older.raw"], "{what}: only the target was written");
+        }
+        Expect::Sidestepped { name, message } => {
+            let line = format!("  error: {name}: {message}");
+            assert!(
+                list.stdout.contains(&line),
+                "{what}: {line:?} in\n{}",
+                list.stdout
+            );
+            let path = dir.join(name).display().to_string();
+            let verify = run(&["verify", "--image", "vm"]).code(1);
+            let line = format!("error: {path}: {message}");
+            assert!(
+                verify.stdout.lines().any(|l| l.starts_with(&line)),
+                "{what}: {line:?} in\n{}",
+                verify.stdout
+            );
+            let expected = w.export("vm", Some(s2));
+            run(&strs(&restore(&["--to-file", file_out.to_str().unwrap()]))).success();
+            assert_eq!(file_sha256(&file_out), sha256(&expected), "{what}");
+            run(&strs(&restore(&["--to", &latest_image]))).success();
+            assert!(
+                same_bytes(&w.export(&latest_image, None), &expected),
+                "{what}"
+            );
+        }
+        Expect::Escaped { names } => {
+            for name in names {
+                let shown = cephbackup::output::escaped(name).into_owned();
+                assert_ne!(&shown, name);
+                assert!(
+                    list.stdout.contains(&shown),
+                    "{what}: {shown:?} in {}",
+                    list.stdout
+                );
+                assert!(
+                    findings.iter().any(|f| f["name"] == name.as_str()),
+                    "{what}: JSON names it exactly: {findings:?}"
+                );
+            }
+            let verify = run(&["verify", "--image", "vm"]).success();
+            let json = run(&["verify", "--json", "--image", "vm"]).success();
+            let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+            for name in names {
+                let shown = cephbackup::output::escaped(name).into_owned();
+                assert!(
+                    verify
+                        .stdout
+                        .contains(&format!("{}: ", dir.join(&shown).display())),
+                    "{what}: {shown:?} in {}",
+                    verify.stdout
+                );
+                let path = dir.join(name).display().to_string();
+                assert!(
+                    document["images"][0]["problems"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["file"] == path.as_str()),
+                    "{what}: {}",
+                    json.stdout
+                );
+            }
+            for run in [&list, &verify, &json] {
+                let all = format!("{}{}", run.stdout, run.stderr);
+                assert!(
+                    !all.chars().any(|c| c != '\n' && c.is_control()),
+                    "{what}: a control character reached the output: {all:?}"
+                );
+                assert!(
+                    !all.lines().any(|l| l.starts_with("error: forged")),
+                    "{what}: a name forged a line: {all}"
+                );
+            }
+            // Strangers change nothing: the latest point restores.
+            run(&strs(&restore(&["--to-file", file_out.to_str().unwrap()]))).success();
+            assert_eq!(
+                file_sha256(&file_out),
+                sha256(&w.export("vm", Some(s2))),
+                "{what}"
+            );
+        }
+    }
+
+    assert!(
+        tree(&dest) == dest_before,
+        "{what}: something under the destination changed"
+    );
+    assert_eq!(&fs::read(secret).unwrap(), secret_before, "{what}");
+    for output in &outputs {
+        assert!(
+            !output.contains(marker.as_str()),
+            "{what}: the secret leaked: {output}"
+        );
+    }
+    for image in images(w)
+        .into_iter()
+        .filter(|i| i.starts_with(&format!("hostile-{number}-")))
+    {
+        let bytes = w.export(&image, None);
+        assert!(
+            !bytes
+                .windows(marker.len())
+                .any(|win| win == marker.as_bytes()),
+            "{what}: the secret leaked into {image}"
+        );
+    }
+}
+
+/// `restore` as a user who may not read the destination: the error says so, not that there are
+/// no backups. Skipped where `runuser` or the `nobody` user is missing.
+#[test]
+fn permission_denied_is_not_reported_as_missing_backups() {
+    let w = World::new();
+    let (_, _) = backed_up_chain(&w, "vm", 1, false);
+    // The config is readable by everyone; the destination is not.
+    let open = w.tmp.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        w.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(&w.dest, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let conf = config_at(&w, "open/readable.conf", &w.dest, &cluster().conf);
+    fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(env!("CARGO_BIN_EXE_cephbackup"))
+        .arg("-c")
+        .arg(&conf)
+        .args(["restore", "--pool", &w.pool, "--image", "vm", "--to-file"])
+        .arg(open.join("vm.raw"))
+        .env_remove("CEPHBACKUP_LOG")
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipped: runuser is not available");
+        return;
+    };
+    let run = Run::from(out);
+    if run.stderr.contains("runuser:") {
+        eprintln!("skipped: {}", run.stderr);
+        return;
+    }
+    let run = run.code(1);
+    let error = run.first_error();
+    assert_eq!(
+        error,
+        format!(
+            "error: cannot read the backups of {}/vm: {}: Permission denied (os error 13)",
+            w.pool,
+            w.image_dir("vm").display()
+        )
+    );
+    assert!(!open.join("vm.raw").exists());
+}
+
+/// Where the target is a path that cannot be written, the error names it and its cause, not the
+/// backup file.
+#[test]
+fn a_target_that_cannot_be_written_is_named_with_its_cause() {
+    let w = World::new();
+    let (conf, _) = backed_up_chain(&w, "vm", 2, false);
+    let missing: PathBuf = w.tmp.path().join("no/such/folder/vm.raw");
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            missing.to_str().unwrap(),
+        ],
+    )
+    .code(1);
+    assert_eq!(
+        run.first_error(),
+        format!(
+            "error: cannot create {}: cannot create a file in {}: No such file or directory (os \
+             error 2)",
+            missing.display(),
+            missing.parent().unwrap().display()
+        )
+    );
+}
+
+/// A sparse archive member just under the absolute limit is read (nothing says the image is
+/// smaller), but it cannot keep `verify` or `restore --to-file` from stopping on SIGTERM: the
+/// signal is checked while the member is read, not only between files.
+#[test]
+fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
+    let w = World::new();
+    let dir = w.image_dir("vm");
+    fs::create_dir_all(&dir).unwrap();
+    let full = "vm@BACKUPUTC20200101T000000.full";
+    // 512 TiB of holes: days of reading.
+    fs::write(
+        dir.join(format!("{full}.tar.gz")),
+        sparse_bomb(full, 1 << 49),
+    )
+    .unwrap();
+    let conf = w.config("images = vm\nbackup mode = full");
+    let out = w.tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let target = out.join("vm.raw");
+    for args in [
+        vec!["verify"],
+        vec![
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            target.to_str().unwrap(),
+        ],
+    ] {
+        let mut all = vec!["-c", conf.to_str().unwrap()];
+        all.extend_from_slice(&args);
+        let mut child = w.spawn(&all);
+        // Well into the member by then.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");
+        let signalled = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if signalled.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("{args:?} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(143), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("interrupted by SIGTERM"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The interrupted restore removed its own partial file.
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+}
