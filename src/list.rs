@@ -1,18 +1,24 @@
-//! `cephbackup list`: every image's chains, the points they restore to, and what does not fit.
+//! `cephbackup list`: every image's chains, the points they restore to, when each point will be
+//! removed under the current configuration, and what does not fit.
 //!
 //! Reads the backup folders only (no cluster, no lock: files appear under their final names only
 //! once complete, so a listing during a backup is merely a moment early). The text and JSON
-//! renderings are pure functions of the scanned [`Layout`]s.
+//! renderings are pure functions of the scanned [`Layout`]s and their [`Expiries`].
 
 use crate::{out, outln};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{self, ImageFolder};
 use crate::chain::{self, Finding, Layout, Stored};
 use crate::cli::{ListArgs, Status};
+use crate::naming::SnapName;
+use crate::plan::Settings;
+use crate::retention::{self, Expiry, Policy};
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -23,6 +29,24 @@ pub struct Listing {
     pub image: String,
     pub folder: String,
     pub layout: Layout,
+    /// When each restore point goes; `None` shows no retention at all.
+    pub expiry: Option<Expiries>,
+}
+
+/// When each restore point of a folder will be removed, under its section's configuration.
+pub struct Expiries {
+    pub policy: Policy,
+    pub by_point: BTreeMap<SnapName, Expiry>,
+}
+
+impl Expiries {
+    /// Judged at `now` (a window that has passed reads "removed by the next run").
+    pub fn of(policy: Policy, layout: &Layout, now: DateTime<Utc>) -> Expiries {
+        Expiries {
+            policy,
+            by_point: retention::expiries(&policy, layout, now),
+        }
+    }
 }
 
 pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
@@ -33,8 +57,9 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
     )?;
     let mut listings = Vec::new();
     let mut status = Status::Success;
+    let now = Utc::now();
     for folder in &folders {
-        match scan(folder) {
+        match scan(folder, now) {
             Ok(listing) => listings.push(listing),
             Err(err) => {
                 eprintln!("error: {}: {err:#}", folder.label());
@@ -52,12 +77,15 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
     Ok(status)
 }
 
-fn scan(folder: &ImageFolder) -> Result<Listing> {
+fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
+    let layout = chain::scan(&folder.dir, &folder.image)?;
+    let policy = Settings::of(folder.job).policy();
     Ok(Listing {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
         folder: folder.dir.path().display().to_string(),
-        layout: chain::scan(&folder.dir, &folder.image)?,
+        expiry: Some(Expiries::of(policy, &layout, now)),
+        layout,
     })
 }
 
@@ -112,6 +140,9 @@ pub fn text(listings: &[Listing]) -> String {
                 let _ = writeln!(out, "{label}: no restore points, in {}", listing.folder);
             }
         }
+        if let Some(expiry) = &listing.expiry {
+            let _ = writeln!(out, "  retention: {}", expiry.policy);
+        }
         for chain in &layout.chains {
             let full = &layout.files[chain.full];
             let _ = writeln!(
@@ -122,7 +153,11 @@ pub fn text(listings: &[Listing]) -> String {
                 if chain.diffs.is_empty() { "" } else { "s" }
             );
             for index in chain.files() {
-                out.push_str(&file_line(&layout.files[index]));
+                let stored = &layout.files[index];
+                out.push_str(&file_line(stored));
+                if let Some(expiry) = listing.expiry_of(stored) {
+                    let _ = writeln!(out, "      {expiry}");
+                }
             }
         }
         for finding in &layout.findings {
@@ -136,6 +171,13 @@ pub fn text(listings: &[Listing]) -> String {
         }
     }
     out
+}
+
+impl Listing {
+    /// When the restore point that `stored` gives will be removed.
+    fn expiry_of(&self, stored: &Stored) -> Option<&Expiry> {
+        self.expiry.as_ref()?.by_point.get(&stored.file.snap)
+    }
 }
 
 /// One file of a chain: the point it restores to, what it is, and how it is stored.
@@ -176,6 +218,9 @@ struct ImageDoc<'a> {
     folder: &'a str,
     /// Snapshot names, oldest first.
     restore_points: Vec<&'a str>,
+    /// The configuration that decides when points go, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<String>,
     chains: Vec<ChainDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
 }
@@ -198,6 +243,41 @@ struct FileDoc<'a> {
     size: u64,
     compressed: bool,
     checksum_file: Option<&'a str>,
+    /// When the restore point this file gives will be removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<ExpiryDoc>,
+}
+
+#[derive(Serialize)]
+struct ExpiryDoc {
+    /// `kept`, `next_run`, `first_run_after` (the window) or `keep_minimum` (out of the window
+    /// or soon to be, and held while fewer than `keep_minimum` newer points exist).
+    removal: &'static str,
+    /// The last instant the point is inside the window, RFC 3339 UTC; the first run after it
+    /// removes the point unless keep minimum holds it.
+    after: Option<String>,
+    keep_minimum: Option<u32>,
+    /// Restore points newer than this one, when keep minimum holds it.
+    newer_points: Option<usize>,
+    /// The same, for people.
+    text: String,
+}
+
+fn expiry_doc(expiry: &Expiry) -> ExpiryDoc {
+    let (after, held) = match expiry {
+        Expiry::Window { after, held, .. } => (
+            Some(after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            *held,
+        ),
+        Expiry::Kept { .. } | Expiry::NextRun { .. } => (None, None),
+    };
+    ExpiryDoc {
+        removal: expiry.removal(),
+        after,
+        keep_minimum: held.map(|(minimum, _)| minimum),
+        newer_points: held.map(|(_, newer)| newer),
+        text: expiry.to_string(),
+    }
 }
 
 #[derive(Serialize)]
@@ -207,7 +287,7 @@ struct FindingDoc<'a> {
     severity: &'static str,
 }
 
-fn file_doc(stored: &Stored) -> FileDoc<'_> {
+fn file_doc<'a>(stored: &'a Stored, listing: &Listing) -> FileDoc<'a> {
     FileDoc {
         name: &stored.name,
         kind: if stored.file.is_full() {
@@ -225,6 +305,7 @@ fn file_doc(stored: &Stored) -> FileDoc<'_> {
         size: stored.size,
         compressed: stored.file.compressed,
         checksum_file: stored.checksum.as_deref(),
+        expiry: listing.expiry_of(stored).map(expiry_doc),
     }
 }
 
@@ -240,11 +321,15 @@ fn document(listings: &[Listing]) -> Document<'_> {
                     image: &listing.image,
                     folder: &listing.folder,
                     restore_points: layout.points().into_iter().map(|p| p.as_str()).collect(),
+                    retention: listing.expiry.as_ref().map(|e| e.policy.to_string()),
                     chains: layout
                         .chains
                         .iter()
                         .map(|chain| ChainDoc {
-                            files: chain.files().map(|i| file_doc(&layout.files[i])).collect(),
+                            files: chain
+                                .files()
+                                .map(|i| file_doc(&layout.files[i], listing))
+                                .collect(),
                         })
                         .collect(),
                     findings: layout
@@ -286,6 +371,7 @@ mod tests {
             image: "vm".into(),
             folder: "/b/rbd/vm".into(),
             layout,
+            expiry: None,
         }
     }
 
@@ -324,6 +410,59 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             .map(|f| (f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap()))
             .collect();
         assert_eq!(kinds, [("temporary", "warning"), ("missing_link", "error")]);
+    }
+
+    #[test]
+    fn text_and_json_show_when_each_point_goes() {
+        use crate::config::{BackupMode, Window, WindowUnit};
+        use chrono::TimeZone;
+        let mut listing = listing();
+        let policy = Policy {
+            mode: BackupMode::Incremental,
+            window: Window {
+                size: 7,
+                unit: WindowUnit::Days,
+            },
+            keep: crate::retention::KeepRules::default(),
+            keep_minimum: 2,
+        };
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        listing.expiry = Some(Expiries::of(policy, &listing.layout, now));
+        let shown = text(std::slice::from_ref(&listing));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[1..6],
+            [
+                "  retention: incremental, window of 7 days, keep minimum = 2",
+                &format!("  chain from full backup {S0} (2 restore points):"),
+                &format!("    {S0}  full    32.0 MiB  gzip  sha256  vm@{S0}.full.tar.gz"),
+                "      removed by the next run (left the window of 7 days after 2026-11-27 \
+                 02:00:00 UTC)",
+                &format!("    {S1}  diff     1.5 KiB  gzip  no-sum  vm@{S1}.diff_from_{S0}.tar.gz"),
+            ]
+        );
+        assert_eq!(
+            lines[6],
+            "      kept while fewer than 2 newer restore points exist (0 now, keep minimum = 2); \
+             left the window of 7 days after 2026-11-28 02:00:00 UTC"
+        );
+        let json = serde_json::to_value(document(&[listing])).unwrap();
+        let image = &json["images"][0];
+        assert_eq!(
+            image["retention"],
+            "incremental, window of 7 days, keep minimum = 2"
+        );
+        let files = &image["chains"][0]["files"];
+        assert_eq!(files[0]["expiry"]["removal"], "next_run");
+        assert_eq!(files[0]["expiry"]["after"], "2026-11-27T02:00:00Z");
+        assert_eq!(files[0]["expiry"]["keep_minimum"], serde_json::Value::Null);
+        assert_eq!(files[1]["expiry"]["removal"], "keep_minimum");
+        assert_eq!(files[1]["expiry"]["keep_minimum"], 2);
+        assert_eq!(files[1]["expiry"]["newer_points"], 0);
+        assert!(files[1]["expiry"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("kept while fewer than 2 newer"));
     }
 
     #[test]
