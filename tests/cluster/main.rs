@@ -15,6 +15,7 @@ mod hostile_backup;
 mod list;
 mod proof;
 mod restore;
+mod retention;
 mod selection;
 mod slide;
 mod verify;
