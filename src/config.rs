@@ -2985,6 +2985,16 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_parses_cleanly_and_keeps_a_week_through_outages() {
+        let config = parse(include_str!("../ceph-backup.cfg")).unwrap();
+        assert_eq!(config.warnings, vec![]);
+        let pool = &config.pools[0];
+        assert_eq!(pool.mode, BackupMode::Incremental);
+        assert_eq!(pool.keep_minimum, 7);
+        assert_eq!(pool.keep, KeepRules::default());
+    }
+
+    #[test]
     fn keep_minimum_is_read_in_incremental_mode() {
         for (extra, expected) in [
             ("", 1),
