@@ -309,6 +309,18 @@ struct Slide {
 }
 
 impl Slide {
+    /// What chose the base, as removal reasons name it.
+    fn policy(&self, settings: &Settings) -> String {
+        if self.base < self.window_base {
+            format!(
+                "window of {}, keep minimum = {}",
+                settings.window, settings.keep_minimum
+            )
+        } else {
+            format!("window of {}", settings.window)
+        }
+    }
+
     /// Whether keep minimum holds the snapshot at `index` although it is outside the window:
     /// when it moved the base back, everything from the base on stays.
     fn holds(&self, index: usize) -> bool {
@@ -362,7 +374,7 @@ impl Incremental<'_> {
             } else {
                 let base = self.candidate(slide.base).clone();
                 let base_file = self.write_new_base(&slide, oldest, steps);
-                let prune = self.prune(&base);
+                let prune = self.prune(&base, &slide.policy(self.settings));
                 for name in prune.strangers {
                     steps.push(Step::UnexpectedFile { name });
                 }
@@ -449,7 +461,7 @@ impl Incremental<'_> {
         }
         let base_snap = &self.owned[base];
         let removed: BTreeSet<String> = self
-            .prune(base_snap)
+            .prune(base_snap, "")
             .removals
             .into_iter()
             .map(|(name, _)| name)
@@ -489,7 +501,7 @@ impl Incremental<'_> {
             .files
             .iter()
             .any(|f| f.file.is_full() && f.file.snap == *base);
-        has_full && self.prune(base).removals.is_empty()
+        has_full && self.prune(base, "").removals.is_empty()
     }
 
     /// The snapshots that remain after `slide`: those inside the window, and those keep minimum
@@ -592,7 +604,8 @@ impl Incremental<'_> {
 
     /// The original's pruning: every backup file dated before the new base, and the diff that
     /// ends at it, go with their checksum files; entries it does not know are reported and kept.
-    fn prune(&self, base: &SnapName) -> Prune {
+    /// `policy` names what chose the base, for the reasons.
+    fn prune(&self, base: &SnapName, policy: &str) -> Prune {
         // Reported in name order, as one listing, like the original's single pass.
         let mut reports: Vec<(&str, Option<&Stored>)> = self
             .layout
@@ -614,7 +627,7 @@ impl Incremental<'_> {
                 Some(stored) if superseded_by(&stored.file, base) => {
                     prune
                         .removals
-                        .push((name.to_string(), removal_reason(&stored.file, base)));
+                        .push((name.to_string(), removal_reason(&stored.file, base, policy)));
                     if let Some(checksum) = &stored.checksum {
                         prune.removals.push((
                             checksum.clone(),
@@ -715,11 +728,11 @@ fn superseded_by(file: &BackupFile, base: &SnapName) -> bool {
         || (file.snap.taken() == base.taken() && matches!(file.content, Content::DiffFrom(_)))
 }
 
-fn removal_reason(file: &BackupFile, base: &SnapName) -> String {
+fn removal_reason(file: &BackupFile, base: &SnapName, policy: &str) -> String {
     if file.snap.taken() < base.taken() {
-        format!("older than the new base {base}")
+        format!("older than the new base {base} ({policy})")
     } else {
-        format!("superseded by the full backup of {base}")
+        format!("superseded by the full backup of {base} ({policy})")
     }
 }
 
@@ -1851,7 +1864,7 @@ mod tests {
         );
         assert_eq!(
             reason_of(&plan, "img@BACKUPUTC20170803T020000.full"),
-            "older than the new base BACKUPUTC20170804T020000"
+            "older than the new base BACKUPUTC20170804T020000 (window of 2 days, keep minimum = 3)"
         );
         // Each later run slides by one point, and never below three.
         let plan = w.run(&s, at(13, 2, 0));
@@ -1874,6 +1887,10 @@ mod tests {
         // Back inside the window: the original's rule alone, as before the outage.
         let plan = w.run(&s, at(15, 2, 0));
         assert!(!reason_of(&plan, "BACKUPUTC20170812T020000").contains("keep minimum"));
+        assert_eq!(
+            reason_of(&plan, "img@BACKUPUTC20170812T020000.full"),
+            "older than the new base BACKUPUTC20170813T020000 (window of 2 days)"
+        );
         assert_eq!(points(&w).len(), 3);
     }
 
