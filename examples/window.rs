@@ -2,8 +2,10 @@
 //! and which files and snapshots are removed. It drives the real planner with simulated time, so
 //! an administrator can see the effect of `window size` / `window unit` before changing them.
 //!
-//! cargo run --example window -- [SIZE] [UNIT] [RUNS] [HOURS_BETWEEN_RUNS]
+//! cargo run --example window -- [SIZE] [UNIT] [RUNS] [HOURS_BETWEEN_RUNS] [KEEP_MINIMUM]
 //! e.g. cargo run --example window -- 7 days 10 24
+//! or, runs three days apart with a 2-day window that must keep 3 points:
+//! cargo run --example window -- 2 days 6 72 3
 
 use std::collections::BTreeSet;
 
@@ -13,6 +15,7 @@ use cephbackup::config::{BackupMode, Window, WindowUnit};
 use cephbackup::plan::{plan_image, Found, Settings, Step};
 use cephbackup::rbd::Snapshot;
 use cephbackup::record::ImageRecord;
+use cephbackup::retention::KeepRules;
 use cephbackup::store::FolderEntry;
 
 fn unit(text: &str) -> WindowUnit {
@@ -37,12 +40,18 @@ fn main() {
     let every: i64 = arg(3, "24")
         .parse()
         .expect("HOURS_BETWEEN_RUNS is a whole number");
+    let keep_minimum: u32 = arg(4, "1").parse().expect("KEEP_MINIMUM is a whole number");
     let settings = Settings {
         mode: BackupMode::Incremental,
         window,
         compress: false,
+        keep: KeepRules::default(),
+        keep_minimum: keep_minimum.max(1),
     };
-    println!("incremental backups every {every} h with a window of {window}\n");
+    println!(
+        "incremental backups every {every} h with a window of {window}, keep minimum = \
+         {keep_minimum}\n"
+    );
 
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
     let mut snapshots: Vec<Snapshot> = Vec::new();

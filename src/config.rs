@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
 
+use crate::retention::KeepRules;
 use crate::untrusted::{EntryKind, NotRegular};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
@@ -72,7 +73,14 @@ const CHECK_MODE: &str = "check mode";
 const WINDOW_SIZE: &str = "window size";
 const WINDOW_UNIT: &str = "window unit";
 const CEPH_TIMEOUT: &str = "ceph timeout";
-const KNOWN_KEYS: [&str; 11] = [
+const KEEP_LAST: &str = "keep last";
+const KEEP_DAILY: &str = "keep daily";
+const KEEP_WEEKLY: &str = "keep weekly";
+const KEEP_MONTHLY: &str = "keep monthly";
+const KEEP_MINIMUM: &str = "keep minimum";
+/// The full-mode keep rules, in the order they are read and reported.
+const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
+const KNOWN_KEYS: [&str; 16] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -84,7 +92,19 @@ const KNOWN_KEYS: [&str; 11] = [
     WINDOW_SIZE,
     WINDOW_UNIT,
     CEPH_TIMEOUT,
+    KEEP_LAST,
+    KEEP_DAILY,
+    KEEP_WEEKLY,
+    KEEP_MONTHLY,
+    KEEP_MINIMUM,
 ];
+/// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
+/// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
+/// are set would then remove what the admin meant that one to keep.
+const KEEP_PREFIX: &str = "keep";
+/// Restore points incremental mode keeps whatever the window, unless `keep minimum` says more:
+/// this run's own point, which is the original's behaviour.
+pub const DEFAULT_KEEP_MINIMUM: u32 = 1;
 /// Seconds a Ceph operation may take before `rbd` gives up, unless `ceph timeout` says otherwise.
 pub const DEFAULT_CEPH_TIMEOUT: u32 = 300;
 /// The longest `ceph timeout`: one day. Longer means "never" in practice, which `0` says plainly.
@@ -136,6 +156,10 @@ pub struct PoolJob {
     pub compress: bool,
     pub check_mode: bool,
     pub window: Window,
+    /// Full mode only: which full backups a successful run keeps (none set: every one).
+    pub keep: KeepRules,
+    /// Incremental mode only: the fewest restore points a window slide leaves (at least 1).
+    pub keep_minimum: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -732,6 +756,13 @@ impl<'a> IniReader<'a> {
                     Severity::Error,
                     format!("unknown key (did you mean '{known}'?)"),
                 ),
+                None if squash_separators(&unknown.key).starts_with(KEEP_PREFIX) => (
+                    Severity::Error,
+                    format!(
+                        "unknown retention rule (the rules are: {}, {KEEP_MINIMUM})",
+                        KEEP_RULE_KEYS.join(", ")
+                    ),
+                ),
                 None => (
                     Severity::Warning,
                     format!(
@@ -1016,6 +1047,8 @@ impl<'a> PoolReader<'a, '_> {
         let check_mode = self.optional(CHECK_MODE, parse_bool);
         let window = self.window(mode.as_ref().ok().copied());
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
+        let keep = self.keep_rules(mode.as_ref().ok().copied());
+        let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
         if let Err(message) = crate::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
@@ -1043,7 +1076,93 @@ impl<'a> PoolReader<'a, '_> {
             compress: compress?.unwrap_or(false),
             check_mode: check_mode?.unwrap_or(false),
             window: window?,
+            keep: keep?,
+            keep_minimum: keep_minimum?,
         })
+    }
+
+    /// The full-mode keep rules. In an incremental section they mean nothing (the window and
+    /// `keep minimum` decide there), so a mistake in them is only a warning, and one written in
+    /// the section itself is reported as ignored; one inherited from `[DEFAULT]` is meant for the
+    /// full-mode sections and is silently not used.
+    fn keep_rules(&mut self, mode: Option<BackupMode>) -> Result<KeepRules, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Incremental) => Severity::Warning,
+            Some(BackupMode::Full) | None => Severity::Error,
+        };
+        let [last, daily, weekly, monthly] =
+            KEEP_RULE_KEYS.map(|key| self.optional_as(key, parse_count, severity));
+        let rules = KeepRules {
+            last: last?,
+            daily: daily?,
+            weekly: weekly?,
+            monthly: monthly?,
+        };
+        match mode {
+            Some(BackupMode::Incremental) => {
+                for (key, value) in KEEP_RULE_KEYS.iter().zip(rules_in_key_order(&rules)) {
+                    if value.is_some() {
+                        self.ignored_in_this_mode(
+                            key,
+                            "only full mode uses keep rules; ignored in this incremental \
+                             section, whose history the window and keep minimum decide",
+                        );
+                    }
+                }
+                Ok(KeepRules::default())
+            }
+            Some(BackupMode::Full) | None => self.keep_rules_keep_something(rules),
+        }
+    }
+
+    /// Rules that are all 0 would remove every backup but the newest: far more likely a mistake
+    /// than a wish, and not one to find out about after the fact.
+    fn keep_rules_keep_something(&mut self, rules: KeepRules) -> Result<KeepRules, Reported> {
+        if !rules.is_set() || rules.rules().any(|(_, count)| count > 0) {
+            return Ok(rules);
+        }
+        let first = KEEP_RULE_KEYS.iter().find_map(|key| {
+            self.written(key)
+                .map(|(entry, section)| (*key, entry, section))
+        });
+        if let Some((key, entry, section)) = first {
+            let message = "every keep rule is 0, which would remove every backup but the newest; \
+                           set one to 1 or more, or remove the keep rules to keep every backup"
+                .to_string();
+            self.record(Severity::Error, entry.line, section, key, message);
+        }
+        Err(Reported)
+    }
+
+    /// `keep minimum`, which only incremental mode uses (0 means the same as 1: the point a run
+    /// takes always remains).
+    fn keep_minimum(&mut self, mode: Option<BackupMode>) -> Result<u32, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Full) => Severity::Warning,
+            Some(BackupMode::Incremental) | None => Severity::Error,
+        };
+        let minimum = self.optional_as(KEEP_MINIMUM, parse_count, severity)?;
+        if mode == Some(BackupMode::Full) {
+            if minimum.is_some() {
+                self.ignored_in_this_mode(
+                    KEEP_MINIMUM,
+                    "only incremental mode uses keep minimum; ignored in this full-mode section \
+                     (its keep rules are keep last, keep daily, keep weekly and keep monthly)",
+                );
+            }
+            return Ok(DEFAULT_KEEP_MINIMUM);
+        }
+        Ok(minimum.map_or(DEFAULT_KEEP_MINIMUM, |n| n.max(1)))
+    }
+
+    /// Warns about `key` when it is written in this pool's own section; from `[DEFAULT]` it is
+    /// meant for the sections whose mode uses it.
+    fn ignored_in_this_mode(&mut self, key: &str, message: &str) {
+        let Some(entry) = self.pool.get(key) else {
+            return;
+        };
+        let (line, section) = (entry.line, self.pool.name.clone());
+        self.record(Severity::Warning, line, &section, key, message.to_string());
     }
 
     /// `window size` and `window unit`, which only incremental mode uses. Full mode never looks at
@@ -1384,6 +1503,24 @@ fn parse_window_size(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("value {} is too large (at most {})", quoted(text), u32::MAX))
 }
 
+/// A number of restore points or periods for the retention keys: a whole number, 0 or more.
+fn parse_count(text: &str) -> Result<u32, String> {
+    let Some(digits) = unsigned_digits(text)? else {
+        return Err(format!(
+            "invalid value {} (expected a whole number, 0 or more)",
+            quoted(text)
+        ));
+    };
+    digits
+        .parse()
+        .map_err(|_| format!("value {} is too large (at most {})", quoted(text), u32::MAX))
+}
+
+/// The rule counts in the order of [`KEEP_RULE_KEYS`].
+fn rules_in_key_order(rules: &KeepRules) -> [Option<u32>; 4] {
+    [rules.last, rules.daily, rules.weekly, rules.monthly]
+}
+
 /// Seconds, up to [`MAX_CEPH_TIMEOUT`]; 0 means no limit. Its own parser, not the window's:
 /// the bound and the message are about seconds.
 fn parse_ceph_timeout(text: &str) -> Result<u32, String> {
@@ -1547,6 +1684,8 @@ mod tests {
             compress: false,
             check_mode: false,
             window: DEFAULT_WINDOW,
+            keep: KeepRules::default(),
+            keep_minimum: DEFAULT_KEEP_MINIMUM,
         }
     }
 
@@ -2243,7 +2382,8 @@ mod tests {
             warnings(&minimal("retention = 3")),
             "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
              directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
-             window size, window unit, ceph timeout)"
+             window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
+             monthly, keep minimum)"
         );
     }
 
@@ -2820,6 +2960,161 @@ mod tests {
             "t.conf:2: [DEFAULT] window size: invalid value '7d' (expected a whole number, 0 or more)"
         );
         assert_eq!(errors.warnings, vec![]);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Retention keys.
+
+    #[test]
+    fn keep_rules_are_read_in_full_mode_and_absent_by_default() {
+        let pool = only_pool(&minimal(
+            "keep last = 2\nkeep daily = +7\nKeep Weekly = 0\nkeep monthly: 12\n",
+        ));
+        let expected = KeepRules {
+            last: Some(2),
+            daily: Some(7),
+            weekly: Some(0),
+            monthly: Some(12),
+        };
+        assert_eq!(pool.keep, expected);
+        assert_eq!(pool.keep_minimum, DEFAULT_KEEP_MINIMUM);
+        // Without the keys full mode keeps every backup, as the original did.
+        let plain = only_pool(&minimal(""));
+        assert_eq!(plain.keep, KeepRules::default());
+        assert!(!plain.keep.is_set());
+    }
+
+    #[test]
+    fn the_sample_config_parses_cleanly_and_keeps_a_week_through_outages() {
+        let config = parse(include_str!("../ceph-backup.cfg")).unwrap();
+        assert_eq!(config.warnings, vec![]);
+        let pool = &config.pools[0];
+        assert_eq!(pool.mode, BackupMode::Incremental);
+        assert_eq!(pool.keep_minimum, 7);
+        assert_eq!(pool.keep, KeepRules::default());
+    }
+
+    #[test]
+    fn keep_minimum_is_read_in_incremental_mode() {
+        for (extra, expected) in [
+            ("", 1),
+            ("keep minimum = 7", 7),
+            ("keep minimum = 1", 1),
+            ("keep minimum = 0", 1),
+        ] {
+            let pool = only_pool(&minimal_incremental(extra));
+            assert_eq!(pool.keep_minimum, expected, "{extra:?}");
+            assert_eq!(pool.keep, KeepRules::default(), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn bad_retention_values_are_one_line_errors() {
+        let whole = "(expected a whole number, 0 or more)";
+        let cases = [
+            (minimal("keep last = -1"), format!("t.conf:5: [rbd] keep last: invalid value '-1' {whole}")),
+            (minimal("keep daily = 7.5"), format!("t.conf:5: [rbd] keep daily: invalid value '7.5' {whole}")),
+            (minimal("keep weekly = two"), format!("t.conf:5: [rbd] keep weekly: invalid value 'two' {whole}")),
+            (minimal("keep monthly = "), format!("t.conf:5: [rbd] keep monthly: invalid value '' {whole}")),
+            (
+                minimal("keep monthly = 99999999999"),
+                "t.conf:5: [rbd] keep monthly: value '99999999999' is too large (at most 4294967295)"
+                    .to_string(),
+            ),
+            (
+                minimal("keep last = 3\n  keep daily = 2"),
+                "t.conf:5: [rbd] keep last: value continues on an indented line (remove the \
+                 indentation if that line was meant as a separate key)"
+                    .to_string(),
+            ),
+            (
+                minimal("keep last = 0\nkeep daily = 0"),
+                "t.conf:5: [rbd] keep last: every keep rule is 0, which would remove every backup \
+                 but the newest; set one to 1 or more, or remove the keep rules to keep every \
+                 backup"
+                    .to_string(),
+            ),
+            (
+                minimal_incremental("keep minimum = -2"),
+                format!("t.conf:5: [rbd] keep minimum: invalid value '-2' {whole}"),
+            ),
+            (
+                minimal_incremental("keep minimum = 1.5"),
+                format!("t.conf:5: [rbd] keep minimum: invalid value '1.5' {whole}"),
+            ),
+            (
+                "[DEFAULT]\nkeep minimum = x\n[rbd]\nimages = a\ndestination directory = /b\n\
+                 backup mode = incremental\n"
+                    .to_string(),
+                format!("t.conf:2: [DEFAULT] keep minimum: invalid value 'x' {whole}"),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(problems(&text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn retention_keys_of_the_other_mode_are_warned_about_where_written() {
+        let text = minimal_incremental("keep last = 3\nkeep daily = x\nkeep minimum = 4\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.pools[0].keep, KeepRules::default());
+        assert_eq!(config.pools[0].keep_minimum, 4);
+        assert_eq!(
+            lines(&config.warnings),
+            "t.conf:5: [rbd] keep last: only full mode uses keep rules; ignored in this \
+             incremental section, whose history the window and keep minimum decide\n\
+             t.conf:6: [rbd] keep daily: invalid value 'x' (expected a whole number, 0 or more)"
+        );
+        let text = minimal("keep minimum = 7\nkeep last = 5\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.pools[0].keep_minimum, DEFAULT_KEEP_MINIMUM);
+        assert_eq!(config.pools[0].keep.last, Some(5));
+        assert_eq!(
+            lines(&config.warnings),
+            "t.conf:5: [rbd] keep minimum: only incremental mode uses keep minimum; ignored in \
+             this full-mode section (its keep rules are keep last, keep daily, keep weekly and \
+             keep monthly)"
+        );
+        // From [DEFAULT], each key applies where its mode uses it, without a word elsewhere.
+        let text = "[DEFAULT]\nkeep last = 4\nkeep minimum = 7\nimages = a\n\
+                    destination directory = /b\n[full]\nbackup mode = full\n\
+                    [incr]\nbackup mode = incremental\n";
+        let config = parse(text).unwrap();
+        assert_eq!(config.warnings, vec![]);
+        assert_eq!(config.pools[0].keep.last, Some(4));
+        assert_eq!(config.pools[0].keep_minimum, DEFAULT_KEEP_MINIMUM);
+        assert_eq!(config.pools[1].keep, KeepRules::default());
+        assert_eq!(config.pools[1].keep_minimum, 7);
+    }
+
+    #[test]
+    fn misspelt_or_unknown_retention_keys_are_errors() {
+        let cases = [
+            ("keep_last = 2", "keep_last", "keep last"),
+            ("KeepLast = 2", "keeplast", "keep last"),
+            ("keep dayly = 7", "keep dayly", "keep daily"),
+            ("keep weekely = 4", "keep weekely", "keep weekly"),
+            ("keep-monthly = 4", "keep-monthly", "keep monthly"),
+            ("keep minimun = 7", "keep minimun", "keep minimum"),
+            ("keep min = 7", "keep min", "keep minimum"),
+            ("keep = 3", "keep", "keep last"),
+        ];
+        for (line, key, known) in cases {
+            let expected = format!("t.conf:5: [rbd] {key}: unknown key (did you mean '{known}'?)");
+            assert_eq!(problems(&minimal(line)), expected, "{line}");
+        }
+        // A rule the tool does not have must not be ignored: the rules that are set would then
+        // remove the backups it was meant to keep.
+        for key in ["keep yearly", "keep hourly", "keep within"] {
+            assert_eq!(
+                problems(&minimal(&format!("{key} = 5"))),
+                format!(
+                    "t.conf:5: [rbd] {key}: unknown retention rule (the rules are: keep last, \
+                     keep daily, keep weekly, keep monthly, keep minimum)"
+                ),
+            );
+        }
     }
 
     #[test]

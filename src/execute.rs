@@ -214,11 +214,7 @@ impl<'a> Section<'a> {
             mode,
             rbd: Rbd::new(cluster.clone(), options.progress),
             cluster,
-            settings: Settings {
-                mode: job.mode,
-                window: job.window,
-                compress: job.compress,
-            },
+            settings: Settings::of(job),
             options,
             unreachable,
             config_path,

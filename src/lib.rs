@@ -23,6 +23,7 @@ pub mod rbd;
 pub mod rebuild;
 pub mod record;
 pub mod restore;
+pub mod retention;
 pub mod store;
 pub mod stored;
 pub mod untrusted;

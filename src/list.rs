@@ -1,22 +1,29 @@
-//! `cephbackup list`: every image's chains, the points they restore to, and what does not fit.
+//! `cephbackup list`: every image's chains, the points they restore to, when each point will be
+//! removed under the current configuration, and what does not fit.
 //!
 //! Reads the backup folders only (no cluster, no lock: files appear under their final names only
 //! once complete, so a listing during a backup is merely a moment early), and reads no file: the
 //! chains are those of the regular files ([`stored::scan`]), and an entry named like a backup or
 //! checksum file that is something else (a symlink, a FIFO, a folder) is flagged as an error. The
 //! text and JSON renderings are pure functions of the scanned folders; every name in the text is
-//! shown escaped ([`escaped`]), so a name cannot fake a line or drive the terminal.
+//! shown escaped ([`escaped`]), so a name cannot fake a line or drive the terminal. Each point
+//! also says when it goes ([`Expiries`]).
 
 use crate::{out, outln};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{self, ImageFolder};
 use crate::chain::{Finding, FindingKind, Layout, Stored};
 use crate::cli::{ListArgs, Status};
+use crate::naming::SnapName;
 use crate::output::{self, escaped};
+use crate::plan::Settings;
+use crate::retention::{self, Expiry, Policy};
 use crate::stored::{self, NotRegularEntry};
 use crate::untrusted::EntryKind;
 
@@ -31,6 +38,24 @@ pub struct Listing {
     pub layout: Layout,
     /// Entries named like backup or checksum files that are not regular files.
     pub not_regular: Vec<NotRegularEntry>,
+    /// When each restore point goes; `None` shows no retention at all.
+    pub expiry: Option<Expiries>,
+}
+
+/// When each restore point of a folder will be removed, under its section's configuration.
+pub struct Expiries {
+    pub policy: Policy,
+    pub by_point: BTreeMap<SnapName, Expiry>,
+}
+
+impl Expiries {
+    /// Judged at `now` (a window that has passed reads "removed by the next run").
+    pub fn of(policy: Policy, layout: &Layout, now: DateTime<Utc>) -> Expiries {
+        Expiries {
+            policy,
+            by_point: retention::expiries(&policy, layout, now),
+        }
+    }
 }
 
 pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
@@ -41,8 +66,9 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
     )?;
     let mut listings = Vec::new();
     let mut status = Status::Success;
+    let now = Utc::now();
     for folder in &folders {
-        match scan(folder) {
+        match scan(folder, now) {
             Ok(listing) => listings.push(listing),
             Err(err) => {
                 eprintln!(
@@ -64,12 +90,14 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
     Ok(status)
 }
 
-fn scan(folder: &ImageFolder) -> Result<Listing> {
+fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
     let scanned = stored::scan(&folder.dir, &folder.image)?;
+    let policy = Settings::of(folder.job).policy();
     Ok(Listing {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
         folder: folder.dir.path().display().to_string(),
+        expiry: Some(Expiries::of(policy, &scanned.layout, now)),
         layout: scanned.layout,
         not_regular: scanned.not_regular,
     })
@@ -127,6 +155,9 @@ pub fn text(listings: &[Listing]) -> String {
                 let _ = writeln!(out, "{label}: no restore points, in {folder}");
             }
         }
+        if let Some(expiry) = &listing.expiry {
+            let _ = writeln!(out, "  retention: {}", expiry.policy);
+        }
         for chain in &layout.chains {
             let full = &layout.files[chain.full];
             let _ = writeln!(
@@ -137,7 +168,11 @@ pub fn text(listings: &[Listing]) -> String {
                 if chain.diffs.is_empty() { "" } else { "s" }
             );
             for index in chain.files() {
-                out.push_str(&file_line(&layout.files[index]));
+                let stored = &layout.files[index];
+                out.push_str(&file_line(stored));
+                if let Some(expiry) = listing.expiry_of(stored) {
+                    let _ = writeln!(out, "      {expiry}");
+                }
             }
         }
         for entry in &listing.not_regular {
@@ -159,6 +194,13 @@ pub fn text(listings: &[Listing]) -> String {
         }
     }
     out
+}
+
+impl Listing {
+    /// When the restore point that `stored` gives will be removed.
+    fn expiry_of(&self, stored: &Stored) -> Option<&Expiry> {
+        self.expiry.as_ref()?.by_point.get(&stored.file.snap)
+    }
 }
 
 /// One file of a chain: the point it restores to, what it is, and how it is stored.
@@ -199,6 +241,9 @@ struct ImageDoc<'a> {
     folder: &'a str,
     /// Snapshot names, oldest first.
     restore_points: Vec<&'a str>,
+    /// The configuration that decides when points go, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<String>,
     chains: Vec<ChainDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
 }
@@ -221,6 +266,41 @@ struct FileDoc<'a> {
     size: u64,
     compressed: bool,
     checksum_file: Option<&'a str>,
+    /// When the restore point this file gives will be removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<ExpiryDoc>,
+}
+
+#[derive(Serialize)]
+struct ExpiryDoc {
+    /// `kept`, `next_run`, `first_run_after` (the window) or `keep_minimum` (out of the window
+    /// or soon to be, and held while fewer than `keep_minimum` newer points exist).
+    removal: &'static str,
+    /// The last instant the point is inside the window, RFC 3339 UTC; the first run after it
+    /// removes the point unless keep minimum holds it.
+    after: Option<String>,
+    keep_minimum: Option<u32>,
+    /// Restore points newer than this one, when keep minimum holds it.
+    newer_points: Option<usize>,
+    /// The same, for people.
+    text: String,
+}
+
+fn expiry_doc(expiry: &Expiry) -> ExpiryDoc {
+    let (after, held) = match expiry {
+        Expiry::Window { after, held, .. } => (
+            Some(after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            *held,
+        ),
+        Expiry::Kept { .. } | Expiry::NextRun { .. } => (None, None),
+    };
+    ExpiryDoc {
+        removal: expiry.removal(),
+        after,
+        keep_minimum: held.map(|(minimum, _)| minimum),
+        newer_points: held.map(|(_, newer)| newer),
+        text: expiry.to_string(),
+    }
 }
 
 #[derive(Serialize)]
@@ -242,7 +322,7 @@ enum Kind {
     Entry(&'static str),
 }
 
-fn file_doc(stored: &Stored) -> FileDoc<'_> {
+fn file_doc<'a>(stored: &'a Stored, listing: &Listing) -> FileDoc<'a> {
     FileDoc {
         name: &stored.name,
         kind: if stored.file.is_full() {
@@ -260,6 +340,7 @@ fn file_doc(stored: &Stored) -> FileDoc<'_> {
         size: stored.size,
         compressed: stored.file.compressed,
         checksum_file: stored.checksum.as_deref(),
+        expiry: listing.expiry_of(stored).map(expiry_doc),
     }
 }
 
@@ -275,11 +356,15 @@ fn document(listings: &[Listing]) -> Document<'_> {
                     image: &listing.image,
                     folder: &listing.folder,
                     restore_points: layout.points().into_iter().map(|p| p.as_str()).collect(),
+                    retention: listing.expiry.as_ref().map(|e| e.policy.to_string()),
                     chains: layout
                         .chains
                         .iter()
                         .map(|chain| ChainDoc {
-                            files: chain.files().map(|i| file_doc(&layout.files[i])).collect(),
+                            files: chain
+                                .files()
+                                .map(|i| file_doc(&layout.files[i], listing))
+                                .collect(),
                         })
                         .collect(),
                     findings: listing
@@ -332,6 +417,7 @@ mod tests {
             folder: "/b/rbd/vm".into(),
             layout,
             not_regular: vec![],
+            expiry: None,
         }
     }
 
@@ -387,6 +473,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 name: format!("vm@{S1}.full"),
                 kind: EntryKind::Symlink,
             }],
+            expiry: None,
         };
         listing.layout.files[0].size = 1024;
         let text = text(std::slice::from_ref(&listing));
@@ -416,6 +503,59 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
         assert_eq!(findings[1]["name"], names[1].as_str());
         assert_eq!(findings[1]["kind"], "unexpected");
         assert!(findings[1].get("entry").is_none());
+    }
+
+    #[test]
+    fn text_and_json_show_when_each_point_goes() {
+        use crate::config::{BackupMode, Window, WindowUnit};
+        use chrono::TimeZone;
+        let mut listing = listing();
+        let policy = Policy {
+            mode: BackupMode::Incremental,
+            window: Window {
+                size: 7,
+                unit: WindowUnit::Days,
+            },
+            keep: crate::retention::KeepRules::default(),
+            keep_minimum: 2,
+        };
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        listing.expiry = Some(Expiries::of(policy, &listing.layout, now));
+        let shown = text(std::slice::from_ref(&listing));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[1..6],
+            [
+                "  retention: incremental, window of 7 days, keep minimum = 2",
+                &format!("  chain from full backup {S0} (2 restore points):"),
+                &format!("    {S0}  full    32.0 MiB  gzip  sha256  vm@{S0}.full.tar.gz"),
+                "      removed by the next run (left the window of 7 days after 2026-11-27 \
+                 02:00:00 UTC)",
+                &format!("    {S1}  diff     1.5 KiB  gzip  no-sum  vm@{S1}.diff_from_{S0}.tar.gz"),
+            ]
+        );
+        assert_eq!(
+            lines[6],
+            "      kept while fewer than 2 newer restore points exist (0 now, keep minimum = 2); \
+             left the window of 7 days after 2026-11-28 02:00:00 UTC"
+        );
+        let json = serde_json::to_value(document(&[listing])).unwrap();
+        let image = &json["images"][0];
+        assert_eq!(
+            image["retention"],
+            "incremental, window of 7 days, keep minimum = 2"
+        );
+        let files = &image["chains"][0]["files"];
+        assert_eq!(files[0]["expiry"]["removal"], "next_run");
+        assert_eq!(files[0]["expiry"]["after"], "2026-11-27T02:00:00Z");
+        assert_eq!(files[0]["expiry"]["keep_minimum"], serde_json::Value::Null);
+        assert_eq!(files[1]["expiry"]["removal"], "keep_minimum");
+        assert_eq!(files[1]["expiry"]["keep_minimum"], 2);
+        assert_eq!(files[1]["expiry"]["newer_points"], 0);
+        assert!(files[1]["expiry"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("kept while fewer than 2 newer"));
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! diff that ends at S, and removes the snapshots outside the window; then, if another backup
 //! snapshot is left besides T, it exports the changes to T from an earlier one.
 //!
+//! Two retention keys extend this, and change nothing when they are not set
+//! ([`crate::retention`]): in full mode, keep rules remove, after the export, the full backups no
+//! rule keeps; in incremental mode, `keep minimum` moves the new base S back to an older snapshot
+//! when the window alone would leave fewer restore points, so an outage longer than the window
+//! never wipes the history.
+//!
 //! Where it differs, it is so that nothing is destroyed without proof and nothing unrestorable is
 //! written:
 //! - Recovery removes a snapshot only when the image record ([`crate::record`]) shows that a run
@@ -28,10 +34,11 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use crate::chain::{FindingKind, Layout, Stored};
-use crate::config::{BackupMode, Window};
+use crate::config::{BackupMode, PoolJob, Window};
 use crate::naming::{BackupFile, Content, SnapName};
 use crate::rbd::Snapshot;
 use crate::record::ImageRecord;
+use crate::retention::{self, KeepRules, Policy};
 use crate::store::FolderEntry;
 
 /// The parts of a pool's configuration that shape a plan.
@@ -40,6 +47,33 @@ pub struct Settings {
     pub mode: BackupMode,
     pub window: Window,
     pub compress: bool,
+    /// Full mode: which full backups a successful run keeps (none set: all of them).
+    pub keep: KeepRules,
+    /// Incremental mode: the fewest restore points a window slide leaves; 1 is the original's
+    /// behaviour (this run's own point always remains).
+    pub keep_minimum: u32,
+}
+
+impl Settings {
+    pub fn of(job: &PoolJob) -> Settings {
+        Settings {
+            mode: job.mode,
+            window: job.window,
+            compress: job.compress,
+            keep: job.keep,
+            keep_minimum: job.keep_minimum.max(1),
+        }
+    }
+
+    /// The settings that decide when restore points go, as `list` shows them.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            mode: self.mode,
+            window: self.window,
+            keep: self.keep,
+            keep_minimum: self.keep_minimum.max(1),
+        }
+    }
 }
 
 /// What exists for one image when a run starts.
@@ -141,6 +175,11 @@ pub fn plan_image(
                 snap: new.clone(),
                 reason: "temporary snapshot of a full backup".into(),
             });
+            // Only after the export: a run that fails before its backup is complete stops
+            // there and never prunes.
+            for (name, reason) in retention::full_mode_removals(&settings.keep, &layout, &new) {
+                steps.push(Step::RemoveFile { name, reason });
+            }
             (file, true)
         }
         BackupMode::Incremental => {
@@ -256,6 +295,48 @@ fn owned_snapshots(snapshots: &[Snapshot], steps: &mut Vec<Step>) -> Vec<SnapNam
         .collect()
 }
 
+/// Where a window slide moves the base, as indexes into the owned snapshots (one past them
+/// means this run's snapshot).
+#[derive(Debug, Clone, Copy)]
+struct Slide {
+    base: usize,
+    /// Where the original's window rule alone would put it.
+    window_base: usize,
+    /// Restore points left after the slide (counted only when keep minimum asks).
+    points: usize,
+    /// Restore points the window rule alone would leave (likewise).
+    window_points: usize,
+}
+
+impl Slide {
+    /// What chose the base, as removal reasons name it.
+    fn policy(&self, settings: &Settings) -> String {
+        if self.base < self.window_base {
+            format!(
+                "window of {}, keep minimum = {}",
+                settings.window, settings.keep_minimum
+            )
+        } else {
+            format!("window of {}", settings.window)
+        }
+    }
+
+    /// Whether keep minimum holds the snapshot at `index` although it is outside the window:
+    /// when it moved the base back, everything from the base on stays.
+    fn holds(&self, index: usize) -> bool {
+        self.base < self.window_base && index >= self.base
+    }
+}
+
+/// What the original's pruning around a new base does to the folder.
+#[derive(Debug, Default)]
+struct Prune {
+    /// Names to remove, with the reason, in the order to remove them.
+    removals: Vec<(String, String)>,
+    /// Entries reported as unexpected and left alone.
+    strangers: Vec<String>,
+}
+
 struct Incremental<'a> {
     found: &'a Found<'a>,
     settings: &'a Settings,
@@ -281,64 +362,227 @@ impl Incremental<'_> {
         // Names of the files still there once this run's removals and exports are done.
         let mut kept: BTreeSet<String> = self.layout.files.iter().map(|f| f.name.clone()).collect();
         let mut survivors = self.owned.clone();
+        let mut held_note = None;
         if window.is_outside(now, oldest.taken()) {
-            let cutoff = window.cutoff(now);
-            let base = self
-                .owned
-                .iter()
-                .find(|s| !window.is_outside(now, s.taken()))
-                .unwrap_or(&self.new)
-                .clone();
-            let base_file = self.write_new_base(&base, oldest, steps);
-            for (name, reason) in self.prune_files(&base, steps) {
-                kept.remove(&name);
-                steps.push(Step::RemoveFile { name, reason });
-            }
-            kept.insert(base_file.file_name(self.found.image));
-            survivors.retain(|s| !window.is_outside(now, s.taken()));
-            for snap in self
-                .owned
-                .iter()
-                .filter(|s| window.is_outside(now, s.taken()))
-            {
-                steps.push(Step::RemoveSnapshot {
-                    snap: snap.clone(),
-                    reason: format!(
-                        "taken {}, before the window of {window} that starts {cutoff}",
-                        snap.taken()
-                    ),
-                });
-            }
-            if base == self.new {
-                return base_file;
+            let slide = self.slide();
+            if self.slide_changes_nothing(&slide) {
+                held_note = Some(format!(
+                    "{oldest} has left the window of {window}, but keep minimum = {} keeps every \
+                     earlier restore point ({} after this run)",
+                    self.settings.keep_minimum, slide.points
+                ));
+            } else {
+                let base = self.candidate(slide.base).clone();
+                let base_file = self.write_new_base(&slide, oldest, steps);
+                let prune = self.prune(&base, &slide.policy(self.settings));
+                for name in prune.strangers {
+                    steps.push(Step::UnexpectedFile { name });
+                }
+                for (name, reason) in prune.removals {
+                    kept.remove(&name);
+                    steps.push(Step::RemoveFile { name, reason });
+                }
+                kept.insert(base_file.file_name(self.found.image));
+                survivors = self.survivors(&slide);
+                self.remove_snapshots(&slide, steps);
+                if base == self.new {
+                    return base_file;
+                }
             }
         }
-        let step = self.diff_or_full(&survivors, &kept);
-        let Step::Export { file, .. } = &step else {
-            unreachable!("diff_or_full always exports")
-        };
-        let file = file.clone();
-        steps.push(step);
+        let (file, mut reason) = self.diff_or_full(&survivors, &kept);
+        if let Some(note) = held_note {
+            reason = format!("{reason}; {note}");
+        }
+        steps.push(Step::Export {
+            file: file.clone(),
+            reason,
+        });
         file
+    }
+
+    /// The snapshot at `index` among the owned ones, or this run's when `index` is past them.
+    fn candidate(&self, index: usize) -> &SnapName {
+        self.owned.get(index).unwrap_or(&self.new)
+    }
+
+    /// Where the window slides to. The original's rule first: the oldest snapshot still inside
+    /// the window (this run's, when none is). When that would leave fewer restore points than
+    /// `keep minimum`, the base moves back, one older snapshot at a time, to the newest one that
+    /// leaves enough; when none does, to the one that leaves the most. So an outage longer than
+    /// the window never wipes the history, and with `keep minimum = 1` (this run's own point
+    /// always remains) nothing differs from the original.
+    fn slide(&self) -> Slide {
+        let now = self.new.taken();
+        let window = self.settings.window;
+        let window_base = self
+            .owned
+            .iter()
+            .position(|s| !window.is_outside(now, s.taken()))
+            .unwrap_or(self.owned.len());
+        let minimum = self.settings.keep_minimum as usize;
+        let at_window = |points| Slide {
+            base: window_base,
+            window_base,
+            points,
+            window_points: points,
+        };
+        if minimum <= 1 {
+            return at_window(0);
+        }
+        let window_points = self.points_left(window_base, window_base);
+        if window_points >= minimum {
+            return at_window(window_points);
+        }
+        let mut best = (window_base, window_points);
+        for base in (0..window_base).rev() {
+            let points = self.points_left(base, window_base);
+            if points >= minimum {
+                best = (base, points);
+                break;
+            }
+            if points > best.1 {
+                best = (base, points);
+            }
+        }
+        Slide {
+            base: best.0,
+            window_base,
+            points: best.1,
+            window_points,
+        }
+    }
+
+    /// The restore points left after a slide to the snapshot at `base`: the points of the files
+    /// that remain (the base's full included) whose snapshot remains, and this run's own.
+    fn points_left(&self, base: usize, window_base: usize) -> usize {
+        if base >= self.owned.len() {
+            return 1;
+        }
+        let base_snap = &self.owned[base];
+        let removed: BTreeSet<String> = self
+            .prune(base_snap, "")
+            .removals
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let mut names: Vec<String> = self
+            .layout
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|name| !removed.contains(name))
+            .collect();
+        names.push(
+            BackupFile::full(base_snap.clone(), self.settings.compress).file_name(self.found.image),
+        );
+        let survivors = self.survivors(&Slide {
+            base,
+            window_base,
+            points: 0,
+            window_points: 0,
+        });
+        let restorable = Layout::build(self.found.image, &names)
+            .points()
+            .into_iter()
+            .filter(|p| survivors.contains(p))
+            .count();
+        restorable + 1
+    }
+
+    /// True when keep minimum holds the base at the oldest snapshot, whose full backup is here
+    /// already, and nothing is older: the run is then an ordinary diff, with nothing rewritten.
+    fn slide_changes_nothing(&self, slide: &Slide) -> bool {
+        let Some(base) = self.owned.first().filter(|_| slide.base == 0) else {
+            return false;
+        };
+        let has_full = self
+            .layout
+            .files
+            .iter()
+            .any(|f| f.file.is_full() && f.file.snap == *base);
+        has_full && self.prune(base, "").removals.is_empty()
+    }
+
+    /// The snapshots that remain after `slide`: those inside the window, and those keep minimum
+    /// holds (from the base on, when it moved the base back).
+    fn survivors(&self, slide: &Slide) -> Vec<SnapName> {
+        self.owned
+            .iter()
+            .enumerate()
+            .filter(|(index, snap)| self.survives(slide, *index, snap))
+            .map(|(_, snap)| snap.clone())
+            .collect()
+    }
+
+    fn survives(&self, slide: &Slide, index: usize, snap: &SnapName) -> bool {
+        let now = self.new.taken();
+        !self.settings.window.is_outside(now, snap.taken()) || slide.holds(index)
+    }
+
+    /// The original's rule: every snapshot outside the window goes, unless keep minimum holds it.
+    fn remove_snapshots(&self, slide: &Slide, steps: &mut Vec<Step>) {
+        let now = self.new.taken();
+        let window = self.settings.window;
+        let cutoff = window.cutoff(now);
+        let held = slide.base < slide.window_base;
+        for (index, snap) in self.owned.iter().enumerate() {
+            if self.survives(slide, index, snap) {
+                continue;
+            }
+            let mut reason = format!(
+                "taken {}, before the window of {window} that starts {cutoff}",
+                snap.taken()
+            );
+            if held {
+                reason.push_str(&format!(
+                    "; keep minimum = {} keeps the restore points from {} on",
+                    self.settings.keep_minimum,
+                    self.candidate(slide.base)
+                ));
+            }
+            steps.push(Step::RemoveSnapshot {
+                snap: snap.clone(),
+                reason,
+            });
+        }
     }
 
     /// The full backup of the new base: kept when an earlier run wrote it, exported otherwise.
     fn write_new_base(
         &self,
-        base: &SnapName,
+        slide: &Slide,
         oldest: &SnapName,
         steps: &mut Vec<Step>,
     ) -> BackupFile {
+        let base = self.candidate(slide.base);
         let existing = self
             .layout
             .files
             .iter()
             .find(|f| f.file.is_full() && f.file.snap == *base)
             .map(|f| f.file.clone());
-        let reason = format!(
-            "the oldest backup snapshot {oldest} has left the window of {}: {base} becomes the new base",
-            self.settings.window
-        );
+        let window = self.settings.window;
+        let reason = if slide.base < slide.window_base {
+            let minimum = self.settings.keep_minimum;
+            let remain = if slide.points >= minimum as usize {
+                format!("{} remain", slide.points)
+            } else {
+                format!("all {} that can remain do", slide.points)
+            };
+            format!(
+                "the oldest backup snapshot {oldest} has left the window of {window}, which alone \
+                 would leave {} restore point{}, fewer than keep minimum = {minimum}: {base} \
+                 becomes the new base so that {remain}",
+                slide.window_points,
+                if slide.window_points == 1 { "" } else { "s" }
+            )
+        } else {
+            format!(
+                "the oldest backup snapshot {oldest} has left the window of {window}: {base} \
+                 becomes the new base"
+            )
+        };
         match existing {
             Some(file) => {
                 steps.push(Step::Reuse {
@@ -360,8 +604,8 @@ impl Incremental<'_> {
 
     /// The original's pruning: every backup file dated before the new base, and the diff that
     /// ends at it, go with their checksum files; entries it does not know are reported and kept.
-    /// Returns the names to remove with their reasons.
-    fn prune_files(&self, base: &SnapName, steps: &mut Vec<Step>) -> Vec<(String, String)> {
+    /// `policy` names what chose the base, for the reasons.
+    fn prune(&self, base: &SnapName, policy: &str) -> Prune {
         // Reported in name order, as one listing, like the original's single pass.
         let mut reports: Vec<(&str, Option<&Stored>)> = self
             .layout
@@ -377,28 +621,34 @@ impl Incremental<'_> {
             )
             .collect();
         reports.sort_by(|a, b| a.0.cmp(b.0));
-        let mut removals = Vec::new();
+        let mut prune = Prune::default();
         for (name, stored) in reports {
             match stored {
                 Some(stored) if superseded_by(&stored.file, base) => {
-                    removals.push((name.to_string(), removal_reason(&stored.file, base)));
+                    prune
+                        .removals
+                        .push((name.to_string(), removal_reason(&stored.file, base, policy)));
                     if let Some(checksum) = &stored.checksum {
-                        removals.push((
+                        prune.removals.push((
                             checksum.clone(),
                             format!("checksum of {name}, which is removed"),
                         ));
                     }
                 }
                 Some(stored) if !stored.file.snap.is_legacy() => {}
-                _ => steps.push(Step::UnexpectedFile {
-                    name: name.to_string(),
-                }),
+                _ => prune.strangers.push(name.to_string()),
             }
         }
-        removals
+        prune
     }
 
-    fn diff_or_full(&self, survivors: &[SnapName], kept: &BTreeSet<String>) -> Step {
+    /// The export that backs this run's snapshot, and why: a diff from the newest snapshot the
+    /// destination can restore (or the one its record says it shipped), else a full backup.
+    fn diff_or_full(
+        &self,
+        survivors: &[SnapName],
+        kept: &BTreeSet<String>,
+    ) -> (BackupFile, String) {
         let compress = self.settings.compress;
         let kept_entries: Vec<FolderEntry> = kept.iter().map(|n| FolderEntry::file(n, 0)).collect();
         let restorable: BTreeSet<&SnapName> = Layout::from_entries(self.found.image, &kept_entries)
@@ -408,20 +658,20 @@ impl Incremental<'_> {
             .collect();
         let local = survivors.iter().rev().find(|s| restorable.contains(s));
         if let Some(shipped) = self.shipped_newest(survivors, local) {
-            return Step::Export {
-                file: BackupFile::diff(shipped.clone(), self.new.clone(), compress),
-                reason: format!(
+            return (
+                BackupFile::diff(shipped.clone(), self.new.clone(), compress),
+                format!(
                     "changes since {shipped}, the newest snapshot this destination backed up (its \
                      image record says so); the files up to it are not in this destination any \
                      more (moved elsewhere?), so this diff continues a chain kept elsewhere"
                 ),
-            };
+            );
         }
         let newest = survivors.last();
         match local {
-            Some(base) => Step::Export {
-                file: BackupFile::diff(base.clone(), self.new.clone(), compress),
-                reason: match newest.filter(|n| *n != base) {
+            Some(base) => (
+                BackupFile::diff(base.clone(), self.new.clone(), compress),
+                match newest.filter(|n| *n != base) {
                     None => format!("changes since the newest backup snapshot {base}"),
                     Some(newest) => format!(
                         "changes since {base}, the newest snapshot this destination can restore; \
@@ -429,17 +679,17 @@ impl Incremental<'_> {
                          job's, or left by a run that did not finish) and is not used as a base"
                     ),
                 },
-            },
-            None => Step::Export {
-                file: BackupFile::full(self.new.clone(), compress),
-                reason: format!(
+            ),
+            None => (
+                BackupFile::full(self.new.clone(), compress),
+                format!(
                     "the newest backup snapshot {} has no complete chain of backup files back to \
                      a full backup in this destination, nor has an older one, and the image \
                      record names none: a diff could not be restored, so this run takes a full \
                      backup",
                     newest.map_or("", SnapName::as_str)
                 ),
-            },
+            ),
         }
     }
 
@@ -478,11 +728,11 @@ fn superseded_by(file: &BackupFile, base: &SnapName) -> bool {
         || (file.snap.taken() == base.taken() && matches!(file.content, Content::DiffFrom(_)))
 }
 
-fn removal_reason(file: &BackupFile, base: &SnapName) -> String {
+fn removal_reason(file: &BackupFile, base: &SnapName, policy: &str) -> String {
     if file.snap.taken() < base.taken() {
-        format!("older than the new base {base}")
+        format!("older than the new base {base} ({policy})")
     } else {
-        format!("superseded by the full backup of {base}")
+        format!("superseded by the full backup of {base} ({policy})")
     }
 }
 
@@ -505,6 +755,8 @@ mod tests {
             mode: BackupMode::Incremental,
             window: Window { size, unit },
             compress,
+            keep: KeepRules::default(),
+            keep_minimum: 1,
         }
     }
 
@@ -647,6 +899,8 @@ mod tests {
                 unit: WindowUnit::Days,
             },
             compress: true,
+            keep: KeepRules::default(),
+            keep_minimum: 1,
         };
         let old = name(at(1, 2, 0));
         let mut w = World::with(&[&old], &["img@BACKUPUTC20170801T020000.full"]);
@@ -1174,6 +1428,8 @@ mod tests {
                 unit: WindowUnit::Days,
             },
             compress: false,
+            keep: KeepRules::default(),
+            keep_minimum: 1,
         };
         // The incremental job's snapshots, and a temporary one our own killed run left.
         let mut w = World::with(
@@ -1260,5 +1516,464 @@ mod tests {
         let plan = plan_image(&settings_daily(), &found, at(3, 0, 0)).unwrap();
         assert_eq!(removals(&plan), Vec::<String>::new());
         assert_eq!(exports(&plan), ["img@BACKUPUTC20170803T000000.full"]);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Retention: full-mode keep rules and incremental keep minimum.
+
+    fn full_keeping(keep: KeepRules) -> Settings {
+        Settings {
+            mode: BackupMode::Full,
+            window: Window {
+                size: 7,
+                unit: WindowUnit::Days,
+            },
+            compress: false,
+            keep,
+            keep_minimum: 1,
+        }
+    }
+
+    fn keep_last(n: u32) -> KeepRules {
+        KeepRules {
+            last: Some(n),
+            ..KeepRules::default()
+        }
+    }
+
+    fn with_minimum(mut settings: Settings, minimum: u32) -> Settings {
+        settings.keep_minimum = minimum;
+        settings
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
+    }
+
+    /// Runs like [`World::run`], then writes the checksum file of every file the run exported,
+    /// as the executor does.
+    fn run_with_checksums(w: &mut World, s: &Settings, now: DateTime<Utc>) -> Plan {
+        let plan = w.run(s, now);
+        for name in exports(&plan) {
+            w.files.insert(format!("{name}.sha256"));
+        }
+        plan
+    }
+
+    /// The restore points the folder gives, oldest first.
+    fn points(w: &World) -> Vec<String> {
+        let names: Vec<String> = w.files.iter().cloned().collect();
+        Layout::build("img", &names)
+            .points()
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    fn reason_of<'p>(plan: &'p Plan, removed: &str) -> &'p str {
+        plan.steps
+            .iter()
+            .find_map(|step| match step {
+                Step::RemoveFile { name, reason } if name == removed => Some(reason.as_str()),
+                Step::RemoveSnapshot { snap, reason } if snap.as_str() == removed => {
+                    Some(reason.as_str())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{removed} is not removed: {plan:?}"))
+    }
+
+    #[test]
+    fn full_mode_keep_last_keeps_the_newest_backups_and_their_checksums() {
+        let s = full_keeping(keep_last(2));
+        let mut w = World::default();
+        for day in 1..=2 {
+            let plan = run_with_checksums(&mut w, &s, at(day, 2, 0));
+            assert_eq!(
+                removals(&plan),
+                [name(at(day, 2, 0))],
+                "only the temporary snapshot"
+            );
+        }
+        for day in 3..=4 {
+            let plan = run_with_checksums(&mut w, &s, at(day, 2, 0));
+            let gone = format!("img@{}.full", name(at(day - 2, 2, 0)));
+            assert_eq!(
+                removals(&plan),
+                [name(at(day, 2, 0)), gone.clone(), format!("{gone}.sha256")]
+            );
+            assert_eq!(
+                reason_of(&plan, &gone),
+                format!(
+                    "full-mode retention (keep last = 2): no keep rule holds this backup of \
+                     2017-08-0{} 02:00:00 UTC",
+                    day - 2
+                )
+            );
+        }
+        assert_eq!(
+            w.file_names(),
+            [
+                "img@BACKUPUTC20170803T020000.full",
+                "img@BACKUPUTC20170803T020000.full.sha256",
+                "img@BACKUPUTC20170804T020000.full",
+                "img@BACKUPUTC20170804T020000.full.sha256",
+            ]
+        );
+        assert_eq!(w.snaps.len(), 0);
+    }
+
+    #[test]
+    fn full_mode_without_keep_rules_never_prunes() {
+        let s = full_keeping(KeepRules::default());
+        let mut w = World::default();
+        for day in 1..=9 {
+            let plan = run_with_checksums(&mut w, &s, at(day, 2, 0));
+            assert_eq!(removals(&plan), [name(at(day, 2, 0))]);
+        }
+        assert_eq!(w.files.len(), 18);
+    }
+
+    #[test]
+    fn full_mode_prunes_only_after_the_export_so_a_failed_run_never_prunes() {
+        let mut w = World::with(
+            &[],
+            &[
+                ".cephbackup-tmp.abc",
+                "img@BACKUPUTC20170801T020000.full",
+                "img@BACKUPUTC20170801T020000.full.sha256",
+                "img@BACKUPUTC20170802T020000.full",
+            ],
+        );
+        let plan = w.run(&full_keeping(keep_last(1)), at(3, 2, 0));
+        let export = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Export { .. }))
+            .unwrap();
+        let pruned: Vec<usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Step::RemoveFile { name, .. } if name.starts_with("img@")))
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(pruned.len(), 3, "{plan:?}");
+        // The executor stops at the first step that fails: an export that fails never reaches
+        // the removals behind it.
+        assert!(pruned.iter().all(|&index| index > export), "{plan:?}");
+        // The leftover of an interrupted run is cleared first, as always.
+        assert!(
+            matches!(&plan.steps[0], Step::RemoveFile { name, .. } if name == ".cephbackup-tmp.abc")
+        );
+        assert_eq!(w.file_names(), ["img@BACKUPUTC20170803T020000.full"]);
+    }
+
+    #[test]
+    fn full_mode_keep_rules_leave_diffs_bases_legacy_and_strangers_alone() {
+        let files = [
+            "img@BACKUPUTC20170801T020000.full.tar.gz",
+            "img@BACKUPUTC20170801T020000.full.tar.gz.sha256",
+            // An incremental chain in the same folder: its full is a base, its diff no candidate.
+            "img@BACKUPUTC20170802T020000.full",
+            "img@BACKUPUTC20170803T020000.diff_from_BACKUPUTC20170802T020000",
+            "img@UTC20170101T000000.full",
+            "img_UTC20170101T000000.full",
+            "img@BACKUPfoo.full",
+            "notes.txt",
+        ];
+        let mut w = World::with(&[], &files);
+        let plan = w.run(&full_keeping(keep_last(1)), at(5, 2, 0));
+        assert_eq!(
+            removals(&plan),
+            [
+                "BACKUPUTC20170805T020000",
+                "img@BACKUPUTC20170801T020000.full.tar.gz",
+                "img@BACKUPUTC20170801T020000.full.tar.gz.sha256",
+            ]
+        );
+        assert!(!plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::UnexpectedFile { .. })));
+        assert_eq!(w.files.len(), files.len() - 2 + 1);
+    }
+
+    #[test]
+    fn full_mode_daily_weekly_monthly_across_month_year_and_iso_week_boundaries() {
+        let s = full_keeping(KeepRules {
+            last: None,
+            daily: Some(7),
+            weekly: Some(4),
+            monthly: Some(3),
+        });
+        let mut w = World::default();
+        let mut day = utc(2025, 11, 15, 2);
+        while day <= utc(2026, 1, 20, 2) {
+            run_with_checksums(&mut w, &s, day);
+            day += chrono::TimeDelta::days(1);
+        }
+        let kept: Vec<&str> = w
+            .file_names()
+            .into_iter()
+            .filter(|n| !n.ends_with(".sha256"))
+            .map(|n| &n["img@BACKUPUTC".len().."img@BACKUPUTC".len() + 8])
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "20251130", // monthly: November
+                "20251231", // monthly: December
+                "20260104", // weekly: 2026-W01 runs from Monday 29 December to Sunday 4 January
+                "20260111", // weekly: 2026-W02
+                "20260114", // daily: the last 7 days; 18 January also ends 2026-W03
+                "20260115", "20260116", "20260117", "20260118", "20260119",
+                "20260120", // daily, weekly 2026-W04, monthly January
+            ]
+        );
+        assert_eq!(w.files.len(), 22, "every kept file keeps its checksum");
+    }
+
+    #[test]
+    fn full_mode_keep_daily_counts_days_with_a_backup_so_an_outage_removes_nothing_extra() {
+        let s = full_keeping(KeepRules {
+            daily: Some(3),
+            ..KeepRules::default()
+        });
+        let mut w = World::default();
+        for day in [1, 2, 3] {
+            run_with_checksums(&mut w, &s, at(day, 2, 0));
+        }
+        // Ten days without a run: the first run back keeps the two newest days before it.
+        let plan = run_with_checksums(&mut w, &s, at(14, 2, 0));
+        assert_eq!(
+            removals(&plan),
+            [
+                "BACKUPUTC20170814T020000",
+                "img@BACKUPUTC20170801T020000.full",
+                "img@BACKUPUTC20170801T020000.full.sha256"
+            ]
+        );
+        // Two runs on one day: only the newer of them counts for that day.
+        let plan = run_with_checksums(&mut w, &s, at(14, 3, 0));
+        assert_eq!(
+            removals(&plan),
+            [
+                "BACKUPUTC20170814T030000",
+                "img@BACKUPUTC20170814T020000.full",
+                "img@BACKUPUTC20170814T020000.full.sha256"
+            ]
+        );
+    }
+
+    /// Daily runs at 02:00 from `first` to `last` (inclusive, days of August 2017).
+    fn daily(w: &mut World, s: &Settings, days: std::ops::RangeInclusive<u32>) {
+        for day in days {
+            w.run(s, at(day, 2, 0));
+        }
+    }
+
+    #[test]
+    fn keep_minimum_changes_nothing_while_the_window_holds_enough_points() {
+        let original = incremental(7, WindowUnit::Days, false);
+        let guarded = with_minimum(original, 7);
+        let (mut a, mut b) = (World::default(), World::default());
+        for day in 1..=31 {
+            let now = at(day, 2, day % 3);
+            assert_eq!(a.run(&original, now), b.run(&guarded, now), "day {day}");
+        }
+    }
+
+    #[test]
+    fn an_outage_longer_than_the_window_keeps_keep_minimum_points() {
+        struct Case {
+            minimum: u32,
+            /// Restore points after the first run back, oldest first (days of August).
+            points: Vec<u32>,
+            /// The full backups written by that run (days).
+            fulls: Vec<u32>,
+        }
+        let cases = [
+            // The original: the first run back keeps only its own full backup.
+            Case {
+                minimum: 1,
+                points: vec![20],
+                fulls: vec![20],
+            },
+            Case {
+                minimum: 2,
+                points: vec![10, 20],
+                fulls: vec![10],
+            },
+            Case {
+                minimum: 3,
+                points: vec![9, 10, 20],
+                fulls: vec![9],
+            },
+            Case {
+                minimum: 7,
+                points: vec![5, 6, 7, 8, 9, 10, 20],
+                fulls: vec![5],
+            },
+            // More than exist: nothing goes and nothing is rewritten; the run is a plain diff.
+            Case {
+                minimum: 30,
+                points: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20],
+                fulls: vec![],
+            },
+        ];
+        for case in cases {
+            let s = with_minimum(incremental(7, WindowUnit::Days, false), case.minimum);
+            let mut w = World::default();
+            // Daily runs until the 10th, then the cluster is down until the 20th (10 days,
+            // longer than the window of 7 days).
+            daily(&mut w, &s, 1..=10);
+            let plan = w.run(&s, at(20, 2, 0));
+            let expected: Vec<String> = case.points.iter().map(|&d| name(at(d, 2, 0))).collect();
+            assert_eq!(points(&w), expected, "keep minimum = {}", case.minimum);
+            let fulls: Vec<String> = exports(&plan)
+                .into_iter()
+                .filter(|f| f.ends_with(".full"))
+                .collect();
+            let expected: Vec<String> = case
+                .fulls
+                .iter()
+                .map(|&d| format!("img@{}.full", name(at(d, 2, 0))))
+                .collect();
+            assert_eq!(fulls, expected, "keep minimum = {}", case.minimum);
+            // The snapshots of every point remain, and nothing older.
+            let snaps: Vec<String> = w.snap_names().iter().map(|s| s.to_string()).collect();
+            assert_eq!(snaps, points(&w), "keep minimum = {}", case.minimum);
+        }
+    }
+
+    #[test]
+    fn after_an_outage_keep_minimum_slides_one_point_per_run_until_the_window_holds_enough() {
+        let s = with_minimum(incremental(2, WindowUnit::Days, false), 3);
+        let mut w = World::default();
+        daily(&mut w, &s, 1..=5);
+        assert_eq!(
+            points(&w).len(),
+            3,
+            "the window of 2 days holds 3 daily points"
+        );
+        // Down from the 6th to the 11th.
+        let plan = w.run(&s, at(12, 2, 0));
+        assert_eq!(
+            points(&w),
+            [name(at(4, 2, 0)), name(at(5, 2, 0)), name(at(12, 2, 0))]
+        );
+        let base_reason = match &plan.steps[1] {
+            Step::Export { reason, .. } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            base_reason,
+            "the oldest backup snapshot BACKUPUTC20170803T020000 has left the window of 2 days, \
+             which alone would leave 1 restore point, fewer than keep minimum = 3: \
+             BACKUPUTC20170804T020000 becomes the new base so that 3 remain"
+        );
+        assert_eq!(
+            reason_of(&plan, "BACKUPUTC20170803T020000"),
+            "taken 2017-08-03 02:00:00 UTC, before the window of 2 days that starts \
+             2017-08-10 02:00:00 UTC; keep minimum = 3 keeps the restore points from \
+             BACKUPUTC20170804T020000 on"
+        );
+        assert_eq!(
+            reason_of(&plan, "img@BACKUPUTC20170803T020000.full"),
+            "older than the new base BACKUPUTC20170804T020000 (window of 2 days, keep minimum = 3)"
+        );
+        // Each later run slides by one point, and never below three.
+        let plan = w.run(&s, at(13, 2, 0));
+        assert_eq!(
+            points(&w),
+            [name(at(5, 2, 0)), name(at(12, 2, 0)), name(at(13, 2, 0))]
+        );
+        assert_eq!(
+            exports(&plan),
+            [
+                "img@BACKUPUTC20170805T020000.full",
+                "img@BACKUPUTC20170813T020000.diff_from_BACKUPUTC20170812T020000",
+            ]
+        );
+        w.run(&s, at(14, 2, 0));
+        assert_eq!(
+            points(&w),
+            [name(at(12, 2, 0)), name(at(13, 2, 0)), name(at(14, 2, 0))]
+        );
+        // Back inside the window: the original's rule alone, as before the outage.
+        let plan = w.run(&s, at(15, 2, 0));
+        assert!(!reason_of(&plan, "BACKUPUTC20170812T020000").contains("keep minimum"));
+        assert_eq!(
+            reason_of(&plan, "img@BACKUPUTC20170812T020000.full"),
+            "older than the new base BACKUPUTC20170813T020000 (window of 2 days)"
+        );
+        assert_eq!(points(&w).len(), 3);
+    }
+
+    #[test]
+    fn keep_minimum_holding_every_point_only_notes_it_in_the_diff() {
+        let s = with_minimum(incremental(1, WindowUnit::Days, false), 5);
+        let mut w = World::default();
+        daily(&mut w, &s, 1..=2);
+        let plan = w.run(&s, at(9, 2, 0));
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        assert_eq!(
+            plan.steps[1],
+            Step::Export {
+                file: BackupFile::diff(SnapName::at(at(2, 2, 0)), SnapName::at(at(9, 2, 0)), false),
+                reason: "changes since the newest backup snapshot BACKUPUTC20170802T020000; \
+                         BACKUPUTC20170801T020000 has left the window of 1 day, but keep minimum \
+                         = 5 keeps every earlier restore point (3 after this run)"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn keep_minimum_across_a_year_boundary_reuses_a_proven_base() {
+        let s = with_minimum(incremental(3, WindowUnit::Days, false), 2);
+        let mut w = World::default();
+        for day in [28, 29, 30, 31] {
+            w.run(&s, utc(2025, 12, day, 2));
+        }
+        // An interrupted slide had already written the full of 31 December.
+        w.files.insert("img@BACKUPUTC20251231T020000.full".into());
+        let plan = w.run(&s, utc(2026, 1, 9, 2));
+        assert!(
+            matches!(&plan.steps[1], Step::Reuse { file, reason }
+                if file.snap.as_str() == "BACKUPUTC20251231T020000"
+                    && reason.contains("fewer than keep minimum = 2")),
+            "{plan:?}"
+        );
+        assert_eq!(
+            w.file_names(),
+            [
+                "img@BACKUPUTC20251231T020000.full",
+                "img@BACKUPUTC20260109T020000.diff_from_BACKUPUTC20251231T020000",
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_minimum_with_a_calendar_month_window() {
+        let s = with_minimum(incremental(1, WindowUnit::Months, false), 2);
+        let mut w = World::default();
+        w.run(&s, utc(2026, 1, 31, 2));
+        w.run(&s, utc(2026, 2, 28, 2));
+        // 31 January is inside one month of 28 February until February has passed.
+        let plan = w.run(&s, utc(2026, 2, 28, 23));
+        assert_eq!(removals(&plan), Vec::<String>::new());
+        // In April both are outside; keep minimum = 2 keeps February's as the new base.
+        let plan = w.run(&s, utc(2026, 4, 2, 2));
+        assert_eq!(
+            exports(&plan)[0],
+            "img@BACKUPUTC20260228T230000.full",
+            "{plan:?}"
+        );
+        assert_eq!(
+            points(&w),
+            ["BACKUPUTC20260228T230000", "BACKUPUTC20260402T020000"]
+        );
     }
 }

@@ -16,6 +16,7 @@ mod hostile_read;
 mod list;
 mod proof;
 mod restore;
+mod retention;
 mod selection;
 mod slide;
 mod verify;
