@@ -533,7 +533,17 @@ impl<'s> ImageRun<'s> {
                     at,
                 );
                 self.save_record()?;
-                cmd.run()?;
+                if let Err(err) = cmd.run() {
+                    // Unless the cluster may have created it before going silent, the snapshot
+                    // is not ours (it existed already) or does not exist: forget the intent, so
+                    // that no later run removes a snapshot on its account.
+                    if err.kind() != FailureKind::TimedOut
+                        && self.record.snapshot_gone(snap.as_str())
+                    {
+                        self.save_record()?;
+                    }
+                    return Err(err.into());
+                }
                 self.unbacked_snapshot = Some(snap.clone());
             }
             Step::Export { file, reason } => {
