@@ -1,0 +1,429 @@
+//! The configuration file: its INI dialect, the keys of a pool section, and every problem in it.
+//!
+//! The format comes from the original Python tool, which read it with Python 2's `ConfigParser`.
+//! The reader here follows that dialect (comment rules, `[DEFAULT]`, merged repeated sections,
+//! continuation lines, `%(name)s` references) so that an existing file means what it meant before.
+//! Where the original accepted mistakes silently or only failed halfway through a run (untrimmed
+//! image names, values checked lazily), this module reports them up front: every problem in the
+//! file at once, one line each, naming the file, line, section and key.
+//!
+//! Strict where a mistake is dangerous, lenient where the original was. A key that looks like a
+//! misspelt known key is an error (a typo in `check mode` must never turn a dry run into a real
+//! run); any other unknown key is a warning, and a helper key that a `%(name)s` reference uses is
+//! fine. A value the section's mode never uses (the window of a full-mode section) is only
+//! warned about. Warnings travel beside the result and never stop a run.
+//!
+//! The tool runs as root from cron, so every input is bounded: the file must be a regular file of
+//! at most [`MAX_CONFIG_BYTES`], every value at most [`MAX_VALUE_BYTES`] once its references are
+//! expanded, durations have upper bounds, and at most [`MAX_REPORTED_PROBLEMS`] problems of each
+//! kind are listed, each on one line of bounded length.
+//!
+//! [`parse_str`] is pure; [`load`] is the only function here that touches the disk. The INI
+//! dialect lives in `ini`, the section schema and `%(name)s` references in `schema`, the value
+//! parsers in `values`, and the window arithmetic in `window`.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::retention::KeepRules;
+use crate::untrusted::{EntryKind, NotRegular};
+
+mod ini;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod values;
+mod window;
+
+use ini::*;
+use schema::*;
+use values::*;
+pub use window::{Window, WindowUnit};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
+
+const DEFAULT_CEPH_CONFIG: &str = "/etc/ceph/ceph.conf";
+const DEFAULT_WINDOW: Window = Window {
+    size: 7,
+    unit: WindowUnit::Days,
+};
+/// Holds values every pool inherits; ConfigParser matches this name case-sensitively.
+const DEFAULT_SECTION: &str = "DEFAULT";
+/// ConfigParser lets a `%(name)s` reference resolve to this section's own name.
+const SECTION_NAME_REFERENCE: &str = "__name__";
+/// ConfigParser gives up after this many levels of nested references.
+const MAX_REFERENCE_DEPTH: usize = 10;
+/// Bounds the work for references that fan out (`%(a)s%(a)s…` at every level) without nesting.
+const MAX_REFERENCE_EXPANSIONS: usize = 10_000;
+/// The largest value, once its references are expanded. Counting references alone does not bound
+/// memory: ten references to a value of ten references to … reach gigabytes within both limits.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The largest configuration file read. Real ones are a few kilobytes; the bound keeps a wrong
+/// `-c` (a log file, a disk image) from being read whole into memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Problems of each kind (errors, warnings) listed; the rest are counted in one last line, so
+/// that a binary file passed as the configuration cannot flood cron's mail.
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
+/// Characters of a name or quoted text shown in a problem, so every problem stays a short line.
+const MAX_QUOTED_CHARS: usize = 80;
+/// Characters of a problem's message shown: a backstop for messages built elsewhere.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+const IMAGES: &str = "images";
+const DESTINATION: &str = "destination directory";
+const CEPH_CONFIG: &str = "ceph config";
+const CEPH_USER: &str = "ceph user";
+const CEPH_KEYRING: &str = "ceph keyring";
+const BACKUP_MODE: &str = "backup mode";
+const COMPRESS: &str = "compress";
+const CHECK_MODE: &str = "check mode";
+const WINDOW_SIZE: &str = "window size";
+const WINDOW_UNIT: &str = "window unit";
+const CEPH_TIMEOUT: &str = "ceph timeout";
+const KEEP_LAST: &str = "keep last";
+const KEEP_DAILY: &str = "keep daily";
+const KEEP_WEEKLY: &str = "keep weekly";
+const KEEP_MONTHLY: &str = "keep monthly";
+const KEEP_MINIMUM: &str = "keep minimum";
+/// The full-mode keep rules, in the order they are read and reported.
+const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
+const KNOWN_KEYS: [&str; 16] = [
+    IMAGES,
+    DESTINATION,
+    CEPH_CONFIG,
+    CEPH_USER,
+    CEPH_KEYRING,
+    BACKUP_MODE,
+    COMPRESS,
+    CHECK_MODE,
+    WINDOW_SIZE,
+    WINDOW_UNIT,
+    CEPH_TIMEOUT,
+    KEEP_LAST,
+    KEEP_DAILY,
+    KEEP_WEEKLY,
+    KEEP_MONTHLY,
+    KEEP_MINIMUM,
+];
+/// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
+/// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
+/// are set would then remove what the admin meant that one to keep.
+const KEEP_PREFIX: &str = "keep";
+/// Restore points incremental mode keeps whatever the window, unless `keep minimum` says more:
+/// this run's own point, which is the original's behaviour.
+pub const DEFAULT_KEEP_MINIMUM: u32 = 1;
+/// Seconds a Ceph operation may take before `rbd` gives up, unless `ceph timeout` says otherwise.
+pub const DEFAULT_CEPH_TIMEOUT: u32 = 300;
+/// The longest `ceph timeout`: one day. Longer means "never" in practice, which `0` says plainly.
+pub const MAX_CEPH_TIMEOUT: u32 = 86_400;
+
+/// Python's `strtobool` words, which the original used for `compress` and `check mode`.
+const TRUE_WORDS: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];
+const FALSE_WORDS: [&str; 6] = ["n", "no", "f", "false", "off", "0"];
+
+/// Edits (ignoring spaces, `_` and `-`) within which an unknown key is probably a misspelling of a
+/// known one. Two, not more: `backup root` is three edits from `backup mode`, and is a helper key.
+const MAX_SUGGESTION_DISTANCE: usize = 2;
+/// An unknown key this long (ignoring separators) or longer that starts a known key, or that a
+/// known key starts (`check`, `dest`, `compression`), is taken as meaning that known key.
+const MIN_ABBREVIATION_CHARS: usize = 4;
+
+/// The whole configuration file: one job per pool section, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub pools: Vec<PoolJob>,
+    /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
+    /// values the mode ignores), in line order; to be shown before anything runs.
+    pub warnings: Vec<ConfigProblem>,
+}
+
+/// What to back up for one pool, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolJob {
+    /// The section name exactly as written (pool names are case-sensitive).
+    pub pool: String,
+    /// 1-based line of the section's first header.
+    pub line: usize,
+    pub images: ImageSelection,
+    pub destination: PathBuf,
+    /// `destination directory` exactly as written, for messages that echo it.
+    pub destination_text: String,
+    pub ceph_config: PathBuf,
+    /// The cephx id (without `client.`), when not Ceph's default.
+    pub ceph_user: Option<String>,
+    pub ceph_keyring: Option<PathBuf>,
+    /// Seconds any single Ceph operation may take (0: no limit), so a stalled or unreachable
+    /// cluster fails the run instead of hanging it.
+    pub ceph_timeout: u32,
+    pub mode: BackupMode,
+    pub compress: bool,
+    pub check_mode: bool,
+    pub window: Window,
+    /// Full mode only: which full backups a successful run keeps (none set: every one).
+    pub keep: KeepRules,
+    /// Incremental mode only: the fewest restore points a window slide leaves (at least 1).
+    pub keep_minimum: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelection {
+    /// `images = *`: whatever images the pool holds at run time.
+    All,
+    /// Distinct, trimmed, non-empty names in the order written.
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMode {
+    Full,
+    Incremental,
+}
+
+/// One problem in the configuration file.
+///
+/// Displays as one line, `<file>:<line>: [<section>] <key>: <message>`; the section and key parts
+/// are left out when they do not apply, and the line part when the file could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    pub section: Option<String>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&printable(&self.file.display().to_string()))?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        f.write_str(": ")?;
+        if let Some(section) = &self.section {
+            write!(f, "[{}] ", excerpt(section, MAX_QUOTED_CHARS))?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{}: ", excerpt(key, MAX_QUOTED_CHARS))?;
+        }
+        f.write_str(&excerpt(&self.message, MAX_MESSAGE_CHARS))
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// Why the file cannot be used: every error found, in line order (displayed one per line), and
+/// the warnings found beside them, so that fixing the errors brings no new surprise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub errors: Vec<ConfigProblem>,
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl ConfigErrors {
+    /// The file as a whole could not be read.
+    fn whole_file(file: &Path, message: String) -> Self {
+        ConfigErrors {
+            errors: vec![ConfigProblem {
+                file: file.to_path_buf(),
+                line: 0,
+                section: None,
+                key: None,
+                message,
+            }],
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.errors.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses the text of a configuration file; `path` is only used to name the file in problems.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(path));
+    }
+    parse_text(text, path, &[])
+}
+
+/// Reads and parses the configuration file at `path`.
+///
+/// The path may be a symlink (a managed file linked into `/etc/cephbackup`), but what it leads to
+/// must be a regular file of at most [`MAX_CONFIG_BYTES`]: a FIFO, a device or `/dev/zero` is
+/// refused at once, before a byte is read.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = read_bounded(path).map_err(|error| unreadable_file(path, &error))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(path));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => parse_text(&text, path, &[]),
+        Err(not_utf8) => {
+            // Python 2 read bytes, so old files may carry Latin-1 comments; those stay harmless,
+            // and only lines that matter are reported.
+            let bytes = not_utf8.as_bytes();
+            let text = String::from_utf8_lossy(bytes);
+            parse_text(&text, path, &undecodable_lines(bytes))
+        }
+    }
+}
+
+/// Reads at most one byte more than [`MAX_CONFIG_BYTES`], so that an endless input (a growing
+/// file, a device that slipped through) can never make this allocate without bound.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let file = open_config_file(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Opens the configuration file for reading, following symlinks but accepting only a regular file.
+///
+/// `O_NONBLOCK` keeps a FIFO from hanging `open` until some writer appears, and `O_NOCTTY` keeps
+/// a terminal device from becoming the controlling terminal of a tool started by cron. The check
+/// looks at the open handle, not at the path again, so nothing can be swapped in between.
+fn open_config_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    match EntryKind::of(file.metadata()?.file_type()) {
+        EntryKind::File => Ok(file),
+        // Reading a folder always failed with this; users and scripts know the message.
+        EntryKind::Directory => Err(io::Error::from_raw_os_error(libc::EISDIR)),
+        kind => Err(io::Error::other(NotRegular(kind))),
+    }
+}
+
+fn unreadable_file(path: &Path, error: &io::Error) -> ConfigErrors {
+    ConfigErrors::whole_file(path, format!("cannot read configuration file: {error}"))
+}
+
+fn too_large(path: &Path) -> ConfigErrors {
+    ConfigErrors::whole_file(
+        path,
+        format!(
+            "configuration file is larger than 1 MiB ({MAX_CONFIG_BYTES} bytes), far more than \
+             any configuration needs; is it the right file?"
+        ),
+    )
+}
+
+/// 1-based numbers of the lines that are not UTF-8, in ascending order.
+fn undecodable_lines(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .split(|&byte| byte == b'\n')
+        .enumerate()
+        .filter(|(_, line)| std::str::from_utf8(line).is_err())
+        .map(|(index, _)| index + 1)
+        .collect()
+}
+
+fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, ConfigErrors> {
+    let (ini, mut findings) = IniReader::new(path).read(text, undecodable);
+    let pools: Vec<PoolJob> = ini
+        .pools
+        .iter()
+        .filter_map(|pool| {
+            let reader = PoolReader {
+                file: path,
+                pool,
+                defaults: &ini.defaults,
+                findings: &mut findings,
+            };
+            reader.job().ok()
+        })
+        .collect();
+    findings.into_result(path, pools)
+}
+
+/// Whether a problem stops the file from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    Error,
+    /// Changes nothing a run does; shown, then the run goes on.
+    Warning,
+}
+
+/// Problems found so far, by severity, in discovery order.
+#[derive(Debug, Default)]
+struct Findings {
+    errors: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
+}
+
+impl Findings {
+    fn add(&mut self, severity: Severity, problem: ConfigProblem) {
+        match severity {
+            Severity::Error => self.errors.push(problem),
+            Severity::Warning => self.warnings.push(problem),
+        }
+    }
+
+    /// The pools when nothing is an error. A warning that repeats an error is dropped: a faulty
+    /// `[DEFAULT]` value is only a warning for a full-mode pool but an error for an incremental
+    /// one, and one line about it is enough.
+    fn into_result(self, file: &Path, pools: Vec<PoolJob>) -> Result<Config, ConfigErrors> {
+        let Findings { errors, warnings } = self;
+        let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
+        let warnings: Vec<ConfigProblem> = warnings
+            .into_iter()
+            .filter(|warning| !error_set.contains(warning))
+            .collect();
+        let warnings = in_report_order(file, warnings);
+        if errors.is_empty() {
+            Ok(Config {
+                path: file.to_path_buf(),
+                pools,
+                warnings,
+            })
+        } else {
+            Err(ConfigErrors {
+                errors: in_report_order(file, errors),
+                warnings,
+            })
+        }
+    }
+}
+
+/// Sorts by line (keeping discovery order within a line), drops exact repeats (several pools
+/// inheriting one faulty `[DEFAULT]` value find the same problem), and keeps the first
+/// [`MAX_REPORTED_PROBLEMS`], counting the rest in one last line.
+fn in_report_order(file: &Path, mut problems: Vec<ConfigProblem>) -> Vec<ConfigProblem> {
+    problems.sort_by_key(|problem| problem.line);
+    let mut seen: HashSet<ConfigProblem> = HashSet::with_capacity(problems.len());
+    let mut distinct: Vec<ConfigProblem> = problems
+        .into_iter()
+        .filter(|problem| seen.insert(problem.clone()))
+        .collect();
+    if distinct.len() > MAX_REPORTED_PROBLEMS {
+        let hidden = distinct.len() - MAX_REPORTED_PROBLEMS;
+        distinct.truncate(MAX_REPORTED_PROBLEMS);
+        distinct.push(ConfigProblem {
+            file: file.to_path_buf(),
+            line: 0,
+            section: None,
+            key: None,
+            message: format!("{hidden} more like these not shown"),
+        });
+    }
+    distinct
+}

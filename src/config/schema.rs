@@ -1,0 +1,378 @@
+//! Pool sections: raw entries, plus what `[DEFAULT]` and `%(name)s` references give them, to a
+//! validated job; the values a section's mode does not use are only warned about.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Marks a field whose problem has already been recorded.
+pub(super) struct Reported;
+
+/// A value with its references expanded, and where it was written.
+pub(super) struct Value<'a> {
+    pub(super) text: String,
+    pub(super) line: usize,
+    pub(super) section: &'a str,
+}
+
+pub(super) struct PoolReader<'a, 'p> {
+    pub(super) file: &'a Path,
+    pub(super) pool: &'a RawSection,
+    pub(super) defaults: &'a RawSection,
+    pub(super) findings: &'p mut Findings,
+}
+
+impl<'a> PoolReader<'a, '_> {
+    pub(super) fn job(mut self) -> Result<PoolJob, Reported> {
+        let images = self.required(IMAGES, parse_images);
+        let destination = self.required(DESTINATION, parse_required_text);
+        let mode = self.required(BACKUP_MODE, parse_backup_mode);
+        let ceph_config = self.optional(CEPH_CONFIG, parse_optional_text);
+        let ceph_user = self.optional(CEPH_USER, parse_optional_text);
+        let ceph_keyring = self.optional(CEPH_KEYRING, parse_optional_text);
+        let compress = self.optional(COMPRESS, parse_bool);
+        let check_mode = self.optional(CHECK_MODE, parse_bool);
+        let window = self.window(mode.as_ref().ok().copied());
+        let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
+        let keep = self.keep_rules(mode.as_ref().ok().copied());
+        let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
+        if let Err(message) = crate::naming::check_name("pool", &self.pool.name) {
+            let problem = ConfigProblem {
+                file: self.file.to_path_buf(),
+                line: self.pool.line,
+                section: Some(self.pool.name.clone()),
+                key: None,
+                message,
+            };
+            self.findings.add(Severity::Error, problem);
+        }
+
+        // Every field is read before the first `?` so that all problems get recorded.
+        let destination_text = destination?;
+        Ok(PoolJob {
+            pool: self.pool.name.clone(),
+            line: self.pool.line,
+            images: images?,
+            destination: PathBuf::from(&destination_text),
+            destination_text,
+            ceph_config: PathBuf::from(ceph_config?.as_deref().unwrap_or(DEFAULT_CEPH_CONFIG)),
+            ceph_user: ceph_user?,
+            ceph_keyring: ceph_keyring?.map(PathBuf::from),
+            ceph_timeout: ceph_timeout?.unwrap_or(DEFAULT_CEPH_TIMEOUT),
+            mode: mode?,
+            compress: compress?.unwrap_or(false),
+            check_mode: check_mode?.unwrap_or(false),
+            window: window?,
+            keep: keep?,
+            keep_minimum: keep_minimum?,
+        })
+    }
+
+    /// The full-mode keep rules. In an incremental section they mean nothing (the window and
+    /// `keep minimum` decide there), so a mistake in them is only a warning, and one written in
+    /// the section itself is reported as ignored; one inherited from `[DEFAULT]` is meant for the
+    /// full-mode sections and is silently not used.
+    pub(super) fn keep_rules(&mut self, mode: Option<BackupMode>) -> Result<KeepRules, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Incremental) => Severity::Warning,
+            Some(BackupMode::Full) | None => Severity::Error,
+        };
+        let [last, daily, weekly, monthly] =
+            KEEP_RULE_KEYS.map(|key| self.optional_as(key, parse_count, severity));
+        let rules = KeepRules {
+            last: last?,
+            daily: daily?,
+            weekly: weekly?,
+            monthly: monthly?,
+        };
+        match mode {
+            Some(BackupMode::Incremental) => {
+                for (key, value) in KEEP_RULE_KEYS.iter().zip(rules_in_key_order(&rules)) {
+                    if value.is_some() {
+                        self.ignored_in_this_mode(
+                            key,
+                            "only full mode uses keep rules; ignored in this incremental \
+                             section, whose history the window and keep minimum decide",
+                        );
+                    }
+                }
+                Ok(KeepRules::default())
+            }
+            Some(BackupMode::Full) | None => self.keep_rules_keep_something(rules),
+        }
+    }
+
+    /// Rules that are all 0 would remove every backup but the newest: far more likely a mistake
+    /// than a wish, and not one to find out about after the fact.
+    pub(super) fn keep_rules_keep_something(
+        &mut self,
+        rules: KeepRules,
+    ) -> Result<KeepRules, Reported> {
+        if !rules.is_set() || rules.rules().any(|(_, count)| count > 0) {
+            return Ok(rules);
+        }
+        let first = KEEP_RULE_KEYS.iter().find_map(|key| {
+            self.written(key)
+                .map(|(entry, section)| (*key, entry, section))
+        });
+        if let Some((key, entry, section)) = first {
+            let message = "every keep rule is 0, which would remove every backup but the newest; \
+                           set one to 1 or more, or remove the keep rules to keep every backup"
+                .to_string();
+            self.record(Severity::Error, entry.line, section, key, message);
+        }
+        Err(Reported)
+    }
+
+    /// `keep minimum`, which only incremental mode uses (0 means the same as 1: the point a run
+    /// takes always remains).
+    pub(super) fn keep_minimum(&mut self, mode: Option<BackupMode>) -> Result<u32, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Full) => Severity::Warning,
+            Some(BackupMode::Incremental) | None => Severity::Error,
+        };
+        let minimum = self.optional_as(KEEP_MINIMUM, parse_count, severity)?;
+        if mode == Some(BackupMode::Full) {
+            if minimum.is_some() {
+                self.ignored_in_this_mode(
+                    KEEP_MINIMUM,
+                    "only incremental mode uses keep minimum; ignored in this full-mode section \
+                     (its keep rules are keep last, keep daily, keep weekly and keep monthly)",
+                );
+            }
+            return Ok(DEFAULT_KEEP_MINIMUM);
+        }
+        Ok(minimum.map_or(DEFAULT_KEEP_MINIMUM, |n| n.max(1)))
+    }
+
+    /// Warns about `key` when it is written in this pool's own section; from `[DEFAULT]` it is
+    /// meant for the sections whose mode uses it.
+    pub(super) fn ignored_in_this_mode(&mut self, key: &str, message: &str) {
+        let Some(entry) = self.pool.get(key) else {
+            return;
+        };
+        let (line, section) = (entry.line, self.pool.name.clone());
+        self.record(Severity::Warning, line, &section, key, message.to_string());
+    }
+
+    /// `window size` and `window unit`, which only incremental mode uses. Full mode never looks at
+    /// them, so a mistake there cannot change what a run does: it is a warning and the default
+    /// stands in. When the mode itself is wrong or missing they stay errors, to be safe.
+    pub(super) fn window(&mut self, mode: Option<BackupMode>) -> Result<Window, Reported> {
+        let severity = match mode {
+            Some(BackupMode::Full) => Severity::Warning,
+            Some(BackupMode::Incremental) | None => Severity::Error,
+        };
+        let size = self.optional_as(WINDOW_SIZE, parse_window_size, severity);
+        let unit = self.optional_as(WINDOW_UNIT, parse_window_unit, severity);
+        let window = Window {
+            size: size?.unwrap_or(DEFAULT_WINDOW.size),
+            unit: unit?.unwrap_or(DEFAULT_WINDOW.unit),
+        };
+        let Err(message) = window.check_length() else {
+            return Ok(window);
+        };
+        // Only a size that was written can exceed the bound: the default one never does.
+        let (line, section) = self.written(WINDOW_SIZE).map_or(
+            (self.pool.line, self.pool.name.as_str()),
+            |(entry, section)| (entry.line, section),
+        );
+        self.record(severity, line, section, WINDOW_SIZE, message);
+        match severity {
+            Severity::Error => Err(Reported),
+            Severity::Warning => Ok(DEFAULT_WINDOW),
+        }
+    }
+
+    pub(super) fn required<T>(
+        &mut self,
+        key: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<T, Reported> {
+        match self.optional(key, parse)? {
+            Some(parsed) => Ok(parsed),
+            None => {
+                let (line, section) = (self.pool.line, self.pool.name.as_str());
+                let message = "required key is missing".to_string();
+                self.record(Severity::Error, line, section, key, message);
+                Err(Reported)
+            }
+        }
+    }
+
+    /// `Ok(None)` when the key is set neither in the pool nor in `[DEFAULT]`.
+    pub(super) fn optional<T>(
+        &mut self,
+        key: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Reported> {
+        self.optional_as(key, parse, Severity::Error)
+    }
+
+    /// Like [`Self::optional`], reporting a problem with `severity`; after a warning the key
+    /// counts as not set.
+    pub(super) fn optional_as<T>(
+        &mut self,
+        key: &str,
+        parse: fn(&str) -> Result<T, String>,
+        severity: Severity,
+    ) -> Result<Option<T>, Reported> {
+        let Some(value) = self.value(key, severity)? else {
+            return Ok(None);
+        };
+        match parse(&value.text) {
+            Ok(parsed) => Ok(Some(parsed)),
+            Err(message) => {
+                self.record(severity, value.line, value.section, key, message);
+                unset_after(severity)
+            }
+        }
+    }
+
+    pub(super) fn value(
+        &mut self,
+        key: &str,
+        severity: Severity,
+    ) -> Result<Option<Value<'a>>, Reported> {
+        let Some((entry, section)) = self.written(key) else {
+            return Ok(None);
+        };
+        match self.expand_references(&entry.value) {
+            Ok(text) => Ok(Some(Value {
+                text,
+                line: entry.line,
+                section,
+            })),
+            Err(message) => {
+                self.record(severity, entry.line, section, key, message);
+                unset_after(severity)
+            }
+        }
+    }
+
+    /// The entry for `key` and the name of the section it was written in.
+    pub(super) fn written(&self, key: &str) -> Option<(&'a RawEntry, &'a str)> {
+        let (pool, defaults) = (self.pool, self.defaults);
+        pool.get(key)
+            .map(|entry| (entry, pool.name.as_str()))
+            .or_else(|| {
+                defaults
+                    .get(key)
+                    .map(|entry| (entry, defaults.name.as_str()))
+            })
+    }
+
+    /// The raw text a `%(name)s` reference stands for, looked up as ConfigParser does: the
+    /// section's own keys, then its name, then `[DEFAULT]`.
+    pub(super) fn referenced(&self, name: &str) -> Option<&'a str> {
+        let (pool, defaults) = (self.pool, self.defaults);
+        if let Some(entry) = pool.get(name) {
+            Some(&entry.value)
+        } else if name == SECTION_NAME_REFERENCE {
+            Some(&pool.name)
+        } else {
+            defaults.get(name).map(|entry| entry.value.as_str())
+        }
+    }
+
+    /// Bounded three ways: nesting depth (as ConfigParser), the number of references followed,
+    /// and the size of the result, which alone keeps memory small whatever the file holds.
+    pub(super) fn expand_references(&self, raw: &str) -> Result<String, String> {
+        if raw.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "value is longer than 64 KiB ({MAX_VALUE_BYTES} bytes)"
+            ));
+        }
+        let mut expanded = String::with_capacity(raw.len());
+        let mut budget = MAX_REFERENCE_EXPANSIONS;
+        self.expand_into(raw, 0, &mut budget, &mut expanded)?;
+        Ok(expanded)
+    }
+
+    pub(super) fn expand_into(
+        &self,
+        text: &str,
+        depth: usize,
+        budget: &mut usize,
+        out: &mut String,
+    ) -> Result<(), String> {
+        let mut rest = text;
+        while let Some(start) = rest.find("%(") {
+            push_bounded(out, &rest[..start])?;
+            let reference = &rest[start..];
+            let name_and_after = &reference[2..];
+            let Some(name_end) = name_and_after
+                .find(')')
+                .filter(|&end| name_and_after[end + 1..].starts_with('s'))
+            else {
+                return Err(malformed_reference_message(reference));
+            };
+            let name = name_and_after[..name_end].to_ascii_lowercase();
+            let Some(target) = self.referenced(&name) else {
+                return Err(format!(
+                    "'%({})s' refers to {}, which is not set in [{}] or [{DEFAULT_SECTION}]",
+                    excerpt(&name, MAX_QUOTED_CHARS),
+                    quoted(&name),
+                    excerpt(&self.pool.name, MAX_QUOTED_CHARS)
+                ));
+            };
+            if depth >= MAX_REFERENCE_DEPTH {
+                return Err(format!(
+                    "'%(...)s' references are nested more than {MAX_REFERENCE_DEPTH} deep \
+                     (does a value refer to itself?)"
+                ));
+            }
+            *budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| "'%(...)s' references expand too many times".to_string())?;
+            self.expand_into(target, depth + 1, budget, out)?;
+            rest = &name_and_after[name_end + 2..];
+        }
+        push_bounded(out, rest)
+    }
+
+    pub(super) fn record(
+        &mut self,
+        severity: Severity,
+        line: usize,
+        section: &str,
+        key: &str,
+        message: String,
+    ) {
+        let problem = ConfigProblem {
+            file: self.file.to_path_buf(),
+            line,
+            section: Some(section.to_string()),
+            key: Some(key.to_string()),
+            message,
+        };
+        self.findings.add(severity, problem);
+    }
+}
+
+/// What a field is after its problem was recorded: an error fails it; after a warning it counts
+/// as not set, so that its default stands in.
+pub(super) fn unset_after<T>(severity: Severity) -> Result<Option<T>, Reported> {
+    match severity {
+        Severity::Error => Err(Reported),
+        Severity::Warning => Ok(None),
+    }
+}
+
+/// Appends to an expanding value unless that would make it longer than [`MAX_VALUE_BYTES`].
+pub(super) fn push_bounded(out: &mut String, text: &str) -> Result<(), String> {
+    if out.len() + text.len() > MAX_VALUE_BYTES {
+        return Err(format!(
+            "'%(...)s' references expand to more than 64 KiB ({MAX_VALUE_BYTES} bytes)"
+        ));
+    }
+    out.push_str(text);
+    Ok(())
+}
+
+pub(super) fn malformed_reference_message(reference: &str) -> String {
+    let excerpt: String = reference.chars().take(24).collect();
+    format!(
+        "malformed reference {} (expected '%(name)s')",
+        quoted(&excerpt)
+    )
+}
