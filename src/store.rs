@@ -469,13 +469,11 @@ pub fn write_tar_gz(
 /// Copies a stream of unknown length to a temporary file beside the final one, so it can then be
 /// archived with its size known up front.
 pub fn spool(stream: &mut impl Read, dir: &Path) -> Result<(File, u64)> {
-    let mut spool = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
+    // Never named (O_TMPFILE where the filesystem has it, else unlinked at once): nothing is
+    // left behind even if we are killed while it fills.
+    let mut file = tempfile::tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // The name is not needed; an unlinked file vanishes even if we are killed.
-    let len = copy_stream(stream, spool.as_file_mut())?;
-    let mut file = spool.into_file();
+    let len = copy_stream(stream, &mut file)?;
     file.rewind()?;
     Ok((file, len))
 }
