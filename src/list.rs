@@ -17,15 +17,15 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, ImageFolder};
+use crate::catalog::{self, ImageFolder, Narrow};
 use crate::chain::{Finding, FindingKind, Layout, Stored};
-use crate::cli::{ListArgs, Status};
 use crate::naming::SnapName;
 use crate::output::{self, escaped};
 use crate::plan::Settings;
 use crate::retention::{self, Expiry, Policy};
 use crate::stored::{self, NotRegularEntry};
 use crate::untrusted::EntryKind;
+use crate::Outcome;
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -58,14 +58,24 @@ impl Expiries {
     }
 }
 
-pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
+/// What `list` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub narrow: Narrow,
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+/// Prints the listing; [`Outcome::FoundProblems`] when a folder could not be scanned (said on
+/// stderr, the others still listed).
+pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outcome> {
     let folders = catalog::select(
         config,
-        args.narrow.pool.as_deref(),
-        args.narrow.image.as_deref(),
+        options.narrow.pool.as_deref(),
+        options.narrow.image.as_deref(),
     )?;
     let mut listings = Vec::new();
-    let mut status = Status::Success;
+    let mut outcome = Outcome::Done;
     let now = Utc::now();
     for folder in &folders {
         match scan(folder, now) {
@@ -76,18 +86,18 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
                     escaped(&folder.label()),
                     escaped(&format!("{err:#}"))
                 );
-                status = Status::Failed;
+                outcome = Outcome::FoundProblems;
             }
         }
     }
-    if args.json {
+    if options.json {
         outln!("{}", output::json(&document(&listings))?);
-    } else if listings.is_empty() && status == Status::Success {
+    } else if listings.is_empty() && outcome == Outcome::Done {
         outln!("No backups found.");
     } else {
         out!("{}", text(&listings));
     }
-    Ok(status)
+    Ok(outcome)
 }
 
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {

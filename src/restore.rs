@@ -38,7 +38,6 @@ use tracing::{info, warn};
 
 use crate::chain::Stored;
 use crate::checked_diff::CheckedDiff;
-use crate::cli::{RestoreArgs, Status, UsageError};
 use crate::config::Config;
 use crate::naming::{self, SnapName, CHECKSUM_SUFFIX};
 use crate::output::{escaped, escaped_path};
@@ -47,7 +46,7 @@ use crate::rbd::{spec, Cluster, Rbd};
 use crate::rebuild::TargetFailed;
 use crate::store::ImageDir;
 use crate::stored::{self, FirstError, Folder, Limits};
-use crate::{catalog, interrupt, lock, rebuild};
+use crate::{catalog, interrupt, lock, rebuild, UsageError};
 
 const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
@@ -175,12 +174,23 @@ fn blocked(
     anyhow!("cannot restore {label} as of {point}: {why}{instead}")
 }
 
-pub fn run(
-    config: &Config,
-    args: &RestoreArgs,
-    check: bool,
-    locking: &lock::Locking,
-) -> Result<Status> {
+/// What `restore` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The pool the image was backed up from (a section of the configuration).
+    pub pool: String,
+    pub image: String,
+    /// The new image, `[POOL/]NAME`; or else
+    pub to: Option<String>,
+    /// the new local raw file.
+    pub to_file: Option<PathBuf>,
+    /// The newest point taken at or before this instant; the latest without it.
+    pub at: Option<DateTime<Utc>>,
+    /// Only show the steps.
+    pub check: bool,
+}
+
+pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
@@ -239,9 +249,9 @@ pub fn run(
     for line in lines {
         outln!("{line}");
     }
-    if check || args.check {
+    if args.check {
         outln!("Check mode: nothing was done.");
-        return Ok(Status::Success);
+        return Ok(());
     }
 
     let checked = match &target {
@@ -253,7 +263,7 @@ pub fn run(
          .sha256 file",
         route.len()
     );
-    Ok(Status::Success)
+    Ok(())
 }
 
 /// What the image restore runs, as lines for people: each file, then the command it is fed to,
