@@ -227,50 +227,68 @@ pub fn rebuild(
     dir: &Path,
     route: &[&Stored],
     limits: &Limits,
-    out: &mut File,
+    out: &File,
     target: &str,
 ) -> Result<usize> {
     let mut checked = 0;
     for (number, link) in route.iter().enumerate() {
         interrupt::check()?;
-        let path = dir.join(&link.name);
-        let shown = escaped_path(&path);
         info!(
             "applying {} ({} of {})",
             escaped(&link.name),
             number + 1,
             route.len()
         );
-        let recorded = stored::recorded_digest(dir, &link.name)?;
-        let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
-            let mut image = Target {
-                image: SparseImage::new(out).map_err(|e| TargetFailed {
-                    target: target.to_string(),
-                    source: e,
-                })?,
-                name: target,
-            };
-            if link.file.is_full() {
-                return write_full(raw, &mut image);
-            }
-            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
-            stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
-            apply_diff(diff, &mut image)
-        });
-        let ((), facts) = match read {
-            Ok(read) => read,
-            // The target's own failure is not about the backup file: say only what failed.
-            Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
-            Err(err) => return Err(err.context(shown)),
-        };
-        stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
-        checked += usize::from(recorded.is_some());
+        checked += usize::from(apply_link(dir, link, limits, out, target)?);
     }
+    sync(out, target)?;
+    Ok(checked)
+}
+
+/// Applies one file of a route to `out` (called `target` in messages): a full backup is written
+/// into the empty file, a diff replayed onto it. True when the file had a checksum file to check
+/// it against. An error names the backup file, or the target when writing it failed.
+pub fn apply_link(
+    dir: &Path,
+    link: &Stored,
+    limits: &Limits,
+    out: &File,
+    target: &str,
+) -> Result<bool> {
+    let path = dir.join(&link.name);
+    let shown = escaped_path(&path);
+    let recorded = stored::recorded_digest(dir, &link.name)?;
+    let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
+        let mut image = Target {
+            image: SparseImage::new(out).map_err(|e| TargetFailed {
+                target: target.to_string(),
+                source: e,
+            })?,
+            name: target,
+        };
+        if link.file.is_full() {
+            return write_full(raw, &mut image);
+        }
+        let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+        stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+        apply_diff(diff, &mut image)
+    });
+    let ((), facts) = match read {
+        Ok(read) => read,
+        // The target's own failure is not about the backup file: say only what failed.
+        Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
+        Err(err) => return Err(err.context(shown)),
+    };
+    stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
+    Ok(recorded.is_some())
+}
+
+/// Syncs the rebuilt image; a failure is the target's.
+pub fn sync(out: &File, target: &str) -> Result<(), TargetFailed> {
     out.sync_all().map_err(|source| TargetFailed {
         target: target.to_string(),
         source,
-    })?;
-    Ok(checked)
+    })
 }
 
 #[cfg(test)]

@@ -435,7 +435,7 @@ fn compare(
         dir,
         route,
         limits,
-        &mut scratch,
+        &scratch,
         "the temporary file in $TMPDIR",
     )
     .context("cannot rebuild from the backups")?;
