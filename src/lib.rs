@@ -28,6 +28,7 @@ pub mod rebuild;
 pub mod record;
 pub mod restore;
 pub mod retention;
+pub mod sparse;
 pub mod store;
 pub mod stored;
 pub mod untrusted;
