@@ -34,7 +34,7 @@ pub struct ImageFolder<'a> {
 impl ImageFolder<'_> {
     /// `pool/image`, as people and `rbd` write it.
     pub fn label(&self) -> String {
-        format!("{}/{}", self.job.pool, self.image)
+        crate::rbd::spec(&self.job.pool, &self.image, None)
     }
 }
 

@@ -44,7 +44,7 @@ use crate::chain::Stored;
 use crate::checked_diff::CheckedDiff;
 use crate::config::Config;
 use crate::naming::{self, SnapName, CHECKSUM_SUFFIX};
-use crate::output::{escaped, escaped_path};
+use crate::output::{self, escaped, escaped_path};
 use crate::process::{CommandError, CommandLine, FailureKind};
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::rebuild::TargetFailed;
@@ -121,13 +121,12 @@ pub fn choose<'a>(
         }
     }
     let Some(point) = usable else {
-        let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
         let points = layout.points();
         match (points.first(), at) {
             (Some(oldest), Some(at)) => bail!(
                 "{label} has no restore point at or before {}; the oldest is {oldest} ({})",
-                stamp(at),
-                stamp(oldest.taken())
+                output::time(at),
+                output::time(oldest.taken())
             ),
             _ => {
                 let unusable = layout.findings.iter().filter(|f| f.kind.is_error()).count()
@@ -198,7 +197,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
-    let label = format!("{}/{}", job.pool, args.image);
+    let label = spec(&job.pool, &args.image, None);
     let dir = ImageDir::new(&job.destination, &job.pool, &args.image);
     let shown_dir = escaped_path(&dir.path());
     match fs::metadata(dir.path()) {
@@ -242,7 +241,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
-        point.taken().format("%Y-%m-%d %H:%M:%S UTC"),
+        output::time(point.taken()),
         route.len(),
         escaped_path(&folder)
     );

@@ -25,8 +25,7 @@ use crate::catalog::{self, ImageFolder, Narrow};
 use crate::chain::{Layout, Stored};
 use crate::config::Config;
 use crate::diffstream::DiffReader;
-use crate::list::human_bytes;
-use crate::output::{self, escaped};
+use crate::output::{self, escaped, human_bytes};
 use crate::process::CommandLine;
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::store::Hashing;
@@ -168,11 +167,9 @@ fn report_lines(report: &ImageReport) -> String {
     }
     if let Some(source) = report.source.as_ref().filter(|s| s.matches) {
         out.push_str(&format!(
-            "ok: {}/{}@{}: rebuilt from the backups, same SHA-256 as rbd export of the \
-             snapshot ({})\n",
-            escaped(&report.pool),
-            escaped(&report.image),
-            source.snapshot,
+            "ok: {}: rebuilt from the backups, same SHA-256 as rbd export of the snapshot \
+             ({})\n",
+            escaped(&spec(&report.pool, &report.image, Some(&source.snapshot))),
             source.cluster_sha256
         ));
     }
