@@ -10,11 +10,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::UsageError;
 use crate::config::{Config, PoolJob};
 use crate::naming;
 use crate::record::{self, Destination};
 use crate::store::ImageDir;
+use crate::UsageError;
+
+/// Which backed-up images a command looks at: one pool (a section), one image, or all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrow {
+    pub pool: Option<String>,
+    pub image: Option<String>,
+}
 
 /// One image's backup folder, and the section it was backed up by.
 #[derive(Debug, Clone)]
@@ -27,7 +34,7 @@ pub struct ImageFolder<'a> {
 impl ImageFolder<'_> {
     /// `pool/image`, as people and `rbd` write it.
     pub fn label(&self) -> String {
-        format!("{}/{}", self.job.pool, self.image)
+        crate::rbd::spec(&self.job.pool, &self.image, None)
     }
 }
 

@@ -1,7 +1,10 @@
-//! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `restore` and
-//! `verify` commands, and the exit statuses.
+//! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `restore`,
+//! `verify` and `init-destination` commands, and the exit statuses.
 //!
 //! With no command the tool backs up, exactly as the original did, so cron lines keep working.
+//! This is the only module that knows the command line and exit statuses: it turns arguments into
+//! the commands' own option structs ([`ListArgs::options`], …) and their results into a
+//! [`Status`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +12,14 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::catalog::Narrow as Selection;
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::init::InitOptions;
+use crate::list::ListOptions;
 use crate::naming::parse_point_in_time;
+use crate::restore::RestoreOptions;
+use crate::verify::VerifyOptions;
+use crate::{Outcome, UsageError};
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
@@ -45,8 +54,9 @@ pub struct Cli {
     )]
     pub conf: PathBuf,
 
-    /// Only show what would be done, for every section, whatever `check mode` says
-    #[arg(long)]
+    /// Only show what would be done: for a backup, in every section whatever `check mode` says;
+    /// also for restore and init-destination (list and verify change nothing and refuse it)
+    #[arg(long, global = true)]
     pub check: bool,
 
     /// Wait up to SECONDS (at most 604800, a week) for another run using the same destination
@@ -139,10 +149,6 @@ pub struct RestoreArgs {
     /// (2026-11-25T12:00:00Z)
     #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
     pub at: Option<DateTime<Utc>>,
-
-    /// Only show what would be done
-    #[arg(long)]
-    pub check: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,11 +171,71 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
-/// A mistake in what was asked (a pool no section names, a name that cannot be an image):
-/// reported with the usage status, nothing done.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+impl Cli {
+    /// Refuses what parses but cannot be honoured: `--check` with a command that changes nothing
+    /// (it would be silently ignored otherwise).
+    pub fn validate(&self) -> Result<(), UsageError> {
+        let name = match &self.command {
+            Some(Command::List(_)) if self.check => "list",
+            Some(Command::Verify(_)) if self.check => "verify",
+            _ => return Ok(()),
+        };
+        Err(UsageError(format!(
+            "--check is not accepted by {name}, which changes nothing anyway"
+        )))
+    }
+}
+
+impl Narrow {
+    pub fn selection(&self) -> Selection {
+        Selection {
+            pool: self.pool.clone(),
+            image: self.image.clone(),
+        }
+    }
+}
+
+impl ListArgs {
+    pub fn options(&self) -> ListOptions {
+        ListOptions {
+            narrow: self.narrow.selection(),
+            json: self.json,
+        }
+    }
+}
+
+impl VerifyArgs {
+    pub fn options(&self) -> VerifyOptions {
+        VerifyOptions {
+            narrow: self.narrow.selection(),
+            source: self.source,
+            strict: self.strict,
+            json: self.json,
+        }
+    }
+}
+
+impl RestoreArgs {
+    pub fn options(&self, check: bool) -> RestoreOptions {
+        RestoreOptions {
+            pool: self.pool.clone(),
+            image: self.image.clone(),
+            to: self.to.clone(),
+            to_file: self.to_file.clone(),
+            at: self.at,
+            check,
+        }
+    }
+}
+
+impl InitArgs {
+    pub fn options(&self, check: bool) -> InitOptions {
+        InitOptions {
+            pool: self.pool.clone(),
+            check,
+        }
+    }
+}
 
 /// How a run ended, as the process exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +252,14 @@ pub enum Status {
 }
 
 impl Status {
+    /// The status of a command that ran to its end: problems it found and reported fail it.
+    pub fn of_outcome(outcome: Outcome) -> Status {
+        match outcome {
+            Outcome::Done => Status::Success,
+            Outcome::FoundProblems => Status::Failed,
+        }
+    }
+
     /// The status of a command that stopped with `err`.
     pub fn of_error(err: &anyhow::Error) -> Status {
         if err.downcast_ref::<UsageError>().is_some() {
@@ -258,11 +332,46 @@ mod tests {
             panic!("not a restore")
         };
         assert_eq!(args.to.as_deref(), Some("other/x"));
-        assert!(args.check);
+        assert!(cli.check, "restore --check is the global --check");
         assert_eq!(args.at.unwrap().to_rfc3339(), "2026-11-25T12:00:00+00:00");
         let err = parse(&["--to", "x", "--at", "yesterday"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn check_is_global_and_refused_where_it_cannot_be_honoured() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap();
+        for args in [
+            &["cephbackup", "--check"][..],
+            &["cephbackup", "--check", "init-destination"],
+            &["cephbackup", "init-destination", "--check"],
+            &[
+                "cephbackup",
+                "--check",
+                "restore",
+                "--pool",
+                "p",
+                "--image",
+                "i",
+                "--to",
+                "x",
+            ],
+        ] {
+            let cli = parse(args);
+            assert!(cli.check, "{args:?}");
+            assert!(cli.validate().is_ok(), "{args:?}");
+        }
+        for (args, name) in [
+            (&["cephbackup", "--check", "list"][..], "list"),
+            (&["cephbackup", "verify", "--check"], "verify"),
+        ] {
+            let err = parse(args).validate().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--check is not accepted by {name}, which changes nothing anyway")
+            );
+        }
     }
 
     #[test]

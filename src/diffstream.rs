@@ -1,7 +1,12 @@
 //! The `rbd diff v1` stream format as produced by `rbd export-diff`: a strict
-//! streaming reader that validates while it reads, a writer that emits streams
-//! byte-identical to what rbd writes, and an applier that replays a stream onto
-//! a local raw image file so an image can be rebuilt without a cluster.
+//! streaming reader that validates while it reads. Restores and verify read
+//! every diff through it ([`crate::checked_diff`], [`crate::rebuild`], which
+//! replays diffs onto a sparse local file).
+//!
+//! For tests only (unit tests, and the integration tests through the
+//! `test-support` feature): a writer that emits streams byte-identical to what
+//! rbd writes. Unit tests also have `validate`, which reads a whole stream, and
+//! `apply_to_file`, a plain applier the sparse rebuild is compared with.
 //!
 //! Everything here works in bounded memory: payloads are never held whole, only
 //! passed through fixed-size chunks, so multi-gigabyte diffs cost the same as
@@ -12,8 +17,9 @@
 //! writes. The reader therefore refuses anything it does not fully understand
 //! and reports the byte offset at which it gave up.
 
-use std::fs::File;
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+#[cfg(any(test, feature = "test-support"))]
+use std::io::Write;
+use std::io::{self, ErrorKind, Read};
 
 /// The exact first twelve bytes of every v1 stream.
 pub const BANNER: &[u8; 12] = b"rbd diff v1\n";
@@ -23,6 +29,7 @@ pub const BANNER: &[u8; 12] = b"rbd diff v1\n";
 pub const MAX_NAME_LEN: u32 = 4096;
 
 /// Payloads move through buffers of this size when we allocate one.
+#[cfg(any(test, feature = "test-support"))]
 const CHUNK: usize = 1 << 20;
 
 /// Skipping unread payload uses a stack buffer, so it stays smaller than
@@ -55,7 +62,8 @@ pub enum Record {
     Zero { offset: u64, length: u64 },
 }
 
-/// Totals gathered by [`validate`].
+/// Totals gathered by `validate`.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiffSummary {
     /// Number of `w` and `z` records.
@@ -454,6 +462,7 @@ impl<R: Read> DiffReader<R> {
 
 /// Reads a whole stream, checking every rule including that nothing follows
 /// the `e` record. Payloads are read and discarded.
+#[cfg(test)]
 pub fn validate<R: Read>(r: R) -> Result<(DiffHeader, DiffSummary), DiffError> {
     let mut reader = DiffReader::new(r)?;
     let mut summary = DiffSummary::default();
@@ -471,9 +480,11 @@ pub fn validate<R: Read>(r: R) -> Result<(DiffHeader, DiffSummary), DiffError> {
     Ok((header, summary))
 }
 
-/// Writes `rbd diff v1` streams in the exact byte layout rbd uses.
+/// Writes `rbd diff v1` streams in the exact byte layout rbd uses: for tests,
+/// which need streams to feed the reader and `rbd import-diff`.
 ///
 /// If any call fails, the output is left mid-record and must be discarded.
+#[cfg(any(test, feature = "test-support"))]
 pub struct DiffWriter<W: Write> {
     out: W,
     /// Only used by debug assertions: release builds trust the caller, since
@@ -484,6 +495,7 @@ pub struct DiffWriter<W: Write> {
     chunk: Vec<u8>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl<W: Write> DiffWriter<W> {
     /// Writes the banner and the header records, in the order rbd does: `f`,
     /// `t`, `s`. Names longer than [`MAX_NAME_LEN`] are refused because rbd
@@ -583,6 +595,7 @@ impl<W: Write> DiffWriter<W> {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 fn write_name<W: Write>(out: &mut W, tag: u8, name: &str) -> io::Result<()> {
     let length = u32::try_from(name.len())
         .ok()
@@ -603,13 +616,18 @@ fn write_name<W: Write>(out: &mut W, tag: u8, name: &str) -> io::Result<()> {
     out.write_all(name.as_bytes())
 }
 
-/// Replays a v1 stream onto `target`, a raw image file opened for reading and
+/// For tests: replays a v1 stream onto `target`, a raw image file opened for reading and
 /// writing, and finally sets its length to the header's image size.
 ///
 /// Validation happens as the stream is applied, so on error the file has been
 /// partly modified; apply to a scratch copy when the original matters. The file
 /// is not synced.
-pub fn apply_to_file<R: Read>(stream: R, target: &mut File) -> Result<DiffHeader, DiffError> {
+#[cfg(test)]
+pub fn apply_to_file<R: Read>(
+    stream: R,
+    target: &mut std::fs::File,
+) -> Result<DiffHeader, DiffError> {
+    use std::io::{Seek, SeekFrom, Write};
     let mut reader = DiffReader::new(stream)?;
     // Bytes past the current end need no zeroing: the final `set_len`, or a
     // later write past the end, fills any gap with zeros anyway.
@@ -662,6 +680,7 @@ pub fn apply_to_file<R: Read>(stream: R, target: &mut File) -> Result<DiffHeader
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     const MIB: u64 = 1 << 20;
 

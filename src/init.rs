@@ -9,13 +9,22 @@ use anyhow::{bail, Result};
 use chrono::Utc;
 
 use crate::catalog;
-use crate::cli::{InitArgs, Status};
 use crate::config::{Config, PoolJob};
 use crate::outln;
 use crate::record::{self, Destination};
 
-pub fn run(config: &Config, args: &InitArgs, check: bool) -> Result<Status> {
-    let jobs: Vec<&PoolJob> = match &args.pool {
+/// What `init-destination` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Only the destination of this pool (a section); all of them without it.
+    pub pool: Option<String>,
+    /// Only say what would be marked.
+    pub check: bool,
+}
+
+pub fn run(config: &Config, options: &InitOptions) -> Result<()> {
+    let check = options.check;
+    let jobs: Vec<&PoolJob> = match &options.pool {
         Some(pool) => vec![catalog::section(config, pool)?],
         None => config.pools.iter().collect(),
     };
@@ -48,5 +57,5 @@ pub fn run(config: &Config, args: &InitArgs, check: bool) -> Result<Status> {
             }
         }
     }
-    Ok(Status::Success)
+    Ok(())
 }

@@ -17,15 +17,18 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, ImageFolder};
+use crate::catalog::{self, ImageFolder, Narrow};
 use crate::chain::{Finding, FindingKind, Layout, Stored};
-use crate::cli::{ListArgs, Status};
 use crate::naming::SnapName;
+/// Kept here too for callers that still name it `list::human_bytes` (execute.rs).
+pub use crate::output::human_bytes;
 use crate::output::{self, escaped};
 use crate::plan::Settings;
+use crate::rbd::spec;
 use crate::retention::{self, Expiry, Policy};
 use crate::stored::{self, NotRegularEntry};
 use crate::untrusted::EntryKind;
+use crate::Outcome;
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -58,14 +61,24 @@ impl Expiries {
     }
 }
 
-pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
+/// What `list` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub narrow: Narrow,
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+/// Prints the listing; [`Outcome::FoundProblems`] when a folder could not be scanned (said on
+/// stderr, the others still listed).
+pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outcome> {
     let folders = catalog::select(
         config,
-        args.narrow.pool.as_deref(),
-        args.narrow.image.as_deref(),
+        options.narrow.pool.as_deref(),
+        options.narrow.image.as_deref(),
     )?;
     let mut listings = Vec::new();
-    let mut status = Status::Success;
+    let mut outcome = Outcome::Done;
     let now = Utc::now();
     for folder in &folders {
         match scan(folder, now) {
@@ -76,18 +89,18 @@ pub fn run(config: &crate::config::Config, args: &ListArgs) -> Result<Status> {
                     escaped(&folder.label()),
                     escaped(&format!("{err:#}"))
                 );
-                status = Status::Failed;
+                outcome = Outcome::FoundProblems;
             }
         }
     }
-    if args.json {
+    if options.json {
         outln!("{}", output::json(&document(&listings))?);
-    } else if listings.is_empty() && status == Status::Success {
+    } else if listings.is_empty() && outcome == Outcome::Done {
         outln!("No backups found.");
     } else {
         out!("{}", text(&listings));
     }
-    Ok(status)
+    Ok(outcome)
 }
 
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
@@ -101,21 +114,6 @@ fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
         layout: scanned.layout,
         not_regular: scanned.not_regular,
     })
-}
-
-/// Sizes for people: binary units, one decimal.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 fn severity(finding: &Finding) -> &'static str {
@@ -134,7 +132,7 @@ pub fn text(listings: &[Listing]) -> String {
             out.push('\n');
         }
         let layout = &listing.layout;
-        let label = escaped(&format!("{}/{}", listing.pool, listing.image)).into_owned();
+        let label = escaped(&spec(&listing.pool, &listing.image, None)).into_owned();
         let folder = escaped(&listing.folder);
         let points = layout.points();
         let stored: u64 = layout.files.iter().map(|f| f.size).sum();
@@ -145,8 +143,8 @@ pub fn text(listings: &[Listing]) -> String {
                     "{label}: {} restore point{}, {} to {}, {} in {}",
                     points.len(),
                     if points.len() == 1 { "" } else { "s" },
-                    first.taken().format("%Y-%m-%d %H:%M:%S UTC"),
-                    last.taken().format("%Y-%m-%d %H:%M:%S UTC"),
+                    output::time(first.taken()),
+                    output::time(last.taken()),
                     human_bytes(stored),
                     folder
                 );
@@ -556,19 +554,5 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             .as_str()
             .unwrap()
             .starts_with("kept while fewer than 2 newer"));
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        for (bytes, text) in [
-            (0, "0 B"),
-            (1023, "1023 B"),
-            (1024, "1.0 KiB"),
-            (1536, "1.5 KiB"),
-            (33_554_432, "32.0 MiB"),
-            (5 << 40, "5.0 TiB"),
-        ] {
-            assert_eq!(human_bytes(bytes), text);
-        }
     }
 }

@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::{config, execute, init, interrupt, list, lock, outln, restore, verify};
+use cephbackup::{config, execute, init, interrupt, list, lock, outln, restore, verify, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,6 +31,10 @@ fn init_logging(quiet: bool) {
 }
 
 fn run(cli: &Cli) -> Status {
+    if let Err(err) = cli.validate() {
+        eprintln!("error: {err}");
+        return Status::UsageOrConfig;
+    }
     let config = match config::load(&cli.conf) {
         Ok(config) => {
             print_problems("warning", &config.warnings);
@@ -81,17 +85,24 @@ fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
     }
 }
 
-/// `list`, `restore` and `verify`: each reports its own results; an error ends it, printed once.
+/// The commands: each reports its own results; an error ends it, printed once.
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
     let locking = locking(cli);
     let result = match command {
-        Command::List(args) => list::run(config, args),
-        Command::Restore(args) => restore::run(config, args, cli.check, &locking),
-        Command::Verify(args) => verify::run(config, args, &locking),
-        Command::InitDestination(args) => init::run(config, args, cli.check),
+        Command::List(args) => list::run(config, &args.options()),
+        Command::Restore(args) => {
+            restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
+        }
+        Command::Verify(args) => verify::run(config, &args.options(), &locking),
+        Command::InitDestination(args) => {
+            init::run(config, &args.options(cli.check)).map(|()| Outcome::Done)
+        }
     };
-    result.unwrap_or_else(|err| {
-        eprintln!("error: {err:#}");
-        Status::of_error(&err)
-    })
+    match result {
+        Ok(outcome) => Status::of_outcome(outcome),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            Status::of_error(&err)
+        }
+    }
 }

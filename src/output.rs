@@ -94,6 +94,29 @@ pub fn escaped_path(path: &std::path::Path) -> String {
     out
 }
 
+/// Sizes for people: binary units, one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// How instants are shown to people, everywhere: `2026-11-25 12:00:00 UTC`.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+/// `at` for people, in [`TIME_FORMAT`].
+pub fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format(TIME_FORMAT).to_string()
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\'
         || c.is_control()
@@ -178,5 +201,28 @@ mod tests {
         assert!(text.contains(r#""\u007f\u009b\u202e""#), "{text}");
         let back: Vec<String> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, names);
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        for (bytes, text) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (33_554_432, "32.0 MiB"),
+            (5 << 40, "5.0 TiB"),
+        ] {
+            assert_eq!(human_bytes(bytes), text);
+        }
+    }
+
+    #[test]
+    fn times_for_people() {
+        use chrono::TimeZone;
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 12, 0, 5)
+            .unwrap();
+        assert_eq!(time(at), "2026-11-25 12:00:05 UTC");
     }
 }

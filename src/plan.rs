@@ -239,7 +239,7 @@ fn recover(
         let started = format!(
             "pid {}, started {}",
             pending.pid,
-            pending.started.format("%Y-%m-%d %H:%M:%S UTC")
+            crate::output::time(pending.started)
         );
         match (exists, completed) {
             (None, _) => steps.push(Step::SettleRecord {

@@ -11,8 +11,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -22,120 +20,10 @@ use crate::chain::Stored;
 use crate::diffstream::{DiffReader, Record};
 use crate::interrupt;
 use crate::output::{escaped, escaped_path};
+use crate::sparse::SparseFile as SparseImage;
 use crate::stored::{self, Limits};
 
-/// Aligned all-zero blocks of this size become holes.
-const BLOCK: usize = 4096;
 const CHUNK: usize = 1 << 20;
-
-/// A raw image file being changed in place, keeping holes where the image is zero.
-struct SparseImage<'a> {
-    file: &'a File,
-    /// The file's length: blocks past it read as zeros without any work.
-    len: u64,
-    zeros: Vec<u8>,
-}
-
-impl<'a> SparseImage<'a> {
-    fn new(file: &'a File) -> io::Result<SparseImage<'a>> {
-        Ok(SparseImage {
-            file,
-            len: file.metadata()?.len(),
-            zeros: Vec::new(),
-        })
-    }
-
-    /// Writes `data` at `offset`; whole aligned blocks of zeros are made holes instead.
-    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut at = 0;
-        while at < data.len() {
-            let position = offset + at as u64;
-            let to_boundary = BLOCK - (position % BLOCK as u64) as usize;
-            let block = &data[at..data.len().min(at + to_boundary)];
-            let zero = block.len() == BLOCK && block.iter().all(|&b| b == 0);
-            // Extend the run while blocks are of the same kind, so runs cost one call each.
-            let mut end = at + block.len();
-            while end < data.len() {
-                let next = &data[end..data.len().min(end + BLOCK)];
-                if next.len() < BLOCK || next.iter().all(|&b| b == 0) != zero {
-                    break;
-                }
-                end += BLOCK;
-            }
-            let run = &data[at..end];
-            if zero {
-                self.zero(position, run.len() as u64)?;
-            } else {
-                self.file.write_all_at(run, position)?;
-                self.len = self.len.max(position + run.len() as u64);
-            }
-            at = end;
-        }
-        Ok(())
-    }
-
-    /// Makes a range read as zeros: a hole where the file already has data, nothing past its end.
-    fn zero(&mut self, offset: u64, length: u64) -> io::Result<()> {
-        let end = (offset + length).min(self.len);
-        if offset >= end {
-            return Ok(());
-        }
-        match punch_hole(self.file, offset, end - offset) {
-            Ok(()) => Ok(()),
-            Err(err) if is_unsupported(&err) => self.write_zeros(offset, end - offset),
-            Err(err) => Err(err),
-        }
-    }
-
-    fn write_zeros(&mut self, mut offset: u64, length: u64) -> io::Result<()> {
-        if self.zeros.is_empty() {
-            self.zeros = vec![0u8; CHUNK];
-        }
-        let end = offset + length;
-        while offset < end {
-            let n = self.zeros.len().min((end - offset) as usize);
-            self.file.write_all_at(&self.zeros[..n], offset)?;
-            offset += n as u64;
-        }
-        Ok(())
-    }
-
-    fn set_len(&mut self, size: u64) -> io::Result<()> {
-        self.file.set_len(size)?;
-        self.len = size;
-        Ok(())
-    }
-}
-
-fn punch_hole(file: &File, offset: u64, length: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(length)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
-    else {
-        return Err(io::Error::other("range too large for this platform"));
-    };
-    // SAFETY: fallocate(2) only reads its integer arguments; the descriptor belongs to `file`,
-    // which outlives the call.
-    let result = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            length,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Filesystems without hole punching get zeros written instead.
-fn is_unsupported(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
-    )
-}
 
 /// A write to the image being rebuilt failed: the target's fault (a full disk, a read-only
 /// folder), never the backup file's, so the message names the target.
@@ -227,56 +115,75 @@ pub fn rebuild(
     dir: &Path,
     route: &[&Stored],
     limits: &Limits,
-    out: &mut File,
+    out: &File,
     target: &str,
 ) -> Result<usize> {
     let mut checked = 0;
     for (number, link) in route.iter().enumerate() {
         interrupt::check()?;
-        let path = dir.join(&link.name);
-        let shown = escaped_path(&path);
         info!(
             "applying {} ({} of {})",
             escaped(&link.name),
             number + 1,
             route.len()
         );
-        let recorded = stored::recorded_digest(dir, &link.name)?;
-        let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
-            let mut image = Target {
-                image: SparseImage::new(out).map_err(|e| TargetFailed {
-                    target: target.to_string(),
-                    source: e,
-                })?,
-                name: target,
-            };
-            if link.file.is_full() {
-                return write_full(raw, &mut image);
-            }
-            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
-            stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
-            apply_diff(diff, &mut image)
-        });
-        let ((), facts) = match read {
-            Ok(read) => read,
-            // The target's own failure is not about the backup file: say only what failed.
-            Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
-            Err(err) => return Err(err.context(shown)),
-        };
-        stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
-        checked += usize::from(recorded.is_some());
+        checked += usize::from(apply_link(dir, link, limits, out, target)?);
     }
+    sync(out, target)?;
+    Ok(checked)
+}
+
+/// Applies one file of a route to `out` (called `target` in messages): a full backup is written
+/// into the empty file, a diff replayed onto it. True when the file had a checksum file to check
+/// it against. An error names the backup file, or the target when writing it failed.
+pub fn apply_link(
+    dir: &Path,
+    link: &Stored,
+    limits: &Limits,
+    out: &File,
+    target: &str,
+) -> Result<bool> {
+    let path = dir.join(&link.name);
+    let shown = escaped_path(&path);
+    let recorded = stored::recorded_digest(dir, &link.name)?;
+    let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
+        let mut image = Target {
+            image: SparseImage::new(out).map_err(|e| TargetFailed {
+                target: target.to_string(),
+                source: e,
+            })?,
+            name: target,
+        };
+        if link.file.is_full() {
+            return write_full(raw, &mut image);
+        }
+        let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+        stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+        apply_diff(diff, &mut image)
+    });
+    let ((), facts) = match read {
+        Ok(read) => read,
+        // The target's own failure is not about the backup file: say only what failed.
+        Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
+        Err(err) => return Err(err.context(shown)),
+    };
+    stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
+    Ok(recorded.is_some())
+}
+
+/// Syncs the rebuilt image; a failure is the target's.
+pub fn sync(out: &File, target: &str) -> Result<(), TargetFailed> {
     out.sync_all().map_err(|source| TargetFailed {
         target: target.to_string(),
         source,
-    })?;
-    Ok(checked)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::diffstream::{apply_to_file, DiffHeader, DiffWriter};
+    use crate::sparse::BLOCK;
     use std::os::unix::fs::MetadataExt;
 
     const MIB: u64 = 1 << 20;

@@ -21,7 +21,11 @@
 //! ([`PARTIAL_PREFIX`]) while its writer holds an flock on it, and renamed to the target only when
 //! complete; a restore killed outright leaves that file unlocked, and the next restore into the
 //! same folder removes it. Errors name what failed: the target (a full disk, a folder that does
-//! not exist or cannot be written), or the backup file. `--check` prints the plan and does nothing.
+//! not exist or cannot be written), or the backup file.
+//!
+//! A restore is one list of steps (`image_steps`, `file_steps`): a real run prints each as it
+//! performs it, spelled as the command it runs with the file it streams in; `--check` prints them
+//! all and does nothing.
 
 use crate::outln;
 use std::ffi::CString;
@@ -38,16 +42,15 @@ use tracing::{info, warn};
 
 use crate::chain::Stored;
 use crate::checked_diff::CheckedDiff;
-use crate::cli::{RestoreArgs, Status, UsageError};
 use crate::config::Config;
 use crate::naming::{self, SnapName, CHECKSUM_SUFFIX};
-use crate::output::{escaped, escaped_path};
+use crate::output::{self, escaped, escaped_path};
 use crate::process::{CommandError, CommandLine, FailureKind};
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::rebuild::TargetFailed;
 use crate::store::ImageDir;
 use crate::stored::{self, FirstError, Folder, Limits};
-use crate::{catalog, interrupt, lock, rebuild};
+use crate::{catalog, interrupt, lock, rebuild, UsageError};
 
 const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
@@ -118,13 +121,12 @@ pub fn choose<'a>(
         }
     }
     let Some(point) = usable else {
-        let stamp = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
         let points = layout.points();
         match (points.first(), at) {
             (Some(oldest), Some(at)) => bail!(
                 "{label} has no restore point at or before {}; the oldest is {oldest} ({})",
-                stamp(at),
-                stamp(oldest.taken())
+                output::time(at),
+                output::time(oldest.taken())
             ),
             _ => {
                 let unusable = layout.findings.iter().filter(|f| f.kind.is_error()).count()
@@ -175,16 +177,27 @@ fn blocked(
     anyhow!("cannot restore {label} as of {point}: {why}{instead}")
 }
 
-pub fn run(
-    config: &Config,
-    args: &RestoreArgs,
-    check: bool,
-    locking: &lock::Locking,
-) -> Result<Status> {
+/// What `restore` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The pool the image was backed up from (a section of the configuration).
+    pub pool: String,
+    pub image: String,
+    /// The new image, `[POOL/]NAME`; or else
+    pub to: Option<String>,
+    /// the new local raw file.
+    pub to_file: Option<PathBuf>,
+    /// The newest point taken at or before this instant; the latest without it.
+    pub at: Option<DateTime<Utc>>,
+    /// Only show the steps.
+    pub check: bool,
+}
+
+pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
-    let label = format!("{}/{}", job.pool, args.image);
+    let label = spec(&job.pool, &args.image, None);
     let dir = ImageDir::new(&job.destination, &job.pool, &args.image);
     let shown_dir = escaped_path(&dir.path());
     match fs::metadata(dir.path()) {
@@ -228,74 +241,140 @@ pub fn run(
     }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
-        point.taken().format("%Y-%m-%d %H:%M:%S UTC"),
+        output::time(point.taken()),
         route.len(),
         escaped_path(&folder)
     );
-    let lines = match &target {
-        Target::Image { pool, name } => image_plan(&rbd, pool, name, &folder, &route),
-        Target::File(_) => file_plan(&folder, &route),
+    let steps = match &target {
+        Target::Image { pool, name } => image_steps(&rbd, pool, name, &route),
+        Target::File(_) => file_steps(&route),
     };
-    for line in lines {
-        outln!("{line}");
-    }
-    if check || args.check {
+    if args.check {
+        for step in &steps {
+            outln!("{}", step.describe(&folder));
+        }
         outln!("Check mode: nothing was done.");
-        return Ok(Status::Success);
+        return Ok(());
     }
 
     let checked = match &target {
-        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &route, &limits),
-        Target::File(path) => into_file(path, &folder, &route, &limits).map_err(blame_signal),
+        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &steps, &limits),
+        Target::File(path) => into_file(path, &folder, &steps, &limits).map_err(blame_signal),
     }?;
     outln!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
          .sha256 file",
         route.len()
     );
-    Ok(Status::Success)
+    Ok(())
 }
 
-/// What the image restore runs, as lines for people: each file, then the command it is fed to,
-/// spelled as a shell would run it (a compressed file is unpacked to stdout by `tar -xzO`).
-fn image_plan(rbd: &Rbd, pool: &str, name: &str, folder: &Path, route: &[&Stored]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for link in route {
-        let path = escaped_path(&folder.join(&link.name));
-        let quoted = shell_words::quote(&path);
-        let (verb, cmd) = if link.file.is_full() {
-            ("Importing", rbd.import(pool, name))
-        } else {
-            ("Applying", rbd.import_diff(pool, name))
-        };
-        lines.push(format!("{verb} {path}"));
-        lines.push(if link.file.compressed {
-            format!("# tar -xzOf {quoted} | {cmd}")
-        } else {
-            format!("# {cmd} < {quoted}")
-        });
+/// One thing a restore does. The one list of steps is what `--check` prints and what a real run
+/// prints, step by step, as it performs it.
+struct Step<'a> {
+    link: &'a Stored,
+    /// Which file of the route `link` is, from 1, of how many.
+    number: (usize, usize),
+    /// What is done with the file, for people: `Importing`, `Applying`, `Writing`; none for a
+    /// step that reads no file.
+    verb: Option<&'static str>,
+    action: Action,
+}
+
+enum Action {
+    /// The file's raw content (unpacked on the fly when compressed, checked record by record
+    /// when a diff) is streamed into this command's stdin.
+    Feed(CommandLine),
+    /// This command is run as it is.
+    Run(CommandLine),
+    /// The file is written into, or replayed onto, the `--to-file` target by this process.
+    Rebuild,
+}
+
+/// Into a new image: `rbd import -` of the full, `rbd snap create` of its snapshot (the next
+/// diff starts from it), then `rbd import-diff -` of each diff in order.
+fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a Stored]) -> Vec<Step<'a>> {
+    let mut steps = Vec::new();
+    for (index, link) in route.iter().enumerate() {
+        let number = (index + 1, route.len());
         if link.file.is_full() {
-            lines.push(format!(
-                "# {}",
-                rbd.create_snapshot(pool, name, link.file.snap.as_str())
-            ));
+            steps.push(Step {
+                link,
+                number,
+                verb: Some("Importing"),
+                action: Action::Feed(rbd.import(pool, name)),
+            });
+            steps.push(Step {
+                link,
+                number,
+                verb: None,
+                action: Action::Run(rbd.create_snapshot(pool, name, link.file.snap.as_str())),
+            });
+        } else {
+            steps.push(Step {
+                link,
+                number,
+                verb: Some("Applying"),
+                action: Action::Feed(rbd.import_diff(pool, name)),
+            });
         }
     }
-    lines
+    steps
 }
 
-fn file_plan(folder: &Path, route: &[&Stored]) -> Vec<String> {
+/// Into a new local file: the full written with holes, then each diff replayed onto it.
+fn file_steps<'a>(route: &[&'a Stored]) -> Vec<Step<'a>> {
     route
         .iter()
-        .map(|link| {
-            let verb = if link.file.is_full() {
+        .enumerate()
+        .map(|(index, link)| Step {
+            link,
+            number: (index + 1, route.len()),
+            verb: Some(if link.file.is_full() {
                 "Writing"
             } else {
                 "Applying"
-            };
-            format!("{verb} {}", escaped_path(&folder.join(&link.name)))
+            }),
+            action: Action::Rebuild,
         })
         .collect()
+}
+
+impl Step<'_> {
+    /// The step for people, one or two lines: the file it reads, then the command it runs,
+    /// spelled as a shell would run it, with what it streams into it.
+    fn describe(&self, folder: &Path) -> String {
+        let path = escaped_path(&folder.join(&self.link.name));
+        let mut lines = Vec::new();
+        if let Some(verb) = self.verb {
+            lines.push(format!("{verb} {path}"));
+        }
+        match &self.action {
+            Action::Feed(cmd) => {
+                let quoted = shell_words::quote(&path);
+                lines.push(if self.link.file.compressed {
+                    format!("# {cmd} < {quoted} (its tar member, unpacked)")
+                } else {
+                    format!("# {cmd} < {quoted}")
+                });
+            }
+            Action::Run(cmd) => lines.push(format!("# {cmd}")),
+            Action::Rebuild => {}
+        }
+        lines.join("\n")
+    }
+
+    /// Logs that the step's file is being read, when it reads one.
+    fn log(&self) {
+        if self.verb.is_some() {
+            info!(
+                "applying {} ({} of {})",
+                escaped(&self.link.name),
+                self.number.0,
+                self.number.1
+            );
+        }
+    }
 }
 
 /// Replays the route into the new image `pool/name`; on failure removes what it created.
@@ -305,10 +384,10 @@ fn into_image(
     pool: &str,
     name: &str,
     folder: &Path,
-    route: &[&Stored],
+    steps: &[Step],
     limits: &Limits,
 ) -> Result<usize> {
-    let result = replay(rbd, pool, name, folder, route, limits);
+    let result = replay(folder, steps, limits);
     let Err(err) = result else {
         return result;
     };
@@ -321,30 +400,19 @@ fn into_image(
     Err(err)
 }
 
-fn replay(
-    rbd: &Rbd,
-    pool: &str,
-    name: &str,
-    folder: &Path,
-    route: &[&Stored],
-    limits: &Limits,
-) -> Result<usize> {
+/// Performs the steps of an image restore, each printed as it starts.
+fn replay(folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
     let mut checked = 0;
-    for (number, link) in route.iter().enumerate() {
+    for step in steps {
         interrupt::check()?;
-        info!(
-            "applying {} ({} of {})",
-            escaped(&link.name),
-            number + 1,
-            route.len()
-        );
-        let limit = limits.of(link);
-        if link.file.is_full() {
-            checked += usize::from(feed(&rbd.import(pool, name), folder, link, &limit)?);
-            let snapshot = rbd.create_snapshot(pool, name, link.file.snap.as_str());
-            snapshot.run()?;
-        } else {
-            checked += usize::from(feed(&rbd.import_diff(pool, name), folder, link, &limit)?);
+        outln!("{}", step.describe(folder));
+        step.log();
+        match &step.action {
+            Action::Feed(cmd) => {
+                checked += usize::from(feed(cmd, folder, step.link, &limits.of(step.link))?);
+            }
+            Action::Run(cmd) => cmd.run()?,
+            Action::Rebuild => bail!("a file step in an image restore (a bug)"),
         }
     }
     Ok(checked)
@@ -440,11 +508,28 @@ fn is_still_watched(err: &CommandError) -> bool {
     err.kind() == FailureKind::Busy
 }
 
-/// Rebuilds the point as a new file at `path`; nothing appears there unless it succeeds.
-fn into_file(path: &Path, folder: &Path, route: &[&Stored], limits: &Limits) -> Result<usize> {
+/// Rebuilds the point as a new file at `path`, each step printed as it starts; nothing appears
+/// there unless it succeeds.
+fn into_file(path: &Path, folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
     let shown = escaped_path(path);
-    let mut partial = Partial::create(path)?;
-    let checked = rebuild::rebuild(folder, route, limits, &mut partial.file, &shown)?;
+    let partial = Partial::create(path)?;
+    let mut checked = 0;
+    for step in steps {
+        interrupt::check()?;
+        outln!("{}", step.describe(folder));
+        step.log();
+        let Action::Rebuild = step.action else {
+            bail!("an image step in a file restore (a bug)");
+        };
+        checked += usize::from(rebuild::apply_link(
+            folder,
+            step.link,
+            limits,
+            &partial.file,
+            &shown,
+        )?);
+    }
+    rebuild::sync(&partial.file, &shown)?;
     partial.commit()?;
     Ok(checked)
 }
@@ -842,7 +927,7 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_spells_the_commands_a_person_could_run() {
+    fn the_steps_spell_the_commands_that_run() {
         let names = [
             format!("vm@{S0}.full.tar.gz"),
             format!("vm@{S1}.diff_from_{S0}"),
@@ -858,16 +943,33 @@ mod tests {
             },
             false,
         );
-        let lines = image_plan(&rbd, "rbd", "new", Path::new("/b/rbd/vm"), &route);
+        let shown = |steps: Vec<Step>| -> Vec<String> {
+            steps
+                .iter()
+                .map(|step| step.describe(Path::new("/b/rbd/vm")))
+                .collect()
+        };
         let r = "rbd --conf /c --no-progress";
+        // Only commands that run: rbd reads the file's content, unpacked, on its stdin.
         assert_eq!(
-            lines,
+            shown(image_steps(&rbd, "rbd", "new", &route)),
             [
-                format!("Importing /b/rbd/vm/vm@{S0}.full.tar.gz"),
-                format!("# tar -xzOf /b/rbd/vm/vm@{S0}.full.tar.gz | {r} import - rbd/new"),
+                format!(
+                    "Importing /b/rbd/vm/vm@{S0}.full.tar.gz\n# {r} import - rbd/new < \
+                     /b/rbd/vm/vm@{S0}.full.tar.gz (its tar member, unpacked)"
+                ),
                 format!("# {r} snap create rbd/new@{S0}"),
+                format!(
+                    "Applying /b/rbd/vm/vm@{S1}.diff_from_{S0}\n# {r} import-diff - rbd/new < \
+                     /b/rbd/vm/vm@{S1}.diff_from_{S0}"
+                ),
+            ]
+        );
+        assert_eq!(
+            shown(file_steps(&route)),
+            [
+                format!("Writing /b/rbd/vm/vm@{S0}.full.tar.gz"),
                 format!("Applying /b/rbd/vm/vm@{S1}.diff_from_{S0}"),
-                format!("# {r} import-diff - rbd/new < /b/rbd/vm/vm@{S1}.diff_from_{S0}"),
             ]
         );
     }
@@ -959,7 +1061,13 @@ mod tests {
         let (backups, layout) = one_full(8192);
         let route = layout.route(layout.points()[0]).unwrap();
         let target = backups.path().join("no/such/folder/vm.raw");
-        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        let err = into_file(
+            &target,
+            backups.path(),
+            &file_steps(&route),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             format!("{err:#}"),
             format!(
@@ -1004,7 +1112,13 @@ mod tests {
             return;
         };
         let target = mount.0.path().join("vm.raw");
-        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        let err = into_file(
+            &target,
+            backups.path(),
+            &file_steps(&route),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             format!("{err:#}"),
             format!(
@@ -1024,7 +1138,13 @@ mod tests {
             return;
         };
         let target = mount.0.path().join("vm.raw");
-        let err = into_file(&target, backups.path(), &route, &Limits::default()).unwrap_err();
+        let err = into_file(
+            &target,
+            backups.path(),
+            &file_steps(&route),
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             format!("{err:#}"),
             format!(

@@ -235,7 +235,7 @@ pub fn full_mode_removals(
             stored.name.clone(),
             format!(
                 "full-mode retention ({rules}): no keep rule holds this backup of {}",
-                stored.file.snap.taken().format("%Y-%m-%d %H:%M:%S UTC")
+                crate::output::time(stored.file.snap.taken())
             ),
         ));
         if let Some(checksum) = &stored.checksum {
@@ -338,7 +338,7 @@ impl Expiry {
 
 impl fmt::Display for Expiry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = |at: &DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let time = |at: &DateTime<Utc>| crate::output::time(*at);
         match self {
             Expiry::Kept { why } => write!(f, "kept: {why}"),
             Expiry::NextRun { why } => write!(f, "removed by the next run: {why}"),

@@ -21,18 +21,16 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
-use crate::catalog::{self, ImageFolder};
+use crate::catalog::{self, ImageFolder, Narrow};
 use crate::chain::{Layout, Stored};
-use crate::cli::{Status, VerifyArgs};
 use crate::config::Config;
 use crate::diffstream::DiffReader;
-use crate::list::human_bytes;
-use crate::output::{self, escaped};
+use crate::output::{self, escaped, human_bytes};
 use crate::process::CommandLine;
 use crate::rbd::{spec, Cluster, Rbd};
 use crate::store::Hashing;
 use crate::stored::{self, Limits};
-use crate::{interrupt, lock, rebuild};
+use crate::{interrupt, lock, rebuild, Outcome};
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -99,7 +97,20 @@ struct Document<'a> {
     images: &'a [ImageReport],
 }
 
-pub fn run(config: &Config, args: &VerifyArgs, locking: &lock::Locking) -> Result<Status> {
+/// What `verify` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub narrow: Narrow,
+    /// Also compare the newest point still in the cluster with `rbd export` of its snapshot.
+    pub source: bool,
+    /// Files without a `.sha256` file are errors, not warnings.
+    pub strict: bool,
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+/// Checks and reports; [`Outcome::FoundProblems`] when at least one error was found.
+pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Result<Outcome> {
     let folders = catalog::select(
         config,
         args.narrow.pool.as_deref(),
@@ -134,9 +145,9 @@ pub fn run(config: &Config, args: &VerifyArgs, locking: &lock::Locking) -> Resul
         outln!("{}", summary(&reports, errors, warnings));
     }
     Ok(if errors == 0 {
-        Status::Success
+        Outcome::Done
     } else {
-        Status::Failed
+        Outcome::FoundProblems
     })
 }
 
@@ -156,11 +167,9 @@ fn report_lines(report: &ImageReport) -> String {
     }
     if let Some(source) = report.source.as_ref().filter(|s| s.matches) {
         out.push_str(&format!(
-            "ok: {}/{}@{}: rebuilt from the backups, same SHA-256 as rbd export of the \
-             snapshot ({})\n",
-            escaped(&report.pool),
-            escaped(&report.image),
-            source.snapshot,
+            "ok: {}: rebuilt from the backups, same SHA-256 as rbd export of the snapshot \
+             ({})\n",
+            escaped(&spec(&report.pool, &report.image, Some(&source.snapshot))),
             source.cluster_sha256
         ));
     }
@@ -182,7 +191,7 @@ fn summary(reports: &[ImageReport], errors: usize, warnings: usize) -> String {
     )
 }
 
-fn verify_image(folder: &ImageFolder, args: &VerifyArgs) -> ImageReport {
+fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
     let dir = folder.dir.path();
     let mut report = ImageReport {
         pool: folder.job.pool.clone(),
@@ -423,7 +432,7 @@ fn compare(
         dir,
         route,
         limits,
-        &mut scratch,
+        &scratch,
         "the temporary file in $TMPDIR",
     )
     .context("cannot rebuild from the backups")?;
