@@ -30,7 +30,7 @@ use crate::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::outln;
 use crate::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::process::{CommandError, FailureKind};
-use crate::rbd::{spec, Cluster, Rbd};
+use crate::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::record::{self, Destination, ImageRecord};
 use crate::store::{self, ImageDir, Member, PendingFile};
 use crate::untrusted;
@@ -55,7 +55,13 @@ pub struct RunOptions<'a> {
     pub wait: Duration,
     /// Where the image locks live.
     pub lock_dir: PathBuf,
+    /// What a section's cluster calls go to; `None` runs `rbd` against the section's cluster.
+    /// Tests put a fake cluster here.
+    pub cluster: Option<&'a ClusterFactory>,
 }
+
+/// Makes the [`ClusterOps`] a section talks to.
+pub type ClusterFactory = dyn Fn(&PoolJob) -> Box<dyn ClusterOps>;
 
 /// What a run achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -192,7 +198,7 @@ struct SectionFailure {
 struct Section<'a> {
     job: &'a PoolJob,
     mode: Mode,
-    rbd: Rbd,
+    rbd: Box<dyn ClusterOps>,
     cluster: Cluster,
     settings: Settings,
     options: &'a RunOptions<'a>,
@@ -209,10 +215,14 @@ impl<'a> Section<'a> {
         config_path: &'a Path,
     ) -> Section<'a> {
         let cluster = Cluster::of(job);
+        let rbd = match options.cluster {
+            Some(make) => make(job),
+            None => Box::new(Rbd::new(cluster.clone(), options.progress)),
+        };
         Section {
             job,
             mode,
-            rbd: Rbd::new(cluster.clone(), options.progress),
+            rbd,
             cluster,
             settings: Settings::of(job),
             options,
@@ -517,8 +527,14 @@ impl<'s> ImageRun<'s> {
                 backs,
                 temporary,
             } => {
-                let cmd = rbd.create_snapshot(&pool, image, snap.as_str());
-                outln!("# {cmd}");
+                let shown = rbd.show(
+                    &pool,
+                    image,
+                    Op::CreateSnapshot {
+                        snap: snap.as_str(),
+                    },
+                );
+                outln!("# {shown}");
                 if self.section.mode == Mode::Check {
                     return Ok(());
                 }
@@ -533,7 +549,7 @@ impl<'s> ImageRun<'s> {
                     at,
                 );
                 self.save_record()?;
-                cmd.run()?;
+                rbd.create_snapshot(&pool, image, snap.as_str())?;
                 self.unbacked_snapshot = Some(snap.clone());
             }
             Step::Export { file, reason } => {
@@ -608,15 +624,19 @@ impl<'s> ImageRun<'s> {
     /// reported and the run carries on.
     fn remove_snapshot(&mut self, snap: &SnapName) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
-        let cmd = self
-            .section
-            .rbd
-            .remove_snapshot(&pool, image, snap.as_str());
-        outln!("# {cmd}");
+        let rbd = &self.section.rbd;
+        let shown = rbd.show(
+            &pool,
+            image,
+            Op::RemoveSnapshot {
+                snap: snap.as_str(),
+            },
+        );
+        outln!("# {shown}");
         if self.section.mode == Mode::Check {
             return Ok(());
         }
-        match cmd.run() {
+        match rbd.remove_snapshot(&pool, image, snap.as_str()) {
             Ok(()) => {}
             Err(err) if err.kind() == FailureKind::NotFound => {
                 info!("{pool}/{image}: snapshot {snap} was gone already");
@@ -687,22 +707,24 @@ impl<'s> ImageRun<'s> {
         let rbd = &self.section.rbd;
         let raw_path = self.dir.file(&file.raw_name(image));
         let snap_spec = format!("{image}@{}", file.snap);
-        let cmd = match &file.content {
+        let base = match &file.content {
             Content::Full => {
                 outln!("Exporting image {snap_spec} to {}", raw_path.display());
-                rbd.export(&pool, image, file.snap.as_str())
+                None
             }
             Content::DiffFrom(base) => {
                 outln!(
                     "Exporting diff {base} -> {snap_spec} to {}",
                     raw_path.display()
                 );
-                rbd.export_diff(&pool, image, base.as_str(), file.snap.as_str())
+                Some(base.as_str())
             }
         };
+        let snap = file.snap.as_str();
         if file.compressed {
             outln!("Compress mode activated");
         }
+        let cmd = rbd.show(&pool, image, Op::Export { base, snap });
         outln!("# {cmd}");
         if self.section.mode == Mode::Check {
             return Ok(());
@@ -732,7 +754,7 @@ impl<'s> ImageRun<'s> {
         }
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
-        let mut stream = cmd.spawn_reader()?;
+        let mut stream = rbd.open_export(&pool, image, base, snap)?;
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
             .map_err(|err| match CommandError::find(&err) {
@@ -820,7 +842,6 @@ impl<'s> ImageRun<'s> {
             .section
             .rbd
             .remove_snapshot(&pool, image, snap.as_str())
-            .run()
         {
             Ok(()) => {}
             Err(err) if err.kind() == FailureKind::NotFound => {}

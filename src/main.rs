@@ -55,6 +55,7 @@ fn run(cli: &Cli) -> Status {
         now: &Utc::now,
         wait: Duration::from_secs(cli.wait),
         lock_dir: locking(cli).dir,
+        cluster: None,
     };
     let outcome = execute::run(&config, &options);
     outln!("{}", outcome.summary());
