@@ -859,3 +859,6 @@ impl<'s> ImageRun<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
