@@ -14,6 +14,9 @@
 //! backed by a complete file, that snapshot is removed again; if the run dies instead, the image
 //! record lets the next run remove it.
 //!
+//! Everything it asks of the cluster goes through [`ClusterOps`]: `rbd` in a real run, an
+//! in-memory cluster in this module's tests (`execute/tests.rs`).
+//!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
 use std::cell::RefCell;
