@@ -14,6 +14,9 @@
 //! backed by a complete file, that snapshot is removed again; if the run dies instead, the image
 //! record lets the next run remove it.
 //!
+//! Everything it asks of the cluster goes through [`ClusterOps`]: `rbd` in a real run, an
+//! in-memory cluster in this module's tests (`execute/tests.rs`).
+//!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
 use std::cell::RefCell;
@@ -30,7 +33,7 @@ use crate::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::outln;
 use crate::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::process::{CommandError, FailureKind};
-use crate::rbd::{spec, Cluster, Rbd};
+use crate::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::record::{self, Destination, ImageRecord};
 use crate::store::{self, ImageDir, Member, PendingFile};
 use crate::untrusted;
@@ -55,7 +58,13 @@ pub struct RunOptions<'a> {
     pub wait: Duration,
     /// Where the image locks live.
     pub lock_dir: PathBuf,
+    /// What a section's cluster calls go to; `None` runs `rbd` against the section's cluster.
+    /// Tests put a fake cluster here.
+    pub cluster: Option<&'a ClusterFactory>,
 }
+
+/// Makes the [`ClusterOps`] a section talks to.
+pub type ClusterFactory = dyn Fn(&PoolJob) -> Box<dyn ClusterOps>;
 
 /// What a run achieved.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -192,7 +201,7 @@ struct SectionFailure {
 struct Section<'a> {
     job: &'a PoolJob,
     mode: Mode,
-    rbd: Rbd,
+    rbd: Box<dyn ClusterOps>,
     cluster: Cluster,
     settings: Settings,
     options: &'a RunOptions<'a>,
@@ -209,10 +218,14 @@ impl<'a> Section<'a> {
         config_path: &'a Path,
     ) -> Section<'a> {
         let cluster = Cluster::of(job);
+        let rbd = match options.cluster {
+            Some(make) => make(job),
+            None => Box::new(Rbd::new(cluster.clone(), options.progress)),
+        };
         Section {
             job,
             mode,
-            rbd: Rbd::new(cluster.clone(), options.progress),
+            rbd,
             cluster,
             settings: Settings::of(job),
             options,
@@ -517,8 +530,14 @@ impl<'s> ImageRun<'s> {
                 backs,
                 temporary,
             } => {
-                let cmd = rbd.create_snapshot(&pool, image, snap.as_str());
-                outln!("# {cmd}");
+                let shown = rbd.show(
+                    &pool,
+                    image,
+                    Op::CreateSnapshot {
+                        snap: snap.as_str(),
+                    },
+                );
+                outln!("# {shown}");
                 if self.section.mode == Mode::Check {
                     return Ok(());
                 }
@@ -533,7 +552,7 @@ impl<'s> ImageRun<'s> {
                     at,
                 );
                 self.save_record()?;
-                if let Err(err) = cmd.run() {
+                if let Err(err) = rbd.create_snapshot(&pool, image, snap.as_str()) {
                     // Unless the cluster may have created it before going silent, the snapshot
                     // is not ours (it existed already) or does not exist: forget the intent, so
                     // that no later run removes a snapshot on its account.
@@ -618,15 +637,19 @@ impl<'s> ImageRun<'s> {
     /// reported and the run carries on.
     fn remove_snapshot(&mut self, snap: &SnapName) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
-        let cmd = self
-            .section
-            .rbd
-            .remove_snapshot(&pool, image, snap.as_str());
-        outln!("# {cmd}");
+        let rbd = &self.section.rbd;
+        let shown = rbd.show(
+            &pool,
+            image,
+            Op::RemoveSnapshot {
+                snap: snap.as_str(),
+            },
+        );
+        outln!("# {shown}");
         if self.section.mode == Mode::Check {
             return Ok(());
         }
-        match cmd.run() {
+        match rbd.remove_snapshot(&pool, image, snap.as_str()) {
             Ok(()) => {}
             Err(err) if err.kind() == FailureKind::NotFound => {
                 info!("{pool}/{image}: snapshot {snap} was gone already");
@@ -697,22 +720,24 @@ impl<'s> ImageRun<'s> {
         let rbd = &self.section.rbd;
         let raw_path = self.dir.file(&file.raw_name(image));
         let snap_spec = format!("{image}@{}", file.snap);
-        let cmd = match &file.content {
+        let base = match &file.content {
             Content::Full => {
                 outln!("Exporting image {snap_spec} to {}", raw_path.display());
-                rbd.export(&pool, image, file.snap.as_str())
+                None
             }
             Content::DiffFrom(base) => {
                 outln!(
                     "Exporting diff {base} -> {snap_spec} to {}",
                     raw_path.display()
                 );
-                rbd.export_diff(&pool, image, base.as_str(), file.snap.as_str())
+                Some(base.as_str())
             }
         };
+        let snap = file.snap.as_str();
         if file.compressed {
             outln!("Compress mode activated");
         }
+        let cmd = rbd.show(&pool, image, Op::Export { base, snap });
         outln!("# {cmd}");
         if self.section.mode == Mode::Check {
             return Ok(());
@@ -742,11 +767,13 @@ impl<'s> ImageRun<'s> {
         }
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
-        let mut stream = cmd.spawn_reader()?;
+        let mut stream = rbd.open_export(&pool, image, base, snap)?;
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
+            // A failed rbd explains itself (and stays typed, so a timeout marks the cluster
+            // unreachable); anything else is said to be about reading its output.
             .map_err(|err| match CommandError::find(&err) {
-                Some(failed) => anyhow::anyhow!("{failed}"),
+                Some(_) => err,
                 None => err.context(format!("while reading `{cmd}`")),
             })
             .with_context(|| format!("cannot write {}", final_path.display()))?;
@@ -830,7 +857,6 @@ impl<'s> ImageRun<'s> {
             .section
             .rbd
             .remove_snapshot(&pool, image, snap.as_str())
-            .run()
         {
             Ok(()) => {}
             Err(err) if err.kind() == FailureKind::NotFound => {}
@@ -848,3 +874,6 @@ impl<'s> ImageRun<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -59,6 +59,7 @@ fn run(cli: &Cli) -> Status {
         now: &Utc::now,
         wait: Duration::from_secs(cli.wait),
         lock_dir: locking(cli).dir,
+        cluster: None,
     };
     let outcome = execute::run(&config, &options);
     outln!("{}", outcome.summary());

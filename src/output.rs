@@ -14,6 +14,10 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 /// Writes one formatted chunk to stdout and flushes it (so our lines come before the output of a
 /// child started next); after the first failure, writes nothing.
 pub fn write(args: fmt::Arguments<'_>) {
+    #[cfg(test)]
+    if capture::write(args) {
+        return;
+    }
     if CLOSED.load(Ordering::Relaxed) {
         return;
     }
@@ -24,6 +28,45 @@ pub fn write(args: fmt::Arguments<'_>) {
         .is_err()
     {
         CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Unit tests read what a piece of code would print: see [`capture::stdout`].
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::cell::RefCell;
+    use std::fmt::{self, Write as _};
+
+    thread_local! {
+        static CAPTURED: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    /// Collects instead of printing while this thread is in [`stdout`]; true if it did.
+    pub(super) fn write(args: fmt::Arguments<'_>) -> bool {
+        CAPTURED.with(|captured| match captured.borrow_mut().as_mut() {
+            Some(text) => {
+                let _ = text.write_fmt(args);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Runs `f` and returns what it printed with `outln!`/`out!` on this thread (also when `f`
+    /// panics, the capture ends with it).
+    pub(crate) fn stdout<R>(f: impl FnOnce() -> R) -> (R, String) {
+        struct Stop;
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                CAPTURED.with(|captured| captured.borrow_mut().take());
+            }
+        }
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(String::new()));
+        let stop = Stop;
+        let result = f();
+        let text = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
+        drop(stop);
+        (result, text)
     }
 }
 

@@ -320,6 +320,20 @@ impl CommandError {
         }
     }
 
+    /// The error of a command that exited with `code` after writing `stderr`: how a stand-in for
+    /// a program (the executor tests' fake cluster) reports a failure that must be told apart
+    /// exactly like the real program's ([`CommandError::kind`]).
+    pub fn exited(command: impl Into<String>, code: i32, stderr: &str) -> CommandError {
+        use std::os::unix::process::ExitStatusExt;
+        CommandError {
+            command: command.into(),
+            failure: Failure::Exit {
+                status: ExitStatus::from_raw((code & 0xff) << 8),
+                stderr: stderr.as_bytes().to_vec(),
+            },
+        }
+    }
+
     /// Unwraps a [`CommandError`] that travelled through an `io::Error` from [`ChildReader`].
     fn from_io(command: &CommandLine, err: io::Error) -> CommandError {
         match err.downcast::<CommandError>() {
@@ -511,6 +525,14 @@ mod tests {
             Some(FailureKind::AlreadyExists)
         );
         assert!(CommandError::find(&anyhow::anyhow!("plain")).is_none());
+        for (code, kind) in [(110, FailureKind::TimedOut), (16, FailureKind::Busy)] {
+            let made = CommandError::exited("rbd snap rm p/i@s", code, "rbd: no\n");
+            assert_eq!(made.kind(), kind);
+            assert_eq!(
+                made.to_string(),
+                format!("`rbd snap rm p/i@s` failed with exit status {code}: rbd: no")
+            );
+        }
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! scraping.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::config::PoolJob;
-use crate::process::CommandLine;
+use crate::process::{CommandError, CommandLine};
 
 /// How to reach one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +170,109 @@ impl Rbd {
 
     pub fn remove_image(&self, pool: &str, image: &str) -> CommandLine {
         self.action(["rm", &spec(pool, image, None)])
+    }
+}
+
+/// A change or a stream the backup executor asks of a cluster, named so it can be shown on the
+/// `# <command>` lines of stdout before it happens (or, in check mode, instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    CreateSnapshot {
+        snap: &'a str,
+    },
+    RemoveSnapshot {
+        snap: &'a str,
+    },
+    /// The raw image at `snap`, or with `base`, the changes from `base` to `snap` as an
+    /// `rbd diff v1` stream.
+    Export {
+        base: Option<&'a str>,
+        snap: &'a str,
+    },
+}
+
+/// Exactly what the backup executor ([`crate::execute`]) asks of a cluster. [`Rbd`] does it by
+/// running `rbd`; the executor's unit tests use an in-memory stand-in.
+///
+/// Failures carry a [`CommandError`] (inside the `anyhow::Error` for queries, inside the
+/// `io::Error` at the end of a stream) whose [`CommandError::kind`] says what happened, because
+/// that is what the executor decides on: a timeout stops the whole cluster, a missing snapshot was
+/// gone already, a busy one is left in place.
+pub trait ClusterOps {
+    /// Every image of a pool, in the order `rbd ls` gives.
+    fn list_images(&self, pool: &str) -> Result<Vec<String>>;
+    /// All snapshots of an image, ordered by id (creation order).
+    fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>>;
+    /// The size in bytes of an image at a snapshot.
+    fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64>;
+    /// How `op` is shown on a `# <command>` line.
+    fn show(&self, pool: &str, image: &str, op: Op) -> String;
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
+    /// Starts an export ([`Op::Export`]). Reading the stream to its end reports a failure of the
+    /// export as an `io::Error` wrapping its [`CommandError`], like [`crate::process::ChildReader`];
+    /// dropping it early abandons the export.
+    fn open_export(
+        &self,
+        pool: &str,
+        image: &str,
+        base: Option<&str>,
+        snap: &str,
+    ) -> Result<Box<dyn Read>, CommandError>;
+}
+
+impl Rbd {
+    /// The `rbd` command line that carries out `op`.
+    pub fn command_for(&self, pool: &str, image: &str, op: Op) -> CommandLine {
+        match op {
+            Op::CreateSnapshot { snap } => self.create_snapshot(pool, image, snap),
+            Op::RemoveSnapshot { snap } => self.remove_snapshot(pool, image, snap),
+            Op::Export { base: None, snap } => self.export(pool, image, snap),
+            Op::Export {
+                base: Some(base),
+                snap,
+            } => self.export_diff(pool, image, base, snap),
+        }
+    }
+}
+
+impl ClusterOps for Rbd {
+    fn list_images(&self, pool: &str) -> Result<Vec<String>> {
+        Rbd::list_images(self, pool)
+    }
+
+    fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>> {
+        Rbd::list_snapshots(self, pool, image)
+    }
+
+    fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
+        Rbd::size(self, pool, image, snap)
+    }
+
+    /// The exact argv that runs, shell-quoted.
+    fn show(&self, pool: &str, image: &str, op: Op) -> String {
+        self.command_for(pool, image, op).to_string()
+    }
+
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        Rbd::create_snapshot(self, pool, image, snap).run()
+    }
+
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        Rbd::remove_snapshot(self, pool, image, snap).run()
+    }
+
+    fn open_export(
+        &self,
+        pool: &str,
+        image: &str,
+        base: Option<&str>,
+        snap: &str,
+    ) -> Result<Box<dyn Read>, CommandError> {
+        let reader = self
+            .command_for(pool, image, Op::Export { base, snap })
+            .spawn_reader()?;
+        Ok(Box::new(reader))
     }
 }
 

@@ -3,6 +3,7 @@
 //! restorable and the next run carries on.
 
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::thread::sleep;
@@ -72,37 +73,109 @@ fn latest_chain(w: &World, image: &str) -> Vec<String> {
     files.split_off(start)
 }
 
+/// A run that was killed: when, and the last line it had printed by then.
+struct Kill {
+    after_ms: u64,
+    last_line: String,
+}
+
+impl std::fmt::Display for Kill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "killed after {} ms, having printed {:?}",
+            self.after_ms, self.last_line
+        )
+    }
+}
+
+/// Starts a run and SIGKILLs it after `delay_ms`. `None` when the kill came too late: the run had
+/// exited already, or had printed its summary (its work was done).
+fn kill_run(w: &World, conf: &str, delay_ms: u64) -> Option<Kill> {
+    let child = w.spawn(&["-c", conf]);
+    sleep(Duration::from_millis(delay_ms));
+    signal(&child, "-KILL");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let finished = stdout.contains("Summary: ");
+    match out.status.signal() {
+        Some(9) if !finished => Some(Kill {
+            after_ms: delay_ms,
+            last_line: stdout.lines().last().unwrap_or("").to_string(),
+        }),
+        Some(9) => None,
+        _ => {
+            // Not killed: then it ended on its own, and well.
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}\n{stdout}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(finished, "{stdout}");
+            None
+        }
+    }
+}
+
 fn kill_trials(extra: &str, trials: u64, seed: u64) {
     let w = World::new();
     w.create_image("k", 32 * MIB, seed);
-    let conf = w.config(extra);
+    let conf_path = w.config(extra);
+    let conf = conf_path.to_str().unwrap();
+    w.backup(&conf_path).success();
+    // The kills are spread over the length of a run like the trials' (not the first, full one).
+    w.write_data("k", seed * 100 + 99);
+    next_second();
     let started = Instant::now();
-    w.backup(&conf).success();
+    w.backup(&conf_path).success();
     let normal_run = started.elapsed().as_millis() as u64;
     let mut rng = Rng(seed | 1);
+    let mut kills = Vec::new();
     for trial in 0..trials {
         w.write_data("k", seed * 100 + trial);
-        next_second();
-        let child = w.spawn(&["-c", conf.to_str().unwrap()]);
-        let delay = rng.next() % (normal_run + normal_run / 5 + 1);
-        sleep(Duration::from_millis(delay));
-        signal(&child, "-KILL");
-        finish(child);
+        let mut delay = rng.next() % (normal_run + 1);
+        // A run that finished before the kill landed was not a trial: try again, sooner.
+        let kill = loop {
+            next_second();
+            if let Some(kill) = kill_run(&w, conf, delay) {
+                break kill;
+            }
+            assert!(
+                delay > 0,
+                "trial {trial}: even an immediate kill came too late"
+            );
+            delay /= 2;
+        };
         next_second();
         // The dead run's rbd children hold its lock until they have exited.
-        let run = w.cephbackup(&["-c", conf.to_str().unwrap(), "--wait", "120"]);
+        let run = w.cephbackup(&["-c", conf, "--wait", "120"]);
         assert_eq!(
             run.code, 0,
-            "trial {trial} (killed after {delay} ms of ~{normal_run} ms, seed {seed}):\n{}\n{}",
+            "trial {trial} ({kill}; a run takes ~{normal_run} ms; seed {seed}):\n{}\n{}",
             run.stdout, run.stderr
         );
         assert_consistent(&w, "k");
+        kills.push(kill);
+    }
+    // Every trial's run died by SIGKILL before its summary line.
+    assert_eq!(kills.len() as u64, trials);
+    for kill in &kills {
+        eprintln!("seed {seed}, runs of ~{normal_run} ms: {kill}");
     }
     let chain = latest_chain(&w, "k");
     let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
     if extra.contains("full") {
-        // Full mode keeps no snapshot to compare with; the file itself must be a whole image.
-        assert!(chain.len() == 1);
+        // Full mode keeps no snapshot to compare with, but nothing wrote to the image after the
+        // last run: its newest full file must hold the whole image as it is now.
+        let newest = chain[0];
+        assert!(newest.ends_with(".full"), "{chain:?}");
+        let file = fs::read(w.image_dir("k").join(newest)).unwrap();
+        assert!(
+            same_bytes(&file, &w.export("k", None)),
+            "{newest} ({} bytes) is not the image",
+            file.len()
+        );
     } else {
         restore_by_hand(&w, "k", &chain, "k-restored");
     }
@@ -198,16 +271,61 @@ fn overlapping_runs_are_refused_or_wait_for_the_lock() {
         "{}",
         refused.stderr
     );
-    let waiting = w.spawn(&["-c", conf, "--wait", "600"]);
-    finish(first).success();
-    finish(waiting).success();
-    assert_eq!(w.backup_snapshots("big").len(), 2);
-    let files = w.files("big");
+    // Paused, the first run cannot let go of the image while the second one arrives at it.
+    signal(&first, "-STOP");
+    let mut waiting = w.spawn(&["-c", conf, "--wait", "600"]);
+    let lock_name = format!("/{}/big.lock", w.pool);
+    let reached = wait_until(Duration::from_secs(60), || {
+        waiting.try_wait().unwrap().is_some() || has_open(waiting.id(), &lock_name)
+    });
+    let still_running = waiting.try_wait().unwrap().is_none();
+    let snapshots = w.backup_snapshots("big");
+    signal(&first, "-CONT");
     assert!(
-        files[0].ends_with(".full.tar.gz") && files[1].contains(".diff_from_"),
-        "{files:?}"
+        reached && still_running,
+        "the waiting run never opened its lock file ({lock_name}) while the first held it"
+    );
+    assert_eq!(snapshots.len(), 1, "the waiting run did not start early");
+    let first_snapshot = &snapshots[0];
+    finish(first).success();
+    let waited = finish(waiting).success();
+    assert!(waited
+        .stdout
+        .contains("Summary: 1 image(s) backed up, 0 failed"));
+    let snapshots = w.backup_snapshots("big");
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(&snapshots[0], first_snapshot);
+    // The waiting run's backup is a diff from the first run's: it began after that was complete.
+    let files = w.files("big");
+    assert_eq!(
+        files,
+        [
+            format!("big@{first_snapshot}.full.tar.gz"),
+            format!("big@{}.diff_from_{first_snapshot}.tar.gz", snapshots[1])
+        ]
     );
     assert_consistent(&w, "big");
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `limit` has passed (false).
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// True when process `pid` has a file open whose path ends with `suffix`.
+fn has_open(pid: u32, suffix: &str) -> bool {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| target.to_string_lossy().ends_with(suffix))
 }
 
 /// A small filesystem mounted for the test and unmounted when dropped.

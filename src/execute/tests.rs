@@ -1,0 +1,725 @@
+//! The executor against an in-memory cluster: images are byte vectors, snapshots have ids, and
+//! any operation on any image can be made to fail the way `rbd` fails (by exit status). The
+//! destination is a real temporary folder.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::{run, Outcome, RunOptions};
+use crate::config::{self, Config, PoolJob};
+use crate::naming::TEMP_PREFIX;
+use crate::output::capture;
+use crate::process::CommandError;
+use crate::rbd::{spec, ClusterOps, Op, Snapshot};
+use crate::record::{self, ImageRecord};
+
+/// The kinds of call the fake answers, for failure injection and the call log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    ListImages,
+    ListSnapshots,
+    Size,
+    CreateSnapshot,
+    RemoveSnapshot,
+    Export,
+}
+
+/// How an injected failure shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    /// ETIMEDOUT: the cluster did not answer.
+    TimedOut,
+    /// ENOENT.
+    NotFound,
+    /// EBUSY: a protected snapshot, an image with watchers.
+    Busy,
+    /// An export that sends half its data, then exits with EIO.
+    HalfWay,
+    /// An export during which the whole process dies (a panic stands in for SIGKILL: nothing
+    /// after it in the run happens).
+    Die,
+}
+
+impl Fail {
+    fn code(self) -> i32 {
+        match self {
+            Fail::TimedOut => libc::ETIMEDOUT,
+            Fail::NotFound => libc::ENOENT,
+            Fail::Busy => libc::EBUSY,
+            Fail::HalfWay | Fail::Die => libc::EIO,
+        }
+    }
+
+    fn error(self, shown: &str) -> CommandError {
+        CommandError::exited(shown, self.code(), &format!("rbd: injected {self:?}\n"))
+    }
+}
+
+#[derive(Default)]
+struct FakeImage {
+    data: Vec<u8>,
+    /// id, name, the image's bytes when it was taken.
+    snaps: Vec<(u64, String, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `pool/image` → image.
+    images: BTreeMap<String, FakeImage>,
+    next_id: u64,
+    /// Every call, as the fake shows it (`snap ls rbd/a`), in order.
+    calls: Vec<String>,
+    /// Failures to inject: the call, `pool/image` (or `pool` for listing images), how.
+    failures: Vec<(Call, String, Fail)>,
+}
+
+/// A cluster in memory; clones share it.
+#[derive(Clone, Default)]
+struct Fake(Rc<RefCell<State>>);
+
+impl Fake {
+    fn add_image(&self, pool: &str, image: &str, data: Vec<u8>) {
+        self.0.borrow_mut().images.insert(
+            spec(pool, image, None),
+            FakeImage {
+                data,
+                snaps: Vec::new(),
+            },
+        );
+    }
+
+    fn write(&self, pool: &str, image: &str, offset: usize, bytes: &[u8]) {
+        let mut state = self.0.borrow_mut();
+        let data = &mut state.images.get_mut(&spec(pool, image, None)).unwrap().data;
+        data[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn fail(&self, call: Call, target: &str, how: Fail) {
+        self.0
+            .borrow_mut()
+            .failures
+            .push((call, target.to_string(), how));
+    }
+
+    fn heal(&self) {
+        self.0.borrow_mut().failures.clear();
+    }
+
+    fn snapshots(&self, pool: &str, image: &str) -> Vec<String> {
+        self.0.borrow().images[&spec(pool, image, None)]
+            .snaps
+            .iter()
+            .map(|(_, name, _)| name.clone())
+            .collect()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.0.borrow().calls.clone()
+    }
+
+    /// The calls that change the cluster.
+    fn changes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("snap create") || c.starts_with("snap rm"))
+            .collect()
+    }
+
+    /// Logs the call and answers with the injected failure, if any.
+    fn enter(&self, call: Call, target: &str, shown: String) -> Result<(), (Fail, CommandError)> {
+        let mut state = self.0.borrow_mut();
+        state.calls.push(shown.clone());
+        let injected = state
+            .failures
+            .iter()
+            .find(|(c, t, _)| *c == call && t == target)
+            .map(|&(_, _, how)| how);
+        match injected {
+            Some(how) => Err((how, how.error(&shown))),
+            None => Ok(()),
+        }
+    }
+
+    fn query(&self, call: Call, target: &str, shown: String) -> Result<()> {
+        self.enter(call, target, shown)
+            .map_err(|(_, err)| err.into())
+    }
+
+    fn missing(shown: &str) -> CommandError {
+        Fail::NotFound.error(shown)
+    }
+}
+
+/// `data` as an `rbd diff v1` stream that writes all of it.
+fn whole_diff(data: &[u8]) -> Vec<u8> {
+    let mut out = b"rbd diff v1\n".to_vec();
+    out.push(b's');
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.push(b'w');
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out.push(b'e');
+    out
+}
+
+/// An export stream: its bytes, then (optionally) the failure at the end, the way
+/// [`crate::process::ChildReader`] reports a child that failed.
+struct Stream {
+    data: io::Cursor<Vec<u8>>,
+    end: Option<(Fail, CommandError)>,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.data.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            match self.end.take() {
+                Some((Fail::Die, _)) => panic!("the run was killed"),
+                Some((_, err)) => return Err(io::Error::other(err)),
+                None => {}
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl ClusterOps for Fake {
+    fn list_images(&self, pool: &str) -> Result<Vec<String>> {
+        self.query(Call::ListImages, pool, format!("ls {pool}"))?;
+        let prefix = format!("{pool}/");
+        Ok(self
+            .0
+            .borrow()
+            .images
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
+            .collect())
+    }
+
+    fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>> {
+        let target = spec(pool, image, None);
+        let shown = format!("snap ls {target}");
+        self.query(Call::ListSnapshots, &target, shown.clone())?;
+        let state = self.0.borrow();
+        let found = state
+            .images
+            .get(&target)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        Ok(found
+            .snaps
+            .iter()
+            .map(|(id, name, _)| Snapshot {
+                id: *id,
+                name: name.clone(),
+            })
+            .collect())
+    }
+
+    fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
+        let target = spec(pool, image, None);
+        let shown = format!("info {}", spec(pool, image, Some(snap)));
+        self.query(Call::Size, &target, shown.clone())?;
+        let state = self.0.borrow();
+        let found = state
+            .images
+            .get(&target)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        let (_, _, data) = found
+            .snaps
+            .iter()
+            .find(|(_, name, _)| name == snap)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        Ok(data.len() as u64)
+    }
+
+    fn show(&self, pool: &str, image: &str, op: Op) -> String {
+        match op {
+            Op::CreateSnapshot { snap } => format!("snap create {}", spec(pool, image, Some(snap))),
+            Op::RemoveSnapshot { snap } => format!("snap rm {}", spec(pool, image, Some(snap))),
+            Op::Export { base: None, snap } => format!("export {}", spec(pool, image, Some(snap))),
+            Op::Export {
+                base: Some(base),
+                snap,
+            } => format!(
+                "export-diff --from-snap {base} {}",
+                spec(pool, image, Some(snap))
+            ),
+        }
+    }
+
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        let target = spec(pool, image, None);
+        let shown = self.show(pool, image, Op::CreateSnapshot { snap });
+        self.enter(Call::CreateSnapshot, &target, shown.clone())
+            .map_err(|(_, err)| err)?;
+        let mut state = self.0.borrow_mut();
+        state.next_id += 1;
+        let id = state.next_id;
+        let found = state
+            .images
+            .get_mut(&target)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        if found.snaps.iter().any(|(_, name, _)| name == snap) {
+            return Err(CommandError::exited(shown, libc::EEXIST, "rbd: exists"));
+        }
+        let data = found.data.clone();
+        found.snaps.push((id, snap.to_string(), data));
+        Ok(())
+    }
+
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        let target = spec(pool, image, None);
+        let shown = self.show(pool, image, Op::RemoveSnapshot { snap });
+        self.enter(Call::RemoveSnapshot, &target, shown.clone())
+            .map_err(|(_, err)| err)?;
+        let mut state = self.0.borrow_mut();
+        let found = state
+            .images
+            .get_mut(&target)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        let before = found.snaps.len();
+        found.snaps.retain(|(_, name, _)| name != snap);
+        if found.snaps.len() == before {
+            return Err(Fake::missing(&shown));
+        }
+        Ok(())
+    }
+
+    fn open_export(
+        &self,
+        pool: &str,
+        image: &str,
+        base: Option<&str>,
+        snap: &str,
+    ) -> Result<Box<dyn Read>, CommandError> {
+        let target = spec(pool, image, None);
+        let shown = self.show(pool, image, Op::Export { base, snap });
+        let end = match self.enter(Call::Export, &target, shown.clone()) {
+            Ok(()) => None,
+            Err((how @ (Fail::HalfWay | Fail::Die), err)) => Some((how, err)),
+            Err((_, err)) => return Err(err),
+        };
+        let state = self.0.borrow();
+        let found = state
+            .images
+            .get(&target)
+            .ok_or_else(|| Fake::missing(&shown))?;
+        let snap_data = |name: &str| {
+            found
+                .snaps
+                .iter()
+                .find(|(_, n, _)| n == name)
+                .map(|(_, _, data)| data.clone())
+                .ok_or_else(|| Fake::missing(&shown))
+        };
+        let mut data = snap_data(snap)?;
+        if let Some(base) = base {
+            snap_data(base)?;
+            data = whole_diff(&data);
+        }
+        if end.is_some() {
+            data.truncate(data.len() / 2);
+        }
+        Ok(Box::new(Stream {
+            data: io::Cursor::new(data),
+            end,
+        }))
+    }
+}
+
+/// A temporary destination, a fake cluster and a clock that only moves when told.
+struct World {
+    _tmp: tempfile::TempDir,
+    dest: PathBuf,
+    locks: PathBuf,
+    fake: Fake,
+    now: Cell<DateTime<Utc>>,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let locks = tmp.path().join("locks");
+        fs::create_dir(&dest).unwrap();
+        fs::create_dir(&locks).unwrap();
+        World {
+            dest,
+            locks,
+            _tmp: tmp,
+            fake: Fake::default(),
+            now: Cell::new(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap()),
+        }
+    }
+
+    /// An image of `len` bytes of a pattern that depends on `seed`.
+    fn image(&self, pool: &str, image: &str, len: usize, seed: u8) {
+        let data = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        self.fake.add_image(pool, image, data);
+    }
+
+    fn hours_later(&self, hours: i64) {
+        self.now
+            .set(self.now.get() + chrono::Duration::hours(hours));
+    }
+
+    /// One section per `(pool, settings)`, all on the same cluster configuration.
+    fn config(&self, sections: &[(&str, &str)]) -> Config {
+        let text: String = sections
+            .iter()
+            .map(|(pool, settings)| {
+                format!(
+                    "[{pool}]\ndestination directory = {}\nceph config = /etc/ceph/fake.conf\n\
+                     {settings}\n",
+                    self.dest.display()
+                )
+            })
+            .collect();
+        config::parse_str(&text, Path::new("test.conf")).unwrap()
+    }
+
+    /// Runs the executor; returns its outcome and what it printed.
+    fn run(&self, config: &Config, check: bool) -> (Outcome, String) {
+        let fake = self.fake.clone();
+        let make = move |_: &PoolJob| -> Box<dyn ClusterOps> { Box::new(fake.clone()) };
+        let now = || self.now.get();
+        let options = RunOptions {
+            force_check: check,
+            progress: false,
+            now: &now,
+            wait: Duration::ZERO,
+            lock_dir: self.locks.clone(),
+            cluster: Some(&make),
+        };
+        capture::stdout(|| run(config, &options))
+    }
+
+    /// Runs and expects success.
+    fn backup(&self, config: &Config) -> String {
+        let (outcome, stdout) = self.run(config, false);
+        assert!(outcome.succeeded(), "{outcome:?}\n{stdout}");
+        stdout
+    }
+
+    fn image_dir(&self, pool: &str, image: &str) -> PathBuf {
+        self.dest.join(pool).join(image)
+    }
+
+    /// The names in an image's folder, sorted.
+    fn files(&self, pool: &str, image: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.image_dir(pool, image))
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn record(&self, pool: &str, image: &str) -> ImageRecord {
+        record::read_image_record(&self.image_dir(pool, image), pool, image).unwrap()
+    }
+
+    /// Every file under the destination with its bytes.
+    fn tree(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    out.insert(path.clone(), Vec::new());
+                    walk(&path, out);
+                } else {
+                    out.insert(path.clone(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.dest, &mut out);
+        out
+    }
+}
+
+fn temp_files(names: &[String]) -> Vec<&String> {
+    names
+        .iter()
+        .filter(|n| n.starts_with(TEMP_PREFIX))
+        .collect()
+}
+
+/// The lines of stdout that announce steps (what a check run promises a real run will do).
+fn step_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with("Check mode: ") && !l.starts_with("Running in check mode"))
+        .collect()
+}
+
+#[test]
+fn a_failed_export_rolls_back_the_snapshot_it_created_and_its_pending_record() {
+    for compress in ["no", "yes"] {
+        let w = World::new();
+        w.image("rbd", "a", 100_000, 1);
+        let conf = w.config(&[(
+            "rbd",
+            &format!("images = a\nbackup mode = incremental\ncompress = {compress}"),
+        )]);
+        w.backup(&conf);
+        let first = w.fake.snapshots("rbd", "a");
+        let files = w.files("rbd", "a");
+        assert_eq!(first.len(), 1);
+
+        w.hours_later(1);
+        w.fake.write("rbd", "a", 10, b"changed");
+        w.fake.fail(Call::Export, "rbd/a", Fail::HalfWay);
+        let (outcome, _) = w.run(&conf, false);
+        assert_eq!(outcome.images_done, 0);
+        assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+        assert_eq!(outcome.failures[0].0, "rbd/a");
+        assert!(
+            outcome.failures[0].1.contains("injected HalfWay"),
+            "{outcome:?}"
+        );
+        let changes = w.fake.changes();
+        let created = changes.iter().rev().find(|c| c.starts_with("snap create"));
+        let created = created.unwrap().strip_prefix("snap create ").unwrap();
+        assert_eq!(
+            changes.last().unwrap(),
+            &format!("snap rm {created}"),
+            "the new snapshot was removed again"
+        );
+        assert_eq!(w.fake.snapshots("rbd", "a"), first, "compress = {compress}");
+        assert_eq!(w.record("rbd", "a").pending, [], "compress = {compress}");
+        assert_eq!(w.files("rbd", "a"), files, "nothing new, nothing partial");
+        assert_eq!(temp_files(&w.files("rbd", "a")), Vec::<&String>::new());
+
+        // The chain carries on from the first snapshot.
+        w.fake.heal();
+        w.hours_later(1);
+        w.backup(&conf);
+        assert_eq!(w.fake.snapshots("rbd", "a").len(), 2);
+    }
+}
+
+#[test]
+fn check_mode_changes_nothing_and_shows_the_steps_a_real_run_takes() {
+    let w = World::new();
+    w.image("rbd", "a", 50_000, 2);
+    w.image("rbd", "b", 30_000, 3);
+    w.image("other", "x", 20_000, 4);
+    // A window of 0 makes every incremental run a slide: a new full, old files and snapshots
+    // removed; full mode creates and removes a temporary snapshot.
+    let conf = w.config(&[
+        (
+            "rbd",
+            "images = *\nbackup mode = incremental\nwindow size = 0\ncompress = yes",
+        ),
+        ("other", "images = x\nbackup mode = full"),
+    ]);
+    w.backup(&conf);
+    w.hours_later(2);
+    w.fake.write("rbd", "a", 0, b"new data");
+
+    let tree = w.tree();
+    let calls = w.fake.calls().len();
+    let snapshots = [w.fake.snapshots("rbd", "a"), w.fake.snapshots("rbd", "b")];
+    let (checked, shown) = w.run(&conf, true);
+    assert!(checked.succeeded() && checked.checked_only, "{checked:?}");
+    assert_eq!(checked.bytes_written, 0);
+    assert_eq!(w.tree(), tree, "the destination is byte-identical");
+    assert_eq!(
+        w.fake.calls()[calls..]
+            .iter()
+            .filter(|c| !c.starts_with("ls ")
+                && !c.starts_with("snap ls ")
+                && !c.starts_with("info "))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "check mode only reads"
+    );
+    assert_eq!(
+        [w.fake.snapshots("rbd", "a"), w.fake.snapshots("rbd", "b")],
+        snapshots
+    );
+
+    let changes = w.fake.changes().len();
+    let (done, printed) = w.run(&conf, false);
+    assert!(done.succeeded(), "{done:?}");
+    assert_eq!(step_lines(&shown), step_lines(&printed));
+    // The steps shown are really there: creations, removals, exports.
+    let steps = step_lines(&printed);
+    for needle in [
+        "# snap create rbd/a@",
+        "# snap rm rbd/a@",
+        "# export rbd/b@",
+        "# snap create other/x@",
+        "# snap rm other/x@",
+        "Removing file ",
+        "Deleting snapshot rbd/b@",
+        "Exporting image x@",
+    ] {
+        assert!(
+            steps.iter().any(|l| l.starts_with(needle)),
+            "{needle:?} in {steps:#?}"
+        );
+    }
+    assert!(
+        w.fake.changes().len() > changes,
+        "the real run changed things"
+    );
+    assert_ne!(w.tree(), tree);
+}
+
+#[test]
+fn one_failing_image_does_not_stop_the_others_and_is_counted() {
+    let w = World::new();
+    for (image, seed) in [("a", 5), ("b", 6), ("c", 7)] {
+        w.image("rbd", image, 10_000, seed);
+    }
+    let conf = w.config(&[("rbd", "images = a, b, c\nbackup mode = incremental")]);
+    w.backup(&conf);
+    w.hours_later(1);
+    w.fake.fail(Call::ListSnapshots, "rbd/b", Fail::NotFound);
+    let (outcome, _) = w.run(&conf, false);
+    assert_eq!(outcome.images_done, 2, "{outcome:?}");
+    assert_eq!(outcome.failures.len(), 1);
+    let (label, error) = &outcome.failures[0];
+    assert_eq!(label, "rbd/b");
+    assert!(error.starts_with("cannot list snapshots: "), "{error}");
+    assert!(outcome.summary().contains("2 image(s) backed up, 1 failed"));
+    assert!(outcome.summary().ends_with("\nFailed: rbd/b"));
+    for image in ["a", "c"] {
+        assert_eq!(w.fake.snapshots("rbd", image).len(), 2, "{image}");
+    }
+    assert_eq!(w.fake.snapshots("rbd", "b").len(), 1);
+}
+
+#[test]
+fn a_timed_out_cluster_fails_the_rest_of_every_section_on_it_without_asking_again() {
+    let w = World::new();
+    for image in ["a", "b", "c"] {
+        w.image("rbd", image, 10_000, 8);
+    }
+    w.image("other", "x", 10_000, 9);
+    let conf = w.config(&[
+        ("rbd", "images = a, b, c\nbackup mode = incremental"),
+        ("other", "images = x\nbackup mode = incremental"),
+    ]);
+    w.backup(&conf);
+    w.hours_later(1);
+    w.fake.fail(Call::CreateSnapshot, "rbd/a", Fail::TimedOut);
+    let (outcome, _) = w.run(&conf, false);
+    let calls = w.fake.calls();
+    assert!(
+        calls.last().unwrap().starts_with("snap create rbd/a@"),
+        "nothing was asked after the timeout: {calls:#?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("snap create"))
+            .count(),
+        4 + 1,
+        "four images backed up by the first run, one attempt in the second"
+    );
+    assert_eq!(outcome.images_done, 0);
+    let labels: Vec<&str> = outcome.failures.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, ["rbd/a", "rbd/b", "rbd/c", "other"]);
+    assert!(
+        outcome.failures[0].1.contains("did not answer within"),
+        "{outcome:?}"
+    );
+    for (_, why) in &outcome.failures[1..] {
+        assert_eq!(
+            why,
+            "not attempted: the cluster of /etc/ceph/fake.conf did not answer earlier in this run"
+        );
+    }
+}
+
+#[test]
+fn a_busy_snapshot_that_cannot_be_removed_is_a_warning_not_a_failure() {
+    let w = World::new();
+    w.image("rbd", "a", 10_000, 10);
+    let conf = w.config(&[(
+        "rbd",
+        "images = a\nbackup mode = incremental\nwindow size = 0",
+    )]);
+    w.backup(&conf);
+    let old = w.fake.snapshots("rbd", "a");
+    w.hours_later(1);
+    w.fake.fail(Call::RemoveSnapshot, "rbd/a", Fail::Busy);
+    let (outcome, stdout) = w.run(&conf, false);
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.images_done, 1);
+    assert_eq!(outcome.warnings, 1);
+    assert!(
+        stdout.contains(&format!("# snap rm rbd/a@{}", old[0])),
+        "{stdout}"
+    );
+    let now = w.fake.snapshots("rbd", "a");
+    assert_eq!(now.len(), 2);
+    assert_eq!(now[0], old[0], "the busy snapshot is still there");
+    assert_eq!(w.record("rbd", "a").pending, []);
+}
+
+#[test]
+fn a_pending_record_left_by_a_killed_run_makes_the_next_run_remove_exactly_that_snapshot() {
+    let w = World::new();
+    w.image("rbd", "a", 40_000, 11);
+    let conf = w.config(&[("rbd", "images = a\nbackup mode = incremental")]);
+    w.backup(&conf);
+    let first = w.fake.snapshots("rbd", "a");
+
+    w.hours_later(1);
+    w.fake.write("rbd", "a", 100, b"more");
+    w.fake.fail(Call::Export, "rbd/a", Fail::Die);
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&conf, false)));
+    assert!(killed.is_err(), "the run died");
+    let left = w.fake.snapshots("rbd", "a");
+    assert_eq!(left.len(), 2, "the dead run's snapshot is still there");
+    let orphan = &left[1];
+    let pending: Vec<String> = w
+        .record("rbd", "a")
+        .pending
+        .into_iter()
+        .map(|p| p.snapshot)
+        .collect();
+    assert_eq!(pending, std::slice::from_ref(orphan));
+
+    w.fake.heal();
+    w.hours_later(1);
+    let changes = w.fake.changes().len();
+    w.backup(&conf);
+    let removed: Vec<String> = w.fake.changes()[changes..]
+        .iter()
+        .filter_map(|c| c.strip_prefix("snap rm ").map(String::from))
+        .collect();
+    assert_eq!(removed, [format!("rbd/a@{orphan}")]);
+    let now = w.fake.snapshots("rbd", "a");
+    assert_eq!(now.len(), 2);
+    assert_eq!(now[0], first[0]);
+    assert_ne!(&now[1], orphan);
+    assert_eq!(w.record("rbd", "a").pending, []);
+    let files = w.files("rbd", "a");
+    assert!(
+        files.contains(&format!("a@{}.diff_from_{}", now[1], first[0])),
+        "the chain continues from the last good point: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.contains(orphan.as_str())),
+        "{files:?}"
+    );
+}
