@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 
 use chrono::{Duration, TimeZone, Utc};
 
+use cephbackup::backup::plan::{plan_image, Found, Settings, Step};
+use cephbackup::backup::retention::KeepRules;
 use cephbackup::config::{BackupMode, Window, WindowUnit};
-use cephbackup::plan::{plan_image, Found, Settings, Step};
-use cephbackup::rbd::Snapshot;
-use cephbackup::record::ImageRecord;
-use cephbackup::retention::KeepRules;
-use cephbackup::store::FolderEntry;
+use cephbackup::folder::chain::FolderEntry;
+use cephbackup::folder::naming::Snapshot;
+use cephbackup::folder::record::ImageRecord;
 
 fn unit(text: &str) -> WindowUnit {
     match text.trim_end_matches('s') {

@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::catalog::Narrow as Selection;
+use crate::commands::init::InitOptions;
+use crate::commands::list::ListOptions;
+use crate::commands::restore::RestoreOptions;
+use crate::commands::verify::VerifyOptions;
 use crate::config::DEFAULT_CONFIG_PATH;
-use crate::init::InitOptions;
-use crate::list::ListOptions;
-use crate::naming::parse_point_in_time;
-use crate::restore::RestoreOptions;
-use crate::verify::VerifyOptions;
+use crate::folder::catalog::Narrow as Selection;
+use crate::folder::naming::parse_point_in_time;
 use crate::{Outcome, UsageError};
 
 const EXIT_STATUS_HELP: &str = "\

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::process;
+use crate::cluster::process;
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 

@@ -4,35 +4,30 @@
 //! The flow is config → per-pool jobs → a pure plan per image → an executor that runs `rbd` and
 //! writes files. `main.rs` only parses the command line and turns the outcome into an exit status.
 //!
+//! Where things live:
+//! - [`config`]: the INI dialect, the section schema and `%(name)s` references, value parsers.
+//! - [`backup`]: the executor, the pure planner, retention policies and the window.
+//! - [`folder`]: everything about a backup folder: names, the one folder model (chains and
+//!   restore points), the tool's records, writing files, reading them back, sparse files,
+//!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
+//! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
+//! - [`commands`]: `list`, `restore`, `verify` and `init-destination`.
+//! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
+//!   panics, escaping, sizes and times for people).
+//!
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
 //! [`cli`] alone turns arguments into those options and outcomes into exit statuses.
 
-pub mod catalog;
-pub mod chain;
-pub mod checked_diff;
+pub mod backup;
 pub mod cli;
+pub mod cluster;
+pub mod commands;
 pub mod config;
-pub mod diffstream;
-pub mod execute;
-pub mod init;
+pub mod folder;
 pub mod interrupt;
-pub mod list;
 pub mod lock;
-pub mod naming;
 pub mod output;
-pub mod plan;
-pub mod process;
-pub mod rbd;
-pub mod rebuild;
-pub mod record;
-pub mod restore;
-pub mod retention;
-pub mod sparse;
-pub mod store;
-pub mod stored;
-pub mod untrusted;
-pub mod verify;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):
 /// reported with the usage status, nothing done. Callers find it with `downcast_ref`.

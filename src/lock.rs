@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::untrusted::{EntryKind, NotRegular};
+use crate::folder::untrusted::{EntryKind, NotRegular};
 
 const POLL: Duration = Duration::from_millis(200);
 

@@ -8,8 +8,10 @@ use chrono::Utc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::{config, execute, init, interrupt, list, lock, outln, restore, verify, Outcome};
+use cephbackup::commands::{init, list, restore, verify};
+use cephbackup::{config, interrupt, lock, outln, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -20,7 +20,7 @@
 //!
 //! [`parse_str`] is pure; [`load`] is the only function here that touches the disk. The INI
 //! dialect lives in `ini`, the section schema and `%(name)s` references in `schema`, the value
-//! parsers in `values`, and the window arithmetic in `window`.
+//! parsers in `values`; the window arithmetic is [`crate::backup::window`].
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -30,20 +30,21 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::retention::KeepRules;
-use crate::untrusted::{EntryKind, NotRegular};
+use crate::backup::retention::KeepRules;
+use crate::folder::untrusted::{EntryKind, NotRegular};
 
 mod ini;
+pub mod job;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod values;
-mod window;
 
+pub use crate::backup::window::{Window, WindowUnit};
 use ini::*;
+pub use job::{BackupMode, Config, ImageSelection, PoolJob};
 use schema::*;
 use values::*;
-pub use window::{Window, WindowUnit};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
 
@@ -132,58 +133,6 @@ const MAX_SUGGESTION_DISTANCE: usize = 2;
 /// An unknown key this long (ignoring separators) or longer that starts a known key, or that a
 /// known key starts (`check`, `dest`, `compression`), is taken as meaning that known key.
 const MIN_ABBREVIATION_CHARS: usize = 4;
-
-/// The whole configuration file: one job per pool section, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub path: PathBuf,
-    pub pools: Vec<PoolJob>,
-    /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
-    /// values the mode ignores), in line order; to be shown before anything runs.
-    pub warnings: Vec<ConfigProblem>,
-}
-
-/// What to back up for one pool, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolJob {
-    /// The section name exactly as written (pool names are case-sensitive).
-    pub pool: String,
-    /// 1-based line of the section's first header.
-    pub line: usize,
-    pub images: ImageSelection,
-    pub destination: PathBuf,
-    /// `destination directory` exactly as written, for messages that echo it.
-    pub destination_text: String,
-    pub ceph_config: PathBuf,
-    /// The cephx id (without `client.`), when not Ceph's default.
-    pub ceph_user: Option<String>,
-    pub ceph_keyring: Option<PathBuf>,
-    /// Seconds any single Ceph operation may take (0: no limit), so a stalled or unreachable
-    /// cluster fails the run instead of hanging it.
-    pub ceph_timeout: u32,
-    pub mode: BackupMode,
-    pub compress: bool,
-    pub check_mode: bool,
-    pub window: Window,
-    /// Full mode only: which full backups a successful run keeps (none set: every one).
-    pub keep: KeepRules,
-    /// Incremental mode only: the fewest restore points a window slide leaves (at least 1).
-    pub keep_minimum: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageSelection {
-    /// `images = *`: whatever images the pool holds at run time.
-    All,
-    /// Distinct, trimmed, non-empty names in the order written.
-    Named(Vec<String>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackupMode {
-    Full,
-    Incremental,
-}
 
 /// One problem in the configuration file.
 ///

@@ -35,7 +35,7 @@ impl<'a> PoolReader<'a, '_> {
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
         let keep = self.keep_rules(mode.as_ref().ok().copied());
         let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
-        if let Err(message) = crate::naming::check_name("pool", &self.pool.name) {
+        if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
                 line: self.pool.line,

@@ -38,7 +38,7 @@ pub(super) fn parse_images(text: &str) -> Result<ImageSelection, String> {
         return Err(repeated_names_message(&repeated));
     }
     for name in &names {
-        crate::naming::check_name("image", name)?;
+        crate::folder::naming::check_name("image", name)?;
     }
     Ok(ImageSelection::Named(
         names.into_iter().map(str::to_string).collect(),

@@ -13,9 +13,9 @@ use crate::harness::*;
 
 /// Where the first written byte of a diff's data is.
 pub fn first_payload_byte(diff: &[u8]) -> usize {
-    let mut reader = cephbackup::diffstream::DiffReader::new(diff).unwrap();
+    let mut reader = cephbackup::folder::diffstream::DiffReader::new(diff).unwrap();
     while let Some(record) = reader.next_record().unwrap() {
-        if let cephbackup::diffstream::Record::Write { .. } = record {
+        if let cephbackup::folder::diffstream::Record::Write { .. } = record {
             return reader.position() as usize;
         }
     }

@@ -305,13 +305,14 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                         sparse_bomb(&full3, 1 << 40),
                     )
                     .unwrap();
-                    let header = cephbackup::diffstream::DiffHeader {
+                    let header = cephbackup::folder::diffstream::DiffHeader {
                         from_snap: Some(s3.clone()),
                         to_snap: Some(s4.clone()),
                         size: 24 * MIB,
                     };
                     let mut diff =
-                        cephbackup::diffstream::DiffWriter::new(Vec::new(), &header).unwrap();
+                        cephbackup::folder::diffstream::DiffWriter::new(Vec::new(), &header)
+                            .unwrap();
                     diff.write_data(4096, &[7u8; 4096]).unwrap();
                     fs::write(
                         dir.join(format!("vm@{s4}.diff_from_{s3}")),

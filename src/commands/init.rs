@@ -8,10 +8,10 @@
 use anyhow::{bail, Result};
 use chrono::Utc;
 
-use crate::catalog;
 use crate::config::{Config, PoolJob};
+use crate::folder::catalog;
+use crate::folder::record::{self, Destination};
 use crate::outln;
-use crate::record::{self, Destination};
 
 /// What `init-destination` is asked for.
 #[derive(Debug, Clone, Default)]

@@ -8,54 +8,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// What a folder entry is, for messages and for deciding whether to touch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    File,
-    Directory,
-    Symlink,
-    Fifo,
-    Socket,
-    Device,
-    Other,
-}
-
-impl EntryKind {
-    pub fn of(file_type: std::fs::FileType) -> EntryKind {
-        if file_type.is_file() {
-            EntryKind::File
-        } else if file_type.is_dir() {
-            EntryKind::Directory
-        } else if file_type.is_symlink() {
-            EntryKind::Symlink
-        } else if file_type.is_fifo() {
-            EntryKind::Fifo
-        } else if file_type.is_socket() {
-            EntryKind::Socket
-        } else if file_type.is_block_device() || file_type.is_char_device() {
-            EntryKind::Device
-        } else {
-            EntryKind::Other
-        }
-    }
-
-    /// "a symbolic link", "a FIFO", … for messages.
-    pub fn described(self) -> &'static str {
-        match self {
-            EntryKind::File => "a regular file",
-            EntryKind::Directory => "a folder",
-            EntryKind::Symlink => "a symbolic link",
-            EntryKind::Fifo => "a FIFO",
-            EntryKind::Socket => "a socket",
-            EntryKind::Device => "a device",
-            EntryKind::Other => "not a regular file",
-        }
-    }
-}
+pub use crate::folder::chain::EntryKind;
 
 /// The entry is there but is not a regular file; carried inside an `io::Error`.
 #[derive(Debug, thiserror::Error)]

@@ -22,9 +22,10 @@ use flate2::Compression;
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
-use crate::naming::TEMP_PREFIX;
-use crate::sparse::SparseWriter;
-use crate::untrusted::{kind_of, EntryKind};
+pub use crate::folder::chain::FolderEntry;
+use crate::folder::naming::TEMP_PREFIX;
+use crate::folder::sparse::SparseWriter;
+use crate::folder::untrusted::{kind_of, EntryKind};
 
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -34,36 +35,6 @@ pub struct ImageDir {
     root: PathBuf,
     pool: String,
     image: String,
-}
-
-/// One entry of an image folder, as the folder says it is (links are not followed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FolderEntry {
-    /// The name; when the real name is not UTF-8, a lossy rendering of it.
-    pub name: String,
-    pub kind: EntryKind,
-    /// Bytes, for regular files.
-    pub size: u64,
-    /// False when `name` is only a rendering of a name that is not UTF-8: such an entry is
-    /// reported, never acted on by name.
-    pub exact_name: bool,
-}
-
-impl FolderEntry {
-    /// A regular file called `name` (for tests and pure callers).
-    pub fn file(name: &str, size: u64) -> FolderEntry {
-        FolderEntry {
-            name: name.to_string(),
-            kind: EntryKind::File,
-            size,
-            exact_name: true,
-        }
-    }
-
-    /// True when the tool may act on this entry by its name (read it, or remove it).
-    pub fn is_usable_file(&self) -> bool {
-        self.kind == EntryKind::File && self.exact_name
-    }
 }
 
 impl ImageDir {
@@ -139,7 +110,7 @@ impl ImageDir {
             bail!(
                 "destination directory {} does not exist{}",
                 self.root.display(),
-                crate::record::UNMOUNTED_HINT
+                crate::folder::record::UNMOUNTED_HINT
             );
         }
         for level in self.levels() {

@@ -19,9 +19,10 @@ use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 
-use crate::chain::{Layout, Stored};
-use crate::config::{BackupMode, Window, WindowUnit};
-use crate::naming::SnapName;
+use crate::backup::window::{Window, WindowUnit};
+use crate::config::job::BackupMode;
+use crate::folder::chain::{FolderFile, Layout};
+use crate::folder::naming::SnapName;
 
 /// The keep rules of a full-mode section; a rule that is not set is `None`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -195,7 +196,7 @@ pub fn keep(rules: &KeepRules, points: &[SnapName]) -> BTreeMap<SnapName, Vec<Ho
 /// The full backups of a folder that full-mode keep rules may remove: regular files (the
 /// [`Layout`] holds no others) named the current way, that no diff in the folder starts from.
 /// A full a diff builds on stays whatever the rules say, so no chain ever loses its start.
-pub fn candidates(layout: &Layout) -> Vec<&Stored> {
+pub fn candidates(layout: &Layout) -> Vec<&FolderFile> {
     layout
         .files
         .iter()
@@ -219,7 +220,7 @@ pub fn full_mode_removals(
     if !rules.is_set() {
         return Vec::new();
     }
-    let candidates: Vec<&Stored> = candidates(layout)
+    let candidates: Vec<&FolderFile> = candidates(layout)
         .into_iter()
         .filter(|stored| stored.file.snap != *new)
         .collect();

@@ -32,14 +32,14 @@ use anyhow::{bail, Context, Result};
 use flate2::bufread::GzDecoder;
 use tracing::debug;
 
-use crate::chain::{Layout, Stored};
-use crate::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
+use crate::folder::chain::{FolderFile, Layout};
+use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
+use crate::folder::naming::{Entry, CHECKSUM_SUFFIX};
+use crate::folder::untrusted::{self, EntryKind, NotRegular};
+use crate::folder::write::{FolderEntry, Hashing, ImageDir};
 use crate::interrupt;
-use crate::naming::{Entry, CHECKSUM_SUFFIX};
 use crate::output::human_bytes;
 use crate::output::{escaped, escaped_path};
-use crate::store::{FolderEntry, Hashing, ImageDir};
-use crate::untrusted::{self, EntryKind, NotRegular};
 
 const BUFFER: usize = 1 << 20;
 /// A `sha256sum` line is about 64 + 2 + name; anything much longer is not a checksum file.
@@ -157,14 +157,14 @@ impl Limits {
     }
 
     /// The largest image size the diffs of a full's chain record, and the diff that records it.
-    pub fn chain_size(&self, full: &Stored) -> Option<(u64, &str)> {
+    pub fn chain_size(&self, full: &FolderFile) -> Option<(u64, &str)> {
         self.chain_size
             .get(&full.name)
             .map(|(size, diff)| (*size, diff.as_str()))
     }
 
     /// The bound for one file's raw stream.
-    pub fn of(&self, stored: &Stored) -> Limit {
+    pub fn of(&self, stored: &FolderFile) -> Limit {
         if !stored.file.is_full() {
             return Limit::diff();
         }
@@ -183,7 +183,7 @@ impl Limits {
 
 /// Checks a diff's header before any record is read: its snapshot names must be the ones its
 /// file name promises, and its image size (which bounds its payload) must be believable.
-pub fn check_diff_header(stored: &Stored, header: &DiffHeader) -> Result<(), String> {
+pub fn check_diff_header(stored: &FolderFile, header: &DiffHeader) -> Result<(), String> {
     stored.check_diff_header(header)?;
     if header.size > MAX_IMAGE_BYTES {
         return Err(format!(
@@ -484,7 +484,7 @@ pub fn peek_diff_header(path: &Path, compressed: bool) -> Result<DiffHeader> {
 /// What can be checked of a file without reading it, before anything is created from it: it and
 /// its checksum file are regular files, its declared length is within `limit`, and a diff's
 /// header names the right snapshots and a believable size. The error names the file.
-pub fn precheck(dir: &Path, stored: &Stored, limit: &Limit) -> Result<()> {
+pub fn precheck(dir: &Path, stored: &FolderFile, limit: &Limit) -> Result<()> {
     recorded_digest(dir, &stored.name)?;
     let path = dir.join(&stored.name);
     open_start(&path, stored.file.compressed, Some(limit), |raw| {
@@ -714,7 +714,7 @@ mod tests {
             .unwrap();
         file.write_all_at(&[1], (8 << 20) - 1).unwrap();
         let archive = dir.path().join("x.tar.gz");
-        crate::process::CommandLine::new("tar")
+        crate::cluster::process::CommandLine::new("tar")
             .arg("Scfz")
             .arg(&archive)
             .arg(&raw)
@@ -865,7 +865,7 @@ mod tests {
 
     #[test]
     fn a_full_may_not_be_larger_than_its_chain_records() {
-        use crate::diffstream::{DiffHeader, DiffWriter};
+        use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
         let (s0, s1) = ("BACKUPUTC20261120T020000", "BACKUPUTC20261121T020000");
         let full = format!("vm@{s0}.full");

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, PoolJob};
-use crate::naming;
-use crate::record::{self, Destination};
-use crate::store::ImageDir;
+use crate::folder::naming;
+use crate::folder::record::{self, Destination};
+use crate::folder::write::ImageDir;
 use crate::UsageError;
 
 /// Which backed-up images a command looks at: one pool (a section), one image, or all.
@@ -34,7 +34,7 @@ pub struct ImageFolder<'a> {
 impl ImageFolder<'_> {
     /// `pool/image`, as people and `rbd` write it.
     pub fn label(&self) -> String {
-        crate::rbd::spec(&self.job.pool, &self.image, None)
+        crate::cluster::rbd::spec(&self.job.pool, &self.image, None)
     }
 }
 

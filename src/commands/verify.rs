@@ -21,16 +21,17 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
-use crate::catalog::{self, ImageFolder, Narrow};
-use crate::chain::{Layout, Stored};
+use crate::cluster::process::CommandLine;
+use crate::cluster::rbd::{spec, Rbd};
 use crate::config::Config;
-use crate::diffstream::DiffReader;
+use crate::folder::catalog::{self, ImageFolder, Narrow};
+use crate::folder::chain::{FolderFile, Layout};
+use crate::folder::diffstream::DiffReader;
+use crate::folder::read::{self, Limits};
+use crate::folder::rebuild;
+use crate::folder::write::Hashing;
 use crate::output::{self, escaped, human_bytes};
-use crate::process::CommandLine;
-use crate::rbd::{spec, Cluster, Rbd};
-use crate::store::Hashing;
-use crate::stored::{self, Limits};
-use crate::{interrupt, lock, rebuild, Outcome};
+use crate::{interrupt, lock, Outcome};
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -199,7 +200,7 @@ fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
         folder: dir.display().to_string(),
         ..ImageReport::default()
     };
-    let scanned = match stored::scan(&folder.dir, &folder.image) {
+    let scanned = match read::scan(&folder.dir, &folder.image) {
         Ok(scanned) => scanned,
         Err(err) => {
             report.problem(
@@ -256,7 +257,7 @@ fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
 fn check_file(
     dir: &Path,
     image: &str,
-    stored: &Stored,
+    stored: &FolderFile,
     limits: &Limits,
     strict: bool,
     report: &mut ImageReport,
@@ -281,7 +282,7 @@ fn check_file(
             );
             None
         }
-        Some(_) => match stored::recorded_digest(dir, &stored.name) {
+        Some(_) => match read::recorded_digest(dir, &stored.name) {
             Ok(digest) => digest,
             Err(err) => {
                 report.problem(&shown, Severity::Error, format!("{err:#}"));
@@ -289,14 +290,14 @@ fn check_file(
             }
         },
     };
-    let read = stored::read_raw(&path, stored.file.compressed, &limits.of(stored), |raw| {
+    let read = read::read_raw(&path, stored.file.compressed, &limits.of(stored), |raw| {
         if stored.file.is_full() {
             io::copy(raw, &mut io::sink())?;
             return Ok(());
         }
         // The header is checked before any record is read: its size bounds the payload.
         let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
-        stored::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
+        read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
         while diff.next_record()?.is_some() {}
         diff.finish()?;
         Ok(())
@@ -314,7 +315,7 @@ fn check_file(
         }
     };
     report.bytes_read += facts.file_bytes;
-    if let Err(err) = stored::check_digest(recorded.as_deref(), &facts) {
+    if let Err(err) = read::check_digest(recorded.as_deref(), &facts) {
         report.problem(&shown, Severity::Error, format!("{err:#}"));
     }
     // Without a checksum, the image size the chain records is the only proof of a full's length
@@ -352,7 +353,7 @@ fn check_file(
 fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: &mut ImageReport) {
     let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
     let label = spec(pool, image, None);
-    let rbd = Rbd::new(Cluster::of(folder.job), false);
+    let rbd = Rbd::new(folder.job.cluster(), false);
     let snapshots = match rbd.image_exists(pool, image) {
         Ok(true) => rbd.list_snapshots(pool, image),
         Ok(false) => {
@@ -421,7 +422,7 @@ fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: 
 /// SHA-256 of the point rebuilt from `route` and of `export`'s output, computed side by side.
 fn compare(
     dir: &Path,
-    route: &[&Stored],
+    route: &[&FolderFile],
     limits: &Limits,
     export: CommandLine,
 ) -> Result<(String, String)> {
@@ -466,8 +467,8 @@ fn hash_file(file: &mut File) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffstream::{DiffHeader, DiffWriter};
-    use crate::store::checksum_line;
+    use crate::folder::diffstream::{DiffHeader, DiffWriter};
+    use crate::folder::write::checksum_line;
     use std::fs;
 
     const S0: &str = "BACKUPUTC20261120T020000";

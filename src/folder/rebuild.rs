@@ -4,7 +4,7 @@
 //! file: written extents are written (their all-zero blocks become holes), zeroed extents are
 //! punched out, and the size record sets the length. The file therefore stays as sparse as the
 //! image, and memory stays bounded whatever the image size. Every link is read through
-//! [`stored::read_raw`] within its [`Limits`], so its checksum and, for diffs, its structure,
+//! [`read::read_raw`] within its [`Limits`], so its checksum and, for diffs, its structure,
 //! snapshot names and size record are checked in the same pass; a problem stops the rebuild with
 //! an error naming the backup file. A failure to write the image (a full disk, a read-only
 //! folder) is a [`TargetFailed`] naming the target instead: it is never the backup file's fault.
@@ -16,12 +16,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tracing::info;
 
-use crate::chain::Stored;
-use crate::diffstream::{DiffReader, Record};
+use crate::folder::chain::FolderFile;
+use crate::folder::diffstream::{DiffReader, Record};
+use crate::folder::read::{self, Limits};
+use crate::folder::sparse::SparseFile as SparseImage;
 use crate::interrupt;
 use crate::output::{escaped, escaped_path};
-use crate::sparse::SparseFile as SparseImage;
-use crate::stored::{self, Limits};
 
 const CHUNK: usize = 1 << 20;
 
@@ -113,7 +113,7 @@ fn apply_diff<R: Read>(mut diff: DiffReader<R>, target: &mut Target) -> Result<(
 /// writing it failed.
 pub fn rebuild(
     dir: &Path,
-    route: &[&Stored],
+    route: &[&FolderFile],
     limits: &Limits,
     out: &File,
     target: &str,
@@ -138,15 +138,15 @@ pub fn rebuild(
 /// it against. An error names the backup file, or the target when writing it failed.
 pub fn apply_link(
     dir: &Path,
-    link: &Stored,
+    link: &FolderFile,
     limits: &Limits,
     out: &File,
     target: &str,
 ) -> Result<bool> {
     let path = dir.join(&link.name);
     let shown = escaped_path(&path);
-    let recorded = stored::recorded_digest(dir, &link.name)?;
-    let read = stored::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
+    let recorded = read::recorded_digest(dir, &link.name)?;
+    let read = read::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
         let mut image = Target {
             image: SparseImage::new(out).map_err(|e| TargetFailed {
                 target: target.to_string(),
@@ -158,7 +158,7 @@ pub fn apply_link(
             return write_full(raw, &mut image);
         }
         let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
-        stored::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+        read::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
         apply_diff(diff, &mut image)
     });
     let ((), facts) = match read {
@@ -167,7 +167,7 @@ pub fn apply_link(
         Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
         Err(err) => return Err(err.context(shown)),
     };
-    stored::check_digest(recorded.as_deref(), &facts).context(shown)?;
+    read::check_digest(recorded.as_deref(), &facts).context(shown)?;
     Ok(recorded.is_some())
 }
 
@@ -182,8 +182,8 @@ pub fn sync(out: &File, target: &str) -> Result<(), TargetFailed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffstream::{apply_to_file, DiffHeader, DiffWriter};
-    use crate::sparse::BLOCK;
+    use crate::folder::diffstream::{apply_to_file, DiffHeader, DiffWriter};
+    use crate::folder::sparse::BLOCK;
     use std::os::unix::fs::MetadataExt;
 
     const MIB: u64 = 1 << 20;

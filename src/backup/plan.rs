@@ -13,17 +13,17 @@
 //! snapshot is left besides T, it exports the changes to T from an earlier one.
 //!
 //! Two retention keys extend this, and change nothing when they are not set
-//! ([`crate::retention`]): in full mode, keep rules remove, after the export, the full backups no
+//! ([`crate::backup::retention`]): in full mode, keep rules remove, after the export, the full backups no
 //! rule keeps; in incremental mode, `keep minimum` moves the new base S back to an older snapshot
 //! when the window alone would leave fewer restore points, so an outage longer than the window
 //! never wipes the history.
 //!
 //! Where it differs, it is so that nothing is destroyed without proof and nothing unrestorable is
 //! written:
-//! - Recovery removes a snapshot only when the image record ([`crate::record`]) shows that a run
+//! - Recovery removes a snapshot only when the image record ([`crate::folder::record`]) shows that a run
 //!   of ours created it and died before its file was complete. A snapshot without a file is
 //!   otherwise left alone (another job's, or files moved off the host) until the window removes it.
-//! - The base of a diff is the newest snapshot the folder can restore ([`crate::chain`]), so a
+//! - The base of a diff is the newest snapshot the folder can restore ([`crate::folder::chain`]), so a
 //!   stray or leftover snapshot costs a diff from an older point, never a diff nothing can restore.
 //!   When the record shows the destination backed the image up to a snapshot whose file is no
 //!   longer here (shipped offsite after each run), the diff starts there, as the original's did.
@@ -33,13 +33,14 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::chain::{FindingKind, Layout, Stored};
-use crate::config::{BackupMode, PoolJob, Window};
-use crate::naming::{BackupFile, Content, SnapName};
-use crate::rbd::Snapshot;
-use crate::record::ImageRecord;
-use crate::retention::{self, KeepRules, Policy};
-use crate::store::FolderEntry;
+use crate::backup::retention::{self, KeepRules, Policy};
+use crate::backup::window::Window;
+use crate::config::job::{BackupMode, PoolJob};
+use crate::folder::chain::FolderEntry;
+use crate::folder::chain::{FindingKind, FolderFile, Layout};
+use crate::folder::naming::Snapshot;
+use crate::folder::naming::{BackupFile, Content, SnapName};
+use crate::folder::record::state::ImageRecord;
 
 /// The parts of a pool's configuration that shape a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,7 +608,7 @@ impl Incremental<'_> {
     /// `policy` names what chose the base, for the reasons.
     fn prune(&self, base: &SnapName, policy: &str) -> Prune {
         // Reported in name order, as one listing, like the original's single pass.
-        let mut reports: Vec<(&str, Option<&Stored>)> = self
+        let mut reports: Vec<(&str, Option<&FolderFile>)> = self
             .layout
             .files
             .iter()
@@ -859,7 +860,7 @@ mod tests {
 
         /// Notes in the record that a run (pid 4242, day 2) died before completing `file`.
         fn died_before(&mut self, snap: &str, file: &str, temporary: bool) {
-            self.record.pending.push(crate::record::Pending {
+            self.record.pending.push(crate::folder::record::Pending {
                 snapshot: snap.into(),
                 file: file.into(),
                 temporary,
@@ -1347,7 +1348,7 @@ mod tests {
             &[&name(at(1, 0, 0)), &name(at(2, 0, 0))],
             &["img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000"],
         );
-        w.record.newest = Some(crate::record::Completed {
+        w.record.newest = Some(crate::folder::record::Completed {
             snapshot: name(at(2, 0, 0)),
             file: "img@BACKUPUTC20170802T000000.diff_from_BACKUPUTC20170801T000000".into(),
         });
@@ -1454,7 +1455,7 @@ mod tests {
 
     #[test]
     fn entries_that_are_not_regular_files_are_never_removed_or_used() {
-        use crate::untrusted::EntryKind;
+        use crate::folder::chain::EntryKind;
         let snaps = [
             Snapshot {
                 id: 1,

@@ -41,6 +41,13 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Err(format!("{what} name {name:?} {problem}"))
 }
 
+/// A snapshot as `rbd snap ls --format json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+}
+
 /// A backup snapshot name and the instant it encodes (UTC, whole seconds).
 ///
 /// Names written before June 2017 lack the `BACKUP` prefix (`UTC20170119T092933`); they are
@@ -211,7 +218,7 @@ pub enum Entry {
     Checksum(BackupFile),
     /// A leftover of a run that did not finish.
     Temporary,
-    /// The tool's record of its work on the image ([`crate::record`]).
+    /// The tool's record of its work on the image ([`crate::folder::record`]).
     Record,
     Unexpected,
 }
@@ -221,7 +228,7 @@ impl Entry {
         if file_name.starts_with(TEMP_PREFIX) {
             return Entry::Temporary;
         }
-        if file_name == crate::record::IMAGE_RECORD {
+        if file_name == crate::folder::record::IMAGE_RECORD {
             return Entry::Record;
         }
         if let Some(file) = BackupFile::parse(image, file_name) {

@@ -14,12 +14,12 @@ use anyhow::Result;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::{run, Outcome, RunOptions};
+use crate::cluster::process::CommandError;
+use crate::cluster::rbd::{spec, ClusterOps, Op, Snapshot};
 use crate::config::{self, Config, PoolJob};
-use crate::naming::TEMP_PREFIX;
+use crate::folder::naming::TEMP_PREFIX;
+use crate::folder::record::{self, ImageRecord};
 use crate::output::capture;
-use crate::process::CommandError;
-use crate::rbd::{spec, ClusterOps, Op, Snapshot};
-use crate::record::{self, ImageRecord};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +172,7 @@ fn whole_diff(data: &[u8]) -> Vec<u8> {
 }
 
 /// An export stream: its bytes, then (optionally) the failure at the end, the way
-/// [`crate::process::ChildReader`] reports a child that failed.
+/// [`crate::cluster::process::ChildReader`] reports a child that failed.
 struct Stream {
     data: io::Cursor<Vec<u8>>,
     end: Option<(Fail, CommandError)>,

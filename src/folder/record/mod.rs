@@ -15,7 +15,7 @@
 //!   diff when the files have been shipped elsewhere since.
 //!
 //! Records are small JSON files written like backup files (temporary name, sync, rename, folder
-//! sync) and read through [`crate::untrusted`] with a size bound. A record that cannot be read,
+//! sync) and read through [`crate::folder::untrusted`] with a size bound. A record that cannot be read,
 //! belongs to another user or names another image is ignored with a warning: without proof,
 //! nothing is removed.
 
@@ -27,9 +27,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::naming::SnapName;
-use crate::store::PendingFile;
-use crate::untrusted::{self, EntryKind};
+use crate::folder::write::PendingFile;
+
+pub mod state;
+use crate::folder::untrusted::{self, EntryKind};
+pub use state::{Completed, ImageRecord, Pending};
 
 pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
 pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
@@ -107,34 +109,6 @@ pub fn write_destination_record(dest: &Path, how: &str, at: DateTime<Utc>) -> Re
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
     write_json(dest, DESTINATION_RECORD, &doc)
-}
-
-/// A snapshot a run created (or was about to create) and has not yet backed by a complete file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    pub snapshot: String,
-    /// The backup file that will back it.
-    pub file: String,
-    /// A full-mode snapshot, removed once its export is done whatever happens.
-    pub temporary: bool,
-    pub pid: u32,
-    pub started: DateTime<Utc>,
-}
-
-/// The newest snapshot this destination completed a backup of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Completed {
-    pub snapshot: String,
-    pub file: String,
-}
-
-/// What the image record holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    #[serde(default)]
-    pub pending: Vec<Pending>,
-    #[serde(default)]
-    pub newest: Option<Completed>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -232,55 +206,10 @@ fn write_json(dir: &Path, name: &str, doc: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-impl ImageRecord {
-    /// Before `rbd snap create`: notes that `snapshot` is about to exist to back `file`.
-    pub fn snapshot_planned(
-        &mut self,
-        snapshot: &str,
-        file: &str,
-        temporary: bool,
-        at: DateTime<Utc>,
-    ) {
-        self.pending.retain(|p| p.snapshot != snapshot);
-        self.pending.push(Pending {
-            snapshot: snapshot.to_string(),
-            file: file.to_string(),
-            temporary,
-            pid: std::process::id(),
-            started: at,
-        });
-    }
-
-    /// After `file` was completed: the snapshot it backs is settled (unless it is a temporary
-    /// one, which still has to go) and, when newer, becomes the newest completed backup.
-    pub fn file_completed(&mut self, snapshot: &SnapName, file: &str) {
-        self.pending
-            .retain(|p| p.snapshot != snapshot.as_str() || p.temporary);
-        let newer = match &self.newest {
-            Some(newest) => SnapName::parse(&newest.snapshot)
-                .is_none_or(|known| known.taken() <= snapshot.taken()),
-            None => true,
-        };
-        if newer {
-            self.newest = Some(Completed {
-                snapshot: snapshot.to_string(),
-                file: file.to_string(),
-            });
-        }
-    }
-
-    /// After `snapshot` was removed (or found gone): nothing is pending on it any more. True when
-    /// something was.
-    pub fn snapshot_gone(&mut self, snapshot: &str) -> bool {
-        let before = self.pending.len();
-        self.pending.retain(|p| p.snapshot != snapshot);
-        before != self.pending.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::folder::naming::SnapName;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

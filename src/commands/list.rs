@@ -3,7 +3,7 @@
 //!
 //! Reads the backup folders only (no cluster, no lock: files appear under their final names only
 //! once complete, so a listing during a backup is merely a moment early), and reads no file: the
-//! chains are those of the regular files ([`stored::scan`]), and an entry named like a backup or
+//! chains are those of the regular files ([`read::scan`]), and an entry named like a backup or
 //! checksum file that is something else (a symlink, a FIFO, a folder) is flagged as an error. The
 //! text and JSON renderings are pure functions of the scanned folders; every name in the text is
 //! shown escaped ([`escaped`]), so a name cannot fake a line or drive the terminal. Each point
@@ -17,17 +17,17 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, ImageFolder, Narrow};
-use crate::chain::{Finding, FindingKind, Layout, Stored};
-use crate::naming::SnapName;
+use crate::backup::plan::Settings;
+use crate::backup::retention::{self, Expiry, Policy};
+use crate::cluster::rbd::spec;
+use crate::folder::catalog::{self, ImageFolder, Narrow};
+use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
+use crate::folder::naming::SnapName;
+use crate::folder::read::{self, NotRegularEntry};
+use crate::folder::untrusted::EntryKind;
 /// Kept here too for callers that still name it `list::human_bytes` (execute.rs).
 pub use crate::output::human_bytes;
 use crate::output::{self, escaped};
-use crate::plan::Settings;
-use crate::rbd::spec;
-use crate::retention::{self, Expiry, Policy};
-use crate::stored::{self, NotRegularEntry};
-use crate::untrusted::EntryKind;
 use crate::Outcome;
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
@@ -104,7 +104,7 @@ pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outc
 }
 
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
-    let scanned = stored::scan(&folder.dir, &folder.image)?;
+    let scanned = read::scan(&folder.dir, &folder.image)?;
     let policy = Settings::of(folder.job).policy();
     Ok(Listing {
         pool: folder.job.pool.clone(),
@@ -196,13 +196,13 @@ pub fn text(listings: &[Listing]) -> String {
 
 impl Listing {
     /// When the restore point that `stored` gives will be removed.
-    fn expiry_of(&self, stored: &Stored) -> Option<&Expiry> {
+    fn expiry_of(&self, stored: &FolderFile) -> Option<&Expiry> {
         self.expiry.as_ref()?.by_point.get(&stored.file.snap)
     }
 }
 
 /// One file of a chain: the point it restores to, what it is, and how it is stored.
-fn file_line(stored: &Stored) -> String {
+fn file_line(stored: &FolderFile) -> String {
     format!(
         "    {}  {}  {:>10}  {}  {}  {}\n",
         stored.file.snap,
@@ -320,7 +320,7 @@ enum Kind {
     Entry(&'static str),
 }
 
-fn file_doc<'a>(stored: &'a Stored, listing: &Listing) -> FileDoc<'a> {
+fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
     FileDoc {
         name: &stored.name,
         kind: if stored.file.is_full() {
@@ -514,7 +514,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            keep: crate::retention::KeepRules::default(),
+            keep: crate::backup::retention::KeepRules::default(),
             keep_minimum: 2,
         };
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();

@@ -1,7 +1,7 @@
 //! `cephbackup restore`: an image as it was at a backed-up point in time, in one command.
 //!
 //! The point restored is the newest one taken at or before `--at` (the latest without it), and
-//! its route ([`crate::chain`]) is replayed into a new image: `rbd import` of the full backup,
+//! its route ([`crate::folder::chain`]) is replayed into a new image: `rbd import` of the full backup,
 //! `rbd snap create` of its snapshot (each diff names the snapshot it starts from, legacy names
 //! included), then `rbd import-diff` of each diff in order, stopping at the point. Files stream
 //! from disk into `rbd`'s stdin, never as a path (Ceph 16 refuses `@` in import paths), and are
@@ -10,13 +10,13 @@
 //! the restore; the image it created is then removed, so a failed restore never leaves something
 //! that looks restored. An existing image is never touched.
 //!
-//! The backup folder is untrusted ground ([`crate::stored`]): only regular files are read, and
+//! The backup folder is untrusted ground ([`crate::folder::read`]): only regular files are read, and
 //! before anything is created every file of the route is opened and its declared length checked,
 //! so a symlink, a FIFO or an archive declaring an absurd size is refused by name, in one line. A
 //! point that only such an entry offers is refused, never quietly replaced by an older one, while
 //! older points whose routes do not need it restore as usual.
 //!
-//! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::rebuild`]),
+//! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::folder::rebuild`]),
 //! with no cluster at all. The file is written under a recognisable name in the target's folder
 //! ([`PARTIAL_PREFIX`]) while its writer holds an flock on it, and renamed to the target only when
 //! complete; a restore killed outright leaves that file unlocked, and the next restore into the
@@ -40,17 +40,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::chain::Stored;
-use crate::checked_diff::CheckedDiff;
+use crate::cluster::process::{CommandError, CommandLine, FailureKind};
+use crate::cluster::rbd::{spec, Rbd};
 use crate::config::Config;
-use crate::naming::{self, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::chain::FolderFile;
+use crate::folder::checked_diff::CheckedDiff;
+use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::read::{self, FirstError, Folder, Limits};
+use crate::folder::rebuild::TargetFailed;
+use crate::folder::write::ImageDir;
+use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
-use crate::process::{CommandError, CommandLine, FailureKind};
-use crate::rbd::{spec, Cluster, Rbd};
-use crate::rebuild::TargetFailed;
-use crate::store::ImageDir;
-use crate::stored::{self, FirstError, Folder, Limits};
-use crate::{catalog, interrupt, lock, rebuild, UsageError};
+use crate::{interrupt, lock, UsageError};
 
 const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
@@ -111,7 +112,7 @@ pub fn choose<'a>(
     folder: &'a Folder,
     label: &str,
     at: Option<DateTime<Utc>>,
-) -> Result<(&'a SnapName, Vec<&'a Stored>)> {
+) -> Result<(&'a SnapName, Vec<&'a FolderFile>)> {
     let layout = &folder.layout;
     let usable = layout.point_at_or_before(at);
     if let Some(claimed) = folder.claimed.point_at_or_before(at) {
@@ -214,9 +215,9 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     }
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
     let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
-    let scanned = stored::scan(&dir, &args.image)?;
+    let scanned = read::scan(&dir, &args.image)?;
     let (point, route) = choose(&scanned, &label, args.at)?;
-    let rbd = Rbd::new(Cluster::of(job), std::io::stderr().is_terminal());
+    let rbd = Rbd::new(job.cluster(), std::io::stderr().is_terminal());
     let folder = dir.path();
 
     match &target {
@@ -237,7 +238,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     let limits = Limits::learn(&folder, &scanned.layout);
     for link in &route {
         interrupt::check()?;
-        stored::precheck(&folder, link, &limits.of(link))?;
+        read::precheck(&folder, link, &limits.of(link))?;
     }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
@@ -272,7 +273,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
 /// One thing a restore does. The one list of steps is what `--check` prints and what a real run
 /// prints, step by step, as it performs it.
 struct Step<'a> {
-    link: &'a Stored,
+    link: &'a FolderFile,
     /// Which file of the route `link` is, from 1, of how many.
     number: (usize, usize),
     /// What is done with the file, for people: `Importing`, `Applying`, `Writing`; none for a
@@ -293,7 +294,7 @@ enum Action {
 
 /// Into a new image: `rbd import -` of the full, `rbd snap create` of its snapshot (the next
 /// diff starts from it), then `rbd import-diff -` of each diff in order.
-fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a Stored]) -> Vec<Step<'a>> {
+fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a FolderFile]) -> Vec<Step<'a>> {
     let mut steps = Vec::new();
     for (index, link) in route.iter().enumerate() {
         let number = (index + 1, route.len());
@@ -323,7 +324,7 @@ fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a Stored]) -> V
 }
 
 /// Into a new local file: the full written with holes, then each diff replayed onto it.
-fn file_steps<'a>(route: &[&'a Stored]) -> Vec<Step<'a>> {
+fn file_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
     route
         .iter()
         .enumerate()
@@ -432,17 +433,17 @@ fn blame_signal(err: anyhow::Error) -> anyhow::Error {
 
 /// Streams one file's raw content into `cmd`'s stdin, diffs through the record checker, and
 /// checks the file's checksum. True when there was a checksum to check.
-fn feed(cmd: &CommandLine, folder: &Path, link: &Stored, limit: &stored::Limit) -> Result<bool> {
+fn feed(cmd: &CommandLine, folder: &Path, link: &FolderFile, limit: &read::Limit) -> Result<bool> {
     let path = folder.join(&link.name);
-    let recorded = stored::recorded_digest(folder, &link.name)?;
-    let ((), facts) = stored::read_raw(&path, link.file.compressed, limit, |raw| {
+    let recorded = read::recorded_digest(folder, &link.name)?;
+    let ((), facts) = read::read_raw(&path, link.file.compressed, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = cmd.run_with_input(&mut input);
             return settle(ran, input.error());
         }
         let diff = CheckedDiff::new(BufReader::with_capacity(BUFFER, raw), |header| {
-            stored::check_diff_header(link, header)
+            read::check_diff_header(link, header)
         })
         .map_err(anyhow::Error::msg)?;
         let mut input = FirstError::new(diff);
@@ -450,7 +451,7 @@ fn feed(cmd: &CommandLine, folder: &Path, link: &Stored, limit: &stored::Limit) 
         settle(ran, input.error())
     })
     .with_context(|| escaped_path(&path))?;
-    stored::check_digest(recorded.as_deref(), &facts).with_context(|| escaped_path(&path))?;
+    read::check_digest(recorded.as_deref(), &facts).with_context(|| escaped_path(&path))?;
     Ok(recorded.is_some())
 }
 
@@ -770,7 +771,7 @@ pub fn remove_stale_partials(dir: &Path) {
         let path = entry.path();
         // Never through a symlink, never blocking on a FIFO, only files this user could have
         // written: anything else with that name is not ours to remove.
-        let Ok(file) = crate::untrusted::open_regular(&path) else {
+        let Ok(file) = crate::folder::untrusted::open_regular(&path) else {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
@@ -806,10 +807,10 @@ pub fn remove_stale_partials(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Layout;
-    use crate::rbd::Cluster;
-    use crate::stored::NotRegularEntry;
-    use crate::untrusted::EntryKind;
+    use crate::cluster::rbd::Cluster;
+    use crate::folder::chain::Layout;
+    use crate::folder::read::NotRegularEntry;
+    use crate::folder::untrusted::EntryKind;
 
     const S0: &str = "BACKUPUTC20261120T020000";
     const S1: &str = "BACKUPUTC20261121T020000";

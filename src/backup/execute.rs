@@ -6,7 +6,7 @@
 //! run shows exactly what a real run would do and changes nothing. Reading (listing snapshots and
 //! files, proving a file it would reuse) happens in both modes.
 //!
-//! Before a section starts, its destination must be the one the tool used ([`crate::record`]):
+//! Before a section starts, its destination must be the one the tool used ([`crate::folder::record`]):
 //! an empty, unrecorded folder while the cluster holds backup snapshots is refused as a backup
 //! disk that did not mount. One image failing never stops the others; its error is reported on
 //! stderr and counted. A cluster that does not answer at all fails the remaining images on it at
@@ -28,16 +28,17 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
+use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
+use crate::cluster::process::{CommandError, FailureKind};
+use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::read;
+use crate::folder::record::{self, Destination, ImageRecord};
+use crate::folder::untrusted;
+use crate::folder::write::{self, ImageDir, Member, PendingFile};
 use crate::outln;
-use crate::plan::{plan_image, Found, Plan, Settings, Step};
-use crate::process::{CommandError, FailureKind};
-use crate::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
-use crate::record::{self, Destination, ImageRecord};
-use crate::store::{self, ImageDir, Member, PendingFile};
-use crate::untrusted;
-use crate::{interrupt, lock, stored};
+use crate::{interrupt, lock};
 
 /// Whether steps are carried out or only shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +121,7 @@ impl Outcome {
 }
 
 fn human_bytes(bytes: u64) -> String {
-    crate::list::human_bytes(bytes)
+    crate::commands::list::human_bytes(bytes)
 }
 
 fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
@@ -217,7 +218,7 @@ impl<'a> Section<'a> {
         unreachable: &'a Unreachable,
         config_path: &'a Path,
     ) -> Section<'a> {
-        let cluster = Cluster::of(job);
+        let cluster = job.cluster();
         let rbd = match options.cluster {
             Some(make) => make(job),
             None => Box::new(Rbd::new(cluster.clone(), options.progress)),
@@ -680,18 +681,18 @@ impl<'s> ImageRun<'s> {
         let (pool, image) = (self.pool(), self.image);
         let name = file.file_name(image);
         let folder = self.dir.path();
-        let recorded = match stored::recorded_digest(&folder, &name) {
+        let recorded = match read::recorded_digest(&folder, &name) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
             Err(err) => return Ok(Some(format!("its checksum file cannot be used: {err:#}"))),
         };
         let size = self.section.rbd.size(pool, image, file.snap.as_str())?;
         // The snapshot's size bounds what the file may claim to hold.
-        let limit = stored::Limit {
+        let limit = read::Limit {
             bytes: size,
             why: format!("the size of snapshot {}", file.snap),
         };
-        let read = stored::read_raw(&folder.join(&name), file.compressed, &limit, |raw| {
+        let read = read::read_raw(&folder.join(&name), file.compressed, &limit, |raw| {
             Ok(io::copy(raw, &mut io::sink())?)
         });
         let facts = match read {
@@ -783,7 +784,7 @@ impl<'s> ImageRun<'s> {
         let mut checksum = PendingFile::create(&dir, &checksum_name)?;
         checksum
             .file()
-            .write_all(store::checksum_line(&digest, &name).as_bytes())
+            .write_all(write::checksum_line(&digest, &name).as_bytes())
             .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
         checksum.commit_replacing()?;
         let committed = if replace {
@@ -817,7 +818,7 @@ impl<'s> ImageRun<'s> {
         let mtime = file.snap.taken();
         let digest = match (file.compressed, expected_size) {
             (false, expected) => {
-                let (len, digest) = store::write_raw(stream, out)?;
+                let (len, digest) = write::write_raw(stream, out)?;
                 if let Some(expected) = expected.filter(|&e| e != len) {
                     anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
                 }
@@ -829,16 +830,16 @@ impl<'s> ImageRun<'s> {
                     size,
                     mtime,
                 };
-                store::write_tar_gz(stream, &member, out)?
+                write::write_tar_gz(stream, &member, out)?
             }
             (true, None) => {
-                let (mut spooled, size) = store::spool(stream, &self.dir.path())?;
+                let (mut spooled, size) = write::spool(stream, &self.dir.path())?;
                 let member = Member {
                     name: &member_name,
                     size,
                     mtime,
                 };
-                store::write_tar_gz(&mut spooled, &member, out)?
+                write::write_tar_gz(&mut spooled, &member, out)?
             }
         };
         Ok(digest)

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::config::PoolJob;
-use crate::process::{CommandError, CommandLine};
+use crate::cluster::process::{CommandError, CommandLine};
+pub use crate::folder::naming::Snapshot;
 
 /// How to reach one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +31,6 @@ pub struct Rbd {
     cluster: Cluster,
     /// Let `rbd` draw its progress on our stderr (only when that is a terminal).
     progress: bool,
-}
-
-/// A snapshot as `rbd snap ls --format json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Snapshot {
-    pub id: u64,
-    pub name: String,
 }
 
 #[derive(Deserialize)]
@@ -191,7 +184,7 @@ pub enum Op<'a> {
     },
 }
 
-/// Exactly what the backup executor ([`crate::execute`]) asks of a cluster. [`Rbd`] does it by
+/// Exactly what the backup executor ([`crate::backup::execute`]) asks of a cluster. [`Rbd`] does it by
 /// running `rbd`; the executor's unit tests use an in-memory stand-in.
 ///
 /// Failures carry a [`CommandError`] (inside the `anyhow::Error` for queries, inside the
@@ -210,7 +203,7 @@ pub trait ClusterOps {
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
     fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
     /// Starts an export ([`Op::Export`]). Reading the stream to its end reports a failure of the
-    /// export as an `io::Error` wrapping its [`CommandError`], like [`crate::process::ChildReader`];
+    /// export as an `io::Error` wrapping its [`CommandError`], like [`crate::cluster::process::ChildReader`];
     /// dropping it early abandons the export.
     fn open_export(
         &self,
@@ -273,18 +266,6 @@ impl ClusterOps for Rbd {
             .command_for(pool, image, Op::Export { base, snap })
             .spawn_reader()?;
         Ok(Box::new(reader))
-    }
-}
-
-impl Cluster {
-    /// The cluster a pool section of the configuration talks to.
-    pub fn of(job: &PoolJob) -> Cluster {
-        Cluster {
-            conf: job.ceph_config.clone(),
-            user: job.ceph_user.clone(),
-            keyring: job.ceph_keyring.clone(),
-            timeout: job.ceph_timeout,
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Months, TimeDelta, Utc};
 
 /// The longest window, about a century, in days. Nothing longer means anything for backups, and
 /// the bound keeps window arithmetic far from the limits of the date types.
-pub(super) const MAX_WINDOW_DAYS: u32 = 36_525;
+pub(crate) const MAX_WINDOW_DAYS: u32 = 36_525;
 
 /// How long incremental backups are kept before the chain is re-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Window {
     }
 
     /// Refuses a window longer than about a century ([`MAX_WINDOW_DAYS`]).
-    pub(super) fn check_length(&self) -> Result<(), String> {
+    pub(crate) fn check_length(&self) -> Result<(), String> {
         let longest = Window {
             size: self.unit.longest_window(),
             unit: self.unit,
@@ -70,7 +70,7 @@ impl Window {
 
 impl WindowUnit {
     /// The largest `window size` in this unit: [`MAX_WINDOW_DAYS`], or 1200 calendar months.
-    pub(super) fn longest_window(self) -> u32 {
+    pub(crate) fn longest_window(self) -> u32 {
         match self {
             WindowUnit::Minutes => MAX_WINDOW_DAYS * 24 * 60,
             WindowUnit::Hours => MAX_WINDOW_DAYS * 24,
@@ -80,7 +80,7 @@ impl WindowUnit {
         }
     }
 
-    pub(super) fn singular(self) -> &'static str {
+    pub(crate) fn singular(self) -> &'static str {
         match self {
             WindowUnit::Minutes => "minute",
             WindowUnit::Hours => "hour",

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use crate::diffstream::{DiffError, DiffHeader, DiffReader, Record};
+use crate::folder::diffstream::{DiffError, DiffHeader, DiffReader, Record};
 
 const PAYLOAD_CHUNK: usize = 256 * 1024;
 
@@ -129,7 +129,7 @@ impl<R: Read> Read for CheckedDiff<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffstream::DiffWriter;
+    use crate::folder::diffstream::DiffWriter;
 
     fn stream() -> Vec<u8> {
         let header = DiffHeader {

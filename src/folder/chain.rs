@@ -10,21 +10,96 @@
 //! [`Layout::build`] is pure (folder names in, model out), so every arrangement of files can be
 //! tested with tables; [`scan`] only adds what the disk says (the names and their sizes).
 //! List, restore and verify all read folders through this one model, with the naming rules of
-//! [`crate::naming`] that the backup itself uses.
+//! [`crate::folder::naming`] that the backup itself uses.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::diffstream::DiffHeader;
-use crate::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
-use crate::store::FolderEntry;
-use crate::untrusted::EntryKind;
+use crate::folder::diffstream::DiffHeader;
+use crate::folder::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
+use std::os::unix::fs::FileTypeExt;
+
+/// What a folder entry is, for messages and for deciding whether to touch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+    Other,
+}
+
+impl EntryKind {
+    pub fn of(file_type: std::fs::FileType) -> EntryKind {
+        if file_type.is_file() {
+            EntryKind::File
+        } else if file_type.is_dir() {
+            EntryKind::Directory
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else if file_type.is_fifo() {
+            EntryKind::Fifo
+        } else if file_type.is_socket() {
+            EntryKind::Socket
+        } else if file_type.is_block_device() || file_type.is_char_device() {
+            EntryKind::Device
+        } else {
+            EntryKind::Other
+        }
+    }
+
+    /// "a symbolic link", "a FIFO", … for messages.
+    pub fn described(self) -> &'static str {
+        match self {
+            EntryKind::File => "a regular file",
+            EntryKind::Directory => "a folder",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Fifo => "a FIFO",
+            EntryKind::Socket => "a socket",
+            EntryKind::Device => "a device",
+            EntryKind::Other => "not a regular file",
+        }
+    }
+}
+
+/// One entry of an image folder, as the folder says it is (links are not followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// The name; when the real name is not UTF-8, a lossy rendering of it.
+    pub name: String,
+    pub kind: EntryKind,
+    /// Bytes, for regular files.
+    pub size: u64,
+    /// False when `name` is only a rendering of a name that is not UTF-8: such an entry is
+    /// reported, never acted on by name.
+    pub exact_name: bool,
+}
+
+impl FolderEntry {
+    /// A regular file called `name` (for tests and pure callers).
+    pub fn file(name: &str, size: u64) -> FolderEntry {
+        FolderEntry {
+            name: name.to_string(),
+            kind: EntryKind::File,
+            size,
+            exact_name: true,
+        }
+    }
+
+    /// True when the tool may act on this entry by its name (read it, or remove it).
+    pub fn is_usable_file(&self) -> bool {
+        self.kind == EntryKind::File && self.exact_name
+    }
+}
 
 /// One backup file found in the folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub struct FolderFile {
     /// The name on disk.
     pub name: String,
     pub file: BackupFile,
@@ -34,7 +109,7 @@ pub struct Stored {
     pub size: u64,
 }
 
-impl Stored {
+impl FolderFile {
     /// Checks that a diff stream's snapshot names are the ones its file name promises: a stream
     /// from another image or chain, or a renamed file, must not be applied.
     pub fn check_diff_header(&self, header: &DiffHeader) -> Result<(), String> {
@@ -137,7 +212,7 @@ struct Reach {
 pub struct Layout {
     pub image: String,
     /// Backup files ordered by the time of their snapshot, then by name.
-    pub files: Vec<Stored>,
+    pub files: Vec<FolderFile>,
     /// Ordered by the time of their full backup.
     pub chains: Vec<Chain>,
     pub findings: Vec<Finding>,
@@ -194,7 +269,7 @@ impl Layout {
                 continue;
             }
             match classified {
-                Entry::Backup(file) => files.push(Stored {
+                Entry::Backup(file) => files.push(FolderFile {
                     name: name.clone(),
                     file,
                     checksum: None,
@@ -226,7 +301,7 @@ impl Layout {
         }
         // A backup file whose checksum file is a link, FIFO or folder cannot be proven, and is
         // not used (the checksum entry itself is reported above).
-        files.retain(|file: &Stored| {
+        files.retain(|file: &FolderFile| {
             let checksum = format!("{}{CHECKSUM_SUFFIX}", file.name);
             let proven = !bad_checksums.contains(&checksum);
             if !proven {
@@ -415,7 +490,7 @@ impl Layout {
     }
 
     /// The files that restore `point`, full first; `None` when it is not a restore point.
-    pub fn route(&self, point: &SnapName) -> Option<Vec<&Stored>> {
+    pub fn route(&self, point: &SnapName) -> Option<Vec<&FolderFile>> {
         let mut route = Vec::new();
         let mut current = point;
         loop {

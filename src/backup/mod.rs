@@ -1,0 +1,8 @@
+//! Backing up: the executor that carries a configuration out image by image, the pure planner
+//! that decides what one run does to one image, the retention policies it applies, and the
+//! window arithmetic of incremental mode.
+
+pub mod execute;
+pub mod plan;
+pub mod retention;
+pub mod window;

@@ -1,0 +1,74 @@
+//! What a configuration file means, once read: one job per pool section. Plain data, so the
+//! planner can take it without taking anything that reads files.
+
+use std::path::PathBuf;
+
+use crate::backup::retention::KeepRules;
+use crate::backup::window::Window;
+use crate::cluster::rbd::Cluster;
+
+use super::ConfigProblem;
+
+/// The whole configuration file: one job per pool section, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub pools: Vec<PoolJob>,
+    /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
+    /// values the mode ignores), in line order; to be shown before anything runs.
+    pub warnings: Vec<ConfigProblem>,
+}
+
+/// What to back up for one pool, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolJob {
+    /// The section name exactly as written (pool names are case-sensitive).
+    pub pool: String,
+    /// 1-based line of the section's first header.
+    pub line: usize,
+    pub images: ImageSelection,
+    pub destination: PathBuf,
+    /// `destination directory` exactly as written, for messages that echo it.
+    pub destination_text: String,
+    pub ceph_config: PathBuf,
+    /// The cephx id (without `client.`), when not Ceph's default.
+    pub ceph_user: Option<String>,
+    pub ceph_keyring: Option<PathBuf>,
+    /// Seconds any single Ceph operation may take (0: no limit), so a stalled or unreachable
+    /// cluster fails the run instead of hanging it.
+    pub ceph_timeout: u32,
+    pub mode: BackupMode,
+    pub compress: bool,
+    pub check_mode: bool,
+    pub window: Window,
+    /// Full mode only: which full backups a successful run keeps (none set: every one).
+    pub keep: KeepRules,
+    /// Incremental mode only: the fewest restore points a window slide leaves (at least 1).
+    pub keep_minimum: u32,
+}
+
+impl PoolJob {
+    /// How this section reaches its cluster.
+    pub fn cluster(&self) -> Cluster {
+        Cluster {
+            conf: self.ceph_config.clone(),
+            user: self.ceph_user.clone(),
+            keyring: self.ceph_keyring.clone(),
+            timeout: self.ceph_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSelection {
+    /// `images = *`: whatever images the pool holds at run time.
+    All,
+    /// Distinct, trimmed, non-empty names in the order written.
+    Named(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMode {
+    Full,
+    Incremental,
+}
