@@ -20,6 +20,7 @@
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -102,19 +103,20 @@ impl Outcome {
             human_bytes(self.bytes_written)
         );
         if self.warnings > 0 {
-            line.push_str(&format!(", {} warning(s)", self.warnings));
+            let _ = write!(line, ", {} warning(s)", self.warnings);
         }
         if self.checked_only {
             line.push_str(" (check mode: nothing was changed)");
         }
         if let Some(signal) = self.interrupted {
-            line.push_str(&format!(
+            let _ = write!(
+                line,
                 " (interrupted by {}: the remaining images were skipped)",
                 interrupt::name(signal)
-            ));
+            );
         }
         for (what, _) in &self.failures {
-            line.push_str(&format!("\nFailed: {what}"));
+            let _ = write!(line, "\nFailed: {what}");
         }
         line
     }

@@ -30,6 +30,7 @@
 //!   With neither, a full backup is taken.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
@@ -536,11 +537,12 @@ impl Incremental<'_> {
                 snap.taken()
             );
             if held {
-                reason.push_str(&format!(
+                let _ = write!(
+                    reason,
                     "; keep minimum = {} keeps the restore points from {} on",
                     self.settings.keep_minimum,
                     self.candidate(slide.base)
-                ));
+                );
             }
             steps.push(Step::RemoveSnapshot {
                 snap: snap.clone(),
@@ -777,7 +779,7 @@ mod tests {
             for s in snaps {
                 w.add_snap(s);
             }
-            w.files = files.iter().map(|f| f.to_string()).collect();
+            w.files = files.iter().map(std::string::ToString::to_string).collect();
             w
         }
 
@@ -1567,7 +1569,7 @@ mod tests {
         Layout::build("img", &names)
             .points()
             .into_iter()
-            .map(|p| p.to_string())
+            .map(std::string::ToString::to_string)
             .collect()
     }
 
@@ -1843,7 +1845,11 @@ mod tests {
                 .collect();
             assert_eq!(fulls, expected, "keep minimum = {}", case.minimum);
             // The snapshots of every point remain, and nothing older.
-            let snaps: Vec<String> = w.snap_names().iter().map(|s| s.to_string()).collect();
+            let snaps: Vec<String> = w
+                .snap_names()
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect();
             assert_eq!(snaps, points(&w), "keep minimum = {}", case.minimum);
         }
     }

@@ -651,7 +651,7 @@ mod tests {
     }
 
     fn layout(names: &[&str]) -> Layout {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = names.iter().map(std::string::ToString::to_string).collect();
         Layout::build("vm", &names)
     }
 

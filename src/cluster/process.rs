@@ -23,7 +23,7 @@ static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
     RUNNING
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn track(child: &Child) {

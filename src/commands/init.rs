@@ -49,7 +49,7 @@ pub fn run(config: &Config, options: &InitOptions) -> Result<()> {
             ),
             Destination::Recorded => outln!("{shown}: a cephbackup destination already"),
             Destination::Adoptable | Destination::Empty if check => {
-                outln!("{shown}: would be marked as a cephbackup destination (check mode)")
+                outln!("{shown}: would be marked as a cephbackup destination (check mode)");
             }
             Destination::Adoptable | Destination::Empty => {
                 record::write_destination_record(dest, "init-destination", Utc::now())?;

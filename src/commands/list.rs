@@ -329,7 +329,10 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
             "diff"
         },
         snapshot: stored.file.snap.as_str(),
-        base: stored.file.base().map(|b| b.as_str()),
+        base: stored
+            .file
+            .base()
+            .map(super::super::folder::naming::SnapName::as_str),
         taken: stored
             .file
             .snap
@@ -353,7 +356,11 @@ fn document(listings: &[Listing]) -> Document<'_> {
                     pool: &listing.pool,
                     image: &listing.image,
                     folder: &listing.folder,
-                    restore_points: layout.points().into_iter().map(|p| p.as_str()).collect(),
+                    restore_points: layout
+                        .points()
+                        .into_iter()
+                        .map(super::super::folder::naming::SnapName::as_str)
+                        .collect(),
                     retention: listing.expiry.as_ref().map(|e| e.policy.to_string()),
                     chains: layout
                         .chains

@@ -634,7 +634,7 @@ fn partial_name(name: &str) -> String {
     let random: String = {
         let mut seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             ^ u64::from(std::process::id()).rotate_left(32);
         (0..8)
             .map(|_| {
@@ -1052,7 +1052,9 @@ mod tests {
     fn one_full(len: usize) -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
         let name = format!("vm@{S0}.full");
-        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8 | 1).collect();
+        let data: Vec<u8> = (0..len)
+            .map(|i| u8::try_from(i % 251).unwrap() | 1)
+            .collect();
         fs::write(dir.path().join(&name), data).unwrap();
         (dir, Layout::build("vm", &[name]))
     }

@@ -13,6 +13,7 @@
 //! had one; `--strict` makes it an error. Leftovers and strangers in a folder are warnings.
 
 use crate::{out, outln};
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, Seek};
 use std::path::Path;
@@ -160,19 +161,21 @@ fn report_lines(report: &ImageReport) -> String {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        out.push_str(&format!(
-            "{severity}: {}: {}\n",
+        let _ = writeln!(
+            out,
+            "{severity}: {}: {}",
             escaped(&problem.file),
             escaped(&problem.message)
-        ));
+        );
     }
     if let Some(source) = report.source.as_ref().filter(|s| s.matches) {
-        out.push_str(&format!(
+        let _ = writeln!(
+            out,
             "ok: {}: rebuilt from the backups, same SHA-256 as rbd export of the snapshot \
-             ({})\n",
+             ({})",
             escaped(&spec(&report.pool, &report.image, Some(&source.snapshot))),
             source.cluster_sha256
-        ));
+        );
     }
     out
 }

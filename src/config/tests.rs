@@ -3,6 +3,7 @@
 use super::*;
 use chrono::TimeZone;
 use chrono::{DateTime, TimeDelta, Utc};
+use std::fmt::Write as _;
 
 const FILE: &str = "t.conf";
 
@@ -56,7 +57,12 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
     PoolJob {
         pool: pool.to_string(),
         line,
-        images: ImageSelection::Named(images.iter().map(|s| s.to_string()).collect()),
+        images: ImageSelection::Named(
+            images
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
         destination: PathBuf::from(destination),
         destination_text: destination.to_string(),
         ceph_config: PathBuf::from(DEFAULT_CEPH_CONFIG),
@@ -414,11 +420,9 @@ fn reference_nesting_limit_matches_configparser() {
     let chain = |levels: usize| {
         let mut body = String::new();
         for level in 0..levels {
-            body.push_str(&format!("v{level} = %(v{})s\n", level + 1));
+            let _ = writeln!(body, "v{level} = %(v{})s", level + 1);
         }
-        body.push_str(&format!(
-            "v{levels} = /end\ndestination directory = %(v0)s\n"
-        ));
+        let _ = write!(body, "v{levels} = /end\ndestination directory = %(v0)s\n");
         format!("[rbd]\nimages = a\nbackup mode = full\n{body}")
     };
     assert_eq!(
@@ -470,7 +474,7 @@ fn runaway_references_are_bounded() {
     // Shallow enough for the depth limit, but 10^8 expansions if nothing stopped it.
     for level in 0..8 {
         let next = format!("%(v{})s", level + 1);
-        body.push_str(&format!("v{level} = {}\n", next.repeat(10)));
+        let _ = writeln!(body, "v{level} = {}", next.repeat(10));
     }
     body.push_str("v8 =\ndestination directory = %(v0)s\n");
     let problem = only_value_problem(&body);
@@ -641,7 +645,7 @@ fn accepted_backup_modes() {
 }
 
 fn named(names: &[&str]) -> ImageSelection {
-    ImageSelection::Named(names.iter().map(|name| name.to_string()).collect())
+    ImageSelection::Named(names.iter().map(std::string::ToString::to_string).collect())
 }
 
 #[test]
@@ -1669,10 +1673,10 @@ fn load_refuses_a_file_over_the_size_limit() {
 /// but gigabytes once expanded.
 fn expansion_bomb() -> String {
     let mut text = String::from("[rbd]\nimages = a\nbackup mode = full\n");
-    text.push_str(&format!("v9 = {}\n", "x".repeat(1000)));
+    let _ = writeln!(text, "v9 = {}", "x".repeat(1000));
     for level in (0..9).rev() {
         let next = format!("%(v{})s", level + 1);
-        text.push_str(&format!("v{level} = {}\n", next.repeat(10)));
+        let _ = writeln!(text, "v{level} = {}", next.repeat(10));
     }
     text.push_str("destination directory = %(v0)s\n");
     text
@@ -1701,7 +1705,7 @@ fn adversarial_inputs_give_one_line_errors() {
     let deep = {
         let mut text = String::from("[rbd]\nimages = a\nbackup mode = full\n");
         for level in 0..1000 {
-            text.push_str(&format!("v{level} = %(v{})s\n", level + 1));
+            let _ = writeln!(text, "v{level} = %(v{})s", level + 1);
         }
         text.push_str("v1000 = /end\ndestination directory = %(v0)s\n");
         text
@@ -1792,7 +1796,7 @@ fn adversarial_inputs_give_one_line_errors() {
 fn problem_floods_are_capped_and_stay_fast() {
     let mut many_pools = String::new();
     for index in 0..50_000 {
-        many_pools.push_str(&format!("[p{index}]\n"));
+        let _ = writeln!(many_pools, "[p{index}]");
     }
     let binary: Vec<u8> = b"\xff\n".repeat(200_000);
     let file = TempFile::new("binary", &binary);

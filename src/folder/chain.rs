@@ -291,7 +291,7 @@ impl Layout {
                     findings.push(other(
                         FindingKind::Unparseable,
                         "named like a backup file of this image, but the name does not parse",
-                    ))
+                    ));
                 }
                 Entry::Unexpected => findings.push(other(
                     FindingKind::Unexpected,

@@ -708,7 +708,8 @@ mod tests {
         }
         fn name(mut self, tag: u8, name: &[u8]) -> Self {
             self.0.push(tag);
-            self.0.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            self.0
+                .extend_from_slice(&u32::try_from(name.len()).unwrap().to_le_bytes());
             self.0.extend_from_slice(name);
             self
         }
@@ -847,7 +848,9 @@ mod tests {
     #[test]
     fn round_trip_several_records() {
         let h = header(Some("base"), Some("next"), 4 * MIB);
-        let big: Vec<u8> = (0..(CHUNK + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let big: Vec<u8> = (0..(CHUNK + 12345))
+            .map(|i| u8::try_from(i * 7 % 251).unwrap())
+            .collect();
         let mut w = DiffWriter::new(Vec::new(), &h).unwrap();
         w.write_zero(0, 512).unwrap();
         w.write_data(512, b"hello").unwrap();
@@ -1012,7 +1015,7 @@ mod tests {
         for (bytes, want_at, want_what) in cases {
             match err(bytes) {
                 DiffError::UnexpectedEof { at, while_reading } => {
-                    assert_eq!((at, while_reading), (want_at, want_what))
+                    assert_eq!((at, while_reading), (want_at, want_what));
                 }
                 other => panic!("{want_what}: {other:?}"),
             }
@@ -1020,13 +1023,13 @@ mod tests {
         // Payload cut short, and a stream without its end record.
         match err(&SPEC_VECTOR[..SPEC_VECTOR.len() - 3]) {
             DiffError::UnexpectedEof { at, while_reading } => {
-                assert_eq!((at, while_reading), (47, "write payload"))
+                assert_eq!((at, while_reading), (47, "write payload"));
             }
             other => panic!("{other:?}"),
         }
         match err(&SPEC_VECTOR[..SPEC_VECTOR.len() - 1]) {
             DiffError::UnexpectedEof { at, while_reading } => {
-                assert_eq!((at, while_reading), (49, "record tag"))
+                assert_eq!((at, while_reading), (49, "record tag"));
             }
             other => panic!("{other:?}"),
         }
@@ -1079,16 +1082,16 @@ mod tests {
     #[test]
     fn flipped_tag_bytes() {
         // Each tag byte in the spec vector, flipped by one bit, must be caught.
-        for (at, tag) in [(12u64, b't'), (19, b's'), (28, b'w'), (49, b'e')] {
+        for (at, tag) in [(12usize, b't'), (19, b's'), (28, b'w'), (49, b'e')] {
             let mut bytes = SPEC_VECTOR.to_vec();
-            assert_eq!(bytes[at as usize], tag);
-            bytes[at as usize] ^= 0x01;
+            assert_eq!(bytes[at], tag);
+            bytes[at] ^= 0x01;
             match err(&bytes) {
                 DiffError::UnknownTag {
                     at: got,
                     tag: got_tag,
                 } => {
-                    assert_eq!((got, got_tag), (at, tag ^ 0x01))
+                    assert_eq!((got, got_tag), (at as u64, tag ^ 0x01));
                 }
                 other => panic!("flip at {at}: {other:?}"),
             }
@@ -1125,7 +1128,7 @@ mod tests {
                     at: got,
                     tag: got_tag,
                 } => {
-                    assert_eq!((got, got_tag), (at, tag as char))
+                    assert_eq!((got, got_tag), (at, tag as char));
                 }
                 other => panic!("{}: {other:?}", tag as char),
             }
@@ -1289,7 +1292,7 @@ mod tests {
 
     fn pattern(len: usize, seed: usize) -> Vec<u8> {
         (0..len)
-            .map(|i| ((i * 31 + seed) % 255 + 1) as u8)
+            .map(|i| u8::try_from((i * 31 + seed) % 255 + 1).unwrap())
             .collect()
     }
 

@@ -45,7 +45,7 @@ impl<'a> SparseFile<'a> {
         let mut at = 0;
         while at < data.len() {
             let position = offset + at as u64;
-            let to_boundary = BLOCK - (position % BLOCK as u64) as usize;
+            let to_boundary = BLOCK - usize::try_from(position % BLOCK as u64).unwrap_or(0);
             let block = &data[at..data.len().min(at + to_boundary)];
             let zero = block.len() == BLOCK && is_zero(block);
             // Extend the run while blocks are of the same kind, so runs cost one call each.
@@ -88,7 +88,8 @@ impl<'a> SparseFile<'a> {
         }
         let end = offset + length;
         while offset < end {
-            let n = self.zeros.len().min((end - offset) as usize);
+            let n = usize::try_from(end - offset)
+                .map_or(self.zeros.len(), |left| left.min(self.zeros.len()));
             self.file.write_all_at(&self.zeros[..n], offset)?;
             offset += n as u64;
         }

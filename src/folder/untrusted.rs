@@ -66,7 +66,9 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
 
 /// True when `err` says the entry exists but is not a regular file.
 pub fn is_not_regular(err: &io::Error) -> bool {
-    err.get_ref().is_some_and(|inner| inner.is::<NotRegular>())
+    err.get_ref().is_some_and(
+        <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<NotRegular>,
+    )
 }
 
 #[cfg(test)]

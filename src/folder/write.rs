@@ -344,7 +344,9 @@ pub fn write_tar_gz(
     };
     archive.append_data(&mut header, member.name, &mut exact)?;
     let out = archive.into_inner()?.finish()?;
-    let hashed = out.into_inner().map_err(|e| e.into_error())?;
+    let hashed = out
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
     Ok(hashed.hex_digest())
 }
 

@@ -90,7 +90,11 @@ fn incremental_chain(compress: bool) {
         let run = w.backup(&conf).success();
         assert!(run.stdout.contains("Incremental ceph backup\n"));
         let snaps = w.backup_snapshots("db");
-        assert_eq!(snaps.len(), round as usize + 1, "{snaps:?}");
+        assert_eq!(
+            snaps.len(),
+            usize::try_from(round).unwrap() + 1,
+            "{snaps:?}"
+        );
         let new = snaps.last().unwrap();
         let suffix = if compress { ".tar.gz" } else { "" };
         let expected = if round == 0 {

@@ -16,7 +16,7 @@ pub fn first_payload_byte(diff: &[u8]) -> usize {
     let mut reader = cephbackup::folder::diffstream::DiffReader::new(diff).unwrap();
     while let Some(record) = reader.next_record().unwrap() {
         if let cephbackup::folder::diffstream::Record::Write { .. } = record {
-            return reader.position() as usize;
+            return usize::try_from(reader.position()).unwrap();
         }
     }
     panic!("the diff writes nothing");

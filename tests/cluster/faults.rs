@@ -129,7 +129,7 @@ fn kill_trials(extra: &str, trials: u64, seed: u64) {
     next_second();
     let started = Instant::now();
     w.backup(&conf_path).success();
-    let normal_run = started.elapsed().as_millis() as u64;
+    let normal_run = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut rng = Rng(seed | 1);
     let mut kills = Vec::new();
     for trial in 0..trials {

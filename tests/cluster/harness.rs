@@ -149,7 +149,7 @@ impl World {
             if zero {
                 writer.write_zero(offset, len).unwrap();
             } else {
-                let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let data: Vec<u8> = (0..len).map(|_| rng.next().to_le_bytes()[0]).collect();
                 writer.write_data(offset, &data).unwrap();
             }
             end = offset + len;

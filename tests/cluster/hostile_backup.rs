@@ -58,33 +58,33 @@ fn stray_entries_in_an_image_folder_never_stop_a_backup() {
     type Plant = fn(&Path);
     let cases: [(&str, Plant); 6] = [
         ("a folder named like a temporary file", |dir| {
-            fs::create_dir(dir.join(".cephbackup-tmp.stray")).unwrap()
+            fs::create_dir(dir.join(".cephbackup-tmp.stray")).unwrap();
         }),
         ("a temporary file whose name is not UTF-8", |dir| {
-            fs::write(dir.join(OsStr::from_bytes(b".cephbackup-tmp.\xff")), "x").unwrap()
+            fs::write(dir.join(OsStr::from_bytes(b".cephbackup-tmp.\xff")), "x").unwrap();
         }),
         ("a folder named like an orphan checksum", |dir| {
             fs::create_dir(
                 dir.join("vm@BACKUPUTC20990101T000000.diff_from_BACKUPUTC20980101T000000.sha256"),
             )
-            .unwrap()
+            .unwrap();
         }),
         ("a dangling link named like the newest backup", |dir| {
             std::os::unix::fs::symlink(
                 "/nonexistent/target",
                 dir.join("vm@BACKUPUTC20990101T000000.full"),
             )
-            .unwrap()
+            .unwrap();
         }),
         ("a FIFO named like a backup file", |dir| {
-            mkfifo(&dir.join("vm@BACKUPUTC20990102T000000.full"))
+            mkfifo(&dir.join("vm@BACKUPUTC20990102T000000.full"));
         }),
         ("a link to a secret named like a checksum file", |dir| {
             std::os::unix::fs::symlink(
                 "/etc/shadow",
                 dir.join("vm@BACKUPUTC20990103T000000.full.sha256"),
             )
-            .unwrap()
+            .unwrap();
         }),
     ];
     for (what, plant) in cases {

@@ -256,7 +256,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                 let name = format!("vm@{s3}.diff_from_{s2}");
                 move |dir| {
                     std::os::unix::fs::symlink("/nonexistent/cephbackup-gone", dir.join(&name))
-                        .unwrap()
+                        .unwrap();
                 }
             }),
             listed: true,
@@ -279,7 +279,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                         dir.join(format!("{full3}.tar.gz")),
                         sparse_bomb(&full3, 1 << 62),
                     )
-                    .unwrap()
+                    .unwrap();
                 }
             }),
             listed: false,
@@ -340,7 +340,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                         dir.join(format!("{name}.tar.gz")),
                         sparse_bomb(&name, 1 << 62),
                     )
-                    .unwrap()
+                    .unwrap();
                 }
             }),
             listed: false,
@@ -383,13 +383,17 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
     let mut failures = Vec::new();
     for (number, case) in cases.iter().enumerate() {
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_case(&w, number, case, &shared)
+            check_case(&w, number, case, &shared);
         }));
         if let Err(panic) = checked {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| {
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(std::string::ToString::to_string)
+                })
                 .unwrap_or_default();
             failures.push(format!("{}: {message}", case.what));
         }
@@ -436,7 +440,9 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
     let restore = |extra: &[&str]| {
         let mut args = vec!["restore", "--pool", w.pool.as_str(), "--image", "vm"];
         args.extend_from_slice(extra);
-        args.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+        args.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<String>>()
     };
 
     let list = run(&["list", "--image", "vm"]).success();

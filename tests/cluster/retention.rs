@@ -65,7 +65,7 @@ fn full_mode_keep_last_keeps_the_newest_files_with_their_checksums_and_they_rest
             assert!(!out.stdout.contains("Removing file"), "{}", out.stdout);
             continue;
         }
-        let gone = &backed_up[run as usize - 2].0;
+        let gone = &backed_up[usize::try_from(run).unwrap() - 2].0;
         for name in [gone.clone(), format!("{gone}.sha256")] {
             let line = format!("Removing file {}", dir.join(&name).display());
             assert!(

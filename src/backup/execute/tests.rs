@@ -364,7 +364,12 @@ impl World {
     /// An image of `len` bytes of a pattern that depends on `seed`.
     fn image(&self, pool: &str, image: &str, len: usize, seed: u8) {
         let data = (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .map(|i| {
+                u8::try_from(i % 256)
+                    .unwrap()
+                    .wrapping_mul(31)
+                    .wrapping_add(seed)
+            })
             .collect();
         self.fake.add_image(pool, image, data);
     }
