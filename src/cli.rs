@@ -241,11 +241,10 @@ impl InitArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Success,
-    BackupFailed,
-    /// A restore failed, or verify found a problem.
+    /// An image or pool failed, a restore failed, or verify found a problem.
     Failed,
     UsageOrConfig,
-    /// Another run holds a destination's lock.
+    /// Another run holds an image's lock, and nothing else failed.
     Busy,
     /// Stopped by this signal.
     Interrupted(i32),
@@ -278,7 +277,7 @@ impl From<Status> for ExitCode {
     fn from(status: Status) -> ExitCode {
         ExitCode::from(match status {
             Status::Success => 0,
-            Status::BackupFailed | Status::Failed => 1,
+            Status::Failed => 1,
             Status::UsageOrConfig => 2,
             Status::Busy => 75,
             Status::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),

@@ -50,7 +50,7 @@ fn run(cli: &Cli) -> Status {
     };
     if let Err(err) = interrupt::install() {
         eprintln!("error: {err:#}");
-        return Status::BackupFailed;
+        return Status::Failed;
     }
     if let Some(command) = &cli.command {
         return run_command(command, &config, cli);
@@ -69,7 +69,7 @@ fn run(cli: &Cli) -> Status {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,
         (None, false) if outcome.only_busy() => Status::Busy,
-        (None, false) => Status::BackupFailed,
+        (None, false) => Status::Failed,
     }
 }
 

@@ -39,6 +39,7 @@ use crate::folder::record::{self, Destination, ImageRecord};
 use crate::folder::untrusted;
 use crate::folder::write::{self, ImageDir, Member, PendingFile};
 use crate::outln;
+use crate::output::human_bytes;
 use crate::{interrupt, lock};
 
 /// Whether steps are carried out or only shown.
@@ -120,10 +121,6 @@ impl Outcome {
         }
         line
     }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    crate::commands::list::human_bytes(bytes)
 }
 
 fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {

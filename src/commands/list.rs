@@ -25,8 +25,7 @@ use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
 use crate::folder::naming::SnapName;
 use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
-/// Kept here too for callers that still name it `list::human_bytes` (execute.rs).
-pub use crate::output::human_bytes;
+use crate::output::human_bytes;
 use crate::output::{self, escaped};
 use crate::Outcome;
 

@@ -107,16 +107,9 @@ pub(super) fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// The window's size: a whole number, like the retention counts.
 pub(super) fn parse_window_size(text: &str) -> Result<u32, String> {
-    let Some(digits) = unsigned_digits(text)? else {
-        return Err(format!(
-            "invalid value {} (expected a whole number, 0 or more)",
-            quoted(text)
-        ));
-    };
-    digits
-        .parse()
-        .map_err(|_| format!("value {} is too large (at most {})", quoted(text), u32::MAX))
+    parse_count(text)
 }
 
 /// A number of restore points or periods for the retention keys: a whole number, 0 or more.

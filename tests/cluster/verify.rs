@@ -33,7 +33,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         run.stdout.lines().last().unwrap(),
         format!(
             "Verified 4 file(s) of 1 image(s), {} read: no problems",
-            cephbackup::commands::list::human_bytes(
+            cephbackup::output::human_bytes(
                 (0..4)
                     .map(|i| fs::metadata(w.image_dir("vm").join(name(i))).unwrap().len())
                     .sum()
