@@ -116,11 +116,13 @@ impl Rbd {
         Ok(info.size)
     }
 
-    pub fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
+    /// The command that creates a snapshot (the [`ClusterOps`] method of the same purpose runs it).
+    pub fn snap_create_command(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
         self.action(["snap", "create", &spec(pool, image, Some(snap))])
     }
 
-    pub fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
+    /// The command that removes a snapshot.
+    pub fn snap_remove_command(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
         self.action(["snap", "rm", &spec(pool, image, Some(snap))])
     }
 
@@ -218,8 +220,8 @@ impl Rbd {
     /// The `rbd` command line that carries out `op`.
     pub fn command_for(&self, pool: &str, image: &str, op: Op) -> CommandLine {
         match op {
-            Op::CreateSnapshot { snap } => self.create_snapshot(pool, image, snap),
-            Op::RemoveSnapshot { snap } => self.remove_snapshot(pool, image, snap),
+            Op::CreateSnapshot { snap } => self.snap_create_command(pool, image, snap),
+            Op::RemoveSnapshot { snap } => self.snap_remove_command(pool, image, snap),
             Op::Export { base: None, snap } => self.export(pool, image, snap),
             Op::Export {
                 base: Some(base),
@@ -248,11 +250,11 @@ impl ClusterOps for Rbd {
     }
 
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
-        Rbd::create_snapshot(self, pool, image, snap).run()
+        self.snap_create_command(pool, image, snap).run()
     }
 
     fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
-        Rbd::remove_snapshot(self, pool, image, snap).run()
+        self.snap_remove_command(pool, image, snap).run()
     }
 
     fn open_export(

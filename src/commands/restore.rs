@@ -309,7 +309,7 @@ fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a FolderFile]) 
                 link,
                 number,
                 verb: None,
-                action: Action::Run(rbd.create_snapshot(pool, name, link.file.snap.as_str())),
+                action: Action::Run(rbd.snap_create_command(pool, name, link.file.snap.as_str())),
             });
         } else {
             steps.push(Step {
