@@ -55,6 +55,8 @@ fn check_mode_on_a_normal_and_a_sliding_run_changes_nothing() {
     let conf =
         w.config("images = b\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
     w.backup(&conf).success();
+    // A run in the same second would need the snapshot name that run took, and says so.
+    next_second();
     let run = assert_changes_nothing(&w, "b", &conf, &["--check"]);
     assert!(run.stdout.contains("Exporting diff"), "{}", run.stdout);
 
