@@ -631,6 +631,30 @@ pub fn check_digest(recorded: Option<&str>, facts: &Facts) -> Result<()> {
     }
 }
 
+/// A gzip'd tar whose one member is a GNU sparse file declaring `declared` bytes, all holes but
+/// its last byte: about 200 bytes on disk, like the one in the security review. For tests only.
+#[cfg(any(test, feature = "test-support"))]
+pub fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_path(member).unwrap();
+    header.set_mode(0o600);
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(1);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(declared);
+    gnu.sparse[0].set_offset(declared - 1);
+    gnu.sparse[0].set_length(1);
+    header.set_cksum();
+    let mut tarball = header.as_bytes().to_vec();
+    let mut data = [0u8; 512];
+    data[0] = 1;
+    tarball.extend_from_slice(&data);
+    tarball.extend_from_slice(&[0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &tarball).unwrap();
+    gz.finish().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,29 +816,6 @@ mod tests {
         std::fs::write(dir.path().join("g.sha256"), "nonsense").unwrap();
         let err = recorded_digest(dir.path(), "g").unwrap_err().to_string();
         assert!(err.contains("g.sha256: "), "{err}");
-    }
-
-    /// A gzip'd tar whose one member is a GNU sparse file declaring `declared` bytes, all holes
-    /// but its last byte: about 200 bytes on disk.
-    pub(crate) fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
-        let mut header = tar::Header::new_gnu();
-        header.set_path(member).unwrap();
-        header.set_mode(0o600);
-        header.set_entry_type(tar::EntryType::GNUSparse);
-        header.set_size(1);
-        let gnu = header.as_gnu_mut().unwrap();
-        gnu.set_real_size(declared);
-        gnu.sparse[0].set_offset(declared - 1);
-        gnu.sparse[0].set_length(1);
-        header.set_cksum();
-        let mut tarball = header.as_bytes().to_vec();
-        let mut data = [0u8; 512];
-        data[0] = 1;
-        tarball.extend_from_slice(&data);
-        tarball.extend_from_slice(&[0u8; 1024]);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&tarball).unwrap();
-        gz.finish().unwrap()
     }
 
     fn mkfifo(path: &Path) {

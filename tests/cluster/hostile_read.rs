@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::chains::*;
 use crate::harness::*;
+use cephbackup::folder::read::sparse_bomb;
 
 /// Long enough for any honest run on a loaded machine; the hostile inputs without the fixes run
 /// for months or forever.
@@ -71,29 +72,6 @@ fn mkfifo(path: &Path) {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo(3) with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
-/// A gzip'd tar whose one member is a GNU sparse file declaring `declared` bytes, all holes but
-/// its last byte: about 200 bytes on disk, like the one in the security review.
-fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
-    let mut header = tar::Header::new_gnu();
-    header.set_path(member).unwrap();
-    header.set_mode(0o600);
-    header.set_entry_type(tar::EntryType::GNUSparse);
-    header.set_size(1);
-    let gnu = header.as_gnu_mut().unwrap();
-    gnu.set_real_size(declared);
-    gnu.sparse[0].set_offset(declared - 1);
-    gnu.sparse[0].set_length(1);
-    header.set_cksum();
-    let mut tarball = header.as_bytes().to_vec();
-    let mut data = [0u8; 512];
-    data[0] = 1;
-    tarball.extend_from_slice(&data);
-    tarball.extend_from_slice(&[0u8; 1024]);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&tarball).unwrap();
-    gz.finish().unwrap()
 }
 
 /// A snapshot name `minutes` after `snap`.
