@@ -17,7 +17,7 @@ use super::{run, Outcome, RunOptions};
 use crate::cluster::process::CommandError;
 use crate::cluster::rbd::{spec, ClusterOps, Op, Snapshot};
 use crate::config::{self, Config, PoolJob};
-use crate::folder::naming::TEMP_PREFIX;
+use crate::folder::naming::{SnapName, TEMP_PREFIX};
 use crate::folder::record::{self, ImageRecord};
 use crate::output::capture;
 
@@ -727,4 +727,38 @@ fn a_pending_record_left_by_a_killed_run_makes_the_next_run_remove_exactly_that_
         !files.iter().any(|f| f.contains(orphan.as_str())),
         "{files:?}"
     );
+}
+
+#[test]
+fn a_final_name_taken_by_a_stranger_fails_the_image_and_leaves_no_checksum_beside_it() {
+    let w = World::new();
+    w.image("rbd", "a", 10_000, 9);
+    let conf = w.config(&[("rbd", "images = a\nbackup mode = incremental")]);
+    w.backup(&conf);
+    w.hours_later(1);
+    // Something else already wrote a file under the name this run's diff would take.
+    let first = w.fake.snapshots("rbd", "a")[0].clone();
+    let next = SnapName::at(w.now.get());
+    let taken = format!("a@{next}.diff_from_{first}");
+    fs::write(w.image_dir("rbd", "a").join(&taken), b"a stranger's bytes").unwrap();
+    let (outcome, _) = w.run(&conf, false);
+    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+    let (_, error) = &outcome.failures[0];
+    assert!(
+        error.contains(&format!("{taken} exists already (a regular file)")),
+        "{error}"
+    );
+    let files = w.files("rbd", "a");
+    assert!(!files.contains(&format!("{taken}.sha256")), "{files:?}");
+    assert_eq!(
+        fs::read(w.image_dir("rbd", "a").join(&taken)).unwrap(),
+        b"a stranger's bytes",
+        "the stranger's file is left alone"
+    );
+    assert_eq!(
+        w.fake.snapshots("rbd", "a"),
+        [first],
+        "this run's snapshot was rolled back"
+    );
+    assert!(w.record("rbd", "a").pending.is_empty());
 }
