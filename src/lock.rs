@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::folder::untrusted::{EntryKind, NotRegular};
+use crate::folder::untrusted::{self, effective_uid, EntryKind};
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -35,11 +35,6 @@ pub fn default_dir() -> PathBuf {
         Some(runtime) if !runtime.is_empty() => PathBuf::from(runtime).join("cephbackup"),
         _ => std::env::temp_dir().join(format!("cephbackup-{}", effective_uid())),
     }
-}
-
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
 }
 
 /// Where locks live and how long to wait for one: what every command that locks needs.
@@ -161,37 +156,24 @@ fn private_folder(dir: &Path) -> Result<()> {
 /// Opens (creating 0600) a lock file without following a symlink or blocking on a FIFO, and
 /// checks on the open handle that it is a regular file of ours.
 fn open_lock_file(path: &Path) -> Result<File> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match opened {
-        Ok(file) => file,
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(io::Error::other(NotRegular(EntryKind::Symlink)))
-                .with_context(|| format!("lock file {}", path.display()))
-        }
-        Err(err) => {
-            return Err(err).with_context(|| format!("cannot open lock file {}", path.display()))
-        }
-    };
-    let meta = file
+    let file = untrusted::open_with(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+        path,
+    )
+    .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let owner = file
         .metadata()
-        .with_context(|| format!("cannot read lock file {}", path.display()))?;
-    let kind = EntryKind::of(meta.file_type());
-    if kind != EntryKind::File {
-        return Err(io::Error::other(NotRegular(kind)))
-            .with_context(|| format!("lock file {}", path.display()));
-    }
-    if meta.uid() != effective_uid() {
+        .with_context(|| format!("cannot read lock file {}", path.display()))?
+        .uid();
+    if owner != effective_uid() {
         bail!(
-            "lock file {} belongs to uid {}, not to this user (uid {}); refusing to use it",
+            "lock file {} belongs to uid {owner}, not to this user (uid {}); refusing to use it",
             path.display(),
-            meta.uid(),
             effective_uid()
         );
     }

@@ -761,8 +761,7 @@ pub fn remove_stale_partials(dir: &Path) {
             return;
         }
     };
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::folder::untrusted::effective_uid();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !name.as_bytes().starts_with(PARTIAL_PREFIX.as_bytes()) {
@@ -1015,8 +1014,7 @@ mod tests {
         fs::create_dir(dir.path().join(format!("{PARTIAL_PREFIX}dir"))).unwrap();
         let foreign = dir.path().join(format!("{PARTIAL_PREFIX}foreign"));
         fs::write(&foreign, b"").unwrap();
-        // SAFETY: geteuid(2) cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = crate::folder::untrusted::effective_uid() == 0;
         if root {
             std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
         }

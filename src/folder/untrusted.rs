@@ -23,11 +23,17 @@ pub fn kind_of(path: &Path) -> io::Result<EntryKind> {
     Ok(EntryKind::of(std::fs::symlink_metadata(path)?.file_type()))
 }
 
-/// Opens `path` for reading when it is a regular file: never through a final symlink, never
-/// blocking on a FIFO, and checked on the open handle.
-pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = match OpenOptions::new()
-        .read(true)
+/// The user this process acts as: files it trusts must belong to it.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// Opens `path` with `options` (create, write, mode … as the caller needs) when it is, or becomes,
+/// a regular file: never through a final symlink, never blocking on a FIFO, and checked on the
+/// open handle.
+pub fn open_with(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    let file = match options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
     {
@@ -45,14 +51,23 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens `path` for reading when it is a regular file (see [`open_with`]).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    open_with(OpenOptions::new().read(true), path)
+}
+
 /// Reads a small regular file whole, refusing one larger than `limit` bytes; `None` when it does
 /// not exist.
 pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
-    let file = match open_regular(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
-    };
+    match open_regular(path) {
+        Ok(file) => read_bounded(file, limit).map(Some),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads an open file whole, refusing one larger than `limit` bytes.
+pub fn read_bounded(file: File, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -61,7 +76,7 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
             format!("is larger than {limit} bytes, more than such a file can hold"),
         ));
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// True when `err` says the entry exists but is not a regular file.

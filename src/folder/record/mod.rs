@@ -146,19 +146,16 @@ pub fn read_image_record(
         Err(err) => return Err(unusable(err.to_string())),
     };
     let meta = file.metadata().map_err(|err| unusable(err.to_string()))?;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
         return Err(unusable(format!(
             "belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
             meta.uid(),
             meta.mode() & 0o7777
         )));
     }
-    drop(file);
-    let bytes = untrusted::read_small(&path, MAX_RECORD_BYTES)
-        .map_err(|err| unusable(err.to_string()))?
-        .unwrap_or_default();
+    // Read through the handle whose owner was checked, not a second open of the path.
+    let bytes =
+        untrusted::read_bounded(file, MAX_RECORD_BYTES).map_err(|err| unusable(err.to_string()))?;
     let doc: ImageDoc =
         serde_json::from_slice(&bytes).map_err(|err| unusable(format!("not readable: {err}")))?;
     if doc.format != FORMAT {
