@@ -106,7 +106,7 @@ pub fn select<'a>(
 
 /// Refuses a destination that cannot hold this section's backups (missing, or not a folder), and
 /// warns about an empty folder the tool never wrote to (a backup disk that did not mount, most
-/// likely; [`unmarked_empty`] lets a command count it as a problem).
+/// likely; `list` and `verify` then find nothing, and say why).
 fn check_destination(job: &PoolJob) -> Result<()> {
     let shown = job.destination.display();
     let pool = &job.pool;
@@ -135,17 +135,6 @@ fn unmarked_empty_message(job: &PoolJob) -> String {
         job.pool,
         record::UNMOUNTED_HINT
     )
-}
-
-/// For each selected section whose destination is empty and unmarked, the message saying so.
-pub fn unmarked_empty(config: &Config, pool: Option<&str>) -> Vec<String> {
-    config
-        .pools
-        .iter()
-        .filter(|job| pool.is_none_or(|p| p == job.pool))
-        .filter(|job| matches!(record::inspect(&job.destination), Ok(Destination::Empty)))
-        .map(unmarked_empty_message)
-        .collect()
 }
 
 /// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
@@ -228,12 +217,16 @@ mod tests {
         assert!(err.contains("is the backup disk mounted?"), "{err}");
         let config = super::tests::config(dest.path());
         assert!(select(&config, None, None).unwrap().is_empty());
-        let empty = unmarked_empty(&config, None);
-        assert_eq!(empty.len(), 2, "one per section: {empty:?}");
-        assert!(
-            empty[0].contains("is empty and carries no cephbackup record"),
-            "{empty:?}"
-        );
+        // Each section is warned about, one line each.
+        assert_eq!(config.pools.len(), 2);
+        for job in &config.pools {
+            check_destination(job).unwrap();
+            let warning = unmarked_empty_message(job);
+            assert!(
+                warning.contains("is empty and carries no cephbackup record"),
+                "{warning}"
+            );
+        }
         fs::write(dest.path().join("file"), "").unwrap();
         let config = super::tests::config(&dest.path().join("file"));
         let err = select(&config, None, None).unwrap_err().to_string();
