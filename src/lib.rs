@@ -13,7 +13,8 @@
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
 //! - [`commands`]: `list`, `restore`, `verify` and `init-destination`.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
-//!   panics, escaping, sizes and times for people).
+//!   panics, escaping, sizes and times for people), [`report`] (what a run did, as JSON, and the
+//!   envelope every JSON document shares).
 //!
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
@@ -28,6 +29,7 @@ pub mod folder;
 pub mod interrupt;
 pub mod lock;
 pub mod output;
+pub mod report;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):
 /// reported with the usage status, nothing done. Callers find it with `downcast_ref`.

@@ -1,0 +1,146 @@
+//! The machine-readable record of what a backup run did, and the envelope every JSON document of
+//! the tool shares.
+//!
+//! One vocabulary for every JSON output (`--json` of a run, `list`, `verify`, `restore`,
+//! `status`, the last-run record): images are named by `pool` and `image`, files by `file` (the
+//! name in the image's folder), snapshots by `snapshot`, instants are RFC 3339 UTC strings, sizes
+//! are `bytes`, durations `duration_seconds`. Every document starts with the same [`Envelope`],
+//! so a consumer can tell which tool, which version and which schema wrote it, and when.
+//!
+//! A run fills a [`RunReport`] as it goes; `--json` prints it instead of the text, and every real
+//! run also leaves it in each destination it touched ([`LAST_RUN_FILE`]), restricted to that
+//! destination's images, so monitoring can read the outcome without parsing logs.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a field changes meaning or goes away; new fields do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The last-run record in a destination folder.
+pub const LAST_RUN_FILE: &str = ".cephbackup-last-run.json";
+
+/// The fields every JSON document of the tool starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema_version: u32,
+    /// Always `cephbackup`.
+    pub tool: String,
+    /// The tool's version (and git revision where known).
+    pub version: String,
+    /// What the document is: `run`, `list`, `verify`, `restore` or `status`.
+    pub kind: String,
+    /// When the document was made, RFC 3339 UTC.
+    pub generated_at: String,
+}
+
+impl Envelope {
+    pub fn new(kind: &str, now: DateTime<Utc>) -> Envelope {
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            tool: env!("CARGO_PKG_NAME").to_string(),
+            version: version().to_string(),
+            kind: kind.to_string(),
+            generated_at: rfc3339(now),
+        }
+    }
+}
+
+/// The version shown by `--version` and written into every document.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// An instant as every document writes it: RFC 3339, UTC, whole seconds, `Z`.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What one backup run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    pub duration_seconds: f64,
+    /// True when every image was backed up (or, in check mode, would have been).
+    pub success: bool,
+    /// True when no section really ran: nothing was changed.
+    pub check_mode: bool,
+    /// The signal that stopped the run early (`SIGTERM`, `SIGINT`).
+    pub interrupted: Option<String>,
+    pub bytes_written: u64,
+    pub images: Vec<ImageReport>,
+    /// Sections that failed as a whole before any image (an unlistable pool, a refused
+    /// destination): `pool` and the error.
+    pub section_failures: Vec<SectionFailureReport>,
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageReport {
+    pub pool: String,
+    pub image: String,
+    /// The destination folder of the image's section, as configured.
+    pub destination: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    pub action: Action,
+    /// `ok`, `failed`, `busy` (another run held the image), `not_attempted` or `checked`.
+    pub status: String,
+    pub files_written: Vec<FileReport>,
+    pub files_removed: Vec<FileReport>,
+    pub snapshots_created: Vec<String>,
+    pub snapshots_removed: Vec<String>,
+    pub bytes_written: u64,
+    pub duration_seconds: f64,
+    /// The error, one line, when the image failed.
+    pub error: Option<String>,
+}
+
+/// The main thing a run did to an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A full backup was exported.
+    Full,
+    /// A diff was exported (incremental mode, window not sliding).
+    Diff,
+    /// The window slid: a new base and a diff.
+    Slide,
+    /// Nothing needed writing.
+    Skipped,
+    /// The image failed before or while writing.
+    Failed,
+}
+
+/// A file written or removed, with its size when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReport {
+    pub file: String,
+    pub bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionFailureReport {
+    pub pool: String,
+    pub destination: String,
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_envelope_opens_every_document_with_the_same_fields() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 3, 0, 5).unwrap();
+        let value = serde_json::to_value(Envelope::new("run", at)).unwrap();
+        assert_eq!(value["schema_version"], SCHEMA_VERSION);
+        assert_eq!(value["tool"], "cephbackup");
+        assert_eq!(value["kind"], "run");
+        assert_eq!(value["generated_at"], "2026-11-26T03:00:05Z");
+    }
+}
