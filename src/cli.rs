@@ -21,7 +21,8 @@ use crate::folder::catalog::Narrow as Selection;
 use crate::folder::naming::parse_point_in_time;
 use crate::{Outcome, UsageError};
 
-const EXIT_STATUS_HELP: &str = "\
+/// The exit statuses, shown after `--help` and in the manual page's EXIT STATUS section.
+pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success: every image was backed up (or, in check mode, every step was shown); list,
      restore or verify did what was asked, and verify found nothing wrong
@@ -41,7 +42,7 @@ pub const MAX_WAIT_SECONDS: u64 = 7 * 24 * 60 * 60;
 ///
 /// With no command, backs up every image the configuration names (what cron runs).
 #[derive(Debug, Parser)]
-#[command(name = "cephbackup", version, after_help = EXIT_STATUS_HELP)]
+#[command(name = "cephbackup", version = crate::report::version(), after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// Configuration file (INI, one section per pool)
     #[arg(
@@ -293,6 +294,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_is_the_package_version_and_the_build_revision() {
+        let shown = Cli::command().render_version();
+        assert_eq!(
+            shown.trim_end(),
+            format!("cephbackup {}", crate::report::version())
+        );
+        let version = crate::report::version();
+        let rest = version.strip_prefix(env!("CARGO_PKG_VERSION")).unwrap();
+        assert!(
+            rest.is_empty() || (rest.starts_with(" (git ") && rest.ends_with(')')),
+            "{version}"
+        );
     }
 
     #[test]

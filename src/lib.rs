@@ -14,12 +14,14 @@
 //! - [`commands`]: `list`, `restore`, `verify` and `init-destination`.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
 //!   panics, escaping, sizes and times for people), [`report`] (what a run did, as JSON, and the
-//!   envelope every JSON document shares).
+//!   envelope every JSON document shares), [`assets`] (the manual pages and shell completions a
+//!   package ships, generated from [`cli`]).
 //!
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
 //! [`cli`] alone turns arguments into those options and outcomes into exit statuses.
 
+pub mod assets;
 pub mod backup;
 pub mod cli;
 pub mod cluster;

@@ -137,19 +137,9 @@ pub fn escaped_path(path: &std::path::Path) -> String {
     out
 }
 
-/// Sizes for people: binary units, one decimal.
+/// Sizes for people: binary units, one decimal (`1023 B`, `1.5 KiB`, `32.0 MiB`).
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// How instants are shown to people, everywhere: `2026-11-25 12:00:00 UTC`.
@@ -254,7 +244,10 @@ mod tests {
             (1024, "1.0 KiB"),
             (1536, "1.5 KiB"),
             (33_554_432, "32.0 MiB"),
+            (1_048_575, "1024.0 KiB"),
             (5 << 40, "5.0 TiB"),
+            (3 << 50, "3.0 PiB"),
+            (u64::MAX, "16.0 EiB"),
         ] {
             assert_eq!(human_bytes(bytes), text);
         }

@@ -46,9 +46,10 @@ impl Envelope {
     }
 }
 
-/// The version shown by `--version` and written into every document.
+/// The version shown by `--version` and written into every document: the package version and,
+/// when built from a git checkout, the revision (`0.1.0 (git 1a2b3c4)`); see build.rs.
 pub fn version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
+    env!("CEPHBACKUP_VERSION")
 }
 
 /// An instant as every document writes it: RFC 3339, UTC, whole seconds, `Z`.

@@ -475,14 +475,14 @@ pub(super) fn squash_separators(key: &str) -> String {
         .collect()
 }
 
-/// The edit distance when it is at most `limit`. Lengths that differ by more cannot be that
+/// The Levenshtein distance in characters (strsim's) when it is at most `limit`. Lengths that differ by more cannot be that
 /// close, which spares computing the distance for a key of a million characters.
 pub(super) fn within_edits(from: &str, to: &str, limit: usize) -> Option<usize> {
     let (from_chars, to_chars) = (from.chars().count(), to.chars().count());
     if from_chars.abs_diff(to_chars) > limit {
         return None;
     }
-    Some(edit_distance(from, to)).filter(|&distance| distance <= limit)
+    Some(strsim::levenshtein(from, to)).filter(|&distance| distance <= limit)
 }
 
 /// Whether one of the two (squashed) keys starts the other and the shorter is long enough to be
@@ -494,22 +494,4 @@ pub(super) fn abbreviates(key: &str, known: &str) -> bool {
         (known, key)
     };
     shorter.chars().count() >= MIN_ABBREVIATION_CHARS && longer.starts_with(shorter)
-}
-
-/// Levenshtein distance in characters.
-pub(super) fn edit_distance(from: &str, to: &str) -> usize {
-    let to: Vec<char> = to.chars().collect();
-    let mut previous: Vec<usize> = (0..=to.len()).collect();
-    for (i, from_char) in from.chars().enumerate() {
-        let mut current = Vec::with_capacity(to.len() + 1);
-        current.push(i + 1);
-        for (j, &to_char) in to.iter().enumerate() {
-            let substitute = previous[j] + usize::from(from_char != to_char);
-            let delete = previous[j + 1] + 1;
-            let insert = current[j] + 1;
-            current.push(substitute.min(delete).min(insert));
-        }
-        previous = current;
-    }
-    previous[to.len()]
 }

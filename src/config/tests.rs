@@ -929,18 +929,21 @@ fn problem_display_forms() {
 }
 
 #[test]
-fn edit_distances() {
+fn edit_distances_within_a_limit() {
     let cases = [
-        ("", "", 0),
-        ("abc", "", 3),
-        ("", "abc", 3),
-        ("chek mode", "check mode", 1),
-        ("compres", "compress", 1),
-        ("kitten", "sitting", 3),
-        ("window_size", "window size", 1),
+        ("", "", 2, Some(0)),
+        ("abc", "", 3, Some(3)),
+        ("abc", "", 2, None),
+        ("chek mode", "check mode", 2, Some(1)),
+        ("compres", "compress", 2, Some(1)),
+        ("kitten", "sitting", 3, Some(3)),
+        ("kitten", "sitting", 2, None),
+        ("window_size", "window size", 2, Some(1)),
+        // Characters, not bytes: one substituted accented letter is one edit.
+        ("compréss", "compress", 2, Some(1)),
     ];
-    for (from, to, expected) in cases {
-        assert_eq!(edit_distance(from, to), expected, "{from} -> {to}");
+    for (from, to, limit, expected) in cases {
+        assert_eq!(within_edits(from, to, limit), expected, "{from} -> {to}");
     }
 }
 
