@@ -1,0 +1,416 @@
+//! What an administrator installs besides the binary, checked with the system's own tools: the
+//! manual pages render with `man`, the completions load in bash (and zsh and fish where
+//! installed), `systemd-analyze verify` accepts the units, `--version` names the git revision,
+//! and the Debian package that `scripts/package` built (`CEPHBACKUP_DEB`, set by scripts/test)
+//! holds every file, with the configuration as a conffile.
+//!
+//! No cluster is needed; `man` must be installed (scripts/test installs man-db), zsh, fish and
+//! systemd-analyze are used where present and skipped with a printed reason otherwise.
+
+#![allow(clippy::disallowed_methods)] // tests drive man, bash, systemd-analyze and dpkg-deb directly
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cephbackup");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Drops the overstrike sequences (`c\bc`, `_\bc`) that man uses for bold and underline when
+/// its output is not a terminal.
+fn plain(rendered: &str) -> String {
+    let mut out: Vec<char> = Vec::new();
+    for c in rendered.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Every run of white space as one space: man justifies lines, so words are one or more spaces
+/// apart.
+fn squeezed(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `man -l PAGE` as a reader sees it, with groff's warnings enabled: a page with a roff mistake
+/// fails the test through its stderr.
+fn render_man_page(page: &Path) -> String {
+    assert!(
+        installed("man"),
+        "man is not installed: `apt-get install man-db` (scripts/test does)"
+    );
+    let output = run(Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .env("LANG", "C.UTF-8"));
+    let stderr = text(&output.stderr);
+    assert!(stderr.trim().is_empty(), "{}: {stderr}", page.display());
+    plain(&text(&output.stdout))
+}
+
+fn generated_assets() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let written = cephbackup::assets::write_to(dir.path()).unwrap();
+    (dir, written)
+}
+
+#[test]
+fn manual_pages_render_with_man() {
+    let (dir, _) = generated_assets();
+    let main = render_man_page(&dir.path().join("man/cephbackup.8"));
+    for heading in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "EXIT STATUS",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            main.lines().any(|line| line == heading),
+            "no {heading}:\n{main}"
+        );
+    }
+    for expected in [
+        "cephbackup - ",
+        "--conf <PATH>",
+        "/etc/cephbackup/cephbackup.conf",
+        "cephbackup-restore(8)",
+        "75 another run is using an image",
+        cephbackup::report::version(),
+    ] {
+        assert!(
+            squeezed(&main).contains(&squeezed(expected)),
+            "no {expected:?}:\n{main}"
+        );
+    }
+    for (command, option) in [
+        ("list", "--json"),
+        ("restore", "--to-file <PATH>"),
+        ("verify", "--source"),
+        ("init-destination", "--pool <POOL>"),
+    ] {
+        let page = render_man_page(&dir.path().join(format!("man/cephbackup-{command}.8")));
+        assert!(
+            squeezed(&page).contains(&format!("NAME cephbackup-{command} - ")),
+            "{command}:\n{page}"
+        );
+        assert!(page.contains(option), "{command}: no {option}:\n{page}");
+    }
+}
+
+#[test]
+fn completions_load_in_the_shells() {
+    let (dir, _) = generated_assets();
+    let bash = dir.path().join("completions/cephbackup");
+    run(Command::new("bash").arg("-n").arg(&bash));
+    // Source it and ask for completions as bash would on `cephbackup re<TAB>` and
+    // `cephbackup restore --to<TAB>`.
+    let script = r#"
+        source "$1"
+        complete -p cephbackup
+        complete_line() {
+            COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}
+            read -r -a COMP_WORDS <<< "$COMP_LINE"
+            [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+            COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+            COMPREPLY=()
+            _cephbackup cephbackup "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+            echo "$1 => ${COMPREPLY[*]}"
+        }
+        complete_line "cephbackup re"
+        complete_line "cephbackup restore --to"
+    "#;
+    let output = run(Command::new("bash").args(["-c", script, "bash"]).arg(&bash));
+    let shown = text(&output.stdout);
+    assert!(shown.contains("-F _cephbackup cephbackup\n"), "{shown}");
+    assert!(shown.contains("cephbackup re => restore"), "{shown}");
+    let to = shown
+        .lines()
+        .find(|line| line.starts_with("cephbackup restore --to =>"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(to.contains("--to ") && to.contains("--to-file"), "{shown}");
+
+    for (shell, file) in [("zsh", "_cephbackup"), ("fish", "cephbackup.fish")] {
+        let path = dir.path().join("completions").join(file);
+        assert!(
+            text(&std::fs::read(&path).unwrap()).contains("restore"),
+            "{file}"
+        );
+        if installed(shell) {
+            run(Command::new(shell).arg("-n").arg(&path));
+        } else {
+            eprintln!("skipped: {shell} is not installed, {file} is not syntax-checked");
+        }
+    }
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let output = run(Command::new(BIN).arg("--version"));
+    let shown = text(&output.stdout);
+    let revision = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(ROOT)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| text(&output.stdout).trim().to_string());
+    match (revision, std::env::var("CEPHBACKUP_GIT_REVISION")) {
+        (_, Ok(given)) if !given.trim().is_empty() => assert_eq!(
+            shown,
+            format!(
+                "cephbackup {} (git {})\n",
+                env!("CARGO_PKG_VERSION"),
+                given.trim()
+            )
+        ),
+        (Some(revision), _) => assert_eq!(
+            shown,
+            format!(
+                "cephbackup {} (git {revision})\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        (None, _) => {
+            eprintln!("skipped: not a git checkout, --version shows no revision");
+            assert_eq!(shown, format!("cephbackup {}\n", env!("CARGO_PKG_VERSION")));
+        }
+    }
+}
+
+const UNITS: [&str; 5] = [
+    "cephbackup.service",
+    "cephbackup.timer",
+    "cephbackup-verify.service",
+    "cephbackup-verify.timer",
+    "cephbackup-failure@.service",
+];
+
+fn unit(name: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("dist/systemd").join(name)).unwrap()
+}
+
+#[test]
+fn systemd_units_say_what_the_manual_promises() {
+    let backup = unit("cephbackup.service");
+    let verify = unit("cephbackup-verify.service");
+    for (name, body) in [
+        ("cephbackup.service", &backup),
+        ("cephbackup-verify.service", &verify),
+    ] {
+        for line in [
+            "Type=oneshot",
+            "RuntimeDirectory=cephbackup",
+            "RuntimeDirectoryMode=0700",
+            "RuntimeDirectoryPreserve=yes",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "After=network-online.target",
+            "OnFailure=cephbackup-failure@%n.service",
+        ] {
+            assert!(body.lines().any(|l| l == line), "{name}: no {line}");
+        }
+        // rbd must reach the cluster: nothing may cut the network off.
+        for forbidden in ["PrivateNetwork=yes", "IPAddressDeny=", "ProtectHome=yes"] {
+            assert!(!body.contains(forbidden), "{name}: {forbidden}");
+        }
+    }
+    assert!(backup.contains("\nExecStart=/usr/bin/cephbackup -c /etc/cephbackup/cephbackup.conf"));
+    assert!(backup.contains("\nReadWritePaths=-/mnt/ceph_backups\n"));
+    assert!(verify.contains(
+        "\nExecStart=/usr/bin/cephbackup -c /etc/cephbackup/cephbackup.conf --wait 43200 verify\n"
+    ));
+    for timer in ["cephbackup.timer", "cephbackup-verify.timer"] {
+        let body = unit(timer);
+        assert!(body.contains("\nOnCalendar="), "{timer}");
+        assert!(body.contains("\nPersistent=true\n"), "{timer}");
+        assert!(body.contains("\nWantedBy=timers.target\n"), "{timer}");
+    }
+}
+
+#[test]
+fn systemd_analyze_accepts_the_units() {
+    if !installed("systemd-analyze") {
+        eprintln!("skipped: systemd-analyze is not installed (package systemd)");
+        return;
+    }
+    // The units name /usr/bin/cephbackup, which systemd-analyze checks exists: point them at the
+    // binary under test. SYSTEMD_UNIT_PATH lets it find the OnFailure= template beside them.
+    let dir = tempfile::tempdir().unwrap();
+    for name in UNITS {
+        let body = unit(name).replace("/usr/bin/cephbackup", BIN);
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
+    let output = run(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&UNITS[..4])
+        .arg("cephbackup-failure@cephbackup.service.service")
+        .current_dir(dir.path())
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display())));
+    // systemd-analyze exits 0 on an unknown key or a bad value and only warns: any output is a
+    // finding.
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(said.trim().is_empty(), "{said}");
+
+    // And it does find a broken unit, so the empty output above means something.
+    let broken = unit("cephbackup.service")
+        .replace("/usr/bin/cephbackup", BIN)
+        .replace("ProtectSystem=strict", "ProtectSystem=stricter");
+    std::fs::write(dir.path().join("cephbackup.service"), broken).unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "cephbackup.service"])
+        .current_dir(dir.path())
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains("stricter"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// The package scripts/package built, named by `CEPHBACKUP_DEB` (scripts/test sets it).
+fn package() -> Option<PathBuf> {
+    let Ok(path) = std::env::var("CEPHBACKUP_DEB") else {
+        eprintln!(
+            "skipped: CEPHBACKUP_DEB is not set; scripts/test sets it to what scripts/package \
+             builds"
+        );
+        return None;
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "CEPHBACKUP_DEB={} is not a file",
+        path.display()
+    );
+    Some(path)
+}
+
+#[test]
+fn debian_package_holds_the_binary_pages_completions_units_and_conffile() {
+    let Some(deb) = package() else { return };
+    let listing = text(&run(Command::new("dpkg-deb").arg("-c").arg(&deb)).stdout);
+    let files: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .collect();
+    let mut expected = vec![
+        "./usr/bin/cephbackup".to_string(),
+        "./usr/share/man/man8/cephbackup.8.gz".to_string(),
+        "./usr/share/bash-completion/completions/cephbackup".to_string(),
+        "./usr/share/zsh/vendor-completions/_cephbackup".to_string(),
+        "./usr/share/fish/vendor_completions.d/cephbackup.fish".to_string(),
+        "./etc/cephbackup/cephbackup.conf".to_string(),
+        "./usr/share/doc/cephbackup/README.md".to_string(),
+    ];
+    for command in ["list", "restore", "verify", "init-destination"] {
+        expected.push(format!("./usr/share/man/man8/cephbackup-{command}.8.gz"));
+    }
+    for name in UNITS {
+        expected.push(format!("./usr/lib/systemd/system/{name}"));
+    }
+    for path in &expected {
+        assert!(files.contains(&path.as_str()), "{path} not in\n{listing}");
+    }
+
+    let conffiles = text(
+        &run(Command::new("dpkg-deb")
+            .args(["-I"])
+            .arg(&deb)
+            .arg("conffiles"))
+        .stdout,
+    );
+    assert_eq!(conffiles.trim(), "/etc/cephbackup/cephbackup.conf");
+    let depends = text(
+        &run(Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg("Depends"))
+        .stdout,
+    );
+    assert!(depends.contains("ceph-common"), "{depends}");
+
+    // What is inside: the conffile is the sample, the binary is stripped and runs, the page
+    // renders.
+    let root = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(root.path()));
+    assert_eq!(
+        std::fs::read(root.path().join("etc/cephbackup/cephbackup.conf")).unwrap(),
+        std::fs::read(Path::new(ROOT).join("ceph-backup.cfg")).unwrap()
+    );
+    let binary = root.path().join("usr/bin/cephbackup");
+    let size = std::fs::metadata(&binary).unwrap().len();
+    assert!(size < 10 << 20, "{size} bytes: not stripped?");
+    let sections = elf_section_names(&std::fs::read(&binary).unwrap());
+    assert!(sections.iter().any(|name| name == ".text"), "{sections:?}");
+    assert!(
+        !sections
+            .iter()
+            .any(|name| name.starts_with(".debug") || name == ".symtab"),
+        "the packaged binary is not stripped: {sections:?}"
+    );
+    let version = text(&run(Command::new(&binary).arg("--version")).stdout);
+    assert!(version.starts_with("cephbackup "), "{version}");
+    let page = render_man_page(&root.path().join("usr/share/man/man8/cephbackup.8.gz"));
+    assert!(page.contains("EXIT STATUS"), "{page}");
+}
+
+/// The section names of a little-endian ELF64 file (what `readelf -S` lists), enough to tell a
+/// stripped binary: it has no `.symtab` and no `.debug_*` sections.
+fn elf_section_names(elf: &[u8]) -> Vec<String> {
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
+    let u64_at = |at: usize| {
+        usize::try_from(u64::from_le_bytes(elf[at..at + 8].try_into().unwrap())).unwrap()
+    };
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "not an ELF64 file");
+    let (table, entry_size, count, names_index) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |index: usize| table + index * entry_size;
+    let names = u64_at(header(names_index) + 0x18);
+    (0..count)
+        .map(|index| {
+            let name =
+                u32::from_le_bytes(elf[header(index)..header(index) + 4].try_into().unwrap());
+            let start = names + usize::try_from(name).unwrap();
+            let end = start + elf[start..].iter().position(|&b| b == 0).unwrap();
+            String::from_utf8_lossy(&elf[start..end]).into_owned()
+        })
+        .collect()
+}
