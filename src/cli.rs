@@ -401,7 +401,11 @@ mod tests {
             .unwrap();
         assert!(cli.validate().is_err());
         assert!(Cli::try_parse_from(["cephbackup", "-q", "-v"]).is_err());
-        assert!(Cli::try_parse_from(["cephbackup", "-v", "list"]).unwrap().verbose);
+        assert!(
+            Cli::try_parse_from(["cephbackup", "-v", "list"])
+                .unwrap()
+                .verbose
+        );
     }
 
     #[test]

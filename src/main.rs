@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
 use cephbackup::commands::{check_config, init, list, restore, verify};
-use cephbackup::{config, interrupt, lock, output, outln, progress, Outcome};
+use cephbackup::{config, interrupt, lock, outln, output, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -540,7 +540,11 @@ impl fmt::Display for CommandError {
                     return f.write_str(&cause);
                 }
                 let program_prefix = format!("{program}: ");
-                let said = summary.strip_prefix(&program_prefix).unwrap_or(&summary);
+                let said = summary
+                    .split(" / ")
+                    .map(|line| line.strip_prefix(&program_prefix).unwrap_or(line))
+                    .collect::<Vec<_>>()
+                    .join(" / ");
                 if said.is_empty() {
                     write!(f, "{program} failed with {status}")
                 } else {
@@ -653,10 +657,7 @@ mod tests {
         for (code, kind) in [(110, FailureKind::TimedOut), (16, FailureKind::Busy)] {
             let made = CommandError::exited("rbd snap rm p/i@s", code, "rbd: no\n");
             assert_eq!(made.kind(), kind);
-            assert_eq!(
-                made.to_string(),
-                format!("no (rbd exit status {code})")
-            );
+            assert_eq!(made.to_string(), format!("no (rbd exit status {code})"));
         }
     }
 

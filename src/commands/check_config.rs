@@ -40,11 +40,7 @@ pub fn run(config: &Config) -> Verdict {
     let mut destination_problems = 0;
     for job in &config.pools {
         match check_destination(job) {
-            Ok(state) => outln!(
-                "[{}] {}: {state}",
-                job.pool,
-                escaped_path(&job.destination)
-            ),
+            Ok(state) => outln!("[{}] {}: {state}", job.pool, escaped_path(&job.destination)),
             Err(problem) => {
                 destination_problems += 1;
                 eprintln!("error: [{}] destination directory {problem}", job.pool);
@@ -109,7 +105,12 @@ fn check_destination(job: &PoolJob) -> Result<&'static str, String> {
             }
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(format!("{shown}: cannot read {}: {err}", escaped_path(&pool_dir))),
+        Err(err) => {
+            return Err(format!(
+                "{shown}: cannot read {}: {err}",
+                escaped_path(&pool_dir)
+            ))
+        }
         Ok(kind) => {
             return Err(format!(
                 "{shown}: its pool folder {} is {}, not a folder",
@@ -149,12 +150,15 @@ mod tests {
 
     fn config_for(dest: &Path, ceph: &Path, keyring: Option<&Path>) -> Config {
         let mut text = format!(
-            "[rbd]\nimages = vm\ndestination directory = {}\nceph config = {}\n",
+            "[rbd]\nimages = vm\nbackup mode = full\ndestination directory = {}\nceph config = {}\n",
             dest.display(),
             ceph.display()
         );
         if let Some(keyring) = keyring {
-            text.push_str(&format!("ceph user = backup\nceph keyring = {}\n", keyring.display()));
+            text.push_str(&format!(
+                "ceph user = backup\nceph keyring = {}\n",
+                keyring.display()
+            ));
         }
         config::parse_str(&text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
     }
@@ -195,6 +199,9 @@ mod tests {
         );
         std::fs::write(dest.join("rbd"), "").unwrap();
         let err = check_destination(&config_for(&dest, &ceph, None).pools[0]).unwrap_err();
-        assert!(err.contains("pool folder") && err.contains("not a folder"), "{err}");
+        assert!(
+            err.contains("pool folder") && err.contains("not a folder"),
+            "{err}"
+        );
     }
 }

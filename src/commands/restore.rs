@@ -268,8 +268,9 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         Target::Image { pool, name } => {
             into_image(&rbd, pool, name, &folder, &steps, &limits, &mut failed_at)
         }
-        Target::File(path) => into_file(path, &folder, &steps, &limits, &mut failed_at)
-            .map_err(blame_signal),
+        Target::File(path) => {
+            into_file(path, &folder, &steps, &limits, &mut failed_at).map_err(blame_signal)
+        }
     };
     let checked = match (done, failed_at) {
         (Ok(checked), _) => checked,
@@ -1156,6 +1157,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(
@@ -1207,6 +1209,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(
@@ -1233,6 +1236,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(

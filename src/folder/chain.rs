@@ -768,13 +768,7 @@ mod tests {
 
     #[test]
     fn a_bad_file_makes_its_point_and_the_later_ones_of_its_chain_unusable() {
-        let names = [
-            full(S0),
-            diff(S0, S1),
-            diff(S1, S2),
-            diff(S2, S3),
-            full(S4),
-        ];
+        let names = [full(S0), diff(S0, S1), diff(S1, S2), diff(S2, S3), full(S4)];
         let layout = build(&names);
         let bad = diff(S1, S2);
         let unusable: Vec<&str> = layout
@@ -786,6 +780,9 @@ mod tests {
         let newest = |at| layout.newest_avoiding(&[&bad], at).map(SnapName::as_str);
         assert_eq!(newest(None), Some(S4));
         assert_eq!(newest(Some(snap(S3).taken())), Some(S1));
-        assert_eq!(layout.newest_avoiding(&[&full(S0)], Some(snap(S3).taken())), None);
+        assert_eq!(
+            layout.newest_avoiding(&[&full(S0)], Some(snap(S3).taken())),
+            None
+        );
     }
 }

@@ -417,7 +417,10 @@ mod tests {
             "25.11.2026",
         ] {
             let err = parse_point_in_time(bad).unwrap_err();
-            assert!(err.contains("RFC 3339") && err.contains("2026-11-25 12:00"), "{bad}: {err}");
+            assert!(
+                err.contains("RFC 3339") && err.contains("2026-11-25 12:00"),
+                "{bad}: {err}"
+            );
         }
     }
 

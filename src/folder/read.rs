@@ -37,9 +37,9 @@ use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::naming::{Entry, CHECKSUM_SUFFIX};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
 use crate::folder::write::{FolderEntry, Hashing, ImageDir};
-use crate::{interrupt, progress};
 use crate::output::human_bytes;
 use crate::output::{escaped, escaped_path};
+use crate::{interrupt, progress};
 
 const BUFFER: usize = 1 << 20;
 /// A `sha256sum` line is about 64 + 2 + name; anything much longer is not a checksum file.
