@@ -147,6 +147,7 @@ fn writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt::Write as _;
 
     fn config_for(dest: &Path, ceph: &Path, keyring: Option<&Path>) -> Config {
         let mut text = format!(
@@ -155,10 +156,11 @@ mod tests {
             ceph.display()
         );
         if let Some(keyring) = keyring {
-            text.push_str(&format!(
+            let _ = write!(
+                text,
                 "ceph user = backup\nceph keyring = {}\n",
                 keyring.display()
-            ));
+            );
         }
         config::parse_str(&text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
     }
