@@ -26,8 +26,10 @@ Exit status:
   0  success: every image was backed up (or, in check mode, every step was shown); list,
      restore or verify did what was asked, and verify found nothing wrong
   1  at least one image or pool failed, the others were still backed up; or a restore
-     failed (the image or file it was creating was removed); or verify found a problem
-  2  usage error or invalid configuration file; nothing was done
+     failed (the image or file it was creating was removed); or verify found a problem; or
+     --check --offline found a destination a run would refuse
+  2  usage error or invalid configuration file (a `ceph config` or `ceph keyring` file that
+     cannot be read included); nothing was done
  75  another run is using an image (see --wait) and nothing else failed; the other images
      were backed up
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,

@@ -82,13 +82,20 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
-    fn drop(&mut self) {
+impl Progress {
+    /// Clears the bar; later calls and the drop do nothing more.
+    pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             // One bar at a time: the one ending is the one drawn.
             *current() = None;
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -101,6 +108,10 @@ pub struct Reader<R> {
 impl<R: Read> Read for Reader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // The end: the bar goes now, before whatever is printed about the finished stream.
+            self.progress.finish();
+        }
         self.progress.advance(n as u64);
         Ok(n)
     }
