@@ -27,8 +27,10 @@ Exit status:
   0  success: every image was backed up (or, in check mode, every step was shown); list,
      restore or verify did what was asked, and verify found nothing wrong
   1  at least one image or pool failed, the others were still backed up; or a restore
-     failed (the image or file it was creating was removed); or verify found a problem
-  2  usage error or invalid configuration file; nothing was done
+     failed (the image or file it was creating was removed); or verify found a problem; or
+     --check --offline found a destination a run would refuse
+  2  usage error or invalid configuration file (a `ceph config` or `ceph keyring` file that
+     cannot be read included); nothing was done
  75  another run is using an image (see --wait) and nothing else failed; the other images
      were backed up
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
@@ -76,9 +78,20 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", global = true)]
     pub lock_dir: Option<PathBuf>,
 
-    /// Log less on stderr: warnings and errors only
+    /// Quiet, for cron: a backup that fully succeeds prints nothing at all; otherwise only its
+    /// errors, warnings and summary. Other commands log warnings and errors only
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Log more on stderr: every `rbd` command line and how long it took (CEPHBACKUP_LOG=debug
+    /// says the same)
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// With --check and no command: check the configuration, the ceph config and keyring files
+    /// and the destinations, without contacting the cluster
+    #[arg(long, requires = "check")]
+    pub offline: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -146,8 +159,9 @@ pub struct RestoreArgs {
     pub to_file: Option<PathBuf>,
 
     /// Restore the newest point taken at or before WHEN instead of the latest: a snapshot name
-    /// (BACKUPUTC20261125T120000), its stamp (20261125T120000, UTC) or RFC 3339
-    /// (2026-11-25T12:00:00Z)
+    /// (BACKUPUTC20261125T120000), its stamp (20261125T120000), a date and time
+    /// (2026-11-25 12:00[:00]) or a date (2026-11-25: the newest point of that day or before),
+    /// all UTC; or RFC 3339 (2026-11-25T12:00:00+01:00)
     #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
     pub at: Option<DateTime<Utc>>,
 }
@@ -176,6 +190,13 @@ impl Cli {
     /// Refuses what parses but cannot be honoured: `--check` with a command that changes nothing
     /// (it would be silently ignored otherwise).
     pub fn validate(&self) -> Result<(), UsageError> {
+        if self.offline && self.command.is_some() {
+            return Err(UsageError(
+                "--offline checks the configuration for a backup run; give it without a command \
+                 (cephbackup --check --offline)"
+                    .into(),
+            ));
+        }
         let name = match &self.command {
             Some(Command::List(_)) if self.check => "list",
             Some(Command::Verify(_)) if self.check => "verify",
@@ -387,6 +408,22 @@ mod tests {
                 format!("--check is not accepted by {name}, which changes nothing anyway")
             );
         }
+    }
+
+    #[test]
+    fn offline_needs_check_and_no_command_and_quiet_excludes_verbose() {
+        let cli = Cli::try_parse_from(["cephbackup", "--check", "--offline"]).unwrap();
+        assert!(cli.offline && cli.validate().is_ok());
+        assert!(Cli::try_parse_from(["cephbackup", "--offline"]).is_err());
+        let cli = Cli::try_parse_from(["cephbackup", "--check", "--offline", "init-destination"])
+            .unwrap();
+        assert!(cli.validate().is_err());
+        assert!(Cli::try_parse_from(["cephbackup", "-q", "-v"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cephbackup", "-v", "list"])
+                .unwrap()
+                .verbose
+        );
     }
 
     #[test]

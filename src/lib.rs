@@ -13,9 +13,9 @@
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
 //! - [`commands`]: `list`, `restore`, `verify` and `init-destination`.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
-//!   panics, escaping, sizes and times for people), [`report`] (what a run did, as JSON, and the
-//!   envelope every JSON document shares), [`assets`] (the manual pages and shell completions a
-//!   package ships, generated from [`cli`]).
+//!   panics, escaping, sizes and times for people), [`progress`] (bars on a terminal, durations),
+//!   [`report`] (what a run did, as JSON, and the envelope every JSON document shares),
+//!   [`assets`] (the manual pages and shell completions a package ships, generated from [`cli`]).
 //!
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
@@ -31,6 +31,7 @@ pub mod folder;
 pub mod interrupt;
 pub mod lock;
 pub mod output;
+pub mod progress;
 pub mod report;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):

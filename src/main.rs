@@ -2,34 +2,49 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
+use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{init, list, restore, verify};
-use cephbackup::{config, interrupt, lock, outln, Outcome};
+use cephbackup::commands::{check_config, init, list, restore, verify};
+use cephbackup::{config, interrupt, lock, outln, output, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.quiet);
+    init_logging(&cli);
     run(&cli).into()
 }
 
-fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+/// Log lines on stderr: `-q` keeps warnings and errors, `-v` adds the debug lines (every `rbd`
+/// command with its duration), `CEPHBACKUP_LOG` overrides both. On a terminal the lines are
+/// bare and a progress bar may be drawn; anywhere else (cron mail, journald, a log file) each
+/// line starts with its RFC 3339 UTC time and no bar is ever drawn.
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, true) => "debug",
+        (false, false) => "info",
+    };
     let filter =
         EnvFilter::try_from_env("CEPHBACKUP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let terminal = std::io::stderr().is_terminal();
+    progress::enable(terminal && !cli.quiet);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_target(false)
-        .without_time()
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(terminal);
+    if terminal {
+        logs.without_time().init();
+    } else {
+        logs.with_timer(ChronoUtc::new("%Y-%m-%dT%H:%M:%S%.3fZ".to_string()))
+            .init();
+    }
 }
 
 fn run(cli: &Cli) -> Status {
@@ -48,6 +63,20 @@ fn run(cli: &Cli) -> Status {
             return Status::UsageOrConfig;
         }
     };
+    if cli.offline {
+        return match check_config::run(&config) {
+            check_config::Verdict::Fine => Status::Success,
+            check_config::Verdict::ConfigProblems => Status::UsageOrConfig,
+            check_config::Verdict::DestinationProblems => Status::Failed,
+        };
+    }
+    if needs_cluster(cli) {
+        let problems = config::cluster_file_problems(&config);
+        if !problems.is_empty() {
+            print_problems("error", &problems);
+            return Status::UsageOrConfig;
+        }
+    }
     if let Err(err) = interrupt::install() {
         eprintln!("error: {err:#}");
         return Status::Failed;
@@ -57,19 +86,44 @@ fn run(cli: &Cli) -> Status {
     }
     let options = execute::RunOptions {
         force_check: cli.check,
-        progress: std::io::stderr().is_terminal(),
+        progress: progress::enabled(),
         now: &Utc::now,
         wait: Duration::from_secs(cli.wait),
         lock_dir: locking(cli).dir,
         cluster: None,
     };
+    // Quiet: the run's stdout (the original's lines) is held back; its errors and warnings still
+    // reach stderr, and a run that did not fully succeed also prints its summary.
+    output::set_quiet(cli.quiet);
+    let started = Instant::now();
     let outcome = execute::run(&config, &options);
-    outln!("{}", outcome.summary());
+    let took = progress::duration(started.elapsed());
+    if !outcome.succeeded() || outcome.interrupted.is_some() {
+        output::set_quiet(false);
+    }
+    let summary = outcome.summary();
+    match summary.split_once('\n') {
+        Some((first, rest)) => outln!("{first}; took {took}\n{rest}"),
+        None => outln!("{summary}; took {took}"),
+    }
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,
         (None, false) if outcome.only_busy() => Status::Busy,
         (None, false) => Status::Failed,
+    }
+}
+
+/// Whether this command talks to the cluster, so the `ceph config` and `ceph keyring` files must
+/// be readable before anything starts: a backup run (also the offline check, which checks them),
+/// a restore into an image, `verify --source`. `list`, `verify` and `restore --to-file` read only
+/// the destination and work on a host without any Ceph configuration.
+fn needs_cluster(cli: &Cli) -> bool {
+    match &cli.command {
+        None => true,
+        Some(Command::Restore(args)) => args.to.is_some(),
+        Some(Command::Verify(args)) => args.source,
+        Some(Command::List(_) | Command::InitDestination(_)) => false,
     }
 }
 

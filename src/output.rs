@@ -10,6 +10,14 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
+/// `-q` on a backup run: its stdout lines are held back (see [`set_quiet`]).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Holds back (or lets through again) every later line on stdout: a backup run under `-q`
+/// prints nothing while things go well, so cron mails only when something did not.
+pub fn set_quiet(on: bool) {
+    QUIET.store(on, Ordering::Relaxed);
+}
 
 /// Writes one formatted chunk to stdout and flushes it (so our lines come before the output of a
 /// child started next); after the first failure, writes nothing.
@@ -18,7 +26,7 @@ pub fn write(args: fmt::Arguments<'_>) {
     if capture::write(args) {
         return;
     }
-    if CLOSED.load(Ordering::Relaxed) {
+    if CLOSED.load(Ordering::Relaxed) || QUIET.load(Ordering::Relaxed) {
         return;
     }
     let mut stdout = std::io::stdout().lock();

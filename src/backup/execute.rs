@@ -767,7 +767,11 @@ impl<'s> ImageRun<'s> {
         }
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
-        let mut stream = rbd.open_export(&pool, image, base, snap)?;
+        let mut stream = crate::progress::reader(
+            rbd.open_export(&pool, image, base, snap)?,
+            expected_size,
+            &crate::output::escaped(&format!("{pool}/{name}")),
+        );
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
             // A failed rbd explains itself (and stays typed, so a timeout marks the cluster

@@ -1,8 +1,10 @@
 //! The only place that starts processes.
 //!
 //! Commands are argument vectors, never shell strings, so pool, image and path names reach `rbd`
-//! exactly as written. A failed command becomes a [`CommandError`] carrying the command line, the
-//! exit status and the tail of the child's stderr, which is what an administrator needs to act.
+//! exactly as written. A failed command becomes a [`CommandError`] whose one-line message is the
+//! cause (`pool 'rbd' does not exist`), read from the exit status and the tail of the child's
+//! stderr; the full command line, a few hundred characters of options, goes to the debug log
+//! (`-v`), where every command's end is logged with its duration.
 //! A child's stderr is drained on its own thread so that a chatty child can never block on a full
 //! pipe while we are reading its stdout.
 
@@ -13,6 +15,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -153,6 +158,7 @@ impl CommandLine {
         stdin: Stdio,
         stdout: Stdio,
     ) -> Result<(Child, JoinHandle<Vec<u8>>), CommandError> {
+        debug!("running {self}");
         let mut child = self
             .command()
             .stdin(stdin)
@@ -172,6 +178,13 @@ impl CommandLine {
     /// Runs the command with `input` streamed to its stdin, discarding its stdout. If the child
     /// stops reading early, its own failure is reported rather than the broken pipe.
     pub fn run_with_input(&self, input: &mut dyn Read) -> Result<(), CommandError> {
+        let started = Instant::now();
+        let result = self.feed(input);
+        log_end(&self.to_string(), started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    fn feed(&self, input: &mut dyn Read) -> Result<(), CommandError> {
         let (mut child, stderr_tail) = self.start(Stdio::piped(), Stdio::null())?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let copied = io::copy(input, &mut stdin);
@@ -191,15 +204,37 @@ impl CommandLine {
     /// Starts the command with its stdout available as a stream. Reading to the end also waits
     /// for the child; a failure exit then surfaces as a read error wrapping a [`CommandError`].
     pub fn spawn_reader(&self) -> Result<ChildReader, CommandError> {
-        let (mut child, stderr_tail) = self.start(Stdio::null(), Stdio::piped())?;
+        let started = Instant::now();
+        let (mut child, stderr_tail) = self
+            .start(Stdio::null(), Stdio::piped())
+            .map_err(|err| self.ended(started, err))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         Ok(ChildReader {
+            started,
             command: self.clone(),
             child,
             stdout: Some(stdout),
             stderr_tail: Some(stderr_tail),
             finished: false,
         })
+    }
+}
+
+impl CommandLine {
+    /// Logs a command that could not even start; returns its error.
+    fn ended(&self, started: Instant, err: CommandError) -> CommandError {
+        log_end(&self.to_string(), started.elapsed(), Some(&err));
+        err
+    }
+}
+
+/// The debug line that closes every command: its full argv (shell-quoted), how long it took, and
+/// how it ended. This is where the command line of a failure is found (`-v`).
+fn log_end(command: &str, took: Duration, failure: Option<&CommandError>) {
+    let seconds = took.as_secs_f64();
+    match failure {
+        None => debug!("finished in {seconds:.3} s: {command}"),
+        Some(err) => debug!("failed after {seconds:.3} s ({err}): {command}"),
     }
 }
 
@@ -234,6 +269,7 @@ fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
 
 /// The stdout of a running child. Dropping it before the end kills the child.
 pub struct ChildReader {
+    started: Instant,
     command: CommandLine,
     child: Child,
     stdout: Option<ChildStdout>,
@@ -260,10 +296,13 @@ impl ChildReader {
         let status = wait_and_untrack(&mut self.child);
         let status = status?;
         let stderr = self.collect_stderr();
+        let took = self.started.elapsed();
         if status.success() {
+            log_end(&self.command.to_string(), took, None);
             return Ok(());
         }
         let err = CommandError::new(&self.command, Failure::Exit { status, stderr });
+        log_end(&self.command.to_string(), took, Some(&err));
         Err(io::Error::other(err))
     }
 }
@@ -289,6 +328,11 @@ impl Drop for ChildReader {
             let _ = self.child.kill();
             let _ = wait_and_untrack(&mut self.child);
             let _ = self.collect_stderr();
+            debug!(
+                "abandoned after {:.3} s: {}",
+                self.started.elapsed().as_secs_f64(),
+                self.command
+            );
         }
     }
 }
@@ -309,6 +353,8 @@ enum Failure {
 #[derive(Debug)]
 pub struct CommandError {
     command: String,
+    /// The program's name, the only part of the command line the message shows.
+    program: String,
     failure: Failure,
 }
 
@@ -316,6 +362,7 @@ impl CommandError {
     fn new(command: &CommandLine, failure: Failure) -> CommandError {
         CommandError {
             command: command.to_string(),
+            program: command.program.to_string_lossy().into_owned(),
             failure,
         }
     }
@@ -325,8 +372,10 @@ impl CommandError {
     /// exactly like the real program's ([`CommandError::kind`]).
     pub fn exited(command: impl Into<String>, code: i32, stderr: &str) -> CommandError {
         use std::os::unix::process::ExitStatusExt;
+        let command = command.into();
         CommandError {
-            command: command.into(),
+            program: command.split(' ').next().unwrap_or_default().to_string(),
+            command,
             failure: Failure::Exit {
                 status: ExitStatus::from_raw((code & 0xff) << 8),
                 stderr: stderr.as_bytes().to_vec(),
@@ -438,23 +487,69 @@ fn stderr_summary(stderr: &[u8]) -> String {
     lines[start..].join(" / ")
 }
 
+/// What a failed `rbd` said, restated as the cause an administrator acts on when it is one of
+/// the usual ones; `None` leaves the child's own words.
+fn known_cause(summary: &str, kind: FailureKind) -> Option<String> {
+    let quoted_after = |marker: &str| -> Option<String> {
+        let rest = &summary[summary.find(marker)? + marker.len()..];
+        let end = rest.find(['\'', ':']).unwrap_or(rest.len());
+        Some(rest[..end].trim().to_string())
+    };
+    if summary.contains("couldn't connect to the cluster") {
+        let detail: Vec<&str> = summary
+            .split(" / ")
+            .filter(|part| !part.contains("couldn't connect to the cluster"))
+            .collect();
+        return Some(if detail.is_empty() {
+            "cannot reach the cluster".to_string()
+        } else {
+            format!("cannot reach the cluster ({})", detail.join(" / "))
+        });
+    }
+    if kind != FailureKind::NotFound {
+        return None;
+    }
+    if let Some(pool) = quoted_after("error opening pool '") {
+        return Some(format!("pool '{pool}' does not exist"));
+    }
+    if let Some(image) = quoted_after("error opening image ") {
+        return Some(format!("image '{image}' does not exist"));
+    }
+    if summary.contains("error setting snapshot context") {
+        return Some("the snapshot does not exist".to_string());
+    }
+    None
+}
+
 impl fmt::Display for CommandError {
+    /// The cause, first and on one line; only the program's name, never its long command line
+    /// (see [`CommandError::command`] and the debug log for that).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let program = &self.program;
         match &self.failure {
-            Failure::Spawn(err) => write!(f, "cannot run `{}`: {err}", self.command),
-            Failure::Read(err) => write!(f, "reading the output of `{}`: {err}", self.command),
-            Failure::Input(err) => write!(f, "feeding the input of `{}`: {err}", self.command),
+            Failure::Spawn(err) => write!(f, "cannot run {program}: {err}"),
+            Failure::Read(err) => write!(f, "cannot read the output of {program}: {err}"),
+            Failure::Input(err) => write!(f, "cannot feed the input of {program}: {err}"),
             Failure::Exit { status, stderr } => {
                 let status = match status.code() {
                     Some(code) => format!("exit status {code}"),
                     None => status.to_string(),
                 };
-                write!(f, "`{}` failed with {status}", self.command)?;
                 let summary = stderr_summary(stderr);
-                if !summary.is_empty() {
-                    write!(f, ": {summary}")?;
+                if let Some(cause) = known_cause(&summary, self.kind()) {
+                    return f.write_str(&cause);
                 }
-                Ok(())
+                let program_prefix = format!("{program}: ");
+                let said = summary
+                    .split(" / ")
+                    .map(|line| line.strip_prefix(&program_prefix).unwrap_or(line))
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                if said.is_empty() {
+                    write!(f, "{program} failed with {status}")
+                } else {
+                    write!(f, "{said} ({program} {status})")
+                }
             }
         }
     }
@@ -481,13 +576,47 @@ mod tests {
             sh("echo progress: 50% complete >&2; echo 'rbd: error opening image x' >&2; exit 2")
                 .output()
                 .unwrap_err();
-        let text = err.to_string();
-        assert!(text.starts_with("`sh -c '"), "{text}");
-        assert!(
-            text.ends_with("failed with exit status 2: rbd: error opening image x"),
-            "{text}"
-        );
-        assert!(!text.contains('\n'));
+        // The cause first, without the command line; exit status 2 is ENOENT.
+        assert_eq!(err.to_string(), "image 'x' does not exist");
+        assert!(err.command().starts_with("sh -c "), "{}", err.command());
+        let err = sh("echo 'boom' >&2; echo 'sh: it broke' >&2; exit 1")
+            .output()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "boom / it broke (sh exit status 1)");
+        let err = sh("exit 1").output().unwrap_err();
+        assert_eq!(err.to_string(), "sh failed with exit status 1");
+    }
+
+    #[test]
+    fn usual_rbd_failures_are_restated_as_their_cause() {
+        for (code, stderr, cause) in [
+            (
+                2,
+                "rbd: error opening pool 'rbd': (2) No such file or directory",
+                "pool 'rbd' does not exist",
+            ),
+            (
+                2,
+                "rbd: error opening image vm: (2) No such file or directory",
+                "image 'vm' does not exist",
+            ),
+            (
+                110,
+                "2026-11-25T22:52:16.937+0000 7fc3 0 monclient(hunting): authenticate timed out after 3\n\
+                 rbd: couldn't connect to the cluster!",
+                "cannot reach the cluster (monclient(hunting): authenticate timed out after 3)",
+            ),
+            (
+                2,
+                "rbd: error setting snapshot context: (2) No such file or directory",
+                "the snapshot does not exist",
+            ),
+            (1, "rbd: something new", "something new (rbd exit status 1)"),
+        ] {
+            let err = CommandError::exited("rbd --conf /c snap ls rbd/vm", code, stderr);
+            assert_eq!(err.to_string(), cause, "{stderr}");
+            assert_eq!(err.command(), "rbd --conf /c snap ls rbd/vm");
+        }
     }
 
     #[test]
@@ -528,10 +657,7 @@ mod tests {
         for (code, kind) in [(110, FailureKind::TimedOut), (16, FailureKind::Busy)] {
             let made = CommandError::exited("rbd snap rm p/i@s", code, "rbd: no\n");
             assert_eq!(made.kind(), kind);
-            assert_eq!(
-                made.to_string(),
-                format!("`rbd snap rm p/i@s` failed with exit status {code}: rbd: no")
-            );
+            assert_eq!(made.to_string(), format!("no (rbd exit status {code})"));
         }
     }
 
@@ -550,7 +676,7 @@ mod tests {
         let mut sink = Vec::new();
         let err = reader.read_to_end(&mut sink).unwrap_err();
         assert_eq!(sink.len(), 100000);
-        assert!(err.to_string().contains("exit status 3: boom"), "{err}");
+        assert_eq!(err.to_string(), "boom (sh exit status 3)");
     }
 
     #[test]
@@ -579,11 +705,7 @@ mod tests {
         let err = sh("head -c 10 >/dev/null; echo 'rbd: import failed' >&2; exit 5")
             .run_with_input(&mut &data[..])
             .unwrap_err();
-        assert!(
-            err.to_string()
-                .ends_with("exit status 5: rbd: import failed"),
-            "{err}"
-        );
+        assert_eq!(err.to_string(), "rbd: import failed (sh exit status 5)");
     }
 
     #[test]

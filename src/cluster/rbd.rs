@@ -29,8 +29,6 @@ pub struct Cluster {
 #[derive(Debug, Clone)]
 pub struct Rbd {
     cluster: Cluster,
-    /// Let `rbd` draw its progress on our stderr (only when that is a terminal).
-    progress: bool,
 }
 
 #[derive(Deserialize)]
@@ -47,8 +45,11 @@ pub fn spec(pool: &str, image: &str, snap: Option<&str>) -> String {
 }
 
 impl Rbd {
-    pub fn new(cluster: Cluster, progress: bool) -> Rbd {
-        Rbd { cluster, progress }
+    /// `_progress` is kept for the callers' sake: `rbd`'s own percentage is never drawn any
+    /// more, because our bar ([`crate::progress`]) shows bytes, rate and ETA where it had only a
+    /// percentage, and the two fought over one terminal line.
+    pub fn new(cluster: Cluster, _progress: bool) -> Rbd {
+        Rbd { cluster }
     }
 
     fn command<I, S>(&self, args: I) -> CommandLine
@@ -80,22 +81,17 @@ impl Rbd {
         cmd.args(args.into_iter().map(Into::into))
     }
 
-    /// A command that changes or streams something: with a progress bar on a terminal, without
-    /// one elsewhere (so cron mail is not filled with percentages).
+    /// A command that changes or streams something, always without `rbd`'s own percentage: the
+    /// tool draws one bar of its own on a terminal (see [`Rbd::new`]), and cron mail gets none.
     fn action<const N: usize>(&self, args: [&str; N]) -> CommandLine {
-        let progress = if self.progress {
-            None
-        } else {
-            Some("--no-progress")
-        };
-        self.command(progress.into_iter().chain(args))
-            .show_stderr(self.progress)
+        self.command(["--no-progress"].into_iter().chain(args))
     }
 
     fn query<T: for<'de> Deserialize<'de>, const N: usize>(&self, args: [&str; N]) -> Result<T> {
         let cmd = self.command(["--format", "json"].into_iter().chain(args));
         let out = cmd.output()?;
-        serde_json::from_slice(&out).with_context(|| format!("unexpected output from `{cmd}`"))
+        serde_json::from_slice(&out)
+            .with_context(|| format!("unexpected output from `rbd {}`", args.join(" ")))
     }
 
     /// Every image of a pool, in the order `rbd ls` gives.
@@ -112,7 +108,9 @@ impl Rbd {
 
     /// The size in bytes of an image at a snapshot.
     pub fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
-        let info: ImageInfo = self.query(["info", &spec(pool, image, Some(snap))])?;
+        let info: ImageInfo = self
+            .query(["info", &spec(pool, image, Some(snap))])
+            .with_context(|| format!("cannot read the size of snapshot {snap}"))?;
         Ok(info.size)
     }
 

@@ -24,8 +24,9 @@
 //! not exist or cannot be written), or the backup file.
 //!
 //! A restore is one list of steps (`image_steps`, `file_steps`): a real run prints each as it
-//! performs it, spelled as the command it runs with the file it streams in; `--check` prints them
-//! all and does nothing.
+//! starts it, saying what it does with which file (never a shell command: nothing runs through
+//! one), and ends with its duration; `--check` prints them all and does nothing. When a backup
+//! file is what failed, the error names the newest point that does not need it, for `--at`.
 
 use crate::outln;
 use std::ffi::CString;
@@ -43,7 +44,7 @@ use tracing::{info, warn};
 use crate::cluster::process::{CommandError, CommandLine, FailureKind};
 use crate::cluster::rbd::{spec, Rbd};
 use crate::config::Config;
-use crate::folder::chain::FolderFile;
+use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::checked_diff::CheckedDiff;
 use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read::{self, FirstError, Folder, Limits};
@@ -51,7 +52,7 @@ use crate::folder::rebuild::TargetFailed;
 use crate::folder::write::ImageDir;
 use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
-use crate::{interrupt, lock, UsageError};
+use crate::{interrupt, lock, progress, UsageError};
 
 const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
@@ -236,9 +237,12 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     // Every file of the route is opened and its length checked before anything is
     // created or planned: a file that cannot be used is refused in one line.
     let limits = Limits::learn(&folder, &scanned.layout);
+    let instead = |err: anyhow::Error, link: &FolderFile| {
+        instead_of_bad_file(err, &scanned.layout, link, point, args.at)
+    };
     for link in &route {
         interrupt::check()?;
-        read::precheck(&folder, link, &limits.of(link))?;
+        read::precheck(&folder, link, &limits.of(link)).map_err(|err| instead(err, link))?;
     }
     outln!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
@@ -252,22 +256,67 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     };
     if args.check {
         for step in &steps {
-            outln!("{}", step.describe(&folder));
+            outln!("{}", step.describe(&folder, &target));
         }
         outln!("Check mode: nothing was done.");
         return Ok(());
     }
 
-    let checked = match &target {
-        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &steps, &limits),
-        Target::File(path) => into_file(path, &folder, &steps, &limits).map_err(blame_signal),
-    }?;
+    let started = Instant::now();
+    let mut failed_at = None;
+    let done = match &target {
+        Target::Image { pool, name } => {
+            into_image(&rbd, pool, name, &folder, &steps, &limits, &mut failed_at)
+        }
+        Target::File(path) => {
+            into_file(path, &folder, &steps, &limits, &mut failed_at).map_err(blame_signal)
+        }
+    };
+    let checked = match (done, failed_at) {
+        (Ok(checked), _) => checked,
+        (Err(err), Some(link)) => return Err(instead(err, link)),
+        (Err(err), None) => return Err(err),
+    };
     outln!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
-         .sha256 file",
-        route.len()
+         .sha256 file, in {}",
+        route.len(),
+        progress::duration(started.elapsed())
     );
     Ok(())
+}
+
+/// When a backup file itself is what failed (unreadable, corrupt, not what its checksum says),
+/// adds the newest point at or before the one asked for that does not need that file: the one
+/// to restore instead, with `--at`. A failure of `rbd`, of the target or a signal is left as it is.
+fn instead_of_bad_file(
+    err: anyhow::Error,
+    layout: &Layout,
+    bad: &FolderFile,
+    point: &SnapName,
+    at: Option<DateTime<Utc>>,
+) -> anyhow::Error {
+    let not_the_file = interrupt::received().is_some()
+        || CommandError::find(&err).is_some()
+        || err.chain().any(|cause| {
+            cause.downcast_ref::<TargetFailed>().is_some()
+                || cause.downcast_ref::<interrupt::Interrupted>().is_some()
+        });
+    if not_the_file {
+        return err;
+    }
+    let asked = at.unwrap_or_else(|| point.taken());
+    let name = escaped(&bad.name);
+    match layout.newest_avoiding(&[bad.name.as_str()], Some(asked)) {
+        Some(good) => anyhow!(
+            "{err:#}; {point} needs {name}, so it cannot be restored; the newest point that does \
+             not is {good} ({}): restore it with --at {good}",
+            output::time(good.taken())
+        ),
+        None => anyhow!(
+            "{err:#}; {point} needs {name}, and no earlier point can be restored without it"
+        ),
+    }
 }
 
 /// One thing a restore does. The one list of steps is what `--check` prints and what a real run
@@ -342,27 +391,37 @@ fn file_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
 }
 
 impl Step<'_> {
-    /// The step for people, one or two lines: the file it reads, then the command it runs,
-    /// spelled as a shell would run it, with what it streams into it.
-    fn describe(&self, folder: &Path) -> String {
+    /// The step for people, one line: what is done with which file (`[2/5]` of the route), and
+    /// into what. Never a shell command: none runs (files are unpacked, checked and streamed by
+    /// this process); the `rbd` verb named is the one that does run, and `-v` logs its full
+    /// command line and duration.
+    fn describe(&self, folder: &Path, target: &Target) -> String {
         let path = escaped_path(&folder.join(&self.link.name));
-        let mut lines = Vec::new();
-        if let Some(verb) = self.verb {
-            lines.push(format!("{verb} {path}"));
-        }
+        let (number, total) = self.number;
+        let verb = self.verb.unwrap_or_default();
+        let unpacked = if self.link.file.compressed {
+            "its tar member unpacked, "
+        } else {
+            ""
+        };
         match &self.action {
-            Action::Feed(cmd) => {
-                let quoted = shell_words::quote(&path);
-                lines.push(if self.link.file.compressed {
-                    format!("# {cmd} < {quoted} (its tar member, unpacked)")
-                } else {
-                    format!("# {cmd} < {quoted}")
-                });
+            Action::Feed(_) if self.link.file.is_full() => format!(
+                "[{number}/{total}] {verb} {path} into {target}: {unpacked}streamed to rbd import"
+            ),
+            Action::Feed(_) => format!(
+                "[{number}/{total}] {verb} {path} to {target}: {unpacked}checked record by \
+                 record, streamed to rbd import-diff"
+            ),
+            Action::Run(_) => format!(
+                "Creating snapshot {}@{} (the next diff starts from it): rbd snap create",
+                target,
+                escaped(self.link.file.snap.as_str())
+            ),
+            Action::Rebuild if self.link.file.is_full() => {
+                format!("[{number}/{total}] {verb} {path} into {target}")
             }
-            Action::Run(cmd) => lines.push(format!("# {cmd}")),
-            Action::Rebuild => {}
+            Action::Rebuild => format!("[{number}/{total}] {verb} {path} to {target}"),
         }
-        lines.join("\n")
     }
 
     /// Logs that the step's file is being read, when it reads one.
@@ -380,15 +439,20 @@ impl Step<'_> {
 
 /// Replays the route into the new image `pool/name`; on failure removes what it created.
 /// Returns how many files had a checksum to check.
-fn into_image(
+fn into_image<'a>(
     rbd: &Rbd,
     pool: &str,
     name: &str,
     folder: &Path,
-    steps: &[Step],
+    steps: &[Step<'a>],
     limits: &Limits,
+    failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
-    let result = replay(folder, steps, limits);
+    let target = Target::Image {
+        pool: pool.to_string(),
+        name: name.to_string(),
+    };
+    let result = replay(folder, &target, steps, limits, failed_at);
     let Err(err) = result else {
         return result;
     };
@@ -401,16 +465,25 @@ fn into_image(
     Err(err)
 }
 
-/// Performs the steps of an image restore, each printed as it starts.
-fn replay(folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
+/// Performs the steps of an image restore, each printed as it starts; `failed_at` is set to the
+/// file whose step failed.
+fn replay<'a>(
+    folder: &Path,
+    target: &Target,
+    steps: &[Step<'a>],
+    limits: &Limits,
+    failed_at: &mut Option<&'a FolderFile>,
+) -> Result<usize> {
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder));
+        outln!("{}", step.describe(folder, target));
         step.log();
         match &step.action {
             Action::Feed(cmd) => {
+                *failed_at = Some(step.link);
                 checked += usize::from(feed(cmd, folder, step.link, &limits.of(step.link))?);
+                *failed_at = None;
             }
             Action::Run(cmd) => cmd.run()?,
             Action::Rebuild => bail!("a file step in an image restore (a bug)"),
@@ -511,17 +584,25 @@ fn is_still_watched(err: &CommandError) -> bool {
 
 /// Rebuilds the point as a new file at `path`, each step printed as it starts; nothing appears
 /// there unless it succeeds.
-fn into_file(path: &Path, folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
+fn into_file<'a>(
+    path: &Path,
+    folder: &Path,
+    steps: &[Step<'a>],
+    limits: &Limits,
+    failed_at: &mut Option<&'a FolderFile>,
+) -> Result<usize> {
     let shown = escaped_path(path);
     let partial = Partial::create(path)?;
+    let target = Target::File(path.to_path_buf());
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder));
+        outln!("{}", step.describe(folder, &target));
         step.log();
         let Action::Rebuild = step.action else {
             bail!("an image step in a file restore (a bug)");
         };
+        *failed_at = Some(step.link);
         checked += usize::from(rebuild::apply_link(
             folder,
             step.link,
@@ -529,6 +610,7 @@ fn into_file(path: &Path, folder: &Path, steps: &[Step], limits: &Limits) -> Res
             &partial.file,
             &shown,
         )?);
+        *failed_at = None;
     }
     rebuild::sync(&partial.file, &shown)?;
     partial.commit()?;
@@ -927,7 +1009,7 @@ mod tests {
     }
 
     #[test]
-    fn the_steps_spell_the_commands_that_run() {
+    fn the_steps_say_what_is_done_and_show_no_command() {
         let names = [
             format!("vm@{S0}.full.tar.gz"),
             format!("vm@{S1}.diff_from_{S0}"),
@@ -943,33 +1025,41 @@ mod tests {
             },
             false,
         );
-        let shown = |steps: Vec<Step>| -> Vec<String> {
+        let image = Target::Image {
+            pool: "rbd".into(),
+            name: "new".into(),
+        };
+        let file = Target::File("/r/vm.raw".into());
+        let shown = |steps: Vec<Step>, target: &Target| -> Vec<String> {
             steps
                 .iter()
-                .map(|step| step.describe(Path::new("/b/rbd/vm")))
+                .map(|step| step.describe(Path::new("/b/rbd/vm"), target))
                 .collect()
         };
-        let r = "rbd --conf /c --no-progress";
-        // Only commands that run: rbd reads the file's content, unpacked, on its stdin.
+        // What is done, said as such: no shell command that never runs.
+        let steps = image_steps(&rbd, "rbd", "new", &route);
         assert_eq!(
-            shown(image_steps(&rbd, "rbd", "new", &route)),
+            shown(steps, &image),
             [
                 format!(
-                    "Importing /b/rbd/vm/vm@{S0}.full.tar.gz\n# {r} import - rbd/new < \
-                     /b/rbd/vm/vm@{S0}.full.tar.gz (its tar member, unpacked)"
+                    "[1/2] Importing /b/rbd/vm/vm@{S0}.full.tar.gz into rbd/new: its tar member \
+                     unpacked, streamed to rbd import"
                 ),
-                format!("# {r} snap create rbd/new@{S0}"),
                 format!(
-                    "Applying /b/rbd/vm/vm@{S1}.diff_from_{S0}\n# {r} import-diff - rbd/new < \
-                     /b/rbd/vm/vm@{S1}.diff_from_{S0}"
+                    "Creating snapshot rbd/new@{S0} (the next diff starts from it): rbd snap \
+                     create"
+                ),
+                format!(
+                    "[2/2] Applying /b/rbd/vm/vm@{S1}.diff_from_{S0} to rbd/new: checked record \
+                     by record, streamed to rbd import-diff"
                 ),
             ]
         );
         assert_eq!(
-            shown(file_steps(&route)),
+            shown(file_steps(&route), &file),
             [
-                format!("Writing /b/rbd/vm/vm@{S0}.full.tar.gz"),
-                format!("Applying /b/rbd/vm/vm@{S1}.diff_from_{S0}"),
+                format!("[1/2] Writing /b/rbd/vm/vm@{S0}.full.tar.gz into /r/vm.raw"),
+                format!("[2/2] Applying /b/rbd/vm/vm@{S1}.diff_from_{S0} to /r/vm.raw"),
             ]
         );
     }
@@ -1067,6 +1157,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(
@@ -1118,6 +1209,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(
@@ -1144,6 +1236,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            &mut None,
         )
         .unwrap_err();
         assert_eq!(

@@ -32,7 +32,7 @@ use crate::folder::read::{self, Limits};
 use crate::folder::rebuild;
 use crate::folder::write::Hashing;
 use crate::output::{self, escaped, human_bytes};
-use crate::{interrupt, lock, Outcome};
+use crate::{interrupt, lock, progress, Outcome};
 
 /// Bumped only when a field changes meaning; new fields may appear at any time.
 const SCHEMA_VERSION: u32 = 1;
@@ -118,6 +118,7 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
         args.narrow.pool.as_deref(),
         args.narrow.image.as_deref(),
     )?;
+    let started = std::time::Instant::now();
     let mut reports = Vec::new();
     for folder in &folders {
         interrupt::check()?;
@@ -144,7 +145,8 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
         };
         outln!("{}", output::json(&document)?);
     } else {
-        outln!("{}", summary(&reports, errors, warnings));
+        let took = progress::duration(started.elapsed());
+        outln!("{}", summary(&reports, errors, warnings, &took));
     }
     Ok(if errors == 0 {
         Outcome::Done
@@ -180,7 +182,7 @@ fn report_lines(report: &ImageReport) -> String {
     out
 }
 
-fn summary(reports: &[ImageReport], errors: usize, warnings: usize) -> String {
+fn summary(reports: &[ImageReport], errors: usize, warnings: usize, took: &str) -> String {
     let files: usize = reports.iter().map(|r| r.files_checked).sum();
     let bytes: u64 = reports.iter().map(|r| r.bytes_read).sum();
     let verdict = match (errors, warnings) {
@@ -189,7 +191,7 @@ fn summary(reports: &[ImageReport], errors: usize, warnings: usize) -> String {
         (e, w) => format!("{e} error(s), {w} warning(s)"),
     };
     format!(
-        "Verified {files} file(s) of {} image(s), {} read: {verdict}",
+        "Verified {files} file(s) of {} image(s), {} read in {took}: {verdict}",
         reports.len(),
         human_bytes(bytes)
     )
@@ -236,11 +238,14 @@ fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
         report.problem(path, severity, finding.message.clone());
     }
     let limits = Limits::learn(&dir, layout);
+    // Each file found bad, with its first error: that line also says what it costs.
+    let mut bad: Vec<(&str, usize)> = Vec::new();
     for stored in &layout.files {
         if interrupt::received().is_some() {
             return report;
         }
         info!("checking {}", escaped(&stored.name));
+        let before = report.problems.len();
         check_file(
             &dir,
             &layout.image,
@@ -249,11 +254,52 @@ fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
             args.strict,
             &mut report,
         );
+        if let Some(first) = report.problems[before..]
+            .iter()
+            .position(|p| p.severity == Severity::Error)
+        {
+            bad.push((&stored.name, before + first));
+        }
     }
+    name_unusable_points(layout, &bad, &mut report);
     if args.source {
         check_source(folder, layout, &limits, &mut report);
     }
     report
+}
+
+/// Adds to the first error of each bad file the restore points that need it (its own and every
+/// later one of its chain), which `restore` cannot rebuild any more, and the newest point that
+/// needs no bad file: what the administrator restores instead, or backs up afresh from.
+fn name_unusable_points(layout: &Layout, bad: &[(&str, usize)], report: &mut ImageReport) {
+    const SHOWN: usize = 5;
+    let names: Vec<&str> = bad.iter().map(|(name, _)| *name).collect();
+    let newest_good = layout.newest_avoiding(&names, None);
+    for &(name, problem) in bad {
+        let unusable = layout.points_needing(&[name]);
+        if unusable.is_empty() {
+            continue;
+        }
+        let mut listed: Vec<&str> = unusable.iter().take(SHOWN).map(|p| p.as_str()).collect();
+        let more = unusable.len().saturating_sub(SHOWN);
+        let more_text = format!("and {more} more");
+        if more > 0 {
+            listed.push(&more_text);
+        }
+        let instead = match newest_good {
+            Some(good) => format!(
+                "the newest point that can be restored is {good} ({})",
+                output::time(good.taken())
+            ),
+            None => "no point of this image can be restored".to_string(),
+        };
+        let message = &mut report.problems[problem].message;
+        let _ = write!(
+            message,
+            "; restore points that need this file cannot be restored: {}; {instead}",
+            listed.join(", ")
+        );
+    }
 }
 
 /// Reads one file whole: checksum, archive shape, diff structure and names.
@@ -671,12 +717,12 @@ mod tests {
             ..ImageReport::default()
         };
         assert_eq!(
-            summary(&[report], 0, 0),
-            "Verified 3 file(s) of 1 image(s), 3.0 MiB read: no problems"
+            summary(&[report], 0, 0, "1.5 s"),
+            "Verified 3 file(s) of 1 image(s), 3.0 MiB read in 1.5 s: no problems"
         );
         assert_eq!(
-            summary(&[], 2, 1),
-            "Verified 0 file(s) of 0 image(s), 0 B read: 2 error(s), 1 warning(s)"
+            summary(&[], 2, 1, "0.0 s"),
+            "Verified 0 file(s) of 0 image(s), 0 B read in 0.0 s: 2 error(s), 1 warning(s)"
         );
     }
 }

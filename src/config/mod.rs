@@ -376,3 +376,45 @@ fn in_report_order(file: &Path, mut problems: Vec<ConfigProblem>) -> Vec<ConfigP
     }
     distinct
 }
+
+/// The `ceph config` and `ceph keyring` files every section names, each opened once for reading:
+/// one problem per file that is missing, unreadable or not a regular file, naming the key, the
+/// (first) section that uses it, the path and the cause. Without this, a wrong path surfaced only
+/// as `rbd`'s own message in the middle of a run, once per image. Relative paths are taken from
+/// the current folder, as `rbd` takes them.
+pub fn cluster_file_problems(config: &Config) -> Vec<ConfigProblem> {
+    let mut seen: HashSet<(&str, &Path)> = HashSet::new();
+    let mut problems = Vec::new();
+    for job in &config.pools {
+        let files = std::iter::once((CEPH_CONFIG, job.ceph_config.as_path()))
+            .chain(job.ceph_keyring.as_deref().map(|path| (CEPH_KEYRING, path)));
+        for (key, path) in files {
+            if !seen.insert((key, path)) {
+                continue;
+            }
+            if let Err(error) = open_config_file(path) {
+                problems.push(ConfigProblem {
+                    file: config.path.clone(),
+                    line: job.line,
+                    section: Some(job.pool.clone()),
+                    key: Some(key.to_string()),
+                    message: format!(
+                        "cannot read {}: {}",
+                        printable(&path.display().to_string()),
+                        cause_of(&error)
+                    ),
+                });
+            }
+        }
+    }
+    problems
+}
+
+/// An I/O error for people: without Rust's `(os error N)` suffix.
+fn cause_of(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}

@@ -505,6 +505,30 @@ impl Layout {
         route.reverse();
         Some(route)
     }
+
+    /// The restore points whose route reads one of the files named in `bad`, oldest first:
+    /// what a corrupt file makes unusable (its own point and every later one built on it).
+    pub fn points_needing(&self, bad: &[&str]) -> Vec<&SnapName> {
+        self.points()
+            .into_iter()
+            .filter(|p| self.needs_any(p, bad))
+            .collect()
+    }
+
+    /// The newest point taken at or before `at` whose route reads none of the files in `bad`:
+    /// the one to restore instead.
+    pub fn newest_avoiding(&self, bad: &[&str], at: Option<DateTime<Utc>>) -> Option<&SnapName> {
+        self.points()
+            .into_iter()
+            .rev()
+            .filter(|p| at.is_none_or(|at| p.taken() <= at))
+            .find(|p| !self.needs_any(p, bad))
+    }
+
+    fn needs_any(&self, point: &SnapName, bad: &[&str]) -> bool {
+        self.route(point)
+            .is_some_and(|route| route.iter().any(|f| bad.contains(&f.name.as_str())))
+    }
 }
 
 #[cfg(test)]
@@ -740,5 +764,25 @@ mod tests {
             );
         }
         assert!(build(&[diff(S0, S1)]).point_at_or_before(None).is_none());
+    }
+
+    #[test]
+    fn a_bad_file_makes_its_point_and_the_later_ones_of_its_chain_unusable() {
+        let names = [full(S0), diff(S0, S1), diff(S1, S2), diff(S2, S3), full(S4)];
+        let layout = build(&names);
+        let bad = diff(S1, S2);
+        let unusable: Vec<&str> = layout
+            .points_needing(&[&bad])
+            .into_iter()
+            .map(SnapName::as_str)
+            .collect();
+        assert_eq!(unusable, [S2, S3]);
+        let newest = |at| layout.newest_avoiding(&[&bad], at).map(SnapName::as_str);
+        assert_eq!(newest(None), Some(S4));
+        assert_eq!(newest(Some(snap(S3).taken())), Some(S1));
+        assert_eq!(
+            layout.newest_avoiding(&[&full(S0)], Some(snap(S3).taken())),
+            None
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
 
 /// Every snapshot whose name starts with this belongs to the tool; all others are left alone.
 pub const SNAP_PREFIX: &str = "BACKUP";
@@ -106,7 +106,11 @@ impl fmt::Display for SnapName {
 }
 
 /// Reads a point in time as restore's `--at` takes it: a snapshot name (`BACKUPUTC20261125T120000`,
-/// or the legacy `UTC…`), its bare stamp (`20261125T120000`, UTC), or RFC 3339 with any offset.
+/// or the legacy `UTC…`), its bare stamp (`20261125T120000`, UTC), RFC 3339 with any offset, a
+/// date and time without an offset (`2026-11-25 12:00[:00]`, a space or a `T` between them,
+/// UTC like the snapshot names), or a plain date (`2026-11-25`), which means the end of that day
+/// (UTC): restore then takes the newest point taken on that day or before it, which is what "the
+/// backup of the 25th" means to an administrator.
 pub fn parse_point_in_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Some(snap) = SnapName::parse(text) {
         return Ok(snap.taken());
@@ -117,15 +121,31 @@ pub fn parse_point_in_time(text: &str) -> Result<DateTime<Utc>, String> {
             return Ok(naive.and_utc());
         }
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| {
-            format!(
-                "cannot read {text:?} as a point in time: use a snapshot name \
-                 (BACKUPUTC20261125T120000), its stamp (20261125T120000, UTC) or RFC 3339 \
-                 (2026-11-25T12:00:00Z)"
-            )
-        })
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Some(end_of_day) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_nano_opt(23, 59, 59, 999_999_999))
+    {
+        return Ok(end_of_day.and_utc());
+    }
+    Err(format!(
+        "cannot read {text:?} as a point in time: use a snapshot name \
+         (BACKUPUTC20261125T120000), its stamp (20261125T120000), a date and time \
+         (2026-11-25 12:00[:00]), a date (2026-11-25: its newest point), all UTC, or RFC 3339 \
+         with an offset (2026-11-25T12:00:00Z)"
+    ))
 }
 
 /// What a backup file holds: a whole image, or the changes since a base snapshot.
@@ -374,20 +394,33 @@ mod tests {
             "2026-11-25T12:00:00Z",
             "2026-11-25T13:00:00+01:00",
             "2026-11-25T12:00:00.000Z",
+            "2026-11-25 12:00:00",
+            "2026-11-25 12:00",
+            "2026-11-25T12:00:00",
+            "2026-11-25T12:00",
         ] {
             assert_eq!(parse_point_in_time(text), Ok(noon), "{text}");
         }
+        // A plain date is the end of that day: its last point still counts.
+        let day = parse_point_in_time("2026-11-25").unwrap();
+        let last_second = Utc.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
+        assert!(day >= last_second, "{day}");
+        assert!(day < Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap());
         for bad in [
             "",
             "latest",
-            "2026-11-25",
+            "2026-11-32",
+            "2026-11-25 25:00",
             "20261125T1200",
             "20261125T120000Z1",
             "BACKUPUTC20261325T120000",
-            "2026-11-25T12:00:00",
+            "25.11.2026",
         ] {
             let err = parse_point_in_time(bad).unwrap_err();
-            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+            assert!(
+                err.contains("RFC 3339") && err.contains("2026-11-25 12:00"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -37,9 +37,9 @@ use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::naming::{Entry, CHECKSUM_SUFFIX};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
 use crate::folder::write::{FolderEntry, Hashing, ImageDir};
-use crate::interrupt;
 use crate::output::human_bytes;
 use crate::output::{escaped, escaped_path};
+use crate::{interrupt, progress};
 
 const BUFFER: usize = 1 << 20;
 /// A `sha256sum` line is about 64 + 2 + name; anything much longer is not a checksum file.
@@ -300,15 +300,18 @@ pub fn read_raw<T>(
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
     let file = open(path)?;
+    // The file was opened as a regular file, so its length is what will be read (the holes
+    // of a sparse file read as zeros, and cost time all the same).
+    let len = file
+        .metadata()
+        .context("cannot read the file's length")?
+        .len();
     if !compressed {
-        // The file was opened as a regular file, so its length is what will be read (the holes
-        // of a sparse file read as zeros, and cost time all the same).
-        let len = file
-            .metadata()
-            .context("cannot read the file's length")?
-            .len();
         limit.check("the file holds", len)?;
     }
+    // On a terminal, a bar of the file's bytes (verify and restore read every file whole).
+    let name = path.file_name().map(|n| escaped_path(Path::new(n)));
+    let file = progress::reader(file, Some(len), name.as_deref().unwrap_or_default());
     let counted = Counting {
         inner: Hashing::new(file),
         count: 0,
@@ -321,7 +324,7 @@ pub fn read_raw<T>(
 }
 
 fn read_plain<T>(
-    counted: Counting<Hashing<File>>,
+    counted: Counting<Hashing<progress::Reader<File>>>,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
     let mut buffered = BufReader::with_capacity(BUFFER, StopOnSignal(counted));
@@ -356,7 +359,7 @@ fn first_member<'a, R: Read>(entries: &mut tar::Entries<'a, R>) -> Result<tar::E
 }
 
 fn read_archive<T>(
-    counted: Counting<Hashing<File>>,
+    counted: Counting<Hashing<progress::Reader<File>>>,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {

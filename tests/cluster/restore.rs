@@ -259,7 +259,16 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
 
     // Check mode shows the plan and creates nothing.
     let run = restore(&["--to", "planned", "--check"]).success();
-    assert!(run.stdout.contains("import - "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("streamed to rbd import"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("# "),
+        "no command it does not run: {}",
+        run.stdout
+    );
     assert!(run.stdout.contains("Check mode: nothing was done."));
     assert!(!images(&w).contains(&"planned".to_string()));
 
@@ -276,6 +285,12 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
         run.stderr
             .contains(&format!("{}: checksum mismatch", dir.join(&last).display())),
         "{}",
+        run.stderr
+    );
+    assert!(
+        run.first_error()
+            .contains(&format!("restore it with --at {}", snaps[2])),
+        "the newest good point: {}",
         run.stderr
     );
     assert!(
