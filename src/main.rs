@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
 use cephbackup::commands::{init, list, restore, verify};
+use cephbackup::output::{self, capture};
 use cephbackup::{config, interrupt, lock, outln, Outcome};
 
 fn main() -> ExitCode {
@@ -63,8 +64,19 @@ fn run(cli: &Cli) -> Status {
         lock_dir: locking(cli).dir,
         cluster: None,
     };
-    let outcome = execute::run(&config, &options);
-    outln!("{}", outcome.summary());
+    let outcome = if cli.json {
+        // The text goes nowhere: stdout carries the one document.
+        let (outcome, _text) = capture::stdout(|| execute::run(&config, &options));
+        match output::json(&outcome.report) {
+            Ok(document) => outln!("{document}"),
+            Err(err) => eprintln!("error: cannot render the run report: {err}"),
+        }
+        outcome
+    } else {
+        let outcome = execute::run(&config, &options);
+        outln!("{}", outcome.summary());
+        outcome
+    };
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,
@@ -92,11 +104,19 @@ fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
     let locking = locking(cli);
     let result = match command {
-        Command::List(args) => list::run(config, &args.options()),
+        Command::List(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            list::run(config, &options)
+        }
         Command::Restore(args) => {
             restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
         }
-        Command::Verify(args) => verify::run(config, &args.options(), &locking),
+        Command::Verify(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            verify::run(config, &options, &locking)
+        }
         Command::InitDestination(args) => {
             init::run(config, &args.options(cli.check)).map(|()| Outcome::Done)
         }
