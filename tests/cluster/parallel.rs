@@ -27,7 +27,9 @@ fn assert_contiguous(stdout: &str, image: &str) {
     let lines: Vec<usize> = stdout
         .lines()
         .enumerate()
-        .filter(|(_, line)| line.contains(&format!("/{image}@")) || line.contains(&format!(" {image}@")))
+        .filter(|(_, line)| {
+            line.contains(&format!("/{image}@")) || line.contains(&format!(" {image}@"))
+        })
         .map(|(index, _)| index)
         .collect();
     assert!(!lines.is_empty(), "no line about {image}:\n{stdout}");
@@ -70,14 +72,21 @@ fn parallel_images_back_up_eight_images_four_at_a_time_and_one_failing_fails_alo
     let conf = config_with(
         &w,
         "parallel images = 4",
-        &format!(
-            "images = {}\nbackup mode = incremental",
-            listed.join(", ")
-        ),
+        &format!("images = {}\nbackup mode = incremental", listed.join(", ")),
     );
+    let (run, log) = logged_run(&w, &conf, true);
     let conf = conf.to_str().unwrap();
+    assert!(
+        most_exports_at_once(&log) >= 2,
+        "images ran one at a time: {log:#?}"
+    );
+    let mut run = Some(run);
     for round in 0..2 {
-        let run = w.cephbackup(&["-c", conf]).code(1);
+        let run = match run.take() {
+            Some(first) => first,
+            None => w.cephbackup(&["-c", conf]),
+        }
+        .code(1);
         for image in &images {
             assert_contiguous(&run.stdout, image);
         }
@@ -88,7 +97,8 @@ fn parallel_images_back_up_eight_images_four_at_a_time_and_one_failing_fails_alo
             run.stdout
         );
         assert!(
-            run.stdout.ends_with(&format!("\nFailed: {}/missing\n", w.pool)),
+            run.stdout
+                .ends_with(&format!("\nFailed: {}/missing\n", w.pool)),
             "{}",
             run.stdout
         );
@@ -179,7 +189,11 @@ fn sigterm_during_a_parallel_run_stops_every_running_image_and_rolls_each_back()
         "{}",
         run.stdout
     );
-    assert_eq!(temp_files_under(&w.dest), Vec::<String>::new(), "nothing partial left");
+    assert_eq!(
+        temp_files_under(&w.dest),
+        Vec::<String>::new(),
+        "nothing partial left"
+    );
     let mut rolled_back = 0;
     for image in images {
         // Every backup snapshot left is backed by its complete file; the rest were removed.
@@ -187,7 +201,10 @@ fn sigterm_during_a_parallel_run_stops_every_running_image_and_rolls_each_back()
         let files = w.files(image);
         assert_eq!(snaps.len(), files.len(), "{image}: {snaps:?} {files:?}");
         for snap in &snaps {
-            assert!(files.iter().any(|f| f.contains(&format!("@{snap}."))), "{image}");
+            assert!(
+                files.iter().any(|f| f.contains(&format!("@{snap}."))),
+                "{image}"
+            );
         }
         rolled_back += usize::from(snaps.is_empty());
     }
@@ -195,7 +212,9 @@ fn sigterm_during_a_parallel_run_stops_every_running_image_and_rolls_each_back()
     // The next run is clean and completes every image.
     next_second();
     let run = w.backup(&conf).success();
-    assert!(run.stdout.contains("Summary: 6 image(s) backed up, 0 failed"));
+    assert!(run
+        .stdout
+        .contains("Summary: 6 image(s) backed up, 0 failed"));
     for image in images {
         w.assert_checksums(image);
         assert!(!w.backup_snapshots(image).is_empty());
@@ -206,6 +225,18 @@ fn sigterm_during_a_parallel_run_stops_every_running_image_and_rolls_each_back()
 /// Runs the binary with a `rbd` on PATH that logs each call (one line of arguments) and runs the
 /// real one; returns the calls.
 fn counted_run(w: &World, conf: &Path) -> Vec<String> {
+    let (run, log) = logged_run(w, conf, false);
+    run.success();
+    log.iter()
+        .filter_map(|line| line.strip_prefix("begin "))
+        .map(|call| call.split_once(' ').unwrap().1.to_string())
+        .collect()
+}
+
+/// Runs the binary with a `rbd` on PATH that logs when each call begins (`begin PID ARGS`) and
+/// ends (`end PID`); with `slow_exports`, an export only starts after a second, so that exports
+/// that can overlap do. Returns the run and the log.
+fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) {
     let bin = w.tmp.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("rbd-calls.log");
@@ -222,9 +253,15 @@ fn counted_run(w: &World, conf: &Path) -> Vec<String> {
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            real.trim()
+            "#!/bin/sh\necho \"begin $$ $*\" >> '{log}'\n{delay}'{real}' \"$@\"\nstatus=$?\n\
+             echo \"end $$\" >> '{log}'\nexit $status\n",
+            log = log.display(),
+            real = real.trim(),
+            delay = if slow_exports {
+                "case \"$*\" in *export*) sleep 1;; esac\n"
+            } else {
+                ""
+            },
         ),
     )
     .unwrap();
@@ -237,12 +274,30 @@ fn counted_run(w: &World, conf: &Path) -> Vec<String> {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    Run::from(out).success();
-    fs::read_to_string(&log)
+    let log = fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
         .map(String::from)
-        .collect()
+        .collect();
+    (Run::from(out), log)
+}
+
+/// The most `rbd` exports running at the same time in a log of [`logged_run`].
+fn most_exports_at_once(log: &[String]) -> usize {
+    let mut running = std::collections::HashSet::new();
+    let mut most = 0;
+    for line in log {
+        if let Some(rest) = line.strip_prefix("begin ") {
+            let (pid, call) = rest.split_once(' ').unwrap();
+            if call.contains(" export") {
+                running.insert(pid.to_string());
+                most = most.max(running.len());
+            }
+        } else if let Some(pid) = line.strip_prefix("end ") {
+            running.remove(pid);
+        }
+    }
+    most
 }
 
 /// The verb of a logged call: what follows the cluster options (`snap ls`, `export-diff`, …).

@@ -101,7 +101,10 @@ fn json_prints_the_run_report_which_matches_the_schema_and_the_last_run_record()
     assert_eq!(schema_errors(&recorded), Vec::<String>::new());
     let printed: RunReport = serde_json::from_value(doc.clone()).unwrap();
     let recorded: RunReport = serde_json::from_value(recorded).unwrap();
-    assert_eq!(recorded, printed.restricted_to(&w.dest.display().to_string()));
+    assert_eq!(
+        recorded,
+        printed.restricted_to(&w.dest.display().to_string())
+    );
     assert_eq!(recorded, printed, "one destination: the whole document");
 
     // A diff run, as text: the summary gains the duration, the record follows.
@@ -110,18 +113,14 @@ fn json_prints_the_run_report_which_matches_the_schema_and_the_last_run_record()
     let conf_vm = w.config("images = vm\nbackup mode = incremental");
     let run = w.backup(&conf_vm).success();
     assert!(run.stdout.contains(" written in "), "{}", run.stdout);
-    let recorded: Value =
-        serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
+    let recorded: Value = serde_json::from_slice(&fs::read(&record_path).unwrap()).unwrap();
     assert_eq!(schema_errors(&recorded), Vec::<String>::new());
     assert_eq!(recorded["success"], true);
     let vm = &recorded["images"][0];
     assert_eq!(vm["action"], "diff");
     let diff = vm["files_written"][0]["file"].as_str().unwrap();
     assert!(diff.contains(".diff_from_"), "{diff}");
-    assert_eq!(
-        vm["bytes_written"],
-        size_of(&w.image_dir("vm").join(diff))
-    );
+    assert_eq!(vm["bytes_written"], size_of(&w.image_dir("vm").join(diff)));
 
     // Check mode: reported as checked, and no record written.
     fs::remove_file(&record_path).unwrap();
