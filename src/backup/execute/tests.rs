@@ -943,7 +943,7 @@ fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_f
         ("incremental", Action::Full, "ok")
     );
     assert_eq!(a.destination, w.dest.display().to_string());
-    assert_eq!(a.snapshots_created, [first.clone()]);
+    assert_eq!(a.snapshots_created, std::slice::from_ref(&first));
     let written: Vec<(&str, Option<u64>)> = a
         .files_written
         .iter()
