@@ -93,6 +93,12 @@ pub struct Cli {
     #[arg(long, requires = "check")]
     pub offline: bool,
 
+    /// Backup run: print one JSON document, the run report (schema/run.schema.json), on stdout
+    /// instead of the text; stderr is unchanged. Before `list` or `verify`, the same as their
+    /// own --json
+    #[arg(long)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -200,6 +206,14 @@ impl Cli {
         let name = match &self.command {
             Some(Command::List(_)) if self.check => "list",
             Some(Command::Verify(_)) if self.check => "verify",
+            Some(Command::Restore(_)) if self.json => {
+                return Err(UsageError("--json is not accepted by restore".to_string()))
+            }
+            Some(Command::InitDestination(_)) if self.json => {
+                return Err(UsageError(
+                    "--json is not accepted by init-destination".to_string(),
+                ))
+            }
             _ => return Ok(()),
         };
         Err(UsageError(format!(

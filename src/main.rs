@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use clap::Parser;
@@ -12,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
 use cephbackup::commands::{check_config, init, list, restore, verify};
-use cephbackup::{config, interrupt, lock, outln, output, progress, Outcome};
+use cephbackup::output::{self, capture};
+use cephbackup::{config, interrupt, lock, outln, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -95,17 +96,23 @@ fn run(cli: &Cli) -> Status {
     // Quiet: the run's stdout (the original's lines) is held back; its errors and warnings still
     // reach stderr, and a run that did not fully succeed also prints its summary.
     output::set_quiet(cli.quiet);
-    let started = Instant::now();
-    let outcome = execute::run(&config, &options);
-    let took = progress::duration(started.elapsed());
-    if !outcome.succeeded() || outcome.interrupted.is_some() {
+    let outcome = if cli.json {
+        // The text goes nowhere: stdout carries the one document.
+        let (outcome, _text) = capture::stdout(|| execute::run(&config, &options));
         output::set_quiet(false);
-    }
-    let summary = outcome.summary();
-    match summary.split_once('\n') {
-        Some((first, rest)) => outln!("{first}; took {took}\n{rest}"),
-        None => outln!("{summary}; took {took}"),
-    }
+        match output::json(&outcome.report) {
+            Ok(document) => outln!("{document}"),
+            Err(err) => eprintln!("error: cannot render the run report: {err}"),
+        }
+        outcome
+    } else {
+        let outcome = execute::run(&config, &options);
+        if !outcome.succeeded() || outcome.interrupted.is_some() {
+            output::set_quiet(false);
+        }
+        outln!("{}", outcome.summary());
+        outcome
+    };
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
         (None, true) => Status::Success,
@@ -146,11 +153,19 @@ fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
     let locking = locking(cli);
     let result = match command {
-        Command::List(args) => list::run(config, &args.options()),
+        Command::List(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            list::run(config, &options)
+        }
         Command::Restore(args) => {
             restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
         }
-        Command::Verify(args) => verify::run(config, &args.options(), &locking),
+        Command::Verify(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            verify::run(config, &options, &locking)
+        }
         Command::InitDestination(args) => {
             init::run(config, &args.options(cli.check)).map(|()| Outcome::Done)
         }

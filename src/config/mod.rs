@@ -91,9 +91,14 @@ const KEEP_DAILY: &str = "keep daily";
 const KEEP_WEEKLY: &str = "keep weekly";
 const KEEP_MONTHLY: &str = "keep monthly";
 const KEEP_MINIMUM: &str = "keep minimum";
+/// Read from `[DEFAULT]` only: it is about the whole run, not one pool.
+const PARALLEL_IMAGES: &str = "parallel images";
+/// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
+/// more than this would only make them wait on each other.
+pub const MAX_PARALLEL_IMAGES: u32 = 64;
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 16] = [
+const KNOWN_KEYS: [&str; 17] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -110,6 +115,7 @@ const KNOWN_KEYS: [&str; 16] = [
     KEEP_WEEKLY,
     KEEP_MONTHLY,
     KEEP_MINIMUM,
+    PARALLEL_IMAGES,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -301,7 +307,49 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
             reader.job().ok()
         })
         .collect();
-    findings.into_result(path, pools)
+    let parallel_images = parallel_images(&ini, path, &mut findings);
+    findings.into_result(path, pools, parallel_images)
+}
+
+/// `parallel images`, from `[DEFAULT]`; written in a pool section it is reported and ignored.
+fn parallel_images(ini: &RawIni, path: &Path, findings: &mut Findings) -> u32 {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(PARALLEL_IMAGES) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(PARALLEL_IMAGES.to_string()),
+                message: "is read from [DEFAULT] only (it applies to the whole run); ignored here"
+                    .to_string(),
+            };
+            findings.add(Severity::Warning, problem);
+        }
+    }
+    let Some(entry) = ini.defaults.get(PARALLEL_IMAGES) else {
+        return 1;
+    };
+    match parse_count(&entry.value) {
+        Ok(count) if (1..=MAX_PARALLEL_IMAGES).contains(&count) => count,
+        result => {
+            let message = match result {
+                Err(message) => message,
+                Ok(_) => format!(
+                    "value {} is out of range (1 to {MAX_PARALLEL_IMAGES} images at once)",
+                    quoted(&entry.value)
+                ),
+            };
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(DEFAULT_SECTION.to_string()),
+                key: Some(PARALLEL_IMAGES.to_string()),
+                message,
+            };
+            findings.add(Severity::Error, problem);
+            1
+        }
+    }
 }
 
 /// Whether a problem stops the file from being used.
@@ -330,7 +378,12 @@ impl Findings {
     /// The pools when nothing is an error. A warning that repeats an error is dropped: a faulty
     /// `[DEFAULT]` value is only a warning for a full-mode pool but an error for an incremental
     /// one, and one line about it is enough.
-    fn into_result(self, file: &Path, pools: Vec<PoolJob>) -> Result<Config, ConfigErrors> {
+    fn into_result(
+        self,
+        file: &Path,
+        pools: Vec<PoolJob>,
+        parallel_images: u32,
+    ) -> Result<Config, ConfigErrors> {
         let Findings { errors, warnings } = self;
         let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
         let warnings: Vec<ConfigProblem> = warnings
@@ -343,6 +396,7 @@ impl Findings {
                 path: file.to_path_buf(),
                 pools,
                 warnings,
+                parallel_images,
             })
         } else {
             Err(ConfigErrors {
