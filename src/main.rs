@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{init, list, restore, verify};
+use cephbackup::commands::{init, list, restore, status, verify};
 use cephbackup::{config, interrupt, lock, outln, Outcome};
 
 fn main() -> ExitCode {
@@ -93,6 +93,15 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
     let locking = locking(cli);
     let result = match command {
         Command::List(args) => list::run(config, &args.options()),
+        Command::Status(args) => {
+            return match status::run(config, &args.options()) {
+                Ok(health) => Status::Monitoring(health),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    Status::of_status_error(&err)
+                }
+            }
+        }
         Command::Restore(args) => {
             restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
         }

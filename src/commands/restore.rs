@@ -25,7 +25,8 @@
 //!
 //! A restore is one list of steps (`image_steps`, `file_steps`): a real run prints each as it
 //! performs it, spelled as the command it runs with the file it streams in; `--check` prints them
-//! all and does nothing.
+//! all and does nothing. With `--json` those lines go to stderr and stdout carries one document
+//! (`RestoreDoc`): what was restored, into what, the point and its time, and the files used.
 
 use crate::outln;
 use std::ffi::CString;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::cluster::process::{CommandError, CommandLine, FailureKind};
@@ -51,6 +53,7 @@ use crate::folder::rebuild::TargetFailed;
 use crate::folder::write::ImageDir;
 use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
+use crate::report::{rfc3339, Envelope};
 use crate::{interrupt, lock, UsageError};
 
 const BUFFER: usize = 1 << 20;
@@ -192,9 +195,108 @@ pub struct RestoreOptions {
     pub at: Option<DateTime<Utc>>,
     /// Only show the steps.
     pub check: bool,
+    /// One JSON document on stdout; the steps on stderr.
+    pub json: bool,
+}
+
+/// Where the restore's own lines go: stdout, unless stdout carries the JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Say {
+    Stdout,
+    Stderr,
+}
+
+impl Say {
+    fn line(self, line: &str) {
+        match self {
+            Say::Stdout => outln!("{line}"),
+            Say::Stderr => eprintln!("{line}"),
+        }
+    }
+}
+
+/// The `--json` document of a restore that succeeded (or, in check mode, was shown).
+#[derive(Debug, Serialize)]
+struct RestoreDoc {
+    #[serde(flatten)]
+    envelope: Envelope,
+    pool: String,
+    image: String,
+    /// The restore point: its snapshot and when it was taken.
+    snapshot: String,
+    time: String,
+    target: TargetDoc,
+    /// The backup folder the files were read from.
+    folder: String,
+    /// The files replayed, full backup first.
+    files: Vec<RestoredFile>,
+    /// Files whose `.sha256` file was checked as they were read.
+    checksums_checked: usize,
+    /// True when nothing was done (`--check`).
+    check_mode: bool,
+    duration_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum TargetDoc {
+    Image { pool: String, image: String },
+    File { path: String },
+}
+
+#[derive(Debug, Serialize)]
+struct RestoredFile {
+    file: String,
+    /// `full` or `diff`.
+    kind: &'static str,
+    snapshot: String,
+    /// The size of the file in the folder.
+    bytes: u64,
+}
+
+fn restore_doc(
+    args: &RestoreOptions,
+    point: &SnapName,
+    target: &Target,
+    folder: &Path,
+    route: &[&FolderFile],
+    checked: usize,
+    started: Instant,
+) -> RestoreDoc {
+    RestoreDoc {
+        envelope: Envelope::new("restore", Utc::now()),
+        pool: args.pool.clone(),
+        image: args.image.clone(),
+        snapshot: point.as_str().to_string(),
+        time: rfc3339(point.taken()),
+        target: match target {
+            Target::Image { pool, name } => TargetDoc::Image {
+                pool: pool.clone(),
+                image: name.clone(),
+            },
+            Target::File(path) => TargetDoc::File {
+                path: path.display().to_string(),
+            },
+        },
+        folder: folder.display().to_string(),
+        files: route
+            .iter()
+            .map(|link| RestoredFile {
+                file: link.name.clone(),
+                kind: if link.file.is_full() { "full" } else { "diff" },
+                snapshot: link.file.snap.as_str().to_string(),
+                bytes: link.size,
+            })
+            .collect(),
+        checksums_checked: checked,
+        check_mode: args.check,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    }
 }
 
 pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
+    let started = Instant::now();
+    let say = if args.json { Say::Stderr } else { Say::Stdout };
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
@@ -240,33 +342,41 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         interrupt::check()?;
         read::precheck(&folder, link, &limits.of(link))?;
     }
-    outln!(
+    say.line(&format!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
         output::time(point.taken()),
         route.len(),
         escaped_path(&folder)
-    );
+    ));
     let steps = match &target {
         Target::Image { pool, name } => image_steps(&rbd, pool, name, &route),
         Target::File(_) => file_steps(&route),
     };
     if args.check {
         for step in &steps {
-            outln!("{}", step.describe(&folder));
+            say.line(&step.describe(&folder));
         }
-        outln!("Check mode: nothing was done.");
+        say.line("Check mode: nothing was done.");
+        if args.json {
+            let doc = restore_doc(args, point, &target, &folder, &route, 0, started);
+            outln!("{}", output::json(&doc)?);
+        }
         return Ok(());
     }
 
     let checked = match &target {
-        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &steps, &limits),
-        Target::File(path) => into_file(path, &folder, &steps, &limits).map_err(blame_signal),
+        Target::Image { pool, name } => into_image(&rbd, pool, name, &folder, &steps, &limits, say),
+        Target::File(path) => into_file(path, &folder, &steps, &limits, say).map_err(blame_signal),
     }?;
-    outln!(
+    say.line(&format!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
          .sha256 file",
         route.len()
-    );
+    ));
+    if args.json {
+        let doc = restore_doc(args, point, &target, &folder, &route, checked, started);
+        outln!("{}", output::json(&doc)?);
+    }
     Ok(())
 }
 
@@ -387,8 +497,9 @@ fn into_image(
     folder: &Path,
     steps: &[Step],
     limits: &Limits,
+    say: Say,
 ) -> Result<usize> {
-    let result = replay(folder, steps, limits);
+    let result = replay(folder, steps, limits, say);
     let Err(err) = result else {
         return result;
     };
@@ -402,11 +513,11 @@ fn into_image(
 }
 
 /// Performs the steps of an image restore, each printed as it starts.
-fn replay(folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
+fn replay(folder: &Path, steps: &[Step], limits: &Limits, say: Say) -> Result<usize> {
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder));
+        say.line(&step.describe(folder));
         step.log();
         match &step.action {
             Action::Feed(cmd) => {
@@ -511,13 +622,19 @@ fn is_still_watched(err: &CommandError) -> bool {
 
 /// Rebuilds the point as a new file at `path`, each step printed as it starts; nothing appears
 /// there unless it succeeds.
-fn into_file(path: &Path, folder: &Path, steps: &[Step], limits: &Limits) -> Result<usize> {
+fn into_file(
+    path: &Path,
+    folder: &Path,
+    steps: &[Step],
+    limits: &Limits,
+    say: Say,
+) -> Result<usize> {
     let shown = escaped_path(path);
     let partial = Partial::create(path)?;
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder));
+        say.line(&step.describe(folder));
         step.log();
         let Action::Rebuild = step.action else {
             bail!("an image step in a file restore (a bug)");
@@ -1067,6 +1184,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
         )
         .unwrap_err();
         assert_eq!(
@@ -1118,6 +1236,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
         )
         .unwrap_err();
         assert_eq!(
@@ -1144,6 +1263,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
         )
         .unwrap_err();
         assert_eq!(
@@ -1155,5 +1275,67 @@ mod tests {
                 mount.0.path().display()
             )
         );
+    }
+
+    #[test]
+    fn the_json_document_names_the_point_its_time_the_target_and_the_files() {
+        let names = [
+            format!("vm@{S0}.full.tar.gz"),
+            format!("vm@{S1}.diff_from_{S0}"),
+        ];
+        let mut layout = Layout::build("vm", &names);
+        layout.files[0].size = 1000;
+        layout.files[1].size = 20;
+        let point = SnapName::parse(S1).unwrap();
+        let route = layout.route(&point).unwrap();
+        let args = RestoreOptions {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            json: true,
+            ..RestoreOptions::default()
+        };
+        let started = Instant::now();
+        for (target, check) in [
+            (
+                Target::Image {
+                    pool: "other".into(),
+                    name: "vm-restored".into(),
+                },
+                false,
+            ),
+            (Target::File("/tmp/vm.raw".into()), true),
+        ] {
+            let args = RestoreOptions {
+                check,
+                ..args.clone()
+            };
+            let doc = restore_doc(
+                &args,
+                &point,
+                &target,
+                Path::new("/b/rbd/vm"),
+                &route,
+                1,
+                started,
+            );
+            let value = serde_json::to_value(&doc).unwrap();
+            assert_eq!(value["kind"], "restore");
+            assert_eq!(value["snapshot"], S1);
+            assert_eq!(value["time"], "2026-11-21T02:00:00Z");
+            assert_eq!(value["files"][0]["file"], names[0].as_str());
+            assert_eq!(value["files"][0]["bytes"], 1000);
+            assert_eq!(value["files"][1]["kind"], "diff");
+            assert_eq!(value["check_mode"], check);
+            crate::commands::schema_check::assert_valid("restore", &value);
+            if check {
+                assert_eq!(value["target"]["kind"], "file");
+                assert_eq!(value["target"]["path"], "/tmp/vm.raw");
+            } else {
+                assert_eq!(
+                    value["target"],
+                    serde_json::json!({"kind": "image", "pool": "other", "image": "vm-restored"})
+                );
+            }
+        }
     }
 }

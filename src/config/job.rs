@@ -17,6 +17,8 @@ pub struct Config {
     /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
     /// values the mode ignores), in line order; to be shown before anything runs.
     pub warnings: Vec<ConfigProblem>,
+    /// `metrics file` of `[DEFAULT]`: where a backup run writes its Prometheus textfile.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// What to back up for one pool, and how.

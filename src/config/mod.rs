@@ -91,9 +91,11 @@ const KEEP_DAILY: &str = "keep daily";
 const KEEP_WEEKLY: &str = "keep weekly";
 const KEEP_MONTHLY: &str = "keep monthly";
 const KEEP_MINIMUM: &str = "keep minimum";
+/// `[DEFAULT]` only: the Prometheus textfile a backup run writes.
+const METRICS_FILE: &str = "metrics file";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 16] = [
+const KNOWN_KEYS: [&str; 17] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -110,6 +112,7 @@ const KNOWN_KEYS: [&str; 16] = [
     KEEP_WEEKLY,
     KEEP_MONTHLY,
     KEEP_MINIMUM,
+    METRICS_FILE,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -301,7 +304,38 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
             reader.job().ok()
         })
         .collect();
-    findings.into_result(path, pools)
+    let metrics_file = metrics_file(path, &ini, &mut findings);
+    findings.into_result(path, pools, metrics_file)
+}
+
+/// `metrics file`: one file for the whole run, so it is read from `[DEFAULT]` only (with its
+/// `%(name)s` references expanded there); written in a pool section it is an error, as the
+/// section could not have a file of its own. The path must be absolute: cron's working folder
+/// is nobody's choice.
+fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<PathBuf> {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(METRICS_FILE) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(METRICS_FILE.to_string()),
+                message: "one metrics file serves the whole run: set it in [DEFAULT]".to_string(),
+            };
+            findings.add(Severity::Error, problem);
+        }
+    }
+    let mut reader = PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    };
+    let value = reader
+        .optional(METRICS_FILE, parse_metrics_file)
+        .ok()
+        .flatten()?;
+    Some(PathBuf::from(value))
 }
 
 /// Whether a problem stops the file from being used.
@@ -330,7 +364,12 @@ impl Findings {
     /// The pools when nothing is an error. A warning that repeats an error is dropped: a faulty
     /// `[DEFAULT]` value is only a warning for a full-mode pool but an error for an incremental
     /// one, and one line about it is enough.
-    fn into_result(self, file: &Path, pools: Vec<PoolJob>) -> Result<Config, ConfigErrors> {
+    fn into_result(
+        self,
+        file: &Path,
+        pools: Vec<PoolJob>,
+        metrics_file: Option<PathBuf>,
+    ) -> Result<Config, ConfigErrors> {
         let Findings { errors, warnings } = self;
         let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
         let warnings: Vec<ConfigProblem> = warnings
@@ -343,6 +382,7 @@ impl Findings {
                 path: file.to_path_buf(),
                 pools,
                 warnings,
+                metrics_file,
             })
         } else {
             Err(ConfigErrors {

@@ -770,7 +770,7 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
          window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
-         monthly, keep minimum)"
+         monthly, keep minimum, metrics file)"
     );
 }
 
@@ -1815,4 +1815,31 @@ fn problem_floods_are_capped_and_stay_fast() {
     let text = minimal("") + &(0..300).map(|i| format!("n{i} = x\n")).collect::<String>();
     let config = parse(&text).unwrap();
     assert_eq!(config.warnings.len(), MAX_REPORTED_PROBLEMS + 1);
+}
+
+#[test]
+fn metrics_file_is_one_absolute_path_in_default() {
+    let config = parse(&format!(
+        "[DEFAULT]\nroot = /var/lib/node_exporter\nmetrics file = %(root)s/cephbackup.prom\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(
+        config.metrics_file,
+        Some(PathBuf::from("/var/lib/node_exporter/cephbackup.prom"))
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(parse(&minimal("")).unwrap().metrics_file, None);
+    assert_eq!(
+        problems(&minimal("metrics file = /m/c.prom\n")),
+        "t.conf:5: [rbd] metrics file: one metrics file serves the whole run: set it in [DEFAULT]"
+    );
+    assert_eq!(
+        problems(&format!(
+            "[DEFAULT]\nmetrics file = c.prom\n{}",
+            minimal("")
+        )),
+        "t.conf:2: [DEFAULT] metrics file: \"c.prom\" is not an absolute path (a run from cron \
+         has no meaningful working folder)"
+    );
 }
