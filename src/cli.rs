@@ -85,10 +85,17 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// After a backup run, write Prometheus metrics to PATH (for node_exporter's textfile
-    /// collector; name it *.prom); overrides `metrics file` of [DEFAULT]
-    #[arg(long, value_name = "PATH", global = true)]
+    /// Backup run: afterwards, write Prometheus metrics to PATH (for node_exporter's textfile
+    /// collector; name it *.prom), replacing it atomically; overrides `metrics file` of
+    /// [DEFAULT]
+    #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+
+    /// Backup run: print one JSON document, the run report (schema/run.schema.json), on stdout
+    /// instead of the text; stderr is unchanged. Before `list`, `status`, `verify` or `restore`,
+    /// the same as their own --json
+    #[arg(long)]
+    pub json: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -232,6 +239,16 @@ impl Cli {
             Some(Command::List(_)) if self.check => "list",
             Some(Command::Status(_)) if self.check => "status",
             Some(Command::Verify(_)) if self.check => "verify",
+            Some(_) if self.metrics_file.is_some() => {
+                return Err(UsageError(
+                    "--metrics-file is only for a backup run (no command)".to_string(),
+                ))
+            }
+            Some(Command::InitDestination(_)) if self.json => {
+                return Err(UsageError(
+                    "--json is not accepted by init-destination".to_string(),
+                ))
+            }
             _ => return Ok(()),
         };
         Err(UsageError(format!(

@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
 use cephbackup::commands::{init, list, restore, status, verify};
-use cephbackup::{config, interrupt, lock, outln, Outcome};
+use cephbackup::output::{self, capture};
+use cephbackup::{config, interrupt, lock, metrics, outln, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,10 +64,28 @@ fn run(cli: &Cli) -> Status {
         lock_dir: locking(cli).dir,
         cluster: None,
     };
-    let outcome = execute::run(&config, &options);
-    outln!("{}", outcome.summary());
+    let outcome = if cli.json {
+        // The text goes nowhere: stdout carries the one document.
+        let (outcome, _text) = capture::stdout(|| execute::run(&config, &options));
+        match output::json(&outcome.report) {
+            Ok(document) => outln!("{document}"),
+            Err(err) => eprintln!("error: cannot render the run report: {err}"),
+        }
+        outcome
+    } else {
+        let outcome = execute::run(&config, &options);
+        outln!("{}", outcome.summary());
+        outcome
+    };
+    let metrics_written = match cli.metrics_file.as_ref().or(config.metrics_file.as_ref()) {
+        Some(path) => metrics::publish(&config, path, &outcome.report)
+            .inspect_err(|err| eprintln!("error: {err:#}"))
+            .is_ok(),
+        None => true,
+    };
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
+        (None, true) if !metrics_written => Status::Failed,
         (None, true) => Status::Success,
         (None, false) if outcome.only_busy() => Status::Busy,
         (None, false) => Status::Failed,
@@ -92,20 +111,32 @@ fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
     let locking = locking(cli);
     let result = match command {
-        Command::List(args) => list::run(config, &args.options()),
+        Command::List(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            list::run(config, &options)
+        }
         Command::Status(args) => {
-            return match status::run(config, &args.options()) {
+            let mut options = args.options();
+            options.json |= cli.json;
+            return match status::run(config, &options) {
                 Ok(health) => Status::Monitoring(health),
                 Err(err) => {
                     eprintln!("error: {err:#}");
                     Status::of_status_error(&err)
                 }
-            }
+            };
         }
         Command::Restore(args) => {
-            restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
+            let mut options = args.options(cli.check);
+            options.json |= cli.json;
+            restore::run(config, &options, &locking).map(|()| Outcome::Done)
         }
-        Command::Verify(args) => verify::run(config, &args.options(), &locking),
+        Command::Verify(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            verify::run(config, &options, &locking)
+        }
         Command::InitDestination(args) => {
             init::run(config, &args.options(cli.check)).map(|()| Outcome::Done)
         }

@@ -14,7 +14,6 @@ static CLOSED: AtomicBool = AtomicBool::new(false);
 /// Writes one formatted chunk to stdout and flushes it (so our lines come before the output of a
 /// child started next); after the first failure, writes nothing.
 pub fn write(args: fmt::Arguments<'_>) {
-    #[cfg(test)]
     if capture::write(args) {
         return;
     }
@@ -31,9 +30,10 @@ pub fn write(args: fmt::Arguments<'_>) {
     }
 }
 
-/// Unit tests read what a piece of code would print: see [`capture::stdout`].
-#[cfg(test)]
-pub(crate) mod capture {
+/// What a piece of code would print, collected instead of printed: see [`capture::stdout`]. Unit
+/// tests read it; a run with `parallel images` collects each image's lines this way and prints
+/// them together, so that images running at once never interleave on stdout.
+pub mod capture {
     use std::cell::RefCell;
     use std::fmt::{self, Write as _};
 
@@ -53,19 +53,21 @@ pub(crate) mod capture {
     }
 
     /// Runs `f` and returns what it printed with `outln!`/`out!` on this thread (also when `f`
-    /// panics, the capture ends with it).
-    pub(crate) fn stdout<R>(f: impl FnOnce() -> R) -> (R, String) {
-        struct Stop;
-        impl Drop for Stop {
+    /// panics, the capture ends with it). Captures nest: an enclosing one gets back what it had,
+    /// and sees what the inner one collected only if that is printed again.
+    pub fn stdout<R>(f: impl FnOnce() -> R) -> (R, String) {
+        struct Restore(Option<String>);
+        impl Drop for Restore {
             fn drop(&mut self) {
-                CAPTURED.with(|captured| captured.borrow_mut().take());
+                let previous = self.0.take();
+                CAPTURED.with(|captured| *captured.borrow_mut() = previous);
             }
         }
-        CAPTURED.with(|captured| *captured.borrow_mut() = Some(String::new()));
-        let stop = Stop;
+        let previous = CAPTURED.with(|captured| captured.replace(Some(String::new())));
+        let restore = Restore(previous);
         let result = f();
         let text = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
-        drop(stop);
+        drop(restore);
         (result, text)
     }
 }

@@ -77,6 +77,51 @@ pub struct RunReport {
     pub section_failures: Vec<SectionFailureReport>,
 }
 
+impl RunReport {
+    /// True when every image listed was backed up (or checked), no section failed and no signal
+    /// stopped the run: what `success` says of the images and sections given.
+    pub fn all_succeeded(
+        images: &[ImageReport],
+        section_failures: &[SectionFailureReport],
+        interrupted: Option<&str>,
+    ) -> bool {
+        interrupted.is_none()
+            && section_failures.is_empty()
+            && images
+                .iter()
+                .all(|image| image.status == "ok" || image.status == "checked")
+    }
+
+    /// The document as one destination's last-run record: only the images and section failures
+    /// of sections writing to `destination` (as configured), with `success` and `bytes_written`
+    /// recomputed for them; every other field as it is.
+    pub fn restricted_to(&self, destination: &str) -> RunReport {
+        let images: Vec<ImageReport> = self
+            .images
+            .iter()
+            .filter(|image| image.destination == destination)
+            .cloned()
+            .collect();
+        let section_failures: Vec<SectionFailureReport> = self
+            .section_failures
+            .iter()
+            .filter(|failure| failure.destination == destination)
+            .cloned()
+            .collect();
+        RunReport {
+            success: RunReport::all_succeeded(
+                &images,
+                &section_failures,
+                self.interrupted.as_deref(),
+            ),
+            bytes_written: images.iter().map(|image| image.bytes_written).sum(),
+            images,
+            section_failures,
+            ..self.clone()
+        }
+    }
+}
+
 /// What happened to one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageReport {

@@ -19,10 +19,12 @@
 //!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 
-use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +42,9 @@ use crate::folder::untrusted;
 use crate::folder::write::{self, ImageDir, Member, PendingFile};
 use crate::outln;
 use crate::output::human_bytes;
+use crate::report::{
+    self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
+};
 use crate::{interrupt, lock};
 
 /// Whether steps are carried out or only shown.
@@ -56,7 +61,7 @@ pub struct RunOptions<'a> {
     /// Let `rbd` draw progress bars (stderr is a terminal).
     pub progress: bool,
     /// The clock; read once per image, like the original.
-    pub now: &'a dyn Fn() -> DateTime<Utc>,
+    pub now: &'a (dyn Fn() -> DateTime<Utc> + Sync),
     /// How long to wait for another run to release an image.
     pub wait: Duration,
     /// Where the image locks live.
@@ -67,10 +72,10 @@ pub struct RunOptions<'a> {
 }
 
 /// Makes the [`ClusterOps`] a section talks to.
-pub type ClusterFactory = dyn Fn(&PoolJob) -> Box<dyn ClusterOps>;
+pub type ClusterFactory = dyn Fn(&PoolJob) -> Box<dyn ClusterOps> + Sync;
 
 /// What a run achieved.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub images_done: usize,
     /// `pool/image` (or `pool` when the pool could not be listed) and the error, one line.
@@ -83,9 +88,37 @@ pub struct Outcome {
     pub warnings: usize,
     /// The signal that stopped the run early.
     pub interrupted: Option<i32>,
+    /// How long the run took.
+    pub duration: Duration,
+    /// The same, image by image, for `--json` and the last-run record.
+    pub report: RunReport,
 }
 
 impl Outcome {
+    fn new(started_at: DateTime<Utc>) -> Outcome {
+        Outcome {
+            images_done: 0,
+            failures: Vec::new(),
+            busy: 0,
+            bytes_written: 0,
+            checked_only: false,
+            warnings: 0,
+            interrupted: None,
+            duration: Duration::ZERO,
+            report: RunReport {
+                envelope: Envelope::new("run", started_at),
+                started_at: report::rfc3339(started_at),
+                duration_seconds: 0.0,
+                success: false,
+                check_mode: false,
+                interrupted: None,
+                bytes_written: 0,
+                images: Vec::new(),
+                section_failures: Vec::new(),
+            },
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.failures.is_empty()
     }
@@ -98,10 +131,11 @@ impl Outcome {
     /// The closing line of a run.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "Summary: {} image(s) backed up, {} failed, {} written",
+            "Summary: {} image(s) backed up, {} failed, {} written in {}",
             self.images_done,
             self.failures.len(),
-            human_bytes(self.bytes_written)
+            human_bytes(self.bytes_written),
+            human_duration(self.duration)
         );
         if self.warnings > 0 {
             let _ = write!(line, ", {} warning(s)", self.warnings);
@@ -121,6 +155,71 @@ impl Outcome {
         }
         line
     }
+
+    /// Counts one image's turn.
+    fn absorb(&mut self, done: ImageDone) {
+        let label = format!("{}/{}", done.report.pool, done.report.image);
+        match done.failure {
+            Some(error) => {
+                if done.busy {
+                    self.busy += 1;
+                }
+                self.failures.push((label, error));
+            }
+            None => self.images_done += 1,
+        }
+        self.bytes_written += done.report.bytes_written;
+        self.warnings += done.warnings;
+        self.report.images.push(done.report);
+    }
+
+    /// Counts a section that could not start, and the images it therefore never tried.
+    fn absorb_section(&mut self, failed: SectionFailed) {
+        self.failures.push((failed.label, failed.error.clone()));
+        self.report.section_failures.push(SectionFailureReport {
+            pool: failed.pool,
+            destination: failed.destination,
+            error: failed.error,
+        });
+        for image in failed.not_attempted {
+            self.absorb(image);
+        }
+    }
+
+    /// Completes the report once the run is over.
+    fn finish(&mut self, started: Instant, now: DateTime<Utc>) {
+        self.duration = started.elapsed();
+        let succeeded = self.succeeded();
+        let report = &mut self.report;
+        report.envelope = Envelope::new("run", now);
+        report.duration_seconds = seconds(self.duration);
+        report.check_mode = self.checked_only;
+        report.interrupted = self.interrupted.map(|s| interrupt::name(s).to_string());
+        report.bytes_written = self.bytes_written;
+        report.success = succeeded
+            && RunReport::all_succeeded(
+                &report.images,
+                &report.section_failures,
+                report.interrupted.as_deref(),
+            );
+    }
+}
+
+/// A duration in seconds with millisecond precision, as the report writes it.
+fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// A duration for people: `0.4 s`, `12.3 s`, `4 min 05 s`, `2 h 03 min`.
+fn human_duration(duration: Duration) -> String {
+    let whole = duration.as_secs();
+    if whole < 60 {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else if whole < 3600 {
+        format!("{} min {:02} s", whole / 60, whole % 60)
+    } else {
+        format!("{} h {:02} min", whole / 3600, whole % 3600 / 60)
+    }
 }
 
 fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
@@ -136,14 +235,21 @@ fn timed_out(err: &anyhow::Error) -> bool {
     CommandError::find(err).map(CommandError::kind) == Some(FailureKind::TimedOut)
 }
 
-/// Clusters that did not answer at all in this run, with the error that showed it.
+/// Clusters that did not answer at all in this run, with the error that showed it. Shared by the
+/// images running at once.
 #[derive(Default)]
-struct Unreachable(RefCell<Vec<(Cluster, String)>>);
+struct Unreachable(Mutex<Vec<(Cluster, String)>>);
 
 impl Unreachable {
-    fn reason(&self, cluster: &Cluster) -> Option<String> {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<(Cluster, String)>> {
+        // A panic elsewhere cannot leave the list half changed: pushes are whole.
         self.0
-            .borrow()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reason(&self, cluster: &Cluster) -> Option<String> {
+        self.list()
             .iter()
             .find(|(c, _)| c == cluster)
             .map(|(_, why)| why.clone())
@@ -151,10 +257,10 @@ impl Unreachable {
 
     /// Remembers `cluster` as unreachable when `err` says it did not answer; true if so.
     fn note(&self, cluster: &Cluster, err: &anyhow::Error) -> bool {
-        let timed_out =
-            CommandError::find(err).map(CommandError::kind) == Some(FailureKind::TimedOut);
-        if timed_out && self.reason(cluster).is_none() {
-            self.0.borrow_mut().push((
+        let timed_out = timed_out(err);
+        let mut list = self.list();
+        if timed_out && !list.iter().any(|(c, _)| c == cluster) {
+            list.push((
                 cluster.clone(),
                 format!(
                     "not attempted: the cluster of {} did not answer earlier in this run",
@@ -166,25 +272,82 @@ impl Unreachable {
     }
 }
 
-/// Backs up every section of `config` in file order. Every failure is per image or per pool and
-/// recorded in the outcome.
+/// Backs up every section of `config`: in file order, image by image, or with `parallel images`
+/// above 1, that many images at once (see [`parallel`]). Every failure is per image or per pool
+/// and recorded in the outcome. A real run then leaves the report in each destination it used.
 pub fn run(config: &Config, options: &RunOptions) -> Outcome {
-    let mut outcome = Outcome {
-        checked_only: !config.pools.is_empty(),
-        ..Outcome::default()
-    };
+    let started = Instant::now();
+    let mut outcome = Outcome::new((options.now)());
+    outcome.checked_only = !config.pools.is_empty();
     let unreachable = Unreachable::default();
-    for job in &config.pools {
-        if let Some(signal) = interrupt::received() {
-            outcome.interrupted = Some(signal);
-            break;
+    let sections: Vec<Section> = config
+        .pools
+        .iter()
+        .map(|job| {
+            Section::new(
+                job,
+                mode_of(job, options),
+                options,
+                &unreachable,
+                &config.path,
+            )
+        })
+        .collect();
+    if config.parallel_images > 1 {
+        parallel::run(&sections, config.parallel_images, &mut outcome);
+    } else {
+        for section in &sections {
+            if interrupt::received().is_some() {
+                break;
+            }
+            outcome.checked_only &= section.mode == Mode::Check;
+            section.run(&mut outcome);
         }
-        let mode = mode_of(job, options);
-        outcome.checked_only &= mode == Mode::Check;
-        Section::new(job, mode, options, &unreachable, &config.path).run(&mut outcome);
     }
     outcome.interrupted = interrupt::received();
+    outcome.finish(started, (options.now)());
+    write_last_run_records(&sections, &outcome.report);
     outcome
+}
+
+/// Leaves the report, restricted to each destination's images, in every destination a real
+/// section used (check mode changes nothing, so it writes nothing either). A destination that
+/// cannot take it costs a warning on stderr, never the run.
+fn write_last_run_records(sections: &[Section], report: &RunReport) {
+    let mut written: Vec<&Path> = Vec::new();
+    for section in sections.iter().filter(|s| s.mode == Mode::Run) {
+        let job = section.job;
+        if written.contains(&job.destination.as_path()) {
+            continue;
+        }
+        // Only a destination whose check passed: one that did not mount (an empty mount point)
+        // must stay exactly as it is, or the next run could take it for a used destination.
+        if !section.started.load(Ordering::SeqCst) {
+            continue;
+        }
+        written.push(&job.destination);
+        let restricted = report.restricted_to(&job.destination_text);
+        if let Err(err) = write_last_run(&job.destination, &restricted) {
+            warn!("{err:#}");
+        }
+    }
+}
+
+/// Writes [`report::LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
+/// final name, which it takes by rename (so a symlink planted there is replaced, never followed),
+/// readable by all (monitoring runs as another user).
+fn write_last_run(destination: &Path, report: &RunReport) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = destination.join(report::LAST_RUN_FILE);
+    let text = crate::output::json(report).context("cannot render the run report")?;
+    let mut pending = PendingFile::create(destination, report::LAST_RUN_FILE)?;
+    let file = pending.file();
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    pending.commit_replacing()?;
+    Ok(())
 }
 
 /// Why a section could not start, and whom to blame.
@@ -198,6 +361,25 @@ struct SectionFailure {
     not_attempted: Vec<String>,
 }
 
+/// A section that could not start, reported: what the outcome counts of it.
+struct SectionFailed {
+    label: String,
+    pool: String,
+    destination: String,
+    error: String,
+    not_attempted: Vec<ImageDone>,
+}
+
+/// What one image's turn produced.
+struct ImageDone {
+    report: ImageReport,
+    /// The error, one line, when the image failed.
+    failure: Option<String>,
+    /// The image was busy in another run.
+    busy: bool,
+    warnings: usize,
+}
+
 struct Section<'a> {
     job: &'a PoolJob,
     mode: Mode,
@@ -207,6 +389,8 @@ struct Section<'a> {
     options: &'a RunOptions<'a>,
     unreachable: &'a Unreachable,
     config_path: &'a Path,
+    /// Its destination passed the check and its images were listed.
+    started: AtomicBool,
 }
 
 impl<'a> Section<'a> {
@@ -231,12 +415,27 @@ impl<'a> Section<'a> {
             options,
             unreachable,
             config_path,
+            started: AtomicBool::new(false),
         }
     }
 
+    /// The whole section, image after image.
     fn run(&self, outcome: &mut Outcome) {
-        let pool = &self.job.pool;
-        outln!("Starting backup for pool {pool}");
+        self.print_header();
+        let images = match self.start() {
+            Ok(images) => images,
+            Err(failed) => return outcome.absorb_section(failed),
+        };
+        for image in &images {
+            if interrupt::received().is_some() {
+                break;
+            }
+            outcome.absorb(self.back_up(image));
+        }
+    }
+
+    fn print_header(&self) {
+        outln!("Starting backup for pool {}", self.job.pool);
         outln!(
             "{}",
             match self.job.mode {
@@ -244,53 +443,85 @@ impl<'a> Section<'a> {
                 BackupMode::Incremental => "Incremental ceph backup",
             }
         );
-        let images = match self.prepare() {
-            Ok(images) => images,
-            Err(failure) => {
-                let err = self.explain(&failure.error);
-                eprintln!("error: {}: {err}", failure.shown);
-                outcome.failures.push((failure.label, err));
-                let why = self.unreachable.reason(&self.cluster).unwrap_or_else(|| {
-                    "not attempted: the check of the destination failed".to_string()
-                });
-                for image in failure.not_attempted {
-                    outcome
-                        .failures
-                        .push((format!("{pool}/{image}"), why.clone()));
-                }
-                return;
+    }
+
+    /// Checks the destination and lists the images (and shows them); a failure is reported on
+    /// stderr here.
+    fn start(&self) -> Result<Vec<String>, SectionFailed> {
+        let pool = &self.job.pool;
+        let failure = match self.prepare() {
+            Ok(images) => {
+                self.started.store(true, Ordering::SeqCst);
+                self.print_overview(&images);
+                return Ok(images);
             }
+            Err(failure) => failure,
         };
-        self.print_overview(&images);
-        for image in &images {
-            if interrupt::received().is_some() {
-                break;
-            }
-            let label = format!("{pool}/{image}");
-            if let Some(why) = self.unreachable.reason(&self.cluster) {
-                outcome.failures.push((label, why));
-                continue;
-            }
-            let mut image_run = ImageRun::new(self, image);
-            match image_run.run() {
-                Ok(()) => outcome.images_done += 1,
-                Err(err) => {
-                    if err.downcast_ref::<lock::Busy>().is_some() {
-                        outcome.busy += 1;
-                    }
-                    let text = match err.downcast_ref::<interrupt::Interrupted>() {
-                        Some(interrupted) => interrupted.to_string(),
-                        None => self.explain(&err),
-                    };
-                    eprintln!("error: {label}: {text}");
-                    outcome.failures.push((label, text));
-                }
-            }
-            outcome.bytes_written += image_run.bytes_written;
-            outcome.warnings += image_run.warnings;
+        let err = self.explain(&failure.error);
+        eprintln!("error: {}: {err}", failure.shown);
+        let why = self
+            .unreachable
+            .reason(&self.cluster)
+            .unwrap_or_else(|| "not attempted: the check of the destination failed".to_string());
+        Err(SectionFailed {
+            label: failure.label,
+            pool: pool.clone(),
+            destination: self.job.destination_text.clone(),
+            error: err,
+            not_attempted: failure
+                .not_attempted
+                .iter()
+                .map(|image| self.not_attempted(image, why.clone()))
+                .collect(),
+        })
+    }
+
+    /// One image's turn: its backup, or at once a failure when its cluster stopped answering.
+    fn back_up(&self, image: &str) -> ImageDone {
+        if let Some(why) = self.unreachable.reason(&self.cluster) {
+            return self.not_attempted(image, why);
+        }
+        let started = Instant::now();
+        let mut image_run = ImageRun::new(self, image);
+        let result = image_run.run();
+        image_run.done(result, started)
+    }
+
+    fn not_attempted(&self, image: &str, why: String) -> ImageDone {
+        let mut report = self.image_report(image);
+        report.action = Action::Failed;
+        report.status = "not_attempted".into();
+        report.error = Some(why.clone());
+        ImageDone {
+            report,
+            failure: Some(why),
+            busy: false,
+            warnings: 0,
         }
     }
 
+    /// An image's report before anything happened to it.
+    fn image_report(&self, image: &str) -> ImageReport {
+        ImageReport {
+            pool: self.job.pool.clone(),
+            image: image.to_string(),
+            destination: self.job.destination_text.clone(),
+            mode: match self.job.mode {
+                BackupMode::Full => "full",
+                BackupMode::Incremental => "incremental",
+            }
+            .into(),
+            action: Action::Skipped,
+            status: "ok".into(),
+            files_written: Vec::new(),
+            files_removed: Vec::new(),
+            snapshots_created: Vec::new(),
+            snapshots_removed: Vec::new(),
+            bytes_written: 0,
+            duration_seconds: 0.0,
+            error: None,
+        }
+    }
     /// Checks the destination and lists the images; an error fails the whole section.
     fn prepare(&self) -> Result<Vec<String>, SectionFailure> {
         let pool = &self.job.pool;
@@ -441,6 +672,22 @@ struct ImageRun<'s> {
     unbacked_snapshot: Option<SnapName>,
     bytes_written: u64,
     warnings: usize,
+    /// The sizes of the folder's files when the plan was made.
+    sizes: HashMap<String, u64>,
+    /// What the run did, for the report.
+    done: Done,
+}
+
+/// What an image's run did (or, in check mode, would do), as the report tells it.
+#[derive(Default)]
+struct Done {
+    files_written: Vec<FileReport>,
+    files_removed: Vec<FileReport>,
+    snapshots_created: Vec<String>,
+    snapshots_removed: Vec<String>,
+    /// A full backup, a diff was exported (or shown, in check mode).
+    full: bool,
+    diff: bool,
 }
 
 impl<'s> ImageRun<'s> {
@@ -453,6 +700,55 @@ impl<'s> ImageRun<'s> {
             unbacked_snapshot: None,
             bytes_written: 0,
             warnings: 0,
+            sizes: HashMap::new(),
+            done: Done::default(),
+        }
+    }
+
+    /// The image's report and what the outcome counts, once its run is over; a failure is
+    /// reported on stderr here.
+    fn done(self, result: Result<()>, started: Instant) -> ImageDone {
+        let section = self.section;
+        let mut report = section.image_report(self.image);
+        let done = self.done;
+        report.action = match (&result, done.full, done.diff) {
+            (Err(_), _, _) => Action::Failed,
+            (Ok(()), true, true) => Action::Slide,
+            (Ok(()), true, false) => Action::Full,
+            (Ok(()), false, true) => Action::Diff,
+            (Ok(()), false, false) => Action::Skipped,
+        };
+        report.files_written = done.files_written;
+        report.files_removed = done.files_removed;
+        report.snapshots_created = done.snapshots_created;
+        report.snapshots_removed = done.snapshots_removed;
+        report.bytes_written = self.bytes_written;
+        report.duration_seconds = seconds(started.elapsed());
+        let mut busy = false;
+        let failure = match result {
+            Ok(()) => {
+                if section.mode == Mode::Check {
+                    report.status = "checked".into();
+                }
+                None
+            }
+            Err(err) => {
+                busy = err.downcast_ref::<lock::Busy>().is_some();
+                let text = match err.downcast_ref::<interrupt::Interrupted>() {
+                    Some(interrupted) => interrupted.to_string(),
+                    None => section.explain(&err),
+                };
+                eprintln!("error: {}/{}: {text}", section.job.pool, self.image);
+                report.status = if busy { "busy" } else { "failed" }.into();
+                report.error = Some(text.clone());
+                Some(text)
+            }
+        };
+        ImageDone {
+            report,
+            failure,
+            busy,
+            warnings: self.warnings,
         }
     }
 
@@ -492,6 +788,10 @@ impl<'s> ImageRun<'s> {
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
         let entries = self.dir.list()?;
+        self.sizes = entries
+            .iter()
+            .map(|entry| (entry.name.clone(), entry.size))
+            .collect();
         self.record = match record::read_image_record(&self.dir.path(), self.pool(), self.image) {
             Ok(record) => record,
             Err(unusable) => {
@@ -563,6 +863,7 @@ impl<'s> ImageRun<'s> {
                     }
                     return Err(err.into());
                 }
+                self.done.snapshots_created.push(snap.to_string());
                 self.unbacked_snapshot = Some(snap.clone());
             }
             Step::Export { file, reason } => {
@@ -591,6 +892,10 @@ impl<'s> ImageRun<'s> {
                 info!("{pool}/{image}: removing {name}: {reason}");
                 if self.section.mode == Mode::Run {
                     self.dir.remove(name)?;
+                    self.done.files_removed.push(FileReport {
+                        file: name.clone(),
+                        bytes: self.sizes.get(name).copied(),
+                    });
                 }
             }
             Step::RemoveSnapshot { snap, reason } => {
@@ -650,7 +955,7 @@ impl<'s> ImageRun<'s> {
             return Ok(());
         }
         match rbd.remove_snapshot(&pool, image, snap.as_str()) {
-            Ok(()) => {}
+            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
             Err(err) if err.kind() == FailureKind::NotFound => {
                 info!("{pool}/{image}: snapshot {snap} was gone already");
             }
@@ -737,6 +1042,10 @@ impl<'s> ImageRun<'s> {
         if file.compressed {
             outln!("Compress mode activated");
         }
+        match file.content {
+            Content::Full => self.done.full = true,
+            Content::DiffFrom(_) => self.done.diff = true,
+        }
         let cmd = rbd.show(&pool, image, Op::Export { base, snap });
         outln!("# {cmd}");
         if self.section.mode == Mode::Check {
@@ -781,9 +1090,10 @@ impl<'s> ImageRun<'s> {
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
         let mut checksum = PendingFile::create(&dir, &checksum_name)?;
+        let checksum_line = write::checksum_line(&digest, &name);
         checksum
             .file()
-            .write_all(write::checksum_line(&digest, &name).as_bytes())
+            .write_all(checksum_line.as_bytes())
             .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
         checksum.commit_replacing()?;
         let committed = if replace {
@@ -800,6 +1110,14 @@ impl<'s> ImageRun<'s> {
             }
         };
         self.bytes_written += size;
+        self.done.files_written.push(FileReport {
+            file: name.clone(),
+            bytes: Some(size),
+        });
+        self.done.files_written.push(FileReport {
+            file: checksum_name,
+            bytes: Some(checksum_line.len() as u64),
+        });
         info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
         self.record.file_completed(&file.snap, &name);
         self.save_record()
@@ -858,7 +1176,7 @@ impl<'s> ImageRun<'s> {
             .rbd
             .remove_snapshot(&pool, image, snap.as_str())
         {
-            Ok(()) => {}
+            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
             Err(err) if err.kind() == FailureKind::NotFound => {}
             Err(err) => {
                 warn!(
@@ -875,5 +1193,6 @@ impl<'s> ImageRun<'s> {
     }
 }
 
+mod parallel;
 #[cfg(test)]
 mod tests;

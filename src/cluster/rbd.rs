@@ -193,7 +193,7 @@ pub enum Op<'a> {
 /// `io::Error` at the end of a stream) whose [`CommandError::kind`] says what happened, because
 /// that is what the executor decides on: a timeout stops the whole cluster, a missing snapshot was
 /// gone already, a busy one is left in place.
-pub trait ClusterOps {
+pub trait ClusterOps: Send + Sync {
     /// Every image of a pool, in the order `rbd ls` gives.
     fn list_images(&self, pool: &str) -> Result<Vec<String>>;
     /// All snapshots of an image, ordered by id (creation order).

@@ -17,6 +17,9 @@ pub struct Config {
     /// Things worth a look that change nothing a run does (unknown keys, repeated sections,
     /// values the mode ignores), in line order; to be shown before anything runs.
     pub warnings: Vec<ConfigProblem>,
+    /// `parallel images` of `[DEFAULT]`: how many images a run backs up at once (1, the
+    /// original's one after the other, unless set).
+    pub parallel_images: u32,
     /// `metrics file` of `[DEFAULT]`: where a backup run writes its Prometheus textfile.
     pub metrics_file: Option<PathBuf>,
 }

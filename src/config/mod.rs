@@ -91,11 +91,16 @@ const KEEP_DAILY: &str = "keep daily";
 const KEEP_WEEKLY: &str = "keep weekly";
 const KEEP_MONTHLY: &str = "keep monthly";
 const KEEP_MINIMUM: &str = "keep minimum";
+/// Read from `[DEFAULT]` only: it is about the whole run, not one pool.
+const PARALLEL_IMAGES: &str = "parallel images";
 /// `[DEFAULT]` only: the Prometheus textfile a backup run writes.
 const METRICS_FILE: &str = "metrics file";
+/// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
+/// more than this would only make them wait on each other.
+pub const MAX_PARALLEL_IMAGES: u32 = 64;
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 17] = [
+const KNOWN_KEYS: [&str; 18] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -112,6 +117,7 @@ const KNOWN_KEYS: [&str; 17] = [
     KEEP_WEEKLY,
     KEEP_MONTHLY,
     KEEP_MINIMUM,
+    PARALLEL_IMAGES,
     METRICS_FILE,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
@@ -304,8 +310,9 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
             reader.job().ok()
         })
         .collect();
+    let parallel_images = parallel_images(&ini, path, &mut findings);
     let metrics_file = metrics_file(path, &ini, &mut findings);
-    findings.into_result(path, pools, metrics_file)
+    findings.into_result(path, pools, parallel_images, metrics_file)
 }
 
 /// `metrics file`: one file for the whole run, so it is read from `[DEFAULT]` only (with its
@@ -338,6 +345,47 @@ fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Pa
     Some(PathBuf::from(value))
 }
 
+/// `parallel images`, from `[DEFAULT]`; written in a pool section it is reported and ignored.
+fn parallel_images(ini: &RawIni, path: &Path, findings: &mut Findings) -> u32 {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(PARALLEL_IMAGES) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(PARALLEL_IMAGES.to_string()),
+                message: "is read from [DEFAULT] only (it applies to the whole run); ignored here"
+                    .to_string(),
+            };
+            findings.add(Severity::Warning, problem);
+        }
+    }
+    let Some(entry) = ini.defaults.get(PARALLEL_IMAGES) else {
+        return 1;
+    };
+    match parse_count(&entry.value) {
+        Ok(count) if (1..=MAX_PARALLEL_IMAGES).contains(&count) => count,
+        result => {
+            let message = match result {
+                Err(message) => message,
+                Ok(_) => format!(
+                    "value {} is out of range (1 to {MAX_PARALLEL_IMAGES} images at once)",
+                    quoted(&entry.value)
+                ),
+            };
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(DEFAULT_SECTION.to_string()),
+                key: Some(PARALLEL_IMAGES.to_string()),
+                message,
+            };
+            findings.add(Severity::Error, problem);
+            1
+        }
+    }
+}
+
 /// Whether a problem stops the file from being used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Severity {
@@ -368,6 +416,7 @@ impl Findings {
         self,
         file: &Path,
         pools: Vec<PoolJob>,
+        parallel_images: u32,
         metrics_file: Option<PathBuf>,
     ) -> Result<Config, ConfigErrors> {
         let Findings { errors, warnings } = self;
@@ -382,6 +431,7 @@ impl Findings {
                 path: file.to_path_buf(),
                 pools,
                 warnings,
+                parallel_images,
                 metrics_file,
             })
         } else {

@@ -770,7 +770,7 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
          window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
-         monthly, keep minimum, metrics file)"
+         monthly, keep minimum, parallel images, metrics file)"
     );
 }
 
@@ -1815,6 +1815,30 @@ fn problem_floods_are_capped_and_stay_fast() {
     let text = minimal("") + &(0..300).map(|i| format!("n{i} = x\n")).collect::<String>();
     let config = parse(&text).unwrap();
     assert_eq!(config.warnings.len(), MAX_REPORTED_PROBLEMS + 1);
+}
+
+#[test]
+fn parallel_images_is_read_from_default_only_and_bounded() {
+    assert_eq!(parse(&minimal("")).unwrap().parallel_images, 1);
+    let with_default =
+        |value: &str| format!("[DEFAULT]\nparallel images = {value}\n{}", minimal(""));
+    assert_eq!(parse(&with_default("4")).unwrap().parallel_images, 4);
+    assert_eq!(parse(&with_default("64")).unwrap().parallel_images, 64);
+    for value in ["0", "65", "two", "-1"] {
+        let shown = problems(&with_default(value));
+        assert!(
+            shown.starts_with("t.conf:2: [DEFAULT] parallel images: "),
+            "{value}: {shown}"
+        );
+    }
+    // In a pool section it means nothing: said, and the run keeps one image at a time.
+    let config = parse(&minimal("parallel images = 4")).unwrap();
+    assert_eq!(config.parallel_images, 1);
+    assert_eq!(
+        lines(&config.warnings),
+        "t.conf:5: [rbd] parallel images: is read from [DEFAULT] only (it applies to the whole \
+         run); ignored here"
+    );
 }
 
 #[test]

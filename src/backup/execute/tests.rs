@@ -2,12 +2,11 @@
 //! any operation on any image can be made to fail the way `rbd` fails (by exit status). The
 //! destination is a real temporary folder.
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -20,6 +19,7 @@ use crate::config::{self, Config, PoolJob};
 use crate::folder::naming::{SnapName, TEMP_PREFIX};
 use crate::folder::record::{self, ImageRecord};
 use crate::output::capture;
+use crate::report::{Action, RunReport};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,15 +79,21 @@ struct State {
     calls: Vec<String>,
     /// Failures to inject: the call, `pool/image` (or `pool` for listing images), how.
     failures: Vec<(Call, String, Fail)>,
+    /// When set, an export waits (up to a few seconds) until this many run at once: proof that
+    /// images ran in parallel, without measuring time.
+    gate: Option<usize>,
+    exporting: usize,
+    /// The gate was met: that many exports were running at the same time.
+    gate_met: bool,
 }
 
 /// A cluster in memory; clones share it.
 #[derive(Clone, Default)]
-struct Fake(Rc<RefCell<State>>);
+struct Fake(Arc<Mutex<State>>, Arc<Condvar>);
 
 impl Fake {
     fn add_image(&self, pool: &str, image: &str, data: Vec<u8>) {
-        self.0.borrow_mut().images.insert(
+        self.0.lock().unwrap().images.insert(
             spec(pool, image, None),
             FakeImage {
                 data,
@@ -97,24 +103,25 @@ impl Fake {
     }
 
     fn write(&self, pool: &str, image: &str, offset: usize, bytes: &[u8]) {
-        let mut state = self.0.borrow_mut();
+        let mut state = self.0.lock().unwrap();
         let data = &mut state.images.get_mut(&spec(pool, image, None)).unwrap().data;
         data[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 
     fn fail(&self, call: Call, target: &str, how: Fail) {
         self.0
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .failures
             .push((call, target.to_string(), how));
     }
 
     fn heal(&self) {
-        self.0.borrow_mut().failures.clear();
+        self.0.lock().unwrap().failures.clear();
     }
 
     fn snapshots(&self, pool: &str, image: &str) -> Vec<String> {
-        self.0.borrow().images[&spec(pool, image, None)]
+        self.0.lock().unwrap().images[&spec(pool, image, None)]
             .snaps
             .iter()
             .map(|(_, name, _)| name.clone())
@@ -122,7 +129,7 @@ impl Fake {
     }
 
     fn calls(&self) -> Vec<String> {
-        self.0.borrow().calls.clone()
+        self.0.lock().unwrap().calls.clone()
     }
 
     /// The calls that change the cluster.
@@ -135,7 +142,7 @@ impl Fake {
 
     /// Logs the call and answers with the injected failure, if any.
     fn enter(&self, call: Call, target: &str, shown: String) -> Result<(), (Fail, CommandError)> {
-        let mut state = self.0.borrow_mut();
+        let mut state = self.0.lock().unwrap();
         state.calls.push(shown.clone());
         let injected = state
             .failures
@@ -151,6 +158,23 @@ impl Fake {
     fn query(&self, call: Call, target: &str, shown: String) -> Result<()> {
         self.enter(call, target, shown)
             .map_err(|(_, err)| err.into())
+    }
+
+    fn meet_at_gate(&self) {
+        let mut state = self.0.lock().unwrap();
+        let Some(gate) = state.gate else {
+            return;
+        };
+        state.exporting += 1;
+        if state.exporting >= gate {
+            state.gate_met = true;
+            self.1.notify_all();
+        }
+        let (mut state, _) = self
+            .1
+            .wait_timeout_while(state, Duration::from_secs(5), |s| !s.gate_met)
+            .unwrap();
+        state.exporting -= 1;
     }
 
     fn missing(shown: &str) -> CommandError {
@@ -198,7 +222,8 @@ impl ClusterOps for Fake {
         let prefix = format!("{pool}/");
         Ok(self
             .0
-            .borrow()
+            .lock()
+            .unwrap()
             .images
             .keys()
             .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
@@ -209,7 +234,7 @@ impl ClusterOps for Fake {
         let target = spec(pool, image, None);
         let shown = format!("snap ls {target}");
         self.query(Call::ListSnapshots, &target, shown.clone())?;
-        let state = self.0.borrow();
+        let state = self.0.lock().unwrap();
         let found = state
             .images
             .get(&target)
@@ -228,7 +253,7 @@ impl ClusterOps for Fake {
         let target = spec(pool, image, None);
         let shown = format!("info {}", spec(pool, image, Some(snap)));
         self.query(Call::Size, &target, shown.clone())?;
-        let state = self.0.borrow();
+        let state = self.0.lock().unwrap();
         let found = state
             .images
             .get(&target)
@@ -261,7 +286,7 @@ impl ClusterOps for Fake {
         let shown = self.show(pool, image, Op::CreateSnapshot { snap });
         self.enter(Call::CreateSnapshot, &target, shown.clone())
             .map_err(|(_, err)| err)?;
-        let mut state = self.0.borrow_mut();
+        let mut state = self.0.lock().unwrap();
         state.next_id += 1;
         let id = state.next_id;
         let found = state
@@ -281,7 +306,7 @@ impl ClusterOps for Fake {
         let shown = self.show(pool, image, Op::RemoveSnapshot { snap });
         self.enter(Call::RemoveSnapshot, &target, shown.clone())
             .map_err(|(_, err)| err)?;
-        let mut state = self.0.borrow_mut();
+        let mut state = self.0.lock().unwrap();
         let found = state
             .images
             .get_mut(&target)
@@ -301,6 +326,7 @@ impl ClusterOps for Fake {
         base: Option<&str>,
         snap: &str,
     ) -> Result<Box<dyn Read>, CommandError> {
+        self.meet_at_gate();
         let target = spec(pool, image, None);
         let shown = self.show(pool, image, Op::Export { base, snap });
         let end = match self.enter(Call::Export, &target, shown.clone()) {
@@ -308,7 +334,7 @@ impl ClusterOps for Fake {
             Err((how @ (Fail::HalfWay | Fail::Die), err)) => Some((how, err)),
             Err((_, err)) => return Err(err),
         };
-        let state = self.0.borrow();
+        let state = self.0.lock().unwrap();
         let found = state
             .images
             .get(&target)
@@ -342,7 +368,7 @@ struct World {
     dest: PathBuf,
     locks: PathBuf,
     fake: Fake,
-    now: Cell<DateTime<Utc>>,
+    now: Mutex<DateTime<Utc>>,
 }
 
 impl World {
@@ -357,7 +383,7 @@ impl World {
             locks,
             _tmp: tmp,
             fake: Fake::default(),
-            now: Cell::new(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap()),
+            now: Mutex::new(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap()),
         }
     }
 
@@ -375,21 +401,26 @@ impl World {
     }
 
     fn hours_later(&self, hours: i64) {
-        self.now
-            .set(self.now.get() + chrono::Duration::hours(hours));
+        let mut now = self.now.lock().unwrap();
+        *now += chrono::Duration::hours(hours);
     }
 
     /// One section per `(pool, settings)`, all on the same cluster configuration.
     fn config(&self, sections: &[(&str, &str)]) -> Config {
-        let text: String = sections
-            .iter()
-            .map(|(pool, settings)| {
+        self.config_with("", sections)
+    }
+
+    /// Like [`World::config`], with a `[DEFAULT]` section holding `defaults`.
+    fn config_with(&self, defaults: &str, sections: &[(&str, &str)]) -> Config {
+        let defaults = format!("[DEFAULT]\n{defaults}\n");
+        let text: String = std::iter::once(defaults)
+            .chain(sections.iter().map(|(pool, settings)| {
                 format!(
                     "[{pool}]\ndestination directory = {}\nceph config = /etc/ceph/fake.conf\n\
                      {settings}\n",
                     self.dest.display()
                 )
-            })
+            }))
             .collect();
         config::parse_str(&text, Path::new("test.conf")).unwrap()
     }
@@ -398,7 +429,7 @@ impl World {
     fn run(&self, config: &Config, check: bool) -> (Outcome, String) {
         let fake = self.fake.clone();
         let make = move |_: &PoolJob| -> Box<dyn ClusterOps> { Box::new(fake.clone()) };
-        let now = || self.now.get();
+        let now = || *self.now.lock().unwrap();
         let options = RunOptions {
             force_check: check,
             progress: false,
@@ -738,7 +769,7 @@ fn a_final_name_taken_by_a_stranger_fails_the_image_and_leaves_no_checksum_besid
     w.hours_later(1);
     // Something else already wrote a file under the name this run's diff would take.
     let first = w.fake.snapshots("rbd", "a")[0].clone();
-    let next = SnapName::at(w.now.get());
+    let next = SnapName::at(*w.now.lock().unwrap());
     let taken = format!("a@{next}.diff_from_{first}");
     fs::write(w.image_dir("rbd", "a").join(&taken), b"a stranger's bytes").unwrap();
     let (outcome, _) = w.run(&conf, false);
@@ -761,4 +792,227 @@ fn a_final_name_taken_by_a_stranger_fails_the_image_and_leaves_no_checksum_besid
         "this run's snapshot was rolled back"
     );
     assert!(w.record("rbd", "a").pending.is_empty());
+}
+
+/// `text` with the world's destination folder written as `DEST`.
+fn anonymous(w: &World, text: &str) -> String {
+    text.replace(&w.dest.display().to_string(), "DEST")
+}
+
+/// The same eight images (one of them, `rbd/gone`, missing from the cluster) in two pools, in
+/// two worlds; the first runs one image at a time, the second four at once.
+fn twin_worlds() -> [(World, Config); 2] {
+    ["", "parallel images = 4"].map(|defaults| {
+        let w = World::new();
+        for (index, image) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            w.image("rbd", image, 20_000, u8::try_from(index).unwrap());
+        }
+        for (index, image) in ["x", "y", "z"].into_iter().enumerate() {
+            w.image("ssd", image, 20_000, u8::try_from(index + 10).unwrap());
+        }
+        let conf = w.config_with(
+            defaults,
+            &[
+                (
+                    "rbd",
+                    "images = a, b, gone, c, d\nbackup mode = incremental",
+                ),
+                ("ssd", "images = *\nbackup mode = full\ncompress = yes"),
+            ],
+        );
+        (w, conf)
+    })
+}
+
+#[test]
+fn parallel_images_run_at_once_and_print_exactly_what_one_at_a_time_prints() {
+    let [(one, one_conf), (four, four_conf)] = twin_worlds();
+    assert_eq!(four_conf.parallel_images, 4);
+    four.fake.0.lock().unwrap().gate = Some(4);
+    for run in 0..2 {
+        let (one_outcome, one_out) = one.run(&one_conf, false);
+        let (four_outcome, four_out) = four.run(&four_conf, false);
+        assert!(
+            four.fake.0.lock().unwrap().gate_met,
+            "four exports ran at the same time"
+        );
+        four.fake.0.lock().unwrap().gate_met = false;
+        // Same lines in the same order: every image's lines together, sections in file order.
+        assert_eq!(
+            anonymous(&four, &four_out),
+            anonymous(&one, &one_out),
+            "run {run}"
+        );
+        for outcome in [&one_outcome, &four_outcome] {
+            assert_eq!(outcome.images_done, 7, "run {run}: {outcome:?}");
+            let failed: Vec<&str> = outcome.failures.iter().map(|(l, _)| l.as_str()).collect();
+            assert_eq!(failed, ["rbd/gone"], "run {run}");
+            let images: Vec<String> = outcome
+                .report
+                .images
+                .iter()
+                .map(|i| format!("{}/{} {:?} {}", i.pool, i.image, i.action, i.status))
+                .collect();
+            let first = if run == 0 { "Full" } else { "Diff" };
+            assert_eq!(
+                images,
+                [
+                    format!("rbd/a {first} ok"),
+                    format!("rbd/b {first} ok"),
+                    "rbd/gone Failed failed".into(),
+                    format!("rbd/c {first} ok"),
+                    format!("rbd/d {first} ok"),
+                    "ssd/x Full ok".into(),
+                    "ssd/y Full ok".into(),
+                    "ssd/z Full ok".into(),
+                ],
+                "run {run}"
+            );
+        }
+        for (pool, image) in [("rbd", "a"), ("rbd", "d"), ("ssd", "z")] {
+            assert_eq!(
+                four.files(pool, image),
+                one.files(pool, image),
+                "{pool}/{image}"
+            );
+            assert_eq!(temp_files(&four.files(pool, image)), Vec::<&String>::new());
+        }
+        one.hours_later(1);
+        four.hours_later(1);
+    }
+}
+
+#[test]
+fn a_timed_out_cluster_fails_the_queued_images_of_a_parallel_run_without_asking_again() {
+    let w = World::new();
+    for image in ["a", "b", "c", "d", "e", "f"] {
+        w.image("rbd", image, 10_000, 3);
+    }
+    let conf = w.config_with(
+        "parallel images = 2",
+        &[("rbd", "images = *\nbackup mode = incremental")],
+    );
+    w.backup(&conf);
+    w.hours_later(1);
+    w.fake.fail(Call::ListSnapshots, "rbd/a", Fail::TimedOut);
+    w.fake.fail(Call::ListSnapshots, "rbd/b", Fail::TimedOut);
+    let before = w.fake.calls().len();
+    let (outcome, _) = w.run(&conf, false);
+    assert_eq!(outcome.images_done, 0, "{outcome:?}");
+    assert_eq!(outcome.failures.len(), 6);
+    let asked = w.fake.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("snap ls"))
+        .count();
+    assert!(asked <= 3, "the queued images were not tried: {asked}");
+    let statuses: Vec<&str> = outcome
+        .report
+        .images
+        .iter()
+        .map(|i| i.status.as_str())
+        .collect();
+    assert_eq!(statuses[0], "failed");
+    assert!(
+        statuses[2..].iter().all(|s| *s == "not_attempted"),
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_failed() {
+    let w = World::new();
+    w.image("rbd", "a", 10_000, 1);
+    let conf = w.config(&[(
+        "rbd",
+        "images = a, gone\nbackup mode = incremental\nwindow size = 2\nwindow unit = hours",
+    )]);
+    let (outcome, _) = w.run(&conf, false);
+    let report = &outcome.report;
+    assert_eq!(report.envelope.kind, "run");
+    assert_eq!(
+        report.envelope.schema_version,
+        crate::report::SCHEMA_VERSION
+    );
+    assert!(!report.success && !report.check_mode && report.interrupted.is_none());
+    let [a, gone] = &report.images[..] else {
+        panic!("{report:?}")
+    };
+    let first = w.fake.snapshots("rbd", "a")[0].clone();
+    assert_eq!(
+        (a.mode.as_str(), a.action, a.status.as_str()),
+        ("incremental", Action::Full, "ok")
+    );
+    assert_eq!(a.destination, w.dest.display().to_string());
+    assert_eq!(a.snapshots_created, [first.clone()]);
+    let written: Vec<(&str, Option<u64>)> = a
+        .files_written
+        .iter()
+        .map(|f| (f.file.as_str(), f.bytes))
+        .collect();
+    let full = format!("a@{first}.full");
+    assert_eq!(written[0], (full.as_str(), Some(10_000)));
+    assert_eq!(written[1].0, format!("{full}.sha256"));
+    assert_eq!(a.bytes_written, 10_000);
+    assert_eq!(report.bytes_written, 10_000);
+    assert!(a.error.is_none());
+    assert_eq!(
+        (gone.action, gone.status.as_str()),
+        (Action::Failed, "failed")
+    );
+    let error = gone.error.as_deref().unwrap();
+    assert!(error.starts_with("cannot list snapshots: "), "{error}");
+    assert_eq!(outcome.failures[0].1, error);
+    assert!(
+        outcome.summary().contains(" written in "),
+        "{}",
+        outcome.summary()
+    );
+
+    // The record in the destination is the same document.
+    let recorded: RunReport =
+        serde_json::from_slice(&fs::read(w.dest.join(crate::report::LAST_RUN_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(
+        recorded,
+        report.restricted_to(&w.dest.display().to_string())
+    );
+    let mode = fs::metadata(w.dest.join(crate::report::LAST_RUN_FILE))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644
+    );
+
+    // A diff, then a slide: the window of two hours drops the first point.
+    let conf = w.config(&[(
+        "rbd",
+        "images = a\nbackup mode = incremental\nwindow size = 2\nwindow unit = hours",
+    )]);
+    w.hours_later(1);
+    let (outcome, _) = w.run(&conf, false);
+    let a = &outcome.report.images[0];
+    assert_eq!(a.action, Action::Diff, "{a:?}");
+    assert!(outcome.report.success);
+    w.hours_later(2);
+    let (outcome, _) = w.run(&conf, false);
+    let a = &outcome.report.images[0];
+    assert_eq!(a.action, Action::Slide, "{a:?}");
+    assert!(a.snapshots_removed.contains(&first), "{a:?}");
+    assert!(
+        a.files_removed
+            .iter()
+            .any(|f| f.file == full && f.bytes == Some(10_000)),
+        "{a:?}"
+    );
+
+    // Check mode says what it would do and writes no record.
+    fs::remove_file(w.dest.join(crate::report::LAST_RUN_FILE)).unwrap();
+    w.hours_later(1);
+    let (outcome, _) = w.run(&conf, true);
+    let a = &outcome.report.images[0];
+    assert_eq!((a.action, a.status.as_str()), (Action::Slide, "checked"));
+    assert!(a.files_written.is_empty() && a.snapshots_created.is_empty());
+    assert!(outcome.report.check_mode && outcome.report.success);
+    assert!(!w.dest.join(crate::report::LAST_RUN_FILE).exists());
 }
