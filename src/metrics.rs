@@ -97,8 +97,7 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
     }
 
     // Every image the run handled or the configuration covers, by pool and name.
-    let mut images: BTreeMap<(&str, &str), (Option<&ImageReport>, Option<&ImageCoverage>)> =
-        BTreeMap::new();
+    let mut images: BTreeMap<(&str, &str), Sources> = BTreeMap::new();
     for image in &report.images {
         images.entry((&image.pool, &image.image)).or_default().0 = Some(image);
     }
@@ -119,6 +118,9 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
     }
     families.text()
 }
+
+/// What is known of one image: what the run did to it, and what its folder holds.
+type Sources<'a> = (Option<&'a ImageReport>, Option<&'a ImageCoverage>);
 
 const IMAGE_SUCCESS_HELP: &str = "1 when the last backup run backed the image up, else 0.";
 

@@ -134,7 +134,11 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
         Ok(folder) => {
             let layout = &folder.layout;
             coverage.points = layout.points().into_iter().cloned().collect();
-            let in_chains: Vec<usize> = layout.chains.iter().flat_map(|c| c.files()).collect();
+            let in_chains: Vec<usize> = layout
+                .chains
+                .iter()
+                .flat_map(crate::folder::chain::Chain::files)
+                .collect();
             coverage.files = in_chains.len();
             coverage.bytes = in_chains.iter().map(|&i| layout.files[i].size).sum();
             coverage.unusable = layout.findings.iter().filter(|f| f.kind.is_error()).count()

@@ -11,6 +11,9 @@ use crate::harness::*;
 
 const MIB: u64 = 1 << 20;
 
+/// The samples of a metrics file: metric name and sorted labels to value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
 /// Panics naming every place where `value` does not match `schema/<kind>.schema.json`.
 #[track_caller]
 pub fn assert_schema(kind: &str, value: &serde_json::Value) {
@@ -34,7 +37,7 @@ fn json(run: &Run) -> serde_json::Value {
 
 /// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels to
 /// value; also checks that every family has its HELP text.
-fn metrics(path: &Path) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn metrics(path: &Path) -> Samples {
     let text = fs::read_to_string(path).unwrap();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
@@ -64,11 +67,7 @@ fn metrics(path: &Path) -> HashMap<(String, Vec<(String, String)>), f64> {
     samples
 }
 
-fn value(
-    samples: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut labels: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
