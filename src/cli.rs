@@ -31,13 +31,16 @@ Exit status:
   2  usage error or invalid configuration file; nothing was done
  75  another run is using an image (see --wait) and nothing else failed; the other images
      were backed up
-list exits 1 also when a configured image has no backup at all.
-status follows the monitoring-plugin convention instead: 0 OK, 1 WARNING (an image older than
---warn-age, or with files that cannot be restored from), 2 CRITICAL (an image never backed up
-or older than --max-age), 3 UNKNOWN (a destination or image folder cannot be read, or no
-configured image was found); an invalid configuration is 2 as for every command
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
-     the remaining ones skipped; a restore removed what it was creating";
+     the remaining ones skipped; a restore removed what it was creating
+list also exits 1 when an image the configuration names has no backup at all.
+status follows the monitoring-plugin convention instead:
+  0  OK: every configured image has a restore point (newer than --max-age, if given)
+  1  WARNING: an image's newest point is older than --warn-age, or its folder holds
+     files that cannot be restored from
+  2  CRITICAL: an image was never backed up, or its newest point is older than --max-age
+     (an invalid configuration or usage is 2 as well)
+  3  UNKNOWN: a destination or image folder cannot be read, or no configured image found";
 
 /// The longest `--wait`: a week. Bounded so that deadline arithmetic on it can never overflow
 /// (an unbounded value made `Instant + Duration` panic); no run waits longer in practice.
@@ -61,7 +64,7 @@ pub struct Cli {
     pub conf: PathBuf,
 
     /// Only show what would be done: for a backup, in every section whatever `check mode` says;
-    /// also for restore and init-destination (list and verify change nothing and refuse it)
+    /// also for restore and init-destination (list, status and verify change nothing and refuse it)
     #[arg(long, global = true)]
     pub check: bool,
 
