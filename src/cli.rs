@@ -64,7 +64,8 @@ pub struct Cli {
     pub conf: PathBuf,
 
     /// Only show what would be done: for a backup, in every section whatever `check mode` says;
-    /// also for restore and init-destination (list, status and verify change nothing and refuse it)
+    /// also for restore and init-destination (list, status and verify change nothing and
+    /// refuse it)
     #[arg(long, global = true)]
     pub check: bool,
 
