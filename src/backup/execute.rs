@@ -18,6 +18,13 @@
 //! in-memory cluster in this module's tests (`execute/tests.rs`).
 //!
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
+//!
+//! As it goes, the run fills a [`RunReport`] (what each image's run did: the action, the files
+//! and snapshots written and removed, sizes, durations, the error), returned in the [`Outcome`];
+//! a real run also leaves it, per destination, as that destination's last-run record
+//! ([`report::LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
+//! [`parallel`]); everything shared between them (the clusters found unreachable, the cluster
+//! handles) is thread-safe.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -5,9 +5,11 @@
 //! passed the configuration to its library calls only. Queries use `--format json`, never text
 //! scraping.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -31,11 +33,24 @@ pub struct Rbd {
     cluster: Cluster,
     /// Let `rbd` draw its progress on our stderr (only when that is a terminal).
     progress: bool,
+    /// Snapshot sizes (`pool/image@snap` → bytes) learnt from `rbd snap ls`, which gives them
+    /// with every listing: a snapshot's size never changes, so [`Rbd::size`] need not start an
+    /// `rbd info` for a snapshot already listed. Forgotten when this tool creates or removes a
+    /// snapshot of that name. Shared by clones (and by the images a run backs up at once).
+    sizes: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 #[derive(Deserialize)]
 struct ImageInfo {
     size: u64,
+}
+
+/// One entry of `rbd snap ls --format json`.
+#[derive(Deserialize)]
+struct ListedSnapshot {
+    id: u64,
+    name: String,
+    size: Option<u64>,
 }
 
 /// `pool/image` or `pool/image@snap`, the spelling every `rbd` command accepts.
@@ -48,7 +63,15 @@ pub fn spec(pool: &str, image: &str, snap: Option<&str>) -> String {
 
 impl Rbd {
     pub fn new(cluster: Cluster, progress: bool) -> Rbd {
-        Rbd { cluster, progress }
+        Rbd {
+            cluster,
+            progress,
+            sizes: Arc::default(),
+        }
+    }
+
+    fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.sizes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn command<I, S>(&self, args: I) -> CommandLine
@@ -105,15 +128,39 @@ impl Rbd {
 
     /// All snapshots of an image, ordered by id (creation order).
     pub fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>> {
-        let mut snaps: Vec<Snapshot> = self.query(["snap", "ls", &spec(pool, image, None)])?;
+        let listed: Vec<ListedSnapshot> = self.query(["snap", "ls", &spec(pool, image, None)])?;
+        let mut sizes = self.sizes();
+        let mut snaps: Vec<Snapshot> = listed
+            .into_iter()
+            .map(|listed| {
+                if let Some(size) = listed.size {
+                    sizes.insert(spec(pool, image, Some(&listed.name)), size);
+                }
+                Snapshot {
+                    id: listed.id,
+                    name: listed.name,
+                }
+            })
+            .collect();
         snaps.sort_by_key(|s| s.id);
         Ok(snaps)
     }
 
-    /// The size in bytes of an image at a snapshot.
+    /// The size in bytes of an image at a snapshot: from the last listing of the image's
+    /// snapshots when it was there, else from `rbd info`.
     pub fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
-        let info: ImageInfo = self.query(["info", &spec(pool, image, Some(snap))])?;
+        let key = spec(pool, image, Some(snap));
+        if let Some(&size) = self.sizes().get(&key) {
+            return Ok(size);
+        }
+        let info: ImageInfo = self.query(["info", &key])?;
+        self.sizes().insert(key, info.size);
         Ok(info.size)
+    }
+
+    /// A snapshot of that name is created or removed: what was learnt of it no longer holds.
+    fn forget(&self, pool: &str, image: &str, snap: &str) {
+        self.sizes().remove(&spec(pool, image, Some(snap)));
     }
 
     /// The command that creates a snapshot (the [`ClusterOps`] method of the same purpose runs it).
@@ -250,10 +297,12 @@ impl ClusterOps for Rbd {
     }
 
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        self.forget(pool, image, snap);
         self.snap_create_command(pool, image, snap).run()
     }
 
     fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+        self.forget(pool, image, snap);
         self.snap_remove_command(pool, image, snap).run()
     }
 
@@ -315,6 +364,19 @@ mod tests {
         ] {
             assert_eq!(cmd.to_string(), format!("{prefix} {expected}"));
         }
+    }
+
+    #[test]
+    fn sizes_learnt_from_a_listing_are_forgotten_when_the_snapshot_changes() {
+        let rbd = rbd(None);
+        rbd.sizes().insert(spec("p", "i", Some("s")), 42);
+        // Known: no `rbd info` (which would fail here: there is no cluster).
+        assert_eq!(rbd.size("p", "i", "s").unwrap(), 42);
+        rbd.forget("p", "i", "s");
+        assert!(rbd.sizes().is_empty());
+        let json = r#"[{"id":7,"name":"b","size":1048576,"protected":"false","timestamp":"x"}]"#;
+        let listed: Vec<ListedSnapshot> = serde_json::from_str(json).unwrap();
+        assert_eq!(listed[0].size, Some(1_048_576));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn assert_schema(kind: &str, value: &serde_json::Value) {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let errors: Vec<String> = validator
         .iter_errors(value)
-        .map(|e| format!("{}: {e}", e.instance_path()))
+        .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{kind}: {errors:#?}\n{value:#}");
 }
