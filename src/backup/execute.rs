@@ -1084,6 +1084,10 @@ impl<'s> ImageRun<'s> {
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
         let mut stream = rbd.open_export(&pool, image, base, snap)?;
+        // A signal that came after the last check but before this export was started (and so
+        // could be stopped by it) must not let the export run to its end: with several images
+        // at once, another image's step may have been that check's last chance.
+        interrupt::check()?;
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
             // A failed rbd explains itself (and stays typed, so a timeout marks the cluster

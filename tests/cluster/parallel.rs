@@ -74,9 +74,19 @@ fn parallel_images_back_up_eight_images_four_at_a_time_and_one_failing_fails_alo
         "parallel images = 4",
         &format!("images = {}\nbackup mode = incremental", listed.join(", ")),
     );
+    let (run, log) = logged_run(&w, &conf, true);
     let conf = conf.to_str().unwrap();
+    assert!(
+        most_exports_at_once(&log) >= 2,
+        "images ran one at a time: {log:#?}"
+    );
+    let mut run = Some(run);
     for round in 0..2 {
-        let run = w.cephbackup(&["-c", conf]).code(1);
+        let run = match run.take() {
+            Some(first) => first,
+            None => w.cephbackup(&["-c", conf]),
+        }
+        .code(1);
         for image in &images {
             assert_contiguous(&run.stdout, image);
         }
@@ -215,6 +225,18 @@ fn sigterm_during_a_parallel_run_stops_every_running_image_and_rolls_each_back()
 /// Runs the binary with a `rbd` on PATH that logs each call (one line of arguments) and runs the
 /// real one; returns the calls.
 fn counted_run(w: &World, conf: &Path) -> Vec<String> {
+    let (run, log) = logged_run(w, conf, false);
+    run.success();
+    log.iter()
+        .filter_map(|line| line.strip_prefix("begin "))
+        .map(|call| call.split_once(' ').unwrap().1.to_string())
+        .collect()
+}
+
+/// Runs the binary with a `rbd` on PATH that logs when each call begins (`begin PID ARGS`) and
+/// ends (`end PID`); with `slow_exports`, an export only starts after a second, so that exports
+/// that can overlap do. Returns the run and the log.
+fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) {
     let bin = w.tmp.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("rbd-calls.log");
@@ -231,9 +253,15 @@ fn counted_run(w: &World, conf: &Path) -> Vec<String> {
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            real.trim()
+            "#!/bin/sh\necho \"begin $$ $*\" >> '{log}'\n{delay}'{real}' \"$@\"\nstatus=$?\n\
+             echo \"end $$\" >> '{log}'\nexit $status\n",
+            log = log.display(),
+            real = real.trim(),
+            delay = if slow_exports {
+                "case \"$*\" in *export*) sleep 1;; esac\n"
+            } else {
+                ""
+            },
         ),
     )
     .unwrap();
@@ -246,12 +274,30 @@ fn counted_run(w: &World, conf: &Path) -> Vec<String> {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    Run::from(out).success();
-    fs::read_to_string(&log)
+    let log = fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
         .map(String::from)
-        .collect()
+        .collect();
+    (Run::from(out), log)
+}
+
+/// The most `rbd` exports running at the same time in a log of [`logged_run`].
+fn most_exports_at_once(log: &[String]) -> usize {
+    let mut running = std::collections::HashSet::new();
+    let mut most = 0;
+    for line in log {
+        if let Some(rest) = line.strip_prefix("begin ") {
+            let (pid, call) = rest.split_once(' ').unwrap();
+            if call.contains(" export") {
+                running.insert(pid.to_string());
+                most = most.max(running.len());
+            }
+        } else if let Some(pid) = line.strip_prefix("end ") {
+            running.remove(pid);
+        }
+    }
+    most
 }
 
 /// The verb of a logged call: what follows the cluster options (`snap ls`, `export-diff`, …).

@@ -943,7 +943,7 @@ fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_f
         ("incremental", Action::Full, "ok")
     );
     assert_eq!(a.destination, w.dest.display().to_string());
-    assert_eq!(a.snapshots_created, [first.clone()]);
+    assert_eq!(a.snapshots_created, std::slice::from_ref(&first));
     let written: Vec<(&str, Option<u64>)> = a
         .files_written
         .iter()
@@ -1015,4 +1015,19 @@ fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_f
     assert!(a.files_written.is_empty() && a.snapshots_created.is_empty());
     assert!(outcome.report.check_mode && outcome.report.success);
     assert!(!w.dest.join(crate::report::LAST_RUN_FILE).exists());
+}
+
+#[test]
+fn the_summary_gives_the_duration_for_people() {
+    for (seconds, shown) in [
+        (0.4, "0.4 s"),
+        (59.94, "59.9 s"),
+        (245.0, "4 min 05 s"),
+        (7380.0, "2 h 03 min"),
+    ] {
+        assert_eq!(
+            super::human_duration(Duration::from_secs_f64(seconds)),
+            shown
+        );
+    }
 }
