@@ -1,5 +1,5 @@
-//! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `restore`,
-//! `verify` and `init-destination` commands, and the exit statuses.
+//! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `status`,
+//! `restore`, `verify` and `init-destination` commands, and the exit statuses.
 //!
 //! With no command the tool backs up, exactly as the original did, so cron lines keep working.
 //! This is the only module that knows the command line and exit statuses: it turns arguments into
@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands::init::InitOptions;
 use crate::commands::list::ListOptions;
 use crate::commands::restore::RestoreOptions;
+use crate::commands::status::{Health, StatusOptions};
 use crate::commands::verify::VerifyOptions;
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::folder::catalog::Narrow as Selection;
@@ -34,7 +35,15 @@ Exit status:
  75  another run is using an image (see --wait) and nothing else failed; the other images
      were backed up
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
-     the remaining ones skipped; a restore removed what it was creating";
+     the remaining ones skipped; a restore removed what it was creating
+list also exits 1 when an image the configuration names has no backup at all.
+status follows the monitoring-plugin convention instead:
+  0  OK: every configured image has a restore point (newer than --max-age, if given)
+  1  WARNING: an image's newest point is older than --warn-age, or its folder holds
+     files that cannot be restored from
+  2  CRITICAL: an image was never backed up, or its newest point is older than --max-age
+     (an invalid configuration or usage is 2 as well)
+  3  UNKNOWN: a destination or image folder cannot be read, or no configured image found";
 
 /// The longest `--wait`: a week. Bounded so that deadline arithmetic on it can never overflow
 /// (an unbounded value made `Instant + Duration` panic); no run waits longer in practice.
@@ -58,7 +67,8 @@ pub struct Cli {
     pub conf: PathBuf,
 
     /// Only show what would be done: for a backup, in every section whatever `check mode` says;
-    /// also for restore and init-destination (list and verify change nothing and refuse it)
+    /// also for restore and init-destination (list, status and verify change nothing and
+    /// refuse it)
     #[arg(long, global = true)]
     pub check: bool,
 
@@ -93,9 +103,15 @@ pub struct Cli {
     #[arg(long, requires = "check")]
     pub offline: bool,
 
+    /// Backup run: afterwards, write Prometheus metrics to PATH (for node_exporter's textfile
+    /// collector; name it *.prom), replacing it atomically; overrides `metrics file` of
+    /// [DEFAULT]
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// Backup run: print one JSON document, the run report (schema/run.schema.json), on stdout
-    /// instead of the text; stderr is unchanged. Before `list` or `verify`, the same as their
-    /// own --json
+    /// instead of the text; stderr is unchanged. Before `list`, `status`, `verify` or `restore`,
+    /// the same as their own --json
     #[arg(long)]
     pub json: bool,
 
@@ -107,6 +123,9 @@ pub struct Cli {
 pub enum Command {
     /// Show every image's backup chains: files, sizes, and the points they restore to
     List(ListArgs),
+    /// Show whether every configured image is backed up, and how recently (for monitoring:
+    /// exits 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    Status(StatusArgs),
     /// Restore an image as it was at a backed-up point in time, into a new image or file
     Restore(RestoreArgs),
     /// Prove the backups restorable: check every file offline, optionally against the cluster
@@ -145,6 +164,41 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// The longest age `status` accepts: ten years (longer means "never", which no limit says).
+pub const MAX_AGE_SECONDS: u64 = 10 * 366 * 24 * 60 * 60;
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub narrow: Narrow,
+
+    /// An image whose newest restore point is older than this is CRITICAL (exit 2): e.g. 26h,
+    /// 2d, 90m, "1d 12h"
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub max_age: Option<std::time::Duration>,
+
+    /// An image whose newest restore point is older than this is WARNING (exit 1)
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub warn_age: Option<std::time::Duration>,
+
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A positive duration such as `26h`, `2d`, `90m` or `1d 12h`, at most [`MAX_AGE_SECONDS`].
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err}; write a duration such as 26h, 2d, 90m or \"1d 12h\""))?;
+    if duration.is_zero() {
+        return Err("a duration of zero would make every backup too old".to_string());
+    }
+    if duration.as_secs() > MAX_AGE_SECONDS {
+        return Err("at most ten years".to_string());
+    }
+    Ok(duration)
+}
+
 #[derive(Debug, Clone, Args)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["to", "to_file"]))]
 pub struct RestoreArgs {
@@ -170,6 +224,10 @@ pub struct RestoreArgs {
     /// all UTC; or RFC 3339 (2026-11-25T12:00:00+01:00)
     #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
     pub at: Option<DateTime<Utc>>,
+
+    /// Print one JSON document instead of the text (the steps then go to stderr)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -205,9 +263,12 @@ impl Cli {
         }
         let name = match &self.command {
             Some(Command::List(_)) if self.check => "list",
+            Some(Command::Status(_)) if self.check => "status",
             Some(Command::Verify(_)) if self.check => "verify",
-            Some(Command::Restore(_)) if self.json => {
-                return Err(UsageError("--json is not accepted by restore".to_string()))
+            Some(_) if self.metrics_file.is_some() => {
+                return Err(UsageError(
+                    "--metrics-file is only for a backup run (no command)".to_string(),
+                ))
             }
             Some(Command::InitDestination(_)) if self.json => {
                 return Err(UsageError(
@@ -240,6 +301,17 @@ impl ListArgs {
     }
 }
 
+impl StatusArgs {
+    pub fn options(&self) -> StatusOptions {
+        StatusOptions {
+            narrow: self.narrow.selection(),
+            max_age: self.max_age,
+            warn_age: self.warn_age,
+            json: self.json,
+        }
+    }
+}
+
 impl VerifyArgs {
     pub fn options(&self) -> VerifyOptions {
         VerifyOptions {
@@ -260,6 +332,7 @@ impl RestoreArgs {
             to_file: self.to_file.clone(),
             at: self.at,
             check,
+            json: self.json,
         }
     }
 }
@@ -284,6 +357,8 @@ pub enum Status {
     Busy,
     /// Stopped by this signal.
     Interrupted(i32),
+    /// `status`'s verdict, in the monitoring-plugin convention.
+    Monitoring(Health),
 }
 
 impl Status {
@@ -292,6 +367,15 @@ impl Status {
         match outcome {
             Outcome::Done => Status::Success,
             Outcome::FoundProblems => Status::Failed,
+        }
+    }
+
+    /// The status of `status` when it stopped with `err`: a usage error as for any command,
+    /// anything else UNKNOWN (it could not tell).
+    pub fn of_status_error(err: &anyhow::Error) -> Status {
+        match Status::of_error(err) {
+            Status::Failed => Status::Monitoring(Health::Unknown),
+            other => other,
         }
     }
 
@@ -317,6 +401,10 @@ impl From<Status> for ExitCode {
             Status::UsageOrConfig => 2,
             Status::Busy => 75,
             Status::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
+            Status::Monitoring(Health::Ok) => 0,
+            Status::Monitoring(Health::Warning) => 1,
+            Status::Monitoring(Health::Critical) => 2,
+            Status::Monitoring(Health::Unknown) => 3,
         })
     }
 }
@@ -459,6 +547,59 @@ mod tests {
         }
         let message = parse("9223372036854775807").unwrap_err().to_string();
         assert!(message.contains("0..=604800"), "{message}");
+    }
+
+    #[test]
+    fn status_reads_ages_and_maps_verdicts_to_plugin_statuses() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["cephbackup", "status"].iter().chain(args)).map(|cli| {
+                let Some(Command::Status(args)) = cli.command else {
+                    panic!("not status")
+                };
+                args
+            })
+        };
+        let args = parse(&["--max-age", "26h", "--warn-age", "90m", "--json"]).unwrap();
+        assert_eq!(
+            args.max_age,
+            Some(std::time::Duration::from_secs(26 * 3600))
+        );
+        assert_eq!(args.warn_age, Some(std::time::Duration::from_secs(90 * 60)));
+        assert!(args.json);
+        let args = parse(&["--max-age", "2d"]).unwrap();
+        assert_eq!(
+            args.max_age,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(parse(&[]).unwrap().max_age, None);
+        for bad in ["0s", "yesterday", "26", "20years"] {
+            let err = parse(&["--max-age", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("--max-age"), "{bad}: {err}");
+        }
+        let codes: Vec<ExitCode> = [
+            Health::Ok,
+            Health::Warning,
+            Health::Critical,
+            Health::Unknown,
+        ]
+        .map(|h| ExitCode::from(Status::Monitoring(h)))
+        .into();
+        assert_eq!(codes, [0, 1, 2, 3].map(ExitCode::from));
+        let unreadable = anyhow::anyhow!("cannot list /b");
+        assert_eq!(
+            Status::of_status_error(&unreadable),
+            Status::Monitoring(Health::Unknown)
+        );
+        let usage = anyhow::Error::new(UsageError("x".into()));
+        assert_eq!(Status::of_status_error(&usage), Status::UsageOrConfig);
+        let err = Cli::try_parse_from(["cephbackup", "--check", "status"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("not accepted by status"), "{err}");
+        let cli = Cli::try_parse_from(["cephbackup", "--metrics-file", "/m/c.prom"]).unwrap();
+        assert_eq!(cli.metrics_file, Some(PathBuf::from("/m/c.prom")));
     }
 
     #[test]

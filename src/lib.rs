@@ -11,11 +11,12 @@
 //!   restore points), the tool's records, writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
-//! - [`commands`]: `list`, `restore`, `verify` and `init-destination`.
+//! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
 //!   panics, escaping, sizes and times for people), [`progress`] (bars on a terminal, durations),
 //!   [`report`] (what a run did, as JSON, and the envelope every JSON document shares),
-//!   [`assets`] (the manual pages and shell completions a package ships, generated from [`cli`]).
+//!   [`metrics`] (the Prometheus textfile), [`assets`] (the manual pages and shell completions a
+//!   package ships, generated from [`cli`]).
 //!
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod folder;
 pub mod interrupt;
 pub mod lock;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod report;

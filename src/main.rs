@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{check_config, init, list, restore, verify};
+use cephbackup::commands::{check_config, init, list, restore, status, verify};
 use cephbackup::output::{self, capture};
-use cephbackup::{config, interrupt, lock, outln, progress, Outcome};
+use cephbackup::{config, interrupt, lock, metrics, outln, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -113,8 +113,15 @@ fn run(cli: &Cli) -> Status {
         outln!("{}", outcome.summary());
         outcome
     };
+    let metrics_written = match cli.metrics_file.as_ref().or(config.metrics_file.as_ref()) {
+        Some(path) => metrics::publish(&config, path, &outcome.report)
+            .inspect_err(|err| eprintln!("error: {err:#}"))
+            .is_ok(),
+        None => true,
+    };
     match (outcome.interrupted, outcome.succeeded()) {
         (Some(signal), _) => Status::Interrupted(signal),
+        (None, true) if !metrics_written => Status::Failed,
         (None, true) => Status::Success,
         (None, false) if outcome.only_busy() => Status::Busy,
         (None, false) => Status::Failed,
@@ -130,7 +137,7 @@ fn needs_cluster(cli: &Cli) -> bool {
         None => true,
         Some(Command::Restore(args)) => args.to.is_some(),
         Some(Command::Verify(args)) => args.source,
-        Some(Command::List(_) | Command::InitDestination(_)) => false,
+        Some(Command::List(_) | Command::Status(_) | Command::InitDestination(_)) => false,
     }
 }
 
@@ -158,8 +165,21 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
             options.json |= cli.json;
             list::run(config, &options)
         }
+        Command::Status(args) => {
+            let mut options = args.options();
+            options.json |= cli.json;
+            return match status::run(config, &options) {
+                Ok(health) => Status::Monitoring(health),
+                Err(err) => {
+                    eprintln!("error: {err:#}");
+                    Status::of_status_error(&err)
+                }
+            };
+        }
         Command::Restore(args) => {
-            restore::run(config, &args.options(cli.check), &locking).map(|()| Outcome::Done)
+            let mut options = args.options(cli.check);
+            options.json |= cli.json;
+            restore::run(config, &options, &locking).map(|()| Outcome::Done)
         }
         Command::Verify(args) => {
             let mut options = args.options();

@@ -7,7 +7,11 @@
 //! checksum file that is something else (a symlink, a FIFO, a folder) is flagged as an error. The
 //! text and JSON renderings are pure functions of the scanned folders; every name in the text is
 //! shown escaped ([`escaped`]), so a name cannot fake a line or drive the terminal. Each point
-//! also says when it goes ([`Expiries`]).
+//! also says when it goes ([`Expiries`]), each image how old its newest point is.
+//!
+//! Images the configuration names but that have no folder are listed too, as never backed up,
+//! and make `list` end with [`Outcome::FoundProblems`], as does any configured image without a
+//! restore point: a gap in the coverage is a problem to see, not an absence to miss.
 
 use crate::{out, outln};
 use std::collections::BTreeMap;
@@ -20,6 +24,8 @@ use serde::Serialize;
 use crate::backup::plan::Settings;
 use crate::backup::retention::{self, Expiry, Policy};
 use crate::cluster::rbd::spec;
+use crate::commands::status::{age, PointDoc};
+use crate::config::{Config, ImageSelection, PoolJob};
 use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
 use crate::folder::naming::SnapName;
@@ -27,10 +33,8 @@ use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
 use crate::output::human_bytes;
 use crate::output::{self, escaped};
+use crate::report::{rfc3339, Envelope};
 use crate::Outcome;
-
-/// Bumped only when a field changes meaning; new fields may appear at any time.
-const SCHEMA_VERSION: u32 = 1;
 
 /// One image's folder as scanned.
 pub struct Listing {
@@ -42,6 +46,19 @@ pub struct Listing {
     pub not_regular: Vec<NotRegularEntry>,
     /// When each restore point goes; `None` shows no retention at all.
     pub expiry: Option<Expiries>,
+    /// Named by its section's `images` (or the section takes every image).
+    pub configured: bool,
+    /// False for a configured image that has no folder: never backed up.
+    pub folder_exists: bool,
+    /// How old the newest restore point is, when there is one.
+    pub age: Option<std::time::Duration>,
+}
+
+impl Listing {
+    /// A configured image with no restore point: a gap in the coverage.
+    pub fn uncovered(&self) -> bool {
+        self.configured && self.layout.points().is_empty()
+    }
 }
 
 /// When each restore point of a folder will be removed, under its section's configuration.
@@ -69,17 +86,25 @@ pub struct ListOptions {
 }
 
 /// Prints the listing; [`Outcome::FoundProblems`] when a folder could not be scanned (said on
-/// stderr, the others still listed).
-pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outcome> {
-    let folders = catalog::select(
-        config,
+/// stderr, the others still listed) or a configured image has no backup.
+pub fn run(config: &Config, options: &ListOptions) -> Result<Outcome> {
+    let (pool, image) = (
         options.narrow.pool.as_deref(),
         options.narrow.image.as_deref(),
-    )?;
+    );
+    let folders: Vec<ImageFolder> = catalog::select(config, pool, None)?
+        .into_iter()
+        .filter(|folder| image.is_none_or(|wanted| wanted == folder.image))
+        .collect();
+    let never = never_backed_up(config, pool, image, &folders)?;
+    if let (Some(_), true, true) = (image, folders.is_empty(), never.is_empty()) {
+        // Neither a folder nor a configured image: the usual error, naming where it looked.
+        catalog::select(config, pool, image)?;
+    }
     let mut listings = Vec::new();
     let mut outcome = Outcome::Done;
     let now = Utc::now();
-    for folder in &folders {
+    for folder in folders.iter().chain(&never) {
         match scan(folder, now) {
             Ok(listing) => listings.push(listing),
             Err(err) => {
@@ -92,8 +117,11 @@ pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outc
             }
         }
     }
+    if listings.iter().any(Listing::uncovered) {
+        outcome = Outcome::FoundProblems;
+    }
     if options.json {
-        outln!("{}", output::json(&document(&listings))?);
+        outln!("{}", output::json(&document(&listings, now))?);
     } else if listings.is_empty() && outcome == Outcome::Done {
         outln!("No backups found.");
     } else {
@@ -102,9 +130,47 @@ pub fn run(config: &crate::config::Config, options: &ListOptions) -> Result<Outc
     Ok(outcome)
 }
 
+/// The images the selected sections name that have no folder, in configuration order.
+fn never_backed_up<'a>(
+    config: &'a Config,
+    pool: Option<&str>,
+    image: Option<&str>,
+    folders: &[ImageFolder],
+) -> Result<Vec<ImageFolder<'a>>> {
+    let jobs: Vec<&PoolJob> = match pool {
+        Some(pool) => vec![catalog::section(config, pool)?],
+        None => config.pools.iter().collect(),
+    };
+    let mut never = Vec::new();
+    for job in jobs {
+        let ImageSelection::Named(names) = &job.images else {
+            continue;
+        };
+        for name in names {
+            let has_folder = folders
+                .iter()
+                .any(|f| f.job.pool == job.pool && f.image == *name);
+            if !has_folder && image.is_none_or(|wanted| wanted == name) {
+                never.push(ImageFolder {
+                    job,
+                    image: name.clone(),
+                    dir: crate::folder::write::ImageDir::new(&job.destination, &job.pool, name),
+                });
+            }
+        }
+    }
+    Ok(never)
+}
+
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
+    let folder_exists = std::fs::symlink_metadata(folder.dir.path()).is_ok();
     let scanned = read::scan(&folder.dir, &folder.image)?;
     let policy = Settings::of(folder.job).policy();
+    let age = scanned
+        .layout
+        .points()
+        .last()
+        .map(|newest| (now - newest.taken()).to_std().unwrap_or_default());
     Ok(Listing {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
@@ -112,6 +178,12 @@ fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
         expiry: Some(Expiries::of(policy, &scanned.layout, now)),
         layout: scanned.layout,
         not_regular: scanned.not_regular,
+        configured: match &folder.job.images {
+            ImageSelection::All => true,
+            ImageSelection::Named(names) => names.contains(&folder.image),
+        },
+        folder_exists,
+        age,
     })
 }
 
@@ -148,9 +220,32 @@ pub fn text(listings: &[Listing]) -> String {
                     folder
                 );
             }
+            _ if !listing.folder_exists => {
+                let _ = writeln!(
+                    out,
+                    "{label}: never backed up: configured in [{}], but there is no folder {folder}",
+                    escaped(&listing.pool)
+                );
+            }
+            _ if listing.configured => {
+                let _ = writeln!(
+                    out,
+                    "{label}: no restore points, in {folder}: configured, but not backed up"
+                );
+            }
             _ => {
                 let _ = writeln!(out, "{label}: no restore points, in {folder}");
             }
+        }
+        if let (Some(newest), Some(old)) = (points.last(), listing.age) {
+            let _ = writeln!(out, "  newest restore point: {newest}, {} old", age(old));
+        }
+        if !listing.configured {
+            let _ = writeln!(
+                out,
+                "  not named by images = in [{}]: no longer backed up",
+                escaped(&listing.pool)
+            );
         }
         if let Some(expiry) = &listing.expiry {
             let _ = writeln!(out, "  retention: {}", expiry.policy);
@@ -227,7 +322,8 @@ fn file_line(stored: &FolderFile) -> String {
 
 #[derive(Serialize)]
 struct Document<'a> {
-    schema_version: u32,
+    #[serde(flatten)]
+    envelope: Envelope,
     images: Vec<ImageDoc<'a>>,
 }
 
@@ -236,13 +332,28 @@ struct ImageDoc<'a> {
     pool: &'a str,
     image: &'a str,
     folder: &'a str,
-    /// Snapshot names, oldest first.
-    restore_points: Vec<&'a str>,
+    /// Named by its section's `images` (or the section takes every image).
+    configured: bool,
+    /// At least one restore point exists.
+    backed_up: bool,
+    /// The newest restore point, and how old it is.
+    newest: Option<PointDoc>,
+    age_seconds: Option<u64>,
+    /// Oldest first, each with its time and when it goes.
+    restore_points: Vec<PointEntry>,
     /// The configuration that decides when points go, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     retention: Option<String>,
     chains: Vec<ChainDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct PointEntry {
+    snapshot: String,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<ExpiryDoc>,
 }
 
 #[derive(Serialize)]
@@ -253,14 +364,14 @@ struct ChainDoc<'a> {
 
 #[derive(Serialize)]
 struct FileDoc<'a> {
-    name: &'a str,
+    file: &'a str,
     kind: &'static str,
     snapshot: &'a str,
     /// The snapshot a diff starts from.
     base: Option<&'a str>,
     /// When the snapshot was taken, RFC 3339 UTC.
-    taken: String,
-    size: u64,
+    time: String,
+    bytes: u64,
     compressed: bool,
     checksum_file: Option<&'a str>,
     /// When the restore point this file gives will be removed.
@@ -285,10 +396,7 @@ struct ExpiryDoc {
 
 fn expiry_doc(expiry: &Expiry) -> ExpiryDoc {
     let (after, held) = match expiry {
-        Expiry::Window { after, held, .. } => (
-            Some(after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            *held,
-        ),
+        Expiry::Window { after, held, .. } => (Some(rfc3339(*after)), *held),
         Expiry::Kept { .. } | Expiry::NextRun { .. } => (None, None),
     };
     ExpiryDoc {
@@ -302,7 +410,7 @@ fn expiry_doc(expiry: &Expiry) -> ExpiryDoc {
 
 #[derive(Serialize)]
 struct FindingDoc<'a> {
-    name: &'a str,
+    file: &'a str,
     kind: Kind,
     /// What the entry is, for an entry that is not a regular file.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,7 +429,7 @@ enum Kind {
 
 fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
     FileDoc {
-        name: &stored.name,
+        file: &stored.name,
         kind: if stored.file.is_full() {
             "full"
         } else {
@@ -332,33 +440,41 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
             .file
             .base()
             .map(super::super::folder::naming::SnapName::as_str),
-        taken: stored
-            .file
-            .snap
-            .taken()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        size: stored.size,
+        time: rfc3339(stored.file.snap.taken()),
+        bytes: stored.size,
         compressed: stored.file.compressed,
         checksum_file: stored.checksum.as_deref(),
         expiry: listing.expiry_of(stored).map(expiry_doc),
     }
 }
 
-fn document(listings: &[Listing]) -> Document<'_> {
+fn document(listings: &[Listing], now: DateTime<Utc>) -> Document<'_> {
     Document {
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new("list", now),
         images: listings
             .iter()
             .map(|listing| {
                 let layout = &listing.layout;
+                let points = layout.points();
                 ImageDoc {
                     pool: &listing.pool,
                     image: &listing.image,
                     folder: &listing.folder,
-                    restore_points: layout
-                        .points()
-                        .into_iter()
-                        .map(super::super::folder::naming::SnapName::as_str)
+                    configured: listing.configured,
+                    backed_up: !points.is_empty(),
+                    newest: points.last().map(|p| PointDoc::of(p)),
+                    age_seconds: listing.age.map(|d| d.as_secs()),
+                    restore_points: points
+                        .iter()
+                        .map(|point| PointEntry {
+                            snapshot: point.as_str().to_string(),
+                            time: rfc3339(point.taken()),
+                            expiry: listing
+                                .expiry
+                                .as_ref()
+                                .and_then(|e| e.by_point.get(*point))
+                                .map(expiry_doc),
+                        })
                         .collect(),
                     retention: listing.expiry.as_ref().map(|e| e.policy.to_string()),
                     chains: layout
@@ -375,14 +491,14 @@ fn document(listings: &[Listing]) -> Document<'_> {
                         .not_regular
                         .iter()
                         .map(|entry| FindingDoc {
-                            name: &entry.name,
+                            file: &entry.name,
                             kind: Kind::Entry("not_regular"),
                             entry: Some(entry.kind),
                             message: entry.message(),
                             severity: "error",
                         })
                         .chain(layout.findings.iter().map(|finding| FindingDoc {
-                            name: &finding.name,
+                            file: &finding.name,
                             kind: Kind::Chain(finding.kind),
                             entry: None,
                             message: finding.message.clone(),
@@ -403,6 +519,11 @@ mod tests {
     const S1: &str = "BACKUPUTC20261121T020000";
     const S3: &str = "BACKUPUTC20261123T020000";
 
+    fn now() -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 11, 21, 5, 2, 5).unwrap()
+    }
+
     fn listing() -> Listing {
         let names = [
             format!("vm@{S0}.full.tar.gz"),
@@ -422,6 +543,9 @@ mod tests {
             layout,
             not_regular: vec![],
             expiry: None,
+            configured: true,
+            folder_exists: true,
+            age: Some(std::time::Duration::from_secs(3 * 3600 + 125)),
         }
     }
 
@@ -430,6 +554,7 @@ mod tests {
         let expected = format!(
             "\
 rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32.0 MiB in /b/rbd/vm
+  newest restore point: {S1}, 3h 2m old
   chain from full backup {S0} (2 restore points):
     {S0}  full    32.0 MiB  gzip  sha256  vm@{S0}.full.tar.gz
     {S1}  diff     1.5 KiB  gzip  no-sum  vm@{S1}.diff_from_{S0}.tar.gz
@@ -442,14 +567,27 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
 
     #[test]
     fn json_names_every_file_and_point() {
-        let json = serde_json::to_value(document(&[listing()])).unwrap();
+        let json = serde_json::to_value(document(&[listing()], now())).unwrap();
         assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["kind"], "list");
+        assert_eq!(json["generated_at"], "2026-11-21T05:02:05Z");
         let image = &json["images"][0];
-        assert_eq!(image["restore_points"], serde_json::json!([S0, S1]));
+        assert_eq!(
+            image["restore_points"],
+            serde_json::json!([
+                {"snapshot": S0, "time": "2026-11-20T02:00:00Z"},
+                {"snapshot": S1, "time": "2026-11-21T02:00:00Z"},
+            ])
+        );
+        assert_eq!(image["configured"], true);
+        assert_eq!(image["backed_up"], true);
+        assert_eq!(image["newest"]["snapshot"], S1);
+        assert_eq!(image["age_seconds"], 3 * 3600 + 125);
         let full = &image["chains"][0]["files"][0];
+        assert_eq!(full["file"], format!("vm@{S0}.full.tar.gz"));
         assert_eq!(full["kind"], "full");
-        assert_eq!(full["taken"], "2026-11-20T02:00:00Z");
-        assert_eq!(full["size"], 33_554_432);
+        assert_eq!(full["time"], "2026-11-20T02:00:00Z");
+        assert_eq!(full["bytes"], 33_554_432);
         assert_eq!(full["compressed"], true);
         assert_eq!(full["checksum_file"], format!("vm@{S0}.full.tar.gz.sha256"));
         assert_eq!(image["chains"][0]["files"][1]["base"], S0);
@@ -460,6 +598,14 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             .map(|f| (f["kind"].as_str().unwrap(), f["severity"].as_str().unwrap()))
             .collect();
         assert_eq!(kinds, [("temporary", "warning"), ("missing_link", "error")]);
+        crate::commands::schema_check::assert_valid("list", &json);
+        // The schema holds every name: the old spelling is refused.
+        let mut old = json.clone();
+        old["images"][0]["chains"][0]["files"][0]["name"] = "x".into();
+        assert!(!crate::commands::schema_check::accepts("list", &old));
+        let mut old = json;
+        old["images"][0]["restore_points"] = serde_json::json!([S0]);
+        assert!(!crate::commands::schema_check::accepts("list", &old));
     }
 
     #[test]
@@ -478,6 +624,9 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 kind: EntryKind::Symlink,
             }],
             expiry: None,
+            configured: true,
+            folder_exists: true,
+            age: None,
         };
         listing.layout.files[0].size = 1024;
         let text = text(std::slice::from_ref(&listing));
@@ -496,17 +645,18 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             "{text}"
         );
         assert!(!text.contains('\x1b'), "{text}");
-        let json = output::json(&document(std::slice::from_ref(&listing))).unwrap();
+        let json = output::json(&document(std::slice::from_ref(&listing), now())).unwrap();
         assert!(!json.contains('\x1b'), "{json}");
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let findings = &value["images"][0]["findings"];
-        assert_eq!(findings[0]["name"], format!("vm@{S1}.full"));
+        assert_eq!(findings[0]["file"], format!("vm@{S1}.full"));
         assert_eq!(findings[0]["kind"], "not_regular");
         assert_eq!(findings[0]["entry"], "symlink");
         assert_eq!(findings[0]["severity"], "error");
-        assert_eq!(findings[1]["name"], names[1].as_str());
+        assert_eq!(findings[1]["file"], names[1].as_str());
         assert_eq!(findings[1]["kind"], "unexpected");
         assert!(findings[1].get("entry").is_none());
+        crate::commands::schema_check::assert_valid("list", &value);
     }
 
     #[test]
@@ -528,7 +678,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
         let shown = text(std::slice::from_ref(&listing));
         let lines: Vec<&str> = shown.lines().collect();
         assert_eq!(
-            lines[1..6],
+            lines[2..7],
             [
                 "  retention: incremental, window of 7 days, keep minimum = 2",
                 &format!("  chain from full backup {S0} (2 restore points):"),
@@ -539,17 +689,25 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             ]
         );
         assert_eq!(
-            lines[6],
+            lines[7],
             "      kept while fewer than 2 newer restore points exist (0 now, keep minimum = 2); \
              left the window of 7 days after 2026-11-28 02:00:00 UTC"
         );
-        let json = serde_json::to_value(document(&[listing])).unwrap();
+        let json = serde_json::to_value(document(&[listing], now)).unwrap();
         let image = &json["images"][0];
         assert_eq!(
             image["retention"],
             "incremental, window of 7 days, keep minimum = 2"
         );
         let files = &image["chains"][0]["files"];
+        // Every restore point says when it goes, in the list of points as beside its file.
+        let points = image["restore_points"].as_array().unwrap();
+        assert_eq!(points.len(), 2);
+        for (point, file) in points.iter().zip(files.as_array().unwrap()) {
+            assert_eq!(point["snapshot"], file["snapshot"]);
+            assert_eq!(point["expiry"], file["expiry"]);
+        }
+        assert_eq!(points[0]["expiry"]["removal"], "next_run");
         assert_eq!(files[0]["expiry"]["removal"], "next_run");
         assert_eq!(files[0]["expiry"]["after"], "2026-11-27T02:00:00Z");
         assert_eq!(files[0]["expiry"]["keep_minimum"], serde_json::Value::Null);
@@ -560,5 +718,69 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             .as_str()
             .unwrap()
             .starts_with("kept while fewer than 2 newer"));
+        crate::commands::schema_check::assert_valid("list", &json);
+    }
+
+    #[test]
+    fn configured_images_without_backups_are_shown_as_gaps() {
+        let never = Listing {
+            pool: "rbd".into(),
+            image: "db".into(),
+            folder: "/b/rbd/db".into(),
+            layout: Layout::build("db", &[]),
+            not_regular: vec![],
+            expiry: None,
+            configured: true,
+            folder_exists: false,
+            age: None,
+        };
+        let empty = Listing {
+            image: "web".into(),
+            folder: "/b/rbd/web".into(),
+            folder_exists: true,
+            ..Listing {
+                layout: Layout::build("web", &[]),
+                ..never.clone_shallow()
+            }
+        };
+        let mut retired = listing();
+        retired.configured = false;
+        assert!(never.uncovered() && empty.uncovered());
+        assert!(!listing().uncovered() && !retired.uncovered());
+        let shown = text(&[never.clone_shallow(), empty, retired]);
+        for line in [
+            "rbd/db: never backed up: configured in [rbd], but there is no folder /b/rbd/db",
+            "rbd/web: no restore points, in /b/rbd/web: configured, but not backed up",
+            "  not named by images = in [rbd]: no longer backed up",
+        ] {
+            assert!(
+                shown.lines().any(|l| l == line),
+                "{line:?} missing in\n{shown}"
+            );
+        }
+        let json = serde_json::to_value(document(&[never], now())).unwrap();
+        let image = &json["images"][0];
+        assert_eq!(image["configured"], true);
+        assert_eq!(image["backed_up"], false);
+        assert_eq!(image["newest"], serde_json::Value::Null);
+        assert_eq!(image["restore_points"], serde_json::json!([]));
+        crate::commands::schema_check::assert_valid("list", &json);
+    }
+
+    impl Listing {
+        /// A copy for the tests (the expiries are not copied).
+        fn clone_shallow(&self) -> Listing {
+            Listing {
+                pool: self.pool.clone(),
+                image: self.image.clone(),
+                folder: self.folder.clone(),
+                layout: self.layout.clone(),
+                not_regular: self.not_regular.clone(),
+                expiry: None,
+                configured: self.configured,
+                folder_exists: self.folder_exists,
+                age: self.age,
+            }
+        }
     }
 }

@@ -26,7 +26,9 @@
 //! A restore is one list of steps (`image_steps`, `file_steps`): a real run prints each as it
 //! starts it, saying what it does with which file (never a shell command: nothing runs through
 //! one), and ends with its duration; `--check` prints them all and does nothing. When a backup
-//! file is what failed, the error names the newest point that does not need it, for `--at`.
+//! file is what failed, the error names the newest point that does not need it, for `--at`. With
+//! `--json` those lines go to stderr and stdout carries one document (`RestoreDoc`): what was
+//! restored, into what, the point and its time, and the files used.
 
 use crate::outln;
 use std::ffi::CString;
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::cluster::process::{CommandError, CommandLine, FailureKind};
@@ -52,6 +55,7 @@ use crate::folder::rebuild::TargetFailed;
 use crate::folder::write::ImageDir;
 use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
+use crate::report::{rfc3339, Envelope};
 use crate::{interrupt, lock, progress, UsageError};
 
 const BUFFER: usize = 1 << 20;
@@ -193,9 +197,108 @@ pub struct RestoreOptions {
     pub at: Option<DateTime<Utc>>,
     /// Only show the steps.
     pub check: bool,
+    /// One JSON document on stdout; the steps on stderr.
+    pub json: bool,
+}
+
+/// Where the restore's own lines go: stdout, unless stdout carries the JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Say {
+    Stdout,
+    Stderr,
+}
+
+impl Say {
+    fn line(self, line: &str) {
+        match self {
+            Say::Stdout => outln!("{line}"),
+            Say::Stderr => eprintln!("{line}"),
+        }
+    }
+}
+
+/// The `--json` document of a restore that succeeded (or, in check mode, was shown).
+#[derive(Debug, Serialize)]
+struct RestoreDoc {
+    #[serde(flatten)]
+    envelope: Envelope,
+    pool: String,
+    image: String,
+    /// The restore point: its snapshot and when it was taken.
+    snapshot: String,
+    time: String,
+    target: TargetDoc,
+    /// The backup folder the files were read from.
+    folder: String,
+    /// The files replayed, full backup first.
+    files: Vec<RestoredFile>,
+    /// Files whose `.sha256` file was checked as they were read.
+    checksums_checked: usize,
+    /// True when nothing was done (`--check`).
+    check_mode: bool,
+    duration_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum TargetDoc {
+    Image { pool: String, image: String },
+    File { path: String },
+}
+
+#[derive(Debug, Serialize)]
+struct RestoredFile {
+    file: String,
+    /// `full` or `diff`.
+    kind: &'static str,
+    snapshot: String,
+    /// The size of the file in the folder.
+    bytes: u64,
+}
+
+fn restore_doc(
+    args: &RestoreOptions,
+    point: &SnapName,
+    target: &Target,
+    folder: &Path,
+    route: &[&FolderFile],
+    checked: usize,
+    started: Instant,
+) -> RestoreDoc {
+    RestoreDoc {
+        envelope: Envelope::new("restore", Utc::now()),
+        pool: args.pool.clone(),
+        image: args.image.clone(),
+        snapshot: point.as_str().to_string(),
+        time: rfc3339(point.taken()),
+        target: match target {
+            Target::Image { pool, name } => TargetDoc::Image {
+                pool: pool.clone(),
+                image: name.clone(),
+            },
+            Target::File(path) => TargetDoc::File {
+                path: path.display().to_string(),
+            },
+        },
+        folder: folder.display().to_string(),
+        files: route
+            .iter()
+            .map(|link| RestoredFile {
+                file: link.name.clone(),
+                kind: if link.file.is_full() { "full" } else { "diff" },
+                snapshot: link.file.snap.as_str().to_string(),
+                bytes: link.size,
+            })
+            .collect(),
+        checksums_checked: checked,
+        check_mode: args.check,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    }
 }
 
 pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
+    let started = Instant::now();
+    let say = if args.json { Say::Stderr } else { Say::Stdout };
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
@@ -244,45 +347,51 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         interrupt::check()?;
         read::precheck(&folder, link, &limits.of(link)).map_err(|err| instead(err, link))?;
     }
-    outln!(
+    say.line(&format!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
         output::time(point.taken()),
         route.len(),
         escaped_path(&folder)
-    );
+    ));
     let steps = match &target {
         Target::Image { pool, name } => image_steps(&rbd, pool, name, &route),
         Target::File(_) => file_steps(&route),
     };
     if args.check {
         for step in &steps {
-            outln!("{}", step.describe(&folder, &target));
+            say.line(&step.describe(&folder, &target));
         }
-        outln!("Check mode: nothing was done.");
+        say.line("Check mode: nothing was done.");
+        if args.json {
+            let doc = restore_doc(args, point, &target, &folder, &route, 0, started);
+            outln!("{}", output::json(&doc)?);
+        }
         return Ok(());
     }
 
-    let started = Instant::now();
     let mut failed_at = None;
     let done = match &target {
         Target::Image { pool, name } => {
-            into_image(&rbd, pool, name, &folder, &steps, &limits, &mut failed_at)
+            into_image(&rbd, pool, name, &folder, &steps, &limits, say, &mut failed_at)
         }
-        Target::File(path) => {
-            into_file(path, &folder, &steps, &limits, &mut failed_at).map_err(blame_signal)
-        }
+        Target::File(path) => into_file(path, &folder, &steps, &limits, say, &mut failed_at)
+            .map_err(blame_signal),
     };
     let checked = match (done, failed_at) {
         (Ok(checked), _) => checked,
         (Err(err), Some(link)) => return Err(instead(err, link)),
         (Err(err), None) => return Err(err),
     };
-    outln!(
+    say.line(&format!(
         "Restored {target} as of {point}: {} file(s) applied, {checked} checked against their \
          .sha256 file, in {}",
         route.len(),
         progress::duration(started.elapsed())
-    );
+    ));
+    if args.json {
+        let doc = restore_doc(args, point, &target, &folder, &route, checked, started);
+        outln!("{}", output::json(&doc)?);
+    }
     Ok(())
 }
 
@@ -446,13 +555,14 @@ fn into_image<'a>(
     folder: &Path,
     steps: &[Step<'a>],
     limits: &Limits,
+    say: Say,
     failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
     let target = Target::Image {
         pool: pool.to_string(),
         name: name.to_string(),
     };
-    let result = replay(folder, &target, steps, limits, failed_at);
+    let result = replay(folder, &target, steps, limits, say, failed_at);
     let Err(err) = result else {
         return result;
     };
@@ -472,12 +582,13 @@ fn replay<'a>(
     target: &Target,
     steps: &[Step<'a>],
     limits: &Limits,
+    say: Say,
     failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder, target));
+        say.line(&step.describe(folder, target));
         step.log();
         match &step.action {
             Action::Feed(cmd) => {
@@ -589,6 +700,7 @@ fn into_file<'a>(
     folder: &Path,
     steps: &[Step<'a>],
     limits: &Limits,
+    say: Say,
     failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
     let shown = escaped_path(path);
@@ -597,7 +709,7 @@ fn into_file<'a>(
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        outln!("{}", step.describe(folder, &target));
+        say.line(&step.describe(folder, &target));
         step.log();
         let Action::Rebuild = step.action else {
             bail!("an image step in a file restore (a bug)");
@@ -1157,6 +1269,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
             &mut None,
         )
         .unwrap_err();
@@ -1209,6 +1322,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
             &mut None,
         )
         .unwrap_err();
@@ -1236,6 +1350,7 @@ mod tests {
             backups.path(),
             &file_steps(&route),
             &Limits::default(),
+            Say::Stdout,
             &mut None,
         )
         .unwrap_err();
@@ -1248,5 +1363,67 @@ mod tests {
                 mount.0.path().display()
             )
         );
+    }
+
+    #[test]
+    fn the_json_document_names_the_point_its_time_the_target_and_the_files() {
+        let names = [
+            format!("vm@{S0}.full.tar.gz"),
+            format!("vm@{S1}.diff_from_{S0}"),
+        ];
+        let mut layout = Layout::build("vm", &names);
+        layout.files[0].size = 1000;
+        layout.files[1].size = 20;
+        let point = SnapName::parse(S1).unwrap();
+        let route = layout.route(&point).unwrap();
+        let args = RestoreOptions {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            json: true,
+            ..RestoreOptions::default()
+        };
+        let started = Instant::now();
+        for (target, check) in [
+            (
+                Target::Image {
+                    pool: "other".into(),
+                    name: "vm-restored".into(),
+                },
+                false,
+            ),
+            (Target::File("/tmp/vm.raw".into()), true),
+        ] {
+            let args = RestoreOptions {
+                check,
+                ..args.clone()
+            };
+            let doc = restore_doc(
+                &args,
+                &point,
+                &target,
+                Path::new("/b/rbd/vm"),
+                &route,
+                1,
+                started,
+            );
+            let value = serde_json::to_value(&doc).unwrap();
+            assert_eq!(value["kind"], "restore");
+            assert_eq!(value["snapshot"], S1);
+            assert_eq!(value["time"], "2026-11-21T02:00:00Z");
+            assert_eq!(value["files"][0]["file"], names[0].as_str());
+            assert_eq!(value["files"][0]["bytes"], 1000);
+            assert_eq!(value["files"][1]["kind"], "diff");
+            assert_eq!(value["check_mode"], check);
+            crate::commands::schema_check::assert_valid("restore", &value);
+            if check {
+                assert_eq!(value["target"]["kind"], "file");
+                assert_eq!(value["target"]["path"], "/tmp/vm.raw");
+            } else {
+                assert_eq!(
+                    value["target"],
+                    serde_json::json!({"kind": "image", "pool": "other", "image": "vm-restored"})
+                );
+            }
+        }
     }
 }

@@ -32,10 +32,9 @@ use crate::folder::read::{self, Limits};
 use crate::folder::rebuild;
 use crate::folder::write::Hashing;
 use crate::output::{self, escaped, human_bytes};
+use crate::report::Envelope;
 use crate::{interrupt, lock, progress, Outcome};
 
-/// Bumped only when a field changes meaning; new fields may appear at any time.
-const SCHEMA_VERSION: u32 = 1;
 const BUFFER: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -92,7 +91,8 @@ impl ImageReport {
 
 #[derive(Serialize)]
 struct Document<'a> {
-    schema_version: u32,
+    #[serde(flatten)]
+    envelope: Envelope,
     ok: bool,
     errors: usize,
     warnings: usize,
@@ -137,7 +137,7 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
     let warnings: usize = reports.iter().map(|r| r.count(Severity::Warning)).sum();
     if args.json {
         let document = Document {
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new("verify", chrono::Utc::now()),
             ok: errors == 0,
             errors,
             warnings,
@@ -724,5 +724,39 @@ mod tests {
             summary(&[], 2, 1, "0.0 s"),
             "Verified 0 file(s) of 0 image(s), 0 B read in 0.0 s: 2 error(s), 1 warning(s)"
         );
+    }
+
+    #[test]
+    fn the_json_document_matches_its_schema() {
+        let mut report = ImageReport {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            folder: "/b/rbd/vm".into(),
+            files_checked: 2,
+            bytes_read: 4096,
+            source: Some(SourceCheck {
+                snapshot: "BACKUPUTC20261120T020000".into(),
+                rebuilt_sha256: "ab".into(),
+                cluster_sha256: "ab".into(),
+                matches: true,
+            }),
+            ..ImageReport::default()
+        };
+        report.problem("vm@x.full", Severity::Warning, "no .sha256 file");
+        let reports = [report];
+        let document = Document {
+            envelope: Envelope::new("verify", chrono::Utc::now()),
+            ok: true,
+            errors: 0,
+            warnings: 1,
+            images: &reports,
+        };
+        let value = serde_json::to_value(&document).unwrap();
+        assert_eq!(value["kind"], "verify");
+        assert_eq!(value["images"][0]["problems"][0]["file"], "vm@x.full");
+        crate::commands::schema_check::assert_valid("verify", &value);
+        let mut wrong = value;
+        wrong["images"][0]["problems"][0]["severity"] = "fatal".into();
+        assert!(!crate::commands::schema_check::accepts("verify", &wrong));
     }
 }

@@ -20,6 +20,8 @@ pub struct Config {
     /// `parallel images` of `[DEFAULT]`: how many images a run backs up at once (1, the
     /// original's one after the other, unless set).
     pub parallel_images: u32,
+    /// `metrics file` of `[DEFAULT]`: where a backup run writes its Prometheus textfile.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// What to back up for one pool, and how.

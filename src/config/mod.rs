@@ -93,12 +93,14 @@ const KEEP_MONTHLY: &str = "keep monthly";
 const KEEP_MINIMUM: &str = "keep minimum";
 /// Read from `[DEFAULT]` only: it is about the whole run, not one pool.
 const PARALLEL_IMAGES: &str = "parallel images";
+/// `[DEFAULT]` only: the Prometheus textfile a backup run writes.
+const METRICS_FILE: &str = "metrics file";
 /// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
 /// more than this would only make them wait on each other.
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 17] = [
+const KNOWN_KEYS: [&str; 18] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -116,6 +118,7 @@ const KNOWN_KEYS: [&str; 17] = [
     KEEP_MONTHLY,
     KEEP_MINIMUM,
     PARALLEL_IMAGES,
+    METRICS_FILE,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -308,7 +311,38 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
         })
         .collect();
     let parallel_images = parallel_images(&ini, path, &mut findings);
-    findings.into_result(path, pools, parallel_images)
+    let metrics_file = metrics_file(path, &ini, &mut findings);
+    findings.into_result(path, pools, parallel_images, metrics_file)
+}
+
+/// `metrics file`: one file for the whole run, so it is read from `[DEFAULT]` only (with its
+/// `%(name)s` references expanded there); written in a pool section it is an error, as the
+/// section could not have a file of its own. The path must be absolute: cron's working folder
+/// is nobody's choice.
+fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<PathBuf> {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(METRICS_FILE) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(METRICS_FILE.to_string()),
+                message: "one metrics file serves the whole run: set it in [DEFAULT]".to_string(),
+            };
+            findings.add(Severity::Error, problem);
+        }
+    }
+    let mut reader = PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    };
+    let value = reader
+        .optional(METRICS_FILE, parse_metrics_file)
+        .ok()
+        .flatten()?;
+    Some(PathBuf::from(value))
 }
 
 /// `parallel images`, from `[DEFAULT]`; written in a pool section it is reported and ignored.
@@ -383,6 +417,7 @@ impl Findings {
         file: &Path,
         pools: Vec<PoolJob>,
         parallel_images: u32,
+        metrics_file: Option<PathBuf>,
     ) -> Result<Config, ConfigErrors> {
         let Findings { errors, warnings } = self;
         let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
@@ -397,6 +432,7 @@ impl Findings {
                 pools,
                 warnings,
                 parallel_images,
+                metrics_file,
             })
         } else {
             Err(ConfigErrors {

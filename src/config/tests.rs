@@ -770,7 +770,7 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
          window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
-         monthly, keep minimum, parallel images)"
+         monthly, keep minimum, parallel images, metrics file)"
     );
 }
 
@@ -1841,5 +1841,32 @@ fn parallel_images_is_read_from_default_only_and_bounded() {
         lines(&config.warnings),
         "t.conf:5: [rbd] parallel images: is read from [DEFAULT] only (it applies to the whole \
          run); ignored here"
+    );
+}
+
+#[test]
+fn metrics_file_is_one_absolute_path_in_default() {
+    let config = parse(&format!(
+        "[DEFAULT]\nroot = /var/lib/node_exporter\nmetrics file = %(root)s/cephbackup.prom\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(
+        config.metrics_file,
+        Some(PathBuf::from("/var/lib/node_exporter/cephbackup.prom"))
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(parse(&minimal("")).unwrap().metrics_file, None);
+    assert_eq!(
+        problems(&minimal("metrics file = /m/c.prom\n")),
+        "t.conf:5: [rbd] metrics file: one metrics file serves the whole run: set it in [DEFAULT]"
+    );
+    assert_eq!(
+        problems(&format!(
+            "[DEFAULT]\nmetrics file = c.prom\n{}",
+            minimal("")
+        )),
+        "t.conf:2: [DEFAULT] metrics file: \"c.prom\" is not an absolute path (a run from cron \
+         has no meaningful working folder)"
     );
 }

@@ -80,6 +80,19 @@ pub(super) fn parse_optional_text(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+pub(super) fn parse_metrics_file(text: &str) -> Result<String, String> {
+    let text = parse_optional_text(text)?;
+    if !Path::new(&text).is_absolute() {
+        return Err(format!(
+            "{text:?} is not an absolute path (a run from cron has no meaningful working folder)"
+        ));
+    }
+    if Path::new(&text).file_name().is_none() {
+        return Err(format!("{text:?} does not name a file"));
+    }
+    Ok(text)
+}
+
 pub(super) fn parse_backup_mode(text: &str) -> Result<BackupMode, String> {
     reject_line_breaks(text)?;
     match text.to_ascii_lowercase().as_str() {

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod chain;
 pub mod checked_diff;
+pub mod coverage;
 pub mod diffstream;
 pub mod naming;
 pub mod read;

@@ -449,7 +449,7 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
                     list.stdout
                 );
                 assert!(
-                    findings.iter().any(|f| f["name"] == name.as_str()
+                    findings.iter().any(|f| f["file"] == name.as_str()
                         && f["kind"] == "not_regular"
                         && f["severity"] == "error"),
                     "{what}: {findings:?}"
@@ -552,7 +552,7 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
                     list.stdout
                 );
                 assert!(
-                    findings.iter().any(|f| f["name"] == name.as_str()),
+                    findings.iter().any(|f| f["file"] == name.as_str()),
                     "{what}: JSON names it exactly: {findings:?}"
                 );
             }

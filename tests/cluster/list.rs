@@ -73,16 +73,23 @@ fn list_shows_chains_points_and_problems() {
     assert_eq!(images.len(), 1);
     let vm = &images[0];
     assert_eq!(vm["pool"], w.pool.as_str());
-    assert_eq!(vm["restore_points"], serde_json::json!(snaps));
+    let points: Vec<&str> = vm["restore_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(points, snaps);
+    crate::monitoring::assert_schema("list", &run);
     let files = vm["chains"][0]["files"].as_array().unwrap();
     assert_eq!(files.len(), 3);
     assert_eq!(files[0]["kind"], "full");
     assert_eq!(files[1]["base"], snaps[0].as_str());
     for file in files {
         assert_eq!(file["compressed"], true);
-        let name = file["name"].as_str().unwrap();
+        let name = file["file"].as_str().unwrap();
         assert_eq!(
-            file["size"].as_u64().unwrap(),
+            file["bytes"].as_u64().unwrap(),
             fs::metadata(vm_dir.join(name)).unwrap().len()
         );
         assert_eq!(file["checksum_file"], format!("{name}.sha256"));

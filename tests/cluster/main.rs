@@ -14,6 +14,7 @@ mod faults;
 mod hostile_backup;
 mod hostile_read;
 mod list;
+mod monitoring;
 mod operations;
 mod parallel;
 mod proof;

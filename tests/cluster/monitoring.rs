@@ -1,0 +1,411 @@
+//! Monitoring: the metrics file after real runs (one image failing), `status` and its exit
+//! statuses, `list` showing the configured image never backed up, and every JSON document checked
+//! against its schema in `schema/`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::chains::with_conf;
+use crate::harness::*;
+
+const MIB: u64 = 1 << 20;
+
+/// The samples of a metrics file: metric name and sorted labels to value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
+/// Panics naming every place where `value` does not match `schema/<kind>.schema.json`.
+#[track_caller]
+pub fn assert_schema(kind: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schema")
+        .join(format!("{kind}.schema.json"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{kind}: {errors:#?}\n{value:#}");
+}
+
+#[track_caller]
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+/// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels to
+/// value; also checks that every family has its HELP text.
+fn metrics(path: &Path) -> Samples {
+    let text = fs::read_to_string(path).unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut samples = HashMap::new();
+    for sample in scrape.samples {
+        assert!(
+            scrape.docs.contains_key(&sample.metric),
+            "{} has no HELP",
+            sample.metric
+        );
+        let prometheus_parse::Value::Gauge(value) = sample.value else {
+            panic!("{} is not a gauge: {:?}", sample.metric, sample.value);
+        };
+        let mut labels: Vec<(String, String)> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        let key = (sample.metric.clone(), labels);
+        assert!(
+            samples.insert(key, value).is_none(),
+            "{} twice",
+            sample.metric
+        );
+    }
+    samples
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    samples.get(&(name.to_string(), labels)).copied()
+}
+
+fn taken(snapshot: &str) -> f64 {
+    let stamp = snapshot.strip_prefix("BACKUPUTC").unwrap();
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S")
+        .unwrap()
+        .and_utc()
+        .timestamp() as f64
+}
+
+fn config(w: &World, metrics: &Path) -> PathBuf {
+    w.config(&format!(
+        "images = vm, missing\nbackup mode = incremental\n\n[DEFAULT]\nmetrics file = {}\n",
+        metrics.display()
+    ))
+}
+
+#[test]
+fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
+    let w = World::new();
+    w.create_image("vm", 8 * MIB, 3);
+    let metrics_dir = w.tmp.path().join("textfile");
+    fs::create_dir(&metrics_dir).unwrap();
+    let prom = metrics_dir.join("cephbackup.prom");
+    let conf = config(&w, &prom);
+    let pool = w.pool.as_str();
+    let vm = [("pool", pool), ("image", "vm")];
+    let missing = [("pool", pool), ("image", "missing")];
+
+    // Nothing backed up yet: both configured images are gaps.
+    let run = with_conf(&w, &conf, &["status", "--max-age", "26h"]).code(2);
+    assert!(
+        run.stdout
+            .starts_with("CRITICAL: 2 image(s): 2 never backed up"),
+        "{}",
+        run.stdout
+    );
+    let run = with_conf(&w, &conf, &["list"]).code(1);
+    assert!(
+        run.stdout.contains(&format!(
+            "{pool}/missing: never backed up: configured in [{pool}], but there is no folder"
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // First run: vm backed up, `missing` does not exist in the cluster.
+    let started = chrono::Utc::now().timestamp() as f64;
+    let run = w.backup(&conf).code(1);
+    let ended = chrono::Utc::now().timestamp() as f64 + 1.0;
+    assert!(run.stderr.contains("missing"), "{}", run.stderr);
+    let snaps = w.backup_snapshots("vm");
+    assert_eq!(snaps.len(), 1);
+    let first = metrics(&prom);
+    assert_eq!(value(&first, "cephbackup_run_success", &[]), Some(0.0));
+    assert_eq!(
+        value(&first, "cephbackup_run_failed_images", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&first, "cephbackup_image_last_run_success", &vm),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&first, "cephbackup_image_last_run_success", &missing),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &first,
+            "cephbackup_image_last_run_status",
+            &[("pool", pool), ("image", "missing"), ("status", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&first, "cephbackup_image_backed_up", &vm), Some(1.0));
+    assert_eq!(
+        value(&first, "cephbackup_image_backed_up", &missing),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&first, "cephbackup_image_restore_points", &vm),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&first, "cephbackup_image_restore_points", &missing),
+        Some(0.0)
+    );
+    let files = w.files("vm");
+    let backup_files = files.iter().filter(|f| !f.ends_with(".sha256")).count();
+    assert_eq!(
+        value(&first, "cephbackup_image_files", &vm),
+        Some(backup_files as f64)
+    );
+    let stored: u64 = files
+        .iter()
+        .filter(|f| !f.ends_with(".sha256"))
+        .map(|f| fs::metadata(w.image_dir("vm").join(f)).unwrap().len())
+        .sum();
+    assert_eq!(
+        value(&first, "cephbackup_image_stored_bytes", &vm),
+        Some(stored as f64)
+    );
+    let written = value(&first, "cephbackup_image_last_run_written_bytes", &vm).unwrap();
+    assert!(written >= stored as f64, "{written} < {stored}");
+    assert_eq!(
+        value(&first, "cephbackup_run_written_bytes", &[]),
+        Some(written)
+    );
+    assert_eq!(
+        value(
+            &first,
+            "cephbackup_image_newest_point_timestamp_seconds",
+            &vm
+        ),
+        Some(taken(&snaps[0]))
+    );
+    assert_eq!(
+        value(
+            &first,
+            "cephbackup_image_last_success_timestamp_seconds",
+            &missing
+        ),
+        None,
+        "never backed up: no last success"
+    );
+    let success = value(
+        &first,
+        "cephbackup_image_last_success_timestamp_seconds",
+        &vm,
+    )
+    .unwrap();
+    assert!(
+        started <= success && success <= ended,
+        "{started} {success} {ended}"
+    );
+    let run_at = value(&first, "cephbackup_run_timestamp_seconds", &[]).unwrap();
+    assert!(
+        started <= run_at && run_at <= ended,
+        "{started} {run_at} {ended}"
+    );
+    let duration = value(&first, "cephbackup_run_duration_seconds", &[]).unwrap();
+    assert!(duration > 0.0 && duration <= ended - started, "{duration}");
+    let mode = fs::metadata(&prom).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644
+    );
+    assert_eq!(
+        fs::read_dir(&metrics_dir).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+
+    // status and list now: vm fresh, missing still a gap.
+    let run = with_conf(&w, &conf, &["status", "--max-age", "26h"]).code(2);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "CRITICAL: 2 image(s): 1 ok, 1 never backed up",
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[1].starts_with(&format!("OK: {pool}/vm: newest point {}", snaps[0])),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines[2].starts_with(&format!("CRITICAL: {pool}/missing: no backup")),
+        "{}",
+        run.stdout
+    );
+    with_conf(&w, &conf, &["status", "--image", "vm", "--max-age", "26h"]).code(0);
+    let status = json(&with_conf(&w, &conf, &["status", "--json", "--max-age", "26h"]).code(2));
+    assert_schema("status", &status);
+    assert_eq!(status["status"], "critical");
+    assert_eq!(status["images"][0]["newest"]["snapshot"], snaps[0].as_str());
+    assert_eq!(status["images"][1]["reason"], "no_backup");
+    let list = with_conf(&w, &conf, &["list"]).code(1);
+    assert!(
+        list.stdout
+            .contains(&format!("  newest restore point: {}, ", snaps[0])),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout
+            .contains(&format!("{pool}/missing: never backed up")),
+        "{}",
+        list.stdout
+    );
+    let listed = json(&with_conf(&w, &conf, &["list", "--json"]).code(1));
+    assert_schema("list", &listed);
+    let images = listed["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[1]["image"], "missing");
+    assert_eq!(images[1]["backed_up"], false);
+    assert_eq!(
+        images[0]["restore_points"][0]["snapshot"],
+        snaps[0].as_str()
+    );
+    assert!(images[0]["restore_points"][0]["expiry"]["removal"].is_string());
+
+    // Second run: vm now fails too (gone from the cluster); its last success stays put.
+    next_second();
+    rbd(&["rename", &w.spec("vm"), &w.spec("vm-away")]);
+    w.backup(&conf).code(1);
+    let second = metrics(&prom);
+    assert_eq!(
+        value(&second, "cephbackup_image_last_run_success", &vm),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &second,
+            "cephbackup_image_last_success_timestamp_seconds",
+            &vm
+        ),
+        Some(success),
+        "a failed run must not move the last success"
+    );
+    assert_eq!(
+        value(
+            &second,
+            "cephbackup_image_newest_point_timestamp_seconds",
+            &vm
+        ),
+        Some(taken(&snaps[0]))
+    );
+    assert_eq!(
+        value(&second, "cephbackup_image_restore_points", &vm),
+        Some(1.0)
+    );
+    assert!(value(&second, "cephbackup_run_timestamp_seconds", &[]).unwrap() > run_at);
+    rbd(&["rename", &w.spec("vm-away"), &w.spec("vm")]);
+
+    // Ages: the newest point is at least a second old now.
+    next_second();
+    next_second();
+    with_conf(&w, &conf, &["status", "--image", "vm", "--max-age", "1s"]).code(2);
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "status",
+            "--image",
+            "vm",
+            "--warn-age",
+            "1s",
+            "--max-age",
+            "1d",
+        ],
+    )
+    .code(1);
+    assert!(
+        run.stdout
+            .starts_with("WARNING: 1 image(s): 1 older than --warn-age 1s"),
+        "{}",
+        run.stdout
+    );
+
+    // An unreadable destination is UNKNOWN; an invalid age a usage error.
+    let gone = config_with_dest(&w, &w.tmp.path().join("not-mounted"));
+    let run = with_conf(&w, &gone, &["status", "--max-age", "1d"]).code(3);
+    assert!(run.stdout.starts_with("UNKNOWN: "), "{}", run.stdout);
+    with_conf(&w, &conf, &["status", "--max-age", "soon"]).code(2);
+
+    // --metrics-file overrides the config; verify and restore documents match their schemas.
+    let other = metrics_dir.join("other.prom");
+    next_second();
+    w.cephbackup(&[
+        "-c",
+        conf.to_str().unwrap(),
+        "--metrics-file",
+        other.to_str().unwrap(),
+    ])
+    .code(1);
+    let samples = metrics(&other);
+    assert_eq!(
+        value(&samples, "cephbackup_image_last_run_success", &vm),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "cephbackup_image_restore_points", &vm),
+        Some(2.0)
+    );
+    let verified = json(&with_conf(&w, &conf, &["verify", "--json"]).code(0));
+    assert_schema("verify", &verified);
+    assert_eq!(verified["kind"], "verify");
+    let target = w.tmp.path().join("vm.raw");
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--json",
+            "--pool",
+            pool,
+            "--image",
+            "vm",
+            "--to-file",
+            target.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let restored = json(&run);
+    assert_schema("restore", &restored);
+    let newest = w.backup_snapshots("vm").last().unwrap().clone();
+    assert_eq!(restored["snapshot"], newest.as_str());
+    assert_eq!(restored["target"]["path"], target.to_str().unwrap());
+    assert!(same_bytes(
+        &fs::read(&target).unwrap(),
+        &w.export("vm", Some(&newest))
+    ));
+    assert!(
+        run.stderr.contains("Restoring "),
+        "the steps go to stderr: {}",
+        run.stderr
+    );
+}
+
+fn config_with_dest(w: &World, dest: &Path) -> PathBuf {
+    let path = w.tmp.path().join("gone.conf");
+    fs::write(
+        &path,
+        format!(
+            "[{}]\nimages = vm\nbackup mode = full\ndestination directory = {}\nceph config = {}\n",
+            w.pool,
+            dest.display(),
+            cluster().conf.display()
+        ),
+    )
+    .unwrap();
+    path
+}
