@@ -22,7 +22,7 @@ use crate::backup::retention::{self, Expiry, Policy};
 use crate::cluster::rbd::spec;
 use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
-use crate::folder::naming::SnapName;
+use crate::folder::naming::{Compression, SnapName};
 use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
 use crate::output::human_bytes;
@@ -211,10 +211,9 @@ fn file_line(stored: &FolderFile) -> String {
             "diff"
         },
         human_bytes(stored.size),
-        if stored.file.compressed {
-            "gzip"
-        } else {
-            "raw "
+        match stored.file.compression {
+            Compression::None => "raw ",
+            compressed => compressed.label(),
         },
         if stored.checksum.is_some() {
             "sha256"
@@ -338,7 +337,7 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
             .taken()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         size: stored.size,
-        compressed: stored.file.compressed,
+        compressed: stored.file.compressed(),
         checksum_file: stored.checksum.as_deref(),
         expiry: listing.expiry_of(stored).map(expiry_doc),
     }

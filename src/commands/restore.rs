@@ -353,7 +353,7 @@ impl Step<'_> {
         match &self.action {
             Action::Feed(cmd) => {
                 let quoted = shell_words::quote(&path);
-                lines.push(if self.link.file.compressed {
+                lines.push(if self.link.file.compressed() {
                     format!("# {cmd} < {quoted} (its tar member, unpacked)")
                 } else {
                     format!("# {cmd} < {quoted}")
@@ -436,7 +436,7 @@ fn blame_signal(err: anyhow::Error) -> anyhow::Error {
 fn feed(cmd: &CommandLine, folder: &Path, link: &FolderFile, limit: &read::Limit) -> Result<bool> {
     let path = folder.join(&link.name);
     let recorded = read::recorded_digest(folder, &link.name)?;
-    let ((), facts) = read::read_raw(&path, link.file.compressed, limit, |raw| {
+    let ((), facts) = read::read_raw(&path, link.file.compression, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = cmd.run_with_input(&mut input);
