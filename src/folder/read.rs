@@ -326,7 +326,7 @@ pub fn read_raw<T>(
 
 /// The decompressed stream of an archive, and at its end the file's reader back.
 enum Decompressed<R: BufRead> {
-    Gzip(GzDecoder<R>),
+    Gzip(Box<GzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -342,7 +342,9 @@ impl<R: BufRead> Decompressed<R> {
                     .context("cannot start the zstd decoder")?;
                 Decompressed::Zstd(zstd)
             }
-            Compression::Gzip | Compression::None => Decompressed::Gzip(GzDecoder::new(inner)),
+            Compression::Gzip | Compression::None => {
+                Decompressed::Gzip(Box::new(GzDecoder::new(inner)))
+            }
         })
     }
 
