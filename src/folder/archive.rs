@@ -730,7 +730,29 @@ mod tests {
             let bytes = image(size, &data);
             let map = map_of(size, &data);
             for compressor in [gzip(1), gzip(3), zstd()] {
-                let (path, _dir) = round_trip(&bytes, Some(&map), &compressor);
+                let (path, dir) = round_trip(&bytes, Some(&map), &compressor);
+                // GNU tar extracts the same bytes.
+                let out = dir.path().join("out");
+                std::fs::create_dir(&out).unwrap();
+                let flag = match compressor.compression {
+                    Compression::Zstd => "--zstd",
+                    _ => "--gzip",
+                };
+                crate::cluster::process::CommandLine::new("tar")
+                    .args([
+                        "-C".as_ref(),
+                        out.as_os_str(),
+                        flag.as_ref(),
+                        "-xf".as_ref(),
+                    ])
+                    .arg(&path)
+                    .run()
+                    .unwrap();
+                let extracted = std::fs::read(out.join("vm@BACKUPUTC20261126T000000.full"));
+                assert!(
+                    extracted.unwrap() == bytes,
+                    "{what}: GNU tar extracts other bytes"
+                );
                 // Small: the holes were not compressed as zeros (1 MiB of zeros is ~1 KiB).
                 let on_disk = std::fs::metadata(&path).unwrap().len();
                 if map.has_holes() && size >= 1 << 20 {
