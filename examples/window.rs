@@ -15,7 +15,7 @@ use cephbackup::backup::plan::{plan_image, Found, Settings, Step};
 use cephbackup::backup::retention::KeepRules;
 use cephbackup::config::{BackupMode, Window, WindowUnit};
 use cephbackup::folder::chain::FolderEntry;
-use cephbackup::folder::naming::Snapshot;
+use cephbackup::folder::naming::{Compression, Snapshot};
 use cephbackup::folder::record::ImageRecord;
 
 fn unit(text: &str) -> WindowUnit {
@@ -44,7 +44,7 @@ fn main() {
     let settings = Settings {
         mode: BackupMode::Incremental,
         window,
-        compress: false,
+        compress: Compression::None,
         keep: KeepRules::default(),
         keep_minimum: keep_minimum.max(1),
     };

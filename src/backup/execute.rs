@@ -42,11 +42,11 @@ use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::folder::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read;
 use crate::folder::record::{self, Destination, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, ImageDir, Member, PendingFile};
+use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
 use crate::outln;
 use crate::output::human_bytes;
 use crate::report::{
@@ -657,7 +657,7 @@ impl<'a> Section<'a> {
             outln!("\t{}/{image}", self.job.pool);
         }
         outln!("Backup folder: {}", self.job.destination_text);
-        outln!("Compression: {}", py_bool(self.job.compress));
+        outln!("Compression: {}", compression_shown(self.job.compress));
         outln!("Check mode: {}", py_bool(self.mode == Mode::Check));
         if self.job.mode == BackupMode::Full {
             outln!("Taking full backup of images: {}", images.join(", "));
@@ -667,6 +667,15 @@ impl<'a> Section<'a> {
                 );
             }
         }
+    }
+}
+
+/// How the overview line shows `compress`: the original's Python bools, and zstd by name.
+fn compression_shown(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "False",
+        Compression::Gzip => "True",
+        Compression::Zstd => "zstd",
     }
 }
 
@@ -1003,7 +1012,7 @@ impl<'s> ImageRun<'s> {
             bytes: size,
             why: format!("the size of snapshot {}", file.snap),
         };
-        let read = read::read_raw(&folder.join(&name), file.compressed, &limit, |raw| {
+        let read = read::read_raw(&folder.join(&name), file.compression, &limit, |raw| {
             Ok(io::copy(raw, &mut io::sink())?)
         });
         let facts = match read {
@@ -1046,7 +1055,7 @@ impl<'s> ImageRun<'s> {
             }
         };
         let snap = file.snap.as_str();
-        if file.compressed {
+        if file.compressed() {
             outln!("Compress mode activated");
         }
         match file.content {
@@ -1138,7 +1147,8 @@ impl<'s> ImageRun<'s> {
         self.save_record()
     }
 
-    /// Streams one export into `out` in the file's format; returns the SHA-256 of the file.
+    /// Streams one export into `out` in the file's format; returns the SHA-256 of the file. A
+    /// compressed full stores only the ranges `rbd diff` says hold data (a sparse member).
     fn write(
         &self,
         file: &BackupFile,
@@ -1148,30 +1158,39 @@ impl<'s> ImageRun<'s> {
     ) -> Result<String> {
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
-        let digest = match (file.compressed, expected_size) {
-            (false, expected) => {
-                let (len, digest) = write::write_raw(stream, out)?;
-                if let Some(expected) = expected.filter(|&e| e != len) {
-                    anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
-                }
-                digest
+        let Some(compressor) = Compressor::new(
+            file.compression,
+            self.section.job.compress_level,
+            self.section.job.compress_threads,
+        ) else {
+            let (len, digest) = write::write_raw(stream, out)?;
+            if let Some(expected) = expected_size.filter(|&e| e != len) {
+                anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
             }
-            (true, Some(size)) => {
+            return Ok(digest);
+        };
+        let digest = match expected_size {
+            Some(size) => {
+                let (pool, snap) = (self.pool(), file.snap.as_str());
+                let map = self.section.rbd.allocated(pool, self.image, snap, size)?;
                 let member = Member {
                     name: &member_name,
                     size,
                     mtime,
+                    sparse: Some(&map),
                 };
-                write::write_tar_gz(stream, &member, out)?
+                let mut data = DataOfExtents::new(stream, &map);
+                write::write_archive(&mut data, &member, &compressor, out)?
             }
-            (true, None) => {
+            None => {
                 let (mut spooled, size) = write::spool(stream, &self.dir.path())?;
                 let member = Member {
                     name: &member_name,
                     size,
                     mtime,
+                    sparse: None,
                 };
-                write::write_tar_gz(&mut spooled, &member, out)?
+                write::write_archive(&mut spooled, &member, &compressor, out)?
             }
         };
         Ok(digest)

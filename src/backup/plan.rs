@@ -40,7 +40,7 @@ use crate::config::job::{BackupMode, PoolJob};
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
 use crate::folder::naming::Snapshot;
-use crate::folder::naming::{BackupFile, Content, SnapName};
+use crate::folder::naming::{BackupFile, Compression, Content, SnapName};
 use crate::folder::record::state::ImageRecord;
 
 /// The parts of a pool's configuration that shape a plan.
@@ -48,7 +48,7 @@ use crate::folder::record::state::ImageRecord;
 pub struct Settings {
     pub mode: BackupMode,
     pub window: Window,
-    pub compress: bool,
+    pub compress: Compression,
     /// Full mode: which full backups a successful run keeps (none set: all of them).
     pub keep: KeepRules,
     /// Incremental mode: the fewest restore points a window slide leaves; 1 is the original's
@@ -757,7 +757,7 @@ mod tests {
         Settings {
             mode: BackupMode::Incremental,
             window: Window { size, unit },
-            compress,
+            compress: compress.into(),
             keep: KeepRules::default(),
             keep_minimum: 1,
         }
@@ -901,7 +901,7 @@ mod tests {
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            compress: true,
+            compress: Compression::Gzip,
             keep: KeepRules::default(),
             keep_minimum: 1,
         };
@@ -1067,7 +1067,7 @@ mod tests {
             ],
         );
         let plan = w.run(&s, at(2, 12, 0));
-        assert!(matches!(&plan.steps[1], Step::Reuse { file, .. } if !file.compressed));
+        assert!(matches!(&plan.steps[1], Step::Reuse { file, .. } if !file.compressed()));
         assert_eq!(
             exports(&plan),
             ["img@BACKUPUTC20170802T120000.diff_from_BACKUPUTC20170802T010000.tar.gz"]
@@ -1430,7 +1430,7 @@ mod tests {
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            compress: false,
+            compress: Compression::None,
             keep: KeepRules::default(),
             keep_minimum: 1,
         };
@@ -1531,7 +1531,7 @@ mod tests {
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            compress: false,
+            compress: Compression::None,
             keep,
             keep_minimum: 1,
         }

@@ -7,15 +7,18 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Read;
+use std::fmt;
+use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::cluster::process::{CommandError, CommandLine};
 pub use crate::folder::naming::Snapshot;
+use crate::folder::write::{SparseMap, SparseMapBuilder};
 
 /// How to reach one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +163,29 @@ impl Rbd {
         self.sizes().remove(&spec(pool, image, Some(snap)));
     }
 
+    /// The ranges of the image at `snap` (of `size` bytes) that hold data, from `rbd diff` of the
+    /// snapshot: what was ever written, less what was discarded. Its JSON is read as it streams
+    /// and the map is bounded ([`SparseMapBuilder`]), so even an image of millions of extents
+    /// costs a few MiB.
+    pub fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
+        let cmd = self.command(["--format", "json", "diff", &spec(pool, image, Some(snap))]);
+        let mut stream = KeepError {
+            inner: cmd.spawn_reader()?,
+            error: None,
+        };
+        let parsed = read_extents(BufReader::new(&mut stream), size);
+        let what = || format!("cannot list the allocated extents of snapshot {snap}");
+        match (parsed, stream.error) {
+            (Ok(map), None) => Ok(map),
+            // The child's failure (a CommandError, typed) explains more than the parser's.
+            (_, Some(err)) => Err(err).with_context(what),
+            (Err(err), None) => {
+                tracing::debug!("unexpected output from `{cmd}`: {err}");
+                Err(anyhow::anyhow!("unexpected output of rbd diff: {err}")).with_context(what)
+            }
+        }
+    }
+
     /// The command that creates a snapshot (the [`ClusterOps`] method of the same purpose runs it).
     pub fn snap_create_command(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
         self.action(["snap", "create", &spec(pool, image, Some(snap))])
@@ -212,6 +238,87 @@ impl Rbd {
     }
 }
 
+/// Keeps the first read error of a stream whole (a failed child's [`CommandError`] inside it),
+/// since the JSON parser keeps only its text.
+struct KeepError<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> Read for KeepError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Err(io::Error::other("the stream failed already"));
+        }
+        match self.inner.read(buf) {
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => {
+                let text = err.to_string();
+                self.error = Some(err);
+                Err(io::Error::other(text))
+            }
+            other => other,
+        }
+    }
+}
+
+/// One entry of `rbd diff --format json`: `{"offset":0,"length":4096,"exists":"true"}`.
+#[derive(Deserialize)]
+struct DiffExtent {
+    offset: u64,
+    length: u64,
+    /// `"true"`/`"false"` in Ceph 16; a plain bool is taken too.
+    #[serde(default)]
+    exists: Option<Exists>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Exists {
+    Flag(bool),
+    Text(String),
+}
+
+impl DiffExtent {
+    fn exists(&self) -> bool {
+        match &self.exists {
+            None => true,
+            Some(Exists::Flag(flag)) => *flag,
+            Some(Exists::Text(text)) => text != "false",
+        }
+    }
+}
+
+/// Reads `rbd diff --format json` output entry by entry into a bounded sparse map of an image of
+/// `size` bytes.
+fn read_extents(reader: impl Read, size: u64) -> Result<SparseMap, String> {
+    struct Extents(SparseMapBuilder);
+    impl<'de> Visitor<'de> for &mut Extents {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of extents")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(extent) = seq.next_element::<DiffExtent>()? {
+                if extent.exists() {
+                    self.0
+                        .push(extent.offset, extent.length)
+                        .map_err(de::Error::custom)?;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut extents = Extents(SparseMapBuilder::new(
+        size,
+        crate::folder::archive::MAX_SPARSE_EXTENTS,
+    ));
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    de.deserialize_seq(&mut extents)
+        .and_then(|()| de.end())
+        .map_err(|err| err.to_string())?;
+    Ok(extents.0.finish())
+}
+
 /// A change or a stream the backup executor asks of a cluster, named so it can be shown on the
 /// `# <command>` lines of stdout before it happens (or, in check mode, instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +351,8 @@ pub trait ClusterOps: Send + Sync {
     fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>>;
     /// The size in bytes of an image at a snapshot.
     fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64>;
+    /// The ranges of the image at `snap` (of `size` bytes) that hold data ([`Rbd::allocated`]).
+    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap>;
     /// How `op` is shown on a `# <command>` line.
     fn show(&self, pool: &str, image: &str, op: Op) -> String;
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
@@ -286,6 +395,10 @@ impl ClusterOps for Rbd {
 
     fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
         Rbd::size(self, pool, image, snap)
+    }
+
+    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
+        Rbd::allocated(self, pool, image, snap, size)
     }
 
     /// The exact argv that runs, shell-quoted.
@@ -374,6 +487,35 @@ mod tests {
         let json = r#"[{"id":7,"name":"b","size":1048576,"protected":"false","timestamp":"x"}]"#;
         let listed: Vec<ListedSnapshot> = serde_json::from_str(json).unwrap();
         assert_eq!(listed[0].size, Some(1_048_576));
+    }
+
+    #[test]
+    fn allocated_extents_are_read_from_rbd_diff_json() {
+        // As Ceph 16 prints it (one line), with a discarded extent and a partial one.
+        let json = r#"[{"offset":0,"length":4096,"exists":"true"},
+            {"offset":8192,"length":100,"exists":"true"},{"offset":16384,"length":4096,
+            "exists":"false"},{"offset":1048000,"length":576,"exists":true}]"#;
+        let map = read_extents(json.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(map.extents(), [(0, 4096), (8192, 512), (1_047_552, 1024)]);
+        assert_eq!(read_extents(&b"[]"[..], 10).unwrap().extents(), []);
+        for (bad, expected) in [
+            (r#"[{"offset":0,"length":4096}]"#, "past the image's end"),
+            (
+                r#"[{"offset":5,"length":1},{"offset":1,"length":1}]"#,
+                "out of order",
+            ),
+            (r#"{"offset":0}"#, "a list of extents"),
+            (r#"[] trailing"#, "trailing characters"),
+        ] {
+            let err = read_extents(bad.as_bytes(), 1000).unwrap_err();
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+        assert_eq!(
+            rbd(None)
+                .command(["--format", "json", "diff", "p/i@S"])
+                .to_string(),
+            "rbd --conf /etc/ceph/ceph.conf --format json diff p/i@S"
+        );
     }
 
     #[test]

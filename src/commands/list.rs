@@ -28,7 +28,7 @@ use crate::commands::status::{age, PointDoc};
 use crate::config::{Config, ImageSelection, PoolJob};
 use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
-use crate::folder::naming::SnapName;
+use crate::folder::naming::{Compression, SnapName};
 use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
 use crate::output::human_bytes;
@@ -306,10 +306,9 @@ fn file_line(stored: &FolderFile) -> String {
             "diff"
         },
         human_bytes(stored.size),
-        if stored.file.compressed {
-            "gzip"
-        } else {
-            "raw "
+        match stored.file.compression {
+            Compression::None => "raw ",
+            compressed => compressed.label(),
         },
         if stored.checksum.is_some() {
             "sha256"
@@ -442,7 +441,7 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
             .map(super::super::folder::naming::SnapName::as_str),
         time: rfc3339(stored.file.snap.taken()),
         bytes: stored.size,
-        compressed: stored.file.compressed,
+        compressed: stored.file.compressed(),
         checksum_file: stored.checksum.as_deref(),
         expiry: listing.expiry_of(stored).map(expiry_doc),
     }

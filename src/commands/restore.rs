@@ -508,7 +508,7 @@ impl Step<'_> {
         let path = escaped_path(&folder.join(&self.link.name));
         let (number, total) = self.number;
         let verb = self.verb.unwrap_or_default();
-        let unpacked = if self.link.file.compressed {
+        let unpacked = if self.link.file.compressed() {
             "its tar member unpacked, "
         } else {
             ""
@@ -620,7 +620,7 @@ fn blame_signal(err: anyhow::Error) -> anyhow::Error {
 fn feed(cmd: &CommandLine, folder: &Path, link: &FolderFile, limit: &read::Limit) -> Result<bool> {
     let path = folder.join(&link.name);
     let recorded = read::recorded_digest(folder, &link.name)?;
-    let ((), facts) = read::read_raw(&path, link.file.compressed, limit, |raw| {
+    let ((), facts) = read::read_raw(&path, link.file.compression, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = cmd.run_with_input(&mut input);

@@ -339,7 +339,7 @@ fn check_file(
             }
         },
     };
-    let read = read::read_raw(&path, stored.file.compressed, &limits.of(stored), |raw| {
+    let read = read::read_raw(&path, stored.file.compression, &limits.of(stored), |raw| {
         if stored.file.is_full() {
             io::copy(raw, &mut io::sink())?;
             return Ok(());

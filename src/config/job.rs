@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use crate::backup::retention::KeepRules;
 use crate::backup::window::Window;
 use crate::cluster::rbd::Cluster;
+use crate::folder::naming::Compression;
+use crate::folder::write::Compressor;
 
 use super::ConfigProblem;
 
@@ -43,7 +45,12 @@ pub struct PoolJob {
     /// cluster fails the run instead of hanging it.
     pub ceph_timeout: u32,
     pub mode: BackupMode,
-    pub compress: bool,
+    /// `compress`: none, gzip (`yes`, the original's `.tar.gz`) or zstd (`.tar.zst`).
+    pub compress: Compression,
+    /// `compress level`, within the compressor's range; `None`: its default.
+    pub compress_level: Option<u32>,
+    /// `compress threads`; `None`: one per core.
+    pub compress_threads: Option<u32>,
     pub check_mode: bool,
     pub window: Window,
     /// Full mode only: which full backups a successful run keeps (none set: every one).
@@ -53,6 +60,11 @@ pub struct PoolJob {
 }
 
 impl PoolJob {
+    /// How this section compresses its files (`None`: it does not).
+    pub fn compressor(&self) -> Option<Compressor> {
+        Compressor::new(self.compress, self.compress_level, self.compress_threads)
+    }
+
     /// How this section reaches its cluster.
     pub fn cluster(&self) -> Cluster {
         Cluster {

@@ -31,7 +31,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::backup::retention::KeepRules;
+use crate::folder::naming::Compression;
 use crate::folder::untrusted::{EntryKind, NotRegular};
+use crate::folder::write::Compressor;
 
 mod ini;
 pub mod job;
@@ -82,6 +84,8 @@ const CEPH_USER: &str = "ceph user";
 const CEPH_KEYRING: &str = "ceph keyring";
 const BACKUP_MODE: &str = "backup mode";
 const COMPRESS: &str = "compress";
+const COMPRESS_LEVEL: &str = "compress level";
+const COMPRESS_THREADS: &str = "compress threads";
 const CHECK_MODE: &str = "check mode";
 const WINDOW_SIZE: &str = "window size";
 const WINDOW_UNIT: &str = "window unit";
@@ -100,7 +104,7 @@ const METRICS_FILE: &str = "metrics file";
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 18] = [
+const KNOWN_KEYS: [&str; 20] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -108,6 +112,8 @@ const KNOWN_KEYS: [&str; 18] = [
     CEPH_KEYRING,
     BACKUP_MODE,
     COMPRESS,
+    COMPRESS_LEVEL,
+    COMPRESS_THREADS,
     CHECK_MODE,
     WINDOW_SIZE,
     WINDOW_UNIT,
@@ -131,6 +137,10 @@ pub const DEFAULT_KEEP_MINIMUM: u32 = 1;
 pub const DEFAULT_CEPH_TIMEOUT: u32 = 300;
 /// The longest `ceph timeout`: one day. Longer means "never" in practice, which `0` says plainly.
 pub const MAX_CEPH_TIMEOUT: u32 = 86_400;
+
+/// The most threads `compress threads` may ask for: far more cores than a backup host has, and
+/// a bound on the memory the compressor's buffers take (a few MiB per thread).
+pub const MAX_COMPRESS_THREADS: u32 = 256;
 
 /// Python's `strtobool` words, which the original used for `compress` and `check mode`.
 const TRUE_WORDS: [&str; 6] = ["y", "yes", "t", "true", "on", "1"];

@@ -29,7 +29,9 @@ impl<'a> PoolReader<'a, '_> {
         let ceph_config = self.optional(CEPH_CONFIG, parse_optional_text);
         let ceph_user = self.optional(CEPH_USER, parse_optional_text);
         let ceph_keyring = self.optional(CEPH_KEYRING, parse_optional_text);
-        let compress = self.optional(COMPRESS, parse_bool);
+        let compress = self.optional(COMPRESS, parse_compress);
+        let compress_level = self.compress_level(compress.as_ref().ok().copied().flatten());
+        let compress_threads = self.optional(COMPRESS_THREADS, parse_threads);
         let check_mode = self.optional(CHECK_MODE, parse_bool);
         let window = self.window(mode.as_ref().ok().copied());
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
@@ -59,12 +61,37 @@ impl<'a> PoolReader<'a, '_> {
             ceph_keyring: ceph_keyring?.map(PathBuf::from),
             ceph_timeout: ceph_timeout?.unwrap_or(DEFAULT_CEPH_TIMEOUT),
             mode: mode?,
-            compress: compress?.unwrap_or(false),
+            compress: compress?.unwrap_or_default(),
+            compress_level: compress_level?,
+            compress_threads: compress_threads?,
             check_mode: check_mode?.unwrap_or(false),
             window: window?,
             keep: keep?,
             keep_minimum: keep_minimum?,
         })
+    }
+
+    /// `compress level`, checked against the range of the section's compressor (once that is
+    /// known: a wrong `compress` is reported on its own).
+    pub(super) fn compress_level(
+        &mut self,
+        compression: Option<Compression>,
+    ) -> Result<Option<u32>, Reported> {
+        let Some(level) = self.optional(COMPRESS_LEVEL, parse_level)? else {
+            return Ok(None);
+        };
+        if let Err(message) = check_level(compression.unwrap_or_default(), level) {
+            let (entry, section) = self.written(COMPRESS_LEVEL).ok_or(Reported)?;
+            self.record(
+                Severity::Error,
+                entry.line,
+                section,
+                COMPRESS_LEVEL,
+                message,
+            );
+            return Err(Reported);
+        }
+        Ok(Some(level))
     }
 
     /// The full-mode keep rules. In an incremental section they mean nothing (the window and

@@ -70,7 +70,9 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         ceph_keyring: None,
         ceph_timeout: DEFAULT_CEPH_TIMEOUT,
         mode: BackupMode::Full,
-        compress: false,
+        compress: Compression::None,
+        compress_level: None,
+        compress_threads: None,
         check_mode: false,
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
@@ -92,7 +94,7 @@ fn reads_the_original_sample_config() {
     assert_eq!(config.path, PathBuf::from(FILE));
     let expected = PoolJob {
         mode: BackupMode::Incremental,
-        compress: true,
+        compress: Compression::Gzip,
         ..job("rbd", 1, &["logs", "conf"], "/mnt/ceph_backups/")
     };
     assert_eq!(config.pools, vec![expected]);
@@ -249,7 +251,7 @@ fn default_section_is_inherited_and_overridden() {
     let expected = vec![
         PoolJob {
             mode: BackupMode::Incremental,
-            compress: true,
+            compress: Compression::Gzip,
             ..job("rbd", 6, &["a"], "/backups")
         },
         job("ssd", 9, &["b"], "/backups"),
@@ -270,7 +272,7 @@ fn repeated_sections_merge_into_the_first() {
                 [rbd]\ndestination directory = /second\ncompress = on\n";
     let expected = vec![
         PoolJob {
-            compress: true,
+            compress: Compression::Gzip,
             ..job("rbd", 1, &["a"], "/second")
         },
         job("ssd", 5, &["s"], "/s"),
@@ -283,8 +285,8 @@ fn repeated_key_later_wins_and_problems_name_its_line() {
     assert_eq!(only_pool(&minimal("images = b\n")).images, named(&["b"]));
     assert_eq!(
         problems(&minimal("compress = yes\ncompress = sometimes\n")),
-        "t.conf:6: [rbd] compress: invalid value 'sometimes' (expected yes or no; \
-         also accepted: y/n, true/false, t/f, on/off, 1/0)"
+        "t.conf:6: [rbd] compress: invalid value 'sometimes' (expected yes or no, or zstd; \
+         also accepted: y/n, true/false, t/f, on/off, 1/0, gzip)"
     );
 }
 
@@ -519,8 +521,8 @@ fn value_problems() {
         (
             "compress",
             "compress = maybe",
-            "t.conf:5: [rbd] compress: invalid value 'maybe' (expected yes or no; \
-             also accepted: y/n, true/false, t/f, on/off, 1/0)",
+            "t.conf:5: [rbd] compress: invalid value 'maybe' (expected yes or no, or zstd; \
+             also accepted: y/n, true/false, t/f, on/off, 1/0, gzip)",
         ),
         (
             "check mode",
@@ -600,7 +602,7 @@ fn accepted_booleans() {
         )));
         assert_eq!(
             (pool.check_mode, pool.compress),
-            (expected, expected),
+            (expected, Compression::from(expected)),
             "{word}"
         );
     }
@@ -768,9 +770,9 @@ fn unknown_keys() {
     assert_eq!(
         warnings(&minimal("retention = 3")),
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
-         directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
-         window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
-         monthly, keep minimum, parallel images, metrics file)"
+         directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
+         compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
+         daily, keep weekly, keep monthly, keep minimum, parallel images, metrics file)"
     );
 }
 
@@ -890,8 +892,8 @@ fn every_problem_is_reported_in_line_order() {
                     t.conf:3: [rbd] images: empty image name in 'a,,b' (doubled or trailing comma?)\n\
                     t.conf:4: [rbd] chek mode: unknown key (did you mean 'check mode'?)\n\
                     t.conf:8: [ssd] backup mode: invalid value 'sometimes' (expected 'full' or 'incremental')\n\
-                    t.conf:9: [ssd] compress: invalid value 'perhaps' (expected yes or no; \
-                    also accepted: y/n, true/false, t/f, on/off, 1/0)";
+                    t.conf:9: [ssd] compress: invalid value 'perhaps' (expected yes or no, or zstd; \
+                    also accepted: y/n, true/false, t/f, on/off, 1/0, gzip)";
     assert_eq!(problems(text), expected);
     let errors = parse(text).unwrap_err();
     let lines: Vec<usize> = errors.errors.iter().map(|problem| problem.line).collect();
@@ -1273,7 +1275,7 @@ fn repeated_sections_merge_with_a_warning_naming_both_lines() {
                 [DEFAULT]\n[DEFAULT]\n[rbd]\n";
     let config = parse(text).unwrap();
     assert_eq!(config.pools[0].destination_text, "/second");
-    assert!(config.pools[0].compress);
+    assert_eq!(config.pools[0].compress, Compression::Gzip);
     assert_eq!(config.pools[0].line, 1);
     let merged = "section repeats the one at line 1; both are merged, and a key set in both \
                   takes its later value";
@@ -1868,5 +1870,89 @@ fn metrics_file_is_one_absolute_path_in_default() {
         )),
         "t.conf:2: [DEFAULT] metrics file: \"c.prom\" is not an absolute path (a run from cron \
          has no meaningful working folder)"
+    );
+}
+
+#[test]
+fn compress_names_its_compressor_and_keeps_the_original_switch() {
+    for (word, expected) in [
+        ("yes", Compression::Gzip),
+        ("On", Compression::Gzip),
+        ("1", Compression::Gzip),
+        ("gzip", Compression::Gzip),
+        ("no", Compression::None),
+        ("0", Compression::None),
+        ("zstd", Compression::Zstd),
+        ("ZSTD", Compression::Zstd),
+    ] {
+        let pool = only_pool(&minimal(&format!("compress = {word}\n")));
+        assert_eq!(pool.compress, expected, "{word}");
+    }
+    let pool = only_pool(&minimal(""));
+    assert_eq!(
+        (pool.compress, pool.compress_level, pool.compress_threads),
+        (Compression::None, None, None)
+    );
+    assert_eq!(pool.compressor(), None);
+    // Level and threads, from the section or [DEFAULT], like every key.
+    let pool = only_pool(&format!(
+        "[DEFAULT]\ncompress threads = 3\n{}",
+        minimal("compress = zstd\ncompress level = 19\n")
+    ));
+    assert_eq!(
+        (pool.compress_level, pool.compress_threads),
+        (Some(19), Some(3))
+    );
+    let compressor = pool.compressor().unwrap();
+    assert_eq!((compressor.level, compressor.threads), (19, 3));
+    let pool = only_pool(&minimal("compress = yes\n"));
+    assert_eq!(pool.compressor().unwrap().level, 6);
+}
+
+#[test]
+fn compress_level_and_threads_out_of_range_are_one_line_errors() {
+    for (lines, expected) in [
+        (
+            "compress = yes\ncompress level = 10",
+            "t.conf:6: [rbd] compress level: 10 is not a gzip level (expected 1 to 9; 6 when \
+             not set)",
+        ),
+        (
+            "compress = zstd\ncompress level = 0",
+            "t.conf:6: [rbd] compress level: 0 is not a zstd level (expected 1 to 19; 3 when \
+             not set)",
+        ),
+        (
+            "compress = zstd\ncompress level = 99999999999999",
+            "t.conf:6: [rbd] compress level: 4294967295 is not a zstd level (expected 1 to 19; \
+             3 when not set)",
+        ),
+        (
+            "compress level = fast",
+            "t.conf:5: [rbd] compress level: invalid value 'fast' (expected a whole number: 1 \
+             to 9 for gzip, 1 to 19 for zstd)",
+        ),
+        (
+            "compress threads = 0",
+            "t.conf:5: [rbd] compress threads: invalid value '0' (expected a whole number of \
+             threads from 1 to 256; leave it out to use every core)",
+        ),
+        (
+            "compress threads = 257",
+            "t.conf:5: [rbd] compress threads: invalid value '257' (expected a whole number of \
+             threads from 1 to 256; leave it out to use every core)",
+        ),
+        (
+            "compress threads = -1",
+            "t.conf:5: [rbd] compress threads: invalid value '-1' (expected a whole number of \
+             threads from 1 to 256; leave it out to use every core)",
+        ),
+    ] {
+        assert_eq!(problems(&minimal(lines)), expected, "{lines}");
+    }
+    // A level only gzip cannot take is fine for zstd.
+    assert_eq!(
+        only_pool(&minimal("compress = zstd\ncompress level = 12")).compress_level,
+        Some(12)
     );
 }

@@ -120,6 +120,67 @@ pub(super) fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// `compress`: the original's yes/no switch (yes is gzip), or the compressor by name.
+pub(super) fn parse_compress(text: &str) -> Result<Compression, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "gzip" => return Ok(Compression::Gzip),
+        "zstd" => return Ok(Compression::Zstd),
+        _ => {}
+    }
+    parse_bool(text).map(Compression::from).map_err(|_| {
+        format!(
+            "invalid value {} (expected yes or no, or zstd; also accepted: y/n, true/false, t/f, \
+             on/off, 1/0, gzip)",
+            quoted(text)
+        )
+    })
+}
+
+/// `compress level`: a whole number; its range depends on the compressor ([`check_level`]).
+pub(super) fn parse_level(text: &str) -> Result<u32, String> {
+    let Some(digits) = unsigned_digits(text)? else {
+        return Err(format!(
+            "invalid value {} (expected a whole number: 1 to 9 for gzip, 1 to 19 for zstd)",
+            quoted(text)
+        ));
+    };
+    Ok(digits.parse().unwrap_or(u32::MAX))
+}
+
+/// Fails when `level` is outside what `compression`'s compressor takes.
+pub(super) fn check_level(compression: Compression, level: u32) -> Result<(), String> {
+    let Some(range) = Compressor::levels(compression) else {
+        return Ok(());
+    };
+    if range.contains(&level) {
+        return Ok(());
+    }
+    Err(format!(
+        "{level} is not a {} level (expected {} to {}; {} when not set)",
+        compression.label(),
+        range.start(),
+        range.end(),
+        Compressor::default_level(compression)
+    ))
+}
+
+/// `compress threads`: 1 to [`MAX_COMPRESS_THREADS`].
+pub(super) fn parse_threads(text: &str) -> Result<u32, String> {
+    let expected = || {
+        format!(
+            "invalid value {} (expected a whole number of threads from 1 to \
+             {MAX_COMPRESS_THREADS}; leave it out to use every core)",
+            quoted(text)
+        )
+    };
+    let digits = unsigned_digits(text)?.ok_or_else(expected)?;
+    digits
+        .parse::<u32>()
+        .ok()
+        .filter(|threads| (1..=MAX_COMPRESS_THREADS).contains(threads))
+        .ok_or_else(expected)
+}
+
 /// The window's size: a whole number, like the retention counts.
 pub(super) fn parse_window_size(text: &str) -> Result<u32, String> {
     parse_count(text)

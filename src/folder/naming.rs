@@ -14,7 +14,10 @@ pub const SNAP_PREFIX: &str = "BACKUP";
 const SNAP_TIME_FORMAT: &str = "UTC%Y%m%dT%H%M%S";
 const FULL_SUFFIX: &str = ".full";
 const DIFF_MARKER: &str = ".diff_from_";
+/// The original's compressed files: a gzip'd tar archive.
 pub const COMPRESSED_SUFFIX: &str = ".tar.gz";
+/// The same archive compressed with zstd (`compress = zstd`).
+pub const ZSTD_SUFFIX: &str = ".tar.zst";
 /// Checksum files written beside each backup file, in `sha256sum` format.
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 /// Prefix of the temporary files a run writes before renaming them to their final name.
@@ -155,30 +158,95 @@ pub enum Content {
     DiffFrom(SnapName),
 }
 
+/// How a backup file stores its raw stream: as itself, or as the one member of a tar archive
+/// compressed with gzip (the original's `.tar.gz`) or zstd (`.tar.zst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Every way, the ones that name a suffix first.
+    const SUFFIXED: [Compression; 2] = [Compression::Gzip, Compression::Zstd];
+
+    /// True for the tar archives.
+    pub fn is_compressed(self) -> bool {
+        self != Compression::None
+    }
+
+    /// What the file name adds to the raw stream's name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => COMPRESSED_SUFFIX,
+            Compression::Zstd => ZSTD_SUFFIX,
+        }
+    }
+
+    /// "raw", "gzip" or "zstd", for listings and messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Compression::None => "raw",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The compression a file name's suffix says, and the name without it.
+    pub fn split(file_name: &str) -> (&str, Compression) {
+        for compression in Compression::SUFFIXED {
+            if let Some(raw) = file_name.strip_suffix(compression.suffix()) {
+                return (raw, compression);
+            }
+        }
+        (file_name, Compression::None)
+    }
+}
+
+/// `compress = yes` is the original's gzip; `no` stores the raw stream.
+impl From<bool> for Compression {
+    fn from(compressed: bool) -> Compression {
+        if compressed {
+            Compression::Gzip
+        } else {
+            Compression::None
+        }
+    }
+}
+
 /// One backup file of an image: `<image>@<snap>.full` or `<image>@<snap>.diff_from_<base>`,
-/// optionally with `.tar.gz`.
+/// optionally with `.tar.gz` or `.tar.zst`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackupFile {
     pub snap: SnapName,
     pub content: Content,
-    pub compressed: bool,
+    pub compression: Compression,
 }
 
 impl BackupFile {
-    pub fn full(snap: SnapName, compressed: bool) -> BackupFile {
+    /// A full backup; `compression` is a [`Compression`] or, as the original's switch, a bool.
+    pub fn full(snap: SnapName, compression: impl Into<Compression>) -> BackupFile {
         BackupFile {
             snap,
             content: Content::Full,
-            compressed,
+            compression: compression.into(),
         }
     }
 
-    pub fn diff(base: SnapName, snap: SnapName, compressed: bool) -> BackupFile {
+    pub fn diff(base: SnapName, snap: SnapName, compression: impl Into<Compression>) -> BackupFile {
         BackupFile {
             snap,
             content: Content::DiffFrom(base),
-            compressed,
+            compression: compression.into(),
         }
+    }
+
+    /// True when the file is a tar archive rather than the raw stream.
+    pub fn compressed(&self) -> bool {
+        self.compression.is_compressed()
     }
 
     /// The name of the uncompressed stream (the tar member name when compressed).
@@ -191,12 +259,7 @@ impl BackupFile {
 
     /// The name of the file on disk.
     pub fn file_name(&self, image: &str) -> String {
-        let raw = self.raw_name(image);
-        if self.compressed {
-            raw + COMPRESSED_SUFFIX
-        } else {
-            raw
-        }
+        self.raw_name(image) + self.compression.suffix()
     }
 
     pub fn is_full(&self) -> bool {
@@ -214,18 +277,15 @@ impl BackupFile {
     /// file of that image.
     pub fn parse(image: &str, file_name: &str) -> Option<BackupFile> {
         let rest = file_name.strip_prefix(image)?.strip_prefix('@')?;
-        let (rest, compressed) = match rest.strip_suffix(COMPRESSED_SUFFIX) {
-            Some(raw) => (raw, true),
-            None => (rest, false),
-        };
+        let (rest, compression) = Compression::split(rest);
         if let Some(snap) = rest.strip_suffix(FULL_SUFFIX) {
-            return Some(BackupFile::full(SnapName::parse(snap)?, compressed));
+            return Some(BackupFile::full(SnapName::parse(snap)?, compression));
         }
         let (snap, base) = rest.split_once(DIFF_MARKER)?;
         Some(BackupFile::diff(
             SnapName::parse(base)?,
             SnapName::parse(snap)?,
-            compressed,
+            compression,
         ))
     }
 }
@@ -265,7 +325,7 @@ impl Entry {
 }
 
 /// Names of full backups from before the original took snapshots (`<image>_UTC20170119T092933.full`,
-/// optionally `.tar.gz`). They are recognised so listings can say what they are, but no chain is
+/// optionally `.tar.gz`; `.tar.zst` too, though the original never wrote one). They are recognised so listings can say what they are, but no chain is
 /// built from them: they restore by hand with `rbd import`.
 pub fn is_snapshotless_full_name(image: &str, file_name: &str) -> bool {
     let Some(rest) = file_name
@@ -274,7 +334,7 @@ pub fn is_snapshotless_full_name(image: &str, file_name: &str) -> bool {
     else {
         return false;
     };
-    let rest = rest.strip_suffix(COMPRESSED_SUFFIX).unwrap_or(rest);
+    let (rest, _) = Compression::split(rest);
     rest.strip_suffix(FULL_SUFFIX)
         .and_then(SnapName::parse)
         .is_some_and(|snap| snap.is_legacy())
@@ -348,8 +408,16 @@ mod tests {
                 "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000",
             ),
             (
-                BackupFile::diff(s0, s1, true),
+                BackupFile::diff(s0.clone(), s1.clone(), true),
                 "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000.tar.gz",
+            ),
+            (
+                BackupFile::full(s0.clone(), Compression::Zstd),
+                "img@BACKUPUTC20170801T020000.full.tar.zst",
+            ),
+            (
+                BackupFile::diff(s0, s1, Compression::Zstd),
+                "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000.tar.zst",
             ),
         ];
         for (file, name) in cases {
@@ -429,6 +497,7 @@ mod tests {
         for (name, expected) in [
             ("img_UTC20170119T092933.full", true),
             ("img_UTC20170119T092933.full.tar.gz", true),
+            ("img_UTC20170119T092933.full.tar.zst", true),
             ("img_BACKUPUTC20170119T092933.full", false),
             ("img_UTC20170119T092933.diff_from_UTC20170118T092933", false),
             ("img@UTC20170119T092933.full", false),
@@ -444,8 +513,17 @@ mod tests {
         assert!(matches!(Entry::classify("img", s), Entry::Backup(_)));
         assert!(matches!(
             Entry::classify("img", &format!("{s}.tar.gz.sha256")),
-            Entry::Checksum(f) if f.compressed
+            Entry::Checksum(f) if f.compression == Compression::Gzip
         ));
+        assert!(matches!(
+            Entry::classify("img", &format!("{s}.tar.zst.sha256")),
+            Entry::Checksum(f) if f.compression == Compression::Zstd
+        ));
+        // Other archive suffixes are not backup files.
+        assert_eq!(
+            Entry::classify("img", &format!("{s}.tar.xz")),
+            Entry::Unexpected
+        );
         assert_eq!(
             Entry::classify("img", ".cephbackup-tmp.abc"),
             Entry::Temporary

@@ -1,9 +1,9 @@
 //! Reading backup files back, on ground that others may write to: the folder as chains, the raw
 //! stream inside each file, and its checksum.
 //!
-//! A stored file is either the raw stream itself or a gzip-compressed tar archive holding it as
-//! the one member. The member's name does not matter: ours is the bare file name, the original
-//! tool's is the absolute path without its leading `/` (and GNU tar may have stored it as a sparse
+//! A stored file is either the raw stream itself or a tar archive holding it as the one member,
+//! compressed with gzip (`.tar.gz`) or zstd (`.tar.zst`): the file's name says which. The
+//! member's name does not matter: ours is the bare file name, the original tool's is the absolute path without its leading `/` (and GNU tar may have stored it as a sparse
 //! member). Everything streams through bounded buffers; nothing is extracted to disk.
 //!
 //! While the raw stream is read, the file's own bytes are hashed, so a checksum is checked in the
@@ -34,7 +34,7 @@ use tracing::debug;
 
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
-use crate::folder::naming::{Entry, CHECKSUM_SUFFIX};
+use crate::folder::naming::{Compression, Entry, CHECKSUM_SUFFIX};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
 use crate::folder::write::{FolderEntry, Hashing, ImageDir};
 use crate::output::human_bytes;
@@ -51,6 +51,10 @@ const MAX_CHECKSUM_FILE: u64 = 64 * 1024;
 /// with default settings is refused; and a hostile file declaring more (a sparse archive member
 /// of 2^62 bytes fits in 200 bytes) costs at most this much reading, which a signal still stops.
 pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
+
+/// The largest zstd window read: 16 MiB (`2^24`), which every level up to 19 stays within, so a
+/// hostile `.tar.zst` cannot make the reader allocate more (zstd's own limit is 128 MiB).
+const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 
 /// Tar header bytes allowed before the member's data: room for a sparse map of about 2.7 million
 /// extents, far more than GNU tar writes for any real image, and a bound on what the tar reader
@@ -139,7 +143,7 @@ impl Limits {
                 }
                 let diff = &layout.files[index];
                 let path = dir.join(&diff.name);
-                match peek_diff_header(&path, diff.file.compressed) {
+                match peek_diff_header(&path, diff.file.compression) {
                     Ok(header) if header.size <= MAX_IMAGE_BYTES => {
                         if largest.as_ref().is_none_or(|(size, _)| header.size > *size) {
                             largest = Some((header.size, diff.name.clone()));
@@ -295,7 +299,7 @@ fn open(path: &Path) -> Result<File> {
 /// Errors do not name the file; callers add it.
 pub fn read_raw<T>(
     path: &Path,
-    compressed: bool,
+    compression: Compression,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
@@ -306,7 +310,7 @@ pub fn read_raw<T>(
         .metadata()
         .context("cannot read the file's length")?
         .len();
-    if !compressed {
+    if !compression.is_compressed() {
         limit.check("the file holds", len)?;
     }
     // On a terminal, a bar of the file's bytes (verify and restore read every file whole).
@@ -316,10 +320,58 @@ pub fn read_raw<T>(
         inner: Hashing::new(file),
         count: 0,
     };
-    if compressed {
-        read_archive(counted, limit, consume)
+    if compression.is_compressed() {
+        read_archive(counted, compression, limit, consume)
     } else {
         read_plain(counted, consume)
+    }
+}
+
+/// The decompressed stream of an archive, and at its end the file's reader back.
+enum Decompressed<R: BufRead> {
+    Gzip(Box<GzDecoder<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+}
+
+impl<R: BufRead> Decompressed<R> {
+    fn new(inner: R, compression: Compression) -> Result<Decompressed<R>> {
+        Ok(match compression {
+            Compression::Zstd => {
+                let mut zstd = zstd::stream::read::Decoder::with_buffer(inner)
+                    .context("cannot start the zstd decoder")?
+                    // One frame: anything after it is reported, not read as more of the stream.
+                    .single_frame();
+                zstd.window_log_max(MAX_ZSTD_WINDOW_LOG)
+                    .context("cannot start the zstd decoder")?;
+                Decompressed::Zstd(zstd)
+            }
+            Compression::Gzip | Compression::None => {
+                Decompressed::Gzip(Box::new(GzDecoder::new(inner)))
+            }
+        })
+    }
+
+    fn into_inner(self) -> R {
+        match self {
+            Decompressed::Gzip(gz) => gz.into_inner(),
+            Decompressed::Zstd(zstd) => zstd.finish(),
+        }
+    }
+
+    fn format(&self) -> &'static str {
+        match self {
+            Decompressed::Gzip(_) => "gzip",
+            Decompressed::Zstd(_) => "zstd",
+        }
+    }
+}
+
+impl<R: BufRead> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decompressed::Gzip(gz) => gz.read(buf),
+            Decompressed::Zstd(zstd) => zstd.read(buf),
+        }
     }
 }
 
@@ -360,6 +412,7 @@ fn first_member<'a, R: Read>(entries: &mut tar::Entries<'a, R>) -> Result<tar::E
 
 fn read_archive<T>(
     counted: Counting<Hashing<progress::Reader<File>>>,
+    compression: Compression,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
@@ -367,9 +420,9 @@ fn read_archive<T>(
         MAX_ARCHIVE_HEADERS,
         "the archive's headers before its member's data are too long",
     ))));
-    let gz = GzDecoder::new(BufReader::with_capacity(BUFFER, counted));
+    let decompressed = Decompressed::new(BufReader::with_capacity(BUFFER, counted), compression)?;
     let mut archive = tar::Archive::new(Metered {
-        inner: gz,
+        inner: decompressed,
         allowance: Rc::clone(&allowance),
     });
     let (value, member, raw_bytes) = {
@@ -411,7 +464,8 @@ fn read_archive<T>(
         (value, member, counted.count)
     };
     // Tar stops at the first end-of-archive block; reading the padding after it also makes gzip
-    // check its CRC and length, which cover the archive even when no checksum file exists.
+    // (zstd) check its CRC and length (its checksum), which cover the archive even when no
+    // checksum file exists.
     let mut metered = archive.into_inner();
     let mut padding = vec![0u8; 64 * 1024];
     loop {
@@ -423,9 +477,10 @@ fn read_archive<T>(
             bail!("data follows the end of the tar archive");
         }
     }
+    let format = metered.inner.format();
     let mut buffered = metered.inner.into_inner();
     if !buffered.fill_buf()?.is_empty() {
-        bail!("data follows the end of the gzip stream");
+        bail!("data follows the end of the {format} stream");
     }
     let counted = buffered.into_inner();
     Ok((
@@ -443,20 +498,20 @@ fn read_archive<T>(
 /// (when given) and hands the start of the stream to `peek`, which reads only a little of it.
 fn open_start<T>(
     path: &Path,
-    compressed: bool,
+    compression: Compression,
     limit: Option<&Limit>,
     peek: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
     let file = open(path)?;
-    if !compressed {
+    if !compression.is_compressed() {
         if let Some(limit) = limit {
             limit.check("the file holds", file.metadata()?.len())?;
         }
         return peek(&mut StopOnSignal(file));
     }
-    let gz = GzDecoder::new(BufReader::new(file));
+    let decompressed = Decompressed::new(BufReader::new(file), compression)?;
     let mut archive = tar::Archive::new(Metered {
-        inner: gz,
+        inner: decompressed,
         allowance: Rc::new(Cell::new(Some((
             MAX_ARCHIVE_HEADERS,
             "the archive's headers before its member's data are too long",
@@ -477,8 +532,8 @@ fn open_start<T>(
 
 /// The header of the diff stored at `path`, reading no more than the header (and, compressed,
 /// the archive's headers before it).
-pub fn peek_diff_header(path: &Path, compressed: bool) -> Result<DiffHeader> {
-    open_start(path, compressed, None, |raw| {
+pub fn peek_diff_header(path: &Path, compression: Compression) -> Result<DiffHeader> {
+    open_start(path, compression, None, |raw| {
         let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
         Ok(DiffReader::new(reader)?.header().clone())
     })
@@ -490,7 +545,7 @@ pub fn peek_diff_header(path: &Path, compressed: bool) -> Result<DiffHeader> {
 pub fn precheck(dir: &Path, stored: &FolderFile, limit: &Limit) -> Result<()> {
     recorded_digest(dir, &stored.name)?;
     let path = dir.join(&stored.name);
-    open_start(&path, stored.file.compressed, Some(limit), |raw| {
+    open_start(&path, stored.file.compression, Some(limit), |raw| {
         if stored.file.is_full() {
             return Ok(());
         }
@@ -684,7 +739,7 @@ mod tests {
     }
 
     fn read_all(path: &Path, compressed: bool) -> Result<(Vec<u8>, Facts)> {
-        read_raw(path, compressed, &Limit::absolute(), |raw| {
+        read_raw(path, compressed.into(), &Limit::absolute(), |raw| {
             let mut out = Vec::new();
             raw.read_to_end(&mut out)?;
             Ok(out)
@@ -837,7 +892,7 @@ mod tests {
         // Without the check, this reads 2^62 zeros: months.
         let started = std::time::Instant::now();
         let mut consumed = false;
-        let err = read_raw(&path, true, &Limit::absolute(), |_| {
+        let err = read_raw(&path, Compression::Gzip, &Limit::absolute(), |_| {
             consumed = true;
             Ok(())
         })
@@ -855,7 +910,7 @@ mod tests {
         );
         assert!(err.ends_with("it is not read"), "{err}");
         // As a diff, the same: no diff stream of a believable image is that long.
-        let err = read_raw(&path, true, &Limit::diff(), |_| Ok(())).unwrap_err();
+        let err = read_raw(&path, Compression::Gzip, &Limit::diff(), |_| Ok(())).unwrap_err();
         assert!(
             format!("{err:#}").contains("the longest diff stream"),
             "{err:#}"
@@ -891,7 +946,7 @@ mod tests {
         for (len, ok) in [(1 << 20, true), ((1 << 20) + 1, false)] {
             let file = File::create(dir.path().join(&full)).unwrap();
             file.set_len(len).unwrap();
-            let read = read_raw(&dir.path().join(&full), false, &limit, |raw| {
+            let read = read_raw(&dir.path().join(&full), Compression::None, &limit, |raw| {
                 io::copy(raw, &mut io::sink())?;
                 Ok(())
             });

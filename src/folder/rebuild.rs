@@ -146,7 +146,7 @@ pub fn apply_link(
     let path = dir.join(&link.name);
     let shown = escaped_path(&path);
     let recorded = read::recorded_digest(dir, &link.name)?;
-    let read = read::read_raw(&path, link.file.compressed, &limits.of(link), |raw| {
+    let read = read::read_raw(&path, link.file.compression, &limits.of(link), |raw| {
         let mut image = Target {
             image: SparseImage::new(out).map_err(|e| TargetFailed {
                 target: target.to_string(),

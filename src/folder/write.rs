@@ -7,21 +7,21 @@
 //!
 //! Writing streams: an export is copied from `rbd` to disk in bounded chunks, whatever the image
 //! size. Raw full images keep their holes (all-zero blocks are skipped, as `rbd export` does when it
-//! writes a file itself), and compressed files are a tar archive with one member, gzip-compressed
-//! on the fly.
+//! writes a file itself), and compressed files are a tar archive with one member, compressed on
+//! the fly ([`crate::folder::archive`]).
 
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, Utc};
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+pub use crate::folder::archive::{
+    write_archive, Compressor, DataOfExtents, Member, SparseMap, SparseMapBuilder,
+};
 pub use crate::folder::chain::FolderEntry;
 use crate::folder::naming::TEMP_PREFIX;
 use crate::folder::sparse::SparseWriter;
@@ -254,36 +254,6 @@ pub fn checksum_line(hex_digest: &str, file_name: &str) -> String {
     format!("{hex_digest}  {file_name}\n")
 }
 
-/// Fails unless the stream yields exactly the announced number of bytes: a tar member's size is
-/// written before its data, so a short or long export must not pass unnoticed.
-struct ExactLength<R> {
-    inner: R,
-    expected: u64,
-    seen: u64,
-}
-
-impl<R: Read> Read for ExactLength<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.seen += n as u64;
-        if self.seen > self.expected || (n == 0 && !buf.is_empty() && self.seen != self.expected) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the export stream had {} bytes where {} were expected",
-                    if n == 0 {
-                        self.seen.to_string()
-                    } else {
-                        format!("more than {}", self.expected)
-                    },
-                    self.expected
-                ),
-            ));
-        }
-        Ok(n)
-    }
-}
-
 /// Writes `stream` to `file` as a raw file with holes; returns the stream length and the
 /// SHA-256 of the file's bytes.
 pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<(u64, String)> {
@@ -296,47 +266,6 @@ pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<(u64, St
         &mut sparse,
     )?;
     Ok((sparse.finish()?, hashing.hex_digest()))
-}
-
-/// What goes into the tar header besides the data.
-pub struct Member<'a> {
-    pub name: &'a str,
-    pub size: u64,
-    pub mtime: DateTime<Utc>,
-}
-
-/// Writes a gzip-compressed tar archive holding `stream` as its one member; returns the SHA-256
-/// of the archive's bytes.
-pub fn write_tar_gz(
-    stream: &mut impl Read,
-    member: &Member,
-    file: &mut File,
-) -> io::Result<String> {
-    let meta = file.metadata()?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(member.size);
-    header.set_mode(0o600);
-    header.set_mtime(member.mtime.timestamp().max(0) as u64);
-    header.set_uid(u64::from(meta.uid()));
-    header.set_gid(u64::from(meta.gid()));
-    header.set_entry_type(tar::EntryType::Regular);
-    let hashed = Hashing::new(file);
-    let gz = GzEncoder::new(
-        BufWriter::with_capacity(COPY_CHUNK, hashed),
-        Compression::default(),
-    );
-    let mut archive = tar::Builder::new(gz);
-    let mut exact = ExactLength {
-        inner: stream,
-        expected: member.size,
-        seen: 0,
-    };
-    archive.append_data(&mut header, member.name, &mut exact)?;
-    let out = archive.into_inner()?.finish()?;
-    let hashed = out
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?;
-    Ok(hashed.hex_digest())
 }
 
 /// Copies a stream of unknown length to a temporary file beside the final one, so it can then be
@@ -354,7 +283,9 @@ pub fn spool(stream: &mut impl Read, dir: &Path) -> Result<(File, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::folder::naming::Compression;
+    use chrono::Utc;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn raw_files_keep_holes_and_exact_bytes() {
@@ -426,8 +357,10 @@ mod tests {
             name: "img@BACKUPUTC20170801T000000.full",
             size: data.len() as u64,
             mtime: Utc::now(),
+            sparse: None,
         };
-        let digest = write_tar_gz(&mut &data[..], &member, pending.file()).unwrap();
+        let gzip = Compressor::new(Compression::Gzip, None, Some(2)).unwrap();
+        let digest = write_archive(&mut &data[..], &member, &gzip, pending.file()).unwrap();
         pending.commit().unwrap();
         let on_disk = fs::read(dir.path().join("a.tar.gz")).unwrap();
         assert_eq!(digest, Hashing::new(&on_disk[..]).digest_of_all());
@@ -455,8 +388,11 @@ mod tests {
                 name: "m",
                 size,
                 mtime: Utc::now(),
+                sparse: None,
             };
-            let err = write_tar_gz(&mut &vec![1u8; len][..], &member, pending.file()).unwrap_err();
+            let gzip = Compressor::new(Compression::Gzip, None, Some(2)).unwrap();
+            let err = write_archive(&mut &vec![1u8; len][..], &member, &gzip, pending.file())
+                .unwrap_err();
             assert!(err.to_string().contains("expected"), "{err}");
         }
     }

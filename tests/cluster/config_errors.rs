@@ -155,8 +155,9 @@ fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
             format!(
                 "warning: {path}:5: [rbd] description: unknown key, ignored (known keys: images, \
                  destination directory, ceph config, ceph user, ceph keyring, backup mode, \
-                 compress, check mode, window size, window unit, ceph timeout, keep last, keep \
-                 daily, keep weekly, keep monthly, keep minimum)"
+                 compress, compress level, compress threads, check mode, window size, window \
+                 unit, ceph timeout, keep last, keep daily, keep weekly, keep monthly, keep \
+                 minimum)"
             ),
             format!(
                 "warning: {path}:7: [rbd] window size: invalid value '7d' (expected a whole \

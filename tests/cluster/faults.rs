@@ -210,9 +210,10 @@ fn sigkill_at_random_points_of_full_runs_leaves_no_snapshot_or_partial_file() {
     kill_trials("images = k\nbackup mode = full", 6, 14);
 }
 
-/// A sparse image large enough that its compressed export is still running when we look.
+/// A sparse image large enough that its compressed export is still running when we look (its
+/// holes are not compressed, but `rbd export` still streams them as zeros, which takes seconds).
 fn big_image(w: &World, image: &str) {
-    rbd(&["create", "--size", "1G", &w.spec(image)]);
+    rbd(&["create", "--size", "4G", &w.spec(image)]);
     w.write_data(image, 500);
 }
 

@@ -9,6 +9,7 @@ mod harness;
 mod backup;
 mod chains;
 mod check_mode;
+mod compression;
 mod config_errors;
 mod faults;
 mod hostile_backup;

@@ -218,7 +218,7 @@ fn files_shipped_offsite_after_each_run_continue_the_chain_with_diffs() {
 fn two_configs_sharing_a_destination_back_up_at_the_same_time() {
     let a = World::new();
     let b = World::new();
-    rbd(&["create", "--size", "1G", &a.spec("big")]);
+    rbd(&["create", "--size", "4G", &a.spec("big")]);
     a.write_data("big", 1030);
     b.create_image("small", 8 * MIB, 1031);
     let conf_a = a.config("images = big\nbackup mode = incremental\ncompress = yes");
@@ -268,7 +268,7 @@ fn two_configs_sharing_a_destination_back_up_at_the_same_time() {
 fn a_run_killed_between_snapshot_and_file_leaves_a_record_and_the_next_run_removes_exactly_that_snapshot(
 ) {
     let w = World::new();
-    rbd(&["create", "--size", "1G", &w.spec("big")]);
+    rbd(&["create", "--size", "4G", &w.spec("big")]);
     w.write_data("big", 1040);
     let conf = w.config("images = big\nbackup mode = incremental\ncompress = yes");
     // A snapshot made by someone else, without any file: never ours to remove.
@@ -277,7 +277,7 @@ fn a_run_killed_between_snapshot_and_file_leaves_a_record_and_the_next_run_remov
     run(&w, &conf, &["init-destination"]).success();
     next_second();
 
-    // The first backup is a compressed full of 1 GiB: long enough to land a kill inside it.
+    // The first backup is a compressed full of 4 GiB: long enough to land a kill inside it.
     let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
     let dir = w.image_dir("big");
     let started = Instant::now();

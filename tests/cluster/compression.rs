@@ -1,0 +1,241 @@
+//! Compressed backups: parallel gzip and zstd archives open with GNU tar, `gzip -t`/`zstd -t` and
+//! Python's `tarfile`, give exactly what `rbd export`/`export-diff` give, keep the image's holes
+//! as holes, and restore, list and verify like any chain.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::chains::*;
+use crate::harness::*;
+
+/// Runs a tool and fails the test with its stderr unless it succeeds.
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Extracts `archive` three ways (GNU tar, Python's tarfile, and after a test of the compressed
+/// stream by its own tool) and returns the paths of the member each wrote.
+fn extract_every_way(archive: &Path, member: &str, zstd: bool, into: &Path) -> Vec<PathBuf> {
+    let archive = archive.to_str().unwrap();
+    let (tester, tar_flags): (&str, &[&str]) = if zstd {
+        ("zstd", &["--zstd", "-xf"])
+    } else {
+        ("gzip", &["-xzf"])
+    };
+    run(tester, &["-t", archive], Path::new("/"));
+    let by_tar = into.join("tar");
+    fs::create_dir_all(&by_tar).unwrap();
+    let mut args = tar_flags.to_vec();
+    args.push(archive);
+    run("tar", &args, &by_tar);
+    let mut paths = vec![by_tar.join(member)];
+    if !zstd {
+        // Python's tarfile reads gzip (zstd only from 3.14 on).
+        let by_python = into.join("python");
+        fs::create_dir_all(&by_python).unwrap();
+        let script = "import sys, tarfile\nwith tarfile.open(sys.argv[1], 'r:gz') as t:\n    \
+                      names = t.getnames()\n    assert len(names) == 1, names\n    \
+                      t.extractall(sys.argv[2])\n";
+        run(
+            "python3",
+            &["-c", script, archive, by_python.to_str().unwrap()],
+            Path::new("/"),
+        );
+        paths.push(by_python.join(member));
+    }
+    paths
+}
+
+/// A full and a diff with `compress = <word>`, each extracted every way and compared with what
+/// `rbd` writes for the same snapshots; the full, of a mostly empty image, extracts sparse.
+fn full_and_diff_extract_identically(word: &str, zstd: bool) {
+    let w = World::new();
+    w.create_image("thin", 256 * MIB, 31);
+    let conf = w.config(&format!(
+        "images = thin\nbackup mode = incremental\ncompress = {word}\ncompress threads = 2"
+    ));
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stdout.contains("Compress mode activated"),
+        "{}",
+        run.stdout
+    );
+    w.write_data("thin", 32);
+    next_second();
+    w.backup(&conf).success();
+    w.assert_every_file_has_a_checksum("thin");
+    let snaps = w.backup_snapshots("thin");
+    let files = w.files("thin");
+    let suffix = if zstd { ".tar.zst" } else { ".tar.gz" };
+    assert_eq!(
+        files,
+        [
+            format!("thin@{}.full{suffix}", snaps[0]),
+            format!("thin@{}.diff_from_{}{suffix}", snaps[1], snaps[0]),
+        ]
+    );
+    let full = w.export("thin", Some(&snaps[0]));
+    let diff = rbd(&[
+        "export-diff",
+        "--from-snap",
+        &snaps[0],
+        &format!("{}@{}", w.spec("thin"), snaps[1]),
+        "-",
+    ]);
+    for (name, expected) in files.iter().zip([&full, &diff]) {
+        let member = name.strip_suffix(suffix).unwrap();
+        let into = w.tmp.path().join(format!("x-{member}"));
+        for path in extract_every_way(&w.image_dir("thin").join(name), member, zstd, &into) {
+            assert!(
+                same_bytes(&fs::read(&path).unwrap(), expected),
+                "{} differs from rbd's stream",
+                path.display()
+            );
+            if member.ends_with(".full") {
+                // A few MiB of data in 256 MiB: holes stay holes.
+                assert!(
+                    allocated(&path) < 32 * MIB,
+                    "{} is not sparse: {} bytes allocated",
+                    path.display(),
+                    allocated(&path)
+                );
+            }
+        }
+    }
+    let archive_size = fs::metadata(w.image_dir("thin").join(&files[0]))
+        .unwrap()
+        .len();
+    assert!(
+        archive_size < 16 * MIB,
+        "{archive_size} bytes: the holes were compressed"
+    );
+}
+
+#[test]
+fn parallel_gzip_archives_extract_identically_and_sparse() {
+    full_and_diff_extract_identically("yes", false);
+}
+
+#[test]
+fn zstd_archives_extract_identically_and_sparse() {
+    full_and_diff_extract_identically("zstd", true);
+}
+
+/// A `.tar.zst` chain is listed, verified and restored (to the cluster and to a file) like a
+/// `.tar.gz` one; a full-mode run with a level and threads set works too.
+#[test]
+fn a_zstd_chain_lists_verifies_and_restores_bit_for_bit() {
+    let w = World::new();
+    w.create_image("vm", 24 * MIB, 7);
+    let conf = w.config(
+        "images = vm\nbackup mode = incremental\nwindow size = 7\nwindow unit = days\n\
+         compress = zstd\ncompress level = 9",
+    );
+    for link in 0..3u64 {
+        if link > 0 {
+            w.write_data("vm", 70 + link);
+            next_second();
+        }
+        let run = w.backup(&conf).success();
+        assert!(run.stdout.contains("Compression: zstd"), "{}", run.stdout);
+    }
+    w.write_data("vm", 99);
+    let snaps = w.backup_snapshots("vm");
+    assert!(w.files("vm").iter().all(|f| f.ends_with(".tar.zst")));
+
+    let list = with_conf(&w, &conf, &["list"]).success();
+    assert!(list.stdout.contains(" zstd "), "{}", list.stdout);
+    assert!(list.stdout.contains("3 restore point"), "{}", list.stdout);
+    with_conf(&w, &conf, &["verify"]).success();
+
+    for (index, snap) in snaps.iter().enumerate() {
+        let source = w.export("vm", Some(snap));
+        let target = format!("vm-at-{index}");
+        with_conf(
+            &w,
+            &conf,
+            &[
+                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", snap,
+            ],
+        )
+        .success();
+        assert!(same_bytes(&w.export(&target, None), &source), "{target}");
+        let file = w.tmp.path().join(format!("vm-at-{index}.raw"));
+        with_conf(
+            &w,
+            &conf,
+            &[
+                "restore",
+                "--pool",
+                &w.pool,
+                "--image",
+                "vm",
+                "--to-file",
+                file.to_str().unwrap(),
+                "--at",
+                snap,
+            ],
+        )
+        .success();
+        assert_eq!(file_sha256(&file), sha256(&source), "{}", file.display());
+    }
+
+    // A damaged .tar.zst is caught by verify.
+    let full = w.image_dir("vm").join(&w.files("vm")[0]);
+    let mut bytes = fs::read(&full).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(&full, &bytes).unwrap();
+    with_conf(&w, &conf, &["verify"]).code(1);
+
+    // Full mode, gzip at level 1 on one thread: restored by hand with the stock tools.
+    let w = World::new();
+    w.create_image("fm", 16 * MIB, 5);
+    let source = w.export("fm", None);
+    let conf = w.config(
+        "images = fm\nbackup mode = full\ncompress = on\ncompress level = 1\n\
+         compress threads = 1",
+    );
+    w.backup(&conf).success();
+    let name = w.files("fm").remove(0);
+    let member = name.strip_suffix(".tar.gz").unwrap().to_string();
+    let path = untar(&w.image_dir("fm").join(&name), &w.tmp.path().join("fm")).join(&member);
+    assert!(same_bytes(&fs::read(&path).unwrap(), &source));
+}
+
+#[test]
+fn bad_compress_level_and_threads_are_one_line_errors() {
+    let w = World::new();
+    for (extra, expected) in [
+        (
+            "compress = yes\ncompress level = 12",
+            "compress level: 12 is not a gzip level (expected 1 to 9; 6 when not set)",
+        ),
+        (
+            "compress = zstd\ncompress level = 20",
+            "compress level: 20 is not a zstd level (expected 1 to 19; 3 when not set)",
+        ),
+        (
+            "compress = yes\ncompress threads = 0",
+            "compress threads: invalid value '0' (expected a whole number of threads from 1 to \
+             256; leave it out to use every core)",
+        ),
+    ] {
+        let conf = w.config(&format!("images = a\nbackup mode = full\n{extra}"));
+        let run = w.backup(&conf).code(2);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", run.stderr);
+        assert!(lines[0].ends_with(expected), "{}", run.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", run.stderr);
+    }
+}
