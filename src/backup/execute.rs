@@ -33,6 +33,7 @@ use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
+use crate::folder::advance;
 use crate::folder::naming::{self, BackupFile, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read;
 use crate::folder::record::{self, Destination, ImageRecord};
@@ -572,6 +573,15 @@ impl<'s> ImageRun<'s> {
                     self.unbacked_snapshot = None;
                 }
             }
+            Step::BuildBase {
+                file,
+                from,
+                diffs,
+                reason,
+            } => {
+                info!("{pool}/{image}: {}: {reason}", file.file_name(image));
+                self.build_base(file, from, diffs)?;
+            }
             Step::Reuse { file, reason } => {
                 let name = file.file_name(image);
                 match self.proof_of(file)? {
@@ -711,6 +721,53 @@ impl<'s> ImageRun<'s> {
         } else {
             None
         })
+    }
+
+    /// Writes the full backup `file` of a new base from the old base `from` and `diffs` in the
+    /// folder ([`advance`]), or finishes such a build an interrupted run left (`from` is then its
+    /// working file). When the files cannot be proven, `file` is exported from the cluster as
+    /// the original did, and `from` removed.
+    fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let name = file.file_name(image);
+        if from.starts_with(advance::WORKING_PREFIX) {
+            outln!("Finishing image {image}@{} from an interrupted build (no cluster read)", file.snap);
+        } else {
+            outln!(
+                "Building image {name} from {from} and {} (no cluster read)",
+                diffs.join(", ")
+            );
+        }
+        if file.compressed {
+            outln!("Compress mode activated");
+        }
+        if self.section.mode == Mode::Check {
+            return Ok(());
+        }
+        let dir = self.dir.path();
+        let outcome = if from.starts_with(advance::WORKING_PREFIX) {
+            advance::finish(&dir, image, file, from)
+        } else {
+            advance::build(&dir, image, file, from, diffs)
+        }
+        .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
+        match outcome {
+            advance::Outcome::Built { size, sha256 } => {
+                self.bytes_written += size;
+                info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
+            }
+            advance::Outcome::Unproven(why) => {
+                warn!(
+                    "{pool}/{image}: {name} cannot be built from the folder: {why}; exporting it \
+                     from the cluster instead"
+                );
+                self.export(file, false)?;
+                outln!("Removing file {}", self.dir.file(from).display());
+                return advance::discard(&dir, from);
+            }
+        }
+        self.record.file_completed(&file.snap, &name);
+        self.save_record()
     }
 
     /// Writes `file` from the cluster; `replace` lets it take the place of an unproven file of

@@ -91,9 +91,10 @@ const KEEP_DAILY: &str = "keep daily";
 const KEEP_WEEKLY: &str = "keep weekly";
 const KEEP_MONTHLY: &str = "keep monthly";
 const KEEP_MINIMUM: &str = "keep minimum";
+const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 16] = [
+const KNOWN_KEYS: [&str; 17] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -110,6 +111,7 @@ const KNOWN_KEYS: [&str; 16] = [
     KEEP_WEEKLY,
     KEEP_MONTHLY,
     KEEP_MINIMUM,
+    SLIDE_FROM_CLUSTER,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that

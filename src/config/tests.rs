@@ -75,6 +75,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
+        slide_from_cluster: false,
     }
 }
 
@@ -770,7 +771,7 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, check mode, \
          window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep \
-         monthly, keep minimum)"
+         monthly, keep minimum, slide from cluster)"
     );
 }
 
@@ -1815,4 +1816,18 @@ fn problem_floods_are_capped_and_stay_fast() {
     let text = minimal("") + &(0..300).map(|i| format!("n{i} = x\n")).collect::<String>();
     let config = parse(&text).unwrap();
     assert_eq!(config.warnings.len(), MAX_REPORTED_PROBLEMS + 1);
+}
+
+#[test]
+fn slide_from_cluster_is_a_lenient_boolean_defaulting_to_no() {
+    assert!(!only_pool(&minimal_incremental("")).slide_from_cluster);
+    for (word, expected) in [("yes", true), ("On", true), ("1", true), ("no", false), ("f", false)] {
+        let pool = only_pool(&minimal_incremental(&format!("slide from cluster = {word}\n")));
+        assert_eq!(pool.slide_from_cluster, expected, "{word}");
+    }
+    let problem = problems(&minimal_incremental("slide from cluster = maybe"));
+    assert!(
+        problem.contains("[rbd] slide from cluster: invalid value 'maybe' (expected yes or no"),
+        "{problem}"
+    );
 }
