@@ -731,7 +731,10 @@ impl<'s> ImageRun<'s> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let name = file.file_name(image);
         if from.starts_with(advance::WORKING_PREFIX) {
-            outln!("Finishing image {image}@{} from an interrupted build (no cluster read)", file.snap);
+            outln!(
+                "Finishing image {image}@{} from an interrupted build (no cluster read)",
+                file.snap
+            );
         } else {
             outln!(
                 "Building image {name} from {from} and {} (no cluster read)",

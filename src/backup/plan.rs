@@ -2195,7 +2195,12 @@ mod slide_tests {
             record: &ImageRecord::default(),
         };
         // The 4th at 01:00: R and S1 are more than a day old, S and T inside the window.
-        plan_image(s, &found, Utc.with_ymd_and_hms(2017, 8, 4, 1, 0, 0).unwrap()).unwrap()
+        plan_image(
+            s,
+            &found,
+            Utc.with_ymd_and_hms(2017, 8, 4, 1, 0, 0).unwrap(),
+        )
+        .unwrap()
     }
 
     fn full(snap: &str, gz: bool) -> String {
@@ -2203,7 +2208,10 @@ mod slide_tests {
     }
 
     fn diff(base: &str, snap: &str, gz: bool) -> String {
-        format!("vm@{snap}.diff_from_{base}{}", if gz { ".tar.gz" } else { "" })
+        format!(
+            "vm@{snap}.diff_from_{base}{}",
+            if gz { ".tar.gz" } else { "" }
+        )
     }
 
     fn with_checksums(names: &[String]) -> Vec<String> {
@@ -2261,7 +2269,12 @@ mod slide_tests {
                 settings: plain,
                 snaps: vec![S1, S, T],
                 files: with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]),
-                new_base: format!("build {} from {} + {}", full(S, false), full(S1, false), diff(S1, S, false)),
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, false),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
                 removed: vec![
                     format!("{}.sha256", full(S1, false)),
                     diff(S1, S, false),
@@ -2285,7 +2298,12 @@ mod slide_tests {
                 what: "two days out of the window: two diffs lead to the new base",
                 settings: plain,
                 snaps: vec![R, S1, S, T],
-                files: vec![full(R, false), diff(R, S1, false), diff(S1, S, false), diff(S, T, false)],
+                files: vec![
+                    full(R, false),
+                    diff(R, S1, false),
+                    diff(S1, S, false),
+                    diff(S, T, false),
+                ],
                 new_base: format!(
                     "build {} from {} + {} + {}",
                     full(S, false),
@@ -2300,7 +2318,12 @@ mod slide_tests {
                 settings: settings(true, false, 1),
                 snaps: vec![S1, S, T],
                 files: vec![full(S1, true), diff(S1, S, true), diff(S, T, true)],
-                new_base: format!("build {} from {} + {}", full(S, true), full(S1, true), diff(S1, S, true)),
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, true),
+                    full(S1, true),
+                    diff(S1, S, true)
+                ),
                 removed: vec![diff(S1, S, true)],
             },
             Case {
@@ -2308,7 +2331,12 @@ mod slide_tests {
                 settings: settings(true, false, 1),
                 snaps: vec![S1, S, T],
                 files: vec![full(S1, false), diff(S1, S, false)],
-                new_base: format!("build {} from {} + {}", full(S, true), full(S1, false), diff(S1, S, false)),
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, true),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
                 removed: vec![diff(S1, S, false)],
             },
             Case {
@@ -2408,7 +2436,12 @@ mod slide_tests {
                              before it changed anything"
                         .into(),
                 },
-                new_base: format!("build {} from {} + {}", full(S, false), full(S1, false), diff(S1, S, false)),
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, false),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
             },
         ];
         for case in cases {
@@ -2420,10 +2453,17 @@ mod slide_tests {
         }
         // After the finish, the folder holds S.full: the slide relies on it (proving it first)
         // and removes the diff it superseded.
-        let files = vec![working.clone(), advance::MARKER.into(), diff(S1, S, false), diff(S, T, false)];
+        let files = vec![
+            working.clone(),
+            advance::MARKER.into(),
+            diff(S1, S, false),
+            diff(S, T, false),
+        ];
         let plan = plan_of(&settings(false, false, 1), &[S1, S, T], &files);
         assert!(
-            plan.steps.iter().any(|s| matches!(s, Step::Reuse { file, .. } if file.snap.as_str() == S)),
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, Step::Reuse { file, .. } if file.snap.as_str() == S)),
             "{plan:?}"
         );
         assert_eq!(removed_files(&plan), [diff(S1, S, false)]);

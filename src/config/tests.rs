@@ -1821,8 +1821,16 @@ fn problem_floods_are_capped_and_stay_fast() {
 #[test]
 fn slide_from_cluster_is_a_lenient_boolean_defaulting_to_no() {
     assert!(!only_pool(&minimal_incremental("")).slide_from_cluster);
-    for (word, expected) in [("yes", true), ("On", true), ("1", true), ("no", false), ("f", false)] {
-        let pool = only_pool(&minimal_incremental(&format!("slide from cluster = {word}\n")));
+    for (word, expected) in [
+        ("yes", true),
+        ("On", true),
+        ("1", true),
+        ("no", false),
+        ("f", false),
+    ] {
+        let pool = only_pool(&minimal_incremental(&format!(
+            "slide from cluster = {word}\n"
+        )));
         assert_eq!(pool.slide_from_cluster, expected, "{word}");
     }
     let problem = problems(&minimal_incremental("slide from cluster = maybe"));

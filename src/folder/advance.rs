@@ -115,7 +115,9 @@ pub fn build(
 ) -> Result<Outcome> {
     let target = file.file_name(image);
     let Some(old) = BackupFile::parse(image, from).filter(BackupFile::is_full) else {
-        return Ok(Outcome::Unproven(format!("{from} is not a full backup of {image}")));
+        return Ok(Outcome::Unproven(format!(
+            "{from} is not a full backup of {image}"
+        )));
     };
     let mut links = Vec::new();
     let mut at = old.snap.clone();
@@ -182,7 +184,8 @@ pub fn discard(dir: &Path, from: &str) -> Result<()> {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => {
-                return Err(err).with_context(|| format!("cannot remove {}", dir.join(name).display()))
+                return Err(err)
+                    .with_context(|| format!("cannot remove {}", dir.join(name).display()))
             }
         }
     }
@@ -391,8 +394,13 @@ fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
             kind.described()
         ),
     }
-    std::fs::rename(&working, &target)
-        .with_context(|| format!("cannot rename {} to {}", working.display(), target.display()))?;
+    std::fs::rename(&working, &target).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            working.display(),
+            target.display()
+        )
+    })?;
     sync_dir(dir)?;
     std::fs::remove_file(dir.join(MARKER))
         .with_context(|| format!("cannot remove {}", dir.join(MARKER).display()))?;
@@ -529,8 +537,8 @@ fn read_marker(dir: &Path, image: &str) -> Result<Marker, String> {
             meta.mode() & 0o7777
         ));
     }
-    let bytes = untrusted::read_bounded(file, MAX_MARKER_BYTES)
-        .map_err(|err| format!("{shown}: {err}"))?;
+    let bytes =
+        untrusted::read_bounded(file, MAX_MARKER_BYTES).map_err(|err| format!("{shown}: {err}"))?;
     let marker: Marker =
         serde_json::from_slice(&bytes).map_err(|err| format!("{shown}: not readable: {err}"))?;
     if marker.format != FORMAT || marker.image != image {

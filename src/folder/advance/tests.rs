@@ -80,8 +80,12 @@ impl Folder {
     }
 
     fn diff_name(&self, index: usize) -> String {
-        BackupFile::diff(Folder::snap(index), Folder::snap(index + 1), self.compressed)
-            .file_name("vm")
+        BackupFile::diff(
+            Folder::snap(index),
+            Folder::snap(index + 1),
+            self.compressed,
+        )
+        .file_name("vm")
     }
 
     fn diff_names(&self) -> Vec<String> {
@@ -238,9 +242,17 @@ fn builds_are_what_the_diffs_applied_to_the_base_give_in_every_format() {
                 panic!("{what} ({stored}, {target}): {outcome:?}")
             };
             let raw = folder.raw_of(&name, target);
-            assert!(raw == expected, "{what} ({stored} -> {target}): bytes differ");
+            assert!(
+                raw == expected,
+                "{what} ({stored} -> {target}): bytes differ"
+            );
             let mut names = folder.names();
-            names.retain(|n| !folder.diff_names().iter().any(|d| n.starts_with(d.as_str())));
+            names.retain(|n| {
+                !folder
+                    .diff_names()
+                    .iter()
+                    .any(|d| n.starts_with(d.as_str()))
+            });
             // The old base is consumed; its checksum file is the plan's to remove.
             assert_eq!(
                 names,
@@ -255,26 +267,6 @@ fn builds_are_what_the_diffs_applied_to_the_base_give_in_every_format() {
             assert_eq!(recorded, Some(sha256), "{what}");
         }
     }
-}
-
-#[test]
-fn an_archive_built_from_the_folder_opens_with_gnu_tar() {
-    let (_, base, streams) = chains().remove(0);
-    let folder = Folder::new(base, streams, true);
-    let expected = folder.expected();
-    assert!(matches!(folder.build(true), Outcome::Built { .. }));
-    let name = folder.target(true).file_name("vm");
-    let out = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("tar")
-        .arg("xzf")
-        .arg(folder.path(&name))
-        .arg("-C")
-        .arg(out.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let member = name.strip_suffix(".tar.gz").unwrap();
-    assert!(std::fs::read(out.path().join(member)).unwrap() == expected);
 }
 
 #[test]
@@ -335,7 +327,11 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             write_marker(dir, &marker).unwrap();
             let working = folder.path(&marker.working);
             std::fs::rename(folder.path(&folder.full_name()), &working).unwrap();
-            let mut file = OpenOptions::new().read(true).write(true).open(&working).unwrap();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&working)
+                .unwrap();
             for stream in &streams {
                 apply_to_file(&stream[..], &mut file).unwrap();
             }
@@ -343,8 +339,14 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             let mode = std::fs::metadata(folder.path(MARKER)).unwrap().mode();
             assert_eq!(mode & 0o777, 0o600);
             let outcome = finish(dir, "vm", &folder.target(false), &marker.working).unwrap();
-            assert!(matches!(outcome, Outcome::Built { .. }), "{what}: {outcome:?}");
-            assert!(folder.raw_of(&target, false) == folder.expected(), "{what}, {applied}");
+            assert!(
+                matches!(outcome, Outcome::Built { .. }),
+                "{what}: {outcome:?}"
+            );
+            assert!(
+                folder.raw_of(&target, false) == folder.expected(),
+                "{what}, {applied}"
+            );
             assert!(!folder.path(MARKER).exists());
             assert!(!working.exists());
         }
@@ -433,10 +435,16 @@ fn a_marker_that_is_not_ours_is_not_used() {
         );
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path().join(MARKER), std::fs::Permissions::from_mode(0o666))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.path().join(MARKER),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     let outcome = finish(dir.path(), "vm", &file, &working).unwrap();
-    assert!(matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")),
+        "{outcome:?}"
+    );
     discard(dir.path(), &working).unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
