@@ -415,7 +415,7 @@ fn big_diff(path: &Path, size: u64, len: u64, seed: u64) {
     let file = fs::File::create(path).unwrap();
     let mut writer = DiffWriter::new(std::io::BufWriter::new(file), &header).unwrap();
     let mut rng = Rng(seed | 1);
-    let mut chunk = vec![0u8; 4 * MIB as usize];
+    let mut chunk = vec![0u8; 4 << 20];
     let mut offset = 0;
     while offset < len {
         for word in chunk.chunks_exact_mut(8) {

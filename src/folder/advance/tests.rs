@@ -43,7 +43,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn patterned(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .map(|i| i.to_le_bytes()[0].wrapping_mul(31).wrapping_add(seed) | 1)
         .collect()
 }
 
@@ -173,12 +173,16 @@ impl Folder {
 }
 
 /// Diff chains that grow and shrink the image, zero ranges and write past the old end.
-fn chains() -> Vec<(&'static str, Vec<u8>, Vec<Vec<u8>>)> {
+/// A named base image and the diff streams laid over it.
+type Chain = (&'static str, Vec<u8>, Vec<Vec<u8>>);
+
+fn chains() -> Vec<Chain> {
     let (s0, s1, s2, s3) = (SNAPS[0], SNAPS[1], SNAPS[2], SNAPS[3]);
     let base = {
         let mut base = patterned(3 * MIB, 7);
         // A hole in the middle, as an export of a thin image has.
-        base[MIB as usize..2 * MIB as usize].fill(0);
+        let mib = usize::try_from(MIB).unwrap();
+        base[mib..2 * mib].fill(0);
         base
     };
     vec![
