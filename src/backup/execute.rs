@@ -766,7 +766,13 @@ impl<'s> ImageRun<'s> {
                 );
                 self.export(file, false)?;
                 outln!("Removing file {}", self.dir.file(from).display());
-                return advance::discard(&dir, from);
+                return advance::discard(&dir, from, &name);
+            }
+            advance::Outcome::Obsolete => {
+                info!(
+                    "{pool}/{image}: {name} was written already; the interrupted build is cleared"
+                );
+                return Ok(());
             }
         }
         self.record.file_completed(&file.snap, &name);

@@ -100,6 +100,9 @@ pub enum Outcome {
     /// the old base was already being changed, the working file and marker are still there:
     /// [`discard`] removes them once the new base is written some other way.
     Unproven(String),
+    /// An interrupted build found its target written already (exported by a run that fell
+    /// back and died before it could clear the build): the working file and marker are gone.
+    Obsolete,
 }
 
 /// Builds `file`, the full backup of a new base, in `dir` from the old full backup `from` and the
@@ -152,6 +155,10 @@ pub fn build(
 /// Finishes the build in place that an interrupted run left: `working` is its working file.
 pub fn finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Result<Outcome> {
     let target = file.file_name(image);
+    if untrusted::kind_of(&dir.join(&target)).is_ok() {
+        discard(dir, working, &target)?;
+        return Ok(Outcome::Obsolete);
+    }
     let marker = match read_marker(dir, image) {
         Ok(marker) => marker,
         Err(why) => return Ok(Outcome::Unproven(why)),
@@ -172,14 +179,10 @@ pub fn finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Resu
     apply_in_place(dir, marker)
 }
 
-/// Removes what a build that was not finished leaves once the new base was written another way:
-/// the old base `from` (or the working file it became) and the marker.
-pub fn discard(dir: &Path, from: &str) -> Result<()> {
-    let mut names = vec![from.to_string()];
-    if from.starts_with(WORKING_PREFIX) {
-        names.push(MARKER.to_string());
-    }
-    for name in names {
+/// Removes what a build that was not finished leaves once its target was written another way:
+/// the old base `from`, the working file it may have become, and the marker.
+pub fn discard(dir: &Path, from: &str, target: &str) -> Result<()> {
+    for name in [from.to_string(), working_name(target), MARKER.to_string()] {
         match std::fs::remove_file(dir.join(&name)) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}

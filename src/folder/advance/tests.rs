@@ -449,6 +449,28 @@ fn a_marker_that_is_not_ours_is_not_used() {
         matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")),
         "{outcome:?}"
     );
-    discard(dir.path(), &working).unwrap();
+    discard(dir.path(), &working, &file.file_name("vm")).unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = BackupFile::full(Folder::snap(1), false);
+    let target = file.file_name("vm");
+    let working = working_name(&target);
+    for name in [&working, &MARKER.to_string(), &target] {
+        std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
+    }
+    let outcome = finish(dir.path(), "vm", &file, &working).unwrap();
+    assert_eq!(outcome, Outcome::Obsolete);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [target.clone()]);
+    assert_eq!(
+        std::fs::read(dir.path().join(&target)).unwrap(),
+        target.as_bytes()
+    );
 }
