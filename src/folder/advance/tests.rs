@@ -468,7 +468,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [target.clone()]);
+    assert_eq!(names, std::slice::from_ref(&target));
     assert_eq!(
         std::fs::read(dir.path().join(&target)).unwrap(),
         target.as_bytes()
