@@ -156,7 +156,7 @@ fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
                 "warning: {path}:5: [rbd] description: unknown key, ignored (known keys: images, \
                  destination directory, ceph config, ceph user, ceph keyring, backup mode, \
                  compress, check mode, window size, window unit, ceph timeout, keep last, keep \
-                 daily, keep weekly, keep monthly, keep minimum)"
+                 daily, keep weekly, keep monthly, keep minimum, slide from cluster)"
             ),
             format!(
                 "warning: {path}:7: [rbd] window size: invalid value '7d' (expected a whole \
