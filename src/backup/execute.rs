@@ -744,10 +744,24 @@ impl<'s> ImageRun<'s> {
         if file.compressed {
             outln!("Compress mode activated");
         }
+        let dir = self.dir.path();
         if self.section.mode == Mode::Check {
+            // Reading is allowed in check mode: show the fallback a real run would take.
+            let doubt = if from.starts_with(advance::WORKING_PREFIX) {
+                advance::would_finish(&dir, image, file, from)
+            } else {
+                advance::would_build(&dir, image, file, from, diffs)
+            };
+            if let Some(why) = doubt {
+                warn!(
+                    "{pool}/{image}: {name} cannot be built from the folder: {why}; a real run \
+                     exports it from the cluster instead"
+                );
+                self.export(file, false)?;
+                outln!("Removing file {}", self.dir.file(from).display());
+            }
             return Ok(());
         }
-        let dir = self.dir.path();
         let outcome = if from.starts_with(advance::WORKING_PREFIX) {
             advance::finish(&dir, image, file, from)
         } else {

@@ -116,40 +116,91 @@ pub fn build(
     from: &str,
     diffs: &[String],
 ) -> Result<Outcome> {
+    let (old, proven) = match prepare(dir, image, file, from, diffs) {
+        Ok(prepared) => prepared,
+        Err(why) => return Ok(Outcome::Unproven(why)),
+    };
+    let target = file.file_name(image);
+    if !old.file.compressed && !file.compressed {
+        build_in_place(dir, image, from, &target, &proven)
+    } else {
+        build_streaming(dir, &old, file, &target, image, proven)
+    }
+}
+
+/// What [`build`] would do, for check mode: `None` when every file is proven (each is read
+/// whole, nothing is changed), else why the cluster would serve `file` instead.
+pub fn would_build(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    from: &str,
+    diffs: &[String],
+) -> Option<String> {
+    let (old, _) = match prepare(dir, image, file, from, diffs) {
+        Ok(prepared) => prepared,
+        Err(why) => return Some(why),
+    };
+    let expected = match recorded(dir, from) {
+        Ok(digest) => digest,
+        Err(why) => return Some(why),
+    };
+    let read = read::read_raw(
+        &dir.join(from),
+        old.file.compressed,
+        &Limit::absolute(),
+        |raw| Ok(io::copy(raw, &mut io::sink())?),
+    );
+    match read {
+        Ok((_, facts)) if facts.sha256 == expected => None,
+        Ok((_, facts)) => Some(format!(
+            "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says {expected}",
+            escaped(from),
+            facts.sha256
+        )),
+        Err(err) => Some(format!("{}: {err:#}", escaped(from))),
+    }
+}
+
+/// What [`finish`] would do, for check mode: `None` when the marker is usable for this build.
+pub fn would_finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Option<String> {
+    let target = file.file_name(image);
+    match read_marker(dir, image) {
+        Ok(marker) if marker.working == working && marker.target == target => None,
+        Ok(_) => Some(format!("{MARKER} describes another build")),
+        Err(why) => Some(why),
+    }
+}
+
+/// The old base and the proven diffs of a build, or why it cannot be made.
+fn prepare(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    from: &str,
+    diffs: &[String],
+) -> Result<(FolderFile, Vec<ProvenDiff>), String> {
     let target = file.file_name(image);
     let Some(old) = BackupFile::parse(image, from).filter(BackupFile::is_full) else {
-        return Ok(Outcome::Unproven(format!(
-            "{from} is not a full backup of {image}"
-        )));
+        return Err(format!("{from} is not a full backup of {image}"));
     };
     let mut links = Vec::new();
     let mut at = old.snap.clone();
     for name in diffs {
         let Some(diff) = BackupFile::parse(image, name).filter(|d| d.base() == Some(&at)) else {
-            return Ok(Outcome::Unproven(format!(
-                "{name} is not a diff from {at} of {image}"
-            )));
+            return Err(format!("{name} is not a diff from {at} of {image}"));
         };
         at = diff.snap.clone();
         links.push(stored(name, diff));
     }
     if at != file.snap || links.is_empty() {
-        return Ok(Outcome::Unproven(format!(
-            "the diffs do not lead from {from} to {target}"
-        )));
+        return Err(format!("the diffs do not lead from {from} to {target}"));
     }
     let mut proven = Vec::new();
     for link in &links {
-        match prove_diff(dir, link) {
-            Ok(diff) => proven.push(diff),
-            Err(why) => return Ok(Outcome::Unproven(why)),
-        }
+        proven.push(prove_diff(dir, link)?);
     }
-    if !old.compressed && !file.compressed {
-        build_in_place(dir, image, from, &target, &proven)
-    } else {
-        build_streaming(dir, &stored(from, old), file, &target, image, proven)
-    }
+    Ok((stored(from, old), proven))
 }
 
 /// Finishes the build in place that an interrupted run left: `working` is its working file.

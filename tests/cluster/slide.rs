@@ -329,6 +329,8 @@ fn check_mode_shows_the_build_and_slide_from_cluster_keeps_the_original_export()
         "missing {line:?} in\n{}",
         run.stdout
     );
+    // Check mode reads and proves the files: nothing would come from the cluster.
+    assert_no_full_export(&run);
     assert_eq!(w.dest_tree(), before, "check mode changed the destination");
 
     let conf = w.config(&format!("{body}\nslide from cluster = yes"));
@@ -373,6 +375,21 @@ fn a_diff_whose_checksum_is_wrong_makes_the_slide_export_from_the_cluster() {
     let conf = w.config(
         "images = vm\nbackup mode = incremental\nwindow size = 2\nwindow unit = days\ncompress = yes",
     );
+    // Check mode proves the files too, and shows the fallback a real run takes.
+    let before = w.dest_tree();
+    let check = w
+        .cephbackup(&["-c", conf.to_str().unwrap(), "--check"])
+        .success();
+    assert!(
+        check.stdout.contains(&format!("Exporting image vm@{s} to"))
+            && check
+                .stderr
+                .contains("a real run exports it from the cluster instead"),
+        "{}\n{}",
+        check.stdout,
+        check.stderr
+    );
+    assert_eq!(w.dest_tree(), before, "check mode changed the destination");
     let run = w.backup(&conf).success();
     let full = format!("vm@{s}.full.tar.gz");
     assert!(
