@@ -47,6 +47,7 @@ fn main() {
         compress: Compression::None,
         keep: KeepRules::default(),
         keep_minimum: keep_minimum.max(1),
+        slide_from_cluster: false,
     };
     println!(
         "incremental backups every {every} h with a window of {window}, keep minimum = \
@@ -77,6 +78,14 @@ fn main() {
                 }),
                 Step::Export { file, reason } => {
                     println!("  write  {:60} {reason}", file.file_name("vm"));
+                    files.insert(file.file_name("vm"));
+                    record.file_completed(&file.snap, &file.file_name("vm"));
+                }
+                Step::BuildBase {
+                    file, from, reason, ..
+                } => {
+                    println!("  build  {:60} {reason}", file.file_name("vm"));
+                    files.remove(from);
                     files.insert(file.file_name("vm"));
                     record.file_completed(&file.snap, &file.file_name("vm"));
                 }

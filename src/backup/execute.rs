@@ -42,6 +42,7 @@ use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
+use crate::folder::advance;
 use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read;
 use crate::folder::record::{self, Destination, ImageRecord};
@@ -889,6 +890,15 @@ impl<'s> ImageRun<'s> {
                     self.unbacked_snapshot = None;
                 }
             }
+            Step::BuildBase {
+                file,
+                from,
+                diffs,
+                reason,
+            } => {
+                info!("{pool}/{image}: {}: {reason}", file.file_name(image));
+                self.build_base(file, from, diffs)?;
+            }
             Step::Reuse { file, reason } => {
                 let name = file.file_name(image);
                 match self.proof_of(file)? {
@@ -1032,6 +1042,107 @@ impl<'s> ImageRun<'s> {
         } else {
             None
         })
+    }
+
+    /// Writes the full backup `file` of a new base from the old base `from` and `diffs` in the
+    /// folder ([`advance`]), or finishes such a build an interrupted run left (`from` is then its
+    /// working file). When the files cannot be proven, `file` is exported from the cluster as
+    /// the original did, and `from` removed.
+    fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let name = file.file_name(image);
+        if from.starts_with(advance::WORKING_PREFIX) {
+            outln!(
+                "Finishing image {image}@{} from an interrupted build (no cluster read)",
+                file.snap
+            );
+        } else {
+            outln!(
+                "Building image {name} from {from} and {} (no cluster read)",
+                diffs.join(", ")
+            );
+        }
+        if file.compressed() {
+            outln!("Compress mode activated");
+        }
+        let dir = self.dir.path();
+        // In the report a new base is a new full backup, whichever way it is made.
+        self.done.full = true;
+        if self.section.mode == Mode::Check {
+            // Reading is allowed in check mode: show the fallback a real run would take.
+            let doubt = if from.starts_with(advance::WORKING_PREFIX) {
+                advance::would_finish(&dir, image, file, from)
+            } else {
+                advance::would_build(&dir, image, file, from, diffs)
+            };
+            if let Some(why) = doubt {
+                warn!(
+                    "{pool}/{image}: {name} cannot be built from the folder: {why}; a real run \
+                     exports it from the cluster instead"
+                );
+                self.export(file, false)?;
+                outln!("Removing file {}", self.dir.file(from).display());
+            }
+            return Ok(());
+        }
+        let outcome = if from.starts_with(advance::WORKING_PREFIX) {
+            advance::finish(&dir, image, file, from)
+        } else {
+            advance::build(
+                &dir,
+                image,
+                file,
+                from,
+                diffs,
+                self.section.job.compressor().as_ref(),
+            )
+        }
+        .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
+        match outcome {
+            advance::Outcome::Built { size, sha256 } => {
+                self.bytes_written += size;
+                info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
+                self.done.files_written.push(FileReport {
+                    file: name.clone(),
+                    bytes: Some(size),
+                });
+                self.done.files_written.push(FileReport {
+                    file: format!("{name}{CHECKSUM_SUFFIX}"),
+                    bytes: Some(write::checksum_line(&sha256, &name).len() as u64),
+                });
+                self.note_consumed(from);
+            }
+            advance::Outcome::Unproven(why) => {
+                warn!(
+                    "{pool}/{image}: {name} cannot be built from the folder: {why}; exporting it \
+                     from the cluster instead"
+                );
+                self.export(file, false)?;
+                outln!("Removing file {}", self.dir.file(from).display());
+                advance::discard(&dir, from, &name)?;
+                self.note_consumed(from);
+                return Ok(());
+            }
+            advance::Outcome::Obsolete => {
+                info!(
+                    "{pool}/{image}: {name} was written already; the interrupted build is cleared"
+                );
+                return Ok(());
+            }
+        }
+        self.record.file_completed(&file.snap, &name);
+        self.save_record()
+    }
+
+    /// The old base a build used up is gone from the folder (a working file of an interrupted
+    /// build was never a backup file: it is not reported).
+    fn note_consumed(&mut self, from: &str) {
+        if !from.starts_with(advance::WORKING_PREFIX) {
+            self.done.files_removed.push(FileReport {
+                file: from.to_string(),
+                bytes: self.sizes.get(from).copied(),
+            });
+        }
     }
 
     /// Writes `file` from the cluster; `replace` lets it take the place of an unproven file of

@@ -37,10 +37,11 @@ use chrono::{DateTime, Utc};
 use crate::backup::retention::{self, KeepRules, Policy};
 use crate::backup::window::Window;
 use crate::config::job::{BackupMode, PoolJob};
+use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
 use crate::folder::naming::Snapshot;
-use crate::folder::naming::{BackupFile, Compression, Content, SnapName};
+use crate::folder::naming::{BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::record::state::ImageRecord;
 
 /// The parts of a pool's configuration that shape a plan.
@@ -54,6 +55,9 @@ pub struct Settings {
     /// Incremental mode: the fewest restore points a window slide leaves; 1 is the original's
     /// behaviour (this run's own point always remains).
     pub keep_minimum: u32,
+    /// Incremental mode: a window slide exports the new base from the cluster, as the original
+    /// did, instead of building it from the files in the folder.
+    pub slide_from_cluster: bool,
 }
 
 impl Settings {
@@ -64,6 +68,7 @@ impl Settings {
             compress: job.compress,
             keep: job.keep,
             keep_minimum: job.keep_minimum.max(1),
+            slide_from_cluster: job.slide_from_cluster,
         }
     }
 
@@ -102,6 +107,19 @@ pub enum Step {
     /// Write `file` from the cluster (a full export of its snapshot, or a diff from its base).
     Export {
         file: BackupFile,
+        reason: String,
+    },
+    /// Write the full backup `file` of a new base without reading the cluster: from the old
+    /// full backup `from` and the diffs leading from it to `file`'s snapshot, all in the folder
+    /// ([`crate::backup::slide`]). `from` is consumed (it becomes `file`, or is replaced by it);
+    /// the diffs are removed by later steps. When `from` is the working name of a build an
+    /// interrupted run left ([`advance::WORKING_PREFIX`]), `diffs` is empty and the build is
+    /// finished from its marker. When a file cannot be proven, the executor exports `file` from
+    /// the cluster instead and removes `from`.
+    BuildBase {
+        file: BackupFile,
+        from: String,
+        diffs: Vec<String>,
         reason: String,
     },
     /// A file the plan relies on is already there, written by an earlier run. It is relied on
@@ -162,8 +180,15 @@ pub fn plan_image(
         return Err(SnapshotExists(new.to_string()));
     }
     let mut steps = Vec::new();
-    let layout = Layout::from_entries(found.image, found.entries);
     let owned = owned_snapshots(found.snapshots, &mut steps);
+    // An interrupted build of a new base is finished first; the rest of the plan sees the folder
+    // as it will be then.
+    let entries = finish_interrupted_build(found, &mut steps);
+    let found = &Found {
+        entries: &entries,
+        ..*found
+    };
+    let layout = Layout::from_entries(found.image, found.entries);
     let owned = recover(found, &layout, owned, &mut steps);
     let create_at = steps.len();
     let (backs, temporary) = match settings.mode {
@@ -208,6 +233,59 @@ pub fn plan_image(
         snapshot: new,
         steps,
     })
+}
+
+/// The folder entries as the rest of the plan sees them. When a run died while it built a new
+/// base in place (its working file and marker are there, [`crate::folder::advance`]), a step
+/// finishes that build first, and the entries show the finished file and its checksum instead
+/// of the working file and the marker. A marker without a working file is what a build left
+/// that finished, or that died before it changed anything: it is removed. A working file without
+/// a marker was not left by this tool (the marker is written before it and removed after it is
+/// gone): it is reported like any stranger.
+fn finish_interrupted_build(found: &Found, steps: &mut Vec<Step>) -> Vec<FolderEntry> {
+    let mut entries = Vec::with_capacity(found.entries.len());
+    let mut marker = None;
+    let mut building = None;
+    for entry in found.entries {
+        if entry.is_usable_file() && entry.name == advance::MARKER {
+            marker = Some(entry.clone());
+            continue;
+        }
+        if entry.is_usable_file() && building.is_none() {
+            if let Some(target) = advance::working_target(found.image, &entry.name) {
+                building = Some((entry.clone(), target));
+                continue;
+            }
+        }
+        entries.push(entry.clone());
+    }
+    match (building, marker) {
+        (Some((working, file)), Some(_)) => {
+            let name = file.file_name(found.image);
+            steps.push(Step::BuildBase {
+                file,
+                from: working.name,
+                diffs: Vec::new(),
+                reason: "a run was interrupted while it built this file in place; finishing it \
+                         from the diffs its marker names"
+                    .into(),
+            });
+            for shown in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
+                if !entries.iter().any(|e| e.name == shown) {
+                    entries.push(FolderEntry::file(&shown, 0));
+                }
+            }
+        }
+        (Some((working, _)), None) => entries.push(working),
+        (None, Some(marker)) => steps.push(Step::RemoveFile {
+            name: marker.name,
+            reason: "marker of a build of a new base that finished, or that stopped before it \
+                     changed anything"
+                .into(),
+        }),
+        (None, None) => {}
+    }
+    entries
 }
 
 /// Clears what interrupted runs left behind, before anything else happens: temporary files,
@@ -375,14 +453,17 @@ impl Incremental<'_> {
                 ));
             } else {
                 let base = self.candidate(slide.base).clone();
-                let base_file = self.write_new_base(&slide, oldest, steps);
+                let (base_file, consumed) = self.write_new_base(&slide, oldest, steps);
                 let prune = self.prune(&base, &slide.policy(self.settings));
                 for name in prune.strangers {
                     steps.push(Step::UnexpectedFile { name });
                 }
                 for (name, reason) in prune.removals {
                     kept.remove(&name);
-                    steps.push(Step::RemoveFile { name, reason });
+                    // The old base a build consumed is gone once the new base is there.
+                    if consumed.as_ref() != Some(&name) {
+                        steps.push(Step::RemoveFile { name, reason });
+                    }
                 }
                 kept.insert(base_file.file_name(self.found.image));
                 survivors = self.survivors(&slide);
@@ -551,13 +632,15 @@ impl Incremental<'_> {
         }
     }
 
-    /// The full backup of the new base: kept when an earlier run wrote it, exported otherwise.
+    /// The full backup of the new base: kept when an earlier run wrote it, built from the folder
+    /// when the old base and the diffs leading to it are here, exported otherwise. Returns it,
+    /// and the old base a build consumes.
     fn write_new_base(
         &self,
         slide: &Slide,
         oldest: &SnapName,
         steps: &mut Vec<Step>,
-    ) -> BackupFile {
+    ) -> (BackupFile, Option<String>) {
         let base = self.candidate(slide.base);
         let existing = self
             .layout
@@ -592,17 +675,57 @@ impl Incremental<'_> {
                     file: file.clone(),
                     reason: format!("{reason}; its full backup was written by an earlier run"),
                 });
-                file
+                (file, None)
             }
             None => {
                 let file = BackupFile::full(base.clone(), self.settings.compress);
+                if let Some((from, diffs)) = self.local_route(base) {
+                    steps.push(Step::BuildBase {
+                        file: file.clone(),
+                        from: from.clone(),
+                        diffs,
+                        reason: format!(
+                            "{reason}; built from the old base and the diffs to it in the folder, \
+                             without reading the cluster"
+                        ),
+                    });
+                    return (file, Some(from));
+                }
                 steps.push(Step::Export {
                     file: file.clone(),
                     reason,
                 });
-                file
+                (file, None)
             }
         }
+    }
+
+    /// The full backup and the diffs in the folder that restore `base`, when a slide to it may
+    /// build its full backup from them: unless `slide from cluster` asks for the original's
+    /// export, when the route has at least one diff, and when every file of it is one the slide
+    /// removes anyway (so consuming the old base takes nothing the folder keeps).
+    fn local_route(&self, base: &SnapName) -> Option<(String, Vec<String>)> {
+        if self.settings.slide_from_cluster {
+            return None;
+        }
+        let route = self.layout.route(base)?;
+        let (full, diffs) = route.split_first()?;
+        if diffs.is_empty() {
+            return None;
+        }
+        let removed: BTreeSet<String> = self
+            .prune(base, "")
+            .removals
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if !route.iter().all(|f| removed.contains(&f.name)) {
+            return None;
+        }
+        Some((
+            full.name.clone(),
+            diffs.iter().map(|d| d.name.clone()).collect(),
+        ))
     }
 
     /// The original's pruning: every backup file dated before the new base, and the diff that
@@ -760,6 +883,7 @@ mod tests {
             compress: compress.into(),
             keep: KeepRules::default(),
             keep_minimum: 1,
+            slide_from_cluster: false,
         }
     }
 
@@ -825,6 +949,15 @@ mod tests {
                         self.files.insert(name.clone());
                         self.record.file_completed(&file.snap, &name);
                     }
+                    Step::BuildBase { file, from, .. } => {
+                        let name = file.file_name("img");
+                        assert!(self.files.remove(from), "{from}");
+                        if from.starts_with(advance::WORKING_PREFIX) {
+                            assert!(self.files.remove(advance::MARKER));
+                        }
+                        self.files.insert(name.clone());
+                        self.record.file_completed(&file.snap, &name);
+                    }
                     Step::RemoveFile { name, .. } => assert!(self.files.remove(name), "{name}"),
                     Step::RemoveSnapshot { snap, .. } => {
                         let before = self.snaps.len();
@@ -883,11 +1016,27 @@ mod tests {
             .collect()
     }
 
+    /// The files a plan writes, exported from the cluster or built in the folder.
     fn exports(plan: &Plan) -> Vec<String> {
         plan.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Export { file, .. } => Some(file.file_name("img")),
+                Step::Export { file, .. } | Step::BuildBase { file, .. } => {
+                    Some(file.file_name("img"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The files a plan builds in the folder: (file, from, diffs).
+    fn builds(plan: &Plan) -> Vec<(String, String, Vec<String>)> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::BuildBase {
+                    file, from, diffs, ..
+                } => Some((file.file_name("img"), from.clone(), diffs.clone())),
                 _ => None,
             })
             .collect()
@@ -904,6 +1053,7 @@ mod tests {
             compress: Compression::Gzip,
             keep: KeepRules::default(),
             keep_minimum: 1,
+            slide_from_cluster: false,
         };
         let old = name(at(1, 2, 0));
         let mut w = World::with(&[&old], &["img@BACKUPUTC20170801T020000.full"]);
@@ -946,6 +1096,7 @@ mod tests {
             expected_files.push(file);
         }
         // Day 8: the first snapshot is 7 days and 7 seconds old: outside; S = day 2's snapshot.
+        // Its full backup is built from day 1's and the diff to day 2, which it consumes.
         let plan = w.run(&s, at(8, 2, 8));
         assert_eq!(
             exports(&plan),
@@ -955,9 +1106,16 @@ mod tests {
             ]
         );
         assert_eq!(
+            builds(&plan),
+            [(
+                "img@BACKUPUTC20170802T020002.full".to_string(),
+                "img@BACKUPUTC20170801T020001.full".to_string(),
+                vec!["img@BACKUPUTC20170802T020002.diff_from_BACKUPUTC20170801T020001".to_string()]
+            )]
+        );
+        assert_eq!(
             removals(&plan),
             [
-                "img@BACKUPUTC20170801T020001.full",
                 "img@BACKUPUTC20170802T020002.diff_from_BACKUPUTC20170801T020001",
                 "BACKUPUTC20170801T020001",
             ]
@@ -1433,6 +1591,7 @@ mod tests {
             compress: Compression::None,
             keep: KeepRules::default(),
             keep_minimum: 1,
+            slide_from_cluster: false,
         };
         // The incremental job's snapshots, and a temporary one our own killed run left.
         let mut w = World::with(
@@ -1534,6 +1693,7 @@ mod tests {
             compress: Compression::None,
             keep,
             keep_minimum: 1,
+            slide_from_cluster: false,
         }
     }
 
@@ -1871,14 +2031,15 @@ mod tests {
             [name(at(4, 2, 0)), name(at(5, 2, 0)), name(at(12, 2, 0))]
         );
         let base_reason = match &plan.steps[1] {
-            Step::Export { reason, .. } => reason.clone(),
+            Step::BuildBase { reason, .. } => reason.clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(
             base_reason,
             "the oldest backup snapshot BACKUPUTC20170803T020000 has left the window of 2 days, \
              which alone would leave 1 restore point, fewer than keep minimum = 3: \
-             BACKUPUTC20170804T020000 becomes the new base so that 3 remain"
+             BACKUPUTC20170804T020000 becomes the new base so that 3 remain; built from the old \
+             base and the diffs to it in the folder, without reading the cluster"
         );
         assert_eq!(
             reason_of(&plan, "BACKUPUTC20170803T020000"),
@@ -1887,8 +2048,12 @@ mod tests {
              BACKUPUTC20170804T020000 on"
         );
         assert_eq!(
-            reason_of(&plan, "img@BACKUPUTC20170803T020000.full"),
-            "older than the new base BACKUPUTC20170804T020000 (window of 2 days, keep minimum = 3)"
+            reason_of(
+                &plan,
+                "img@BACKUPUTC20170804T020000.diff_from_BACKUPUTC20170803T020000"
+            ),
+            "superseded by the full backup of BACKUPUTC20170804T020000 (window of 2 days, keep \
+             minimum = 3)"
         );
         // Each later run slides by one point, and never below three.
         let plan = w.run(&s, at(13, 2, 0));
@@ -1912,8 +2077,11 @@ mod tests {
         let plan = w.run(&s, at(15, 2, 0));
         assert!(!reason_of(&plan, "BACKUPUTC20170812T020000").contains("keep minimum"));
         assert_eq!(
-            reason_of(&plan, "img@BACKUPUTC20170812T020000.full"),
-            "older than the new base BACKUPUTC20170813T020000 (window of 2 days)"
+            reason_of(
+                &plan,
+                "img@BACKUPUTC20170813T020000.diff_from_BACKUPUTC20170812T020000"
+            ),
+            "superseded by the full backup of BACKUPUTC20170813T020000 (window of 2 days)"
         );
         assert_eq!(points(&w).len(), 3);
     }
@@ -1982,5 +2150,330 @@ mod tests {
             points(&w),
             ["BACKUPUTC20260228T230000", "BACKUPUTC20260402T020000"]
         );
+    }
+}
+
+#[cfg(test)]
+mod slide_tests {
+    use super::*;
+    use crate::config::WindowUnit;
+    use chrono::TimeZone;
+
+    const R: &str = "BACKUPUTC20170801T020000";
+    const S1: &str = "BACKUPUTC20170802T020000";
+    const S: &str = "BACKUPUTC20170803T020000";
+    const T: &str = "BACKUPUTC20170803T120000";
+
+    fn settings(compress: bool, from_cluster: bool, minimum: u32) -> Settings {
+        Settings {
+            mode: BackupMode::Incremental,
+            window: Window {
+                size: 1,
+                unit: WindowUnit::Days,
+            },
+            compress: compress.into(),
+            keep: KeepRules::default(),
+            keep_minimum: minimum,
+            slide_from_cluster: from_cluster,
+        }
+    }
+
+    fn plan_of(s: &Settings, snaps: &[&str], files: &[String]) -> Plan {
+        let snapshots: Vec<Snapshot> = snaps
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Snapshot {
+                id: i as u64 + 1,
+                name: (*name).to_string(),
+            })
+            .collect();
+        let entries: Vec<FolderEntry> = files.iter().map(|f| FolderEntry::file(f, 1)).collect();
+        let found = Found {
+            image: "vm",
+            snapshots: &snapshots,
+            entries: &entries,
+            record: &ImageRecord::default(),
+        };
+        // The 4th at 01:00: R and S1 are more than a day old, S and T inside the window.
+        plan_image(
+            s,
+            &found,
+            Utc.with_ymd_and_hms(2017, 8, 4, 1, 0, 0).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn full(snap: &str, gz: bool) -> String {
+        format!("vm@{snap}.full{}", if gz { ".tar.gz" } else { "" })
+    }
+
+    fn diff(base: &str, snap: &str, gz: bool) -> String {
+        format!(
+            "vm@{snap}.diff_from_{base}{}",
+            if gz { ".tar.gz" } else { "" }
+        )
+    }
+
+    fn with_checksums(names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|n| [n.clone(), format!("{n}.sha256")])
+            .collect()
+    }
+
+    /// What the plan does about the new base, in one line.
+    fn new_base(plan: &Plan) -> String {
+        plan.steps
+            .iter()
+            .find_map(|step| match step {
+                Step::BuildBase {
+                    file, from, diffs, ..
+                } => Some(format!(
+                    "build {} from {from} + {}",
+                    file.file_name("vm"),
+                    diffs.join(" + ")
+                )),
+                Step::Export { file, .. } if file.is_full() => {
+                    Some(format!("export {}", file.file_name("vm")))
+                }
+                Step::Reuse { file, .. } => Some(format!("reuse {}", file.file_name("vm"))),
+                _ => None,
+            })
+            .unwrap_or_else(|| "nothing".into())
+    }
+
+    fn removed_files(plan: &Plan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::RemoveFile { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slide_builds_the_new_base_from_the_folder_when_it_can() {
+        struct Case {
+            what: &'static str,
+            settings: Settings,
+            snaps: Vec<&'static str>,
+            files: Vec<String>,
+            new_base: String,
+            removed: Vec<String>,
+        }
+        let plain = settings(false, false, 1);
+        let cases = [
+            Case {
+                what: "steady state: the old base and the diff to S; the old base is consumed",
+                settings: plain,
+                snaps: vec![S1, S, T],
+                files: with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]),
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, false),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
+                removed: vec![
+                    format!("{}.sha256", full(S1, false)),
+                    diff(S1, S, false),
+                    format!("{}.sha256", diff(S1, S, false)),
+                ],
+            },
+            Case {
+                what: "slide from cluster = yes: the original's export, and the old base removed",
+                settings: settings(false, true, 1),
+                snaps: vec![S1, S, T],
+                files: with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]),
+                new_base: format!("export {}", full(S, false)),
+                removed: vec![
+                    full(S1, false),
+                    format!("{}.sha256", full(S1, false)),
+                    diff(S1, S, false),
+                    format!("{}.sha256", diff(S1, S, false)),
+                ],
+            },
+            Case {
+                what: "two days out of the window: two diffs lead to the new base",
+                settings: plain,
+                snaps: vec![R, S1, S, T],
+                files: vec![
+                    full(R, false),
+                    diff(R, S1, false),
+                    diff(S1, S, false),
+                    diff(S, T, false),
+                ],
+                new_base: format!(
+                    "build {} from {} + {} + {}",
+                    full(S, false),
+                    full(R, false),
+                    diff(R, S1, false),
+                    diff(S1, S, false)
+                ),
+                removed: vec![diff(R, S1, false), diff(S1, S, false)],
+            },
+            Case {
+                what: "compressed chain: the new base is an archive too",
+                settings: settings(true, false, 1),
+                snaps: vec![S1, S, T],
+                files: vec![full(S1, true), diff(S1, S, true), diff(S, T, true)],
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, true),
+                    full(S1, true),
+                    diff(S1, S, true)
+                ),
+                removed: vec![diff(S1, S, true)],
+            },
+            Case {
+                what: "compress switched on: built from the plain chain into an archive",
+                settings: settings(true, false, 1),
+                snaps: vec![S1, S, T],
+                files: vec![full(S1, false), diff(S1, S, false)],
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, true),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
+                removed: vec![diff(S1, S, false)],
+            },
+            Case {
+                what: "no file ends at S: nothing to build from",
+                settings: plain,
+                snaps: vec![S1, S, T],
+                files: vec![full(S1, false), diff(S, T, false)],
+                new_base: format!("export {}", full(S, false)),
+                removed: vec![full(S1, false)],
+            },
+            Case {
+                what: "S has a full already: reused, nothing built",
+                settings: plain,
+                snaps: vec![S1, S, T],
+                files: vec![full(S1, false), diff(S1, S, false), full(S, false)],
+                new_base: format!("reuse {}", full(S, false)),
+                removed: vec![full(S1, false), diff(S1, S, false)],
+            },
+            Case {
+                what: "a route through a legacy full is never consumed: the original's export",
+                settings: plain,
+                snaps: vec![S1, S, T],
+                files: vec![
+                    "vm@UTC20170801T020000.full".into(),
+                    diff("UTC20170801T020000", S, false),
+                ],
+                new_base: format!("export {}", full(S, false)),
+                removed: vec![diff("UTC20170801T020000", S, false)],
+            },
+            Case {
+                what: "the window moves to this run's own snapshot: exported, nothing to build",
+                settings: Settings {
+                    window: Window {
+                        size: 0,
+                        unit: WindowUnit::Days,
+                    },
+                    ..plain
+                },
+                snaps: vec![S1, S],
+                files: vec![full(S1, false), diff(S1, S, false)],
+                new_base: "export vm@BACKUPUTC20170804T010000.full".into(),
+                removed: vec![full(S1, false), diff(S1, S, false)],
+            },
+        ];
+        for case in cases {
+            let plan = plan_of(&case.settings, &case.snaps, &case.files);
+            assert_eq!(new_base(&plan), case.new_base, "{}", case.what);
+            assert_eq!(removed_files(&plan), case.removed, "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn the_build_comes_before_every_removal_of_its_files() {
+        let files = with_checksums(&[full(S1, false), diff(S1, S, false)]);
+        let plan = plan_of(&settings(false, false, 1), &[S1, S, T], &files);
+        let build = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::BuildBase { .. }))
+            .unwrap();
+        for (index, step) in plan.steps.iter().enumerate() {
+            if let Step::RemoveFile { .. } | Step::RemoveSnapshot { .. } = step {
+                assert!(index > build, "{plan:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_interrupted_build_is_finished_first_and_the_plan_sees_its_result() {
+        let working = advance::working_name(&full(S, false));
+        struct Case {
+            what: &'static str,
+            extra: Vec<String>,
+            first: Step,
+            new_base: String,
+        }
+        let cases = [
+            Case {
+                what: "working file and marker: finished, then the slide reuses the result",
+                extra: vec![working.clone(), advance::MARKER.into()],
+                first: Step::BuildBase {
+                    file: BackupFile::full(SnapName::parse(S).unwrap(), false),
+                    from: working.clone(),
+                    diffs: vec![],
+                    reason: "a run was interrupted while it built this file in place; finishing \
+                             it from the diffs its marker names"
+                        .into(),
+                },
+                new_base: format!("build {} from {working} + ", full(S, false)),
+            },
+            Case {
+                what: "a marker alone (the build finished, or never changed anything): removed",
+                extra: vec![advance::MARKER.into(), full(S1, false)],
+                first: Step::RemoveFile {
+                    name: advance::MARKER.into(),
+                    reason: "marker of a build of a new base that finished, or that stopped \
+                             before it changed anything"
+                        .into(),
+                },
+                new_base: format!(
+                    "build {} from {} + {}",
+                    full(S, false),
+                    full(S1, false),
+                    diff(S1, S, false)
+                ),
+            },
+        ];
+        for case in cases {
+            let mut files = vec![diff(S1, S, false), diff(S, T, false)];
+            files.extend(case.extra);
+            let plan = plan_of(&settings(false, false, 1), &[S1, S, T], &files);
+            assert_eq!(plan.steps[0], case.first, "{}", case.what);
+            assert_eq!(new_base(&plan), case.new_base, "{}", case.what);
+        }
+        // After the finish, the folder holds S.full: the slide relies on it (proving it first)
+        // and removes the diff it superseded.
+        let files = vec![
+            working.clone(),
+            advance::MARKER.into(),
+            diff(S1, S, false),
+            diff(S, T, false),
+        ];
+        let plan = plan_of(&settings(false, false, 1), &[S1, S, T], &files);
+        assert!(
+            plan.steps
+                .iter()
+                .any(|s| matches!(s, Step::Reuse { file, .. } if file.snap.as_str() == S)),
+            "{plan:?}"
+        );
+        assert_eq!(removed_files(&plan), [diff(S1, S, false)]);
+        // A working file without a marker is not this tool's: left alone and reported.
+        let files = vec![working.clone(), full(S1, false), diff(S1, S, false)];
+        let plan = plan_of(&settings(false, false, 1), &[S1, S, T], &files);
+        assert!(plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::UnexpectedFile { name } if *name == working)));
+        assert!(!removed_files(&plan).contains(&working));
     }
 }

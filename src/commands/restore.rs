@@ -371,11 +371,18 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
 
     let mut failed_at = None;
     let done = match &target {
-        Target::Image { pool, name } => {
-            into_image(&rbd, pool, name, &folder, &steps, &limits, say, &mut failed_at)
+        Target::Image { pool, name } => into_image(
+            &rbd,
+            (pool, name),
+            &folder,
+            &steps,
+            &limits,
+            say,
+            &mut failed_at,
+        ),
+        Target::File(path) => {
+            into_file(path, &folder, &steps, &limits, say, &mut failed_at).map_err(blame_signal)
         }
-        Target::File(path) => into_file(path, &folder, &steps, &limits, say, &mut failed_at)
-            .map_err(blame_signal),
     };
     let checked = match (done, failed_at) {
         (Ok(checked), _) => checked,
@@ -550,8 +557,7 @@ impl Step<'_> {
 /// Returns how many files had a checksum to check.
 fn into_image<'a>(
     rbd: &Rbd,
-    pool: &str,
-    name: &str,
+    (pool, name): (&str, &str),
     folder: &Path,
     steps: &[Step<'a>],
     limits: &Limits,

@@ -57,6 +57,9 @@ pub struct PoolJob {
     pub keep: KeepRules,
     /// Incremental mode only: the fewest restore points a window slide leaves (at least 1).
     pub keep_minimum: u32,
+    /// Incremental mode: a window slide exports the new base from the cluster (the original's
+    /// way) instead of building it from the old base and the diffs in the folder.
+    pub slide_from_cluster: bool,
 }
 
 impl PoolJob {

@@ -102,9 +102,12 @@ const METRICS_FILE: &str = "metrics file";
 /// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
 /// more than this would only make them wait on each other.
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
+/// Incremental mode: a window slide exports the new base from the cluster, as the original did,
+/// instead of building it from the folder.
+const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 20] = [
+const KNOWN_KEYS: [&str; 21] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -123,6 +126,7 @@ const KNOWN_KEYS: [&str; 20] = [
     KEEP_WEEKLY,
     KEEP_MONTHLY,
     KEEP_MINIMUM,
+    SLIDE_FROM_CLUSTER,
     PARALLEL_IMAGES,
     METRICS_FILE,
 ];

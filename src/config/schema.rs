@@ -37,6 +37,7 @@ impl<'a> PoolReader<'a, '_> {
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
         let keep = self.keep_rules(mode.as_ref().ok().copied());
         let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
+        let slide_from_cluster = self.optional(SLIDE_FROM_CLUSTER, parse_bool);
         if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
@@ -68,6 +69,7 @@ impl<'a> PoolReader<'a, '_> {
             window: window?,
             keep: keep?,
             keep_minimum: keep_minimum?,
+            slide_from_cluster: slide_from_cluster?.unwrap_or(false),
         })
     }
 

@@ -77,6 +77,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
+        slide_from_cluster: false,
     }
 }
 
@@ -772,7 +773,8 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
-         daily, keep weekly, keep monthly, keep minimum, parallel images, metrics file)"
+         daily, keep weekly, keep monthly, keep minimum, slide from cluster, parallel images, \
+         metrics file)"
     );
 }
 
@@ -1954,5 +1956,27 @@ fn compress_level_and_threads_out_of_range_are_one_line_errors() {
     assert_eq!(
         only_pool(&minimal("compress = zstd\ncompress level = 12")).compress_level,
         Some(12)
+    );
+}
+
+#[test]
+fn slide_from_cluster_is_a_lenient_boolean_defaulting_to_no() {
+    assert!(!only_pool(&minimal_incremental("")).slide_from_cluster);
+    for (word, expected) in [
+        ("yes", true),
+        ("On", true),
+        ("1", true),
+        ("no", false),
+        ("f", false),
+    ] {
+        let pool = only_pool(&minimal_incremental(&format!(
+            "slide from cluster = {word}\n"
+        )));
+        assert_eq!(pool.slide_from_cluster, expected, "{word}");
+    }
+    let problem = problems(&minimal_incremental("slide from cluster = maybe"));
+    assert!(
+        problem.contains("[rbd] slide from cluster: invalid value 'maybe' (expected yes or no"),
+        "{problem}"
     );
 }

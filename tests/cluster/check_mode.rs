@@ -81,6 +81,25 @@ fn check_mode_on_a_normal_and_a_sliding_run_changes_nothing() {
         dir.join(format!("b@{current}.diff_from_{old}")),
     )
     .unwrap();
+    // The new base is built from the folder by default, exported with `slide from cluster`.
+    let run = assert_changes_nothing(&w, "b", &conf, &["--check"]);
+    for needle in [
+        format!(
+            "Building image b@{current}.full from b@{old}.full and b@{current}.diff_from_{old} \
+             (no cluster read)"
+        ),
+        format!("Deleting snapshot {spec}@{old}"),
+    ] {
+        assert!(
+            run.stdout.contains(&needle),
+            "missing {needle:?}:\n{}",
+            run.stdout
+        );
+    }
+    let conf = w.config(
+        "images = b\nbackup mode = incremental\nwindow size = 2\nwindow unit = days\n\
+         slide from cluster = yes",
+    );
     let run = assert_changes_nothing(&w, "b", &conf, &["--check"]);
     for needle in [
         format!("Exporting image b@{current}"),

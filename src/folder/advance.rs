@@ -1,0 +1,855 @@
+//! Advancing a full backup to a later snapshot with the diffs in the folder, so that a window
+//! slide never reads the cluster for its new base.
+//!
+//! The new base `S.full` is what `rbd export` of S writes: the old base with every diff leading
+//! to S replayed onto it (writes and zero records are absolute, each size record sets the
+//! length, so images grow and shrink). Nothing is taken on trust: the old base and every diff
+//! must have a checksum file and match it before anything is changed (files the original tool
+//! wrote have none; they cannot be proven, so the caller exports from the cluster instead), and
+//! the finished file is hashed for its own checksum file like every file the tool writes.
+//!
+//! Uncompressed to uncompressed, the old base is changed in place, with the diff files as the
+//! journal. Before the first byte changes, a marker ([`MARKER`]) is written and synced naming
+//! the old file, the target, the diffs with their checksums, and how many diffs are applied;
+//! then the old base is renamed to a hidden working name ([`WORKING_PREFIX`] + the target's
+//! name). From that moment no reader sees it: `list`, `verify`, `restore` and the planner only
+//! know backup file names, so a half-advanced file can never pass for a backup, whatever reads
+//! the folder (even an older version of this tool). The price is that the old chain shows a
+//! missing link until the next run finishes the build, which it does first thing: re-applying a
+//! diff that was partly or wholly applied gives the same bytes, so the marker's count is only a
+//! shortcut. Only once the file is complete and synced is its checksum written and the file
+//! renamed to its final name; then the marker goes, and only then does the plan remove the
+//! diffs.
+//!
+//! Any other combination (a compressed old base or a compressed target) is one streaming pass:
+//! the old base's raw stream (a plain file, or the member of our archive or the original's,
+//! sparse or not) is merged with each diff's records in offset order ([`Merge`]) and written as
+//! a new file under a temporary name; the old base's checksum is checked in the same pass. The
+//! diffs are on local disk and read twice: once to prove them, once for their data. Memory stays
+//! bounded whatever the image size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::folder::archive::MAX_SPARSE_EXTENTS;
+use crate::folder::chain::FolderFile;
+use crate::folder::diffstream::{DiffReader, Record};
+use crate::folder::naming::{BackupFile, Compression, CHECKSUM_SUFFIX};
+use crate::folder::read::{self, Limit, Limits};
+use crate::folder::rebuild::{self, TargetFailed};
+use crate::folder::untrusted;
+use crate::folder::write::{
+    self, Compressor, DataOfExtents, Hashing, Member, PendingFile, SparseMap, SparseMapBuilder,
+};
+use crate::output::escaped;
+
+/// The marker of a build in place, in the image folder.
+pub const MARKER: &str = ".cephbackup-advance.json";
+/// The old base is renamed to this followed by the target's name while it is changed.
+pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";
+/// The marker is a few hundred bytes per diff; anything far larger is not ours.
+const MAX_MARKER_BYTES: u64 = 1 << 20;
+const FORMAT: u32 = 1;
+const SKIP_CHUNK: usize = 64 << 10;
+
+/// The working name of a build whose target is `target` (a file name).
+pub fn working_name(target: &str) -> String {
+    format!("{WORKING_PREFIX}{target}")
+}
+
+/// The target of the working file `name` of a build in `image`'s folder, when it is one: an
+/// uncompressed full backup of the image.
+pub fn working_target(image: &str, name: &str) -> Option<BackupFile> {
+    let target = name.strip_prefix(WORKING_PREFIX)?;
+    BackupFile::parse(image, target).filter(|f| f.is_full() && !f.compressed())
+}
+
+/// One diff of a build, as the marker names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Link {
+    name: String,
+    sha256: String,
+}
+
+/// What a build in place writes down before it changes anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+    image: String,
+    /// The old base's name before it was renamed, and its proven checksum.
+    old: String,
+    old_sha256: String,
+    working: String,
+    target: String,
+    /// The image size the last diff records: the finished file's length.
+    size: u64,
+    diffs: Vec<Link>,
+    /// How many of the diffs are wholly applied and synced.
+    applied: usize,
+}
+
+/// What a build achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new base is there under its final name, with its checksum file.
+    Built { size: u64, sha256: String },
+    /// It could not be built from the folder, for this reason; the cluster must serve it. When
+    /// the old base was already being changed, the working file and marker are still there:
+    /// [`discard`] removes them once the new base is written some other way.
+    Unproven(String),
+    /// An interrupted build found its target written already (exported by a run that fell
+    /// back and died before it could clear the build): the working file and marker are gone.
+    Obsolete,
+}
+
+/// Builds `file`, the full backup of a new base, in `dir` from the old full backup `from` and the
+/// diffs leading from it to `file`'s snapshot, oldest first. `from` is consumed when the build
+/// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
+/// would: the next run finishes or starts over.
+pub fn build(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    from: &str,
+    diffs: &[String],
+    compressor: Option<&Compressor>,
+) -> Result<Outcome> {
+    let (old, proven) = match prepare(dir, image, file, from, diffs) {
+        Ok(prepared) => prepared,
+        Err(why) => return Ok(Outcome::Unproven(why)),
+    };
+    let target = file.file_name(image);
+    if !old.file.compressed() && !file.compressed() {
+        build_in_place(dir, image, from, &target, &proven)
+    } else {
+        // The section's compressor when it makes this kind of file (its level and threads).
+        let compressor = compressor
+            .filter(|c| c.compression == file.compression)
+            .cloned()
+            .or_else(|| Compressor::new(file.compression, None, None));
+        build_streaming(dir, &old, file, &target, image, proven, compressor.as_ref())
+    }
+}
+
+/// What [`build`] would do, for check mode: `None` when every file is proven (each is read
+/// whole, nothing is changed), else why the cluster would serve `file` instead.
+pub fn would_build(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    from: &str,
+    diffs: &[String],
+) -> Option<String> {
+    let (old, _) = match prepare(dir, image, file, from, diffs) {
+        Ok(prepared) => prepared,
+        Err(why) => return Some(why),
+    };
+    let expected = match recorded(dir, from) {
+        Ok(digest) => digest,
+        Err(why) => return Some(why),
+    };
+    let read = read::read_raw(
+        &dir.join(from),
+        old.file.compression,
+        &Limit::absolute(),
+        |raw| Ok(io::copy(raw, &mut io::sink())?),
+    );
+    match read {
+        Ok((_, facts)) if facts.sha256 == expected => None,
+        Ok((_, facts)) => Some(format!(
+            "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says {expected}",
+            escaped(from),
+            facts.sha256
+        )),
+        Err(err) => Some(format!("{}: {err:#}", escaped(from))),
+    }
+}
+
+/// What [`finish`] would do, for check mode: `None` when the marker is usable for this build.
+pub fn would_finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Option<String> {
+    let target = file.file_name(image);
+    match read_marker(dir, image) {
+        Ok(marker) if marker.working == working && marker.target == target => None,
+        Ok(_) => Some(format!("{MARKER} describes another build")),
+        Err(why) => Some(why),
+    }
+}
+
+/// The old base and the proven diffs of a build, or why it cannot be made.
+fn prepare(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    from: &str,
+    diffs: &[String],
+) -> Result<(FolderFile, Vec<ProvenDiff>), String> {
+    let target = file.file_name(image);
+    let Some(old) = BackupFile::parse(image, from).filter(BackupFile::is_full) else {
+        return Err(format!("{from} is not a full backup of {image}"));
+    };
+    let mut links = Vec::new();
+    let mut at = old.snap.clone();
+    for name in diffs {
+        let Some(diff) = BackupFile::parse(image, name).filter(|d| d.base() == Some(&at)) else {
+            return Err(format!("{name} is not a diff from {at} of {image}"));
+        };
+        at = diff.snap.clone();
+        links.push(stored(name, diff));
+    }
+    if at != file.snap || links.is_empty() {
+        return Err(format!("the diffs do not lead from {from} to {target}"));
+    }
+    let mut proven = Vec::new();
+    for link in &links {
+        proven.push(prove_diff(dir, link)?);
+    }
+    Ok((stored(from, old), proven))
+}
+
+/// Finishes the build in place that an interrupted run left: `working` is its working file.
+pub fn finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Result<Outcome> {
+    let target = file.file_name(image);
+    if untrusted::kind_of(&dir.join(&target)).is_ok() {
+        discard(dir, working, &target)?;
+        return Ok(Outcome::Obsolete);
+    }
+    let marker = match read_marker(dir, image) {
+        Ok(marker) => marker,
+        Err(why) => return Ok(Outcome::Unproven(why)),
+    };
+    if marker.working != working || marker.target != target {
+        return Ok(Outcome::Unproven(format!(
+            "{MARKER} describes the build of {} in {}, not of {target} in {working}",
+            escaped(&marker.target),
+            escaped(&marker.working)
+        )));
+    }
+    info!(
+        "finishing the build of {target} from {} ({} of {} diffs applied)",
+        marker.old,
+        marker.applied,
+        marker.diffs.len()
+    );
+    apply_in_place(dir, marker)
+}
+
+/// Removes what a build that was not finished leaves once its target was written another way:
+/// the old base `from`, the working file it may have become, and the marker.
+pub fn discard(dir: &Path, from: &str, target: &str) -> Result<()> {
+    for name in [from.to_string(), working_name(target), MARKER.to_string()] {
+        match std::fs::remove_file(dir.join(&name)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot remove {}", dir.join(name).display()))
+            }
+        }
+    }
+    sync_dir(dir)
+}
+
+fn stored(name: &str, file: BackupFile) -> FolderFile {
+    FolderFile {
+        name: name.to_string(),
+        file,
+        checksum: Some(format!("{name}{CHECKSUM_SUFFIX}")),
+        size: 0,
+    }
+}
+
+/// A diff read whole and found to be what its checksum file says, with a well-formed stream
+/// whose header names the right snapshots.
+struct ProvenDiff {
+    stored: FolderFile,
+    sha256: String,
+    /// The image size it records.
+    size: u64,
+    /// Its raw stream, rewound: the file itself, or a decompressed copy of an archive's member.
+    raw: File,
+}
+
+/// The checksum its checksum file records for `name`, or why there is none to use.
+fn recorded(dir: &Path, name: &str) -> Result<String, String> {
+    match read::recorded_digest(dir, name) {
+        Ok(Some(digest)) => Ok(digest),
+        Ok(None) => Err(format!(
+            "{} has no checksum file (files the original tool wrote have none), so it cannot be \
+             proven",
+            escaped(name)
+        )),
+        Err(err) => Err(format!("{err:#}")),
+    }
+}
+
+fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
+    let name = &stored.name;
+    let expected = recorded(dir, name)?;
+    let path = dir.join(name);
+    let failed = |err: anyhow::Error| format!("{}: {err:#}", escaped(name));
+    let (raw, sha256) = if stored.file.compressed() {
+        let (raw, facts) =
+            read::read_raw(&path, stored.file.compression, &Limit::diff(), |member| {
+                let mut copy =
+                    tempfile::tempfile_in(dir).context("cannot create a temporary file")?;
+                io::copy(member, &mut copy)?;
+                Ok(copy)
+            })
+            .map_err(failed)?;
+        (raw, facts.sha256)
+    } else {
+        let file = untrusted::open_regular(&path)
+            .context("cannot open")
+            .map_err(failed)?;
+        let mut hashing = Hashing::new(&file);
+        let _ = io::copy(&mut hashing, &mut io::sink())
+            .context("cannot read")
+            .map_err(failed)?;
+        let digest = hashing.hex_digest();
+        (file, digest)
+    };
+    if sha256 != expected {
+        return Err(format!(
+            "{}: checksum mismatch: the file's SHA-256 is {sha256}, its .sha256 file says \
+             {expected}",
+            escaped(name)
+        ));
+    }
+    let mut raw = raw;
+    let size = (|| -> Result<u64> {
+        raw.rewind()?;
+        let diff = DiffReader::new(BufReader::new(&raw))?;
+        read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
+        let size = diff.header().size;
+        diff.finish()?;
+        raw.rewind()?;
+        Ok(size)
+    })()
+    .map_err(failed)?;
+    Ok(ProvenDiff {
+        stored: stored.clone(),
+        sha256,
+        size,
+        raw,
+    })
+}
+
+fn build_in_place(
+    dir: &Path,
+    image: &str,
+    from: &str,
+    target: &str,
+    diffs: &[ProvenDiff],
+) -> Result<Outcome> {
+    let old_sha256 = match recorded(dir, from) {
+        Ok(digest) => digest,
+        Err(why) => return Ok(Outcome::Unproven(why)),
+    };
+    let read = read::read_raw(
+        &dir.join(from),
+        Compression::None,
+        &Limit::absolute(),
+        |raw| Ok(io::copy(raw, &mut io::sink())?),
+    );
+    match read {
+        Ok((_, facts)) if facts.sha256 == old_sha256 => {}
+        Ok((_, facts)) => {
+            return Ok(Outcome::Unproven(format!(
+                "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says \
+                 {old_sha256}",
+                escaped(from),
+                facts.sha256
+            )))
+        }
+        Err(err) => return Ok(Outcome::Unproven(format!("{}: {err:#}", escaped(from)))),
+    }
+    let marker = Marker {
+        format: FORMAT,
+        image: image.to_string(),
+        old: from.to_string(),
+        old_sha256,
+        working: working_name(target),
+        target: target.to_string(),
+        size: diffs.last().map_or(0, |d| d.size),
+        diffs: diffs
+            .iter()
+            .map(|d| Link {
+                name: d.stored.name.clone(),
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+        applied: 0,
+    };
+    // The marker is on disk before the old base changes name or content.
+    write_marker(dir, &marker)?;
+    std::fs::rename(dir.join(from), dir.join(&marker.working))
+        .with_context(|| format!("cannot rename {} for the build", dir.join(from).display()))?;
+    sync_dir(dir)?;
+    apply_in_place(dir, marker)
+}
+
+/// Applies the diffs the marker names from the first not yet applied, then hashes the file,
+/// writes its checksum file and gives it its final name.
+fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
+    let working = dir.join(&marker.working);
+    let out = untrusted::open_with(OpenOptions::new().read(true).write(true), &working)
+        .with_context(|| format!("cannot open {}", working.display()))?;
+    while marker.applied < marker.diffs.len() {
+        let link = marker.diffs[marker.applied].clone();
+        let Some(file) = BackupFile::parse(&marker.image, &link.name) else {
+            return Ok(Outcome::Unproven(format!(
+                "{MARKER} names {}, which is not a diff of {}",
+                escaped(&link.name),
+                marker.image
+            )));
+        };
+        // The diff must still be the one proven before the old base was touched.
+        match recorded(dir, &link.name) {
+            Ok(digest) if digest == link.sha256 => {}
+            Ok(digest) => {
+                return Ok(Outcome::Unproven(format!(
+                    "the checksum file of {} says {digest}, not {} as when the build started",
+                    escaped(&link.name),
+                    link.sha256
+                )))
+            }
+            Err(why) => return Ok(Outcome::Unproven(why)),
+        }
+        let applied = rebuild::apply_link(
+            dir,
+            &stored(&link.name, file),
+            &Limits::default(),
+            &out,
+            &marker.working,
+        );
+        match applied {
+            Ok(_) => {}
+            Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
+            Err(err) if crate::interrupt::received().is_some() => return Err(err),
+            Err(err) => return Ok(Outcome::Unproven(format!("{err:#}"))),
+        }
+        rebuild::sync(&out, &marker.working)?;
+        marker.applied += 1;
+        write_marker(dir, &marker)?;
+    }
+    drop(out);
+    let (_, facts) = read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
+        Ok(io::copy(raw, &mut io::sink())?)
+    })
+    .with_context(|| format!("cannot read back {}", working.display()))?;
+    if facts.raw_bytes != marker.size {
+        bail!(
+            "{} holds {} bytes after the diffs, where the last diff records {}",
+            working.display(),
+            facts.raw_bytes,
+            marker.size
+        );
+    }
+    write_checksum(dir, &marker.target, &facts.sha256)?;
+    let target = dir.join(&marker.target);
+    match untrusted::kind_of(&target) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", target.display())),
+        Ok(kind) => bail!(
+            "{} exists already ({}), written by something other than this run; it is left alone",
+            target.display(),
+            kind.described()
+        ),
+    }
+    std::fs::rename(&working, &target).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            working.display(),
+            target.display()
+        )
+    })?;
+    sync_dir(dir)?;
+    std::fs::remove_file(dir.join(MARKER))
+        .with_context(|| format!("cannot remove {}", dir.join(MARKER).display()))?;
+    sync_dir(dir)?;
+    Ok(Outcome::Built {
+        size: facts.file_bytes,
+        sha256: facts.sha256,
+    })
+}
+
+/// One streaming pass from the old base and the diffs to a new file under a temporary name.
+fn build_streaming(
+    dir: &Path,
+    old: &FolderFile,
+    file: &BackupFile,
+    target: &str,
+    image: &str,
+    diffs: Vec<ProvenDiff>,
+    compressor: Option<&Compressor>,
+) -> Result<Outcome> {
+    let old_sha256 = match recorded(dir, &old.name) {
+        Ok(digest) => digest,
+        Err(why) => return Ok(Outcome::Unproven(why)),
+    };
+    let size = diffs.last().map_or(0, |d| d.size);
+    // An archive's sparse map comes before its data: a first pass over the merged image finds
+    // where its data is, so the holes stay holes and the compressor never sees them.
+    let map = match compressor {
+        Some(_) => {
+            let mapped = read::read_raw(
+                &dir.join(&old.name),
+                old.file.compression,
+                &Limit::absolute(),
+                |base| data_map(merged(base, &diffs)?, size),
+            );
+            match mapped {
+                Ok((map, _)) => Some(map),
+                Err(err) if crate::interrupt::received().is_some() => return Err(err),
+                Err(err) => {
+                    return Ok(Outcome::Unproven(format!(
+                        "{}: {err:#}",
+                        escaped(&old.name)
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
+    let mut pending = PendingFile::create(dir, target)?;
+    let member_name = file.raw_name(image);
+    let written = read::read_raw(
+        &dir.join(&old.name),
+        old.file.compression,
+        &Limit::absolute(),
+        |base| {
+            let mut stream = merged(base, &diffs)?;
+            let out = pending.file();
+            if let (Some(compressor), Some(map)) = (compressor, &map) {
+                let member = Member {
+                    name: &member_name,
+                    size,
+                    mtime: file.snap.taken(),
+                    sparse: Some(map),
+                };
+                let mut data = DataOfExtents::new(stream, map);
+                Ok(write::write_archive(&mut data, &member, compressor, out)?)
+            } else {
+                let (len, digest) = write::write_raw(&mut stream, out)?;
+                if len != size {
+                    bail!("the merged image has {len} bytes where the last diff records {size}");
+                }
+                Ok(digest)
+            }
+        },
+    );
+    let (sha256, facts) = match written {
+        Ok(written) => written,
+        Err(err) if crate::interrupt::received().is_some() => return Err(err),
+        Err(err) => {
+            return Ok(Outcome::Unproven(format!(
+                "{}: {err:#}",
+                escaped(&old.name)
+            )))
+        }
+    };
+    if facts.sha256 != old_sha256 {
+        return Ok(Outcome::Unproven(format!(
+            "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says {old_sha256}",
+            escaped(&old.name),
+            facts.sha256
+        )));
+    }
+    write_checksum(dir, target, &sha256)?;
+    let size = match pending.commit() {
+        Ok(size) => size,
+        Err(err) => {
+            let _ = std::fs::remove_file(dir.join(format!("{target}{CHECKSUM_SUFFIX}")));
+            return Err(err);
+        }
+    };
+    std::fs::remove_file(dir.join(&old.name))
+        .with_context(|| format!("cannot remove {}", dir.join(&old.name).display()))?;
+    sync_dir(dir)?;
+    Ok(Outcome::Built { size, sha256 })
+}
+
+/// An extent of an image: offset and length.
+pub type Extent = (u64, u64);
+
+/// The old base's raw stream with every diff laid over it in turn: the new base's image.
+fn merged<'a>(base: &'a mut dyn Read, diffs: &'a [ProvenDiff]) -> Result<Box<dyn Read + 'a>> {
+    let mut stream: Box<dyn Read + 'a> = Box::new(base);
+    for diff in diffs {
+        // Each pass reads the diff from its start (the map pass came first).
+        let mut raw = &diff.raw;
+        raw.seek(SeekFrom::Start(0))?;
+        let reader = DiffReader::new(BufReader::with_capacity(1 << 20, raw))?;
+        stream = Box::new(Merge::new(stream, reader));
+    }
+    Ok(stream)
+}
+
+/// The ranges of `image` (of `size` bytes) that hold anything but zeros, in tar's 512-byte
+/// blocks; bounded like the map of an export ([`write::SparseMapBuilder`]).
+fn data_map(mut image: impl Read, size: u64) -> Result<SparseMap> {
+    const BLOCK: usize = 512;
+    let mut builder = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    // The data run being collected: its start and length.
+    let mut run: Option<(u64, u64)> = None;
+    loop {
+        let n = read_full(&mut image, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for block in buf[..n].chunks(BLOCK) {
+            let len = block.len() as u64;
+            if block.iter().any(|&b| b != 0) {
+                run = Some(run.map_or((offset, len), |(start, l)| (start, l + len)));
+            } else if let Some((start, l)) = run.take() {
+                builder.push(start, l).map_err(anyhow::Error::msg)?;
+            }
+            offset += len;
+        }
+    }
+    if let Some((start, l)) = run {
+        builder.push(start, l).map_err(anyhow::Error::msg)?;
+    }
+    if offset != size {
+        bail!("the merged image has {offset} bytes where the last diff records {size}");
+    }
+    Ok(builder.finish())
+}
+
+/// Fills `buf` as far as the stream goes; fewer bytes only at its end.
+fn read_full(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
+    let name = format!("{target}{CHECKSUM_SUFFIX}");
+    let mut checksum = PendingFile::create(dir, &name)?;
+    checksum
+        .file()
+        .write_all(write::checksum_line(sha256, target).as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
+    checksum.commit_replacing()?;
+    Ok(())
+}
+
+fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
+    let mut text = serde_json::to_vec_pretty(marker).context("cannot encode the marker")?;
+    text.push(b'\n');
+    let mut pending = PendingFile::create(dir, MARKER)?;
+    pending
+        .file()
+        .write_all(&text)
+        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
+    pending.commit_replacing()?;
+    Ok(())
+}
+
+/// Reads the marker of `image`'s folder; the error says why it cannot be used.
+fn read_marker(dir: &Path, image: &str) -> Result<Marker, String> {
+    let path = dir.join(MARKER);
+    let shown = path.display();
+    let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
+    let meta = file.metadata().map_err(|err| format!("{shown}: {err}"))?;
+    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{shown} belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let bytes =
+        untrusted::read_bounded(file, MAX_MARKER_BYTES).map_err(|err| format!("{shown}: {err}"))?;
+    let marker: Marker =
+        serde_json::from_slice(&bytes).map_err(|err| format!("{shown}: not readable: {err}"))?;
+    if marker.format != FORMAT || marker.image != image {
+        return Err(format!(
+            "{shown} is not a marker of format {FORMAT} for image {image}"
+        ));
+    }
+    if marker.applied > marker.diffs.len() {
+        return Err(format!("{shown} counts more diffs applied than it names"));
+    }
+    if !marker.working.starts_with(WORKING_PREFIX) || marker.working.contains('/') {
+        return Err(format!("{shown} names a working file that is not one"));
+    }
+    Ok(marker)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync folder {}", dir.display()))
+}
+
+/// The raw stream of an image at a later snapshot: a base stream (the image at the diff's start)
+/// with the diff's records laid over it in offset order. Past the base's end the image reads as
+/// zeros; past the diff's size record nothing is read of the base, which is drained at the end
+/// so that its reader sees it whole (and checks it). The diff is read to its end record.
+pub struct Merge<'a, D: Read> {
+    base: Box<dyn Read + 'a>,
+    base_ended: bool,
+    diff: Option<DiffReader<D>>,
+    size: u64,
+    pos: u64,
+    /// The record being laid over the base: whether it writes data, and where it ends.
+    current: Option<(bool, u64)>,
+    /// The next record, not reached yet.
+    next: Option<Record>,
+    records_ended: bool,
+    scratch: Vec<u8>,
+}
+
+impl<'a, D: Read> Merge<'a, D> {
+    pub fn new(base: Box<dyn Read + 'a>, diff: DiffReader<D>) -> Merge<'a, D> {
+        Merge {
+            base,
+            base_ended: false,
+            size: diff.header().size,
+            diff: Some(diff),
+            pos: 0,
+            current: None,
+            next: None,
+            records_ended: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn diff(&mut self) -> io::Result<&mut DiffReader<D>> {
+        self.diff
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the diff was read to its end already"))
+    }
+
+    /// Reads base bytes into `buf`, or zeros once the base has ended.
+    fn read_base(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.base_ended {
+            let n = loop {
+                match self.base.read(buf) {
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            if n > 0 {
+                return Ok(n);
+            }
+            self.base_ended = true;
+        }
+        buf.fill(0);
+        Ok(buf.len())
+    }
+
+    /// Passes over `n` bytes of the base, which a record replaces.
+    fn skip_base(&mut self, mut n: usize) -> io::Result<()> {
+        if self.scratch.is_empty() {
+            self.scratch = vec![0u8; SKIP_CHUNK];
+        }
+        while n > 0 && !self.base_ended {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let want = n.min(scratch.len());
+            let got = self.read_base(&mut scratch[..want]);
+            self.scratch = scratch;
+            n -= got?;
+        }
+        Ok(())
+    }
+
+    /// At the end of the image: drain the base and read the diff to its end.
+    fn end(&mut self) -> io::Result<()> {
+        if let Some(diff) = self.diff.take() {
+            if !self.base_ended {
+                io::copy(&mut self.base, &mut io::sink())?;
+                self.base_ended = true;
+            }
+            diff.finish().map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid(err: crate::folder::diffstream::DiffError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+impl<D: Read> Read for Merge<'_, D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.pos >= self.size {
+                self.end()?;
+                return Ok(0);
+            }
+            if let Some((writes, end)) = self.current {
+                let want = buf
+                    .len()
+                    .min(usize::try_from(end - self.pos).unwrap_or(usize::MAX));
+                let n = if writes {
+                    let n = self.diff()?.read_data(&mut buf[..want]).map_err(invalid)?;
+                    if n == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the diff's write record ends early",
+                        ));
+                    }
+                    n
+                } else {
+                    buf[..want].fill(0);
+                    want
+                };
+                self.skip_base(n)?;
+                self.pos += n as u64;
+                if self.pos == end {
+                    self.current = None;
+                }
+                return Ok(n);
+            }
+            if self.next.is_none() && !self.records_ended {
+                match self.diff()?.next_record().map_err(invalid)? {
+                    Some(record) => self.next = Some(record),
+                    None => self.records_ended = true,
+                }
+            }
+            let boundary = match self.next {
+                // The reader has checked that records are in order, do not overlap and lie
+                // within the size.
+                Some(Record::Write { offset, .. } | Record::Zero { offset, .. }) => offset,
+                None => self.size,
+            };
+            if boundary <= self.pos {
+                self.current = match self.next.take() {
+                    Some(Record::Write { offset, length }) => Some((true, offset + length)),
+                    Some(Record::Zero { offset, length }) => Some((false, offset + length)),
+                    None => None,
+                };
+                continue;
+            }
+            let want = buf
+                .len()
+                .min(usize::try_from(boundary - self.pos).unwrap_or(usize::MAX));
+            let n = self.read_base(&mut buf[..want])?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
