@@ -89,7 +89,8 @@ pub struct Cli {
     pub lock_dir: Option<PathBuf>,
 
     /// Quiet, for cron: a backup that fully succeeds prints nothing at all; otherwise only its
-    /// errors, warnings and summary. Other commands log warnings and errors only
+    /// errors, warnings and summary. `verify` prints only the images with a problem, and nothing
+    /// when there is none. Other commands log warnings and errors only
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
@@ -319,6 +320,7 @@ impl VerifyArgs {
             source: self.source,
             strict: self.strict,
             json: self.json,
+            quiet: false,
         }
     }
 }

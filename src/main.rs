@@ -183,6 +183,7 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
         }
         Command::Verify(args) => {
             let mut options = args.options();
+            options.quiet = cli.quiet;
             options.json |= cli.json;
             verify::run(config, &options, &locking)
         }

@@ -109,6 +109,9 @@ pub struct VerifyOptions {
     pub strict: bool,
     /// One JSON document instead of text.
     pub json: bool,
+    /// Text only for images with a problem, and no summary when there is none: a weekly timer
+    /// or cron job then says something only when something is wrong.
+    pub quiet: bool,
 }
 
 /// Checks and reports; [`Outcome::FoundProblems`] when at least one error was found.
@@ -127,7 +130,8 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
         let report = verify_image(folder, args);
         // An image cut short by a signal is not reported as checked.
         interrupt::check()?;
-        if !args.json {
+        let clean = report.count(Severity::Error) + report.count(Severity::Warning) == 0;
+        if !args.json && !(args.quiet && clean) {
             out!("{}", report_lines(&report));
         }
         reports.push(report);
@@ -144,7 +148,7 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
             images: &reports,
         };
         outln!("{}", output::json(&document)?);
-    } else {
+    } else if !(args.quiet && errors + warnings == 0) {
         let took = progress::duration(started.elapsed());
         outln!("{}", summary(&reports, errors, warnings, &took));
     }

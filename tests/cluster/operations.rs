@@ -111,6 +111,34 @@ fn quiet_prints_nothing_on_success_and_only_the_failure_otherwise() {
 }
 
 #[test]
+fn quiet_verify_says_nothing_when_every_file_is_sound_and_names_a_bad_one() {
+    let w = World::new();
+    w.create_image("a", 8 * MIB, 2);
+    let conf = w.config("images = a\nbackup mode = incremental");
+    let conf_arg = conf.to_str().unwrap();
+    w.backup(&conf).success();
+    let run = w.cephbackup(&["-q", "-c", conf_arg, "verify"]).success();
+    assert_eq!((run.stdout.as_str(), run.stderr.as_str()), ("", ""));
+    // Without -q the same verify reports what it checked.
+    let run = w.cephbackup(&["-c", conf_arg, "verify"]).success();
+    assert!(run.stdout.contains("Verified "), "{}", run.stdout);
+
+    // One flipped byte: the quiet verify names the file and fails.
+    let full = w
+        .files("a")
+        .into_iter()
+        .find(|f| f.ends_with(".full"))
+        .unwrap();
+    let path = w.image_dir("a").join(&full);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let run = w.cephbackup(&["-q", "-c", conf_arg, "verify"]).code(1);
+    assert!(run.stdout.contains(&full), "{}", run.stdout);
+    assert!(run.stdout.contains("Verified "), "{}", run.stdout);
+}
+
+#[test]
 fn logs_carry_utc_times_off_a_terminal_and_verbose_shows_each_rbd_call_with_its_duration() {
     let w = World::new();
     w.create_image("a", 8 * MIB, 2);
