@@ -173,6 +173,14 @@ fn image_metrics(
             labels,
             run.snapshots_removed.len().to_string(),
         );
+        if let Some(kept) = run.snapshots_kept {
+            families.add(
+                "cephbackup_image_snapshots_kept",
+                "The tool's snapshots of the image left in the cluster by the last backup run.",
+                labels,
+                kept.to_string(),
+            );
+        }
     }
     let Some(disk) = disk else {
         return;
@@ -361,6 +369,7 @@ mod tests {
             files_removed: vec![],
             snapshots_created: vec!["BACKUPUTC20261126T020000".into()],
             snapshots_removed: vec![],
+            snapshots_kept: (status == "ok").then_some(3),
             bytes_written: if status == "ok" { 4096 } else { 0 },
             duration_seconds: 2.5,
             error: (status != "ok").then(|| "cannot open image".to_string()),
@@ -431,6 +440,7 @@ mod tests {
         sample("cephbackup_image_last_run_status{pool=\"rbd\",image=\"gone\",status=\"failed\"} 1");
         sample("cephbackup_image_last_run_duration_seconds{pool=\"rbd\",image=\"vm\"} 2.500");
         sample("cephbackup_image_last_run_written_bytes{pool=\"rbd\",image=\"vm\"} 4096");
+        sample("cephbackup_image_snapshots_kept{pool=\"rbd\",image=\"vm\"} 3");
         sample("cephbackup_image_restore_points{pool=\"rbd\",image=\"vm\"} 2");
         sample("cephbackup_image_files{pool=\"rbd\",image=\"vm\"} 2");
         sample("cephbackup_image_stored_bytes{pool=\"rbd\",image=\"vm\"} 2000");

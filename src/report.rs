@@ -139,6 +139,9 @@ pub struct ImageReport {
     pub files_removed: Vec<FileReport>,
     pub snapshots_created: Vec<String>,
     pub snapshots_removed: Vec<String>,
+    /// The tool's snapshots of the image left in the cluster after the run (what it listed, plus
+    /// what it created, less what it removed); `None` when they could not be listed.
+    pub snapshots_kept: Option<u64>,
     pub bytes_written: u64,
     pub duration_seconds: f64,
     /// The error, one line, when the image failed.

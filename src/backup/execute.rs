@@ -525,6 +525,7 @@ impl<'a> Section<'a> {
             files_removed: Vec::new(),
             snapshots_created: Vec::new(),
             snapshots_removed: Vec::new(),
+            snapshots_kept: None,
             bytes_written: 0,
             duration_seconds: 0.0,
             error: None,
@@ -705,6 +706,8 @@ struct Done {
     /// A full backup, a diff was exported (or shown, in check mode).
     full: bool,
     diff: bool,
+    /// The tool's snapshots of the image when the run listed them.
+    listed_owned: Option<Vec<String>>,
 }
 
 impl<'s> ImageRun<'s> {
@@ -737,6 +740,14 @@ impl<'s> ImageRun<'s> {
         };
         report.files_written = done.files_written;
         report.files_removed = done.files_removed;
+        report.snapshots_kept = done.listed_owned.map(|listed| {
+            let mut kept: std::collections::BTreeSet<&String> = listed.iter().collect();
+            kept.extend(&done.snapshots_created);
+            for removed in &done.snapshots_removed {
+                kept.remove(removed);
+            }
+            kept.len() as u64
+        });
         report.snapshots_created = done.snapshots_created;
         report.snapshots_removed = done.snapshots_removed;
         report.bytes_written = self.bytes_written;
@@ -804,6 +815,13 @@ impl<'s> ImageRun<'s> {
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
+        self.done.listed_owned = Some(
+            snapshots
+                .iter()
+                .filter(|s| SnapName::is_owned(&s.name))
+                .map(|s| s.name.clone())
+                .collect(),
+        );
         let entries = self.dir.list()?;
         self.sizes = entries
             .iter()

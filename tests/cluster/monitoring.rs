@@ -150,6 +150,12 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         Some(1.0)
     );
     assert_eq!(value(&first, "cephbackup_image_backed_up", &vm), Some(1.0));
+    // Incremental mode keeps the run's snapshot in the cluster: the base of the next diff.
+    assert_eq!(
+        value(&first, "cephbackup_image_snapshots_kept", &vm),
+        Some(w.backup_snapshots("vm").len() as f64)
+    );
+    assert_eq!(w.backup_snapshots("vm").len(), 1);
     assert_eq!(
         value(&first, "cephbackup_image_backed_up", &missing),
         Some(0.0)

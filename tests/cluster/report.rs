@@ -71,6 +71,8 @@ fn json_prints_the_run_report_which_matches_the_schema_and_the_last_run_record()
     assert_eq!(vm["error"], Value::Null);
     assert_eq!(vm["snapshots_created"], serde_json::json!([snap]));
     assert_eq!(vm["snapshots_removed"], serde_json::json!([]));
+    assert_eq!(vm["snapshots_kept"], 1);
+    assert_eq!(missing["snapshots_kept"], Value::Null);
     assert_eq!(vm["files_removed"], serde_json::json!([]));
     let checksum = format!("{full}.sha256");
     assert_eq!(
