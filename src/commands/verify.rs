@@ -131,7 +131,8 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
         // An image cut short by a signal is not reported as checked.
         interrupt::check()?;
         let clean = report.count(Severity::Error) + report.count(Severity::Warning) == 0;
-        if !args.json && !(args.quiet && clean) {
+        let shown = !args.json && (!args.quiet || !clean);
+        if shown {
             out!("{}", report_lines(&report));
         }
         reports.push(report);
