@@ -310,8 +310,11 @@ fn errors_lead_with_their_cause_and_keep_the_command_for_debug() {
         "{}",
         run.stderr
     );
-    // list needs no cluster, so it does not ask for the file.
-    with_conf(&w, &conf, &["list"]).success();
+    // list needs no cluster, so it does not ask for the file (it exits 1 for the image that
+    // has no backup yet, and says so on stdout).
+    let run = with_conf(&w, &conf, &["list"]).code(1);
+    assert_eq!(run.stderr, "");
+    assert!(run.stdout.contains("never backed up"), "{}", run.stdout);
 }
 
 #[test]
