@@ -92,6 +92,12 @@ struct Marker {
     diffs: Vec<Link>,
     /// How many of the diffs are wholly applied and synced.
     applied: usize,
+    /// The SHA-256 of the finished file, computed in the pass that proved the old base: the old
+    /// base's bytes with the proven diffs laid over them, which is what the in-place writes
+    /// produce. A marker without it (or a finished file of the wrong length) has the file read
+    /// back instead.
+    #[serde(default)]
+    new_sha256: Option<String>,
 }
 
 /// What a build achieved.
@@ -351,14 +357,23 @@ fn build_in_place(
         Ok(digest) => digest,
         Err(why) => return Ok(Outcome::Unproven(why)),
     };
+    // One pass over the old base proves it against its checksum and, with the diffs laid over
+    // it, gives the finished file's checksum too: the file is then read once, not twice.
     let read = read::read_raw(
         &dir.join(from),
         Compression::None,
         &Limit::absolute(),
-        |raw| Ok(io::copy(raw, &mut io::sink())?),
+        |raw| {
+            let mut new = Hashing::new(merged(raw, diffs)?);
+            let len = io::copy(&mut new, &mut io::sink())?;
+            Ok((len, new.hex_digest()))
+        },
     );
-    match read {
-        Ok((_, facts)) if facts.sha256 == old_sha256 => {}
+    let new_sha256 = match read {
+        Ok(((len, new_sha256), facts)) if facts.sha256 == old_sha256 => {
+            let size = diffs.last().map_or(0, |d| d.size);
+            (len == size).then_some(new_sha256)
+        }
         Ok((_, facts)) => {
             return Ok(Outcome::Unproven(format!(
                 "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says \
@@ -367,8 +382,9 @@ fn build_in_place(
                 facts.sha256
             )))
         }
+        Err(err) if crate::interrupt::received().is_some() => return Err(err),
         Err(err) => return Ok(Outcome::Unproven(format!("{}: {err:#}", escaped(from)))),
-    }
+    };
     let marker = Marker {
         format: FORMAT,
         image: image.to_string(),
@@ -385,6 +401,7 @@ fn build_in_place(
             })
             .collect(),
         applied: 0,
+        new_sha256,
     };
     // The marker is on disk before the old base changes name or content.
     write_marker(dir, &marker)?;
@@ -438,20 +455,31 @@ fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
         marker.applied += 1;
         write_marker(dir, &marker)?;
     }
+    let length = out
+        .metadata()
+        .with_context(|| format!("cannot read the length of {}", working.display()))?
+        .len();
     drop(out);
-    let (_, facts) = read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
-        Ok(io::copy(raw, &mut io::sink())?)
-    })
-    .with_context(|| format!("cannot read back {}", working.display()))?;
-    if facts.raw_bytes != marker.size {
-        bail!(
-            "{} holds {} bytes after the diffs, where the last diff records {}",
-            working.display(),
-            facts.raw_bytes,
-            marker.size
-        );
-    }
-    write_checksum(dir, &marker.target, &facts.sha256)?;
+    let sha256 = match marker.new_sha256.clone().filter(|_| length == marker.size) {
+        Some(known) => known,
+        None => {
+            let (_, facts) =
+                read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
+                    Ok(io::copy(raw, &mut io::sink())?)
+                })
+                .with_context(|| format!("cannot read back {}", working.display()))?;
+            if facts.raw_bytes != marker.size {
+                bail!(
+                    "{} holds {} bytes after the diffs, where the last diff records {}",
+                    working.display(),
+                    facts.raw_bytes,
+                    marker.size
+                );
+            }
+            facts.sha256
+        }
+    };
+    write_checksum(dir, &marker.target, &sha256)?;
     let target = dir.join(&marker.target);
     match untrusted::kind_of(&target) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -474,8 +502,8 @@ fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
         .with_context(|| format!("cannot remove {}", dir.join(MARKER).display()))?;
     sync_dir(dir)?;
     Ok(Outcome::Built {
-        size: facts.file_bytes,
-        sha256: facts.sha256,
+        size: length,
+        sha256,
     })
 }
 
