@@ -43,10 +43,10 @@ use crate::folder::diffstream::{DiffReader, Record};
 use crate::folder::naming::{BackupFile, Compression, CHECKSUM_SUFFIX};
 use crate::folder::read::{self, Limit, Limits};
 use crate::folder::rebuild::{self, TargetFailed};
-use crate::folder::untrusted;
 use crate::folder::write::{
     self, Compressor, DataOfExtents, Hashing, Member, PendingFile, SparseMap, SparseMapBuilder,
 };
+use crate::folder::{sparse, untrusted};
 use crate::output::escaped;
 
 /// The marker of a build in place, in the image folder.
@@ -635,7 +635,7 @@ fn data_map(mut image: impl Read, size: u64) -> Result<SparseMap> {
         }
         for block in buf[..n].chunks(BLOCK) {
             let len = block.len() as u64;
-            if block.iter().any(|&b| b != 0) {
+            if !sparse::is_zero(block) {
                 run = Some(run.map_or((offset, len), |(start, l)| (start, l + len)));
             } else if let Some((start, l)) = run.take() {
                 builder.push(start, l).map_err(anyhow::Error::msg)?;
