@@ -1265,20 +1265,26 @@ mod tests {
         (dir, Layout::build("vm", &[name]))
     }
 
-    #[test]
-    fn a_target_folder_that_is_missing_is_named_as_such() {
-        let (backups, layout) = one_full(8192);
+    /// Restores the newest point of `layout` (backups in `backups`) into the file `target`;
+    /// the error the restore ends with.
+    fn into_file_failing(backups: &Path, layout: &Layout, target: &Path) -> anyhow::Error {
         let route = layout.route(layout.points()[0]).unwrap();
-        let target = backups.path().join("no/such/folder/vm.raw");
-        let err = into_file(
-            &target,
-            backups.path(),
+        into_file(
+            target,
+            backups,
             &file_steps(&route),
             &Limits::default(),
             Say::Stdout,
             &mut None,
         )
-        .unwrap_err();
+        .unwrap_err()
+    }
+
+    #[test]
+    fn a_target_folder_that_is_missing_is_named_as_such() {
+        let (backups, layout) = one_full(8192);
+        let target = backups.path().join("no/such/folder/vm.raw");
+        let err = into_file_failing(backups.path(), &layout, &target);
         assert_eq!(
             format!("{err:#}"),
             format!(
@@ -1318,20 +1324,11 @@ mod tests {
     #[test]
     fn a_full_target_filesystem_is_blamed_on_the_target() {
         let (backups, layout) = one_full(4 << 20);
-        let route = layout.route(layout.points()[0]).unwrap();
         let Some(mount) = Mount::tmpfs("size=1m") else {
             return;
         };
         let target = mount.0.path().join("vm.raw");
-        let err = into_file(
-            &target,
-            backups.path(),
-            &file_steps(&route),
-            &Limits::default(),
-            Say::Stdout,
-            &mut None,
-        )
-        .unwrap_err();
+        let err = into_file_failing(backups.path(), &layout, &target);
         assert_eq!(
             format!("{err:#}"),
             format!(
@@ -1346,20 +1343,11 @@ mod tests {
     #[test]
     fn a_read_only_target_folder_is_named_with_its_cause() {
         let (backups, layout) = one_full(8192);
-        let route = layout.route(layout.points()[0]).unwrap();
         let Some(mount) = Mount::tmpfs("ro,size=1m") else {
             return;
         };
         let target = mount.0.path().join("vm.raw");
-        let err = into_file(
-            &target,
-            backups.path(),
-            &file_steps(&route),
-            &Limits::default(),
-            Say::Stdout,
-            &mut None,
-        )
-        .unwrap_err();
+        let err = into_file_failing(backups.path(), &layout, &target);
         assert_eq!(
             format!("{err:#}"),
             format!(
