@@ -12,6 +12,8 @@
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
 //! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
+//! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
+//!   newest completed snapshot) and the key that seals the tool's records.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
 //!   panics, escaping, sizes and times for people), [`progress`] (bars on a terminal, durations),
 //!   [`report`] (what a run did, as JSON, and the envelope every JSON document shares),
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod report;
+pub mod state;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):
 /// reported with the usage status, nothing done. Callers find it with `downcast_ref`.

@@ -91,6 +91,7 @@ fn run(cli: &Cli) -> Status {
         now: &Utc::now,
         wait: Duration::from_secs(cli.wait),
         lock_dir: locking(cli).dir,
+        state_dir: config.state_dir(),
         cluster: None,
     };
     // Quiet: the run's stdout (the original's lines) is held back; its errors and warnings still
@@ -188,7 +189,7 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
             verify::run(config, &options, &locking)
         }
         Command::InitDestination(args) => {
-            init::run(config, &args.options(cli.check)).map(|()| Outcome::Done)
+            init::run(config, &args.options(cli.check), &config.state_dir()).map(|()| Outcome::Done)
         }
     };
     match result {

@@ -6,9 +6,11 @@
 //! run shows exactly what a real run would do and changes nothing. Reading (listing snapshots and
 //! files, proving a file it would reuse) happens in both modes.
 //!
-//! Before a section starts, its destination must be the one the tool used ([`crate::folder::record`]):
-//! an empty, unrecorded folder while the cluster holds backup snapshots is refused as a backup
-//! disk that did not mount. One image failing never stops the others; its error is reported on
+//! Before any section starts, every destination is decided once ([`destinations`], with the rules
+//! of [`crate::backup::destination`]): from its records and from this host's memory of it
+//! ([`crate::state`]), a destination that did not mount is refused, and one whose files were
+//! shipped continues its chains. As each file completes, the image record and the host's memory
+//! of the image are updated together. One image failing never stops the others; its error is reported on
 //! stderr and counted. A cluster that does not answer at all fails the remaining images on it at
 //! once instead of costing one timeout each. If a run fails before the snapshot it created is
 //! backed by a complete file, that snapshot is removed again; if the run dies instead, the image
@@ -31,7 +33,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +47,7 @@ use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
 use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read;
-use crate::folder::record::{self, Destination, ImageRecord};
+use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
 use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
 use crate::outln;
@@ -74,6 +76,8 @@ pub struct RunOptions<'a> {
     pub wait: Duration,
     /// Where the image locks live.
     pub lock_dir: PathBuf,
+    /// The host's state folder ([`crate::state`]).
+    pub state_dir: PathBuf,
     /// What a section's cluster calls go to; `None` runs `rbd` against the section's cluster.
     /// Tests put a fake cluster here.
     pub cluster: Option<&'a ClusterFactory>,
@@ -301,6 +305,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Outcome {
             )
         })
         .collect();
+    outcome.warnings += destinations::prepare(&sections, &options.state_dir);
     if config.parallel_images > 1 {
         parallel::run(&sections, config.parallel_images, &mut outcome);
     } else {
@@ -399,6 +404,9 @@ struct Section<'a> {
     config_path: &'a Path,
     /// Its destination passed the check and its images were listed.
     started: AtomicBool,
+    /// How its destination is used this run, shared with the other sections using it; set
+    /// before any section runs.
+    destination: OnceLock<Arc<DestinationUse>>,
 }
 
 impl<'a> Section<'a> {
@@ -424,6 +432,7 @@ impl<'a> Section<'a> {
             unreachable,
             config_path,
             started: AtomicBool::new(false),
+            destination: OnceLock::new(),
         }
     }
 
@@ -540,92 +549,25 @@ impl<'a> Section<'a> {
             error,
             not_attempted: Vec::new(),
         };
+        let Some(destination) = self.destination.get() else {
+            return Err(whole(anyhow::anyhow!(
+                "internal error: destination {} was not decided",
+                self.job.destination.display()
+            )));
+        };
+        // The destination's refusal comes first: when the cluster did not answer while it was
+        // decided, the reason is in it.
+        if let Err(refusal) = &destination.decision {
+            return Err(whole(anyhow::anyhow!("{refusal}")));
+        }
         if let Some(why) = self.unreachable.reason(&self.cluster) {
             return Err(whole(anyhow::anyhow!("{why}")));
         }
-        let destination = record::inspect(&self.job.destination).map_err(whole)?;
-        let shown = self.job.destination.display();
-        match destination {
-            Destination::Missing => {
-                return Err(whole(anyhow::anyhow!(
-                    "destination directory {shown} does not exist{}",
-                    record::UNMOUNTED_HINT
-                )))
-            }
-            Destination::NotAFolder(kind) => {
-                return Err(whole(anyhow::anyhow!(
-                    "destination directory {shown} is {}, not a folder",
-                    kind.described()
-                )))
-            }
-            Destination::Recorded | Destination::Adoptable | Destination::Empty => {}
-        }
         let images = self.images().map_err(whole)?;
-        match destination {
-            Destination::Adoptable => self.record_destination("adopted").map_err(whole)?,
-            Destination::Empty => {
-                self.refuse_if_snapshots_elsewhere(&images)?;
-                self.record_destination("first use").map_err(whole)?;
-            }
-            _ => {}
-        }
+        destination
+            .record_once(self.mode, (self.options.now)())
+            .map_err(whole)?;
         Ok(images)
-    }
-
-    /// An empty destination without the tool's record, while the cluster holds backup snapshots
-    /// of its images, is most likely the mount point of a backup disk that did not mount.
-    fn refuse_if_snapshots_elsewhere(&self, images: &[String]) -> Result<(), SectionFailure> {
-        let pool = &self.job.pool;
-        for (index, image) in images.iter().enumerate() {
-            let failed = |error: anyhow::Error| SectionFailure {
-                shown: format!("{pool}/{image}"),
-                label: format!("{pool}/{image}"),
-                error,
-                not_attempted: images[index + 1..].to_vec(),
-            };
-            if naming::check_name("image", image).is_err() {
-                continue; // refused on its own when its turn comes
-            }
-            let snapshots = match self.rbd.list_snapshots(pool, image) {
-                Ok(snapshots) => snapshots,
-                // The cluster does not answer: nothing else will work either.
-                Err(err) if timed_out(&err) => {
-                    return Err(failed(err.context("cannot list snapshots")))
-                }
-                // A missing image has no snapshots to worry about; it fails on its own later.
-                Err(_) => continue,
-            };
-            if let Some(snap) = snapshots.iter().find(|s| SnapName::is_owned(&s.name)) {
-                return Err(SectionFailure {
-                    shown: format!("pool {pool}"),
-                    label: pool.clone(),
-                    error: anyhow::anyhow!(
-                        "destination directory {} is empty and carries no cephbackup record, but \
-                         {pool}/{image} has backup snapshot {}{}; nothing was changed. To start \
-                         this destination afresh on purpose, run `cephbackup init-destination -c \
-                         {}` once",
-                        self.job.destination.display(),
-                        snap.name,
-                        record::UNMOUNTED_HINT,
-                        self.config_path.display()
-                    ),
-                    not_attempted: Vec::new(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn record_destination(&self, how: &str) -> Result<()> {
-        let shown = self.job.destination.display();
-        if self.mode == Mode::Check {
-            info!(
-                "destination {shown} has no cephbackup record yet; a real run writes one ({how})"
-            );
-            return Ok(());
-        }
-        info!("destination {shown}: writing its cephbackup record ({how})");
-        record::write_destination_record(&self.job.destination, how, (self.options.now)())
     }
 
     /// The error as one line, with a hint when the cluster did not answer in time.
@@ -694,6 +636,12 @@ struct ImageRun<'s> {
     sizes: HashMap<String, u64>,
     /// What the run did, for the report.
     done: Done,
+    /// A non-file sits at the image record's name: the record is not written (the host's
+    /// memory still is).
+    record_blocked: bool,
+    /// The newest completed snapshot the host's memory holds for the image, as last read or
+    /// written.
+    remembered: Option<Completed>,
 }
 
 /// What an image's run did (or, in check mode, would do), as the report tells it.
@@ -722,6 +670,8 @@ impl<'s> ImageRun<'s> {
             warnings: 0,
             sizes: HashMap::new(),
             done: Done::default(),
+            record_blocked: false,
+            remembered: None,
         }
     }
 
@@ -827,14 +777,49 @@ impl<'s> ImageRun<'s> {
             .iter()
             .map(|entry| (entry.name.clone(), entry.size))
             .collect();
-        self.record = match record::read_image_record(&self.dir.path(), self.pool(), self.image) {
+        let destination = self.destination()?;
+        let state = destination.state();
+        let key = state.and_then(|state| state.key());
+        self.record = match record::read_image_record(&self.dir.path(), self.pool(), self.image, key)
+        {
             Ok(record) => record,
+            Err(unusable) if unusable.not_a_file => {
+                let blocked = Blocked {
+                    path: unusable.path,
+                    kind: "not a regular file",
+                };
+                warn!("{}/{}: {blocked}", self.pool(), self.image);
+                self.warnings += 1;
+                self.record_blocked = true;
+                ImageRecord::default()
+            }
             Err(unusable) => {
                 warn!("{}/{}: {unusable}", self.pool(), self.image);
                 self.warnings += 1;
                 ImageRecord::default()
             }
         };
+        // What this destination completed last, when its record no longer says (shipped with
+        // the files, or not believed): the host's memory continues the chain from there.
+        if let (Some(state), Ok(ready)) = (state, &destination.decision) {
+            if ready.trust_memory {
+                match state.newest_completed(
+                    &self.section.job.destination,
+                    &ready.id,
+                    self.pool(),
+                    self.image,
+                ) {
+                    Ok(remembered) => self.remembered = remembered,
+                    Err(err) => {
+                        warn!("{}/{}: {err:#}", self.pool(), self.image);
+                        self.warnings += 1;
+                    }
+                }
+                if self.record.newest.is_none() {
+                    self.record.newest.clone_from(&self.remembered);
+                }
+            }
+        }
         let found = Found {
             image: self.image,
             snapshots: &snapshots,
@@ -1019,8 +1004,59 @@ impl<'s> ImageRun<'s> {
         Ok(())
     }
 
-    fn save_record(&self) -> Result<()> {
-        record::write_image_record(&self.dir.path(), self.pool(), self.image, &self.record)
+    fn destination(&self) -> Result<&'s DestinationUse> {
+        self.section
+            .destination
+            .get()
+            .map(|share| &**share)
+            .context("internal error: the destination was not decided")
+    }
+
+    /// Writes the image record (unless a non-file sits at its name) and, when the newest
+    /// completed snapshot changed, the host's memory of it: both at the moment a file completes.
+    fn save_record(&mut self) -> Result<()> {
+        let destination = self.destination()?;
+        let (Some(state), Ok(ready)) = (destination.state(), &destination.decision) else {
+            bail!("internal error: a record written for a destination that was refused");
+        };
+        let Some(key) = state.key() else {
+            bail!("internal error: no record key in a real run");
+        };
+        if !self.record_blocked {
+            let written =
+                record::write_image_record(&self.dir.path(), self.pool(), self.image, &self.record, key);
+            match written {
+                Ok(()) => {}
+                Err(err) if err.downcast_ref::<Blocked>().is_some() => {
+                    warn!("{}/{}: {err:#}", self.pool(), self.image);
+                    self.warnings += 1;
+                    self.record_blocked = true;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if self.record.newest.is_some() && self.record.newest != self.remembered {
+            if let Some(newest) = &self.record.newest {
+                // The file is complete and the image record says so: a host that cannot note it
+                // loses only the chance to continue after the files are shipped.
+                let noted = state.image_completed(
+                    &self.section.job.destination,
+                    &ready.id,
+                    self.pool(),
+                    self.image,
+                    newest,
+                    (self.section.options.now)(),
+                );
+                match noted {
+                    Ok(()) => self.remembered.clone_from(&self.record.newest),
+                    Err(err) => {
+                        warn!("{}/{}: {err:#}", self.pool(), self.image);
+                        self.warnings += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Why an existing file may not be relied on (`None` when its checksum file exists and
@@ -1356,6 +1392,8 @@ impl<'s> ImageRun<'s> {
     }
 }
 
+mod destinations;
+use destinations::DestinationUse;
 mod parallel;
 #[cfg(test)]
 mod tests;

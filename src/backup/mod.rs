@@ -2,6 +2,7 @@
 //! that decides what one run does to one image, the retention policies it applies, and the
 //! window arithmetic of incremental mode.
 
+pub mod destination;
 pub mod execute;
 pub mod plan;
 pub mod retention;

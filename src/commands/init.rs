@@ -1,17 +1,23 @@
 //! `cephbackup init-destination`: marks configured destinations as the tool's on purpose.
 //!
-//! A backup run refuses a destination that is empty and carries no record while the cluster holds
-//! backup snapshots of its images, because that is what a backup disk that did not mount looks
-//! like. When an administrator really starts a fresh destination for images that already have
-//! snapshots (a new disk, a second job), this command writes the record once, by hand.
+//! A backup run refuses a destination that looks like a backup disk that did not mount: empty
+//! and unrecorded while the cluster holds backup snapshots of an incremental section's images,
+//! or empty on another filesystem than the one this host wrote its backups to
+//! ([`crate::backup::destination`]). When an administrator really starts a fresh destination
+//! there (a new disk, a second job), this command writes a new destination record, sealed, and
+//! notes the destination with its filesystem in this host's state folder ([`crate::state`]),
+//! once, by hand. A fresh identity also means a fresh start: the chains the host remembers for
+//! the old one are not continued into it.
 
 use anyhow::{bail, Result};
 use chrono::Utc;
+use tracing::warn;
 
 use crate::config::{Config, PoolJob};
 use crate::folder::catalog;
-use crate::folder::record::{self, Destination};
+use crate::folder::record::{self, Blocked, Destination};
 use crate::outln;
+use crate::state::{Access, Filesystem, HostState, Known};
 
 /// What `init-destination` is asked for.
 #[derive(Debug, Clone, Default)]
@@ -22,12 +28,18 @@ pub struct InitOptions {
     pub check: bool,
 }
 
-pub fn run(config: &Config, options: &InitOptions) -> Result<()> {
+pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) -> Result<()> {
     let check = options.check;
     let jobs: Vec<&PoolJob> = match &options.pool {
         Some(pool) => vec![catalog::section(config, pool)?],
         None => config.pools.iter().collect(),
     };
+    let access = if check {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let state = HostState::open(state_dir, access)?;
     let mut done: Vec<&std::path::Path> = Vec::new();
     for job in jobs {
         let dest = job.destination.as_path();
@@ -36,7 +48,7 @@ pub fn run(config: &Config, options: &InitOptions) -> Result<()> {
         }
         done.push(dest);
         let shown = dest.display();
-        match record::inspect(dest)? {
+        let recorded = match record::inspect(dest)? {
             Destination::Missing => bail!(
                 "destination directory {shown} of [{}] does not exist{}",
                 job.pool,
@@ -47,12 +59,41 @@ pub fn run(config: &Config, options: &InitOptions) -> Result<()> {
                 job.pool,
                 kind.described()
             ),
-            Destination::Recorded => outln!("{shown}: a cephbackup destination already"),
-            Destination::Adoptable | Destination::Empty if check => {
+            Destination::Recorded => match record::read_destination_record(dest, state.key()) {
+                Ok(id) => id,
+                Err(unusable) => {
+                    warn!("{}: {}; it is replaced", unusable.path, unusable.problem);
+                    None
+                }
+            },
+            Destination::Adoptable | Destination::Empty => None,
+        };
+        let filesystem = Filesystem::of(dest)?;
+        match recorded {
+            Some(_) if check => outln!("{shown}: a cephbackup destination already"),
+            Some(id) => {
+                // Already the tool's: only the host's memory learns where it is now.
+                let known = Known { id, filesystem };
+                state.destination_used(dest, &known, Utc::now())?;
+                outln!("{shown}: a cephbackup destination already");
+            }
+            None if check => {
                 outln!("{shown}: would be marked as a cephbackup destination (check mode)");
             }
-            Destination::Adoptable | Destination::Empty => {
-                record::write_destination_record(dest, "init-destination", Utc::now())?;
+            None => {
+                let id = record::new_destination_id()?;
+                let known = Known { id, filesystem };
+                state.destination_used(dest, &known, Utc::now())?;
+                let Some(key) = state.key() else {
+                    bail!("internal error: no record key in {}", state.dir().display());
+                };
+                let now = Utc::now();
+                match record::write_destination_record(dest, &known.id, "init-destination", now, key)
+                {
+                    Ok(()) => {}
+                    Err(err) if err.downcast_ref::<Blocked>().is_some() => warn!("{err:#}"),
+                    Err(err) => return Err(err),
+                }
                 outln!("{shown}: marked as a cephbackup destination");
             }
         }

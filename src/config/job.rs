@@ -24,6 +24,18 @@ pub struct Config {
     pub parallel_images: u32,
     /// `metrics file` of `[DEFAULT]`: where a backup run writes its Prometheus textfile.
     pub metrics_file: Option<PathBuf>,
+    /// `state directory` of `[DEFAULT]`: the host's state folder ([`crate::state`]); the
+    /// default when unset is [`Config::state_dir`]'s.
+    pub state_directory: Option<PathBuf>,
+}
+
+impl Config {
+    /// The host's state folder: `state directory`, else [`crate::state::default_dir`].
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_directory
+            .clone()
+            .unwrap_or_else(crate::state::default_dir)
+    }
 }
 
 /// What to back up for one pool, and how.

@@ -99,6 +99,8 @@ const KEEP_MINIMUM: &str = "keep minimum";
 const PARALLEL_IMAGES: &str = "parallel images";
 /// `[DEFAULT]` only: the Prometheus textfile a backup run writes.
 const METRICS_FILE: &str = "metrics file";
+/// `[DEFAULT]` only: the host's state folder ([`crate::state`]).
+const STATE_DIRECTORY: &str = "state directory";
 /// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
 /// more than this would only make them wait on each other.
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
@@ -107,7 +109,7 @@ pub const MAX_PARALLEL_IMAGES: u32 = 64;
 const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 21] = [
+const KNOWN_KEYS: [&str; 22] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -129,6 +131,7 @@ const KNOWN_KEYS: [&str; 21] = [
     SLIDE_FROM_CLUSTER,
     PARALLEL_IMAGES,
     METRICS_FILE,
+    STATE_DIRECTORY,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -326,7 +329,37 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
         .collect();
     let parallel_images = parallel_images(&ini, path, &mut findings);
     let metrics_file = metrics_file(path, &ini, &mut findings);
-    findings.into_result(path, pools, parallel_images, metrics_file)
+    let state_directory = state_directory(path, &ini, &mut findings);
+    findings.into_result(path, pools, parallel_images, metrics_file, state_directory)
+}
+
+/// `state directory`: the host's one state folder, so it is read from `[DEFAULT]` only (with its
+/// `%(name)s` references expanded there); in a pool section it is an error. The path must be
+/// absolute.
+fn state_directory(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<PathBuf> {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(STATE_DIRECTORY) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(STATE_DIRECTORY.to_string()),
+                message: "the host has one state folder: set it in [DEFAULT]".to_string(),
+            };
+            findings.add(Severity::Error, problem);
+        }
+    }
+    let mut reader = PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    };
+    let value = reader
+        .optional(STATE_DIRECTORY, parse_absolute_folder)
+        .ok()
+        .flatten()?;
+    Some(PathBuf::from(value))
 }
 
 /// `metrics file`: one file for the whole run, so it is read from `[DEFAULT]` only (with its
@@ -432,6 +465,7 @@ impl Findings {
         pools: Vec<PoolJob>,
         parallel_images: u32,
         metrics_file: Option<PathBuf>,
+        state_directory: Option<PathBuf>,
     ) -> Result<Config, ConfigErrors> {
         let Findings { errors, warnings } = self;
         let error_set: HashSet<&ConfigProblem> = errors.iter().collect();
@@ -447,6 +481,7 @@ impl Findings {
                 warnings,
                 parallel_images,
                 metrics_file,
+                state_directory,
             })
         } else {
             Err(ConfigErrors {

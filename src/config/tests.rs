@@ -774,7 +774,7 @@ fn unknown_keys() {
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
          daily, keep weekly, keep monthly, keep minimum, slide from cluster, parallel images, \
-         metrics file)"
+         metrics file, state directory)"
     );
 }
 
@@ -1872,6 +1872,31 @@ fn metrics_file_is_one_absolute_path_in_default() {
         )),
         "t.conf:2: [DEFAULT] metrics file: \"c.prom\" is not an absolute path (a run from cron \
          has no meaningful working folder)"
+    );
+}
+
+#[test]
+fn state_directory_is_one_absolute_folder_in_default() {
+    let config = parse(&format!(
+        "[DEFAULT]\nstate directory = /srv/cephbackup-state\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(
+        config.state_directory,
+        Some(PathBuf::from("/srv/cephbackup-state"))
+    );
+    assert_eq!(config.state_dir(), PathBuf::from("/srv/cephbackup-state"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(parse(&minimal("")).unwrap().state_directory, None);
+    assert_eq!(
+        problems(&minimal("state directory = /s\n")),
+        "t.conf:5: [rbd] state directory: the host has one state folder: set it in [DEFAULT]"
+    );
+    assert_eq!(
+        problems(&format!("[DEFAULT]\nstate directory = state\n{}", minimal(""))),
+        "t.conf:2: [DEFAULT] state directory: \"state\" is not an absolute path (a run from \
+         cron has no meaningful working folder)"
     );
 }
 

@@ -93,6 +93,16 @@ pub(super) fn parse_metrics_file(text: &str) -> Result<String, String> {
     Ok(text)
 }
 
+pub(super) fn parse_absolute_folder(text: &str) -> Result<String, String> {
+    let text = parse_optional_text(text)?;
+    if !Path::new(&text).is_absolute() {
+        return Err(format!(
+            "{text:?} is not an absolute path (a run from cron has no meaningful working folder)"
+        ));
+    }
+    Ok(text)
+}
+
 pub(super) fn parse_backup_mode(text: &str) -> Result<BackupMode, String> {
     reject_line_breaks(text)?;
     match text.to_ascii_lowercase().as_str() {

@@ -88,6 +88,9 @@ pub struct World {
     pub tmp: tempfile::TempDir,
     pub pool: String,
     pub dest: PathBuf,
+    /// The state folder of this world's "host": every run of the binary gets it as
+    /// `STATE_DIRECTORY`, so no test shares `/var/lib/cephbackup` or another test's memory.
+    pub state: PathBuf,
 }
 
 static POOLS: AtomicUsize = AtomicUsize::new(0);
@@ -103,7 +106,13 @@ impl World {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path().join("backups");
         fs::create_dir(&dest).unwrap();
-        World { tmp, pool, dest }
+        let state = tmp.path().join("state");
+        World {
+            tmp,
+            pool,
+            dest,
+            state,
+        }
     }
 
     pub fn spec(&self, image: &str) -> String {
@@ -287,6 +296,7 @@ impl World {
         let out = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
             .args(args)
             .env_remove("CEPHBACKUP_LOG")
+            .env("STATE_DIRECTORY", &self.state)
             .stdin(Stdio::null())
             .output()
             .expect("run cephbackup");
@@ -298,6 +308,7 @@ impl World {
         Command::new(env!("CARGO_BIN_EXE_cephbackup"))
             .args(args)
             .env_remove("CEPHBACKUP_LOG")
+            .env("STATE_DIRECTORY", &self.state)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -361,6 +372,12 @@ fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, (u32, Vec<u8>)>) {
             tree.insert(rel, (meta.permissions().mode(), fs::read(&path).unwrap()));
         }
     }
+}
+
+/// The state folder a run with the config file `conf` gets: the one of the world whose folder
+/// holds the file (see [`World::state`]).
+pub fn state_beside(conf: &Path) -> PathBuf {
+    conf.parent().unwrap().join("state")
 }
 
 pub fn create_pool(pool: &str) {

@@ -28,6 +28,7 @@ fn run_bounded(conf: &Path, args: &[&str]) -> Run {
         .arg(conf)
         .args(args)
         .env_remove("CEPHBACKUP_LOG")
+        .env("STATE_DIRECTORY", state_beside(conf))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

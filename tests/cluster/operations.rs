@@ -11,12 +11,22 @@ use std::process::{Command, Stdio};
 use crate::chains::*;
 use crate::harness::*;
 
+/// The state folder of the world whose config `args` name after `-c`.
+fn state_for(args: &[&str]) -> std::path::PathBuf {
+    let conf = args
+        .windows(2)
+        .find(|pair| pair[0] == "-c")
+        .map_or(".", |pair| pair[1]);
+    state_beside(std::path::Path::new(conf))
+}
+
 /// Runs the binary with extra environment variables.
 fn run_with_env(args: &[&str], env: &[(&str, String)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cephbackup"));
     command
         .args(args)
         .env_remove("CEPHBACKUP_LOG")
+        .env("STATE_DIRECTORY", state_for(args))
         .stdin(Stdio::null());
     for (key, value) in env {
         command.env(key, value);
@@ -194,6 +204,7 @@ fn on_a_terminal(args: &[&str]) -> Option<String> {
     let out = Command::new("script")
         .args(["-qec", &line, "/dev/null"])
         .env_remove("CEPHBACKUP_LOG")
+        .env("STATE_DIRECTORY", state_for(args))
         .stdin(Stdio::null())
         .output()
         .ok()?;

@@ -271,6 +271,7 @@ fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) 
         .args(["-c", conf.to_str().unwrap()])
         .env("PATH", path)
         .env_remove("CEPHBACKUP_LOG")
+        .env("STATE_DIRECTORY", state_beside(conf))
         .stdin(Stdio::null())
         .output()
         .unwrap();

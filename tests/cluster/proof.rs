@@ -135,9 +135,8 @@ fn a_weekly_full_job_leaves_the_daily_incremental_chain_alone() {
         &weekly_dest,
         "images = db\nbackup mode = full\ncompress = yes",
     );
-    // A new destination for an image that already has snapshots is started on purpose.
-    run(&w, &weekly, &[]).code(1);
-    run(&w, &weekly, &["init-destination"]).success();
+    // A new, empty destination for a full job: a full never builds on the daily job's
+    // snapshots, so it starts at once, with no `init-destination`.
     for _ in 0..2 {
         next_second();
         w.write_data("db", 1011);
@@ -370,6 +369,7 @@ fn a_closed_stdout_stops_the_printing_not_the_backups() {
     let conf = w.config("images = a, b, c\nbackup mode = incremental");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
         .args(["-c", conf.to_str().unwrap()])
+        .env("STATE_DIRECTORY", &w.state)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -393,6 +393,7 @@ fn a_closed_stdout_stops_the_printing_not_the_backups() {
         assert_eq!(w.files(image).len(), 1, "{image} was backed up");
     }
     let listed = Command::new("sh")
+        .env("STATE_DIRECTORY", &w.state)
         .arg("-c")
         .arg(format!(
             "'{}' -c '{}' list | true",

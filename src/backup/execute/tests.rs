@@ -21,6 +21,7 @@ use crate::folder::record::{self, ImageRecord};
 use crate::folder::write::{SparseMap, SparseMapBuilder};
 use crate::output::capture;
 use crate::report::{Action, RunReport};
+use crate::state::{Access, HostState};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,6 +394,7 @@ struct World {
     _tmp: tempfile::TempDir,
     dest: PathBuf,
     locks: PathBuf,
+    state: PathBuf,
     fake: Fake,
     now: Mutex<DateTime<Utc>>,
 }
@@ -407,6 +409,7 @@ impl World {
         World {
             dest,
             locks,
+            state: tmp.path().join("state"),
             _tmp: tmp,
             fake: Fake::default(),
             now: Mutex::new(Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap()),
@@ -462,6 +465,7 @@ impl World {
             now: &now,
             wait: Duration::ZERO,
             lock_dir: self.locks.clone(),
+            state_dir: self.state.clone(),
             cluster: Some(&make),
         };
         capture::stdout(|| run(config, &options))
@@ -492,7 +496,8 @@ impl World {
     }
 
     fn record(&self, pool: &str, image: &str) -> ImageRecord {
-        record::read_image_record(&self.image_dir(pool, image), pool, image).unwrap()
+        let state = HostState::open(&self.state, Access::ReadOnly).unwrap();
+        record::read_image_record(&self.image_dir(pool, image), pool, image, state.key()).unwrap()
     }
 
     /// Every file under the destination with its bytes.

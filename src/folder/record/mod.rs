@@ -15,9 +15,14 @@
 //!   diff when the files have been shipped elsewhere since.
 //!
 //! Records are small JSON files written like backup files (temporary name, sync, rename, folder
-//! sync) and read through [`crate::folder::untrusted`] with a size bound. A record that cannot be read,
-//! belongs to another user or names another image is ignored with a warning: without proof,
-//! nothing is removed.
+//! sync) and read through [`crate::folder::untrusted`] with a size bound. Each carries a seal
+//! ([`seal`]): an HMAC under a key kept in this host's state folder, so that no file another user
+//! places or renames into a destination can pass for one the tool wrote. A record that cannot be
+//! read, belongs to another user, names another image or has no valid seal is ignored with a
+//! warning: without proof, nothing is removed. Records written before seals existed are among
+//! those, once; the next run rewrites them sealed. A folder or other non-file at a record's name
+//! is never replaced: writing the record is skipped with a warning ([`Blocked`]), and the facts
+//! stay in the host's state folder.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -29,8 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::folder::write::PendingFile;
 
+pub mod seal;
 pub mod state;
 use crate::folder::untrusted::{self, EntryKind};
+pub use seal::{SealKey, Unsealed};
 pub use state::{Completed, ImageRecord, Pending};
 
 pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
@@ -43,6 +50,9 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// and a record claiming thousands must not drive thousands of removals.
 const MAX_PENDING: usize = 64;
 const FORMAT: u32 = 1;
+/// The kinds a seal is computed for: a record of one kind never passes for the other.
+const DESTINATION_KIND: &str = "destination";
+const IMAGE_KIND: &str = "image";
 
 /// The state of a destination folder as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,21 +104,59 @@ pub fn inspect(dest: &Path) -> Result<Destination> {
 #[derive(Debug, Serialize, Deserialize)]
 struct DestinationDoc {
     format: u32,
-    /// How the destination came to be recorded: "first use", "adopted" or "init-destination".
+    /// The destination's identity: random, written once, kept when the record is rewritten, and
+    /// remembered by the host ([`crate::state`]) with the filesystem the destination was on.
+    #[serde(default)]
+    id: Option<String>,
+    /// How the destination came to be recorded: "first use", "adopted", "continued" or
+    /// "init-destination".
     how: String,
     at: DateTime<Utc>,
     by: String,
 }
 
-/// Writes the destination record (replacing one that is there).
-pub fn write_destination_record(dest: &Path, how: &str, at: DateTime<Utc>) -> Result<()> {
+/// A new random destination identity: 128 bits, as hex.
+pub fn new_destination_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    crate::state::random_bytes(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the destination record (replacing one that is there), sealed under `key`. A non-file
+/// at its name is left alone: the error is a [`Blocked`].
+pub fn write_destination_record(
+    dest: &Path,
+    id: &str,
+    how: &str,
+    at: DateTime<Utc>,
+    key: &SealKey,
+) -> Result<()> {
     let doc = DestinationDoc {
         format: FORMAT,
+        id: Some(id.to_string()),
         how: how.to_string(),
         at,
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
-    write_json(dest, DESTINATION_RECORD, &doc)
+    write_sealed(dest, DESTINATION_RECORD, DESTINATION_KIND, &doc, key)
+}
+
+/// Reads the destination record of `dest` and returns its identity when the record proves it was
+/// written by this host's tool; an [`UnusableRecord`] otherwise (no record is `Ok(None)`).
+pub fn read_destination_record(
+    dest: &Path,
+    key: Option<&SealKey>,
+) -> Result<Option<String>, UnusableRecord> {
+    let path = dest.join(DESTINATION_RECORD);
+    let Some(bytes) = read_record_bytes(&path)? else {
+        return Ok(None);
+    };
+    let doc: DestinationDoc = seal::open(key, DESTINATION_KIND, &bytes)
+        .map_err(|why| UnusableRecord::unsealed(&path, &why))?;
+    match doc.id {
+        Some(id) if doc.format == FORMAT && !id.is_empty() => Ok(Some(id)),
+        _ => Err(UnusableRecord::new(&path, "names no identity".into())),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -120,44 +168,100 @@ struct ImageDoc {
     record: ImageRecord,
 }
 
-/// Why an image record was not used.
+/// Why a record was not used.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {problem}; it is ignored, so no snapshot is removed on its account")]
 pub struct UnusableRecord {
     pub path: String,
     pub problem: String,
+    /// What is at the record's name is not a file at all (a folder, say): it is never replaced,
+    /// and writes of the record are skipped.
+    pub not_a_file: bool,
+    /// It carries a seal, but not one under this host's key: most likely another host's record
+    /// in a shared destination, which this host has no reason to overwrite.
+    pub foreign: bool,
+}
+
+impl UnusableRecord {
+    fn new(path: &Path, problem: String) -> UnusableRecord {
+        UnusableRecord {
+            path: path.display().to_string(),
+            problem,
+            not_a_file: false,
+            foreign: false,
+        }
+    }
+
+    fn unsealed(path: &Path, why: &Unsealed) -> UnusableRecord {
+        let mut problem = why.to_string();
+        if *why == Unsealed::Missing {
+            problem.push_str(" (a record of an earlier version is rewritten sealed by this run)");
+        }
+        let mut unusable = UnusableRecord::new(path, problem);
+        unusable.foreign = matches!(why, Unsealed::Wrong | Unsealed::NoKey);
+        unusable
+    }
+}
+
+/// A folder or other non-file sits at a record's name: it is left alone and the record is not
+/// written there.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} is {kind}, not the tool's record; it is left alone and the record is kept in this \
+     host's state folder only"
+)]
+pub struct Blocked {
+    pub path: String,
+    pub kind: &'static str,
+}
+
+/// The bytes of the record at `path`, read through a handle that was checked to be a regular
+/// file of this user that nobody else can write, within the size bound.
+fn read_record_bytes(path: &Path) -> Result<Option<Vec<u8>>, UnusableRecord> {
+    let file = match untrusted::open_regular(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            let mut unusable = UnusableRecord::new(path, err.to_string());
+            unusable.not_a_file = untrusted::is_not_regular(&err);
+            return Err(unusable);
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|err| UnusableRecord::new(path, err.to_string()))?;
+    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
+        return Err(UnusableRecord::new(
+            path,
+            format!(
+                "belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    // Read through the handle whose owner was checked, not a second open of the path.
+    untrusted::read_bounded(file, MAX_RECORD_BYTES)
+        .map(Some)
+        .map_err(|err| UnusableRecord::new(path, err.to_string()))
 }
 
 /// Reads the record of `pool/image` from its folder: empty when there is none, an
-/// [`UnusableRecord`] when what is there cannot be trusted.
+/// [`UnusableRecord`] when what is there cannot be trusted (its seal included, checked under
+/// `key`).
 pub fn read_image_record(
     folder: &Path,
     pool: &str,
     image: &str,
+    key: Option<&SealKey>,
 ) -> Result<ImageRecord, UnusableRecord> {
     let path = folder.join(IMAGE_RECORD);
-    let unusable = |problem: String| UnusableRecord {
-        path: path.display().to_string(),
-        problem,
+    let unusable = |problem: String| UnusableRecord::new(&path, problem);
+    let Some(bytes) = read_record_bytes(&path)? else {
+        return Ok(ImageRecord::default());
     };
-    let file = match untrusted::open_regular(&path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ImageRecord::default()),
-        Err(err) => return Err(unusable(err.to_string())),
-    };
-    let meta = file.metadata().map_err(|err| unusable(err.to_string()))?;
-    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
-        return Err(unusable(format!(
-            "belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
-    }
-    // Read through the handle whose owner was checked, not a second open of the path.
-    let bytes =
-        untrusted::read_bounded(file, MAX_RECORD_BYTES).map_err(|err| unusable(err.to_string()))?;
-    let doc: ImageDoc =
-        serde_json::from_slice(&bytes).map_err(|err| unusable(format!("not readable: {err}")))?;
+    let doc: ImageDoc = seal::open(key, IMAGE_KIND, &bytes)
+        .map_err(|why| UnusableRecord::unsealed(&path, &why))?;
     if doc.format != FORMAT {
         return Err(unusable(format!("has format {}, not {FORMAT}", doc.format)));
     }
@@ -177,11 +281,13 @@ pub fn read_image_record(
 }
 
 /// Writes the record of `pool/image` into its folder, replacing the previous one atomically.
+/// Sealed under `key`; a non-file at its name is left alone (the error is a [`Blocked`]).
 pub fn write_image_record(
     folder: &Path,
     pool: &str,
     image: &str,
     record: &ImageRecord,
+    key: &SealKey,
 ) -> Result<()> {
     let doc = ImageDoc {
         format: FORMAT,
@@ -189,13 +295,32 @@ pub fn write_image_record(
         image: image.to_string(),
         record: record.clone(),
     };
-    write_json(folder, IMAGE_RECORD, &doc)
+    write_sealed(folder, IMAGE_RECORD, IMAGE_KIND, &doc, key)
 }
 
-fn write_json(dir: &Path, name: &str, doc: &impl Serialize) -> Result<()> {
+fn write_sealed(
+    dir: &Path,
+    name: &str,
+    kind: &str,
+    doc: &impl Serialize,
+    key: &SealKey,
+) -> Result<()> {
     let path = dir.join(name);
-    let mut text = serde_json::to_vec_pretty(doc).context("cannot encode a record")?;
-    text.push(b'\n');
+    // Only a regular file is ever replaced: a rename would fail on a folder anyway, and a link,
+    // device or socket is nobody's record (whoever put it there may want it).
+    match untrusted::kind_of(&path) {
+        Ok(EntryKind::File) => {}
+        Ok(other) => {
+            return Err(Blocked {
+                path: path.display().to_string(),
+                kind: other.described(),
+            }
+            .into())
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let text = seal::seal(key, kind, doc).context("cannot encode a record")?;
     let mut pending = PendingFile::create(dir, name)?;
     io::Write::write_all(pending.file(), &text)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -225,8 +350,16 @@ mod tests {
         assert_eq!(inspect(&dest).unwrap(), Destination::Empty);
         std::fs::create_dir(dest.join("rbd")).unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Adoptable);
-        write_destination_record(&dest, "adopted", Utc::now()).unwrap();
+        let key = SealKey::new([1; seal::KEY_BYTES]);
+        write_destination_record(&dest, "id-1", "adopted", Utc::now(), &key).unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
+        assert_eq!(
+            read_destination_record(&dest, Some(&key)).unwrap(),
+            Some("id-1".to_string())
+        );
+        let other = SealKey::new([2; seal::KEY_BYTES]);
+        let err = read_destination_record(&dest, Some(&other)).unwrap_err();
+        assert!(err.problem.contains("does not match"), "{err}");
         let mode = std::fs::metadata(dest.join(DESTINATION_RECORD))
             .unwrap()
             .permissions()
@@ -237,6 +370,10 @@ mod tests {
     #[test]
     fn image_records_round_trip_and_are_only_trusted_when_ours() {
         let dir = tempfile::tempdir().unwrap();
+        let key = SealKey::new([1; seal::KEY_BYTES]);
+        let read_image_record = |dir: &Path, pool: &str, image: &str| {
+            super::read_image_record(dir, pool, image, Some(&key))
+        };
         assert_eq!(
             read_image_record(dir.path(), "rbd", "vm").unwrap(),
             ImageRecord::default()
@@ -247,8 +384,12 @@ mod tests {
             snapshot: "BACKUPUTC20261125T000000".into(),
             file: "vm@y.full".into(),
         });
-        write_image_record(dir.path(), "rbd", "vm", &record).unwrap();
+        write_image_record(dir.path(), "rbd", "vm", &record, &key).unwrap();
         assert_eq!(read_image_record(dir.path(), "rbd", "vm").unwrap(), record);
+        let other = SealKey::new([2; seal::KEY_BYTES]);
+        let err = super::read_image_record(dir.path(), "rbd", "vm", Some(&other)).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        assert!(err.to_string().contains("no snapshot is removed"), "{err}");
 
         let err = read_image_record(dir.path(), "rbd", "other").unwrap_err();
         assert!(err.to_string().contains("not of rbd/other"), "{err}");
@@ -271,6 +412,37 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = read_image_record(dir.path(), "rbd", "vm").unwrap_err();
         assert!(err.to_string().contains("not readable"), "{err}");
+
+        // What the previous version wrote: no seal. Not believed, and the warning says why.
+        let unsealed = serde_json::json!({
+            "format": 1, "pool": "rbd", "image": "vm",
+            "pending": [], "newest": null
+        });
+        std::fs::write(&path, unsealed.to_string()).unwrap();
+        let err = read_image_record(dir.path(), "rbd", "vm").unwrap_err();
+        assert!(err.to_string().contains("carries no seal"), "{err}");
+        assert!(err.to_string().contains("rewritten sealed"), "{err}");
+        assert!(!err.not_a_file);
+    }
+
+    #[test]
+    fn a_non_file_at_a_record_name_is_reported_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SealKey::new([1; seal::KEY_BYTES]);
+        std::fs::create_dir(dir.path().join(IMAGE_RECORD)).unwrap();
+        std::fs::create_dir(dir.path().join(DESTINATION_RECORD)).unwrap();
+        let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
+        assert!(err.not_a_file, "{err}");
+        let err = write_image_record(dir.path(), "rbd", "vm", &ImageRecord::default(), &key)
+            .unwrap_err();
+        let blocked = err.downcast_ref::<Blocked>().unwrap();
+        assert_eq!(blocked.kind, "a folder");
+        let err = write_destination_record(dir.path(), "x", "adopted", Utc::now(), &key)
+            .unwrap_err();
+        assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
+        assert!(dir.path().join(IMAGE_RECORD).is_dir());
+        assert!(dir.path().join(DESTINATION_RECORD).is_dir());
+        assert_eq!(inspect(dir.path()).unwrap(), Destination::Adoptable);
     }
 
     #[test]

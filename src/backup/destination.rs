@@ -1,0 +1,377 @@
+//! Whether a run may write into a destination, decided once per destination per run from what
+//! the folder shows and what this host remembers of it ([`crate::state`]).
+//!
+//! [`decide`] is pure: the executor gathers the facts for every destination before any section
+//! runs, so check mode and a real run decide alike, whatever the order of the sections sharing
+//! a destination. The rules, in order:
+//! - missing, or not a folder: refused, as always;
+//! - carrying a record the tool can prove it wrote, or holding anything at all (the original's
+//!   backups): used (adopted and recorded when unrecorded);
+//! - empty, and this host wrote there before on another filesystem: refused, whatever the mode
+//!   (the disk did not mount, or another disk sits at the mount point); `init-destination`
+//!   accepts it on purpose;
+//! - empty, and this host wrote there before on the same filesystem: the files and records were
+//!   shipped or removed on purpose; each chain continues from the snapshot the host remembers;
+//! - empty, and this host has no memory of it: a first use, unless an incremental section's
+//!   images already carry backup snapshots (then it looks exactly like a disk that did not
+//!   mount, and is refused as a whole until `init-destination`). A full-mode section never
+//!   builds on other jobs' snapshots, so full sections alone always may start.
+
+use crate::folder::untrusted::EntryKind;
+use crate::state::{Filesystem, Known};
+
+/// What the destination folder shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folder {
+    Missing,
+    NotAFolder(EntryKind),
+    /// It carries a destination record whose seal this host verified, with this identity.
+    Recorded(String),
+    /// No believable record, but not empty (backups of the original, or a record that is not
+    /// believed, which counts as something in the folder).
+    Adoptable,
+    /// No record and nothing in it but `lost+found`.
+    Empty,
+}
+
+/// Backup snapshots of an incremental section's images, looked for only when a rule needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshots {
+    NotLooked,
+    NoneFound,
+    /// `pool/image` and one of its backup snapshots.
+    Found { image: String, snapshot: String },
+}
+
+/// What a destination's rules are decided from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub folder: Folder,
+    /// The filesystem the folder is on (`None` when it could not be told, or is missing).
+    pub filesystem: Option<Filesystem>,
+    /// What this host remembers of the destination.
+    pub known: Option<Known>,
+    /// Whether any section using it backs up in incremental mode.
+    pub incremental: bool,
+    pub snapshots: Snapshots,
+}
+
+/// How a destination is used this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Its record is there and believed.
+    Recorded,
+    /// Taken on: a record is written (`"adopted"`).
+    Adopt,
+    /// A new destination: a record is written (`"first use"`).
+    FirstUse,
+    /// Emptied (shipped) since this host last wrote there on the same filesystem: the record is
+    /// written again with the same identity, and chains continue from the host's memory.
+    Continue,
+}
+
+impl Use {
+    /// How the destination record says it came to be written.
+    pub fn how(self) -> &'static str {
+        match self {
+            Use::Recorded => "recorded",
+            Use::Adopt => "adopted",
+            Use::FirstUse => "first use",
+            Use::Continue => "continued",
+        }
+    }
+}
+
+/// Why a destination is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    NotAFolder(EntryKind),
+    /// Empty on another filesystem than the one this host wrote to.
+    OtherFilesystem { was: Filesystem, now: Filesystem },
+    /// Empty, unknown to this host, and an incremental section's image has backup snapshots.
+    SnapshotsElsewhere { image: String, snapshot: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Refuse(Refusal),
+    /// Used as `how`, under identity `id` (`None`: a new one is made). `trust_memory`: the host's
+    /// memory of each image's newest completed snapshot belongs to this destination's chains.
+    Proceed {
+        how: Use,
+        id: Option<String>,
+        trust_memory: bool,
+    },
+    /// Ask the cluster for the incremental sections' backup snapshots, then decide again.
+    LookForSnapshots,
+}
+
+/// Decides how a destination is used; see the module's rules.
+pub fn decide(facts: &Facts) -> Decision {
+    let known = facts.known.as_ref();
+    let same_filesystem = match (known, &facts.filesystem) {
+        (Some(known), Some(now)) => Some(known.filesystem == *now),
+        _ => None,
+    };
+    let proceed = |how: Use, id: Option<&String>| Decision::Proceed {
+        how,
+        trust_memory: id.is_some_and(|id| known.is_some_and(|k| k.id == *id)),
+        id: id.cloned(),
+    };
+    match &facts.folder {
+        Folder::Missing => Decision::Refuse(Refusal::Missing),
+        Folder::NotAFolder(kind) => Decision::Refuse(Refusal::NotAFolder(*kind)),
+        Folder::Recorded(id) => proceed(Use::Recorded, Some(id)),
+        // The host's identity is kept when it is the same filesystem: the record was lost or
+        // cannot be written, not the destination replaced.
+        Folder::Adoptable => match same_filesystem {
+            Some(true) => proceed(Use::Adopt, known.map(|k| &k.id)),
+            _ => proceed(Use::Adopt, None),
+        },
+        Folder::Empty => match (known, same_filesystem, &facts.filesystem) {
+            (Some(_), Some(true), _) => proceed(Use::Continue, known.map(|k| &k.id)),
+            (Some(known), Some(false), Some(now)) => Decision::Refuse(Refusal::OtherFilesystem {
+                was: known.filesystem.clone(),
+                now: now.clone(),
+            }),
+            _ if !facts.incremental => proceed(Use::FirstUse, None),
+            _ => match &facts.snapshots {
+                Snapshots::NotLooked => Decision::LookForSnapshots,
+                Snapshots::NoneFound => proceed(Use::FirstUse, None),
+                Snapshots::Found { image, snapshot } => {
+                    Decision::Refuse(Refusal::SnapshotsElsewhere {
+                        image: image.clone(),
+                        snapshot: snapshot.clone(),
+                    })
+                }
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs(id: &str) -> Filesystem {
+        Filesystem {
+            id: id.into(),
+            kind: 0xEF53,
+        }
+    }
+
+    fn known(id: &str, on: &str) -> Option<Known> {
+        Some(Known {
+            id: id.into(),
+            filesystem: fs(on),
+        })
+    }
+
+    fn go(how: Use, id: Option<&str>, trust_memory: bool) -> Decision {
+        Decision::Proceed {
+            how,
+            id: id.map(str::to_string),
+            trust_memory,
+        }
+    }
+
+    fn found() -> Snapshots {
+        Snapshots::Found {
+            image: "rbd/vm".into(),
+            snapshot: "BACKUPUTC20261126T000000".into(),
+        }
+    }
+
+    #[test]
+    fn destinations_are_decided_by_the_rules() {
+        struct Case {
+            what: &'static str,
+            folder: Folder,
+            on: Option<&'static str>,
+            known: Option<Known>,
+            incremental: bool,
+            snapshots: Snapshots,
+            expect: Decision,
+        }
+        let case = |what, folder, on, known, incremental, snapshots, expect| Case {
+            what,
+            folder,
+            on,
+            known,
+            incremental,
+            snapshots,
+            expect,
+        };
+        use Folder::*;
+        use Snapshots::*;
+        let cases = [
+            case(
+                "missing",
+                Missing,
+                None,
+                known("a", "disk"),
+                true,
+                NotLooked,
+                Decision::Refuse(Refusal::Missing),
+            ),
+            case(
+                "a file",
+                NotAFolder(EntryKind::File),
+                Some("root"),
+                None,
+                false,
+                NotLooked,
+                Decision::Refuse(Refusal::NotAFolder(EntryKind::File)),
+            ),
+            case(
+                "recorded, known",
+                Recorded("a".into()),
+                Some("disk"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                go(Use::Recorded, Some("a"), true),
+            ),
+            case(
+                "recorded, host reinstalled",
+                Recorded("a".into()),
+                Some("disk"),
+                None,
+                true,
+                NotLooked,
+                go(Use::Recorded, Some("a"), false),
+            ),
+            case(
+                "recorded under another identity (another disk with its own record)",
+                Recorded("b".into()),
+                Some("disk2"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                go(Use::Recorded, Some("b"), false),
+            ),
+            case(
+                "the original's backups",
+                Adoptable,
+                Some("disk"),
+                None,
+                true,
+                NotLooked,
+                go(Use::Adopt, None, false),
+            ),
+            case(
+                "files but the record lost, same filesystem",
+                Adoptable,
+                Some("disk"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                go(Use::Adopt, Some("a"), true),
+            ),
+            case(
+                "files of another disk",
+                Adoptable,
+                Some("disk2"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                go(Use::Adopt, None, false),
+            ),
+            case(
+                "emptied on the same filesystem (shipped)",
+                Empty,
+                Some("disk"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                go(Use::Continue, Some("a"), true),
+            ),
+            case(
+                "empty on another filesystem, incremental",
+                Empty,
+                Some("root"),
+                known("a", "disk"),
+                true,
+                NotLooked,
+                Decision::Refuse(Refusal::OtherFilesystem {
+                    was: fs("disk"),
+                    now: fs("root"),
+                }),
+            ),
+            case(
+                "empty on another filesystem, full mode too",
+                Empty,
+                Some("root"),
+                known("a", "disk"),
+                false,
+                NoneFound,
+                Decision::Refuse(Refusal::OtherFilesystem {
+                    was: fs("disk"),
+                    now: fs("root"),
+                }),
+            ),
+            case(
+                "new, full mode only: other jobs' snapshots do not matter",
+                Empty,
+                Some("disk"),
+                None,
+                false,
+                NotLooked,
+                go(Use::FirstUse, None, false),
+            ),
+            case(
+                "new, incremental: the snapshots are looked for",
+                Empty,
+                Some("disk"),
+                None,
+                true,
+                NotLooked,
+                Decision::LookForSnapshots,
+            ),
+            case(
+                "new, incremental, no snapshots",
+                Empty,
+                Some("disk"),
+                None,
+                true,
+                NoneFound,
+                go(Use::FirstUse, None, false),
+            ),
+            case(
+                "new, incremental, snapshots of another job or an unmounted disk",
+                Empty,
+                Some("root"),
+                None,
+                true,
+                found(),
+                Decision::Refuse(Refusal::SnapshotsElsewhere {
+                    image: "rbd/vm".into(),
+                    snapshot: "BACKUPUTC20261126T000000".into(),
+                }),
+            ),
+            case(
+                "known, but the filesystem cannot be told: by the first-use rule",
+                Empty,
+                None,
+                known("a", "disk"),
+                true,
+                found(),
+                Decision::Refuse(Refusal::SnapshotsElsewhere {
+                    image: "rbd/vm".into(),
+                    snapshot: "BACKUPUTC20261126T000000".into(),
+                }),
+            ),
+        ];
+        for case in cases {
+            let facts = Facts {
+                folder: case.folder,
+                filesystem: case.on.map(fs),
+                known: case.known,
+                incremental: case.incremental,
+                snapshots: case.snapshots,
+            };
+            assert_eq!(decide(&facts), case.expect, "{}", case.what);
+        }
+    }
+}

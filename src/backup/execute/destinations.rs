@@ -1,0 +1,314 @@
+//! The destinations of a run, decided once each before any section runs
+//! ([`crate::backup::destination`]), and the one moment a real run writes what it decided: the
+//! destination record and this host's memory of the destination.
+//!
+//! The facts are gathered for every destination first (the folder, its record, its filesystem,
+//! the host's memory and, only when a rule needs them, the backup snapshots of the incremental
+//! sections' images), so that sections sharing a destination agree, in check mode and in a real
+//! run alike, whatever their order.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
+
+use super::{timed_out, Mode, Section};
+use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
+use crate::config::BackupMode;
+use crate::folder::naming::{self, SnapName};
+use crate::folder::record::{self, Blocked, Destination, DESTINATION_RECORD};
+use crate::folder::untrusted::{self, EntryKind};
+use crate::state::{Access, Filesystem, HostState, Known};
+
+/// What a run does with one destination, shared by the sections that use it.
+pub(super) struct DestinationUse {
+    pub path: PathBuf,
+    /// The refusal, one line, or how the destination is used.
+    pub decision: Result<Ready, String>,
+    state: Option<Arc<HostState>>,
+    /// The record and the host's memory were written (a real run does it once).
+    written: Mutex<bool>,
+}
+
+/// A destination the run may write to.
+pub(super) struct Ready {
+    how: Use,
+    /// Its identity: the record's, the host's, or a new one.
+    pub id: String,
+    /// The host's memory of each image's newest completed snapshot belongs to its chains.
+    pub trust_memory: bool,
+    filesystem: Option<Filesystem>,
+    /// The record is not (re)written: a non-file sits at its name, or it is another host's.
+    leave_record: bool,
+}
+
+impl DestinationUse {
+    pub fn state(&self) -> Option<&HostState> {
+        self.state.as_deref()
+    }
+
+    /// In a real run, the first section to start writes the record (unless it is there and
+    /// believed) and notes the destination in the host's memory; check mode only says so.
+    pub fn record_once(&self, mode: Mode, now: DateTime<Utc>) -> Result<()> {
+        let Ok(ready) = &self.decision else {
+            return Ok(());
+        };
+        let shown = self.path.display();
+        let rewrite = ready.how != Use::Recorded && !ready.leave_record;
+        if mode == Mode::Check {
+            if rewrite {
+                info!(
+                    "destination {shown} has no cephbackup record yet; a real run writes one ({})",
+                    ready.how.how()
+                );
+            }
+            return Ok(());
+        }
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if *written {
+            return Ok(());
+        }
+        let Some(state) = self.state() else {
+            return Ok(());
+        };
+        // The host's memory first: if it cannot be kept, the destination stays as it was.
+        if let Some(filesystem) = &ready.filesystem {
+            let known = Known {
+                id: ready.id.clone(),
+                filesystem: filesystem.clone(),
+            };
+            state.destination_used(&self.path, &known, now)?;
+        }
+        if rewrite {
+            let Some(key) = state.key() else {
+                anyhow::bail!("internal error: no record key in a real run");
+            };
+            info!(
+                "destination {shown}: writing its cephbackup record ({})",
+                ready.how.how()
+            );
+            match record::write_destination_record(&self.path, &ready.id, ready.how.how(), now, key)
+            {
+                Ok(()) => {}
+                Err(err) if err.downcast_ref::<Blocked>().is_some() => debug!("{err:#}"),
+                Err(err) => return Err(err),
+            }
+        }
+        *written = true;
+        Ok(())
+    }
+}
+
+/// Decides every destination of `sections` and hands each section its share; returns how many
+/// warnings that cost (records not believed, records that cannot be written).
+pub(super) fn prepare(sections: &[Section], state_dir: &Path) -> usize {
+    let mut warnings = 0;
+    let access = if sections.iter().any(|s| s.mode == Mode::Run) {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let state = HostState::open(state_dir, access).map(Arc::new);
+    let mut uses: Vec<Arc<DestinationUse>> = Vec::new();
+    for section in sections {
+        let dest = section.job.destination.as_path();
+        if let Some(existing) = uses.iter().find(|u| u.path == dest) {
+            let _ = section.destination.set(Arc::clone(existing));
+            continue;
+        }
+        let sharing: Vec<&Section> = sections
+            .iter()
+            .filter(|s| s.job.destination == dest)
+            .collect();
+        let (decision, state) = match &state {
+            Ok(state) => (
+                decide(dest, &sharing, state, &mut warnings),
+                Some(Arc::clone(state)),
+            ),
+            Err(err) => (Err(format!("{err:#}")), None),
+        };
+        let share = Arc::new(DestinationUse {
+            path: dest.to_path_buf(),
+            decision,
+            state,
+            written: Mutex::new(false),
+        });
+        let _ = section.destination.set(Arc::clone(&share));
+        uses.push(share);
+    }
+    warnings
+}
+
+/// The decision for `dest`, used by `sharing` (at least one section).
+fn decide(
+    dest: &Path,
+    sharing: &[&Section],
+    state: &HostState,
+    warnings: &mut usize,
+) -> Result<Ready, String> {
+    let shown = dest.display();
+    let mut foreign_record = false;
+    let folder = match record::inspect(dest) {
+        Ok(Destination::Missing) => Folder::Missing,
+        Ok(Destination::NotAFolder(kind)) => Folder::NotAFolder(kind),
+        Ok(Destination::Adoptable) => Folder::Adoptable,
+        Ok(Destination::Empty) => Folder::Empty,
+        Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
+            Ok(Some(id)) => Folder::Recorded(id),
+            // Gone since it was looked at: as if it had never been there.
+            Ok(None) => Folder::Adoptable,
+            // Another host's record, in a destination shared between hosts: both write
+            // there, so neither overwrites the other's. Nothing rests on it either way.
+            Err(unusable) if unusable.foreign => {
+                info!(
+                    "{}: {}; this host takes the destination on as it is and leaves the record \
+                     alone",
+                    unusable.path, unusable.problem
+                );
+                foreign_record = true;
+                Folder::Adoptable
+            }
+            Err(unusable) => {
+                warn!(
+                    "{}: {}; it is not believed: the destination is taken on as it is and its \
+                     record written again",
+                    unusable.path, unusable.problem
+                );
+                *warnings += 1;
+                Folder::Adoptable
+            }
+        },
+        Err(err) => return Err(format!("{err:#}")),
+    };
+    let record_path = dest.join(DESTINATION_RECORD);
+    let record_blocked = matches!(folder, Folder::Adoptable)
+        && untrusted::kind_of(&record_path).is_ok_and(|kind| kind != EntryKind::File);
+    if record_blocked {
+        let kind = untrusted::kind_of(&record_path).map_or("not a file", EntryKind::described);
+        warn!(
+            "{}",
+            Blocked {
+                path: record_path.display().to_string(),
+                kind,
+            }
+        );
+        *warnings += 1;
+    }
+    let filesystem = match folder {
+        Folder::Missing | Folder::NotAFolder(_) => None,
+        _ => match Filesystem::of(dest) {
+            Ok(filesystem) => Some(filesystem),
+            Err(err) => {
+                warn!("{err:#}");
+                *warnings += 1;
+                None
+            }
+        },
+    };
+    let known = state.destination(dest).map_err(|err| format!("{err:#}"))?;
+    let mut facts = Facts {
+        folder,
+        filesystem,
+        known,
+        incremental: sharing
+            .iter()
+            .any(|s| s.job.mode == BackupMode::Incremental),
+        snapshots: Snapshots::NotLooked,
+    };
+    let mut decision = destination::decide(&facts);
+    if decision == Decision::LookForSnapshots {
+        facts.snapshots = snapshots_elsewhere(sharing)?;
+        decision = destination::decide(&facts);
+    }
+    let config = sharing[0].config_path.display();
+    match decision {
+        Decision::Proceed {
+            how,
+            id,
+            trust_memory,
+        } => {
+            let id = match id {
+                Some(id) => id,
+                None => record::new_destination_id().map_err(|err| format!("{err:#}"))?,
+            };
+            if how == Use::Continue {
+                info!(
+                    "destination {shown} is empty, on the filesystem this host last wrote it on: \
+                     its files and records were shipped or removed since; each image continues \
+                     from the newest snapshot it completed there (a diff while that snapshot \
+                     exists, else a full)"
+                );
+            }
+            Ok(Ready {
+                how,
+                id,
+                trust_memory,
+                filesystem: facts.filesystem,
+                leave_record: record_blocked || foreign_record,
+            })
+        }
+        Decision::LookForSnapshots => Err(format!(
+            "internal error: destination {shown} still undecided"
+        )),
+        Decision::Refuse(Refusal::Missing) => Err(format!(
+            "destination directory {shown} does not exist{}",
+            record::UNMOUNTED_HINT
+        )),
+        Decision::Refuse(Refusal::NotAFolder(kind)) => Err(format!(
+            "destination directory {shown} is {}, not a folder",
+            kind.described()
+        )),
+        Decision::Refuse(Refusal::OtherFilesystem { was, now }) => Err(format!(
+            "destination directory {shown} is empty and on {}, not on {} where this host wrote \
+             its backups before{}; nothing was changed. To start it afresh on this filesystem \
+             on purpose, run `cephbackup init-destination -c {config}` once",
+            now.described(),
+            was.described(),
+            record::UNMOUNTED_HINT
+        )),
+        Decision::Refuse(Refusal::SnapshotsElsewhere { image, snapshot }) => Err(format!(
+            "destination directory {shown} is empty and carries no cephbackup record, but \
+             {image} has backup snapshot {snapshot}{}; nothing was changed. To start this \
+             destination afresh on purpose, run `cephbackup init-destination -c {config}` once",
+            record::UNMOUNTED_HINT
+        )),
+    }
+}
+
+/// A backup snapshot of any image of the incremental sections in `sharing`. An image or pool
+/// that cannot be listed is skipped (it fails on its own when its turn comes), except that a
+/// cluster that does not answer refuses the destination: nothing else would work either.
+fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, String> {
+    for section in sharing
+        .iter()
+        .filter(|s| s.job.mode == BackupMode::Incremental)
+    {
+        let pool = &section.job.pool;
+        let Ok(images) = section.images() else {
+            continue;
+        };
+        for image in &images {
+            if naming::check_name("image", image).is_err() {
+                continue;
+            }
+            match section.rbd.list_snapshots(pool, image) {
+                Ok(snapshots) => {
+                    if let Some(snap) = snapshots.iter().find(|s| SnapName::is_owned(&s.name)) {
+                        return Ok(Snapshots::Found {
+                            image: format!("{pool}/{image}"),
+                            snapshot: snap.name.clone(),
+                        });
+                    }
+                }
+                Err(err) if timed_out(&err) => {
+                    let err = err.context(format!("cannot list snapshots of {pool}/{image}"));
+                    return Err(section.explain(&err));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(Snapshots::NoneFound)
+}
