@@ -291,7 +291,10 @@ impl HostState {
         self.dir
             .join(DESTINATIONS)
             .join(name_of(&[&path_key(dest)]))
-            .join(format!("{}.json", name_of(&[pool.as_bytes(), image.as_bytes()])))
+            .join(format!(
+                "{}.json",
+                name_of(&[pool.as_bytes(), image.as_bytes()])
+            ))
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
@@ -364,7 +367,9 @@ impl HostState {
                 .and_then(|dir| dir.sync_all())
                 .with_context(|| format!("cannot sync folder {}", self.dir.display()))?,
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err).with_context(|| format!("cannot create {}", path.display())),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot create {}", path.display()))
+            }
         }
         drop(pending);
         read_key(&path)?
@@ -483,7 +488,9 @@ fn create_private(dir: &Path) -> Result<()> {
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("cannot create state folder {}", dir.display())),
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot create state folder {}", dir.display()))
+        }
     }
 }
 
@@ -550,8 +557,14 @@ mod tests {
             state.newest_completed(dest, "id-1", "rbd", "vm").unwrap(),
             Some(done.clone())
         );
-        assert_eq!(state.newest_completed(dest, "id-2", "rbd", "vm").unwrap(), None);
-        assert_eq!(state.newest_completed(dest, "id-1", "rbd", "db").unwrap(), None);
+        assert_eq!(
+            state.newest_completed(dest, "id-2", "rbd", "vm").unwrap(),
+            None
+        );
+        assert_eq!(
+            state.newest_completed(dest, "id-1", "rbd", "db").unwrap(),
+            None
+        );
 
         // Opened again, the same key; read-only, the same facts.
         let again = HostState::open(&dir, Access::ReadOnly).unwrap();

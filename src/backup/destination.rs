@@ -40,7 +40,10 @@ pub enum Snapshots {
     NotLooked,
     NoneFound,
     /// `pool/image` and one of its backup snapshots.
-    Found { image: String, snapshot: String },
+    Found {
+        image: String,
+        snapshot: String,
+    },
 }
 
 /// What a destination's rules are decided from.
@@ -88,9 +91,15 @@ pub enum Refusal {
     Missing,
     NotAFolder(EntryKind),
     /// Empty on another filesystem than the one this host wrote to.
-    OtherFilesystem { was: Filesystem, now: Filesystem },
+    OtherFilesystem {
+        was: Filesystem,
+        now: Filesystem,
+    },
     /// Empty, unknown to this host, and an incremental section's image has backup snapshots.
-    SnapshotsElsewhere { image: String, snapshot: String },
+    SnapshotsElsewhere {
+        image: String,
+        snapshot: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -555,10 +555,28 @@ impl<'a> Section<'a> {
                 self.job.destination.display()
             )));
         };
-        // The destination's refusal comes first: when the cluster did not answer while it was
-        // decided, the reason is in it.
-        if let Err(refusal) = &destination.decision {
-            return Err(whole(anyhow::anyhow!("{refusal}")));
+        match &destination.decision {
+            Ok(_) => {}
+            // The section whose image the cluster did not answer for fails there, as its own
+            // image listing would have; the others sharing the destination as the cluster's.
+            Err(Refused::Unanswered {
+                pool: failed_pool,
+                image,
+                error,
+                not_attempted,
+            }) if failed_pool == pool => {
+                return Err(SectionFailure {
+                    shown: format!("{pool}/{image}"),
+                    label: format!("{pool}/{image}"),
+                    error: anyhow::anyhow!("{error}"),
+                    not_attempted: not_attempted.clone(),
+                })
+            }
+            Err(Refused::Unanswered { error, .. }) => {
+                let why = self.unreachable.reason(&self.cluster);
+                return Err(whole(anyhow::anyhow!("{}", why.as_ref().unwrap_or(error))));
+            }
+            Err(Refused::Line(line)) => return Err(whole(anyhow::anyhow!("{line}"))),
         }
         if let Some(why) = self.unreachable.reason(&self.cluster) {
             return Err(whole(anyhow::anyhow!("{why}")));
@@ -780,25 +798,27 @@ impl<'s> ImageRun<'s> {
         let destination = self.destination()?;
         let state = destination.state();
         let key = state.and_then(|state| state.key());
-        self.record = match record::read_image_record(&self.dir.path(), self.pool(), self.image, key)
-        {
-            Ok(record) => record,
-            Err(unusable) if unusable.not_a_file => {
-                let blocked = Blocked {
-                    path: unusable.path,
-                    kind: "not a regular file",
-                };
-                warn!("{}/{}: {blocked}", self.pool(), self.image);
-                self.warnings += 1;
-                self.record_blocked = true;
-                ImageRecord::default()
-            }
-            Err(unusable) => {
-                warn!("{}/{}: {unusable}", self.pool(), self.image);
-                self.warnings += 1;
-                ImageRecord::default()
-            }
-        };
+        self.record =
+            match record::read_image_record(&self.dir.path(), self.pool(), self.image, key) {
+                Ok(record) => record,
+                Err(unusable) if unusable.not_a_file => {
+                    let kind = untrusted::kind_of(Path::new(&unusable.path))
+                        .map_or("not a regular file", untrusted::EntryKind::described);
+                    let blocked = Blocked {
+                        path: unusable.path,
+                        kind,
+                    };
+                    warn!("{}/{}: {blocked}", self.pool(), self.image);
+                    self.warnings += 1;
+                    self.record_blocked = true;
+                    ImageRecord::default()
+                }
+                Err(unusable) => {
+                    warn!("{}/{}: {unusable}", self.pool(), self.image);
+                    self.warnings += 1;
+                    ImageRecord::default()
+                }
+            };
         // What this destination completed last, when its record no longer says (shipped with
         // the files, or not believed): the host's memory continues the chain from there.
         if let (Some(state), Ok(ready)) = (state, &destination.decision) {
@@ -1023,8 +1043,13 @@ impl<'s> ImageRun<'s> {
             bail!("internal error: no record key in a real run");
         };
         if !self.record_blocked {
-            let written =
-                record::write_image_record(&self.dir.path(), self.pool(), self.image, &self.record, key);
+            let written = record::write_image_record(
+                &self.dir.path(),
+                self.pool(),
+                self.image,
+                &self.record,
+                key,
+            );
             match written {
                 Ok(()) => {}
                 Err(err) if err.downcast_ref::<Blocked>().is_some() => {
@@ -1393,7 +1418,7 @@ impl<'s> ImageRun<'s> {
 }
 
 mod destinations;
-use destinations::DestinationUse;
+use destinations::{DestinationUse, Refused};
 mod parallel;
 #[cfg(test)]
 mod tests;

@@ -88,8 +88,13 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                     bail!("internal error: no record key in {}", state.dir().display());
                 };
                 let now = Utc::now();
-                match record::write_destination_record(dest, &known.id, "init-destination", now, key)
-                {
+                match record::write_destination_record(
+                    dest,
+                    &known.id,
+                    "init-destination",
+                    now,
+                    key,
+                ) {
                     Ok(()) => {}
                     Err(err) if err.downcast_ref::<Blocked>().is_some() => warn!("{err:#}"),
                     Err(err) => return Err(err),

@@ -1894,7 +1894,10 @@ fn state_directory_is_one_absolute_folder_in_default() {
         "t.conf:5: [rbd] state directory: the host has one state folder: set it in [DEFAULT]"
     );
     assert_eq!(
-        problems(&format!("[DEFAULT]\nstate directory = state\n{}", minimal(""))),
+        problems(&format!(
+            "[DEFAULT]\nstate directory = state\n{}",
+            minimal("")
+        )),
         "t.conf:2: [DEFAULT] state directory: \"state\" is not an absolute path (a run from \
          cron has no meaningful working folder)"
     );

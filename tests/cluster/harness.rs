@@ -353,10 +353,17 @@ impl World {
     /// Every path under the destination with its mode and content: equal before and after a run
     /// means the run changed nothing on disk.
     pub fn dest_tree(&self) -> BTreeMap<String, (u32, Vec<u8>)> {
-        let mut tree = BTreeMap::new();
-        walk(&self.dest, &self.dest, &mut tree);
-        tree
+        tree_of(&self.dest)
     }
+}
+
+/// Every path under `root` with its mode and content (nothing when `root` does not exist).
+pub fn tree_of(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut tree = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut tree);
+    }
+    tree
 }
 
 fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, (u32, Vec<u8>)>) {

@@ -12,6 +12,7 @@ mod check_mode;
 mod compression;
 mod config_errors;
 mod faults;
+mod host_state;
 mod hostile_backup;
 mod hostile_read;
 mod list;

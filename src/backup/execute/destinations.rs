@@ -25,11 +25,25 @@ use crate::state::{Access, Filesystem, HostState, Known};
 /// What a run does with one destination, shared by the sections that use it.
 pub(super) struct DestinationUse {
     pub path: PathBuf,
-    /// The refusal, one line, or how the destination is used.
-    pub decision: Result<Ready, String>,
+    /// How the destination is used, or why not.
+    pub decision: Result<Ready, Refused>,
     state: Option<Arc<HostState>>,
     /// The record and the host's memory were written (a real run does it once).
     written: Mutex<bool>,
+}
+
+/// Why a destination is not used this run.
+pub(super) enum Refused {
+    /// The error line.
+    Line(String),
+    /// The cluster did not answer while the snapshots of `pool/image` were looked for: that
+    /// section fails there (its later images not attempted), the others as the cluster's.
+    Unanswered {
+        pool: String,
+        image: String,
+        error: String,
+        not_attempted: Vec<String>,
+    },
 }
 
 /// A destination the run may write to.
@@ -127,7 +141,7 @@ pub(super) fn prepare(sections: &[Section], state_dir: &Path) -> usize {
                 decide(dest, &sharing, state, &mut warnings),
                 Some(Arc::clone(state)),
             ),
-            Err(err) => (Err(format!("{err:#}")), None),
+            Err(err) => (Err(Refused::Line(format!("{err:#}"))), None),
         };
         let share = Arc::new(DestinationUse {
             path: dest.to_path_buf(),
@@ -147,7 +161,8 @@ fn decide(
     sharing: &[&Section],
     state: &HostState,
     warnings: &mut usize,
-) -> Result<Ready, String> {
+) -> Result<Ready, Refused> {
+    let line = |text: String| Refused::Line(text);
     let shown = dest.display();
     let mut foreign_record = false;
     let folder = match record::inspect(dest) {
@@ -180,7 +195,7 @@ fn decide(
                 Folder::Adoptable
             }
         },
-        Err(err) => return Err(format!("{err:#}")),
+        Err(err) => return Err(line(format!("{err:#}"))),
     };
     let record_path = dest.join(DESTINATION_RECORD);
     let record_blocked = matches!(folder, Folder::Adoptable)
@@ -207,7 +222,9 @@ fn decide(
             }
         },
     };
-    let known = state.destination(dest).map_err(|err| format!("{err:#}"))?;
+    let known = state
+        .destination(dest)
+        .map_err(|err| line(format!("{err:#}")))?;
     let mut facts = Facts {
         folder,
         filesystem,
@@ -231,7 +248,7 @@ fn decide(
         } => {
             let id = match id {
                 Some(id) => id,
-                None => record::new_destination_id().map_err(|err| format!("{err:#}"))?,
+                None => record::new_destination_id().map_err(|err| line(format!("{err:#}")))?,
             };
             if how == Use::Continue {
                 info!(
@@ -249,38 +266,49 @@ fn decide(
                 leave_record: record_blocked || foreign_record,
             })
         }
-        Decision::LookForSnapshots => Err(format!(
+        Decision::LookForSnapshots => Err(line(format!(
             "internal error: destination {shown} still undecided"
-        )),
-        Decision::Refuse(Refusal::Missing) => Err(format!(
+        ))),
+        Decision::Refuse(refusal) => Err(line(refusal_line(
+            &refusal,
+            &shown.to_string(),
+            &config.to_string(),
+        ))),
+    }
+}
+
+/// The one line that says why a destination is refused and how to proceed.
+fn refusal_line(refusal: &Refusal, shown: &str, config: &str) -> String {
+    match refusal {
+        Refusal::Missing => format!(
             "destination directory {shown} does not exist{}",
             record::UNMOUNTED_HINT
-        )),
-        Decision::Refuse(Refusal::NotAFolder(kind)) => Err(format!(
+        ),
+        Refusal::NotAFolder(kind) => format!(
             "destination directory {shown} is {}, not a folder",
             kind.described()
-        )),
-        Decision::Refuse(Refusal::OtherFilesystem { was, now }) => Err(format!(
+        ),
+        Refusal::OtherFilesystem { was, now } => format!(
             "destination directory {shown} is empty and on {}, not on {} where this host wrote \
              its backups before{}; nothing was changed. To start it afresh on this filesystem \
              on purpose, run `cephbackup init-destination -c {config}` once",
             now.described(),
             was.described(),
             record::UNMOUNTED_HINT
-        )),
-        Decision::Refuse(Refusal::SnapshotsElsewhere { image, snapshot }) => Err(format!(
+        ),
+        Refusal::SnapshotsElsewhere { image, snapshot } => format!(
             "destination directory {shown} is empty and carries no cephbackup record, but \
              {image} has backup snapshot {snapshot}{}; nothing was changed. To start this \
              destination afresh on purpose, run `cephbackup init-destination -c {config}` once",
             record::UNMOUNTED_HINT
-        )),
+        ),
     }
 }
 
 /// A backup snapshot of any image of the incremental sections in `sharing`. An image or pool
 /// that cannot be listed is skipped (it fails on its own when its turn comes), except that a
 /// cluster that does not answer refuses the destination: nothing else would work either.
-fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, String> {
+fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, Refused> {
     for section in sharing
         .iter()
         .filter(|s| s.job.mode == BackupMode::Incremental)
@@ -289,7 +317,7 @@ fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, String> {
         let Ok(images) = section.images() else {
             continue;
         };
-        for image in &images {
+        for (index, image) in images.iter().enumerate() {
             if naming::check_name("image", image).is_err() {
                 continue;
             }
@@ -303,8 +331,12 @@ fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, String> {
                     }
                 }
                 Err(err) if timed_out(&err) => {
-                    let err = err.context(format!("cannot list snapshots of {pool}/{image}"));
-                    return Err(section.explain(&err));
+                    return Err(Refused::Unanswered {
+                        pool: pool.clone(),
+                        image: image.clone(),
+                        error: section.explain(&err.context("cannot list snapshots")),
+                        not_attempted: images[index + 1..].to_vec(),
+                    });
                 }
                 Err(_) => {}
             }

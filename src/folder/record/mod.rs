@@ -260,8 +260,8 @@ pub fn read_image_record(
     let Some(bytes) = read_record_bytes(&path)? else {
         return Ok(ImageRecord::default());
     };
-    let doc: ImageDoc = seal::open(key, IMAGE_KIND, &bytes)
-        .map_err(|why| UnusableRecord::unsealed(&path, &why))?;
+    let doc: ImageDoc =
+        seal::open(key, IMAGE_KIND, &bytes).map_err(|why| UnusableRecord::unsealed(&path, &why))?;
     if doc.format != FORMAT {
         return Err(unusable(format!("has format {}, not {FORMAT}", doc.format)));
     }
@@ -433,12 +433,12 @@ mod tests {
         std::fs::create_dir(dir.path().join(DESTINATION_RECORD)).unwrap();
         let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
         assert!(err.not_a_file, "{err}");
-        let err = write_image_record(dir.path(), "rbd", "vm", &ImageRecord::default(), &key)
-            .unwrap_err();
+        let err =
+            write_image_record(dir.path(), "rbd", "vm", &ImageRecord::default(), &key).unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().unwrap();
         assert_eq!(blocked.kind, "a folder");
-        let err = write_destination_record(dir.path(), "x", "adopted", Utc::now(), &key)
-            .unwrap_err();
+        let err =
+            write_destination_record(dir.path(), "x", "adopted", Utc::now(), &key).unwrap_err();
         assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
         assert!(dir.path().join(IMAGE_RECORD).is_dir());
         assert!(dir.path().join(DESTINATION_RECORD).is_dir());

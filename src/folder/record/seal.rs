@@ -66,9 +66,7 @@ pub enum Unsealed {
          folder was lost), or changed since"
     )]
     Wrong,
-    #[error(
-        "is sealed, but this host has no record key yet, so the seal cannot be checked"
-    )]
+    #[error("is sealed, but this host has no record key yet, so the seal cannot be checked")]
     NoKey,
     #[error("not readable: {0}")]
     Unreadable(String),
