@@ -169,6 +169,13 @@ fn files_environment_examples(roff: &mut Roff) {
     );
     item(
         roff,
+        "/var/lib/cephbackup/",
+        "The host's state folder for root (state directory, or $STATE_DIRECTORY, chooses \
+         another): the destinations this host wrote to and their filesystems, each image's newest \
+         completed snapshot, and the key that seals the tool's records.",
+    );
+    item(
+        roff,
         "DESTINATION/.cephbackup-destination.json",
         "Marks a folder as a cephbackup destination (see init-destination).",
     );
@@ -191,6 +198,12 @@ fn files_environment_examples(roff: &mut Roff) {
         "CEPHBACKUP_LOG",
         "How much is logged on stderr, as a tracing filter: error, warn, info (the default), \
          debug.",
+    );
+    item(
+        roff,
+        "STATE_DIRECTORY",
+        "The host's state folder when the configuration names none (systemd's StateDirectory= \
+         sets it).",
     );
     item(
         roff,

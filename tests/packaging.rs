@@ -235,6 +235,8 @@ fn systemd_units_say_what_the_manual_promises() {
             "RuntimeDirectory=cephbackup",
             "RuntimeDirectoryMode=0700",
             "RuntimeDirectoryPreserve=yes",
+            "StateDirectory=cephbackup",
+            "StateDirectoryMode=0700",
             "ProtectSystem=strict",
             "NoNewPrivileges=yes",
             "After=network-online.target",
