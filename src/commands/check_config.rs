@@ -86,9 +86,10 @@ fn check_destination(job: &PoolJob) -> Result<&'static str, String> {
         Destination::Recorded => "a cephbackup destination, ready",
         Destination::Adoptable => "holds files but no cephbackup record; a run adopts it",
         Destination::Empty => {
-            "empty and without a cephbackup record: a run refuses it if the cluster holds backup \
-             snapshots of its images (a disk that did not mount looks like this); \
-             `cephbackup init-destination` marks it on purpose"
+            "empty and without a cephbackup record: a run refuses it when this host wrote there \
+             before on another filesystem, or when an incremental section's images carry backup \
+             snapshots (a disk that did not mount looks like this); `cephbackup \
+             init-destination` marks it on purpose"
         }
     };
     if let Err(err) = writable(dest) {

@@ -303,6 +303,7 @@ fn check_mode_and_the_real_run_agree_on_a_shared_new_destination_in_either_order
             let before = w.dest_tree();
             let checked = run(&w, &conf, &["--check"]);
             assert_eq!(w.dest_tree(), before, "check mode changes nothing");
+            assert!(!w.state.exists(), "check mode creates no state folder");
             let real = run(&w, &conf, &[]);
             let what = format!("b {later_mode}, b first: {b_first}");
             assert_eq!(

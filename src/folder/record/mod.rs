@@ -3,9 +3,10 @@
 //!
 //! Two records:
 //! - The destination record, `<dest>/.cephbackup-destination.json`, says "this folder is a
-//!   cephbackup destination". A destination that lacks it and is empty while the cluster holds
-//!   backup snapshots is most likely a backup disk that did not mount: the run refuses instead of
-//!   starting over on the root filesystem. A destination already holding backups (the original
+//!   cephbackup destination" and gives it a random identity, which the host remembers with the
+//!   filesystem it was on ([`crate::state`]). Whether an empty folder without it is a new
+//!   destination, one whose files were shipped, or a backup disk that did not mount is decided
+//!   by [`crate::backup::destination`]. A destination already holding backups (the original
 //!   tool's, say) is adopted: the record is written on first use.
 //! - The image record, `<dest>/<pool>/<image>/.cephbackup-image.json`, lists the snapshots a run
 //!   is about to create and has not yet backed by a complete file (written and synced before
