@@ -1062,3 +1062,38 @@ fn the_summary_gives_the_duration_for_people() {
         );
     }
 }
+
+#[test]
+fn a_destination_emptied_with_its_records_continues_from_the_hosts_memory() {
+    let w = World::new();
+    w.image("rbd", "a", 40_000, 5);
+    let conf = w.config(&[("rbd", "images = a\nbackup mode = incremental")]);
+    // Check mode on a new host: not even the state folder appears.
+    w.run(&conf, true);
+    assert!(!w.state.exists(), "check mode created the state folder");
+    w.backup(&conf);
+    for _ in 0..2 {
+        // Everything shipped away, records and folders included.
+        for entry in fs::read_dir(&w.dest).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                fs::remove_dir_all(&path).unwrap();
+            } else {
+                fs::remove_file(&path).unwrap();
+            }
+        }
+        w.hours_later(1);
+        w.fake.write("rbd", "a", 0, b"changed");
+        let state_before = fs::read_dir(&w.state).unwrap().count();
+        let (checked, check_out) = w.run(&conf, true);
+        assert!(checked.succeeded(), "{checked:?}");
+        assert!(check_out.contains("Exporting diff"), "{check_out}");
+        assert_eq!(fs::read_dir(&w.dest).unwrap().count(), 0, "check wrote");
+        assert_eq!(fs::read_dir(&w.state).unwrap().count(), state_before);
+        let stdout = w.backup(&conf);
+        assert!(stdout.contains("Exporting diff"), "{stdout}");
+        let files = w.files("rbd", "a");
+        assert!(files.iter().any(|f| f.contains(".diff_from_")), "{files:?}");
+        assert!(w.record("rbd", "a").newest.is_some());
+    }
+}
