@@ -337,29 +337,14 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
 /// `%(name)s` references expanded there); in a pool section it is an error. The path must be
 /// absolute.
 fn state_directory(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<PathBuf> {
-    for pool in &ini.pools {
-        if let Some(entry) = pool.get(STATE_DIRECTORY) {
-            let problem = ConfigProblem {
-                file: path.to_path_buf(),
-                line: entry.line,
-                section: Some(pool.name.clone()),
-                key: Some(STATE_DIRECTORY.to_string()),
-                message: "the host has one state folder: set it in [DEFAULT]".to_string(),
-            };
-            findings.add(Severity::Error, problem);
-        }
-    }
-    let mut reader = PoolReader {
-        file: path,
-        pool: &ini.defaults,
-        defaults: &ini.defaults,
+    default_only_path(
+        path,
+        ini,
         findings,
-    };
-    let value = reader
-        .optional(STATE_DIRECTORY, parse_absolute_folder)
-        .ok()
-        .flatten()?;
-    Some(PathBuf::from(value))
+        STATE_DIRECTORY,
+        "the host has one state folder: set it in [DEFAULT]",
+        parse_absolute_folder,
+    )
 }
 
 /// `metrics file`: one file for the whole run, so it is read from `[DEFAULT]` only (with its
@@ -367,14 +352,34 @@ fn state_directory(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option
 /// section could not have a file of its own. The path must be absolute: cron's working folder
 /// is nobody's choice.
 fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<PathBuf> {
+    default_only_path(
+        path,
+        ini,
+        findings,
+        METRICS_FILE,
+        "one metrics file serves the whole run: set it in [DEFAULT]",
+        parse_metrics_file,
+    )
+}
+
+/// A path key that belongs to the whole run: an error with `in_pool` wherever a pool section
+/// sets it, and its `[DEFAULT]` value parsed with `parse`.
+fn default_only_path(
+    path: &Path,
+    ini: &RawIni,
+    findings: &mut Findings,
+    key: &str,
+    in_pool: &str,
+    parse: fn(&str) -> Result<String, String>,
+) -> Option<PathBuf> {
     for pool in &ini.pools {
-        if let Some(entry) = pool.get(METRICS_FILE) {
+        if let Some(entry) = pool.get(key) {
             let problem = ConfigProblem {
                 file: path.to_path_buf(),
                 line: entry.line,
                 section: Some(pool.name.clone()),
-                key: Some(METRICS_FILE.to_string()),
-                message: "one metrics file serves the whole run: set it in [DEFAULT]".to_string(),
+                key: Some(key.to_string()),
+                message: in_pool.to_string(),
             };
             findings.add(Severity::Error, problem);
         }
@@ -385,10 +390,7 @@ fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Pa
         defaults: &ini.defaults,
         findings,
     };
-    let value = reader
-        .optional(METRICS_FILE, parse_metrics_file)
-        .ok()
-        .flatten()?;
+    let value = reader.optional(key, parse).ok().flatten()?;
     Some(PathBuf::from(value))
 }
 
