@@ -381,6 +381,24 @@ fn walk(root: &Path, dir: &Path, tree: &mut BTreeMap<String, (u32, Vec<u8>)>) {
     }
 }
 
+/// Each world removes its pool when it ends (a failed test included): the throwaway cluster
+/// allows only so many placement groups per OSD, and a suite that kept every pool would run out
+/// of them halfway.
+impl Drop for World {
+    fn drop(&mut self) {
+        remove_pool(&self.pool);
+    }
+}
+
+/// Removes a test pool; a failure is ignored, since it only costs the cluster some room.
+pub fn remove_pool(pool: &str) {
+    let _ = Command::new("ceph")
+        .arg("--conf")
+        .arg(&cluster().conf)
+        .args(["osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it"])
+        .output();
+}
+
 /// The state folder a run with the config file `conf` gets: the one of the world whose folder
 /// holds the file (see [`World::state`]).
 pub fn state_beside(conf: &Path) -> PathBuf {

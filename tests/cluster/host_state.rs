@@ -329,6 +329,7 @@ fn check_mode_and_the_real_run_agree_on_a_shared_new_destination_in_either_order
                 ["BACKUPUTC20200101T000000"],
                 "{what}: the other job's snapshot is untouched"
             );
+            remove_pool(&other_pool);
         }
     }
 }
