@@ -8,7 +8,9 @@
 //! decompressed on the fly whatever their archive member is called. Each diff is checked record
 //! by record before `rbd` sees it and each file's checksum as it passes, so anything wrong stops
 //! the restore; the image it created is then removed, so a failed restore never leaves something
-//! that looks restored. An existing image is never touched.
+//! that looks restored. An existing image is never touched. The route is one of proven files (each
+//! with a `.sha256` file) whenever the folder offers one; an unproven file it still uses (the
+//! original tool's files have no checksum) is named on stderr, and is `proven: false` in `--json`.
 //!
 //! The backup folder is untrusted ground ([`crate::folder::read`]): only regular files are read, and
 //! before anything is created every file of the route is opened and its declared length checked,
@@ -254,6 +256,9 @@ struct RestoredFile {
     snapshot: String,
     /// The size of the file in the folder.
     bytes: u64,
+    /// False when the file has no `.sha256` file, so nothing proves its bytes (the original
+    /// tool's files have none); the route chosen has as few such files as the folder allows.
+    proven: bool,
 }
 
 fn restore_doc(
@@ -288,6 +293,7 @@ fn restore_doc(
                 kind: if link.file.is_full() { "full" } else { "diff" },
                 snapshot: link.file.snap.as_str().to_string(),
                 bytes: link.size,
+                proven: link.checksum.is_some(),
             })
             .collect(),
         checksums_checked: checked,
@@ -346,6 +352,15 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     for link in &route {
         interrupt::check()?;
         read::precheck(&folder, link, &limits.of(link)).map_err(|err| instead(err, link))?;
+    }
+    // The route has the fewest unproven files the folder allows; those it has are named.
+    for link in route.iter().filter(|link| link.checksum.is_none()) {
+        warn!(
+            "{}: no checksum file {}{CHECKSUM_SUFFIX} proves its bytes (files written by the \
+             original tool have none); it is used as it is",
+            escaped_path(&folder.join(&link.name)),
+            escaped(&link.name)
+        );
     }
     say.line(&format!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
