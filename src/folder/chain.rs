@@ -7,8 +7,8 @@
 //! proven files always beats one through an unproven file (a `.full` left without its checksum,
 //! even an empty one, never hides a proven route), while in a folder of the original tool's files
 //! (none proven) a snapshot that has its own full backup never goes through diffs. The points
-//! that start from the same full form one chain. Diffs that lead nowhere (their base has no file: a missing link) are
-//! reported, as are leftovers, duplicates and names that do not parse.
+//! that start from the same full form one chain. Diffs that lead nowhere (their base has no file:
+//! a missing link) are reported, as are leftovers, duplicates and names that do not parse.
 //!
 //! [`Layout::build`] is pure (folder names in, model out), so every arrangement of files can be
 //! tested with tables; [`scan`] only adds what the disk says (the names and their sizes).
@@ -404,7 +404,8 @@ impl Layout {
         }
         let mut reach = HashMap::new();
         for candidates in by_snapshot.values() {
-            // Fulls first, so that among routes of equal cost the full wins.
+            // The cheapest route: proof first, then length (a full, one link, wins among equally
+            // proven routes).
             let best = candidates
                 .iter()
                 .filter_map(|&i| {
@@ -426,7 +427,7 @@ impl Layout {
                         full: from.full,
                     })
                 })
-                .min_by_key(|r| (r.cost(), !self.files[r.file].file.is_full()));
+                .min_by_key(Reach::cost);
             if let Some(best) = best {
                 reach.insert(self.files[best.file].file.snap.clone(), best);
             }
