@@ -230,6 +230,8 @@ pub struct Layout {
     pub chains: Vec<Chain>,
     pub findings: Vec<Finding>,
     reach: HashMap<SnapName, Reach>,
+    /// What the model was built from, so it can be built again without some files.
+    entries: Vec<FolderEntry>,
 }
 
 impl Layout {
@@ -242,6 +244,7 @@ impl Layout {
     /// Builds the model from the entries of `image`'s folder (in any order). Only regular files
     /// with a readable name take part; anything else is a finding and changes nothing.
     pub fn from_entries(image: &str, entries: &[FolderEntry]) -> Layout {
+        let all = entries.to_vec();
         let mut entries: Vec<&FolderEntry> = entries.iter().collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut files = Vec::new();
@@ -346,6 +349,7 @@ impl Layout {
             chains: Vec::new(),
             findings,
             reach: HashMap::new(),
+            entries: all,
         };
         let usable = layout.usable_files();
         layout.find_routes(&usable);
@@ -508,6 +512,24 @@ impl Layout {
             });
         }
         self.findings.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The same folder without the backup files named in `refused` (and their checksum
+    /// files): what reading showed cannot be used, before any route is taken.
+    pub fn without(&self, refused: &[&str]) -> Layout {
+        let kept: Vec<FolderEntry> = self
+            .entries
+            .iter()
+            .filter(|entry| {
+                let of = entry
+                    .name
+                    .strip_suffix(CHECKSUM_SUFFIX)
+                    .unwrap_or(&entry.name);
+                !refused.contains(&of)
+            })
+            .cloned()
+            .collect();
+        Layout::from_entries(&self.image, &kept)
     }
 
     /// Every restore point, oldest first.
@@ -819,6 +841,26 @@ mod tests {
                 .collect();
             assert_eq!(findings(&layout), expected, "{}", case.what);
         }
+    }
+
+    #[test]
+    fn a_refused_file_and_its_checksum_leave_every_route() {
+        let names = [
+            full(S0),
+            diff(S0, S1),
+            diff(S1, S2),
+            full(S2),
+            sha(&full(S2)),
+        ];
+        let layout = build(&names);
+        assert_eq!(route(&layout, S2), [full(S2)]);
+        let without = layout.without(&[&full(S2)]);
+        assert_eq!(route(&without, S2), [full(S0), diff(S0, S1), diff(S1, S2)]);
+        assert_eq!(findings(&without), []);
+        assert!(without.files.iter().all(|f| f.name != full(S2)));
+        let without = layout.without(&[&full(S0)]);
+        assert!(without.route(&snap(S1)).is_none());
+        assert_eq!(route(&without, S2), [full(S2)]);
     }
 
     #[test]

@@ -218,6 +218,22 @@ impl Limits {
             .map(|(size, diff)| (*size, diff.as_str()))
     }
 
+    /// The uncompressed fulls of `layout` without a checksum file whose length on disk is not
+    /// the image size a diff records at their snapshot, each with why: no route may use them.
+    pub fn wrong_sized(&self, layout: &Layout) -> Vec<(String, String)> {
+        layout
+            .files
+            .iter()
+            .filter(|f| f.file.is_full() && !f.file.compressed() && f.checksum.is_none())
+            .filter_map(|full| {
+                let err = self.of(full).check("the file holds", full.size).err()?;
+                let why = format!("{err:#}");
+                let why = why.strip_suffix("; it is not read").unwrap_or(&why);
+                Some((full.name.clone(), why.to_string()))
+            })
+            .collect()
+    }
+
     /// The bound for one file's raw stream.
     pub fn of(&self, stored: &FolderFile) -> Limit {
         if !stored.file.is_full() {
@@ -669,6 +685,26 @@ pub struct Folder {
     pub claimed: Layout,
     /// Entries named like backup or checksum files that are not regular files, by name.
     pub not_regular: Vec<NotRegularEntry>,
+    /// Backup files left out of `layout` because reading showed they cannot be what they claim
+    /// ([`Folder::refuse_wrong_sized`]), each with why.
+    pub refused: Vec<(String, String)>,
+}
+
+impl Folder {
+    /// Leaves out of the routes every full without a checksum file whose length is known to be
+    /// wrong, so that a point it offers is reached another way when the folder has one (the
+    /// original's chain beside a stray empty `.full`); returns the bounds learnt for what is left.
+    pub fn refuse_wrong_sized(&mut self) -> Limits {
+        let limits = Limits::learn(&self.path, &self.layout);
+        let refused = limits.wrong_sized(&self.layout);
+        if refused.is_empty() {
+            return limits;
+        }
+        let names: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
+        self.layout = self.layout.without(&names);
+        self.refused = refused;
+        Limits::learn(&self.path, &self.layout)
+    }
 }
 
 /// Reads `image`'s folder through [`ImageDir::list`] (what each entry is, without following it,
@@ -717,6 +753,7 @@ pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
         path: dir.path(),
         layout: Layout::from_entries(image, &usable),
         not_regular,
+        refused: Vec::new(),
     })
 }
 

@@ -270,7 +270,7 @@ fn an_empty_full_without_checksum_never_hides_a_proven_route() {
     let (run, file) = restore_to_file(&w, &conf, latest, "latest.raw");
     let run = run.success();
     assert!(run.stdout.contains("from 3 file(s)"), "{}", run.stdout);
-    assert!(!run.stderr.contains("no checksum file"), "{}", run.stderr);
+    assert!(!run.stderr.contains("proves its bytes"), "{}", run.stderr);
     assert_eq!(file_sha256(&file), sha256(&source));
     // Into an image too, with --json: every file used is proven.
     let run = with_conf(
@@ -341,6 +341,37 @@ fn an_empty_full_without_checksum_never_hides_a_proven_route() {
         .map(|f| f["proven"].as_bool().unwrap())
         .collect();
     assert_eq!(proven, [true, false, true], "{doc:#}");
+
+    // The original's files (no checksum at all) beside the empty full: the empty full is
+    // refused by its length, and the diffs restore the point.
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sha256") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    fs::write(dir.join(&empty), b"").unwrap();
+    let refused = format!(
+        "{}: the file holds 0 bytes, but the image size at its snapshot",
+        dir.join(&empty).display()
+    );
+    let (run, file) = restore_to_file(&w, &conf, latest, "original.raw");
+    let run = run.success();
+    assert!(run.stderr.contains(&refused), "{}", run.stderr);
+    assert!(run.stderr.contains("no route uses it"), "{}", run.stderr);
+    assert_eq!(file_sha256(&file), sha256(&source));
+    // With no other route to it, the point is refused by name, never replaced by an older one.
+    fs::rename(dir.join(&diff), w.tmp.path().join(&diff)).unwrap();
+    let (run, file) = restore_to_file(&w, &conf, latest, "refused.raw");
+    let run = run.code(1);
+    let error = run.first_error();
+    assert!(
+        error.contains(&format!("as of {latest}: {refused}")),
+        "{}",
+        run.stderr
+    );
+    assert!(error.contains(&format!("(--at {})", snaps[0])), "{error}");
+    assert!(!file.exists());
 }
 
 #[test]
