@@ -1100,6 +1100,7 @@ impl<'s> ImageRun<'s> {
         let limit = read::Limit {
             bytes: size,
             why: format!("the size of snapshot {}", file.snap),
+            exact: false,
         };
         let read = read::read_raw(&folder.join(&name), file.compression, &limit, |raw| {
             Ok(io::copy(raw, &mut io::sink())?)
@@ -1150,7 +1151,8 @@ impl<'s> ImageRun<'s> {
         if self.section.mode == Mode::Check {
             // Reading is allowed in check mode: show the fallback a real run would take.
             let doubt = if from.starts_with(advance::WORKING_PREFIX) {
-                advance::would_finish(&dir, image, file, from)
+                let key = self.destination()?.state().and_then(|state| state.key());
+                advance::would_finish(&dir, image, file, from, key)
             } else {
                 advance::would_build(&dir, image, file, from, diffs)
             };
@@ -1164,8 +1166,13 @@ impl<'s> ImageRun<'s> {
             }
             return Ok(());
         }
+        let key = self
+            .destination()?
+            .state()
+            .and_then(|state| state.key())
+            .context("internal error: no record key in a real run")?;
         let outcome = if from.starts_with(advance::WORKING_PREFIX) {
-            advance::finish(&dir, image, file, from)
+            advance::finish(&dir, image, file, from, Some(key))
         } else {
             advance::build(
                 &dir,
@@ -1174,6 +1181,7 @@ impl<'s> ImageRun<'s> {
                 from,
                 diffs,
                 self.section.job.compressor().as_ref(),
+                key,
             )
         }
         .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;

@@ -8,7 +8,11 @@
 //! decompressed on the fly whatever their archive member is called. Each diff is checked record
 //! by record before `rbd` sees it and each file's checksum as it passes, so anything wrong stops
 //! the restore; the image it created is then removed, so a failed restore never leaves something
-//! that looks restored. An existing image is never touched.
+//! that looks restored. An existing image is never touched. The route is one of proven files (each
+//! with a `.sha256` file) whenever the folder offers one; an unproven file it still uses (the
+//! original tool's files have no checksum) is named on stderr, and is `proven: false` in `--json`.
+//! A full without a checksum whose length is not the image size a diff records at its snapshot
+//! is left out of every route ([`Folder::refuse_wrong_sized`]), and named.
 //!
 //! The backup folder is untrusted ground ([`crate::folder::read`]): only regular files are read, and
 //! before anything is created every file of the route is opened and its declared length checked,
@@ -161,17 +165,21 @@ fn blocked(
     let route = folder.claimed.route(point).unwrap_or_default();
     let culprit = route.iter().find_map(|link| {
         let checksum = format!("{}{CHECKSUM_SUFFIX}", link.name);
-        folder
+        let not_regular = folder
             .not_regular
             .iter()
             .find(|entry| entry.name == link.name || entry.name == checksum)
+            .map(|entry| (&entry.name, entry.message()));
+        not_regular.or_else(|| {
+            folder
+                .refused
+                .iter()
+                .find(|(name, _)| *name == link.name)
+                .map(|(name, why)| (name, why.clone()))
+        })
     });
     let why = match culprit {
-        Some(entry) => format!(
-            "{}: {}",
-            escaped_path(&folder.path.join(&entry.name)),
-            entry.message()
-        ),
+        Some((name, message)) => format!("{}: {message}", escaped_path(&folder.path.join(name))),
         None => "it needs a file that cannot be read (see `cephbackup list`)".to_string(),
     };
     let instead = match usable {
@@ -254,6 +262,9 @@ struct RestoredFile {
     snapshot: String,
     /// The size of the file in the folder.
     bytes: u64,
+    /// False when the file has no `.sha256` file, so nothing proves its bytes (the original
+    /// tool's files have none); the route chosen has as few such files as the folder allows.
+    proven: bool,
 }
 
 fn restore_doc(
@@ -288,6 +299,7 @@ fn restore_doc(
                 kind: if link.file.is_full() { "full" } else { "diff" },
                 snapshot: link.file.snap.as_str().to_string(),
                 bytes: link.size,
+                proven: link.checksum.is_some(),
             })
             .collect(),
         checksums_checked: checked,
@@ -319,7 +331,16 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     }
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
     let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
-    let scanned = read::scan(&dir, &args.image)?;
+    let mut scanned = read::scan(&dir, &args.image)?;
+    // Every file of the route is opened and its length checked before anything is created or
+    // planned, with these bounds; a full known to be of the wrong length is no route at all.
+    let limits = scanned.refuse_wrong_sized();
+    for (name, why) in &scanned.refused {
+        warn!(
+            "{}: {why}; no route uses it",
+            escaped_path(&scanned.path.join(name))
+        );
+    }
     let (point, route) = choose(&scanned, &label, args.at)?;
     let rbd = Rbd::new(job.cluster(), std::io::stderr().is_terminal());
     let folder = dir.path();
@@ -337,15 +358,21 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         },
         _ => {}
     }
-    // Every file of the route is opened and its length checked before anything is
-    // created or planned: a file that cannot be used is refused in one line.
-    let limits = Limits::learn(&folder, &scanned.layout);
     let instead = |err: anyhow::Error, link: &FolderFile| {
         instead_of_bad_file(err, &scanned.layout, link, point, args.at)
     };
     for link in &route {
         interrupt::check()?;
         read::precheck(&folder, link, &limits.of(link)).map_err(|err| instead(err, link))?;
+    }
+    // The route has the fewest unproven files the folder allows; those it has are named.
+    for link in route.iter().filter(|link| link.checksum.is_none()) {
+        warn!(
+            "{}: no checksum file {}{CHECKSUM_SUFFIX} proves its bytes (files written by the \
+             original tool have none); it is used as it is",
+            escaped_path(&folder.join(&link.name)),
+            escaped(&link.name)
+        );
     }
     say.line(&format!(
         "Restoring {label} as of {point} ({}) into {target}, from {} file(s) in {}",
@@ -1022,6 +1049,7 @@ mod tests {
             layout: Layout::build("vm", names),
             claimed: Layout::build("vm", names),
             not_regular: vec![],
+            refused: vec![],
         }
     }
 

@@ -10,7 +10,9 @@
 //!
 //! Severity: anything that makes a backup unrestorable or unproven is an error (non-zero exit).
 //! A file with no `.sha256` file is a warning, because files written by the original tool never
-//! had one; `--strict` makes it an error. Leftovers and strangers in a folder are warnings.
+//! had one; `--strict` makes it an error. Such a full whose length differs from the image size
+//! its chain records (exactly, when a diff ends at its snapshot) is an error, used or not: it
+//! cannot be what it claims. Leftovers and strangers in a folder are warnings.
 
 use crate::{out, outln};
 use std::fmt::Write as _;
@@ -373,10 +375,14 @@ fn check_file(
         report.problem(&shown, Severity::Error, format!("{err:#}"));
     }
     // Without a checksum, the image size the chain records is the only proof of a full's length
-    // (a truncated copy of the original's, say).
-    if let (true, None, Some((size, diff))) =
-        (stored.file.is_full(), &recorded, limits.chain_size(stored))
-    {
+    // (a truncated copy of the original's, say). The size at its own snapshot, when a diff
+    // records it, was held to exactly already ([`Limits::of`]).
+    if let (true, None, None, Some((size, diff))) = (
+        stored.file.is_full(),
+        &recorded,
+        limits.own_size(stored),
+        limits.chain_size(stored),
+    ) {
         if facts.raw_bytes != size {
             report.problem(
                 &shown,

@@ -21,6 +21,13 @@
 //! renamed to its final name; then the marker goes, and only then does the plan remove the
 //! diffs.
 //!
+//! A resumed build believes neither the marker nor the working file on their word: the marker
+//! carries the record seal of [`crate::folder::record::seal`] (so a marker this host's tool did
+//! not write proves nothing), and the finished file's SHA-256, computed while the old base and
+//! the diffs were proven; the working file, finished, is read back whole and must hash to it. A
+//! working file changed or truncated while no run held it fails that proof, and the build is
+//! left to the caller to discard, exporting the new base from the cluster instead.
+//!
 //! Any other combination (a compressed old base or a compressed target) is one streaming pass:
 //! the old base's raw stream (a plain file, or the member of our archive or the original's,
 //! sparse or not) is merged with each diff's records in offset order ([`Merge`]) and written as
@@ -43,6 +50,7 @@ use crate::folder::diffstream::{DiffReader, Record};
 use crate::folder::naming::{BackupFile, Compression, CHECKSUM_SUFFIX};
 use crate::folder::read::{self, Limit, Limits};
 use crate::folder::rebuild::{self, TargetFailed};
+use crate::folder::record::seal::{self, SealKey};
 use crate::folder::write::{
     self, Compressor, DataOfExtents, Hashing, Member, PendingFile, SparseMap, SparseMapBuilder,
 };
@@ -56,6 +64,8 @@ pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";
 /// The marker is a few hundred bytes per diff; anything far larger is not ours.
 const MAX_MARKER_BYTES: u64 = 1 << 20;
 const FORMAT: u32 = 1;
+/// The kind the marker's seal is computed for: no record of another kind passes for it.
+const MARKER_KIND: &str = "advance";
 const SKIP_CHUNK: usize = 64 << 10;
 
 /// The working name of a build whose target is `target` (a file name).
@@ -94,8 +104,8 @@ struct Marker {
     applied: usize,
     /// The SHA-256 of the finished file, computed in the pass that proved the old base: the old
     /// base's bytes with the proven diffs laid over them, which is what the in-place writes
-    /// produce. A marker without it (or a finished file of the wrong length) has the file read
-    /// back instead.
+    /// produce. A resumed build reads its file back and must find it; without it, a resumed
+    /// build cannot be proven.
     #[serde(default)]
     new_sha256: Option<String>,
 }
@@ -117,7 +127,7 @@ pub enum Outcome {
 /// Builds `file`, the full backup of a new base, in `dir` from the old full backup `from` and the
 /// diffs leading from it to `file`'s snapshot, oldest first. `from` is consumed when the build
 /// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
-/// would: the next run finishes or starts over.
+/// would: the next run finishes or starts over. A build in place seals its marker under `key`.
 pub fn build(
     dir: &Path,
     image: &str,
@@ -125,6 +135,7 @@ pub fn build(
     from: &str,
     diffs: &[String],
     compressor: Option<&Compressor>,
+    key: &SealKey,
 ) -> Result<Outcome> {
     let (old, proven) = match prepare(dir, image, file, from, diffs) {
         Ok(prepared) => prepared,
@@ -132,7 +143,7 @@ pub fn build(
     };
     let target = file.file_name(image);
     if !old.file.compressed() && !file.compressed() {
-        build_in_place(dir, image, from, &target, &proven)
+        build_in_place(dir, image, from, &target, &proven, key)
     } else {
         // The section's compressor when it makes this kind of file (its level and threads).
         let compressor = compressor
@@ -177,10 +188,17 @@ pub fn would_build(
     }
 }
 
-/// What [`finish`] would do, for check mode: `None` when the marker is usable for this build.
-pub fn would_finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Option<String> {
+/// What [`finish`] would do, for check mode: `None` when the marker is usable for this build
+/// (the working file itself is proven only when the build is finished).
+pub fn would_finish(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    working: &str,
+    key: Option<&SealKey>,
+) -> Option<String> {
     let target = file.file_name(image);
-    match read_marker(dir, image) {
+    match read_marker(dir, image, key) {
         Ok(marker) if marker.working == working && marker.target == target => None,
         Ok(_) => Some(format!("{MARKER} describes another build")),
         Err(why) => Some(why),
@@ -218,14 +236,27 @@ fn prepare(
     Ok((stored(from, old), proven))
 }
 
-/// Finishes the build in place that an interrupted run left: `working` is its working file.
-pub fn finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Result<Outcome> {
+/// Finishes the build in place that an interrupted run left: `working` is its working file. The
+/// marker must carry a seal under `key`, and the finished file must be the one the marker's
+/// proven inputs give; else the outcome is [`Outcome::Unproven`].
+pub fn finish(
+    dir: &Path,
+    image: &str,
+    file: &BackupFile,
+    working: &str,
+    key: Option<&SealKey>,
+) -> Result<Outcome> {
     let target = file.file_name(image);
     if untrusted::kind_of(&dir.join(&target)).is_ok() {
         discard(dir, working, &target)?;
         return Ok(Outcome::Obsolete);
     }
-    let marker = match read_marker(dir, image) {
+    let Some(key) = key else {
+        return Ok(Outcome::Unproven(format!(
+            "{MARKER} cannot be checked: this host has no record key"
+        )));
+    };
+    let marker = match read_marker(dir, image, Some(key)) {
         Ok(marker) => marker,
         Err(why) => return Ok(Outcome::Unproven(why)),
     };
@@ -242,7 +273,7 @@ pub fn finish(dir: &Path, image: &str, file: &BackupFile, working: &str) -> Resu
         marker.applied,
         marker.diffs.len()
     );
-    apply_in_place(dir, marker)
+    apply_in_place(dir, marker, key, true)
 }
 
 /// Removes what a build that was not finished leaves once its target was written another way:
@@ -352,6 +383,7 @@ fn build_in_place(
     from: &str,
     target: &str,
     diffs: &[ProvenDiff],
+    key: &SealKey,
 ) -> Result<Outcome> {
     let old_sha256 = match recorded(dir, from) {
         Ok(digest) => digest,
@@ -404,16 +436,18 @@ fn build_in_place(
         new_sha256,
     };
     // The marker is on disk before the old base changes name or content.
-    write_marker(dir, &marker)?;
+    write_marker(dir, &marker, key)?;
     std::fs::rename(dir.join(from), dir.join(&marker.working))
         .with_context(|| format!("cannot rename {} for the build", dir.join(from).display()))?;
     sync_dir(dir)?;
-    apply_in_place(dir, marker)
+    apply_in_place(dir, marker, key, false)
 }
 
 /// Applies the diffs the marker names from the first not yet applied, then hashes the file,
-/// writes its checksum file and gives it its final name.
-fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
+/// writes its checksum file and gives it its final name. A `resumed` build (its working file
+/// was left unguarded between runs) reads the finished file back and must find the checksum the
+/// marker expects.
+fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) -> Result<Outcome> {
     let working = dir.join(&marker.working);
     let out = untrusted::open_with(OpenOptions::new().read(true).write(true), &working)
         .with_context(|| format!("cannot open {}", working.display()))?;
@@ -453,30 +487,37 @@ fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
         }
         rebuild::sync(&out, &marker.working)?;
         marker.applied += 1;
-        write_marker(dir, &marker)?;
+        write_marker(dir, &marker, key)?;
     }
     let length = out
         .metadata()
         .with_context(|| format!("cannot read the length of {}", working.display()))?
         .len();
     drop(out);
-    let sha256 = match marker.new_sha256.clone().filter(|_| length == marker.size) {
-        Some(known) => known,
-        None => {
-            let (_, facts) =
-                read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
-                    Ok(io::copy(raw, &mut io::sink())?)
-                })
-                .with_context(|| format!("cannot read back {}", working.display()))?;
-            if facts.raw_bytes != marker.size {
-                bail!(
-                    "{} holds {} bytes after the diffs, where the last diff records {}",
-                    working.display(),
-                    facts.raw_bytes,
-                    marker.size
-                );
+    let sha256 = if resumed {
+        match prove_working(&working, &marker) {
+            Ok(sha256) => sha256,
+            Err(why) => return Ok(Outcome::Unproven(why)),
+        }
+    } else {
+        match marker.new_sha256.clone().filter(|_| length == marker.size) {
+            Some(known) => known,
+            None => {
+                let (_, facts) =
+                    read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
+                        Ok(io::copy(raw, &mut io::sink())?)
+                    })
+                    .with_context(|| format!("cannot read back {}", working.display()))?;
+                if facts.raw_bytes != marker.size {
+                    bail!(
+                        "{} holds {} bytes after the diffs, where the last diff records {}",
+                        working.display(),
+                        facts.raw_bytes,
+                        marker.size
+                    );
+                }
+                facts.sha256
             }
-            facts.sha256
         }
     };
     write_checksum(dir, &marker.target, &sha256)?;
@@ -505,6 +546,41 @@ fn apply_in_place(dir: &Path, mut marker: Marker) -> Result<Outcome> {
         size: length,
         sha256,
     })
+}
+
+/// The SHA-256 of the finished working file of a resumed build, when it is the one the marker's
+/// proven inputs give; else why it is not.
+fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
+    let Some(expected) = &marker.new_sha256 else {
+        return Err(format!(
+            "{MARKER} records no checksum of the finished file, so {} cannot be proven",
+            escaped(&marker.working)
+        ));
+    };
+    let read = read::read_raw(working, Compression::None, &Limit::absolute(), |raw| {
+        Ok(io::copy(raw, &mut io::sink())?)
+    });
+    let facts = match read {
+        Ok((_, facts)) => facts,
+        Err(err) => {
+            return Err(format!(
+                "{} cannot be read back: {err:#}",
+                escaped(&marker.working)
+            ))
+        }
+    };
+    if facts.raw_bytes != marker.size || &facts.sha256 != expected {
+        return Err(format!(
+            "{} was changed while no run held it: with the diffs applied it holds {} bytes \
+             (SHA-256 {}) where {} and the diffs give {} bytes (SHA-256 {expected})",
+            escaped(&marker.working),
+            facts.raw_bytes,
+            facts.sha256,
+            escaped(&marker.old),
+            marker.size
+        ));
+    }
+    Ok(facts.sha256)
 }
 
 /// One streaming pass from the old base and the diffs to a new file under a temporary name.
@@ -677,9 +753,8 @@ fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
-    let mut text = serde_json::to_vec_pretty(marker).context("cannot encode the marker")?;
-    text.push(b'\n');
+fn write_marker(dir: &Path, marker: &Marker, key: &SealKey) -> Result<()> {
+    let text = seal::seal(key, MARKER_KIND, marker).context("cannot encode the marker")?;
     let mut pending = PendingFile::create(dir, MARKER)?;
     pending
         .file()
@@ -689,8 +764,9 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
     Ok(())
 }
 
-/// Reads the marker of `image`'s folder; the error says why it cannot be used.
-fn read_marker(dir: &Path, image: &str) -> Result<Marker, String> {
+/// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
+/// cannot be used.
+fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
     let path = dir.join(MARKER);
     let shown = path.display();
     let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
@@ -704,8 +780,9 @@ fn read_marker(dir: &Path, image: &str) -> Result<Marker, String> {
     }
     let bytes =
         untrusted::read_bounded(file, MAX_MARKER_BYTES).map_err(|err| format!("{shown}: {err}"))?;
-    let marker: Marker =
-        serde_json::from_slice(&bytes).map_err(|err| format!("{shown}: not readable: {err}"))?;
+    let marker: Marker = seal::open(key, MARKER_KIND, &bytes).map_err(|why| {
+        format!("{shown}: {why}; without proof of the build, its working file is not used")
+    })?;
     if marker.format != FORMAT || marker.image != image {
         return Err(format!(
             "{shown} is not a marker of format {FORMAT} for image {image}"

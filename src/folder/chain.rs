@@ -2,10 +2,13 @@
 //! the folder does not fit.
 //!
 //! A restore point is a snapshot that some file ends at, provided that file is a full backup or a
-//! diff whose base is itself a restore point. Each point is reached by its shortest route, so a
-//! snapshot that has its own full backup never goes through diffs; the points that start from the
-//! same full form one chain. Diffs that lead nowhere (their base has no file: a missing link) are
-//! reported, as are leftovers, duplicates and names that do not parse.
+//! diff whose base is itself a restore point. Each point is reached by the route with the fewest
+//! files that no checksum file proves (`.sha256`), and among those by the shortest: a route of
+//! proven files always beats one through an unproven file (a `.full` left without its checksum,
+//! even an empty one, never hides a proven route), while in a folder of the original tool's files
+//! (none proven) a snapshot that has its own full backup never goes through diffs. The points
+//! that start from the same full form one chain. Diffs that lead nowhere (their base has no file:
+//! a missing link) are reported, as are leftovers, duplicates and names that do not parse.
 //!
 //! [`Layout::build`] is pure (folder names in, model out), so every arrangement of files can be
 //! tested with tables; [`scan`] only adds what the disk says (the names and their sizes).
@@ -167,7 +170,8 @@ pub enum FindingKind {
     /// A diff whose base is not older than its own snapshot.
     Backwards,
     /// A diff not needed because its snapshot is reached more directly (usually a full backup
-    /// written by a window slide that was interrupted before pruning).
+    /// written by a window slide that was interrupted before pruning), or a full without a
+    /// checksum file whose snapshot a proven route reaches.
     Superseded,
     /// The same backup stored twice (raw and compressed).
     Duplicate,
@@ -203,8 +207,17 @@ impl FindingKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Reach {
     file: usize,
+    /// Files of the route without a checksum file.
+    unproven: usize,
     links: usize,
     full: usize,
+}
+
+impl Reach {
+    /// Routes compare by this, smallest best: proof first, then length.
+    fn cost(&self) -> (usize, usize) {
+        (self.unproven, self.links)
+    }
 }
 
 /// Everything known about one image's backup folder.
@@ -217,6 +230,8 @@ pub struct Layout {
     pub chains: Vec<Chain>,
     pub findings: Vec<Finding>,
     reach: HashMap<SnapName, Reach>,
+    /// What the model was built from, so it can be built again without some files.
+    entries: Vec<FolderEntry>,
 }
 
 impl Layout {
@@ -229,6 +244,7 @@ impl Layout {
     /// Builds the model from the entries of `image`'s folder (in any order). Only regular files
     /// with a readable name take part; anything else is a finding and changes nothing.
     pub fn from_entries(image: &str, entries: &[FolderEntry]) -> Layout {
+        let all = entries.to_vec();
         let mut entries: Vec<&FolderEntry> = entries.iter().collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut files = Vec::new();
@@ -333,6 +349,7 @@ impl Layout {
             chains: Vec::new(),
             findings,
             reach: HashMap::new(),
+            entries: all,
         };
         let usable = layout.usable_files();
         layout.find_routes(&usable);
@@ -341,10 +358,14 @@ impl Layout {
         layout
     }
 
-    /// Indexes of the files that may take part in routes; the others get a finding here.
+    /// Indexes of the files that may take part in routes, in time order; the others get a
+    /// finding here. Of two copies of one backup, a proven one is kept.
     fn usable_files(&mut self) -> Vec<usize> {
         let mut usable: Vec<usize> = Vec::new();
-        for (index, stored) in self.files.iter().enumerate() {
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        order.sort_by_key(|&i| (self.files[i].checksum.is_none(), i));
+        for index in order {
+            let stored = &self.files[index];
             let file = &stored.file;
             if let Some(base) = file.base().filter(|b| b.taken() >= file.snap.taken()) {
                 self.findings.push(Finding {
@@ -370,6 +391,7 @@ impl Layout {
             }
             usable.push(index);
         }
+        usable.sort_unstable();
         usable
     }
 
@@ -386,26 +408,30 @@ impl Layout {
         }
         let mut reach = HashMap::new();
         for candidates in by_snapshot.values() {
-            let full = candidates.iter().find(|&&i| self.files[i].file.is_full());
-            let best = match full {
-                Some(&full) => Some(Reach {
-                    file: full,
-                    links: 1,
-                    full,
-                }),
-                None => candidates
-                    .iter()
-                    .filter_map(|&i| {
-                        let base = self.files[i].file.base()?;
-                        let from: &Reach = reach.get(base)?;
-                        Some(Reach {
+            // The cheapest route: proof first, then length (a full, one link, wins among equally
+            // proven routes).
+            let best = candidates
+                .iter()
+                .filter_map(|&i| {
+                    let stored = &self.files[i];
+                    let unproven = usize::from(stored.checksum.is_none());
+                    let Some(base) = stored.file.base() else {
+                        return Some(Reach {
                             file: i,
-                            links: from.links + 1,
-                            full: from.full,
-                        })
+                            unproven,
+                            links: 1,
+                            full: i,
+                        });
+                    };
+                    let from: &Reach = reach.get(base)?;
+                    Some(Reach {
+                        file: i,
+                        unproven: from.unproven + unproven,
+                        links: from.links + 1,
+                        full: from.full,
                     })
-                    .min_by_key(|r| r.links),
-            };
+                })
+                .min_by_key(Reach::cost);
             if let Some(best) = best {
                 reach.insert(self.files[best.file].file.snap.clone(), best);
             }
@@ -438,12 +464,25 @@ impl Layout {
             if self.reach.get(snap).is_some_and(|r| r.file == index) {
                 continue;
             }
-            // Only diffs can be unused: a full always reaches its own snapshot.
+            // A full always makes its snapshot restorable: an unused one lost to a route that
+            // checksums prove.
             let Some(base) = stored.file.base() else {
+                if let Some(chosen) = self.reach.get(snap) {
+                    let message = format!(
+                        "not used: it has no checksum file, and {snap} is restored from {} \
+                         instead, whose route checksum files prove",
+                        self.files[chosen.file].name
+                    );
+                    self.findings.push(Finding {
+                        name: stored.name.clone(),
+                        kind: FindingKind::Superseded,
+                        message,
+                    });
+                }
                 continue;
             };
             // A diff from a restorable base always makes its snapshot restorable, so an unused
-            // diff either lost to a shorter route or hangs off something unrestorable.
+            // diff either lost to a better route or hangs off something unrestorable.
             let (kind, message) = if let Some(chosen) = self.reach.get(snap) {
                 (
                     FindingKind::Superseded,
@@ -473,6 +512,24 @@ impl Layout {
             });
         }
         self.findings.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The same folder without the backup files named in `refused` (and their checksum
+    /// files): what reading showed cannot be used, before any route is taken.
+    pub fn without(&self, refused: &[&str]) -> Layout {
+        let kept: Vec<FolderEntry> = self
+            .entries
+            .iter()
+            .filter(|entry| {
+                let of = entry
+                    .name
+                    .strip_suffix(CHECKSUM_SUFFIX)
+                    .unwrap_or(&entry.name);
+                !refused.contains(&of)
+            })
+            .cloned()
+            .collect();
+        Layout::from_entries(&self.image, &kept)
     }
 
     /// Every restore point, oldest first.
@@ -704,6 +761,106 @@ mod tests {
                 .collect();
             assert_eq!(findings(&layout), expected, "{}", case.what);
         }
+    }
+
+    fn sha(name: &str) -> String {
+        format!("{name}.sha256")
+    }
+
+    /// Each name with its checksum file.
+    fn proven(names: &[String]) -> Vec<String> {
+        names.iter().flat_map(|n| [n.clone(), sha(n)]).collect()
+    }
+
+    #[test]
+    fn routes_of_proven_files_beat_routes_through_unproven_ones() {
+        struct Case {
+            what: &'static str,
+            names: Vec<String>,
+            /// The route to S2.
+            route: Vec<String>,
+            findings: Vec<(String, FindingKind)>,
+        }
+        let proven_chain = proven(&[full(S0), diff(S0, S1), diff(S1, S2)]);
+        let with = |extra: &[String]| {
+            let mut names = proven_chain.clone();
+            names.extend_from_slice(extra);
+            names
+        };
+        let cases = [
+            Case {
+                what: "an empty full without checksum beside a proven route",
+                names: with(&[full(S2)]),
+                route: vec![full(S0), diff(S0, S1), diff(S1, S2)],
+                findings: vec![(full(S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "the same full with its checksum is the shorter proven route",
+                names: with(&proven(&[full(S2)])),
+                route: vec![full(S2)],
+                findings: vec![(diff(S1, S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "the original's files: nothing is proven, the full wins as before",
+                names: vec![full(S0), diff(S0, S1), diff(S1, S2), full(S2)],
+                route: vec![full(S2)],
+                findings: vec![(diff(S1, S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "a longer proven route beats a shorter one through an unproven diff",
+                names: with(&[diff(S0, S2)]),
+                route: vec![full(S0), diff(S0, S1), diff(S1, S2)],
+                findings: vec![(diff(S0, S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "fewer unproven files win: an unproven full beats an unproven full and diff",
+                names: vec![full(S0), diff(S0, S2), full(S2)],
+                route: vec![full(S2)],
+                findings: vec![(diff(S0, S2), FindingKind::Superseded)],
+            },
+            Case {
+                what: "of a raw and a compressed copy, the proven one is used",
+                names: vec![
+                    full(S0),
+                    format!("{}.tar.gz", full(S0)),
+                    sha(&format!("{}.tar.gz", full(S0))),
+                    diff(S0, S2),
+                    sha(&diff(S0, S2)),
+                ],
+                route: vec![format!("{}.tar.gz", full(S0)), diff(S0, S2)],
+                findings: vec![(full(S0), FindingKind::Duplicate)],
+            },
+        ];
+        for case in cases {
+            let layout = build(&case.names);
+            assert_eq!(route(&layout, S2), case.route, "{}", case.what);
+            let expected: Vec<(&str, FindingKind)> = case
+                .findings
+                .iter()
+                .map(|(n, k)| (n.as_str(), *k))
+                .collect();
+            assert_eq!(findings(&layout), expected, "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn a_refused_file_and_its_checksum_leave_every_route() {
+        let names = [
+            full(S0),
+            diff(S0, S1),
+            diff(S1, S2),
+            full(S2),
+            sha(&full(S2)),
+        ];
+        let layout = build(&names);
+        assert_eq!(route(&layout, S2), [full(S2)]);
+        let without = layout.without(&[&full(S2)]);
+        assert_eq!(route(&without, S2), [full(S0), diff(S0, S1), diff(S1, S2)]);
+        assert_eq!(findings(&without), []);
+        assert!(without.files.iter().all(|f| f.name != full(S2)));
+        let without = layout.without(&[&full(S0)]);
+        assert!(without.route(&snap(S1)).is_none());
+        assert_eq!(route(&without, S2), [full(S2)]);
     }
 
     #[test]

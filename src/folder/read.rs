@@ -14,9 +14,12 @@
 //! [`untrusted::open_regular`], so a symlink, FIFO, device or folder named like a backup file is
 //! reported as what it is and never read, and [`scan`] keeps such entries out of the chains. A
 //! raw stream's length is checked before any of it is read ([`Limits`]): a full backup may be no
-//! larger than the largest image size the diffs of its chain record, or [`MAX_IMAGE_BYTES`] when
-//! its chain has no diff to tell; a diff's own size record is held to [`MAX_IMAGE_BYTES`], which
-//! bounds its payload. The tar headers read before the member (long names, PAX records, sparse
+//! larger than the image at its own snapshot, as a diff ending at that snapshot records it (a
+//! full without a checksum file must be exactly that long); a proven full whose size nothing
+//! records is held to [`MAX_IMAGE_BYTES`] (never to its chain's later sizes: an image shrunk
+//! after its full must stay restorable), an unproven one to the largest image size the diffs of
+//! its chain record; a diff's own size record is held to [`MAX_IMAGE_BYTES`], which bounds its
+//! payload. The tar headers read before the member (long names, PAX records, sparse
 //! maps: tar keeps them in memory) and the padding after it are bounded too. Every read stops
 //! once SIGINT or SIGTERM has arrived, because a small compressed or sparse file can stand for a
 //! very long stream.
@@ -84,6 +87,9 @@ pub struct Facts {
 pub struct Limit {
     pub bytes: u64,
     pub why: String,
+    /// The stream must hold exactly `bytes`: a full without a checksum file, whose only proof
+    /// is the image size recorded at its snapshot.
+    pub exact: bool,
 }
 
 impl Limit {
@@ -92,6 +98,7 @@ impl Limit {
         Limit {
             bytes: MAX_IMAGE_BYTES,
             why: "the largest image read when its chain records no size".to_string(),
+            exact: false,
         }
     }
 
@@ -105,11 +112,21 @@ impl Limit {
                 "the longest diff stream of an image of {}",
                 human_bytes(MAX_IMAGE_BYTES)
             ),
+            exact: false,
         }
     }
 
     /// Fails when `what` (a file or archive member) declares more bytes than allowed.
     fn check(&self, what: &str, declared: u64) -> Result<()> {
+        if self.exact && declared != self.bytes {
+            bail!(
+                "{what} {declared} bytes, but {} is {} bytes ({}), and no checksum file proves \
+                 it otherwise; it is not read",
+                self.why,
+                self.bytes,
+                human_bytes(self.bytes)
+            );
+        }
         if declared > self.bytes {
             bail!(
                 "{what} {declared} bytes, more than {}: {} bytes ({}); it is not read",
@@ -122,42 +139,69 @@ impl Limit {
     }
 }
 
-/// How long each file's raw stream may be, from what its chain records about the image's size.
+/// How long each file's raw stream may be, from what the diffs in the folder record about the
+/// image's size.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
+    /// For each full backup, by name: the image size at its own snapshot, as a diff ending at
+    /// that snapshot records it, and that diff.
+    own_size: HashMap<String, (u64, String)>,
     /// For each full backup, by name: the largest image size the diffs of its chain record, and
     /// the diff that records it.
     chain_size: HashMap<String, (u64, String)>,
 }
 
 impl Limits {
-    /// Reads the header of every diff of every chain in `layout` (a few KiB each). A diff whose
-    /// header cannot be read tells nothing here; it is reported when it is read itself.
+    /// Reads the header of every diff in `layout` (a few KiB each). A diff whose header cannot
+    /// be read tells nothing here; it is reported when it is read itself.
     pub fn learn(dir: &Path, layout: &Layout) -> Limits {
-        let mut chain_size = HashMap::new();
-        for chain in &layout.chains {
-            let mut largest: Option<(u64, String)> = None;
-            for &index in &chain.diffs {
-                if interrupt::received().is_some() {
-                    return Limits { chain_size };
-                }
-                let diff = &layout.files[index];
-                let path = dir.join(&diff.name);
-                match peek_diff_header(&path, diff.file.compression) {
-                    Ok(header) if header.size <= MAX_IMAGE_BYTES => {
-                        if largest.as_ref().is_none_or(|(size, _)| header.size > *size) {
-                            largest = Some((header.size, diff.name.clone()));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(err) => debug!("no image size from {}: {err:#}", escaped_path(&path)),
-                }
+        let mut limits = Limits::default();
+        let mut sizes: HashMap<usize, u64> = HashMap::new();
+        for (index, diff) in layout.files.iter().enumerate() {
+            if diff.file.is_full() {
+                continue;
             }
-            if let Some(largest) = largest {
-                chain_size.insert(layout.files[chain.full].name.clone(), largest);
+            if interrupt::received().is_some() {
+                return limits;
+            }
+            let path = dir.join(&diff.name);
+            match peek_diff_header(&path, diff.file.compression) {
+                Ok(header) if header.size <= MAX_IMAGE_BYTES => {
+                    sizes.insert(index, header.size);
+                }
+                Ok(_) => {}
+                Err(err) => debug!("no image size from {}: {err:#}", escaped_path(&path)),
             }
         }
-        Limits { chain_size }
+        for full in layout.files.iter().filter(|f| f.file.is_full()) {
+            // The first diff (in name order) that ends where the full does.
+            let own = layout.files.iter().enumerate().find_map(|(index, diff)| {
+                let size = sizes.get(&index)?;
+                (diff.file.snap == full.file.snap).then(|| (*size, diff.name.clone()))
+            });
+            if let Some(own) = own {
+                limits.own_size.insert(full.name.clone(), own);
+            }
+        }
+        for chain in &layout.chains {
+            let largest = chain
+                .diffs
+                .iter()
+                .filter_map(|&index| Some((*sizes.get(&index)?, &layout.files[index].name)))
+                .fold(
+                    None::<(u64, &String)>,
+                    |largest, (size, name)| match largest {
+                        Some((known, _)) if known >= size => largest,
+                        _ => Some((size, name)),
+                    },
+                );
+            if let Some((size, name)) = largest {
+                limits
+                    .chain_size
+                    .insert(layout.files[chain.full].name.clone(), (size, name.clone()));
+            }
+        }
+        limits
     }
 
     /// The largest image size the diffs of a full's chain record, and the diff that records it.
@@ -167,20 +211,57 @@ impl Limits {
             .map(|(size, diff)| (*size, diff.as_str()))
     }
 
+    /// The image size at a full's own snapshot, as a diff ending there records it, and that diff.
+    pub fn own_size(&self, full: &FolderFile) -> Option<(u64, &str)> {
+        self.own_size
+            .get(&full.name)
+            .map(|(size, diff)| (*size, diff.as_str()))
+    }
+
+    /// The uncompressed fulls of `layout` without a checksum file whose length on disk is not
+    /// the image size a diff records at their snapshot, each with why: no route may use them.
+    pub fn wrong_sized(&self, layout: &Layout) -> Vec<(String, String)> {
+        layout
+            .files
+            .iter()
+            .filter(|f| f.file.is_full() && !f.file.compressed() && f.checksum.is_none())
+            .filter_map(|full| {
+                let err = self.of(full).check("the file holds", full.size).err()?;
+                let why = format!("{err:#}");
+                let why = why.strip_suffix("; it is not read").unwrap_or(&why);
+                Some((full.name.clone(), why.to_string()))
+            })
+            .collect()
+    }
+
     /// The bound for one file's raw stream.
     pub fn of(&self, stored: &FolderFile) -> Limit {
         if !stored.file.is_full() {
             return Limit::diff();
         }
-        match self.chain_size.get(&stored.name) {
-            Some((size, diff)) => Limit {
-                bytes: *size,
+        let unproven = stored.checksum.is_none();
+        if let Some((size, diff)) = self.own_size(stored) {
+            return Limit {
+                bytes: size,
+                why: format!(
+                    "the image size at its snapshot (recorded in {})",
+                    escaped(diff)
+                ),
+                exact: unproven,
+            };
+        }
+        match self.chain_size(stored) {
+            // Only an unproven full is held to its chain's sizes: a proven one is what its
+            // checksum file says, and after a shrink it is larger than every later point.
+            Some((size, diff)) if unproven => Limit {
+                bytes: size,
                 why: format!(
                     "the largest image size its chain records (in {})",
                     escaped(diff)
                 ),
+                exact: false,
             },
-            None => Limit::absolute(),
+            _ => Limit::absolute(),
         }
     }
 }
@@ -604,6 +685,26 @@ pub struct Folder {
     pub claimed: Layout,
     /// Entries named like backup or checksum files that are not regular files, by name.
     pub not_regular: Vec<NotRegularEntry>,
+    /// Backup files left out of `layout` because reading showed they cannot be what they claim
+    /// ([`Folder::refuse_wrong_sized`]), each with why.
+    pub refused: Vec<(String, String)>,
+}
+
+impl Folder {
+    /// Leaves out of the routes every full without a checksum file whose length is known to be
+    /// wrong, so that a point it offers is reached another way when the folder has one (the
+    /// original's chain beside a stray empty `.full`); returns the bounds learnt for what is left.
+    pub fn refuse_wrong_sized(&mut self) -> Limits {
+        let limits = Limits::learn(&self.path, &self.layout);
+        let refused = limits.wrong_sized(&self.layout);
+        if refused.is_empty() {
+            return limits;
+        }
+        let names: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
+        self.layout = self.layout.without(&names);
+        self.refused = refused;
+        Limits::learn(&self.path, &self.layout)
+    }
 }
 
 /// Reads `image`'s folder through [`ImageDir::list`] (what each entry is, without following it,
@@ -652,6 +753,7 @@ pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
         path: dir.path(),
         layout: Layout::from_entries(image, &usable),
         not_regular,
+        refused: Vec::new(),
     })
 }
 
@@ -969,6 +1071,79 @@ mod tests {
         };
         let err = check_diff_header(&layout.files[1], &huge).unwrap_err();
         assert!(err.contains("more than the largest image read"), "{err}");
+    }
+
+    #[test]
+    fn a_full_is_bounded_by_its_own_size_not_by_later_shrinks() {
+        use crate::folder::diffstream::{DiffHeader, DiffWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let (s0, s1, s2) = (
+            "BACKUPUTC20261120T020000",
+            "BACKUPUTC20261121T020000",
+            "BACKUPUTC20261122T020000",
+        );
+        let write_diff = |from: &str, to: &str, size: u64| {
+            let name = format!("vm@{to}.diff_from_{from}");
+            let header = DiffHeader {
+                from_snap: Some(from.into()),
+                to_snap: Some(to.into()),
+                size,
+            };
+            let stream = DiffWriter::new(Vec::new(), &header)
+                .unwrap()
+                .finish()
+                .unwrap();
+            std::fs::write(dir.path().join(&name), stream).unwrap();
+            name
+        };
+        // The image had 4 MiB at s0 and s1, then shrank to 1 MiB before s2.
+        let full0 = format!("vm@{s0}.full");
+        let full1 = format!("vm@{s1}.full");
+        let d01 = write_diff(s0, s1, 4 << 20);
+        let d12 = write_diff(s1, s2, 1 << 20);
+        let sha = |n: &str| format!("{n}.sha256");
+        // A proven full whose chain only records the size after the shrink: nothing but the
+        // absolute bound (its checksum file proves it).
+        let layout = Layout::build("vm", &[full1.clone(), sha(&full1), d12.clone()]);
+        let limits = Limits::learn(dir.path(), &layout);
+        assert_eq!(limits.of(&layout.files[0]), Limit::absolute());
+        // The same without its checksum file: its chain's largest size, as before.
+        let layout = Layout::build("vm", &[full1.clone(), d12.clone()]);
+        let limits = Limits::learn(dir.path(), &layout);
+        assert_eq!(limits.of(&layout.files[0]).bytes, 1 << 20);
+        assert!(!limits.of(&layout.files[0]).exact);
+        // A diff that ends at the full's snapshot records its size: a bound for a proven full,
+        // the exact length of an unproven one (used or not).
+        let names = [full0.clone(), sha(&full0), d01.clone(), d12, full1.clone()];
+        let layout = Layout::build("vm", &names);
+        let limits = Limits::learn(dir.path(), &layout);
+        let of = |name: &str| limits.of(layout.files.iter().find(|f| f.name == name).unwrap());
+        assert_eq!((of(&full1).bytes, of(&full1).exact), (4 << 20, true));
+        assert_eq!(of(&full0), Limit::absolute());
+        for (len, ok) in [(0, false), (4 << 20, true), ((4 << 20) - 1, false)] {
+            let file = File::create(dir.path().join(&full1)).unwrap();
+            file.set_len(len).unwrap();
+            let read = read_raw(
+                &dir.path().join(&full1),
+                Compression::None,
+                &of(&full1),
+                |raw| {
+                    io::copy(raw, &mut io::sink())?;
+                    Ok(())
+                },
+            );
+            assert_eq!(read.is_ok(), ok, "{len}");
+            if let Err(err) = read {
+                assert_eq!(
+                    format!("{err:#}"),
+                    format!(
+                        "the file holds {len} bytes, but the image size at its snapshot \
+                         (recorded in {d01}) is 4194304 bytes (4.0 MiB), and no checksum file \
+                         proves it otherwise; it is not read"
+                    )
+                );
+            }
+        }
     }
 
     #[test]

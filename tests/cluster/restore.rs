@@ -224,7 +224,202 @@ fn files_written_the_original_way_restore() {
     )
     .success();
     assert!(run.stdout.contains("0 checked against"), "{}", run.stdout);
+    // Nothing proves these files: each one used is named, and they restore all the same.
+    let unproven = format!(
+        "{}: no checksum file {}.sha256 proves its bytes",
+        dir.join(&files[1]).display(),
+        files[1]
+    );
+    assert!(run.stderr.contains(&unproven), "{}", run.stderr);
     assert_eq!(file_sha256(&file), sha256(&w.export("old", Some(snaps[3]))));
+}
+
+/// Restores `point` of `vm` into a new local file with `conf`; returns the run and the file.
+fn restore_to_file(w: &World, conf: &Path, point: &str, name: &str) -> (Run, std::path::PathBuf) {
+    let file = w.tmp.path().join(name);
+    let run = with_conf(
+        w,
+        conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            file.to_str().unwrap(),
+            "--at",
+            point,
+        ],
+    );
+    (run, file)
+}
+
+#[test]
+fn an_empty_full_without_checksum_never_hides_a_proven_route() {
+    let w = World::new();
+    let (conf, snaps) = backed_up_chain(&w, "vm", 3, false);
+    let latest = &snaps[2];
+    let dir = w.image_dir("vm");
+    // Beside the proven route full, diff, diff to the latest point: an empty `.full` of that
+    // point with no checksum file (a failed copy, a full disk, a hand).
+    let empty = format!("vm@{latest}.full");
+    fs::write(dir.join(&empty), b"").unwrap();
+    let source = w.export("vm", Some(latest));
+
+    let (run, file) = restore_to_file(&w, &conf, latest, "latest.raw");
+    let run = run.success();
+    assert!(run.stdout.contains("from 3 file(s)"), "{}", run.stdout);
+    assert!(!run.stderr.contains("proves its bytes"), "{}", run.stderr);
+    assert_eq!(file_sha256(&file), sha256(&source));
+    // Into an image too, with --json: every file used is proven.
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to",
+            "vm-latest",
+            "--json",
+        ],
+    )
+    .success();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{doc:#}");
+    assert!(files.iter().all(|f| f["proven"] == true), "{doc:#}");
+    assert!(same_bytes(&w.export("vm-latest", None), &source));
+
+    // Verify calls the empty full what it is: an error, exit 1.
+    let verify = with_conf(&w, &conf, &["verify"]).code(1);
+    let error = format!(
+        "error: {}: the file holds 0 bytes, but the image size at its snapshot (recorded in \
+         vm@{latest}.diff_from_{}) is {} bytes",
+        dir.join(&empty).display(),
+        snaps[1],
+        24 * MIB
+    );
+    assert!(verify.stdout.contains(&error), "{}", verify.stdout);
+
+    // A route that cannot do without an unproven file still restores, and names it.
+    fs::remove_file(dir.join(&empty)).unwrap();
+    let diff = format!("vm@{}.diff_from_{}", snaps[1], snaps[0]);
+    fs::remove_file(dir.join(format!("{diff}.sha256"))).unwrap();
+    let (run, file) = restore_to_file(&w, &conf, latest, "unproven.raw");
+    let run = run.success();
+    let named = format!(
+        "{}: no checksum file {diff}.sha256 proves its bytes",
+        dir.join(&diff).display()
+    );
+    assert!(run.stderr.contains(&named), "{}", run.stderr);
+    assert_eq!(file_sha256(&file), sha256(&source));
+    let run = with_conf(
+        &w,
+        &conf,
+        &[
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            "/nonexistent/x",
+            "--check",
+            "--json",
+        ],
+    )
+    .success();
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let proven: Vec<bool> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["proven"].as_bool().unwrap())
+        .collect();
+    assert_eq!(proven, [true, false, true], "{doc:#}");
+
+    // The original's files (no checksum at all) beside the empty full: the empty full is
+    // refused by its length, and the diffs restore the point.
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sha256") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    fs::write(dir.join(&empty), b"").unwrap();
+    let refused = format!(
+        "{}: the file holds 0 bytes, but the image size at its snapshot",
+        dir.join(&empty).display()
+    );
+    let (run, file) = restore_to_file(&w, &conf, latest, "original.raw");
+    let run = run.success();
+    assert!(run.stderr.contains(&refused), "{}", run.stderr);
+    assert!(run.stderr.contains("no route uses it"), "{}", run.stderr);
+    assert_eq!(file_sha256(&file), sha256(&source));
+    // With no other route to it, the point is refused by name, never replaced by an older one.
+    fs::rename(dir.join(&diff), w.tmp.path().join(&diff)).unwrap();
+    let (run, file) = restore_to_file(&w, &conf, latest, "refused.raw");
+    let run = run.code(1);
+    let error = run.first_error();
+    assert!(
+        error.contains(&format!("as of {latest}: {refused}")),
+        "{}",
+        run.stderr
+    );
+    assert!(error.contains(&format!("(--at {})", snaps[0])), "{error}");
+    assert!(!file.exists());
+}
+
+#[test]
+fn a_chain_across_a_shrink_restores_and_verifies_at_every_point() {
+    let w = World::new();
+    w.create_image("vm", 24 * MIB, 31);
+    let conf =
+        w.config("images = vm\nbackup mode = incremental\nwindow size = 7\nwindow unit = days");
+    w.backup(&conf).success();
+    // Shrunk below the full's size, changed, backed up; then grown a little (still below the
+    // full), changed, backed up: no diff of the chain records the full's size.
+    for (size, seed) in [(8 * MIB, 32), (16 * MIB, 33)] {
+        rbd(&[
+            "resize",
+            "--allow-shrink",
+            "--size",
+            &format!("{}M", size / MIB),
+            &w.spec("vm"),
+        ]);
+        w.write_data("vm", seed);
+        next_second();
+        w.backup(&conf).success();
+    }
+    let snaps = w.backup_snapshots("vm");
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    let full = format!("vm@{}.full", snaps[0]);
+    assert_eq!(
+        fs::metadata(w.image_dir("vm").join(&full)).unwrap().len(),
+        24 * MIB
+    );
+    for (index, snap) in snaps.iter().enumerate() {
+        let source = w.export("vm", Some(snap));
+        let (run, file) = restore_to_file(&w, &conf, snap, &format!("at-{index}.raw"));
+        run.success();
+        assert_eq!(file_sha256(&file), sha256(&source), "{snap}");
+        let target = format!("vm-at-{index}");
+        with_conf(
+            &w,
+            &conf,
+            &[
+                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", snap,
+            ],
+        )
+        .success();
+        assert!(same_bytes(&w.export(&target, None), &source), "{target}");
+    }
+    let verify = with_conf(&w, &conf, &["verify", "--source"]).success();
+    assert!(verify.stdout.contains("no problems"), "{}", verify.stdout);
 }
 
 #[test]

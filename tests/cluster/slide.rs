@@ -271,10 +271,11 @@ fn slides_build_the_new_base_without_the_cluster_bit_identical_as_images_grow_an
             same_bytes(&raw_of(&w, "vm", &full), &w.export("vm", Some(s))),
             "{full} differs from rbd export of {s} (compress = {yes})"
         );
-        // (Not `verify` here: it bounds a full by the largest size its chain's diffs record,
-        // which refuses S's 48 MiB full once the image has shrunk; a bug of read::Limits that
-        // the original's own chains hit too, reported to the lead.)
+        // S's 48 MiB full is larger than every point after it: verify holds it to its own
+        // checksum, not to the sizes its chain's diffs record.
         w.assert_checksums("vm");
+        w.cephbackup(&["-c", conf.to_str().unwrap(), "verify"])
+            .success();
         restore_by_hand(&w, "vm", &[&full, &diff_c, &diff_t], "vm-once");
 
         // With a window of one day, S and C (24 hours and a bit) are both out: T becomes the
@@ -540,4 +541,107 @@ fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
 
 fn libc_sigkill() -> i32 {
     9
+}
+
+#[test]
+fn a_working_file_changed_after_a_killed_slide_is_discarded_and_the_base_exported() {
+    let w = World::new();
+    let size = 256 * MIB;
+    w.create_image("big", size, 74);
+    let r = snap_and_file(&w, "big", 72, None, false);
+    let stream = w.tmp.path().join("big.diff");
+    big_diff(&stream, size, 224 * MIB, 6);
+    rbd(&["import-diff", stream.to_str().unwrap(), &w.spec("big")]);
+    let s = snap_and_file(&w, "big", 24, Some(&r), false);
+    w.write_data("big", 401);
+    let conf =
+        w.config("images = big\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
+    let dir = w.image_dir("big");
+    let marker = dir.join(".cephbackup-advance.json");
+    let working = dir.join(format!(".cephbackup-advancing.big@{s}.full"));
+
+    let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !working.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the run ended ({status}) before its build started: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "the build never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    // Killed by the signal, in the middle of the slide: its marker and working file are there,
+    // neither the old base nor the new one is.
+    assert_eq!(status.signal(), Some(libc_sigkill()), "{status}");
+    assert!(
+        marker.exists() && working.exists(),
+        "{:?}",
+        w.all_files("big")
+    );
+    assert!(!dir.join(format!("big@{s}.full")).exists());
+    assert!(!dir.join(format!("big@{r}.full")).exists());
+
+    // Between the runs, someone writes into the working file, past what the diff rewrites.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&working).unwrap();
+        file.write_all_at(&[0xa5; 4096], 240 * MIB).unwrap();
+    }
+
+    next_second();
+    let run = w.backup(&conf).success();
+    let full = format!("big@{s}.full");
+    assert!(
+        run.stderr.contains(&format!(
+            "{full} cannot be built from the folder: .cephbackup-advancing.big@{s}.full was \
+             changed while no run held it"
+        )) && run.stderr.contains("exporting it from the cluster instead"),
+        "{}",
+        run.stderr
+    );
+    let line = format!("Exporting image big@{s} to {}", dir.join(&full).display());
+    assert!(
+        run.stdout.contains(&line),
+        "missing {line:?} in\n{}",
+        run.stdout
+    );
+    assert!(!marker.exists() && !working.exists());
+    assert!(same_bytes(
+        &raw_of(&w, "big", &full),
+        &w.export("big", Some(&s))
+    ));
+    let snaps = w.backup_snapshots("big");
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let t = &snaps[1];
+    let diff_t = format!("big@{t}.diff_from_{s}");
+    assert_eq!(w.files("big"), [full.clone(), diff_t.clone()]);
+    let c = conf.to_str().unwrap();
+    w.cephbackup(&["-c", c, "verify"]).success();
+    // Every point restores bit for bit.
+    for point in [&s, t] {
+        let file = w.tmp.path().join(format!("{point}.raw"));
+        w.cephbackup(&[
+            "-c",
+            c,
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "big",
+            "--to-file",
+            file.to_str().unwrap(),
+            "--at",
+            point,
+        ])
+        .success();
+        assert!(
+            same_bytes(&fs::read(&file).unwrap(), &w.export("big", Some(point))),
+            "{point}"
+        );
+    }
 }

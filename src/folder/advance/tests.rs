@@ -4,6 +4,11 @@ use crate::folder::naming::SnapName;
 use sha2::{Digest, Sha256};
 
 const KIB: u64 = 1024;
+
+/// The record key the tests seal markers with.
+fn key() -> SealKey {
+    SealKey::new([3; seal::KEY_BYTES])
+}
 const MIB: u64 = 1 << 20;
 const SNAPS: [&str; 4] = [
     "BACKUPUTC20261120T020000",
@@ -148,6 +153,7 @@ impl Folder {
             &self.full_name(),
             &self.diff_names(),
             None,
+            &key(),
         )
         .unwrap()
     }
@@ -302,69 +308,164 @@ fn a_build_in_place_keeps_holes() {
     assert!(folder.raw_of(&name, false) == folder.expected());
 }
 
+/// What a run killed after the marker, the rename and all the diffs' writes (but before it
+/// could count them, when `applied` is short) leaves behind: the marker of `folder`'s build, as
+/// written (sealed under [`key`]), and the working file.
+fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
+    let dir = folder.dir.path();
+    let target = folder.target(false).file_name("vm");
+    let proven: Vec<ProvenDiff> = folder
+        .diff_names()
+        .iter()
+        .map(|n| {
+            let file = BackupFile::parse("vm", n).unwrap();
+            prove_diff(dir, &stored(n, file)).unwrap()
+        })
+        .collect();
+    let marker = Marker {
+        format: FORMAT,
+        image: "vm".into(),
+        old: folder.full_name(),
+        old_sha256: hex(&folder.base),
+        working: working_name(&target),
+        target,
+        size: proven.last().unwrap().size,
+        diffs: proven
+            .iter()
+            .map(|d| Link {
+                name: d.stored.name.clone(),
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+        applied,
+        new_sha256: Some(hex(&folder.expected())),
+    };
+    write_marker(dir, &marker, &key()).unwrap();
+    let working = folder.path(&marker.working);
+    std::fs::rename(folder.path(&folder.full_name()), &working).unwrap();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&working)
+        .unwrap();
+    for stream in streams {
+        apply_to_file(&stream[..], &mut file).unwrap();
+    }
+    marker
+}
+
 #[test]
 fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
     for (what, base, streams) in chains() {
         for applied in 0..=streams.len() {
             let folder = Folder::new(base.clone(), streams.clone(), false);
             let dir = folder.dir.path();
-            let target = folder.target(false).file_name("vm");
-            let proven: Vec<ProvenDiff> = folder
-                .diff_names()
-                .iter()
-                .map(|n| {
-                    let file = BackupFile::parse("vm", n).unwrap();
-                    prove_diff(dir, &stored(n, file)).unwrap()
-                })
-                .collect();
-            // What a run killed after the marker, the rename and all the diffs' writes (but
-            // before it could count them, when `applied` is short) leaves behind.
-            let marker = Marker {
-                format: FORMAT,
-                image: "vm".into(),
-                old: folder.full_name(),
-                old_sha256: hex(&folder.base),
-                working: working_name(&target),
-                target: target.clone(),
-                size: proven.last().unwrap().size,
-                diffs: proven
-                    .iter()
-                    .map(|d| Link {
-                        name: d.stored.name.clone(),
-                        sha256: d.sha256.clone(),
-                    })
-                    .collect(),
-                applied,
-                // Half the cases carry the finished file's checksum from the proving pass (it
-                // is then not read back), half do not (it is read back): both must be right.
-                new_sha256: (applied % 2 == 1).then(|| hex(&folder.expected())),
-            };
-            write_marker(dir, &marker).unwrap();
+            let marker = interrupted(&folder, &streams, applied);
             let working = folder.path(&marker.working);
-            std::fs::rename(folder.path(&folder.full_name()), &working).unwrap();
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&working)
-                .unwrap();
-            for stream in &streams {
-                apply_to_file(&stream[..], &mut file).unwrap();
-            }
-            drop(file);
             let mode = std::fs::metadata(folder.path(MARKER)).unwrap().mode();
             assert_eq!(mode & 0o777, 0o600);
-            let outcome = finish(dir, "vm", &folder.target(false), &marker.working).unwrap();
+            let outcome = finish(
+                dir,
+                "vm",
+                &folder.target(false),
+                &marker.working,
+                Some(&key()),
+            )
+            .unwrap();
             assert!(
                 matches!(outcome, Outcome::Built { .. }),
                 "{what}: {outcome:?}"
             );
             assert!(
-                folder.raw_of(&target, false) == folder.expected(),
+                folder.raw_of(&marker.target, false) == folder.expected(),
                 "{what}, {applied}"
             );
             assert!(!folder.path(MARKER).exists());
             assert!(!working.exists());
         }
+    }
+}
+
+#[test]
+fn a_resumed_build_proves_its_working_file_and_its_marker() {
+    type Spoil = fn(&Folder, &Marker);
+    let cases: [(&str, Spoil, &str); 5] = [
+        (
+            "a byte of the working file changed where no diff writes",
+            |f, m| {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(f.path(&m.working))
+                    .unwrap();
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(b"X", 2 * MIB + 17).unwrap();
+            },
+            "was changed while no run held it",
+        ),
+        (
+            "the working file truncated",
+            |f, m| {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(f.path(&m.working))
+                    .unwrap();
+                file.set_len(MIB).unwrap();
+            },
+            "was changed while no run held it",
+        ),
+        (
+            "the marker sealed under another host's key",
+            |f, m| {
+                let other = SealKey::new([4; seal::KEY_BYTES]);
+                write_marker(f.dir.path(), m, &other).unwrap();
+            },
+            "its seal does not match",
+        ),
+        (
+            "the marker rewritten without a seal",
+            |f, m| std::fs::write(f.path(MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
+            "carries no seal",
+        ),
+        (
+            "a sealed marker that records no checksum of the finished file",
+            |f, m| {
+                let mut m = m.clone();
+                m.new_sha256 = None;
+                write_marker(f.dir.path(), &m, &key()).unwrap();
+            },
+            "records no checksum of the finished file",
+        ),
+    ];
+    // The grow chain: its diff writes nowhere near 2 MiB + 17.
+    let (_, base, streams) = chains().remove(0);
+    for (what, spoil, says) in cases {
+        let folder = Folder::new(base.clone(), streams.clone(), false);
+        let marker = interrupted(&folder, &streams, 1);
+        spoil(&folder, &marker);
+        let target = folder.target(false);
+        let outcome = finish(
+            folder.dir.path(),
+            "vm",
+            &target,
+            &marker.working,
+            Some(&key()),
+        );
+        let Ok(Outcome::Unproven(why)) = outcome else {
+            panic!("{what}: {outcome:?}")
+        };
+        assert!(why.contains(says), "{what}: {why}");
+        // Nothing was given the target's name; the caller exports it and discards the build.
+        assert!(!folder.path(&marker.target).exists(), "{what}");
+        assert!(
+            !folder.path(&format!("{}.sha256", marker.target)).exists(),
+            "{what}"
+        );
+        // Without a key, nothing is believed either.
+        let outcome = finish(folder.dir.path(), "vm", &target, &marker.working, None).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Unproven(_)),
+            "{what}: {outcome:?}"
+        );
     }
 }
 
@@ -438,12 +539,12 @@ fn a_marker_that_is_not_ours_is_not_used() {
     for (text, says) in [
         ("{", "not readable"),
         (
-            r#"{"format":1,"image":"other","old":"a","old_sha256":"b","working":"w","target":"t","size":1,"diffs":[],"applied":0}"#,
-            "for image vm",
+            r#"{"format":1,"image":"vm","old":"a","old_sha256":"b","working":"w","target":"t","size":1,"diffs":[],"applied":0}"#,
+            "carries no seal",
         ),
     ] {
         std::fs::write(dir.path().join(MARKER), text).unwrap();
-        let outcome = finish(dir.path(), "vm", &file, &working).unwrap();
+        let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
         assert!(
             matches!(&outcome, Outcome::Unproven(why) if why.contains(says)),
             "{outcome:?}"
@@ -455,7 +556,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
-    let outcome = finish(dir.path(), "vm", &file, &working).unwrap();
+    let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
     assert!(
         matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")),
         "{outcome:?}"
@@ -473,7 +574,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     for name in [&working, &MARKER.to_string(), &target] {
         std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
     }
-    let outcome = finish(dir.path(), "vm", &file, &working).unwrap();
+    let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
     assert_eq!(outcome, Outcome::Obsolete);
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
