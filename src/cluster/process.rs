@@ -355,7 +355,61 @@ pub struct CommandError {
     command: String,
     /// The program's name, the only part of the command line the message shows.
     program: String,
+    /// Whom the command logged in as, so that a refused login can name what to fix.
+    identity: Identity,
     failure: Failure,
+}
+
+/// The cephx user and keyring a command was given (`--id`, `--keyring`); `None` where Ceph's
+/// defaults applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Identity {
+    user: Option<String>,
+    keyring: Option<String>,
+}
+
+impl Identity {
+    fn of<'a>(mut words: impl Iterator<Item = std::borrow::Cow<'a, str>>) -> Identity {
+        let mut identity = Identity::default();
+        while let Some(word) = words.next() {
+            let slot = match &*word {
+                "--id" => &mut identity.user,
+                "--keyring" => &mut identity.keyring,
+                _ => continue,
+            };
+            *slot = words.next().map(std::borrow::Cow::into_owned);
+        }
+        identity
+    }
+
+    /// `ceph user 'backup'`, saying when the default applied.
+    fn user(&self) -> String {
+        match &self.user {
+            Some(user) => format!("ceph user '{}'", crate::output::escaped(user)),
+            None => "ceph user 'admin' (the default)".to_string(),
+        }
+    }
+
+    /// Why the login failed, for a command whose login the cluster refused.
+    fn refused(&self, stderr: &[u8]) -> String {
+        const SETTINGS: &str = "see `ceph user` and `ceph keyring`";
+        if let Some(path) = keyring_missing(stderr) {
+            return format!(
+                "authentication failed: no keyring for {} at {} ({SETTINGS})",
+                self.user(),
+                crate::output::escaped(&path)
+            );
+        }
+        let keyring = match &self.keyring {
+            Some(keyring) => crate::output::escaped(keyring).into_owned(),
+            None => "the keyring the ceph config names".to_string(),
+        };
+        format!(
+            "authentication failed: the cluster refused {} with the key in {keyring} (an \
+             unknown user or a wrong key; {SETTINGS})",
+            self.user()
+        )
+    }
 }
 
 impl CommandError {
@@ -363,6 +417,7 @@ impl CommandError {
         CommandError {
             command: command.to_string(),
             program: command.program.to_string_lossy().into_owned(),
+            identity: Identity::of(command.args.iter().map(|arg| arg.to_string_lossy())),
             failure,
         }
     }
@@ -375,6 +430,7 @@ impl CommandError {
         let command = command.into();
         CommandError {
             program: command.split(' ').next().unwrap_or_default().to_string(),
+            identity: Identity::of(command.split(' ').map(std::borrow::Cow::Borrowed)),
             command,
             failure: Failure::Exit {
                 status: ExitStatus::from_raw((code & 0xff) << 8),
@@ -418,11 +474,22 @@ impl CommandError {
     }
 
     /// What the failure means, read from the exit status: `rbd` exits with the errno of what
-    /// failed, which is stable where its messages are not.
+    /// failed, which is stable where its messages are not. Only a failed login is told by its
+    /// words too: `rbd` says it "couldn't connect to the cluster" whatever the reason, and exits
+    /// with the errno of the login, whose ENOENT (no keyring) must never read as "no such
+    /// snapshot".
     pub fn kind(&self) -> FailureKind {
-        let Failure::Exit { status, .. } = &self.failure else {
+        let Failure::Exit { status, stderr } = &self.failure else {
             return FailureKind::Other;
         };
+        if connection_failed(stderr) {
+            return match status.code() {
+                Some(libc::ETIMEDOUT) => FailureKind::TimedOut,
+                Some(libc::EACCES | libc::EPERM) => FailureKind::Unauthenticated,
+                _ if keyring_missing(stderr).is_some() => FailureKind::Unauthenticated,
+                _ => FailureKind::Other,
+            };
+        }
         match status.code() {
             Some(libc::ENOENT) => FailureKind::NotFound,
             Some(libc::EEXIST) => FailureKind::AlreadyExists,
@@ -453,7 +520,27 @@ pub enum FailureKind {
     TimedOut,
     /// EACCES: the cephx user may not do this.
     PermissionDenied,
+    /// The cluster refused the login (unknown user, wrong key, no keyring): every later call
+    /// would fail the same way.
+    Unauthenticated,
     Other,
+}
+
+/// `rbd`'s words when it could not even log in to the cluster.
+const CONNECT_FAILED: &str = "couldn't connect to the cluster";
+
+fn connection_failed(stderr: &[u8]) -> bool {
+    String::from_utf8_lossy(stderr).contains(CONNECT_FAILED)
+}
+
+/// The keyring path Ceph looked for and did not find (`auth: unable to find a keyring on
+/// /etc/ceph/x: (2) No such file or directory`).
+fn keyring_missing(stderr: &[u8]) -> Option<String> {
+    const MARKER: &str = "unable to find a keyring on ";
+    let text = String::from_utf8_lossy(stderr);
+    let rest = &text[text.find(MARKER)? + MARKER.len()..];
+    let end = rest.find([':', '\n']).unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
 }
 
 /// Ceph's log lines start with a timestamp, a thread id and a level
@@ -535,8 +622,12 @@ impl fmt::Display for CommandError {
                     Some(code) => format!("exit status {code}"),
                     None => status.to_string(),
                 };
+                let kind = self.kind();
+                if kind == FailureKind::Unauthenticated {
+                    return f.write_str(&self.identity.refused(stderr));
+                }
                 let summary = stderr_summary(stderr);
-                if let Some(cause) = known_cause(&summary, self.kind()) {
+                if let Some(cause) = known_cause(&summary, kind) {
                     return f.write_str(&cause);
                 }
                 let program_prefix = format!("{program}: ");
@@ -617,6 +708,66 @@ mod tests {
             assert_eq!(err.to_string(), cause, "{stderr}");
             assert_eq!(err.command(), "rbd --conf /c snap ls rbd/vm");
         }
+    }
+
+    #[test]
+    fn a_refused_login_names_the_user_and_keyring_settings() {
+        let settings = "see `ceph user` and `ceph keyring`";
+        for (command, code, stderr, cause) in [
+            (
+                "rbd --conf /c --id nobody --keyring /k snap ls p/i",
+                13,
+                "rbd: couldn't connect to the cluster!\n\
+                 rbd: listing images failed: (13) Permission denied\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'nobody' with the key \
+                     in /k (an unknown user or a wrong key; {settings})"
+                ),
+            ),
+            (
+                // A user the default keyring has no key for: EPERM.
+                "rbd --conf /c --id nobody snap create p/i@s",
+                1,
+                "rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'nobody' with the key \
+                     in the keyring the ceph config names (an unknown user or a wrong key; \
+                     {settings})"
+                ),
+            ),
+            (
+                "rbd --conf /c export p/i@s -",
+                13,
+                "rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'admin' (the default) \
+                     with the key in the keyring the ceph config names (an unknown user or a \
+                     wrong key; {settings})"
+                ),
+            ),
+            (
+                // No keyring: ENOENT, which must not read as "no such snapshot".
+                "rbd --conf /c --id backup snap rm p/i@s",
+                2,
+                "2026-12-03T02:14:54.057+0000 7fb1 -1 auth: unable to find a keyring on \
+                 /etc/ceph/ceph.client.backup.keyring: (2) No such file or directory\n\
+                 rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: no keyring for ceph user 'backup' at \
+                     /etc/ceph/ceph.client.backup.keyring ({settings})"
+                ),
+            ),
+        ] {
+            let err = CommandError::exited(command, code, stderr);
+            assert_eq!(err.kind(), FailureKind::Unauthenticated, "{stderr}");
+            assert_eq!(err.to_string(), cause);
+        }
+        // A timeout while logging in stays a timeout, and any other failure to connect is
+        // nothing more specific.
+        let err = CommandError::exited("rbd ls p", 110, "rbd: couldn't connect to the cluster!\n");
+        assert_eq!(err.kind(), FailureKind::TimedOut);
+        let err = CommandError::exited("rbd ls p", 2, "rbd: couldn't connect to the cluster!\n");
+        assert_eq!(err.kind(), FailureKind::Other);
     }
 
     #[test]
