@@ -808,8 +808,12 @@ impl<'s> ImageRun<'s> {
             Instant::now() + options.wait,
         )?;
         let result = self.plan().and_then(|plan| self.perform(&plan));
-        if result.is_err() {
-            self.roll_back_snapshot();
+        match &result {
+            // Removing it would cost another timeout of a cluster that has stopped answering
+            // (or refuses us); the image record names it, so the next run removes it.
+            Err(err) if cluster_failed(err) => self.leave_snapshot(),
+            Err(_) => self.roll_back_snapshot(),
+            Ok(()) => {}
         }
         // A failure caused by the signal (a killed rbd) is reported as the interruption.
         match (result, interrupt::check()) {
@@ -1324,7 +1328,8 @@ impl<'s> ImageRun<'s> {
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
         let mut stream = crate::progress::reader(
-            rbd.open_export(&pool, image, base, snap)?,
+            rbd.open_export(&pool, image, base, snap)
+                .with_context(|| format!("cannot export {snap_spec}"))?,
             expected_size,
             &escaped(&format!("{pool}/{name}")),
         );
@@ -1338,16 +1343,17 @@ impl<'s> ImageRun<'s> {
             // unreachable). A full disk is said in so many words; the export's command line,
             // hundreds of characters of options, is only for the debug log (`-v`).
             .map_err(|err| {
-                if CommandError::find(&err).is_none() {
-                    debug!("writing the output of `{cmd}` failed: {err:#}");
+                if CommandError::find(&err).is_some() {
+                    return err.context(format!("cannot export {snap_spec}"));
                 }
-                if disk_full(&err) {
+                debug!("writing the output of `{cmd}` failed: {err:#}");
+                let err = if disk_full(&err) {
                     anyhow::anyhow!("the disk is full (No space left on device)")
                 } else {
                     err
-                }
-            })
-            .with_context(|| format!("cannot write {}", final_path.display()))?;
+                };
+                err.context(format!("cannot write {}", final_path.display()))
+            })?;
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
@@ -1432,6 +1438,18 @@ impl<'s> ImageRun<'s> {
             }
         };
         Ok(digest)
+    }
+
+    /// The snapshot this run created, which no complete file backs, stays for the next run to
+    /// remove (its image record names it).
+    fn leave_snapshot(&mut self) {
+        if let Some(snap) = self.unbacked_snapshot.take() {
+            info!(
+                "{}/{}: snapshot {snap}, created by this run, is left for the next run to remove",
+                self.pool(),
+                self.image
+            );
+        }
     }
 
     /// Removes the snapshot this run created when no complete file backs it, so it cannot become

@@ -86,6 +86,9 @@ pub struct CommandLine {
     args: Vec<OsString>,
     /// Copy the child's stderr to ours as it arrives (progress bars on a terminal).
     show_stderr: bool,
+    /// Stop the child as soon as its stderr says a Ceph operation timed out (see
+    /// [`CommandLine::stop_on_timeout`]).
+    stop_on_timeout: bool,
 }
 
 impl CommandLine {
@@ -94,6 +97,7 @@ impl CommandLine {
             program: program.into(),
             args: Vec::new(),
             show_stderr: false,
+            stop_on_timeout: false,
         }
     }
 
@@ -114,6 +118,15 @@ impl CommandLine {
 
     pub fn show_stderr(mut self, show: bool) -> CommandLine {
         self.show_stderr = show;
+        self
+    }
+
+    /// For a stream that fails on its first failed operation (`rbd export`): once the child
+    /// logs that an operation timed out, its end is certain, but it would still wait for every
+    /// other operation in flight to time out too (another whole timeout); it is stopped at once
+    /// and its failure reads as the timeout it is.
+    pub fn stop_on_timeout(mut self, stop: bool) -> CommandLine {
+        self.stop_on_timeout = stop;
         self
     }
 
@@ -169,9 +182,10 @@ impl CommandLine {
         track(&child);
         let stderr = child.stderr.take().expect("stderr is piped");
         let show = self.show_stderr;
+        let stop = self.stop_on_timeout.then(|| child.id());
         Ok((
             child,
-            std::thread::spawn(move || drain_stderr(stderr, show)),
+            std::thread::spawn(move || drain_stderr(stderr, show, stop)),
         ))
     }
 
@@ -234,7 +248,14 @@ fn log_end(command: &str, took: Duration, failure: Option<&CommandError>) {
     let seconds = took.as_secs_f64();
     match failure {
         None => debug!("finished in {seconds:.3} s: {command}"),
-        Some(err) => debug!("failed after {seconds:.3} s ({err}): {command}"),
+        Some(err) => {
+            debug!("failed after {seconds:.3} s ({err}): {command}");
+            // The error keeps only the cause; the child's own words, Ceph's log lines
+            // included, are for whoever debugs.
+            if let Some(said) = err.stderr().filter(|said| !said.trim().is_empty()) {
+                debug!("its stderr: {}", said.trim().replace('\n', " / "));
+            }
+        }
     }
 }
 
@@ -248,7 +269,12 @@ impl fmt::Display for CommandLine {
     }
 }
 
-fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
+/// What Ceph logs when an operation did not get an answer within its timeout.
+const OPERATION_TIMED_OUT: &[u8] = b"(110) Connection timed out";
+
+/// Reads a child's stderr to its end and returns the tail. With `stop`, the child of that pid
+/// is stopped (SIGTERM) the first time its stderr says an operation timed out.
+fn drain_stderr(mut stderr: impl Read, show: bool, mut stop: Option<u32>) -> Vec<u8> {
     let mut tail = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -260,11 +286,37 @@ fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
             let _ = io::stderr().write_all(&buf[..n]);
         }
         tail.extend_from_slice(&buf[..n]);
+        // The phrase may straddle two reads: look back a little before the new bytes.
+        let from = tail.len().saturating_sub(n + OPERATION_TIMED_OUT.len());
+        if stop.is_some() && contains(&tail[from..], OPERATION_TIMED_OUT) {
+            if let Some(pid) = stop.take() {
+                debug!("stopping process {pid}: an operation timed out");
+                stop_child(pid);
+            }
+        }
         if tail.len() > 2 * STDERR_TAIL_BYTES {
             tail.drain(..tail.len() - STDERR_TAIL_BYTES);
         }
     }
     tail
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Sends SIGTERM to a child still running: the list lock is held while signalling, and a child
+/// leaves the list before it is reaped, so the pid cannot have been reused.
+fn stop_child(pid: u32) {
+    let running = running();
+    if let (true, Ok(pid)) = (running.contains(&pid), libc::pid_t::try_from(pid)) {
+        // SAFETY: kill(2) has no memory-safety preconditions; see above for the pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
 }
 
 /// The stdout of a running child. Dropping it before the end kills the child.
@@ -490,6 +542,10 @@ impl CommandError {
                 _ => FailureKind::Other,
             };
         }
+        if status.code().is_none() && contains(stderr, OPERATION_TIMED_OUT) {
+            // Stopped by a signal after an operation timed out (see `stop_on_timeout`).
+            return FailureKind::TimedOut;
+        }
         match status.code() {
             Some(libc::ENOENT) => FailureKind::NotFound,
             Some(libc::EEXIST) => FailureKind::AlreadyExists,
@@ -565,11 +621,16 @@ fn without_log_prefix(line: &str) -> &str {
 /// The last lines of a child's stderr, joined so the whole error stays on one line.
 fn stderr_summary(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
+    let mut lines: Vec<&str> = text
         .split(['\n', '\r'])
         .map(|l| without_log_prefix(l.trim()))
         .filter(|l| !l.is_empty() && !l.contains("% complete"))
         .collect();
+    // librbd's log lines (`librbd::Watcher: 0x55… handle_error: …`) are its internals: what
+    // `rbd` itself concluded says the same for people, when it said anything.
+    if lines.iter().any(|l| !l.starts_with("librbd::")) {
+        lines.retain(|l| !l.starts_with("librbd::"));
+    }
     let start = lines.len().saturating_sub(3);
     lines[start..].join(" / ")
 }
@@ -592,6 +653,11 @@ fn known_cause(summary: &str, kind: FailureKind) -> Option<String> {
         } else {
             format!("cannot reach the cluster ({})", detail.join(" / "))
         });
+    }
+    if kind == FailureKind::TimedOut {
+        // Which operation it was is in the error's context; rbd's words (dozens of lines
+        // when many operations were in flight) go to the debug log.
+        return Some("timed out".to_string());
     }
     if kind != FailureKind::NotFound {
         return None;
@@ -771,6 +837,42 @@ mod tests {
     }
 
     #[test]
+    fn librbd_internals_are_left_out_of_the_message() {
+        let stderr = "2026-12-03T02:31:55.341+0000 7fc8 -1 librbd::Watcher: 0x7f handle_error: \
+                      handle=9, err=-107\nrbd: failed to remove snapshot: (5) Input/output error\n\
+                      2026-12-03T02:31:55.341+0000 7fc8 -1 librbd::ImageWatcher: 0x7f image \
+                      watch failed: 9, (107) Transport endpoint is not connected\n";
+        let err = CommandError::exited("rbd snap rm p/i@s", 5, stderr);
+        assert_eq!(
+            err.to_string(),
+            "failed to remove snapshot: (5) Input/output error (rbd exit status 5)"
+        );
+    }
+
+    #[test]
+    fn a_stream_is_stopped_once_an_operation_timed_out() {
+        let started = Instant::now();
+        let mut reader = sh(
+            "echo data; echo 'librbd::io::ObjectRequest: x: (110) Connection \
+                             timed out' >&2; exec sleep 30",
+        )
+        .stop_on_timeout(true)
+        .spawn_reader()
+        .unwrap();
+        let mut out = Vec::new();
+        let io_err = reader.read_to_end(&mut out).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20), "not stopped");
+        assert_eq!(out, b"data\n");
+        let err = CommandError::find(&anyhow::Error::new(io_err)).map(CommandError::kind);
+        assert_eq!(err, Some(FailureKind::TimedOut));
+        // Without the option the child runs to its own end.
+        let out = sh("echo '(110) Connection timed out' >&2; echo done")
+            .output()
+            .unwrap();
+        assert_eq!(out, b"done\n");
+    }
+
+    #[test]
     fn ceph_log_prefixes_are_dropped() {
         assert_eq!(
             without_log_prefix(
@@ -805,11 +907,19 @@ mod tests {
             Some(FailureKind::AlreadyExists)
         );
         assert!(CommandError::find(&anyhow::anyhow!("plain")).is_none());
-        for (code, kind) in [(110, FailureKind::TimedOut), (16, FailureKind::Busy)] {
-            let made = CommandError::exited("rbd snap rm p/i@s", code, "rbd: no\n");
-            assert_eq!(made.kind(), kind);
-            assert_eq!(made.to_string(), format!("no (rbd exit status {code})"));
-        }
+        let made = CommandError::exited("rbd snap rm p/i@s", 16, "rbd: no\n");
+        assert_eq!(made.kind(), FailureKind::Busy);
+        assert_eq!(made.to_string(), "no (rbd exit status 16)");
+        // A timeout is said in two words whatever rbd printed; the context says of what.
+        let made = CommandError::exited(
+            "rbd snap rm p/i@s",
+            110,
+            "2026-12-03T02:33:21.002+0000 7f27 -1 librbd::ImageState: 0x55 failed to open \
+             image: (110) Connection timed out\nrbd: error opening image big: (110) Connection \
+             timed out\n",
+        );
+        assert_eq!(made.kind(), FailureKind::TimedOut);
+        assert_eq!(made.to_string(), "timed out");
     }
 
     #[test]
