@@ -407,8 +407,9 @@ pub struct CommandError {
     command: String,
     /// The program's name, the only part of the command line the message shows.
     program: String,
-    /// Whom the command logged in as, so that a refused login can name what to fix.
-    identity: Identity,
+    /// Whom the command logged in as, so that a refused login can name what to fix (boxed: an
+    /// error stays small on the happy path's `Result`s).
+    identity: Box<Identity>,
     failure: Failure,
 }
 
@@ -469,7 +470,9 @@ impl CommandError {
         CommandError {
             command: command.to_string(),
             program: command.program.to_string_lossy().into_owned(),
-            identity: Identity::of(command.args.iter().map(|arg| arg.to_string_lossy())),
+            identity: Box::new(Identity::of(
+                command.args.iter().map(|arg| arg.to_string_lossy()),
+            )),
             failure,
         }
     }
@@ -482,7 +485,9 @@ impl CommandError {
         let command = command.into();
         CommandError {
             program: command.split(' ').next().unwrap_or_default().to_string(),
-            identity: Identity::of(command.split(' ').map(std::borrow::Cow::Borrowed)),
+            identity: Box::new(Identity::of(
+                command.split(' ').map(std::borrow::Cow::Borrowed),
+            )),
             command,
             failure: Failure::Exit {
                 status: ExitStatus::from_raw((code & 0xff) << 8),
