@@ -11,10 +11,11 @@
 //! ([`crate::state`]), a destination that did not mount is refused, and one whose files were
 //! shipped continues its chains. As each file completes, the image record and the host's memory
 //! of the image are updated together. One image failing never stops the others; its error is
-//! reported on stderr and counted. A cluster that does not answer at all fails the remaining
-//! images on it at once instead of costing one timeout each. If a run fails before the snapshot
-//! it created is backed by a complete file, that snapshot is removed again; if the run dies
-//! instead, the image record lets the next run remove it.
+//! reported on stderr and counted. A cluster that does not answer at all (or refuses our login)
+//! fails the remaining images on it at once instead of costing one timeout each. If a run fails
+//! before the snapshot it created is backed by a complete file, that snapshot is removed again;
+//! if the run dies instead, or the cluster stopped answering (removing it would cost one more
+//! timeout), the image record lets the next run remove it.
 //!
 //! Everything it asks of the cluster goes through [`ClusterOps`]: `rbd` in a real run, an
 //! in-memory cluster in this module's tests (`execute/tests.rs`).

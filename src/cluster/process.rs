@@ -4,7 +4,9 @@
 //! exactly as written. A failed command becomes a [`CommandError`] whose one-line message is the
 //! cause (`pool 'rbd' does not exist`), read from the exit status and the tail of the child's
 //! stderr; the full command line, a few hundred characters of options, goes to the debug log
-//! (`-v`), where every command's end is logged with its duration.
+//! (`-v`), where every command's end is logged with its duration and its stderr. A refused login
+//! names the cephx user and keyring it used; a stream from the cluster can be stopped at its
+//! first timed-out operation rather than after every other one in flight has timed out too.
 //! A child's stderr is drained on its own thread so that a chatty child can never block on a full
 //! pipe while we are reading its stdout.
 
