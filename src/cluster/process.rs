@@ -609,12 +609,7 @@ fn keyring_missing(stderr: &[u8]) -> Option<String> {
 /// Ceph's log lines start with a timestamp, a thread id and a level
 /// (`2026-11-25T22:52:16.937+0000 7fc31932a380 -1 monclient: …`); only the message matters here.
 fn without_log_prefix(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    let looks_like_timestamp = bytes.len() > 20
-        && bytes[..4].iter().all(u8::is_ascii_digit)
-        && bytes[4] == b'-'
-        && bytes[10] == b'T';
-    if !looks_like_timestamp {
+    if !looks_like_timestamp(line.as_bytes()) {
         return line;
     }
     let mut rest = line;
@@ -625,11 +620,31 @@ fn without_log_prefix(line: &str) -> &str {
     rest.trim()
 }
 
+fn looks_like_timestamp(bytes: &[u8]) -> bool {
+    bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[10] == b'T'
+}
+
+/// A line cut where a Ceph log record starts inside it: `rbd` writes `rbd: export-diff error: `
+/// and the reason apart, and librbd's log lines land in between.
+fn split_at_log_records(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    let mut starts: Vec<usize> = (1..bytes.len())
+        .filter(|&i| line.is_char_boundary(i) && looks_like_timestamp(&bytes[i..]))
+        .collect();
+    starts.insert(0, 0);
+    starts.push(line.len());
+    (0..starts.len() - 1).map(move |i| &line[starts[i]..starts[i + 1]])
+}
+
 /// The last lines of a child's stderr, joined so the whole error stays on one line.
 fn stderr_summary(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let mut lines: Vec<&str> = text
         .split(['\n', '\r'])
+        .flat_map(split_at_log_records)
         .map(|l| without_log_prefix(l.trim()))
         .filter(|l| !l.is_empty() && !l.contains("% complete"))
         .collect();
@@ -638,8 +653,19 @@ fn stderr_summary(stderr: &[u8]) -> String {
     if lines.iter().any(|l| !l.starts_with("librbd::")) {
         lines.retain(|l| !l.starts_with("librbd::"));
     }
-    let start = lines.len().saturating_sub(3);
-    lines[start..].join(" / ")
+    // A line cut short by a log record (`export-diff error:`) goes on with the next one.
+    let mut joined: Vec<String> = Vec::new();
+    for line in lines {
+        match joined.last_mut() {
+            Some(last) if last.ends_with(':') => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => joined.push(line.to_string()),
+        }
+    }
+    let start = joined.len().saturating_sub(3);
+    joined[start..].join(" / ")
 }
 
 /// What a failed `rbd` said, restated as the cause an administrator acts on when it is one of
@@ -853,6 +879,15 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "failed to remove snapshot: (5) Input/output error (rbd exit status 5)"
+        );
+        // As rbd writes it when librbd logs between its words and the reason.
+        let stderr = "rbd: export-diff error: 2026-12-03T02:31:55.341+0000 7fc8 -1 \
+                      librbd::io::ImageRequest: finish: C_AssembleSnapshotDeltas: list snaps \
+                      failed: (5) Input/output error\n(5) Input/output error\n";
+        let err = CommandError::exited("rbd export-diff p/i@s -", 5, stderr);
+        assert_eq!(
+            err.to_string(),
+            "export-diff error: (5) Input/output error (rbd exit status 5)"
         );
     }
 
