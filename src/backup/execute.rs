@@ -11,10 +11,11 @@
 //! ([`crate::state`]), a destination that did not mount is refused, and one whose files were
 //! shipped continues its chains. As each file completes, the image record and the host's memory
 //! of the image are updated together. One image failing never stops the others; its error is
-//! reported on stderr and counted. A cluster that does not answer at all fails the remaining
-//! images on it at once instead of costing one timeout each. If a run fails before the snapshot
-//! it created is backed by a complete file, that snapshot is removed again; if the run dies
-//! instead, the image record lets the next run remove it.
+//! reported on stderr and counted. A cluster that does not answer at all (or refuses our login)
+//! fails the remaining images on it at once instead of costing one timeout each. If a run fails
+//! before the snapshot it created is backed by a complete file, that snapshot is removed again;
+//! if the run dies instead, or the cluster stopped answering (removing it would cost one more
+//! timeout), the image record lets the next run remove it.
 //!
 //! Everything it asks of the cluster goes through [`ClusterOps`]: `rbd` in a real run, an
 //! in-memory cluster in this module's tests (`execute/tests.rs`).
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
 use crate::cluster::process::{CommandError, FailureKind};
@@ -51,7 +52,7 @@ use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
 use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
 use crate::outln;
-use crate::output::human_bytes;
+use crate::output::{escaped, human_bytes};
 use crate::report::{
     self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
 };
@@ -163,7 +164,7 @@ impl Outcome {
             );
         }
         for (what, _) in &self.failures {
-            let _ = write!(line, "\nFailed: {what}");
+            let _ = write!(line, "\nFailed: {}", escaped(what));
         }
         line
     }
@@ -247,6 +248,30 @@ fn timed_out(err: &anyhow::Error) -> bool {
     CommandError::find(err).map(CommandError::kind) == Some(FailureKind::TimedOut)
 }
 
+/// True when `err` comes from a write that found no space left on its filesystem.
+fn disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let io = cause.downcast_ref::<io::Error>();
+        // An I/O error may carry another one (a stream passing on its writer's failure).
+        let inner = io
+            .and_then(io::Error::get_ref)
+            .and_then(|e| e.downcast_ref::<io::Error>());
+        [io, inner]
+            .into_iter()
+            .flatten()
+            .any(|e| e.raw_os_error() == Some(libc::ENOSPC))
+    })
+}
+
+/// True when `err` says no call to that cluster can work in this run: it did not answer in
+/// time, or it refused our login.
+fn cluster_failed(err: &anyhow::Error) -> bool {
+    matches!(
+        CommandError::find(err).map(CommandError::kind),
+        Some(FailureKind::TimedOut | FailureKind::Unauthenticated)
+    )
+}
+
 /// Clusters that did not answer at all in this run, with the error that showed it. Shared by the
 /// images running at once.
 #[derive(Default)]
@@ -267,20 +292,28 @@ impl Unreachable {
             .map(|(_, why)| why.clone())
     }
 
-    /// Remembers `cluster` as unreachable when `err` says it did not answer; true if so.
+    /// Remembers `cluster` as unusable when `err` says it did not answer or refused our login;
+    /// true if so.
     fn note(&self, cluster: &Cluster, err: &anyhow::Error) -> bool {
-        let timed_out = timed_out(err);
+        if !cluster_failed(err) {
+            return false;
+        }
+        let what = if timed_out(err) {
+            "did not answer"
+        } else {
+            "refused the login"
+        };
         let mut list = self.list();
-        if timed_out && !list.iter().any(|(c, _)| c == cluster) {
+        if !list.iter().any(|(c, _)| c == cluster) {
             list.push((
                 cluster.clone(),
                 format!(
-                    "not attempted: the cluster of {} did not answer earlier in this run",
+                    "not attempted: the cluster of {} {what} earlier in this run",
                     cluster.conf.display()
                 ),
             ));
         }
-        timed_out
+        true
     }
 }
 
@@ -475,7 +508,7 @@ impl<'a> Section<'a> {
             Err(failure) => failure,
         };
         let err = self.explain(&failure.error);
-        eprintln!("error: {}: {err}", failure.shown);
+        eprintln!("error: {}: {err}", escaped(&failure.shown));
         let why = self
             .unreachable
             .reason(&self.cluster)
@@ -594,6 +627,9 @@ impl<'a> Section<'a> {
         if !self.unreachable.note(&self.cluster, err) {
             return text;
         }
+        if !timed_out(err) {
+            return format!("{text} (the remaining images on this cluster are not attempted)");
+        }
         format!(
             "{text} (the cluster of {} did not answer within {} s; see `ceph timeout`; the \
              remaining images on it are not attempted)",
@@ -616,13 +652,16 @@ impl<'a> Section<'a> {
         let py_bool = |b: bool| if b { "True" } else { "False" };
         outln!("Images to backup:");
         for image in images {
-            outln!("\t{}/{image}", self.job.pool);
+            outln!("\t{}", escaped(&format!("{}/{image}", self.job.pool)));
         }
         outln!("Backup folder: {}", self.job.destination_text);
         outln!("Compression: {}", compression_shown(self.job.compress));
         outln!("Check mode: {}", py_bool(self.mode == Mode::Check));
         if self.job.mode == BackupMode::Full {
-            outln!("Taking full backup of images: {}", images.join(", "));
+            outln!(
+                "Taking full backup of images: {}",
+                escaped(&images.join(", "))
+            );
             if self.mode == Mode::Check {
                 outln!(
                     "Running in check mode: backup commands will just be printed and not executed"
@@ -734,7 +773,10 @@ impl<'s> ImageRun<'s> {
                     Some(interrupted) => interrupted.to_string(),
                     None => section.explain(&err),
                 };
-                eprintln!("error: {}/{}: {text}", section.job.pool, self.image);
+                // Image names come from the cluster (`images = *`): one with a control
+                // character must not forge or garble the line.
+                let shown = escaped(&format!("{}/{}", section.job.pool, self.image)).into_owned();
+                eprintln!("error: {shown}: {text}");
                 report.status = if busy { "busy" } else { "failed" }.into();
                 report.error = Some(text.clone());
                 Some(text)
@@ -767,8 +809,12 @@ impl<'s> ImageRun<'s> {
             Instant::now() + options.wait,
         )?;
         let result = self.plan().and_then(|plan| self.perform(&plan));
-        if result.is_err() {
-            self.roll_back_snapshot();
+        match &result {
+            // Removing it would cost another timeout of a cluster that has stopped answering
+            // (or refuses us); the image record names it, so the next run removes it.
+            Err(err) if cluster_failed(err) => self.leave_snapshot(),
+            Err(_) => self.roll_back_snapshot(),
+            Ok(()) => {}
         }
         // A failure caused by the signal (a killed rbd) is reported as the interruption.
         match (result, interrupt::check()) {
@@ -1291,9 +1337,10 @@ impl<'s> ImageRun<'s> {
         let dir = self.dir.path();
         let mut pending = PendingFile::create(&dir, &name)?;
         let mut stream = crate::progress::reader(
-            rbd.open_export(&pool, image, base, snap)?,
+            rbd.open_export(&pool, image, base, snap)
+                .with_context(|| format!("cannot export {snap_spec}"))?,
             expected_size,
-            &crate::output::escaped(&format!("{pool}/{name}")),
+            &escaped(&format!("{pool}/{name}")),
         );
         // A signal that came after the last check but before this export was started (and so
         // could be stopped by it) must not let the export run to its end: with several images
@@ -1302,12 +1349,20 @@ impl<'s> ImageRun<'s> {
         let digest = self
             .write(file, &mut stream, expected_size, pending.file())
             // A failed rbd explains itself (and stays typed, so a timeout marks the cluster
-            // unreachable); anything else is said to be about reading its output.
-            .map_err(|err| match CommandError::find(&err) {
-                Some(_) => err,
-                None => err.context(format!("while reading `{cmd}`")),
-            })
-            .with_context(|| format!("cannot write {}", final_path.display()))?;
+            // unreachable). A full disk is said in so many words; the export's command line,
+            // hundreds of characters of options, is only for the debug log (`-v`).
+            .map_err(|err| {
+                if CommandError::find(&err).is_some() {
+                    return err.context(format!("cannot export {snap_spec}"));
+                }
+                debug!("writing the output of `{cmd}` failed: {err:#}");
+                let err = if disk_full(&err) {
+                    anyhow::anyhow!("the disk is full (No space left on device)")
+                } else {
+                    err
+                };
+                err.context(format!("cannot write {}", final_path.display()))
+            })?;
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
@@ -1392,6 +1447,18 @@ impl<'s> ImageRun<'s> {
             }
         };
         Ok(digest)
+    }
+
+    /// The snapshot this run created, which no complete file backs, stays for the next run to
+    /// remove (its image record names it).
+    fn leave_snapshot(&mut self) {
+        if let Some(snap) = self.unbacked_snapshot.take() {
+            info!(
+                "{}/{}: snapshot {snap}, created by this run, is left for the next run to remove",
+                self.pool(),
+                self.image
+            );
+        }
     }
 
     /// Removes the snapshot this run created when no complete file backs it, so it cannot become

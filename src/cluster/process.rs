@@ -4,7 +4,9 @@
 //! exactly as written. A failed command becomes a [`CommandError`] whose one-line message is the
 //! cause (`pool 'rbd' does not exist`), read from the exit status and the tail of the child's
 //! stderr; the full command line, a few hundred characters of options, goes to the debug log
-//! (`-v`), where every command's end is logged with its duration.
+//! (`-v`), where every command's end is logged with its duration and its stderr. A refused login
+//! names the cephx user and keyring it used; a stream from the cluster can be stopped at its
+//! first timed-out operation rather than after every other one in flight has timed out too.
 //! A child's stderr is drained on its own thread so that a chatty child can never block on a full
 //! pipe while we are reading its stdout.
 
@@ -86,6 +88,9 @@ pub struct CommandLine {
     args: Vec<OsString>,
     /// Copy the child's stderr to ours as it arrives (progress bars on a terminal).
     show_stderr: bool,
+    /// Stop the child as soon as its stderr says a Ceph operation timed out (see
+    /// [`CommandLine::stop_on_timeout`]).
+    stop_on_timeout: bool,
 }
 
 impl CommandLine {
@@ -94,6 +99,7 @@ impl CommandLine {
             program: program.into(),
             args: Vec::new(),
             show_stderr: false,
+            stop_on_timeout: false,
         }
     }
 
@@ -114,6 +120,15 @@ impl CommandLine {
 
     pub fn show_stderr(mut self, show: bool) -> CommandLine {
         self.show_stderr = show;
+        self
+    }
+
+    /// For a stream that fails on its first failed operation (`rbd export`): once the child
+    /// logs that an operation timed out, its end is certain, but it would still wait for every
+    /// other operation in flight to time out too (another whole timeout); it is stopped at once
+    /// and its failure reads as the timeout it is.
+    pub fn stop_on_timeout(mut self, stop: bool) -> CommandLine {
+        self.stop_on_timeout = stop;
         self
     }
 
@@ -169,9 +184,10 @@ impl CommandLine {
         track(&child);
         let stderr = child.stderr.take().expect("stderr is piped");
         let show = self.show_stderr;
+        let stop = self.stop_on_timeout.then(|| child.id());
         Ok((
             child,
-            std::thread::spawn(move || drain_stderr(stderr, show)),
+            std::thread::spawn(move || drain_stderr(stderr, show, stop)),
         ))
     }
 
@@ -234,7 +250,14 @@ fn log_end(command: &str, took: Duration, failure: Option<&CommandError>) {
     let seconds = took.as_secs_f64();
     match failure {
         None => debug!("finished in {seconds:.3} s: {command}"),
-        Some(err) => debug!("failed after {seconds:.3} s ({err}): {command}"),
+        Some(err) => {
+            debug!("failed after {seconds:.3} s ({err}): {command}");
+            // The error keeps only the cause; the child's own words, Ceph's log lines
+            // included, are for whoever debugs.
+            if let Some(said) = err.stderr().filter(|said| !said.trim().is_empty()) {
+                debug!("its stderr: {}", said.trim().replace('\n', " / "));
+            }
+        }
     }
 }
 
@@ -248,7 +271,12 @@ impl fmt::Display for CommandLine {
     }
 }
 
-fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
+/// What Ceph logs when an operation did not get an answer within its timeout.
+const OPERATION_TIMED_OUT: &[u8] = b"(110) Connection timed out";
+
+/// Reads a child's stderr to its end and returns the tail. With `stop`, the child of that pid
+/// is stopped (SIGTERM) the first time its stderr says an operation timed out.
+fn drain_stderr(mut stderr: impl Read, show: bool, mut stop: Option<u32>) -> Vec<u8> {
     let mut tail = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -260,11 +288,37 @@ fn drain_stderr(mut stderr: impl Read, show: bool) -> Vec<u8> {
             let _ = io::stderr().write_all(&buf[..n]);
         }
         tail.extend_from_slice(&buf[..n]);
+        // The phrase may straddle two reads: look back a little before the new bytes.
+        let from = tail.len().saturating_sub(n + OPERATION_TIMED_OUT.len());
+        if stop.is_some() && contains(&tail[from..], OPERATION_TIMED_OUT) {
+            if let Some(pid) = stop.take() {
+                debug!("stopping process {pid}: an operation timed out");
+                stop_child(pid);
+            }
+        }
         if tail.len() > 2 * STDERR_TAIL_BYTES {
             tail.drain(..tail.len() - STDERR_TAIL_BYTES);
         }
     }
     tail
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Sends SIGTERM to a child still running: the list lock is held while signalling, and a child
+/// leaves the list before it is reaped, so the pid cannot have been reused.
+fn stop_child(pid: u32) {
+    let running = running();
+    if let (true, Ok(pid)) = (running.contains(&pid), libc::pid_t::try_from(pid)) {
+        // SAFETY: kill(2) has no memory-safety preconditions; see above for the pid.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
 }
 
 /// The stdout of a running child. Dropping it before the end kills the child.
@@ -355,7 +409,62 @@ pub struct CommandError {
     command: String,
     /// The program's name, the only part of the command line the message shows.
     program: String,
+    /// Whom the command logged in as, so that a refused login can name what to fix (boxed: an
+    /// error stays small on the happy path's `Result`s).
+    identity: Box<Identity>,
     failure: Failure,
+}
+
+/// The cephx user and keyring a command was given (`--id`, `--keyring`); `None` where Ceph's
+/// defaults applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Identity {
+    user: Option<String>,
+    keyring: Option<String>,
+}
+
+impl Identity {
+    fn of<'a>(mut words: impl Iterator<Item = std::borrow::Cow<'a, str>>) -> Identity {
+        let mut identity = Identity::default();
+        while let Some(word) = words.next() {
+            let slot = match &*word {
+                "--id" => &mut identity.user,
+                "--keyring" => &mut identity.keyring,
+                _ => continue,
+            };
+            *slot = words.next().map(std::borrow::Cow::into_owned);
+        }
+        identity
+    }
+
+    /// `ceph user 'backup'`, saying when the default applied.
+    fn user(&self) -> String {
+        match &self.user {
+            Some(user) => format!("ceph user '{}'", crate::output::escaped(user)),
+            None => "ceph user 'admin' (the default)".to_string(),
+        }
+    }
+
+    /// Why the login failed, for a command whose login the cluster refused.
+    fn refused(&self, stderr: &[u8]) -> String {
+        const SETTINGS: &str = "see `ceph user` and `ceph keyring`";
+        if let Some(path) = keyring_missing(stderr) {
+            return format!(
+                "authentication failed: no keyring for {} at {} ({SETTINGS})",
+                self.user(),
+                crate::output::escaped(&path)
+            );
+        }
+        let keyring = match &self.keyring {
+            Some(keyring) => crate::output::escaped(keyring).into_owned(),
+            None => "the keyring the ceph config names".to_string(),
+        };
+        format!(
+            "authentication failed: the cluster refused {} with the key in {keyring} (an \
+             unknown user or a wrong key; {SETTINGS})",
+            self.user()
+        )
+    }
 }
 
 impl CommandError {
@@ -363,6 +472,9 @@ impl CommandError {
         CommandError {
             command: command.to_string(),
             program: command.program.to_string_lossy().into_owned(),
+            identity: Box::new(Identity::of(
+                command.args.iter().map(|arg| arg.to_string_lossy()),
+            )),
             failure,
         }
     }
@@ -375,6 +487,9 @@ impl CommandError {
         let command = command.into();
         CommandError {
             program: command.split(' ').next().unwrap_or_default().to_string(),
+            identity: Box::new(Identity::of(
+                command.split(' ').map(std::borrow::Cow::Borrowed),
+            )),
             command,
             failure: Failure::Exit {
                 status: ExitStatus::from_raw((code & 0xff) << 8),
@@ -418,11 +533,26 @@ impl CommandError {
     }
 
     /// What the failure means, read from the exit status: `rbd` exits with the errno of what
-    /// failed, which is stable where its messages are not.
+    /// failed, which is stable where its messages are not. Only a failed login is told by its
+    /// words too: `rbd` says it "couldn't connect to the cluster" whatever the reason, and exits
+    /// with the errno of the login, whose ENOENT (no keyring) must never read as "no such
+    /// snapshot".
     pub fn kind(&self) -> FailureKind {
-        let Failure::Exit { status, .. } = &self.failure else {
+        let Failure::Exit { status, stderr } = &self.failure else {
             return FailureKind::Other;
         };
+        if connection_failed(stderr) {
+            return match status.code() {
+                Some(libc::ETIMEDOUT) => FailureKind::TimedOut,
+                Some(libc::EACCES | libc::EPERM) => FailureKind::Unauthenticated,
+                _ if keyring_missing(stderr).is_some() => FailureKind::Unauthenticated,
+                _ => FailureKind::Other,
+            };
+        }
+        if status.code().is_none() && contains(stderr, OPERATION_TIMED_OUT) {
+            // Stopped by a signal after an operation timed out (see `stop_on_timeout`).
+            return FailureKind::TimedOut;
+        }
         match status.code() {
             Some(libc::ENOENT) => FailureKind::NotFound,
             Some(libc::EEXIST) => FailureKind::AlreadyExists,
@@ -453,18 +583,33 @@ pub enum FailureKind {
     TimedOut,
     /// EACCES: the cephx user may not do this.
     PermissionDenied,
+    /// The cluster refused the login (unknown user, wrong key, no keyring): every later call
+    /// would fail the same way.
+    Unauthenticated,
     Other,
+}
+
+/// `rbd`'s words when it could not even log in to the cluster.
+const CONNECT_FAILED: &str = "couldn't connect to the cluster";
+
+fn connection_failed(stderr: &[u8]) -> bool {
+    String::from_utf8_lossy(stderr).contains(CONNECT_FAILED)
+}
+
+/// The keyring path Ceph looked for and did not find (`auth: unable to find a keyring on
+/// /etc/ceph/x: (2) No such file or directory`).
+fn keyring_missing(stderr: &[u8]) -> Option<String> {
+    const MARKER: &str = "unable to find a keyring on ";
+    let text = String::from_utf8_lossy(stderr);
+    let rest = &text[text.find(MARKER)? + MARKER.len()..];
+    let end = rest.find([':', '\n']).unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
 }
 
 /// Ceph's log lines start with a timestamp, a thread id and a level
 /// (`2026-11-25T22:52:16.937+0000 7fc31932a380 -1 monclient: …`); only the message matters here.
 fn without_log_prefix(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    let looks_like_timestamp = bytes.len() > 20
-        && bytes[..4].iter().all(u8::is_ascii_digit)
-        && bytes[4] == b'-'
-        && bytes[10] == b'T';
-    if !looks_like_timestamp {
+    if !looks_like_timestamp(line.as_bytes()) {
         return line;
     }
     let mut rest = line;
@@ -475,16 +620,52 @@ fn without_log_prefix(line: &str) -> &str {
     rest.trim()
 }
 
+fn looks_like_timestamp(bytes: &[u8]) -> bool {
+    bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[10] == b'T'
+}
+
+/// A line cut where a Ceph log record starts inside it: `rbd` writes `rbd: export-diff error: `
+/// and the reason apart, and librbd's log lines land in between.
+fn split_at_log_records(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    let mut starts: Vec<usize> = (1..bytes.len())
+        .filter(|&i| line.is_char_boundary(i) && looks_like_timestamp(&bytes[i..]))
+        .collect();
+    starts.insert(0, 0);
+    starts.push(line.len());
+    (0..starts.len() - 1).map(move |i| &line[starts[i]..starts[i + 1]])
+}
+
 /// The last lines of a child's stderr, joined so the whole error stays on one line.
 fn stderr_summary(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
+    let mut lines: Vec<&str> = text
         .split(['\n', '\r'])
+        .flat_map(split_at_log_records)
         .map(|l| without_log_prefix(l.trim()))
         .filter(|l| !l.is_empty() && !l.contains("% complete"))
         .collect();
-    let start = lines.len().saturating_sub(3);
-    lines[start..].join(" / ")
+    // librbd's log lines (`librbd::Watcher: 0x55… handle_error: …`) are its internals: what
+    // `rbd` itself concluded says the same for people, when it said anything.
+    if lines.iter().any(|l| !l.starts_with("librbd::")) {
+        lines.retain(|l| !l.starts_with("librbd::"));
+    }
+    // A line cut short by a log record (`export-diff error:`) goes on with the next one.
+    let mut joined: Vec<String> = Vec::new();
+    for line in lines {
+        match joined.last_mut() {
+            Some(last) if last.ends_with(':') => {
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ => joined.push(line.to_string()),
+        }
+    }
+    let start = joined.len().saturating_sub(3);
+    joined[start..].join(" / ")
 }
 
 /// What a failed `rbd` said, restated as the cause an administrator acts on when it is one of
@@ -505,6 +686,11 @@ fn known_cause(summary: &str, kind: FailureKind) -> Option<String> {
         } else {
             format!("cannot reach the cluster ({})", detail.join(" / "))
         });
+    }
+    if kind == FailureKind::TimedOut {
+        // Which operation it was is in the error's context; rbd's words (dozens of lines
+        // when many operations were in flight) go to the debug log.
+        return Some("timed out".to_string());
     }
     if kind != FailureKind::NotFound {
         return None;
@@ -535,8 +721,12 @@ impl fmt::Display for CommandError {
                     Some(code) => format!("exit status {code}"),
                     None => status.to_string(),
                 };
+                let kind = self.kind();
+                if kind == FailureKind::Unauthenticated {
+                    return f.write_str(&self.identity.refused(stderr));
+                }
                 let summary = stderr_summary(stderr);
-                if let Some(cause) = known_cause(&summary, self.kind()) {
+                if let Some(cause) = known_cause(&summary, kind) {
                     return f.write_str(&cause);
                 }
                 let program_prefix = format!("{program}: ");
@@ -620,6 +810,111 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_login_names_the_user_and_keyring_settings() {
+        let settings = "see `ceph user` and `ceph keyring`";
+        for (command, code, stderr, cause) in [
+            (
+                "rbd --conf /c --id nobody --keyring /k snap ls p/i",
+                13,
+                "rbd: couldn't connect to the cluster!\n\
+                 rbd: listing images failed: (13) Permission denied\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'nobody' with the key \
+                     in /k (an unknown user or a wrong key; {settings})"
+                ),
+            ),
+            (
+                // A user the default keyring has no key for: EPERM.
+                "rbd --conf /c --id nobody snap create p/i@s",
+                1,
+                "rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'nobody' with the key \
+                     in the keyring the ceph config names (an unknown user or a wrong key; \
+                     {settings})"
+                ),
+            ),
+            (
+                "rbd --conf /c export p/i@s -",
+                13,
+                "rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: the cluster refused ceph user 'admin' (the default) \
+                     with the key in the keyring the ceph config names (an unknown user or a \
+                     wrong key; {settings})"
+                ),
+            ),
+            (
+                // No keyring: ENOENT, which must not read as "no such snapshot".
+                "rbd --conf /c --id backup snap rm p/i@s",
+                2,
+                "2026-12-03T02:14:54.057+0000 7fb1 -1 auth: unable to find a keyring on \
+                 /etc/ceph/ceph.client.backup.keyring: (2) No such file or directory\n\
+                 rbd: couldn't connect to the cluster!\n",
+                format!(
+                    "authentication failed: no keyring for ceph user 'backup' at \
+                     /etc/ceph/ceph.client.backup.keyring ({settings})"
+                ),
+            ),
+        ] {
+            let err = CommandError::exited(command, code, stderr);
+            assert_eq!(err.kind(), FailureKind::Unauthenticated, "{stderr}");
+            assert_eq!(err.to_string(), cause);
+        }
+        // A timeout while logging in stays a timeout, and any other failure to connect is
+        // nothing more specific.
+        let err = CommandError::exited("rbd ls p", 110, "rbd: couldn't connect to the cluster!\n");
+        assert_eq!(err.kind(), FailureKind::TimedOut);
+        let err = CommandError::exited("rbd ls p", 2, "rbd: couldn't connect to the cluster!\n");
+        assert_eq!(err.kind(), FailureKind::Other);
+    }
+
+    #[test]
+    fn librbd_internals_are_left_out_of_the_message() {
+        let stderr = "2026-12-03T02:31:55.341+0000 7fc8 -1 librbd::Watcher: 0x7f handle_error: \
+                      handle=9, err=-107\nrbd: failed to remove snapshot: (5) Input/output error\n\
+                      2026-12-03T02:31:55.341+0000 7fc8 -1 librbd::ImageWatcher: 0x7f image \
+                      watch failed: 9, (107) Transport endpoint is not connected\n";
+        let err = CommandError::exited("rbd snap rm p/i@s", 5, stderr);
+        assert_eq!(
+            err.to_string(),
+            "failed to remove snapshot: (5) Input/output error (rbd exit status 5)"
+        );
+        // As rbd writes it when librbd logs between its words and the reason.
+        let stderr = "rbd: export-diff error: 2026-12-03T02:31:55.341+0000 7fc8 -1 \
+                      librbd::io::ImageRequest: finish: C_AssembleSnapshotDeltas: list snaps \
+                      failed: (5) Input/output error\n(5) Input/output error\n";
+        let err = CommandError::exited("rbd export-diff p/i@s -", 5, stderr);
+        assert_eq!(
+            err.to_string(),
+            "export-diff error: (5) Input/output error (rbd exit status 5)"
+        );
+    }
+
+    #[test]
+    fn a_stream_is_stopped_once_an_operation_timed_out() {
+        let started = Instant::now();
+        let mut reader = sh(
+            "echo data; echo 'librbd::io::ObjectRequest: x: (110) Connection \
+                             timed out' >&2; exec sleep 30",
+        )
+        .stop_on_timeout(true)
+        .spawn_reader()
+        .unwrap();
+        let mut out = Vec::new();
+        let io_err = reader.read_to_end(&mut out).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20), "not stopped");
+        assert_eq!(out, b"data\n");
+        let err = CommandError::find(&anyhow::Error::new(io_err)).map(CommandError::kind);
+        assert_eq!(err, Some(FailureKind::TimedOut));
+        // Without the option the child runs to its own end.
+        let out = sh("echo '(110) Connection timed out' >&2; echo done")
+            .output()
+            .unwrap();
+        assert_eq!(out, b"done\n");
+    }
+
+    #[test]
     fn ceph_log_prefixes_are_dropped() {
         assert_eq!(
             without_log_prefix(
@@ -654,11 +949,19 @@ mod tests {
             Some(FailureKind::AlreadyExists)
         );
         assert!(CommandError::find(&anyhow::anyhow!("plain")).is_none());
-        for (code, kind) in [(110, FailureKind::TimedOut), (16, FailureKind::Busy)] {
-            let made = CommandError::exited("rbd snap rm p/i@s", code, "rbd: no\n");
-            assert_eq!(made.kind(), kind);
-            assert_eq!(made.to_string(), format!("no (rbd exit status {code})"));
-        }
+        let made = CommandError::exited("rbd snap rm p/i@s", 16, "rbd: no\n");
+        assert_eq!(made.kind(), FailureKind::Busy);
+        assert_eq!(made.to_string(), "no (rbd exit status 16)");
+        // A timeout is said in two words whatever rbd printed; the context says of what.
+        let made = CommandError::exited(
+            "rbd snap rm p/i@s",
+            110,
+            "2026-12-03T02:33:21.002+0000 7f27 -1 librbd::ImageState: 0x55 failed to open \
+             image: (110) Connection timed out\nrbd: error opening image big: (110) Connection \
+             timed out\n",
+        );
+        assert_eq!(made.kind(), FailureKind::TimedOut);
+        assert_eq!(made.to_string(), "timed out");
     }
 
     #[test]

@@ -168,7 +168,9 @@ impl Rbd {
     /// and the map is bounded ([`SparseMapBuilder`]), so even an image of millions of extents
     /// costs a few MiB.
     pub fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
-        let cmd = self.command(["--format", "json", "diff", &spec(pool, image, Some(snap))]);
+        let cmd = self
+            .command(["--format", "json", "diff", &spec(pool, image, Some(snap))])
+            .stop_on_timeout(true);
         let mut stream = KeepError {
             inner: cmd.spawn_reader()?,
             error: None,
@@ -196,9 +198,11 @@ impl Rbd {
         self.action(["snap", "rm", &spec(pool, image, Some(snap))])
     }
 
-    /// Streams the raw image at `snap` to stdout.
+    /// Streams the raw image at `snap` to stdout. Like every stream read from the cluster, it
+    /// is stopped at its first timed-out operation (see [`CommandLine::stop_on_timeout`]).
     pub fn export(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
         self.action(["export", &spec(pool, image, Some(snap)), "-"])
+            .stop_on_timeout(true)
     }
 
     /// Streams the changes from `base` to `snap` as an `rbd diff v1` stream to stdout.
@@ -210,6 +214,7 @@ impl Rbd {
             &spec(pool, image, Some(snap)),
             "-",
         ])
+        .stop_on_timeout(true)
     }
 
     /// True when `pool` holds an image called `image`.

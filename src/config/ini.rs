@@ -107,6 +107,10 @@ pub(super) struct IniReader<'a> {
     pub(super) continuation: Continuation,
     pub(super) unknown_keys: Vec<UnknownKey>,
     pub(super) findings: Findings,
+    /// The line of the header that opened the current block of options: a key repeated since
+    /// then is repeated within one section (a repeat across a repeated header is warned about
+    /// with the header).
+    pub(super) block_line: usize,
 }
 
 impl<'a> IniReader<'a> {
@@ -122,6 +126,7 @@ impl<'a> IniReader<'a> {
             continuation: Continuation::Nothing,
             unknown_keys: Vec::new(),
             findings: Findings::default(),
+            block_line: 0,
         }
     }
 
@@ -189,6 +194,7 @@ impl<'a> IniReader<'a> {
             Target::Pool(index)
         };
         self.continuation = Continuation::Nothing;
+        self.block_line = line;
         self.note_repeated_header(line);
     }
 
@@ -228,10 +234,31 @@ impl<'a> IniReader<'a> {
                 });
             }
         }
+        self.note_repeated_key(number, &key);
         self.continuation = match self.current_section_mut() {
             Some(section) => Continuation::Entry(section.set(key, value, number)),
             None => Continuation::Discarded,
         };
+    }
+
+    /// ConfigParser keeps the later of two values of one key in a section (`images = vm`, then
+    /// `Images = vmz`: keys ignore case), and so does this reader; but the earlier line then does
+    /// nothing, which is worth a warning naming both lines.
+    pub(super) fn note_repeated_key(&mut self, number: usize, key: &str) {
+        let Some(first) = self
+            .current_section()
+            .and_then(|section| section.get(key))
+            .map(|entry| entry.line)
+            .filter(|&first| first > self.block_line)
+        else {
+            return;
+        };
+        let message = format!(
+            "set again; the value of {}:{first} is replaced by this later one, as the original \
+             tool did",
+            printable(&self.file.display().to_string())
+        );
+        self.warn(number, Some(key), message);
     }
 
     /// Unknown keys can only be judged once every `%(name)s` reference in the file is known: a

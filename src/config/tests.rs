@@ -1270,6 +1270,26 @@ fn referenced_helper_keys_are_accepted_silently_and_expand() {
 }
 
 #[test]
+fn a_key_repeated_within_a_section_warns_naming_both_lines_and_the_later_wins() {
+    let text = "[rbd]\nimages = vm\ndestination directory = /b\nbackup mode = full\n\
+                Images = vmz\n[DEFAULT]\ncompress = no\nCOMPRESS = yes\n";
+    let config = parse(text).unwrap();
+    assert_eq!(
+        config.pools[0].images,
+        ImageSelection::Named(vec!["vmz".into()])
+    );
+    assert_eq!(config.pools[0].compress, Compression::Gzip);
+    assert_eq!(
+        lines(&config.warnings),
+        "t.conf:5: [rbd] images: set again; the value of t.conf:2 is replaced by this later \
+         one, as the original tool did\n\
+         t.conf:8: [DEFAULT] compress: set again; the value of t.conf:7 is replaced by this \
+         later one, as the original tool did"
+    );
+    // Across a repeated header, the header's own warning says it (see the next test).
+}
+
+#[test]
 fn repeated_sections_merge_with_a_warning_naming_both_lines() {
     let text = "[rbd]\nimages = a\ndestination directory = /first\nbackup mode = full\n\
                 [ssd]\nimages = s\ndestination directory = /s\nbackup mode = full\n\

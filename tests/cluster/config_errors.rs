@@ -214,3 +214,20 @@ fn an_out_of_range_wait_is_a_usage_error() {
     let run = Run::from(out).code(2);
     assert!(run.stderr.contains("0..=604800"), "{}", run.stderr);
 }
+
+#[test]
+fn a_key_repeated_within_a_section_is_a_warning_naming_both_lines() {
+    let body = "[rbd]\nimages = vm\ndestination directory = /nonexistent\nbackup mode = full\n\
+                Images = vmz\nchek mode = yes\n";
+    let (run, path) = run_with(body);
+    let run = run.code(2);
+    assert!(
+        run.stderr.lines().any(|line| line
+            == format!(
+                "warning: {path}:5: [rbd] images: set again; the value of {path}:2 is replaced \
+                 by this later one, as the original tool did"
+            )),
+        "{}",
+        run.stderr
+    );
+}

@@ -385,8 +385,22 @@ fn a_full_disk_fails_the_image_cleanly_and_the_next_run_recovers() {
     let conf = w.config("images = large, small\nbackup mode = incremental");
     let run = w.backup(&conf).code(1);
     let error = run.first_error();
-    assert!(error.contains(&format!("{}/large", w.pool)), "{error}");
-    assert!(error.contains("No space left on device"), "{error}");
+    // One short line, the cause first: the file and that its disk is full. The export's
+    // command line is only in the debug log (`-v`).
+    let prefix = format!(
+        "error: {}/large: cannot write {}/large@BACKUP",
+        w.pool,
+        w.image_dir("large").display()
+    );
+    assert!(error.starts_with(&prefix), "{error}");
+    assert!(
+        error.ends_with(".full: the disk is full (No space left on device)"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("rbd") && !error.contains("--conf"),
+        "{error}"
+    );
     assert_eq!(
         run.stderr
             .lines()
@@ -450,6 +464,111 @@ fn an_unreachable_cluster_fails_within_the_timeout_cause_first_naming_the_config
     }
     // The command line is for the debug log only.
     assert!(!error.contains("--conf"), "{error}");
+}
+
+/// A keyring holding a freshly made (so wrong, or unknown) key for `client.<user>`.
+fn keyring_with_a_new_key(w: &World, user: &str) -> std::path::PathBuf {
+    let path = w.tmp.path().join(format!("{user}.keyring"));
+    let out = Command::new("ceph-authtool")
+        .arg("--create-keyring")
+        .arg(&path)
+        .args(["--gen-key", "-n", &format!("client.{user}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    path
+}
+
+#[test]
+fn a_refused_login_says_authentication_failed_naming_the_user_and_keyring_settings() {
+    let w = World::new();
+    w.create_image("a", 4 * MIB, 850);
+    w.create_image("b", 4 * MIB, 851);
+    let settings = "see `ceph user` and `ceph keyring`";
+    // The admin user with a wrong key, for named images in incremental mode.
+    let wrong = keyring_with_a_new_key(&w, "admin");
+    let conf = w.config(&format!(
+        "images = a, b\nbackup mode = incremental\nceph keyring = {}\nceph timeout = 20",
+        wrong.display()
+    ));
+    let started = Instant::now();
+    let run = w.backup(&conf).code(1);
+    assert!(started.elapsed() < Duration::from_secs(20), "no timeout");
+    assert_eq!(
+        run.first_error(),
+        format!(
+            "error: {}/a: cannot list snapshots: authentication failed: the cluster refused ceph \
+             user 'admin' (the default) with the key in {} (an unknown user or a wrong key; \
+             {settings}) (the remaining images on this cluster are not attempted)",
+            w.pool,
+            wrong.display()
+        )
+    );
+    assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches("error: ").count(), 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("Failed: {}/b", w.pool)),
+        "{}",
+        run.stdout
+    );
+    // A user the cluster does not know, with `images = *` in full mode.
+    let unknown = keyring_with_a_new_key(&w, "nobody");
+    let conf = w.config(&format!(
+        "images = *\nbackup mode = full\nceph user = nobody\nceph keyring = {}",
+        unknown.display()
+    ));
+    let run = w.backup(&conf).code(1);
+    assert_eq!(
+        run.first_error(),
+        format!(
+            "error: pool {}: cannot list the images of pool {}: authentication failed: the \
+             cluster refused ceph user 'nobody' with the key in {} (an unknown user or a wrong \
+             key; {settings}) (the remaining images on this cluster are not attempted)",
+            w.pool,
+            w.pool,
+            unknown.display()
+        )
+    );
+    assert!(w.backup_snapshots("a").is_empty() && w.backup_snapshots("b").is_empty());
+    assert_eq!(w.all_files("a"), Vec::<String>::new());
+}
+
+#[test]
+fn an_image_name_with_control_characters_is_escaped_in_every_line() {
+    let w = World::new();
+    let name = "ev\x1b[31mil\tname";
+    w.create_image(name, 4 * MIB, 860);
+    w.create_image("fine", 4 * MIB, 861);
+    let run = w
+        .backup(&w.config("images = *\nbackup mode = full"))
+        .code(1);
+    let shown = format!("{}/ev\\x1b[31mil\\tname", w.pool);
+    assert!(
+        run.stderr.contains(&format!(
+            "error: {shown}: image name \"ev\\u{{1b}}[31mil\\tname\""
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains(&format!("\t{shown}\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("Failed: {shown}")),
+        "{}",
+        run.stdout
+    );
+    for line in run.stdout.lines().chain(run.stderr.lines()) {
+        assert!(!line.contains('\x1b'), "raw escape in {line:?}");
+        // The tab that starts the overview's image lines is the original's own.
+        assert!(
+            !line.trim_start_matches('\t').contains('\t'),
+            "raw tab in {line:?}"
+        );
+    }
+    assert_eq!(w.files("fine").len(), 1);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! A cluster that stops answering in the middle of a run. This binary has a cluster of its own,
-//! because freezing the OSD would stall every other test sharing it.
+//! because freezing the OSD would stall every other test sharing it; its tests take turns
+//! ([`TURN`]) for the same reason.
 
 #![allow(clippy::disallowed_methods)] // tests drive the real binary, rbd, ceph and kill directly
 
@@ -8,10 +9,19 @@
 mod harness;
 
 use std::process::Command;
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use harness::*;
+
+/// Held by each test for its whole length: one test's frozen OSD is every test's.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn my_turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Freezes the cluster's only OSD (SIGSTOP) until dropped: a stalled daemon, not a dead one, so
 /// its in-memory data survives for the rest of the test.
@@ -39,6 +49,7 @@ impl Drop for FrozenOsd {
 
 #[test]
 fn a_stalled_osd_fails_the_run_within_the_timeout_and_the_next_run_recovers() {
+    let _turn = my_turn();
     let w = World::new();
     rbd(&["create", "--size", "1G", &w.spec("vm")]);
     w.write_data("vm", 1);
@@ -80,6 +91,103 @@ fn a_stalled_osd_fails_the_run_within_the_timeout_and_the_next_run_recovers() {
         run.stdout
     );
     w.assert_every_file_has_a_checksum("vm");
+    let chain: Vec<&str> = files.iter().map(String::as_str).collect();
+    restore_by_hand(&w, "vm", &chain, "vm-restored");
+}
+
+/// True once a backup file is being written in `dir` (its temporary file exists).
+fn export_started(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".cephbackup-tmp")
+        })
+    })
+}
+
+#[test]
+fn a_cluster_that_stops_during_an_export_costs_at_most_two_timeouts_and_one_line() {
+    let _turn = my_turn();
+    let w = World::new();
+    rbd(&["create", "--size", "1G", &w.spec("vm")]);
+    w.create_image("other", 4 * MIB, 3);
+    let conf = w.config("images = vm, other\nbackup mode = incremental\nceph timeout = 5");
+    w.backup(&conf).success();
+    // Enough changed data that the diff is still streaming when the OSD stops.
+    rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-total",
+        "800M",
+        &w.spec("vm"),
+    ]);
+    next_second();
+
+    let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !export_started(&w.image_dir("vm")) {
+        assert!(Instant::now() < deadline, "the export never started");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        sleep(Duration::from_millis(5));
+    }
+    let frozen = FrozenOsd::freeze();
+    let stopped = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = stopped.elapsed();
+    drop(frozen);
+    let run = Run::from(out).code(1);
+    eprintln!(
+        "the run ended {took:?} after the OSD stopped:\n{}",
+        run.stderr
+    );
+    // The export fails at its first timed-out operation instead of waiting for every other
+    // one in flight, and the snapshot it made is left for the next run rather than costing
+    // one more timeout now; the other image is not attempted.
+    assert!(took < Duration::from_secs(2 * 5 + 1), "{took:?}");
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    let error = errors[0];
+    assert!(
+        error.starts_with(&format!("error: {}/vm: cannot export vm@BACKUP", w.pool)),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(&format!(
+            ": timed out (the cluster of {} did not answer within 5 s; see `ceph timeout`; the \
+             remaining images on it are not attempted)",
+            cluster().conf.display()
+        )),
+        "{error}"
+    );
+    assert!(!run.stderr.contains("librbd"), "{}", run.stderr);
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("Failed: {}/other", w.pool)),
+        "{}",
+        run.stdout
+    );
+    let left = w.backup_snapshots("vm");
+    assert_eq!(left.len(), 2, "the new snapshot is left: {left:?}");
+
+    // The cluster is back: the next run removes the leftover and carries the chain on.
+    next_second();
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stdout
+            .contains(&format!("Deleting snapshot {}@{}", w.spec("vm"), left[1])),
+        "{}",
+        run.stdout
+    );
+    let files = w.files("vm");
+    assert_eq!(files.len(), 2, "{files:?}");
     let chain: Vec<&str> = files.iter().map(String::as_str).collect();
     restore_by_hand(&w, "vm", &chain, "vm-restored");
 }

@@ -14,7 +14,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use super::{timed_out, Mode, Section};
+use super::{cluster_failed, Mode, Section};
 use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
 use crate::folder::naming::{self, SnapName};
@@ -307,7 +307,7 @@ fn refusal_line(refusal: &Refusal, shown: &str, config: &str) -> String {
 
 /// A backup snapshot of any image of the incremental sections in `sharing`. An image or pool
 /// that cannot be listed is skipped (it fails on its own when its turn comes), except that a
-/// cluster that does not answer refuses the destination: nothing else would work either.
+/// cluster that does not answer (or refuses our login) refuses the destination: nothing else would work either.
 fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, Refused> {
     for section in sharing
         .iter()
@@ -330,7 +330,7 @@ fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, Refused> {
                         });
                     }
                 }
-                Err(err) if timed_out(&err) => {
+                Err(err) if cluster_failed(&err) => {
                     return Err(Refused::Unanswered {
                         pool: pool.clone(),
                         image: image.clone(),

@@ -717,6 +717,46 @@ fn a_timed_out_cluster_fails_the_rest_of_every_section_on_it_without_asking_agai
 }
 
 #[test]
+fn a_cluster_that_stops_answering_during_an_export_costs_no_further_call() {
+    let w = World::new();
+    w.image("rbd", "a", 10_000, 4);
+    w.image("rbd", "b", 10_000, 5);
+    let conf = w.config(&[("rbd", "images = a, b\nbackup mode = incremental")]);
+    w.backup(&conf);
+    let first = w.fake.snapshots("rbd", "a");
+    w.hours_later(1);
+    w.fake.fail(Call::Export, "rbd/a", Fail::TimedOut);
+    let (outcome, _) = w.run(&conf, false);
+    let calls = w.fake.calls();
+    // Removing the new snapshot would only wait for another timeout: it is left, named in the
+    // image record, and the other image is not attempted.
+    assert!(
+        calls.last().unwrap().starts_with("export-diff"),
+        "nothing was asked after the timeout: {calls:#?}"
+    );
+    assert_eq!(outcome.failures.len(), 2);
+    assert!(
+        outcome.failures[0].1.starts_with("cannot export a@BACKUP"),
+        "{outcome:?}"
+    );
+    let left = w.fake.snapshots("rbd", "a");
+    assert_eq!(left.len(), first.len() + 1);
+    let pending: Vec<String> = w
+        .record("rbd", "a")
+        .pending
+        .into_iter()
+        .map(|p| p.snapshot)
+        .collect();
+    assert_eq!(pending, left[first.len()..]);
+    // Once it answers again, the next run removes it and backs the image up.
+    w.fake.heal();
+    w.hours_later(1);
+    let (outcome, _) = w.run(&conf, false);
+    assert!(outcome.succeeded(), "{outcome:?}");
+    assert!(!w.fake.snapshots("rbd", "a").contains(left.last().unwrap()));
+}
+
+#[test]
 fn a_busy_snapshot_that_cannot_be_removed_is_a_warning_not_a_failure() {
     let w = World::new();
     w.image("rbd", "a", 10_000, 10);
