@@ -122,6 +122,13 @@ pub fn lock_image(
     let path = pool_dir.join(format!("{image}.lock"));
     let mut file = open_lock_file(&path)?;
     let started = Instant::now();
+    // In whole seconds, as `wait` and `--wait` give it (a moment has passed since).
+    let allowed = Duration::from_secs(
+        deadline
+            .saturating_duration_since(started)
+            .as_secs_f64()
+            .ceil() as u64,
+    );
     let mut announced = false;
     loop {
         let attempt = match kind {
@@ -135,7 +142,7 @@ pub fn lock_image(
                     announced = true;
                     tracing::info!(
                         "{pool}/{image}: waiting up to {} for {} to finish with it",
-                        crate::progress::duration(deadline.saturating_duration_since(started)),
+                        crate::progress::duration(allowed),
                         holder(&mut file, kind)
                     );
                 }
@@ -148,7 +155,7 @@ pub fn lock_image(
                     pool: pool.to_string(),
                     image: image.to_string(),
                     holder: holder(&mut file, kind),
-                    waited: deadline.saturating_duration_since(started),
+                    waited: allowed,
                 }
                 .into())
             }
@@ -348,7 +355,7 @@ mod tests {
         let err = lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, deadline).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("is using rbd/vm still, after waiting 0.3 s;"),
+            text.contains("is using rbd/vm still, after waiting 1.0 s;"),
             "{text}"
         );
         assert!(text.ends_with("or pass a longer --wait SECONDS"), "{text}");

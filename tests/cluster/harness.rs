@@ -395,7 +395,14 @@ pub fn remove_pool(pool: &str) {
     let _ = Command::new("ceph")
         .arg("--conf")
         .arg(&cluster().conf)
-        .args(["osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it"])
+        .args([
+            "osd",
+            "pool",
+            "rm",
+            pool,
+            pool,
+            "--yes-i-really-really-mean-it",
+        ])
         .output();
 }
 
