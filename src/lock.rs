@@ -123,12 +123,8 @@ pub fn lock_image(
     let mut file = open_lock_file(&path)?;
     let started = Instant::now();
     // In whole seconds, as `wait` and `--wait` give it (a moment has passed since).
-    let allowed = Duration::from_secs(
-        deadline
-            .saturating_duration_since(started)
-            .as_secs_f64()
-            .ceil() as u64,
-    );
+    let left = deadline.saturating_duration_since(started);
+    let allowed = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
     let mut announced = false;
     loop {
         let attempt = match kind {

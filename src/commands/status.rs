@@ -520,7 +520,10 @@ mod tests {
             "the last backup run was in check mode and backed nothing up ({})",
             prom.display()
         );
-        assert_eq!(check_mode_notes(&config, &ssd), [by_run.clone()]);
+        assert_eq!(
+            check_mode_notes(&config, &ssd),
+            std::slice::from_ref(&by_run)
+        );
 
         let coverage = Coverage {
             images: vec![image("fresh", &["BACKUPUTC20261126T020000"])],

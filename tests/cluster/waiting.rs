@@ -178,7 +178,7 @@ fn a_full_and_an_incremental_job_started_together_both_back_up_the_image() {
     let snapshots = w.backup_snapshots("vm");
     assert_eq!(snapshots.len(), 1, "the full job's snapshot was temporary");
     let first = format!("vm@{}.full", snapshots[0]);
-    assert_eq!(w.files("vm"), [first.clone()]);
+    assert_eq!(w.files("vm"), std::slice::from_ref(&first));
     next_second();
     w.write_data("vm", 1602);
     w.backup(&daily).success();
