@@ -32,8 +32,8 @@ Exit status:
      --check --offline found a destination a run would refuse
   2  usage error or invalid configuration file (a `ceph config` or `ceph keyring` file that
      cannot be read included); nothing was done
- 75  another run is using an image (see --wait) and nothing else failed; the other images
-     were backed up
+ 75  another run kept an image longer than this one waits (--wait, `wait`) and nothing
+     else failed; the other images were backed up
 130  interrupted by SIGINT, 143 by SIGTERM: the image being backed up was rolled back,
      the remaining ones skipped; a restore removed what it was creating
 list also exits 1 when an image the configuration names has no backup at all.
@@ -45,9 +45,8 @@ status follows the monitoring-plugin convention instead:
      (an invalid configuration or usage is 2 as well)
   3  UNKNOWN: a destination or image folder cannot be read, or no configured image found";
 
-/// The longest `--wait`: a week. Bounded so that deadline arithmetic on it can never overflow
-/// (an unbounded value made `Instant + Duration` panic); no run waits longer in practice.
-pub const MAX_WAIT_SECONDS: u64 = 7 * 24 * 60 * 60;
+/// The longest `--wait`: a week ([`crate::lock::MAX_WAIT_SECONDS`]).
+pub const MAX_WAIT_SECONDS: u64 = crate::lock::MAX_WAIT_SECONDS;
 
 /// Backup tool for ceph: snapshots RBD images and exports them to a folder, full or incremental.
 ///
@@ -72,16 +71,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub check: bool,
 
-    /// Wait up to SECONDS (at most 604800, a week) for another run using the same destination
-    /// to finish, instead of exiting at once
+    /// Wait up to SECONDS (at most 604800, a week) for another run using one of the same images
+    /// to finish; 0 exits at once (status 75) [default: for a backup `wait` of [DEFAULT], else
+    /// 21600 (6 h); for restore and verify 30]
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = 0,
         global = true,
         value_parser = clap::value_parser!(u64).range(0..=MAX_WAIT_SECONDS)
     )]
-    pub wait: u64,
+    pub wait: Option<u64>,
 
     /// Folder for the per-image lock files [default: /run/cephbackup for root, else a private
     /// folder of the user]
@@ -533,8 +532,9 @@ mod tests {
     #[test]
     fn wait_is_bounded_to_a_week() {
         let parse = |value: &str| Cli::try_parse_from(["cephbackup", &format!("--wait={value}")]);
-        assert_eq!(parse("0").unwrap().wait, 0);
-        assert_eq!(parse("604800").unwrap().wait, MAX_WAIT_SECONDS);
+        assert_eq!(parse("0").unwrap().wait, Some(0));
+        assert_eq!(parse("604800").unwrap().wait, Some(MAX_WAIT_SECONDS));
+        assert_eq!(Cli::try_parse_from(["cephbackup"]).unwrap().wait, None);
         for value in [
             "604801",
             "9223372036854775807",

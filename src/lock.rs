@@ -13,6 +13,11 @@
 //! backup. The default folder is `/run/cephbackup` for root (elsewhere a private folder of the
 //! user), created 0700; a folder, subfolder or lock file that is a symlink, belongs to another
 //! user or can be written by others is refused rather than used.
+//!
+//! A run that finds an image locked waits for it (a backup by default for a night's worth,
+//! [`DEFAULT_BACKUP_WAIT`]; restore and verify briefly, [`DEFAULT_READ_WAIT`]), saying once on
+//! stderr whom it waits for: the exclusive holder writes its pid and command line into the lock
+//! file for that. SIGINT and SIGTERM end a wait at once.
 
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
@@ -23,8 +28,24 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::folder::untrusted::{self, effective_uid, EntryKind};
+use crate::interrupt;
 
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long a backup waits for another run's image unless `wait` or `--wait` says otherwise:
+/// long enough for a night's run (a weekly full job started beside the daily incremental one).
+pub const DEFAULT_BACKUP_WAIT: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The longest wait, `wait` or `--wait`: a week. Bounded so that deadline arithmetic on it can
+/// never overflow (an unbounded value made `Instant + Duration` panic).
+pub const MAX_WAIT_SECONDS: u64 = 7 * 24 * 60 * 60;
+
+/// How long restore and verify wait for a backup of the image unless `--wait` says otherwise:
+/// someone is usually watching them, and a backup's hours are better said than sat out.
+pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(30);
+
+/// The most of the lock file read back to name its holder.
+const MAX_HOLDER_BYTES: u64 = 512;
 
 /// Where locks live unless `--lock-dir` says otherwise.
 pub fn default_dir() -> PathBuf {
@@ -67,11 +88,24 @@ pub struct ImageLock {
 
 /// Another run holds the lock of an image.
 #[derive(Debug, thiserror::Error)]
-#[error("another cephbackup run{holder} is using {pool}/{image}; try again later, or pass --wait SECONDS")]
+#[error("{holder} is using {pool}/{image}{}", advice(*.waited))]
 pub struct Busy {
     pub pool: String,
     pub image: String,
     holder: String,
+    /// How long this run was to wait for it.
+    waited: Duration,
+}
+
+fn advice(waited: Duration) -> String {
+    if waited.is_zero() {
+        "; try again later, or pass --wait SECONDS".to_string()
+    } else {
+        format!(
+            " still, after waiting {}; try again later, or pass a longer --wait SECONDS",
+            crate::progress::duration(waited)
+        )
+    }
 }
 
 /// Locks `pool/image` in the lock folder `dir`, waiting until `deadline` for another run to let go.
@@ -87,6 +121,11 @@ pub fn lock_image(
     private_folder(&pool_dir)?;
     let path = pool_dir.join(format!("{image}.lock"));
     let mut file = open_lock_file(&path)?;
+    let started = Instant::now();
+    // In whole seconds, as `wait` and `--wait` give it (a moment has passed since).
+    let left = deadline.saturating_duration_since(started);
+    let allowed = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+    let mut announced = false;
     loop {
         let attempt = match kind {
             Kind::Exclusive => file.try_lock(),
@@ -94,12 +133,25 @@ pub fn lock_image(
         };
         match attempt {
             Ok(()) => break,
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(POLL),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                if !announced {
+                    announced = true;
+                    tracing::info!(
+                        "{pool}/{image}: waiting up to {} for {} to finish with it",
+                        crate::progress::duration(allowed),
+                        holder(&mut file, kind)
+                    );
+                }
+                // A signal ends the wait at once: nothing of the image was touched yet.
+                interrupt::check()?;
+                std::thread::sleep(POLL);
+            }
             Err(TryLockError::WouldBlock) => {
                 return Err(Busy {
                     pool: pool.to_string(),
                     image: image.to_string(),
-                    holder: holder(&mut file),
+                    holder: holder(&mut file, kind),
+                    waited: allowed,
                 }
                 .into())
             }
@@ -109,10 +161,10 @@ pub fn lock_image(
         }
     }
     if kind == Kind::Exclusive {
-        // Only informative: names the holder in the message another run prints.
+        // Only informative: names the holder in the line a waiting run prints.
         file.set_len(0)
             .and_then(|()| file.rewind())
-            .and_then(|()| write!(file, "{}", std::process::id()))
+            .and_then(|()| writeln!(file, "{}", holder_line()))
             .with_context(|| format!("cannot write lock file {}", path.display()))?;
     }
     share_with_children(&file)
@@ -193,14 +245,40 @@ fn share_with_children(file: &File) -> io::Result<()> {
     Ok(())
 }
 
-fn holder(file: &mut File) -> String {
-    let mut pid = String::new();
+/// What an exclusive holder writes into the lock file: its pid and what it runs, so that a
+/// waiting run can say whom it waits for (`pid 4242: cephbackup -c /etc/weekly.conf`).
+fn holder_line() -> String {
+    let command: Vec<String> = std::env::args().collect();
+    format!("pid {}: {}", std::process::id(), command.join(" "))
+}
+
+/// Names whoever holds the lock that `file` could not take as `kind`, for one line on stderr.
+fn holder(file: &mut File, kind: Kind) -> String {
+    // A backup finds either another backup (which wrote the file) or readers only; a reader can
+    // only be kept out by a backup. Readers leave no mark, and what a backup wrote before may
+    // still be there, so that is told first.
+    if kind == Kind::Exclusive && file.try_lock_shared().is_ok() {
+        let _ = file.unlock();
+        return "another cephbackup run reading it (restore, verify or check mode)".to_string();
+    }
+    let mut text = Vec::new();
     let _ = file
         .rewind()
-        .and_then(|()| file.take(32).read_to_string(&mut pid));
-    match pid.trim() {
-        "" => String::new(),
-        pid => format!(" (pid {pid})"),
+        .and_then(|()| file.take(MAX_HOLDER_BYTES).read_to_end(&mut text));
+    describe_holder(&String::from_utf8_lossy(&text))
+}
+
+/// The lock file's text as the name of its holder; the file is private to this user, but the
+/// command line is still escaped (an argument may hold anything).
+fn describe_holder(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    match line {
+        "" => "another cephbackup run".to_string(),
+        // Written by an older version: the pid alone.
+        pid if pid.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("another cephbackup run (pid {pid})")
+        }
+        line => format!("another cephbackup run ({})", crate::output::escaped(line)),
     }
 }
 
@@ -220,13 +298,17 @@ mod tests {
         let held = lock_image(&locks, "rbd", "vm", Kind::Exclusive, now()).unwrap();
         let err = lock_image(&locks, "rbd", "vm", Kind::Exclusive, now()).unwrap_err();
         let busy = err.downcast_ref::<Busy>().expect("a Busy error");
-        assert_eq!(
-            busy.to_string(),
-            format!(
-                "another cephbackup run (pid {}) is using rbd/vm; try again later, or pass \
-                 --wait SECONDS",
+        let text = busy.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "another cephbackup run (pid {}: ",
                 std::process::id()
-            )
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(") is using rbd/vm; try again later, or pass --wait SECONDS"),
+            "{text}"
         );
         assert!(lock_image(&locks, "rbd", "vm", Kind::Shared, now()).is_err());
         // Other images, in this pool or another, are not held up.
@@ -259,6 +341,55 @@ mod tests {
         .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
         releaser.join().unwrap();
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_says_how_long_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).unwrap();
+        let deadline = now() + Duration::from_millis(300);
+        let err = lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, deadline).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("is using rbd/vm still, after waiting 1.0 s;"),
+            "{text}"
+        );
+        assert!(text.ends_with("or pass a longer --wait SECONDS"), "{text}");
+    }
+
+    #[test]
+    fn a_backup_kept_out_by_readers_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an earlier backup wrote is still in the file; the readers are named instead.
+        drop(lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).unwrap());
+        let _reader = lock_image(dir.path(), "rbd", "vm", Kind::Shared, now()).unwrap();
+        let err = lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "another cephbackup run reading it (restore, verify or check mode) is using"
+            ),
+            "{err}"
+        );
+        // The readers still hold it: the probe let go of what it took.
+        assert!(lock_image(dir.path(), "rbd", "vm", Kind::Exclusive, now()).is_err());
+    }
+
+    #[test]
+    fn the_holder_is_named_from_what_it_wrote() {
+        for (text, named) in [
+            ("", "another cephbackup run"),
+            ("4242", "another cephbackup run (pid 4242)"),
+            (
+                "pid 4242: cephbackup -c /etc/weekly.conf\n",
+                "another cephbackup run (pid 4242: cephbackup -c /etc/weekly.conf)",
+            ),
+            (
+                "pid 7: cephbackup -c /tmp/\u{1b}[2Jx\n",
+                "another cephbackup run (pid 7: cephbackup -c /tmp/\\x1b[2Jx)",
+            ),
+        ] {
+            assert_eq!(describe_holder(text), named, "{text:?}");
+        }
     }
 
     #[test]

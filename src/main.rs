@@ -1,6 +1,7 @@
 //! Entry point: parse the command line, run, print errors once, map the outcome to an exit status.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ fn run(cli: &Cli) -> Status {
         Err(problems) => {
             print_problems("error", &problems.errors);
             print_problems("warning", &problems.warnings);
+            publish_config_error(cli, || config::metrics_file_despite_errors(&cli.conf));
             return Status::UsageOrConfig;
         }
     };
@@ -75,6 +77,7 @@ fn run(cli: &Cli) -> Status {
         let problems = config::cluster_file_problems(&config);
         if !problems.is_empty() {
             print_problems("error", &problems);
+            publish_config_error(cli, || config.metrics_file.clone());
             return Status::UsageOrConfig;
         }
     }
@@ -89,7 +92,11 @@ fn run(cli: &Cli) -> Status {
         force_check: cli.check,
         progress: progress::enabled(),
         now: &Utc::now,
-        wait: Duration::from_secs(cli.wait),
+        wait: cli
+            .wait
+            .map(Duration::from_secs)
+            .or(config.wait)
+            .unwrap_or(lock::DEFAULT_BACKUP_WAIT),
         lock_dir: locking(cli).dir,
         state_dir: config.state_dir(),
         cluster: None,
@@ -129,6 +136,21 @@ fn run(cli: &Cli) -> Status {
     }
 }
 
+/// A backup run (check mode included) that stops on a configuration error still replaces the
+/// metrics file, when `--metrics-file` or the file's `[DEFAULT]` names one: left alone, it would
+/// go on showing the last good run's success.
+fn publish_config_error(cli: &Cli, from_config: impl FnOnce() -> Option<PathBuf>) {
+    if cli.command.is_some() || cli.offline {
+        return;
+    }
+    let Some(path) = cli.metrics_file.clone().or_else(from_config) else {
+        return;
+    };
+    if let Err(err) = metrics::write(&path, &metrics::render_config_error(Utc::now())) {
+        eprintln!("error: {err:#}");
+    }
+}
+
 /// Whether this command talks to the cluster, so the `ceph config` and `ceph keyring` files must
 /// be readable before anything starts: a backup run (also the offline check, which checks them),
 /// a restore into an image, `verify --source`. `list`, `verify` and `restore --to-file` read only
@@ -142,10 +164,13 @@ fn needs_cluster(cli: &Cli) -> bool {
     }
 }
 
+/// Where the locks are, and how long restore and verify wait for a backup of their image.
 fn locking(cli: &Cli) -> lock::Locking {
     lock::Locking {
         dir: cli.lock_dir.clone().unwrap_or_else(lock::default_dir),
-        wait: Duration::from_secs(cli.wait),
+        wait: cli
+            .wait
+            .map_or(lock::DEFAULT_READ_WAIT, Duration::from_secs),
     }
 }
 

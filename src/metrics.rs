@@ -36,11 +36,25 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
     let started = DateTime::parse_from_rfc3339(&report.started_at)
         .map(|at| at.with_timezone(&Utc))
         .ok();
+    // A run in check mode backed nothing up, whatever it would have done: never a success here.
+    let checked = report.check_mode || report.images.iter().any(|i| i.status == "checked");
     families.add(
         "cephbackup_run_success",
-        "1 when the last backup run backed up every image, else 0.",
+        RUN_SUCCESS_HELP,
         "",
-        flag(report.success),
+        flag(report.success && !checked),
+    );
+    families.add(
+        "cephbackup_run_config_error",
+        CONFIG_ERROR_HELP,
+        "",
+        flag(false),
+    );
+    families.add(
+        "cephbackup_run_check_mode",
+        CHECK_MODE_HELP,
+        "",
+        flag(checked),
     );
     families.add(
         "cephbackup_run_duration_seconds",
@@ -116,6 +130,41 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
             );
         }
     }
+    families.text()
+}
+
+const RUN_SUCCESS_HELP: &str =
+    "1 when the last backup run backed up every image, else 0 (also after a configuration error \
+     or a run in check mode).";
+const CONFIG_ERROR_HELP: &str =
+    "1 when the last backup run stopped on a configuration error before backing anything up.";
+const CHECK_MODE_HELP: &str =
+    "1 when the last backup run was in check mode (--check, or check mode = yes) in some \
+     section: those images were only shown, not backed up.";
+
+/// The metrics text of a run that stopped on a configuration error at `at`: it did nothing, so
+/// there is no image to tell of, only that it failed and why.
+pub fn render_config_error(at: DateTime<Utc>) -> String {
+    let mut families = Families::default();
+    families.add("cephbackup_run_success", RUN_SUCCESS_HELP, "", flag(false));
+    families.add(
+        "cephbackup_run_config_error",
+        CONFIG_ERROR_HELP,
+        "",
+        flag(true),
+    );
+    families.add(
+        "cephbackup_run_check_mode",
+        CHECK_MODE_HELP,
+        "",
+        flag(false),
+    );
+    families.add(
+        "cephbackup_run_timestamp_seconds",
+        "When the last backup run ended, as a Unix time.",
+        "",
+        seconds(at.timestamp_millis() as f64 / 1000.0),
+    );
     families.text()
 }
 
@@ -303,12 +352,10 @@ fn escape(value: &str) -> String {
     out
 }
 
-/// After a real run: reads every configured image's coverage from the folders and replaces the
-/// metrics file at `path`. A run in check mode changed nothing and leaves the file alone.
+/// After a run: reads every configured image's coverage from the folders and replaces the
+/// metrics file at `path`. A run in check mode writes it too (it says so), so that a `check
+/// mode = yes` left in the file never looks like a night of good backups.
 pub fn publish(config: &Config, path: &Path, report: &RunReport) -> Result<()> {
-    if report.check_mode {
-        return Ok(());
-    }
     // A destination that cannot be read leaves its images out; the run says why on its own.
     let coverage = coverage::survey(config, &Narrow::default())?;
     write(path, &render(report, &coverage.images))
@@ -476,6 +523,48 @@ mod tests {
                 assert!(name.starts_with("cephbackup_"), "{name}");
             }
         }
+    }
+
+    /// The value of the sample without labels named `name` in `text`.
+    fn value<'t>(text: &'t str, name: &str) -> &'t str {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn a_run_in_check_mode_is_no_success_and_says_so() {
+        let mut checked = report();
+        checked.section_failures.clear();
+        checked.images = vec![image_report("vm", "checked")];
+        checked.success = true;
+        let text = render(&checked, &[]);
+        assert_eq!(value(&text, "cephbackup_run_success"), "0");
+        assert_eq!(value(&text, "cephbackup_run_check_mode"), "1");
+        assert_eq!(value(&text, "cephbackup_run_config_error"), "0");
+        // A real run that backed everything up.
+        let mut real = checked.clone();
+        real.images = vec![image_report("vm", "ok")];
+        let text = render(&real, &[]);
+        assert_eq!(value(&text, "cephbackup_run_success"), "1");
+        assert_eq!(value(&text, "cephbackup_run_check_mode"), "0");
+    }
+
+    #[test]
+    fn a_configuration_error_is_a_failed_run_that_says_why() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 2, 0, 0).unwrap();
+        let text = render_config_error(at);
+        assert_eq!(value(&text, "cephbackup_run_success"), "0");
+        assert_eq!(value(&text, "cephbackup_run_config_error"), "1");
+        assert_eq!(value(&text, "cephbackup_run_check_mode"), "0");
+        assert_eq!(
+            value(&text, "cephbackup_run_timestamp_seconds"),
+            "1795658400.000"
+        );
+        assert!(
+            text.contains("# TYPE cephbackup_run_config_error gauge"),
+            "{text}"
+        );
     }
 
     #[test]

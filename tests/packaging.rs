@@ -107,7 +107,7 @@ fn manual_pages_render_with_man() {
         "--conf <PATH>",
         "/etc/cephbackup/cephbackup.conf",
         "cephbackup-restore(8)",
-        "75 another run is using an image",
+        "75 another run kept an image longer",
         cephbackup::report::version(),
     ] {
         assert!(

@@ -41,7 +41,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
+use crate::backup::plan::{plan_image, Found, Plan, Settings, SnapshotExists, Step};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
@@ -57,6 +57,10 @@ use crate::report::{
     self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
 };
 use crate::{interrupt, lock};
+
+/// How many times an image's run waits for the next second when its snapshot name is taken: once
+/// is enough with a clock that moves; a clock that stands still must not keep the run forever.
+const SAME_SECOND_TRIES: u32 = 3;
 
 /// Whether steps are carried out or only shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,9 +355,41 @@ pub fn run(config: &Config, options: &RunOptions) -> Outcome {
         }
     }
     outcome.interrupted = interrupt::received();
+    if outcome.interrupted.is_none() {
+        if let Some(why) = nothing_backed_up(config, options.force_check, &outcome.report) {
+            // A warning, so that `-q` shows it: cron would otherwise mail nothing at all.
+            warn!("{why}");
+            outcome.warnings += 1;
+        }
+    }
     outcome.finish(started, (options.now)());
     write_last_run_records(&sections, &outcome.report);
     outcome
+}
+
+/// Why a run that went as configured backed nothing up, when the configuration is the reason:
+/// no section at all, every section in check mode by its `check mode` key (not by `--check`,
+/// which was asked for), or no image at all in the sections. Pure, for the tests.
+pub fn nothing_backed_up(config: &Config, force_check: bool, report: &RunReport) -> Option<String> {
+    let file = config.path.display();
+    if config.pools.is_empty() {
+        return Some(format!(
+            "{file} names no pool section: nothing was backed up"
+        ));
+    }
+    if !force_check && config.pools.iter().all(|job| job.check_mode) {
+        return Some(format!(
+            "every section of {file} is in check mode (check mode = yes): nothing was backed up"
+        ));
+    }
+    if report.images.is_empty() && report.section_failures.is_empty() {
+        let pools: Vec<&str> = config.pools.iter().map(|job| job.pool.as_str()).collect();
+        return Some(format!(
+            "no image to back up in {} ({file}): nothing was backed up",
+            pools.join(", ")
+        ));
+    }
+    None
 }
 
 /// Leaves the report, restricted to each destination's images, in every destination a real
@@ -808,7 +844,9 @@ impl<'s> ImageRun<'s> {
             kind,
             Instant::now() + options.wait,
         )?;
-        let result = self.plan().and_then(|plan| self.perform(&plan));
+        let result = self
+            .plan_in_a_free_second()
+            .and_then(|plan| self.perform(&plan));
         match &result {
             // Removing it would cost another timeout of a cluster that has stopped answering
             // (or refuses us); the image record names it, so the next run removes it.
@@ -820,6 +858,30 @@ impl<'s> ImageRun<'s> {
         match (result, interrupt::check()) {
             (Err(_), Err(interrupted)) => Err(interrupted.into()),
             (result, _) => result,
+        }
+    }
+
+    /// Plans the image's run. When the snapshot name of this second is taken (a run of the
+    /// image finished within it: two runs in a row from a script, or the run this one waited
+    /// for), waits for the next second and plans again from what is there then.
+    fn plan_in_a_free_second(&mut self) -> Result<Plan> {
+        let mut tries = 0;
+        loop {
+            match self.plan() {
+                Err(err) if tries < SAME_SECOND_TRIES && err.is::<SnapshotExists>() => {
+                    tries += 1;
+                    info!(
+                        "{}/{}: {err}; waiting for the next second",
+                        self.pool(),
+                        self.image
+                    );
+                    interrupt::check()?;
+                    let into = (self.section.options.now)().timestamp_subsec_millis();
+                    let left = 1000 - u64::from(into.min(999));
+                    std::thread::sleep(Duration::from_millis(left + 10));
+                }
+                other => return other,
+            }
         }
     }
 

@@ -162,11 +162,11 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// The snapshot this run would create exists already (a second run within the same second).
+/// The name this run's snapshot would take is taken already: by a snapshot, or by a file of the
+/// folder (a full-mode run removes its snapshot but keeps its file). Another run of the image
+/// finished within the same second; the executor waits for the next second and plans again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "snapshot {0} exists already; was another backup of this image started in the same second?"
-)]
+#[error("snapshot name {0} is taken already (another backup of this image in the same second)")]
 pub struct SnapshotExists(pub String);
 
 /// Plans one run for an image at `now`, given what exists.
@@ -176,7 +176,15 @@ pub fn plan_image(
     now: DateTime<Utc>,
 ) -> Result<Plan, SnapshotExists> {
     let new = SnapName::at(now);
-    if found.snapshots.iter().any(|s| s.name == new.as_str()) {
+    // A full-mode run removes its snapshot and leaves only its full; a diff of that second is
+    // backed by its snapshot, which the check above finds.
+    let taken_by_file = |entry: &FolderEntry| {
+        BackupFile::parse(found.image, &entry.name)
+            .is_some_and(|file| file.is_full() && file.snap == new)
+    };
+    if found.snapshots.iter().any(|s| s.name == new.as_str())
+        || found.entries.iter().any(taken_by_file)
+    {
         return Err(SnapshotExists(new.to_string()));
     }
     let mut steps = Vec::new();
@@ -1402,6 +1410,31 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0, "BACKUPUTC20170801T000000");
+        // A full-mode run of that second left no snapshot, only its full; a full of another
+        // second or image takes nothing, nor does a diff (its snapshot would be there).
+        for (file, taken) in [
+            ("img@BACKUPUTC20170801T000000.full.tar.gz", true),
+            (
+                "img@BACKUPUTC20170801T000000.diff_from_BACKUPUTC20170731T000000",
+                false,
+            ),
+            ("img@BACKUPUTC20170801T000001.full", false),
+            ("other@BACKUPUTC20170801T000000.full", false),
+        ] {
+            let entries = [FolderEntry::file(file, 1)];
+            let found = Found {
+                image: "img",
+                snapshots: &[],
+                entries: &entries,
+                record: &ImageRecord::default(),
+            };
+            let full = Settings {
+                mode: BackupMode::Full,
+                ..incremental(7, WindowUnit::Days, false)
+            };
+            let planned = plan_image(&full, &found, at(1, 0, 0));
+            assert_eq!(planned.is_err(), taken, "{file}: {planned:?}");
+        }
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - UNKNOWN: the destination or the image folder cannot be read;
 //! - OK otherwise.
 //!
+//! A configuration whose runs back nothing up is a WARNING too, whatever the folders hold: a
+//! section with `check mode = yes`, or a last run in check mode as the metrics file
+//! (`metrics file`) tells ([`check_mode_notes`]).
+//!
 //! The whole verdict is the worst one, CRITICAL before UNKNOWN (a known gap is the more urgent
 //! news); with no configured image found at all it is UNKNOWN. The text puts that verdict on the
 //! first line (the plugin convention: monitoring shows the first line), then one line per image.
@@ -101,7 +105,8 @@ pub struct StatusOptions {
 pub fn run(config: &Config, options: &StatusOptions) -> Result<Health> {
     let coverage = coverage::survey(config, &options.narrow)?;
     let now = Utc::now();
-    let judged = judge(&coverage, options, now);
+    let mut judged = judge(&coverage, options, now);
+    judged.note_check_mode(check_mode_notes(config, &options.narrow));
     if options.json {
         outln!("{}", output::json(&document(&judged, options, now))?);
     } else {
@@ -115,6 +120,49 @@ pub struct Judged<'a> {
     pub health: Health,
     pub images: Vec<(Health, Reason, &'a ImageCoverage)>,
     pub unreadable: &'a [SectionProblem],
+    /// Why runs back nothing up: check mode by the configuration or in the last run.
+    pub check_mode: Vec<String>,
+}
+
+impl Judged<'_> {
+    /// Check mode makes the whole verdict at least a WARNING.
+    pub fn note_check_mode(&mut self, notes: Vec<String>) {
+        if !notes.is_empty() {
+            self.health = self.health.worst(Health::Warning);
+        }
+        self.check_mode = notes;
+    }
+}
+
+/// One line per reason the configured runs back nothing up: each section (of those asked
+/// about) with `check mode = yes`, and a last run in check mode when the metrics file says so.
+pub fn check_mode_notes(config: &Config, narrow: &Narrow) -> Vec<String> {
+    let mut notes: Vec<String> = config
+        .pools
+        .iter()
+        .filter(|job| job.check_mode)
+        .filter(|job| narrow.pool.as_ref().is_none_or(|pool| *pool == job.pool))
+        .map(|job| {
+            format!(
+                "[{}]: check mode = yes: its runs only show what they would do",
+                escaped(&job.pool)
+            )
+        })
+        .collect();
+    if let Some(path) = &config.metrics_file {
+        // Written by the last run; a missing or foreign file says nothing here.
+        let last_run_checked = std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines()
+                .any(|line| line.trim() == "cephbackup_run_check_mode 1")
+        });
+        if last_run_checked {
+            notes.push(format!(
+                "the last backup run was in check mode and backed nothing up ({})",
+                escaped_path(path)
+            ));
+        }
+    }
+    notes
 }
 
 /// The verdicts at `now`: pure, for the tests.
@@ -163,6 +211,7 @@ pub fn judge<'a>(
         health,
         images,
         unreadable: &coverage.unreadable,
+        check_mode: Vec::new(),
     }
 }
 
@@ -254,6 +303,9 @@ pub fn text(judged: &Judged, options: &StatusOptions, now: DateTime<Utc>) -> Str
             escaped(&problem.error)
         );
     }
+    for note in &judged.check_mode {
+        let _ = writeln!(out, "{}: {note}", Health::Warning.label());
+    }
     out
 }
 
@@ -299,6 +351,9 @@ fn summary(judged: &Judged, options: &StatusOptions) -> String {
             judged.unreadable.len()
         ));
     }
+    if !judged.check_mode.is_empty() {
+        parts.push("check mode: nothing backed up".to_string());
+    }
     let images = judged.images.len();
     if parts.is_empty() {
         return "no configured image found in the destinations".to_string();
@@ -315,6 +370,7 @@ struct Document<'a> {
     warn_age_seconds: Option<u64>,
     images: Vec<ImageDoc<'a>>,
     unreadable: Vec<SectionDoc<'a>>,
+    check_mode: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -391,6 +447,7 @@ fn document<'a>(judged: &'a Judged, options: &StatusOptions, now: DateTime<Utc>)
                 error: &p.error,
             })
             .collect(),
+        check_mode: &judged.check_mode,
     }
 }
 
@@ -436,6 +493,58 @@ mod tests {
         ] {
             assert_eq!(age(Duration::from_secs(seconds)), shown, "{seconds}");
         }
+    }
+
+    #[test]
+    fn check_mode_in_the_configuration_or_the_last_run_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let prom = dir.path().join("c.prom");
+        let text = format!(
+            "[DEFAULT]\nmetrics file = {}\n[rbd]\nimages = a\ndestination directory = /b\n\
+             backup mode = full\ncheck mode = yes\n[ssd]\nimages = b\n\
+             destination directory = /c\nbackup mode = full\n",
+            prom.display()
+        );
+        let config = crate::config::parse_str(&text, std::path::Path::new("c.conf")).unwrap();
+        let ssd = Narrow {
+            pool: Some("ssd".into()),
+            image: None,
+        };
+        let by_key = "[rbd]: check mode = yes: its runs only show what they would do";
+        assert_eq!(check_mode_notes(&config, &Narrow::default()), [by_key]);
+        assert!(check_mode_notes(&config, &ssd).is_empty());
+        std::fs::write(&prom, "cephbackup_run_check_mode 0\n").unwrap();
+        assert!(check_mode_notes(&config, &ssd).is_empty());
+        std::fs::write(&prom, "cephbackup_run_check_mode 1\n").unwrap();
+        let by_run = format!(
+            "the last backup run was in check mode and backed nothing up ({})",
+            prom.display()
+        );
+        assert_eq!(
+            check_mode_notes(&config, &ssd),
+            std::slice::from_ref(&by_run)
+        );
+
+        let coverage = Coverage {
+            images: vec![image("fresh", &["BACKUPUTC20261126T020000"])],
+            unreadable: vec![],
+        };
+        let options = StatusOptions::default();
+        let mut judged = judge(&coverage, &options, now());
+        assert_eq!(judged.health, Health::Ok);
+        judged.note_check_mode(check_mode_notes(&config, &Narrow::default()));
+        assert_eq!(judged.health, Health::Warning);
+        let shown = text_of(&judged, &options);
+        assert!(
+            shown.starts_with("WARNING: 1 image(s): 1 ok, check mode: nothing backed up\n"),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("\nWARNING: {by_key}\n")), "{shown}");
+        assert!(shown.contains(&format!("\nWARNING: {by_run}\n")), "{shown}");
+    }
+
+    fn text_of(judged: &Judged, options: &StatusOptions) -> String {
+        text(judged, options, now())
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Config {
     /// `state directory` of `[DEFAULT]`: the host's state folder ([`crate::state`]); the
     /// default when unset is [`Config::state_dir`]'s.
     pub state_directory: Option<PathBuf>,
+    /// `wait` of `[DEFAULT]`: how long a backup waits for another run using one of its images
+    /// (`--wait` overrides it; [`crate::lock::DEFAULT_BACKUP_WAIT`] when neither is given).
+    pub wait: Option<std::time::Duration>,
 }
 
 impl Config {

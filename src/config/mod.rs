@@ -101,6 +101,8 @@ const PARALLEL_IMAGES: &str = "parallel images";
 const METRICS_FILE: &str = "metrics file";
 /// `[DEFAULT]` only: the host's state folder ([`crate::state`]).
 const STATE_DIRECTORY: &str = "state directory";
+/// `[DEFAULT]` only: how long a backup waits for another run's image ([`crate::lock`]).
+const WAIT: &str = "wait";
 /// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
 /// more than this would only make them wait on each other.
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
@@ -109,7 +111,7 @@ pub const MAX_PARALLEL_IMAGES: u32 = 64;
 const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 22] = [
+const KNOWN_KEYS: [&str; 23] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -132,6 +134,7 @@ const KNOWN_KEYS: [&str; 22] = [
     PARALLEL_IMAGES,
     METRICS_FILE,
     STATE_DIRECTORY,
+    WAIT,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -330,7 +333,48 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
     let parallel_images = parallel_images(&ini, path, &mut findings);
     let metrics_file = metrics_file(path, &ini, &mut findings);
     let state_directory = state_directory(path, &ini, &mut findings);
-    findings.into_result(path, pools, parallel_images, metrics_file, state_directory)
+    let wait = wait(path, &ini, &mut findings);
+    findings
+        .into_result(path, pools, parallel_images, metrics_file, state_directory)
+        .map(|config| Config { wait, ..config })
+}
+
+/// `wait`: whole seconds a backup waits for another run using one of its images; one value for
+/// the whole run, so it is read from `[DEFAULT]` only (an error in a pool section).
+fn wait(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<std::time::Duration> {
+    for pool in &ini.pools {
+        if let Some(entry) = pool.get(WAIT) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(pool.name.clone()),
+                key: Some(WAIT.to_string()),
+                message: "a run waits the same for every image: set it in [DEFAULT]".to_string(),
+            };
+            findings.add(Severity::Error, problem);
+        }
+    }
+    let mut reader = PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    };
+    let seconds = reader.optional(WAIT, parse_wait).ok().flatten()?;
+    Some(std::time::Duration::from_secs(seconds))
+}
+
+/// The `metrics file` of a configuration that cannot be used, when its `[DEFAULT]` still says
+/// one: a run that stops on a configuration error must still replace the metrics of the last
+/// good run, or monitoring stays green. `None` when the file cannot be read at all.
+pub fn metrics_file_despite_errors(path: &Path) -> Option<PathBuf> {
+    let bytes = read_bounded(path).ok()?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let (ini, mut findings) = IniReader::new(path).read(&text, &[]);
+    metrics_file(path, &ini, &mut findings)
 }
 
 /// `state directory`: the host's one state folder, so it is read from `[DEFAULT]` only (with its
@@ -484,6 +528,7 @@ impl Findings {
                 parallel_images,
                 metrics_file,
                 state_directory,
+                wait: None,
             })
         } else {
             Err(ConfigErrors {

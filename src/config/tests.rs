@@ -774,7 +774,7 @@ fn unknown_keys() {
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
          daily, keep weekly, keep monthly, keep minimum, slide from cluster, parallel images, \
-         metrics file, state directory)"
+         metrics file, state directory, wait)"
     );
 }
 
@@ -2026,5 +2026,52 @@ fn slide_from_cluster_is_a_lenient_boolean_defaulting_to_no() {
     assert!(
         problem.contains("[rbd] slide from cluster: invalid value 'maybe' (expected yes or no"),
         "{problem}"
+    );
+}
+
+#[test]
+fn wait_is_whole_seconds_up_to_a_week_in_default() {
+    let with = |value: &str| format!("[DEFAULT]\nwait = {value}\n{}", minimal(""));
+    let config = parse(&with("3600")).unwrap();
+    assert_eq!(config.wait, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(
+        parse(&with("0")).unwrap().wait,
+        Some(std::time::Duration::ZERO)
+    );
+    assert_eq!(parse(&minimal("")).unwrap().wait, None);
+    assert_eq!(
+        problems(&with("604801")),
+        "t.conf:2: [DEFAULT] wait: value '604801' is too large (at most 604800 seconds, a week)"
+    );
+    assert_eq!(
+        problems(&with("6h")),
+        "t.conf:2: [DEFAULT] wait: invalid value '6h' (expected a whole number of seconds, 0 \
+         for not waiting)"
+    );
+    assert_eq!(
+        problems(&minimal("wait = 60\n")),
+        "t.conf:5: [rbd] wait: a run waits the same for every image: set it in [DEFAULT]"
+    );
+}
+
+#[test]
+fn the_metrics_file_of_a_configuration_with_errors_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.conf");
+    std::fs::write(
+        &path,
+        "[DEFAULT]\nmetrics file = /m/c.prom\n[rbd]\nimages = a\nbackup mode = sometimes\n",
+    )
+    .unwrap();
+    assert!(load(&path).is_err());
+    assert_eq!(
+        metrics_file_despite_errors(&path),
+        Some(PathBuf::from("/m/c.prom"))
+    );
+    std::fs::write(&path, "[rbd]\nimages = a\n").unwrap();
+    assert_eq!(metrics_file_despite_errors(&path), None);
+    assert_eq!(
+        metrics_file_despite_errors(&dir.path().join("absent")),
+        None
     );
 }

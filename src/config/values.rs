@@ -216,6 +216,27 @@ pub(super) fn rules_in_key_order(rules: &KeepRules) -> [Option<u32>; 4] {
 
 /// Seconds, up to [`MAX_CEPH_TIMEOUT`]; 0 means no limit. Its own parser, not the window's:
 /// the bound and the message are about seconds.
+/// `wait`: whole seconds, 0 (do not wait) to [`crate::lock::MAX_WAIT_SECONDS`] (a week).
+pub(super) fn parse_wait(text: &str) -> Result<u64, String> {
+    let max = crate::lock::MAX_WAIT_SECONDS;
+    let Some(digits) = unsigned_digits(text)? else {
+        return Err(format!(
+            "invalid value {} (expected a whole number of seconds, 0 for not waiting)",
+            quoted(text)
+        ));
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|&seconds| seconds <= max)
+        .ok_or_else(|| {
+            format!(
+                "value {} is too large (at most {max} seconds, a week)",
+                quoted(text)
+            )
+        })
+}
+
 pub(super) fn parse_ceph_timeout(text: &str) -> Result<u32, String> {
     let Some(digits) = unsigned_digits(text)? else {
         return Err(format!(

@@ -262,11 +262,12 @@ fn overlapping_runs_are_refused_or_wait_for_the_lock() {
     let conf = conf.to_str().unwrap();
     let first = w.spawn(&["-c", conf]);
     wait_for_temp_file(&w.image_dir("big"));
-    let refused = w.cephbackup(&["-c", conf]).code(75);
+    let refused = w.cephbackup(&["-c", conf, "--wait", "0"]).code(75);
     assert!(
         refused.stderr.contains(&format!(
-            "another cephbackup run (pid {}) is using {}",
+            "another cephbackup run (pid {}: {} -c {conf}) is using {}",
             first.id(),
+            env!("CARGO_BIN_EXE_cephbackup"),
             w.spec("big")
         )),
         "{}",

@@ -26,3 +26,4 @@ mod retention;
 mod selection;
 mod slide;
 mod verify;
+mod waiting;

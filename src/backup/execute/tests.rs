@@ -1137,3 +1137,72 @@ fn a_destination_emptied_with_its_records_continues_from_the_hosts_memory() {
         assert!(w.record("rbd", "a").newest.is_some());
     }
 }
+
+#[test]
+fn a_second_run_in_the_same_second_waits_for_the_next_one_and_plans_again() {
+    for mode in ["incremental", "full"] {
+        let w = World::new();
+        w.image("rbd", "a", 20_000, 9);
+        let conf = w.config(&[("rbd", &format!("images = a\nbackup mode = {mode}"))]);
+        w.backup(&conf);
+        // The clock moves on while the second run waits; without the wait it would fail with
+        // the name taken (a snapshot in incremental mode, the full's file in full mode).
+        let clock = &w.now;
+        let second = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                *clock.lock().unwrap() += chrono::Duration::seconds(1);
+            });
+            w.run(&conf, false)
+        });
+        let (outcome, stdout) = second;
+        assert!(outcome.succeeded(), "{mode}: {outcome:?}\n{stdout}");
+        let written: Vec<&str> = outcome
+            .report
+            .images
+            .iter()
+            .flat_map(|image| image.files_written.iter().map(|f| f.file.as_str()))
+            .collect();
+        let expected = match mode {
+            "full" => "a@BACKUPUTC20260301T020001.full",
+            _ => "a@BACKUPUTC20260301T020001.diff_from_BACKUPUTC20260301T020000",
+        };
+        assert!(written.contains(&expected), "{mode}: {written:?}");
+    }
+}
+
+#[test]
+fn a_configuration_that_backs_up_nothing_says_why() {
+    let w = World::new();
+    let report = |config: &Config, check: bool| {
+        let (outcome, _) = w.run(config, check);
+        super::nothing_backed_up(config, check, &outcome.report)
+    };
+    let empty = config::parse_str("[DEFAULT]\n", Path::new("test.conf")).unwrap();
+    let why = report(&empty, false).expect("an empty configuration");
+    assert_eq!(
+        why,
+        "test.conf names no pool section: nothing was backed up"
+    );
+
+    w.image("rbd", "a", 10_000, 1);
+    let checked = w.config(&[("rbd", "images = a\nbackup mode = full\ncheck mode = yes")]);
+    let why = report(&checked, false).expect("check mode by the key");
+    assert!(
+        why.starts_with("every section of test.conf is in check mode"),
+        "{why}"
+    );
+    assert_eq!(report(&checked, true), None, "--check was asked for");
+
+    let matched_none = w.config(&[("empty", "images = *\nbackup mode = full")]);
+    let why = report(&matched_none, false).expect("no image in the pool");
+    assert_eq!(
+        why,
+        "no image to back up in empty (test.conf): nothing was backed up"
+    );
+
+    let real = w.config(&[("rbd", "images = a\nbackup mode = full")]);
+    assert_eq!(report(&real, false), None);
+    let (outcome, _) = w.run(&real, false);
+    assert_eq!(outcome.warnings, 0, "{outcome:?}");
+}
