@@ -1130,20 +1130,24 @@ impl<'s> ImageRun<'s> {
     fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let name = file.file_name(image);
-        if from.starts_with(advance::WORKING_PREFIX) {
-            outln!(
-                "Finishing image {image}@{} from an interrupted build (no cluster read)",
-                file.snap
-            );
-        } else {
-            outln!(
-                "Building image {name} from {from} and {} (no cluster read)",
-                diffs.join(", ")
-            );
-        }
-        if file.compressed() {
-            outln!("Compress mode activated");
-        }
+        // stdout says only what happens: the build's line is printed once the build is known to
+        // go ahead (check mode: proven; a real run: done), never before a fallback to the cluster.
+        let announce = || {
+            if from.starts_with(advance::WORKING_PREFIX) {
+                outln!(
+                    "Finishing image {image}@{} from an interrupted build (no cluster read)",
+                    file.snap
+                );
+            } else {
+                outln!(
+                    "Building image {name} from {from} and {} (no cluster read)",
+                    diffs.join(", ")
+                );
+            }
+            if file.compressed() {
+                outln!("Compress mode activated");
+            }
+        };
         let dir = self.dir.path();
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
@@ -1154,13 +1158,16 @@ impl<'s> ImageRun<'s> {
             } else {
                 advance::would_build(&dir, image, file, from, diffs)
             };
-            if let Some(why) = doubt {
-                warn!(
-                    "{pool}/{image}: {name} cannot be built from the folder: {why}; a real run \
-                     exports it from the cluster instead"
-                );
-                self.export(file, false)?;
-                outln!("Removing file {}", self.dir.file(from).display());
+            match doubt {
+                None => announce(),
+                Some(why) => {
+                    warn!(
+                        "{pool}/{image}: {name} cannot be built from the folder: {why}; a real \
+                         run exports it from the cluster instead"
+                    );
+                    self.export(file, false)?;
+                    outln!("Removing file {}", self.dir.file(from).display());
+                }
             }
             return Ok(());
         }
@@ -1179,6 +1186,7 @@ impl<'s> ImageRun<'s> {
         .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
+                announce();
                 self.bytes_written += size;
                 info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
                 self.done.files_written.push(FileReport {
