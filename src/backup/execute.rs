@@ -754,6 +754,10 @@ impl<'s> ImageRun<'s> {
 
     fn run(&mut self) -> Result<()> {
         naming::check_name("image", self.image).map_err(anyhow::Error::msg)?;
+        // Listed names were checked when the configuration loaded; `images = *` finds its here,
+        // before any snapshot is taken for a file that could not be written.
+        let diffs = self.section.job.mode == BackupMode::Incremental;
+        naming::check_name_length(self.image, diffs).map_err(anyhow::Error::msg)?;
         let options = self.section.options;
         let kind = match self.section.mode {
             Mode::Run => lock::Kind::Exclusive,

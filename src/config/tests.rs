@@ -2008,3 +2008,29 @@ fn slide_from_cluster_is_a_lenient_boolean_defaulting_to_no() {
         "{problem}"
     );
 }
+
+#[test]
+fn image_names_too_long_for_their_file_names_are_refused_at_load() {
+    let long = "v".repeat(250);
+    let text = format!(
+        "[rbd]\ndestination directory = /b\nbackup mode = incremental\nimages = a, {long}\n"
+    );
+    let shown = problems(&text);
+    assert!(
+        shown.contains("t.conf:4") && shown.contains("is 250 bytes long") && shown.contains("at most 180"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    // 181 bytes: too long for a diff's checksum file, not for a full's.
+    let name = "w".repeat(181);
+    let text = format!("[rbd]\ndestination directory = /b\nimages = {name}\n");
+    assert!(problems(&format!("{text}backup mode = incremental\n")).contains("at most 180"));
+    assert_eq!(
+        only_pool(&format!("{text}backup mode = full\n")).images,
+        ImageSelection::Named(vec![name])
+    );
+    let fits = "x".repeat(180);
+    only_pool(&format!(
+        "[rbd]\ndestination directory = /b\nimages = {fits}\nbackup mode = incremental\n"
+    ));
+}
