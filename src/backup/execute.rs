@@ -583,7 +583,7 @@ impl<'a> Section<'a> {
         }
         let images = self.images().map_err(whole)?;
         destination
-            .record_once(self.mode, (self.options.now)())
+            .record_once(self.mode, (self.options.now)(), self.job.file_access())
             .map_err(whole)?;
         Ok(images)
     }
@@ -681,7 +681,8 @@ impl<'s> ImageRun<'s> {
         ImageRun {
             section,
             image,
-            dir: ImageDir::new(&section.job.destination, &section.job.pool, image),
+            dir: ImageDir::new(&section.job.destination, &section.job.pool, image)
+                .with_access(section.job.file_access()),
             record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
@@ -1053,6 +1054,7 @@ impl<'s> ImageRun<'s> {
                 self.image,
                 &self.record,
                 key,
+                self.dir.access(),
             );
             match written {
                 Ok(()) => {}
@@ -1190,6 +1192,11 @@ impl<'s> ImageRun<'s> {
         .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
+                // The build writes (or renames) the files itself: they get the section's access
+                // here, before the record names them.
+                for written in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
+                    self.dir.access().apply_to_path(&self.dir.file(&written))?;
+                }
                 announce();
                 self.bytes_written += size;
                 info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
@@ -1293,7 +1300,7 @@ impl<'s> ImageRun<'s> {
             }
         }
         let dir = self.dir.path();
-        let mut pending = PendingFile::create(&dir, &name)?;
+        let mut pending = PendingFile::create(&dir, &name)?.with_access(self.dir.access());
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)?,
             expected_size,
@@ -1315,7 +1322,8 @@ impl<'s> ImageRun<'s> {
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
-        let mut checksum = PendingFile::create(&dir, &checksum_name)?;
+        let mut checksum =
+            PendingFile::create(&dir, &checksum_name)?.with_access(self.dir.access());
         let checksum_line = write::checksum_line(&digest, &name);
         checksum
             .file()

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::folder::access::FileGroup;
 
 /// Marks a field whose problem has already been recorded.
 pub(super) struct Reported;
@@ -42,6 +43,7 @@ impl<'a> PoolReader<'a, '_> {
         let keep = self.keep_rules(mode.as_ref().ok().copied());
         let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
         let slide_from_cluster = self.optional(SLIDE_FROM_CLUSTER, parse_bool);
+        let file_group = self.optional(FILE_GROUP, FileGroup::lookup);
         if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
@@ -74,6 +76,7 @@ impl<'a> PoolReader<'a, '_> {
             keep: keep?,
             keep_minimum: keep_minimum?,
             slide_from_cluster: slide_from_cluster?.unwrap_or(false),
+            file_group: file_group?,
         })
     }
 

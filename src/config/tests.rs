@@ -78,6 +78,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
         slide_from_cluster: false,
+        file_group: None,
     }
 }
 
@@ -773,8 +774,8 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
-         daily, keep weekly, keep monthly, keep minimum, slide from cluster, parallel images, \
-         metrics file, state directory)"
+         daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
+         parallel images, metrics file, state directory)"
     );
 }
 
@@ -2033,4 +2034,25 @@ fn image_names_too_long_for_their_file_names_are_refused_at_load() {
     only_pool(&format!(
         "[rbd]\ndestination directory = /b\nimages = {fits}\nbackup mode = incremental\n"
     ));
+}
+
+#[test]
+fn file_group_names_an_existing_group_in_a_section_or_default() {
+    assert_eq!(only_pool(&minimal("")).file_group, None);
+    assert_eq!(
+        only_pool(&minimal("")).file_access(),
+        crate::folder::access::FileAccess::PRIVATE
+    );
+    let pool = only_pool(&minimal("file group = root\n"));
+    let group = pool.file_group.clone().unwrap();
+    assert_eq!((group.name.as_str(), group.gid), ("root", 0));
+    assert_eq!(pool.file_access().file_mode(), 0o640);
+    assert_eq!(pool.file_access().folder_mode(), 0o750);
+    let inherited = only_pool(&format!("[DEFAULT]\nfile group = root\n{}", minimal("")));
+    assert_eq!(inherited.file_group, Some(group));
+    assert_eq!(
+        problems(&minimal("file group = no-such-group-anywhere\n")),
+        "t.conf:5: [rbd] file group: unknown group \"no-such-group-anywhere\" (`getent group \
+         no-such-group-anywhere` finds nothing); create it or name an existing one"
+    );
 }

@@ -1,5 +1,8 @@
-//! Ordinary RBD life a backup must live with: image names near the longest a file name may be.
+//! Ordinary RBD life a backup must live with: an image at its snapshot limit, image names near
+//! the longest a file name may be, and backups shared with a group of readers.
 
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::harness::*;
@@ -74,4 +77,96 @@ fn the_longest_image_name_that_fits_backs_up_and_restores() {
     let conf = w.config(&format!("images = {name}\nbackup mode = full\ncompress = zstd"));
     w.backup(&conf).success();
     assert_eq!(w.files(&name).len(), 3);
+}
+
+/// Every folder and file below `root` (the root itself excluded), with its mode and group.
+fn modes_below(root: &Path) -> Vec<(String, u32, u32)> {
+    let mut found = Vec::new();
+    let mut queue = vec![root.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                queue.push(path.clone());
+            }
+            found.push((
+                path.strip_prefix(root).unwrap().display().to_string(),
+                meta.mode() & 0o7777,
+                meta.gid(),
+            ));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_file_group_may_read_every_backup_file_and_folder_and_nobody_else() {
+    let w = World::new();
+    w.create_image("vm", 16 * MIB, 1630);
+    let group = "daemon";
+    let gid = cephbackup::folder::access::FileGroup::lookup(group)
+        .unwrap()
+        .gid;
+    assert_ne!(gid, 0);
+    // A window slide builds its new base in the folder (in place, from checksummed files the
+    // test wrote as another program would, 0644 in 0755 folders): that file is covered too, and
+    // the folders are the tool's to open to the group.
+    crate::slide::sized_history(&w, "vm", &[(24 * 9, 16 * MIB), (24 * 3, 16 * MIB)], false);
+    let conf = w.config(&format!(
+        "images = vm\nbackup mode = incremental\nwindow size = 7\nwindow unit = days\n\
+         file group = {group}"
+    ));
+    let run = w.backup(&conf).success();
+    assert!(run.stdout.contains("Building image"), "{}", run.stdout);
+    next_second();
+    w.write_data("vm", 1631);
+    w.backup(&conf).success();
+    // A full-mode section, compressed, into the same destination.
+    next_second();
+    w.backup(&w.config(&format!(
+        "images = vm\nbackup mode = full\ncompress = yes\n[DEFAULT]\nfile group = {group}"
+    )))
+    .success();
+
+    let written = modes_below(&w.dest);
+    let dir = format!("{}/vm", w.pool);
+    let recent: Vec<&(String, u32, u32)> = written
+        .iter()
+        .filter(|(path, _, _)| !path.starts_with(".cephbackup-last-run"))
+        .collect();
+    assert!(recent.iter().any(|(p, _, _)| p.ends_with(".sha256")));
+    assert!(recent.iter().any(|(p, _, _)| p.ends_with(".tar.gz")));
+    assert!(recent
+        .iter()
+        .any(|(p, _, _)| p.ends_with(".cephbackup-image.json")));
+    assert!(recent
+        .iter()
+        .any(|(p, _, _)| p == ".cephbackup-destination.json"));
+    for (path, mode, file_gid) in recent {
+        let is_folder = *path == w.pool || *path == dir;
+        let expected = if is_folder { 0o750 } else { 0o640 };
+        assert_eq!(
+            (*mode, *file_gid),
+            (expected, gid),
+            "{path}: {mode:o} group {file_gid}"
+        );
+    }
+    w.assert_checksums("vm");
+}
+
+#[test]
+fn an_unknown_file_group_is_a_configuration_error_naming_its_line() {
+    let w = World::new();
+    w.create_image("vm", 4 * MIB, 1640);
+    let conf = w.config("images = vm\nbackup mode = full\nfile group = no-such-group-here");
+    let run = w.backup(&conf).code(2);
+    assert!(
+        run.stderr
+            .contains(":6: [") && run.stderr.contains("unknown group \"no-such-group-here\""),
+        "{}",
+        run.stderr
+    );
+    assert!(w.snapshots("vm").is_empty());
 }
