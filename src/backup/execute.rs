@@ -41,6 +41,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::backup::plan::{plan_image, Found, Plan, Settings, Step};
+use crate::backup::snap_limit;
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
@@ -240,6 +241,14 @@ fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
     } else {
         Mode::Run
     }
+}
+
+/// True when Ceph refused this run's snapshot because the image reached its snapshot limit.
+fn at_snapshot_limit(result: &Result<()>) -> bool {
+    let Err(err) = result else {
+        return false;
+    };
+    CommandError::find(err).map(CommandError::kind) == Some(FailureKind::QuotaExceeded)
 }
 
 /// True when `err` comes from a Ceph call that did not get an answer in time.
@@ -771,7 +780,24 @@ impl<'s> ImageRun<'s> {
             kind,
             Instant::now() + options.wait,
         )?;
-        let result = self.plan().and_then(|plan| self.perform(&plan));
+        // Check mode cannot learn the snapshot limit from a refused snapshot, so it asks; a real
+        // run asks only once Ceph refused one, so a steady run starts no extra `rbd`.
+        let limit = match self.section.mode {
+            Mode::Check => self.snapshot_limit()?,
+            Mode::Run => None,
+        };
+        let mut result = self.plan(limit).and_then(|plan| self.perform(&plan));
+        if self.section.mode == Mode::Run && at_snapshot_limit(&result) {
+            let limit = self.snapshot_limit()?;
+            warn!(
+                "{}/{}: Ceph refused the snapshot: the image is at its snapshot limit ({}); \
+                 planning again to make room first",
+                self.pool(),
+                self.image,
+                limit.map_or_else(|| "unknown".to_string(), |l| l.to_string())
+            );
+            result = self.plan(limit).and_then(|plan| self.perform(&plan));
+        }
         if result.is_err() {
             self.roll_back_snapshot();
         }
@@ -782,7 +808,12 @@ impl<'s> ImageRun<'s> {
         }
     }
 
-    fn plan(&mut self) -> Result<Plan> {
+    fn snapshot_limit(&self) -> Result<Option<u64>> {
+        self.section.rbd.snapshot_limit(self.pool(), self.image)
+    }
+
+    /// The plan for this run, within the image's snapshot `limit` when it is known.
+    fn plan(&mut self, limit: Option<u64>) -> Result<Plan> {
         let snapshots = self
             .section
             .rbd
@@ -851,11 +882,12 @@ impl<'s> ImageRun<'s> {
             entries: &entries,
             record: &self.record,
         };
-        Ok(plan_image(
+        let plan = plan_image(
             &self.section.settings,
             &found,
             (self.section.options.now)(),
-        )?)
+        )?;
+        Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 
     fn perform(&mut self, plan: &Plan) -> Result<()> {

@@ -430,6 +430,7 @@ impl CommandError {
             Some(libc::ETIMEDOUT) => FailureKind::TimedOut,
             // Not EPERM: it is 1, which is also what rbd exits with for any other failure.
             Some(libc::EACCES) => FailureKind::PermissionDenied,
+            Some(libc::EDQUOT) => FailureKind::QuotaExceeded,
             _ => FailureKind::Other,
         }
     }
@@ -453,6 +454,8 @@ pub enum FailureKind {
     TimedOut,
     /// EACCES: the cephx user may not do this.
     PermissionDenied,
+    /// EDQUOT: the image has as many snapshots as its snapshot limit allows.
+    QuotaExceeded,
     Other,
 }
 

@@ -13,6 +13,86 @@ fn run_with(w: &World, conf: &Path, extra: &[&str]) -> Run {
     w.cephbackup(&args)
 }
 
+/// The image folder's files and their contents (a failed run still leaves its last-run record
+/// in the destination).
+fn backups_of(w: &World) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    tree_of(&w.image_dir("vm"))
+}
+
+/// The position of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in\n{text}"))
+}
+
+#[test]
+fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
+    let w = World::new();
+    w.create_image("vm", 8 * MIB, 1600);
+    // Nine days, three days and an hour old: a window of two days lets the first two go.
+    let old = history(&w, "vm", &[24 * 9, 24 * 3, 1]);
+    let spec = w.spec("vm");
+    rbd(&["snap", "limit", "set", "--limit", "3", &spec]);
+    let conf = w.config("images = vm\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
+
+    // Check mode shows the window's removals before the snapshot, and changes nothing.
+    let before = w.dest_tree();
+    let check = run_with(&w, &conf, &["--check"]).success();
+    assert!(
+        !check.stderr.contains("snapshot limit"),
+        "check mode plans within the limit from the start: {}",
+        check.stderr
+    );
+    let create = line_of(&check.stdout, " snap create ");
+    for snap in &old[..2] {
+        assert!(
+            line_of(&check.stdout, &format!("Deleting snapshot {spec}@{snap}")) < create,
+            "{}",
+            check.stdout
+        );
+    }
+    assert!(w.dest_tree() == before, "check mode changed the destination");
+    assert_eq!(w.backup_snapshots("vm"), old);
+
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stderr.contains("at its snapshot limit (3)"),
+        "{}",
+        run.stderr
+    );
+    let kept = w.backup_snapshots("vm");
+    assert_eq!(kept.len(), 2, "{kept:?}\n{}\n{}", run.stdout, run.stderr);
+    assert_eq!(kept[0], old[2]);
+    let (s, t) = (&kept[0], &kept[1]);
+    let full = format!("vm@{s}.full");
+    let diff = format!("vm@{t}.diff_from_{s}");
+    assert_eq!(w.files("vm"), [full.clone(), diff.clone()]);
+    restore_by_hand(&w, "vm", &[&full, &diff], "restored");
+
+    // With no snapshot the window lets go, the run says what to do before it changes anything,
+    // and check mode says the same.
+    rbd(&["snap", "limit", "set", "--limit", "2", &spec]);
+    next_second();
+    let before = backups_of(&w);
+    for args in [&["--check"][..], &[][..]] {
+        let failed = run_with(&w, &conf, args).code(1);
+        let error = failed.first_error();
+        assert!(
+            error.contains("has 2 snapshots and its snapshot limit is 2")
+                && error.contains("rbd snap limit set --limit 3"),
+            "{args:?}: {}",
+            failed.stderr
+        );
+        assert_eq!(w.backup_snapshots("vm"), [s.clone(), t.clone()]);
+        assert!(backups_of(&w) == before, "{args:?} changed the image folder");
+    }
+    // Room again: the chain goes on.
+    rbd(&["snap", "limit", "clear", &spec]);
+    w.backup(&conf).success();
+    assert_eq!(w.backup_snapshots("vm").len(), 3);
+}
+
 #[test]
 fn image_names_too_long_for_file_names_are_refused_before_any_snapshot() {
     let w = World::new();
