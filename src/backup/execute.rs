@@ -882,11 +882,7 @@ impl<'s> ImageRun<'s> {
             entries: &entries,
             record: &self.record,
         };
-        let plan = plan_image(
-            &self.section.settings,
-            &found,
-            (self.section.options.now)(),
-        )?;
+        let plan = plan_image(&self.section.settings, &found, (self.section.options.now)())?;
         Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 

@@ -50,12 +50,11 @@ pub fn fit(plan: Plan, snapshots: usize, limit: Option<u64>) -> Result<Plan, Lim
     if with_new <= limit {
         return Ok(plan);
     }
-    let needed_later: Vec<&SnapName> = plan.steps[create..]
-        .iter()
-        .flat_map(relies_on)
-        .collect();
+    let needed_later: Vec<&SnapName> = plan.steps[create..].iter().flat_map(relies_on).collect();
     let movable = |step: &Step| match step {
-        Step::RemoveSnapshot { snap, .. } => *snap != plan.snapshot && !needed_later.contains(&snap),
+        Step::RemoveSnapshot { snap, .. } => {
+            *snap != plan.snapshot && !needed_later.contains(&snap)
+        }
         _ => false,
     };
     let freed = plan.steps[create..].iter().filter(|s| movable(s)).count() as u64;

@@ -2018,7 +2018,9 @@ fn image_names_too_long_for_their_file_names_are_refused_at_load() {
     );
     let shown = problems(&text);
     assert!(
-        shown.contains("t.conf:4") && shown.contains("is 250 bytes long") && shown.contains("at most 180"),
+        shown.contains("t.conf:4")
+            && shown.contains("is 250 bytes long")
+            && shown.contains("at most 180"),
         "{shown}"
     );
     assert_eq!(shown.lines().count(), 1, "{shown}");

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(root.gid, 0);
         assert_eq!(FileGroup::lookup("12345").unwrap().gid, 12345);
         let err = FileGroup::lookup("no-such-group-here").unwrap_err();
-        assert!(err.contains("unknown group \"no-such-group-here\""), "{err}");
+        assert!(
+            err.contains("unknown group \"no-such-group-here\""),
+            "{err}"
+        );
         assert!(FileGroup::lookup(" ").is_err());
     }
 

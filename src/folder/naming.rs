@@ -439,7 +439,10 @@ mod tests {
         assert!(check_name_length(&fits, true).is_ok());
         let over = "v".repeat(181);
         let err = check_name_length(&over, true).unwrap_err();
-        assert!(err.contains("181 bytes long") && err.contains("at most 180"), "{err}");
+        assert!(
+            err.contains("181 bytes long") && err.contains("at most 180"),
+            "{err}"
+        );
         // A full backup's names are shorter: the same name fits a full-mode section.
         assert!(check_name_length(&over, false).is_ok());
         let err = check_name_length(&"v".repeat(250), false).unwrap_err();

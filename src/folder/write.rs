@@ -19,11 +19,11 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+use crate::folder::access::FileAccess;
 pub use crate::folder::archive::{
     write_archive, Compressor, DataOfExtents, Member, SparseMap, SparseMapBuilder,
 };
 pub use crate::folder::chain::FolderEntry;
-use crate::folder::access::FileAccess;
 use crate::folder::naming::TEMP_PREFIX;
 use crate::folder::sparse::SparseWriter;
 use crate::folder::untrusted::{kind_of, EntryKind};
@@ -213,9 +213,9 @@ impl PendingFile {
     fn finish(self, replace: bool) -> Result<u64> {
         let final_path = self.final_path;
         let file = self.temp.as_file();
-        self.access
-            .apply_to_file(file)
-            .with_context(|| format!("cannot set the group and mode of {}", final_path.display()))?;
+        self.access.apply_to_file(file).with_context(|| {
+            format!("cannot set the group and mode of {}", final_path.display())
+        })?;
         file.sync_all()
             .with_context(|| format!("cannot sync {}", final_path.display()))?;
         let size = file.metadata()?.len();

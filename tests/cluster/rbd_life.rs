@@ -34,7 +34,8 @@ fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
     let old = history(&w, "vm", &[24 * 9, 24 * 3, 1]);
     let spec = w.spec("vm");
     rbd(&["snap", "limit", "set", "--limit", "3", &spec]);
-    let conf = w.config("images = vm\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
+    let conf =
+        w.config("images = vm\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
 
     // Check mode shows the window's removals before the snapshot, and changes nothing.
     let before = w.dest_tree();
@@ -52,7 +53,10 @@ fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
             check.stdout
         );
     }
-    assert!(w.dest_tree() == before, "check mode changed the destination");
+    assert!(
+        w.dest_tree() == before,
+        "check mode changed the destination"
+    );
     assert_eq!(w.backup_snapshots("vm"), old);
 
     let run = w.backup(&conf).success();
@@ -85,7 +89,10 @@ fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
             failed.stderr
         );
         assert_eq!(w.backup_snapshots("vm"), [s.clone(), t.clone()]);
-        assert!(backups_of(&w) == before, "{args:?} changed the image folder");
+        assert!(
+            backups_of(&w) == before,
+            "{args:?} changed the image folder"
+        );
     }
     // Room again: the chain goes on.
     rbd(&["snap", "limit", "clear", &spec]);
@@ -99,11 +106,15 @@ fn image_names_too_long_for_file_names_are_refused_before_any_snapshot() {
     let long = "l".repeat(250);
     w.create_image(&long, 4 * MIB, 1610);
     w.create_image("short", 4 * MIB, 1611);
-    let conf = w.config(&format!("images = short, {long}\nbackup mode = incremental"));
+    let conf = w.config(&format!(
+        "images = short, {long}\nbackup mode = incremental"
+    ));
     let refused = w.backup(&conf).code(2);
     let error = refused.first_error();
     assert!(
-        error.contains(&long) && error.contains("is 250 bytes long") && error.contains("at most 180"),
+        error.contains(&long)
+            && error.contains("is 250 bytes long")
+            && error.contains("at most 180"),
         "{}",
         refused.stderr
     );
@@ -154,7 +165,9 @@ fn the_longest_image_name_that_fits_backs_up_and_restores() {
         ));
     }
     // A full-mode section takes it too.
-    let conf = w.config(&format!("images = {name}\nbackup mode = full\ncompress = zstd"));
+    let conf = w.config(&format!(
+        "images = {name}\nbackup mode = full\ncompress = zstd"
+    ));
     w.backup(&conf).success();
     assert_eq!(w.files(&name).len(), 3);
 }
@@ -243,8 +256,7 @@ fn an_unknown_file_group_is_a_configuration_error_naming_its_line() {
     let conf = w.config("images = vm\nbackup mode = full\nfile group = no-such-group-here");
     let run = w.backup(&conf).code(2);
     assert!(
-        run.stderr
-            .contains(":6: [") && run.stderr.contains("unknown group \"no-such-group-here\""),
+        run.stderr.contains(":6: [") && run.stderr.contains("unknown group \"no-such-group-here\""),
         "{}",
         run.stderr
     );

@@ -179,7 +179,12 @@ fn snap_and_file(
 
 /// A history of backup snapshots at the given ages, the image resized to the given size and
 /// changed before each. Returns the snapshots, oldest first.
-pub(crate) fn sized_history(w: &World, image: &str, steps: &[(i64, u64)], compress: bool) -> Vec<String> {
+pub(crate) fn sized_history(
+    w: &World,
+    image: &str,
+    steps: &[(i64, u64)],
+    compress: bool,
+) -> Vec<String> {
     let mut snaps: Vec<String> = Vec::new();
     for (index, (age, size)) in steps.iter().enumerate() {
         resize(w, image, *size);

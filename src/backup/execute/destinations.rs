@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 use super::{timed_out, Mode, Section};
 use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
+use crate::folder::access::FileAccess;
 use crate::folder::naming::{self, SnapName};
 use crate::folder::record::{self, Blocked, Destination, DESTINATION_RECORD};
 use crate::folder::untrusted::{self, EntryKind};
-use crate::folder::access::FileAccess;
 use crate::state::{Access, Filesystem, HostState, Known};
 
 /// What a run does with one destination, shared by the sections that use it.
@@ -105,8 +105,14 @@ impl DestinationUse {
                 "destination {shown}: writing its cephbackup record ({})",
                 ready.how.how()
             );
-            let written =
-                record::write_destination_record(&self.path, &ready.id, ready.how.how(), now, key, access);
+            let written = record::write_destination_record(
+                &self.path,
+                &ready.id,
+                ready.how.how(),
+                now,
+                key,
+                access,
+            );
             match written {
                 Ok(()) => {}
                 Err(err) if err.downcast_ref::<Blocked>().is_some() => debug!("{err:#}"),

@@ -141,7 +141,14 @@ pub fn write_destination_record(
         at,
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
-    write_sealed(dest, DESTINATION_RECORD, DESTINATION_KIND, &doc, key, access)
+    write_sealed(
+        dest,
+        DESTINATION_RECORD,
+        DESTINATION_KIND,
+        &doc,
+        key,
+        access,
+    )
 }
 
 /// Reads the destination record of `dest` and returns its identity when the record proves it was
@@ -356,7 +363,15 @@ mod tests {
         std::fs::create_dir(dest.join("rbd")).unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Adoptable);
         let key = SealKey::new([1; seal::KEY_BYTES]);
-        write_destination_record(&dest, "id-1", "adopted", Utc::now(), &key, FileAccess::PRIVATE).unwrap();
+        write_destination_record(
+            &dest,
+            "id-1",
+            "adopted",
+            Utc::now(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
         assert_eq!(
             read_destination_record(&dest, Some(&key)).unwrap(),
@@ -438,12 +453,26 @@ mod tests {
         std::fs::create_dir(dir.path().join(DESTINATION_RECORD)).unwrap();
         let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
         assert!(err.not_a_file, "{err}");
-        let err =
-            write_image_record(dir.path(), "rbd", "vm", &ImageRecord::default(), &key, FileAccess::PRIVATE).unwrap_err();
+        let err = write_image_record(
+            dir.path(),
+            "rbd",
+            "vm",
+            &ImageRecord::default(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().unwrap();
         assert_eq!(blocked.kind, "a folder");
-        let err =
-            write_destination_record(dir.path(), "x", "adopted", Utc::now(), &key, FileAccess::PRIVATE).unwrap_err();
+        let err = write_destination_record(
+            dir.path(),
+            "x",
+            "adopted",
+            Utc::now(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap_err();
         assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
         assert!(dir.path().join(IMAGE_RECORD).is_dir());
         assert!(dir.path().join(DESTINATION_RECORD).is_dir());
