@@ -780,13 +780,9 @@ impl<'s> ImageRun<'s> {
             kind,
             Instant::now() + options.wait,
         )?;
-        // Check mode cannot learn the snapshot limit from a refused snapshot, so it asks; a real
-        // run asks only once Ceph refused one, so a steady run starts no extra `rbd`.
-        let limit = match self.section.mode {
-            Mode::Check => self.snapshot_limit()?,
-            Mode::Run => None,
-        };
-        let mut result = self.plan(limit).and_then(|plan| self.perform(&plan));
+        let mut result = self.plan(None).and_then(|plan| self.perform(&plan));
+        // A real run learns the snapshot limit only once Ceph refused its snapshot, so a steady
+        // run starts no extra `rbd`; it then plans again within the limit.
         if self.section.mode == Mode::Run && at_snapshot_limit(&result) {
             let limit = self.snapshot_limit()?;
             warn!(
@@ -812,13 +808,19 @@ impl<'s> ImageRun<'s> {
         self.section.rbd.snapshot_limit(self.pool(), self.image)
     }
 
-    /// The plan for this run, within the image's snapshot `limit` when it is known.
+    /// The plan for this run, within the image's snapshot limit when it is known: `limit` in a
+    /// real run, asked of the cluster in check mode (which cannot learn it from a refused
+    /// snapshot).
     fn plan(&mut self, limit: Option<u64>) -> Result<Plan> {
         let snapshots = self
             .section
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
+        let limit = match self.section.mode {
+            Mode::Check => self.snapshot_limit()?,
+            Mode::Run => limit,
+        };
         self.done.listed_owned = Some(
             snapshots
                 .iter()
