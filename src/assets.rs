@@ -189,7 +189,8 @@ fn files_environment_examples(roff: &mut Roff) {
         "DESTINATION/POOL/IMAGE/",
         "One image's backup files: IMAGE@SNAPSHOT.full, IMAGE@SNAPSHOT.diff_from_SNAPSHOT, \
          compressed as .tar.gz or .tar.zst, each with a .sha256 file, and the image record \
-         .cephbackup-image.json.",
+         .cephbackup-image.json. Files are 0600 and folders 0700; with file group = NAME in the \
+         configuration, 0640 and 0750 owned by that group.",
     );
 
     roff.control("SH", ["ENVIRONMENT"]);

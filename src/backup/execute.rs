@@ -42,6 +42,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use crate::backup::plan::{plan_image, Found, Plan, Settings, SnapshotExists, Step};
+use crate::backup::snap_limit;
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
@@ -245,6 +246,14 @@ fn mode_of(job: &PoolJob, options: &RunOptions) -> Mode {
     } else {
         Mode::Run
     }
+}
+
+/// True when Ceph refused this run's snapshot because the image reached its snapshot limit.
+fn at_snapshot_limit(result: &Result<()>) -> bool {
+    let Err(err) = result else {
+        return false;
+    };
+    CommandError::find(err).map(CommandError::kind) == Some(FailureKind::QuotaExceeded)
 }
 
 /// True when `err` comes from a Ceph call that did not get an answer in time.
@@ -652,7 +661,7 @@ impl<'a> Section<'a> {
         }
         let images = self.images().map_err(whole)?;
         destination
-            .record_once(self.mode, (self.options.now)())
+            .record_once(self.mode, (self.options.now)(), self.job.file_access())
             .map_err(whole)?;
         Ok(images)
     }
@@ -756,7 +765,8 @@ impl<'s> ImageRun<'s> {
         ImageRun {
             section,
             image,
-            dir: ImageDir::new(&section.job.destination, &section.job.pool, image),
+            dir: ImageDir::new(&section.job.destination, &section.job.pool, image)
+                .with_access(section.job.file_access()),
             record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
@@ -832,6 +842,10 @@ impl<'s> ImageRun<'s> {
 
     fn run(&mut self) -> Result<()> {
         naming::check_name("image", self.image).map_err(anyhow::Error::msg)?;
+        // Listed names were checked when the configuration loaded; `images = *` finds its here,
+        // before any snapshot is taken for a file that could not be written.
+        let diffs = self.section.job.mode == BackupMode::Incremental;
+        naming::check_name_length(self.image, diffs).map_err(anyhow::Error::msg)?;
         let options = self.section.options;
         let kind = match self.section.mode {
             Mode::Run => lock::Kind::Exclusive,
@@ -844,9 +858,24 @@ impl<'s> ImageRun<'s> {
             kind,
             Instant::now() + options.wait,
         )?;
-        let result = self
-            .plan_in_a_free_second()
+        let mut result = self
+            .plan_in_a_free_second(None)
             .and_then(|plan| self.perform(&plan));
+        // A real run learns the snapshot limit only once Ceph refused its snapshot, so a steady
+        // run starts no extra `rbd`; it then plans again within the limit.
+        if self.section.mode == Mode::Run && at_snapshot_limit(&result) {
+            let limit = self.snapshot_limit()?;
+            warn!(
+                "{}/{}: Ceph refused the snapshot: the image is at its snapshot limit ({}); \
+                 planning again to make room first",
+                self.pool(),
+                self.image,
+                limit.map_or_else(|| "unknown".to_string(), |l| l.to_string())
+            );
+            result = self
+                .plan_in_a_free_second(limit)
+                .and_then(|plan| self.perform(&plan));
+        }
         match &result {
             // Removing it would cost another timeout of a cluster that has stopped answering
             // (or refuses us); the image record names it, so the next run removes it.
@@ -864,10 +893,10 @@ impl<'s> ImageRun<'s> {
     /// Plans the image's run. When the snapshot name of this second is taken (a run of the
     /// image finished within it: two runs in a row from a script, or the run this one waited
     /// for), waits for the next second and plans again from what is there then.
-    fn plan_in_a_free_second(&mut self) -> Result<Plan> {
+    fn plan_in_a_free_second(&mut self, limit: Option<u64>) -> Result<Plan> {
         let mut tries = 0;
         loop {
-            match self.plan() {
+            match self.plan(limit) {
                 Err(err) if tries < SAME_SECOND_TRIES && err.is::<SnapshotExists>() => {
                     tries += 1;
                     info!(
@@ -885,12 +914,23 @@ impl<'s> ImageRun<'s> {
         }
     }
 
-    fn plan(&mut self) -> Result<Plan> {
+    fn snapshot_limit(&self) -> Result<Option<u64>> {
+        self.section.rbd.snapshot_limit(self.pool(), self.image)
+    }
+
+    /// The plan for this run, within the image's snapshot limit when it is known: `limit` in a
+    /// real run, asked of the cluster in check mode (which cannot learn it from a refused
+    /// snapshot).
+    fn plan(&mut self, limit: Option<u64>) -> Result<Plan> {
         let snapshots = self
             .section
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
+        let limit = match self.section.mode {
+            Mode::Check => self.snapshot_limit()?,
+            Mode::Run => limit,
+        };
         self.done.listed_owned = Some(
             snapshots
                 .iter()
@@ -954,11 +994,8 @@ impl<'s> ImageRun<'s> {
             entries: &entries,
             record: &self.record,
         };
-        Ok(plan_image(
-            &self.section.settings,
-            &found,
-            (self.section.options.now)(),
-        )?)
+        let plan = plan_image(&self.section.settings, &found, (self.section.options.now)())?;
+        Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 
     fn perform(&mut self, plan: &Plan) -> Result<()> {
@@ -1157,6 +1194,7 @@ impl<'s> ImageRun<'s> {
                 self.image,
                 &self.record,
                 key,
+                self.dir.access(),
             );
             match written {
                 Ok(()) => {}
@@ -1239,20 +1277,24 @@ impl<'s> ImageRun<'s> {
     fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let name = file.file_name(image);
-        if from.starts_with(advance::WORKING_PREFIX) {
-            outln!(
-                "Finishing image {image}@{} from an interrupted build (no cluster read)",
-                file.snap
-            );
-        } else {
-            outln!(
-                "Building image {name} from {from} and {} (no cluster read)",
-                diffs.join(", ")
-            );
-        }
-        if file.compressed() {
-            outln!("Compress mode activated");
-        }
+        // stdout says only what happens: the build's line is printed once the build is known to
+        // go ahead (check mode: proven; a real run: done), never before a fallback to the cluster.
+        let announce = || {
+            if from.starts_with(advance::WORKING_PREFIX) {
+                outln!(
+                    "Finishing image {image}@{} from an interrupted build (no cluster read)",
+                    file.snap
+                );
+            } else {
+                outln!(
+                    "Building image {name} from {from} and {} (no cluster read)",
+                    diffs.join(", ")
+                );
+            }
+            if file.compressed() {
+                outln!("Compress mode activated");
+            }
+        };
         let dir = self.dir.path();
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
@@ -1264,13 +1306,16 @@ impl<'s> ImageRun<'s> {
             } else {
                 advance::would_build(&dir, image, file, from, diffs)
             };
-            if let Some(why) = doubt {
-                warn!(
-                    "{pool}/{image}: {name} cannot be built from the folder: {why}; a real run \
-                     exports it from the cluster instead"
-                );
-                self.export(file, false)?;
-                outln!("Removing file {}", self.dir.file(from).display());
+            match doubt {
+                None => announce(),
+                Some(why) => {
+                    warn!(
+                        "{pool}/{image}: {name} cannot be built from the folder: {why}; a real \
+                         run exports it from the cluster instead"
+                    );
+                    self.export(file, false)?;
+                    outln!("Removing file {}", self.dir.file(from).display());
+                }
             }
             return Ok(());
         }
@@ -1295,6 +1340,12 @@ impl<'s> ImageRun<'s> {
         .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
+                // The build writes (or renames) the files itself: they get the section's access
+                // here, before the record names them.
+                for written in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
+                    self.dir.access().apply_to_path(&self.dir.file(&written))?;
+                }
+                announce();
                 self.bytes_written += size;
                 info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
                 self.done.files_written.push(FileReport {
@@ -1397,7 +1448,7 @@ impl<'s> ImageRun<'s> {
             }
         }
         let dir = self.dir.path();
-        let mut pending = PendingFile::create(&dir, &name)?;
+        let mut pending = PendingFile::create(&dir, &name)?.with_access(self.dir.access());
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)
                 .with_context(|| format!("cannot export {snap_spec}"))?,
@@ -1428,7 +1479,8 @@ impl<'s> ImageRun<'s> {
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
         let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
-        let mut checksum = PendingFile::create(&dir, &checksum_name)?;
+        let mut checksum =
+            PendingFile::create(&dir, &checksum_name)?.with_access(self.dir.access());
         let checksum_line = write::checksum_line(&digest, &name);
         checksum
             .file()

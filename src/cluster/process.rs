@@ -560,6 +560,7 @@ impl CommandError {
             Some(libc::ETIMEDOUT) => FailureKind::TimedOut,
             // Not EPERM: it is 1, which is also what rbd exits with for any other failure.
             Some(libc::EACCES) => FailureKind::PermissionDenied,
+            Some(libc::EDQUOT) => FailureKind::QuotaExceeded,
             _ => FailureKind::Other,
         }
     }
@@ -586,6 +587,8 @@ pub enum FailureKind {
     /// The cluster refused the login (unknown user, wrong key, no keyring): every later call
     /// would fail the same way.
     Unauthenticated,
+    /// EDQUOT: the image has as many snapshots as its snapshot limit allows.
+    QuotaExceeded,
     Other,
 }
 

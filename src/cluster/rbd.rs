@@ -44,6 +44,9 @@ pub struct Rbd {
 #[derive(Deserialize)]
 struct ImageInfo {
     size: u64,
+    /// Present only when a limit is set (`rbd snap limit set`).
+    #[serde(default)]
+    snapshot_limit: Option<u64>,
 }
 
 /// One entry of `rbd snap ls --format json`.
@@ -156,6 +159,14 @@ impl Rbd {
             .with_context(|| format!("cannot read the size of snapshot {snap}"))?;
         self.sizes().insert(key, info.size);
         Ok(info.size)
+    }
+
+    /// The most snapshots the image may have (`rbd snap limit set`), `None` when unlimited.
+    pub fn snapshot_limit(&self, pool: &str, image: &str) -> Result<Option<u64>> {
+        let info: ImageInfo = self
+            .query(["info", &spec(pool, image, None)])
+            .context("cannot read the image's snapshot limit")?;
+        Ok(info.snapshot_limit)
     }
 
     /// A snapshot of that name is created or removed: what was learnt of it no longer holds.
@@ -356,6 +367,12 @@ pub trait ClusterOps: Send + Sync {
     fn list_snapshots(&self, pool: &str, image: &str) -> Result<Vec<Snapshot>>;
     /// The size in bytes of an image at a snapshot.
     fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64>;
+    /// The image's snapshot limit, `None` when it has none ([`Rbd::snapshot_limit`]). Asked only
+    /// when it matters (check mode, or once Ceph refused a snapshot), so a stand-in without
+    /// limits need not answer.
+    fn snapshot_limit(&self, _pool: &str, _image: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// The ranges of the image at `snap` (of `size` bytes) that hold data ([`Rbd::allocated`]).
     fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap>;
     /// How `op` is shown on a `# <command>` line.
@@ -400,6 +417,10 @@ impl ClusterOps for Rbd {
 
     fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
         Rbd::size(self, pool, image, snap)
+    }
+
+    fn snapshot_limit(&self, pool: &str, image: &str) -> Result<Option<u64>> {
+        Rbd::snapshot_limit(self, pool, image)
     }
 
     fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
@@ -492,6 +513,18 @@ mod tests {
         let json = r#"[{"id":7,"name":"b","size":1048576,"protected":"false","timestamp":"x"}]"#;
         let listed: Vec<ListedSnapshot> = serde_json::from_str(json).unwrap();
         assert_eq!(listed[0].size, Some(1_048_576));
+    }
+
+    #[test]
+    fn the_snapshot_limit_is_read_from_rbd_info_when_set() {
+        let unlimited: ImageInfo =
+            serde_json::from_str(r#"{"name":"vm","size":4194304,"snapshot_count":2}"#).unwrap();
+        assert_eq!(unlimited.snapshot_limit, None);
+        let limited: ImageInfo = serde_json::from_str(
+            r#"{"name":"vm","size":4194304,"snapshot_count":2,"snapshot_limit":3}"#,
+        )
+        .unwrap();
+        assert_eq!((limited.size, limited.snapshot_limit), (4_194_304, Some(3)));
     }
 
     #[test]

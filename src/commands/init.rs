@@ -94,6 +94,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                     "init-destination",
                     now,
                     key,
+                    job.file_access(),
                 ) {
                     Ok(()) => {}
                     Err(err) if err.downcast_ref::<Blocked>().is_some() => warn!("{err:#}"),

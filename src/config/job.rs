@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::backup::retention::KeepRules;
 use crate::backup::window::Window;
 use crate::cluster::rbd::Cluster;
+use crate::folder::access::{FileAccess, FileGroup};
 use crate::folder::naming::Compression;
 use crate::folder::write::Compressor;
 
@@ -75,12 +76,21 @@ pub struct PoolJob {
     /// Incremental mode: a window slide exports the new base from the cluster (the original's
     /// way) instead of building it from the old base and the diffs in the folder.
     pub slide_from_cluster: bool,
+    /// `file group`: the group that may read what this section writes; `None`: its owner only.
+    pub file_group: Option<FileGroup>,
 }
 
 impl PoolJob {
     /// How this section compresses its files (`None`: it does not).
     pub fn compressor(&self) -> Option<Compressor> {
         Compressor::new(self.compress, self.compress_level, self.compress_threads)
+    }
+
+    /// Who may read the files and folders this section writes.
+    pub fn file_access(&self) -> FileAccess {
+        self.file_group
+            .as_ref()
+            .map_or(FileAccess::PRIVATE, |group| FileAccess::group(group.gid))
     }
 
     /// How this section reaches its cluster.

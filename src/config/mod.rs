@@ -109,9 +109,11 @@ pub const MAX_PARALLEL_IMAGES: u32 = 64;
 /// Incremental mode: a window slide exports the new base from the cluster, as the original did,
 /// instead of building it from the folder.
 const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
+/// A group that may read the backups (files 0640, folders 0750) instead of their owner only.
+const FILE_GROUP: &str = "file group";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 23] = [
+const KNOWN_KEYS: [&str; 24] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -131,6 +133,7 @@ const KNOWN_KEYS: [&str; 23] = [
     KEEP_MONTHLY,
     KEEP_MINIMUM,
     SLIDE_FROM_CLUSTER,
+    FILE_GROUP,
     PARALLEL_IMAGES,
     METRICS_FILE,
     STATE_DIRECTORY,

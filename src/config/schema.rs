@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::folder::access::FileGroup;
 
 /// Marks a field whose problem has already been recorded.
 pub(super) struct Reported;
@@ -26,6 +27,10 @@ impl<'a> PoolReader<'a, '_> {
         let images = self.required(IMAGES, parse_images);
         let destination = self.required(DESTINATION, parse_required_text);
         let mode = self.required(BACKUP_MODE, parse_backup_mode);
+        let images = match (images, &mode) {
+            (Ok(images), Ok(mode)) => self.image_name_lengths(images, *mode),
+            (images, _) => images,
+        };
         let ceph_config = self.optional(CEPH_CONFIG, parse_optional_text);
         let ceph_user = self.optional(CEPH_USER, parse_optional_text);
         let ceph_keyring = self.optional(CEPH_KEYRING, parse_optional_text);
@@ -38,6 +43,7 @@ impl<'a> PoolReader<'a, '_> {
         let keep = self.keep_rules(mode.as_ref().ok().copied());
         let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
         let slide_from_cluster = self.optional(SLIDE_FROM_CLUSTER, parse_bool);
+        let file_group = self.optional(FILE_GROUP, FileGroup::lookup);
         if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
@@ -70,7 +76,34 @@ impl<'a> PoolReader<'a, '_> {
             keep: keep?,
             keep_minimum: keep_minimum?,
             slide_from_cluster: slide_from_cluster?.unwrap_or(false),
+            file_group: file_group?,
         })
+    }
+
+    /// Refuses the listed images whose backup files would have names too long for the
+    /// destination's filesystem, before any snapshot is taken (`images = *` is checked per image
+    /// when the run lists them).
+    pub(super) fn image_name_lengths(
+        &mut self,
+        images: ImageSelection,
+        mode: BackupMode,
+    ) -> Result<ImageSelection, Reported> {
+        let ImageSelection::Named(names) = &images else {
+            return Ok(images);
+        };
+        let diffs = mode == BackupMode::Incremental;
+        let problems: Vec<String> = names
+            .iter()
+            .filter_map(|name| crate::folder::naming::check_name_length(name, diffs).err())
+            .collect();
+        if problems.is_empty() {
+            return Ok(images);
+        }
+        let (entry, section) = self.written(IMAGES).ok_or(Reported)?;
+        for message in problems {
+            self.record(Severity::Error, entry.line, section, IMAGES, message);
+        }
+        Err(Reported)
     }
 
     /// `compress level`, checked against the range of the section's compressor (once that is

@@ -78,6 +78,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
         slide_from_cluster: false,
+        file_group: None,
     }
 }
 
@@ -773,8 +774,8 @@ fn unknown_keys() {
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
-         daily, keep weekly, keep monthly, keep minimum, slide from cluster, parallel images, \
-         metrics file, state directory, wait)"
+         daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
+         parallel images, metrics file, state directory, wait)"
     );
 }
 
@@ -2073,5 +2074,54 @@ fn the_metrics_file_of_a_configuration_with_errors_is_still_found() {
     assert_eq!(
         metrics_file_despite_errors(&dir.path().join("absent")),
         None
+    );
+}
+
+#[test]
+fn image_names_too_long_for_their_file_names_are_refused_at_load() {
+    let long = "v".repeat(250);
+    let text = format!(
+        "[rbd]\ndestination directory = /b\nbackup mode = incremental\nimages = a, {long}\n"
+    );
+    let shown = problems(&text);
+    assert!(
+        shown.contains("t.conf:4")
+            && shown.contains("is 250 bytes long")
+            && shown.contains("at most 180"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    // 181 bytes: too long for a diff's checksum file, not for a full's.
+    let name = "w".repeat(181);
+    let text = format!("[rbd]\ndestination directory = /b\nimages = {name}\n");
+    assert!(problems(&format!("{text}backup mode = incremental\n")).contains("at most 180"));
+    assert_eq!(
+        only_pool(&format!("{text}backup mode = full\n")).images,
+        ImageSelection::Named(vec![name])
+    );
+    let fits = "x".repeat(180);
+    only_pool(&format!(
+        "[rbd]\ndestination directory = /b\nimages = {fits}\nbackup mode = incremental\n"
+    ));
+}
+
+#[test]
+fn file_group_names_an_existing_group_in_a_section_or_default() {
+    assert_eq!(only_pool(&minimal("")).file_group, None);
+    assert_eq!(
+        only_pool(&minimal("")).file_access(),
+        crate::folder::access::FileAccess::PRIVATE
+    );
+    let pool = only_pool(&minimal("file group = root\n"));
+    let group = pool.file_group.clone().unwrap();
+    assert_eq!((group.name.as_str(), group.gid), ("root", 0));
+    assert_eq!(pool.file_access().file_mode(), 0o640);
+    assert_eq!(pool.file_access().folder_mode(), 0o750);
+    let inherited = only_pool(&format!("[DEFAULT]\nfile group = root\n{}", minimal("")));
+    assert_eq!(inherited.file_group, Some(group));
+    assert_eq!(
+        problems(&minimal("file group = no-such-group-anywhere\n")),
+        "t.conf:5: [rbd] file group: unknown group \"no-such-group-anywhere\" (`getent group \
+         no-such-group-anywhere` finds nothing); create it or name an existing one"
     );
 }

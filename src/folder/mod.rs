@@ -2,6 +2,7 @@
 //! points, strangers), the records the tool keeps in it, and how files are written to it and read
 //! back from it on ground that other users may have touched.
 
+pub mod access;
 pub mod advance;
 pub mod archive;
 pub mod catalog;

@@ -44,6 +44,45 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Err(format!("{what} name {name:?} {problem}"))
 }
 
+/// The longest file name (in bytes) Linux filesystems take (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// The longest file name the tool writes in an image's folder, in bytes: the checksum file of a
+/// compressed diff when `diffs` (incremental mode), else that of a compressed full backup.
+pub fn longest_file_name(image: &str, diffs: bool) -> usize {
+    // Every snapshot name has the same length; any instant gives it.
+    let snap = SnapName::at(DateTime::<Utc>::UNIX_EPOCH);
+    let longest_suffix = Compression::SUFFIXED
+        .iter()
+        .map(|c| c.suffix().len())
+        .max()
+        .unwrap_or(0);
+    let file = if diffs {
+        BackupFile::diff(snap.clone(), snap, Compression::None)
+    } else {
+        BackupFile::full(snap, Compression::None)
+    };
+    file.file_name(image).len() + longest_suffix + CHECKSUM_SUFFIX.len()
+}
+
+/// Refuses an image name so long that a file the tool writes for it would exceed [`NAME_MAX`]
+/// ("File name too long" only after a snapshot was taken and exported for nothing).
+pub fn check_name_length(image: &str, diffs: bool) -> Result<(), String> {
+    let longest = longest_file_name(image, diffs);
+    if longest <= NAME_MAX {
+        return Ok(());
+    }
+    let most = NAME_MAX - (longest - image.len());
+    Err(format!(
+        "image name {image:?} is {} bytes long, but {} backup files need at most {most} (their \
+         names add {} bytes to it and a file name may have {NAME_MAX}); rename the image \
+         (`rbd rename`) or back it up with another tool",
+        image.len(),
+        if diffs { "incremental" } else { "full" },
+        longest - image.len(),
+    ))
+}
+
 /// A snapshot as `rbd snap ls --format json` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Snapshot {
@@ -388,6 +427,28 @@ mod tests {
         let old = snap("UTC20170119T092933");
         assert!(old.is_legacy());
         assert!(!snap("BACKUPUTC20170119T092933").is_legacy());
+    }
+
+    #[test]
+    fn image_names_are_bounded_by_the_longest_file_name_they_give() {
+        // `<image>@<S>.diff_from_<B>.tar.zst.sha256`: 75 bytes besides the image name.
+        assert_eq!(longest_file_name("vm", true), 77);
+        assert_eq!(longest_file_name("vm", false), 47);
+        let fits = "v".repeat(180);
+        assert_eq!(longest_file_name(&fits, true), NAME_MAX);
+        assert!(check_name_length(&fits, true).is_ok());
+        let over = "v".repeat(181);
+        let err = check_name_length(&over, true).unwrap_err();
+        assert!(
+            err.contains("181 bytes long") && err.contains("at most 180"),
+            "{err}"
+        );
+        // A full backup's names are shorter: the same name fits a full-mode section.
+        assert!(check_name_length(&over, false).is_ok());
+        let err = check_name_length(&"v".repeat(250), false).unwrap_err();
+        assert!(err.contains("at most 210") && !err.contains('\n'), "{err}");
+        // Bytes, not characters: 'é' is two.
+        assert!(check_name_length(&"é".repeat(91), true).is_err());
     }
 
     #[test]

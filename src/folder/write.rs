@@ -3,22 +3,23 @@
 //! A backup file only ever appears under its final name complete and synced: it is written to a
 //! temporary name in the same folder (so the rename cannot cross filesystems), flushed to disk,
 //! renamed without replacing anything, and the folder is synced so the rename survives a crash.
-//! Files are created readable by their owner only (they are whole disk images) and folders the same.
+//! Files are created readable by their owner only (they are whole disk images) and folders the same,
+//! unless a section's `file group` lets a group read them too ([`FileAccess`]).
 //!
 //! Writing streams: an export is copied from `rbd` to disk in bounded chunks, whatever the image
 //! size. Raw full images keep their holes (all-zero blocks are skipped, as `rbd export` does when it
 //! writes a file itself), and compressed files are a tar archive with one member, compressed on
 //! the fly ([`crate::folder::archive`]).
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+use crate::folder::access::FileAccess;
 pub use crate::folder::archive::{
     write_archive, Compressor, DataOfExtents, Member, SparseMap, SparseMapBuilder,
 };
@@ -35,6 +36,7 @@ pub struct ImageDir {
     root: PathBuf,
     pool: String,
     image: String,
+    access: FileAccess,
 }
 
 impl ImageDir {
@@ -43,7 +45,20 @@ impl ImageDir {
             root: root.to_path_buf(),
             pool: pool.to_string(),
             image: image.to_string(),
+            access: FileAccess::PRIVATE,
         }
+    }
+
+    /// The same folder, whose folders and files are created with `access`.
+    #[must_use]
+    pub fn with_access(mut self, access: FileAccess) -> ImageDir {
+        self.access = access;
+        self
+    }
+
+    /// Who may read what is written here.
+    pub fn access(&self) -> FileAccess {
+        self.access
     }
 
     pub fn path(&self) -> PathBuf {
@@ -102,7 +117,7 @@ impl ImageDir {
         Ok(listed)
     }
 
-    /// Creates the pool and image folders (0700). The destination itself must exist: when a backup
+    /// Creates the pool and image folders (0700, or 0750 for a group). The destination itself must exist: when a backup
     /// disk failed to mount, creating it would quietly fill the root filesystem instead. A pool or
     /// image folder that is a symlink is refused, never written through.
     pub fn create(&self) -> Result<()> {
@@ -114,17 +129,16 @@ impl ImageDir {
             );
         }
         for level in self.levels() {
-            match DirBuilder::new().mode(0o700).create(&level) {
-                Ok(()) => sync_dir(level.parent().unwrap_or(&self.root))?,
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => match kind_of(&level) {
-                    Ok(EntryKind::Directory) => {}
-                    Ok(kind) => bail!("{}", not_a_folder(&level, kind)),
-                    Err(err) => {
-                        return Err(err).with_context(|| format!("cannot read {}", level.display()))
-                    }
-                },
+            if self.access.create_folder(&level)? {
+                sync_dir(level.parent().unwrap_or(&self.root))?;
+                continue;
+            }
+            match kind_of(&level) {
+                // One made before `file group` was set is opened to the group too.
+                Ok(EntryKind::Directory) => self.access.apply_to_folder(&level)?,
+                Ok(kind) => bail!("{}", not_a_folder(&level, kind)),
                 Err(err) => {
-                    return Err(err).with_context(|| format!("cannot create {}", level.display()))
+                    return Err(err).with_context(|| format!("cannot read {}", level.display()))
                 }
             }
         }
@@ -157,6 +171,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub struct PendingFile {
     temp: NamedTempFile,
     final_path: PathBuf,
+    access: FileAccess,
 }
 
 impl PendingFile {
@@ -166,7 +181,18 @@ impl PendingFile {
             .prefix(TEMP_PREFIX)
             .tempfile_in(dir)
             .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        Ok(PendingFile { temp, final_path })
+        Ok(PendingFile {
+            temp,
+            final_path,
+            access: FileAccess::PRIVATE,
+        })
+    }
+
+    /// The same file, given `access` before it takes its final name (private by default).
+    #[must_use]
+    pub fn with_access(mut self, access: FileAccess) -> PendingFile {
+        self.access = access;
+        self
     }
 
     pub fn file(&mut self) -> &mut File {
@@ -187,6 +213,9 @@ impl PendingFile {
     fn finish(self, replace: bool) -> Result<u64> {
         let final_path = self.final_path;
         let file = self.temp.as_file();
+        self.access.apply_to_file(file).with_context(|| {
+            format!("cannot set the group and mode of {}", final_path.display())
+        })?;
         file.sync_all()
             .with_context(|| format!("cannot sync {}", final_path.display()))?;
         let size = file.metadata()?.len();

@@ -81,13 +81,18 @@ fn check_mode_on_a_normal_and_a_sliding_run_changes_nothing() {
         dir.join(format!("b@{current}.diff_from_{old}")),
     )
     .unwrap();
-    // The new base is built from the folder by default, exported with `slide from cluster`.
+    // The renamed diff has no checksum file of its own, so the new base cannot be built from the
+    // folder: check mode shows only the export a real run falls back to, not a build.
     let run = assert_changes_nothing(&w, "b", &conf, &["--check"]);
+    assert!(!run.stdout.contains("Building image"), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("a real run exports it from the cluster instead"),
+        "{}",
+        run.stderr
+    );
     for needle in [
-        format!(
-            "Building image b@{current}.full from b@{old}.full and b@{current}.diff_from_{old} \
-             (no cluster read)"
-        ),
+        format!("Exporting image b@{current}"),
         format!("Deleting snapshot {spec}@{old}"),
     ] {
         assert!(

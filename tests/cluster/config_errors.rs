@@ -157,8 +157,8 @@ fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
                  destination directory, ceph config, ceph user, ceph keyring, backup mode, \
                  compress, compress level, compress threads, check mode, window size, window \
                  unit, ceph timeout, keep last, keep daily, keep weekly, keep monthly, keep \
-                 minimum, slide from cluster, parallel images, metrics file, state \
-                 directory, wait)"
+                 minimum, slide from cluster, file group, parallel images, metrics file, \
+                 state directory, wait)"
             ),
             format!(
                 "warning: {path}:7: [rbd] window size: invalid value '7d' (expected a whole \

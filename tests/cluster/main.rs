@@ -20,6 +20,7 @@ mod monitoring;
 mod operations;
 mod parallel;
 mod proof;
+mod rbd_life;
 mod report;
 mod restore;
 mod retention;

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::{cluster_failed, Mode, Section};
 use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
+use crate::folder::access::FileAccess;
 use crate::folder::naming::{self, SnapName};
 use crate::folder::record::{self, Blocked, Destination, DESTINATION_RECORD};
 use crate::folder::untrusted::{self, EntryKind};
@@ -64,8 +65,9 @@ impl DestinationUse {
     }
 
     /// In a real run, the first section to start writes the record (unless it is there and
-    /// believed) and notes the destination in the host's memory; check mode only says so.
-    pub fn record_once(&self, mode: Mode, now: DateTime<Utc>) -> Result<()> {
+    /// believed; readable as `access` says) and notes the destination in the host's memory;
+    /// check mode only says so.
+    pub fn record_once(&self, mode: Mode, now: DateTime<Utc>, access: FileAccess) -> Result<()> {
         let Ok(ready) = &self.decision else {
             return Ok(());
         };
@@ -103,8 +105,15 @@ impl DestinationUse {
                 "destination {shown}: writing its cephbackup record ({})",
                 ready.how.how()
             );
-            match record::write_destination_record(&self.path, &ready.id, ready.how.how(), now, key)
-            {
+            let written = record::write_destination_record(
+                &self.path,
+                &ready.id,
+                ready.how.how(),
+                now,
+                key,
+                access,
+            );
+            match written {
                 Ok(()) => {}
                 Err(err) if err.downcast_ref::<Blocked>().is_some() => debug!("{err:#}"),
                 Err(err) => return Err(err),

@@ -87,6 +87,8 @@ struct State {
     exporting: usize,
     /// The gate was met: that many exports were running at the same time.
     gate_met: bool,
+    /// `pool/image` → its snapshot limit (`rbd snap limit set`).
+    limits: BTreeMap<String, u64>,
 }
 
 /// A cluster in memory; clones share it.
@@ -116,6 +118,11 @@ impl Fake {
             .unwrap()
             .failures
             .push((call, target.to_string(), how));
+    }
+
+    fn limit(&self, pool: &str, image: &str, limit: u64) {
+        let mut state = self.0.lock().unwrap();
+        state.limits.insert(spec(pool, image, None), limit);
     }
 
     fn heal(&self) {
@@ -251,6 +258,12 @@ impl ClusterOps for Fake {
             .collect())
     }
 
+    fn snapshot_limit(&self, pool: &str, image: &str) -> Result<Option<u64>> {
+        let target = spec(pool, image, None);
+        self.query(Call::Size, &target, format!("info {target}"))?;
+        Ok(self.0.lock().unwrap().limits.get(&target).copied())
+    }
+
     fn size(&self, pool: &str, image: &str, snap: &str) -> Result<u64> {
         let target = spec(pool, image, None);
         let shown = format!("info {}", spec(pool, image, Some(snap)));
@@ -323,6 +336,17 @@ impl ClusterOps for Fake {
         if found.snaps.iter().any(|(_, name, _)| name == snap) {
             return Err(CommandError::exited(shown, libc::EEXIST, "rbd: exists"));
         }
+        if let Some(&limit) = state.limits.get(&target) {
+            let found = &state.images[&target];
+            if found.snaps.len() as u64 >= limit {
+                return Err(CommandError::exited(
+                    shown,
+                    libc::EDQUOT,
+                    "rbd: failed to create snapshot: (122) Disk quota exceeded",
+                ));
+            }
+        }
+        let found = state.images.get_mut(&target).unwrap();
         let data = found.data.clone();
         found.snaps.push((id, snap.to_string(), data));
         Ok(())
@@ -647,6 +671,80 @@ fn check_mode_changes_nothing_and_shows_the_steps_a_real_run_takes() {
         "the real run changed things"
     );
     assert_ne!(w.tree(), tree);
+}
+
+#[test]
+fn at_its_snapshot_limit_an_image_makes_room_first_and_check_mode_shows_the_same_steps() {
+    let w = World::new();
+    w.image("rbd", "a", 40_000, 5);
+    // A window of 0: every run's new full replaces everything, and its old snapshot goes.
+    let conf = w.config(&[(
+        "rbd",
+        "images = a\nbackup mode = incremental\nwindow size = 0",
+    )]);
+    w.backup(&conf);
+    w.fake.limit("rbd", "a", 1);
+    w.hours_later(2);
+    let old = w.fake.snapshots("rbd", "a");
+    let (checked, shown) = w.run(&conf, true);
+    assert!(checked.succeeded(), "{checked:?}\n{shown}");
+    let steps = step_lines(&shown);
+    let create = steps
+        .iter()
+        .position(|l| l.starts_with("# snap create"))
+        .unwrap();
+    let removal = steps
+        .iter()
+        .position(|l| l.starts_with(&format!("# snap rm rbd/a@{}", old[0])))
+        .unwrap();
+    assert!(removal < create, "{shown}");
+    assert_eq!(w.fake.snapshots("rbd", "a"), old);
+
+    let calls = w.fake.calls().len();
+    let (done, printed) = w.run(&conf, false);
+    assert!(done.succeeded(), "{done:?}\n{printed}");
+    // The refused snapshot first, then exactly what check mode showed.
+    let mut steps = step_lines(&printed);
+    let refused = steps
+        .iter()
+        .position(|l| l.starts_with("# snap create"))
+        .unwrap();
+    assert!(
+        steps[..refused].iter().all(|l| !l.starts_with('#')),
+        "{printed}"
+    );
+    steps.remove(refused);
+    assert_eq!(step_lines(&shown), steps);
+    let new = w.fake.snapshots("rbd", "a");
+    assert_eq!(new.len(), 1);
+    assert_ne!(new, old);
+    assert_eq!(
+        w.fake.calls()[calls..]
+            .iter()
+            .filter(|c| *c == "info rbd/a")
+            .count(),
+        1,
+        "the limit is asked once, after the refusal"
+    );
+
+    // Nothing the window lets go: the image fails before anything changes, in both modes.
+    let conf = w.config(&[("rbd", "images = a\nbackup mode = incremental")]);
+    w.hours_later(2);
+    for check in [true, false] {
+        let tree = w.tree();
+        let (failed, _) = w.run(&conf, check);
+        assert_eq!(failed.failures.len(), 1, "{failed:?}");
+        let error = &failed.failures[0].1;
+        assert!(
+            error.contains("has 1 snapshots and its snapshot limit is 1")
+                && error.contains("--limit 2"),
+            "{error}"
+        );
+        assert_eq!(w.fake.snapshots("rbd", "a"), new);
+        if check {
+            assert_eq!(w.tree(), tree);
+        }
+    }
 }
 
 #[test]

@@ -33,6 +33,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::folder::access::FileAccess;
 use crate::folder::write::PendingFile;
 
 pub mod seal;
@@ -131,6 +132,7 @@ pub fn write_destination_record(
     how: &str,
     at: DateTime<Utc>,
     key: &SealKey,
+    access: FileAccess,
 ) -> Result<()> {
     let doc = DestinationDoc {
         format: FORMAT,
@@ -139,7 +141,14 @@ pub fn write_destination_record(
         at,
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
-    write_sealed(dest, DESTINATION_RECORD, DESTINATION_KIND, &doc, key)
+    write_sealed(
+        dest,
+        DESTINATION_RECORD,
+        DESTINATION_KIND,
+        &doc,
+        key,
+        access,
+    )
 }
 
 /// Reads the destination record of `dest` and returns its identity when the record proves it was
@@ -289,6 +298,7 @@ pub fn write_image_record(
     image: &str,
     record: &ImageRecord,
     key: &SealKey,
+    access: FileAccess,
 ) -> Result<()> {
     let doc = ImageDoc {
         format: FORMAT,
@@ -296,7 +306,7 @@ pub fn write_image_record(
         image: image.to_string(),
         record: record.clone(),
     };
-    write_sealed(folder, IMAGE_RECORD, IMAGE_KIND, &doc, key)
+    write_sealed(folder, IMAGE_RECORD, IMAGE_KIND, &doc, key, access)
 }
 
 fn write_sealed(
@@ -305,6 +315,7 @@ fn write_sealed(
     kind: &str,
     doc: &impl Serialize,
     key: &SealKey,
+    access: FileAccess,
 ) -> Result<()> {
     let path = dir.join(name);
     // Only a regular file is ever replaced: a rename would fail on a folder anyway, and a link,
@@ -322,7 +333,7 @@ fn write_sealed(
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
     let text = seal::seal(key, kind, doc).context("cannot encode a record")?;
-    let mut pending = PendingFile::create(dir, name)?;
+    let mut pending = PendingFile::create(dir, name)?.with_access(access);
     io::Write::write_all(pending.file(), &text)
         .with_context(|| format!("cannot write {}", path.display()))?;
     pending.commit_replacing()?;
@@ -352,7 +363,15 @@ mod tests {
         std::fs::create_dir(dest.join("rbd")).unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Adoptable);
         let key = SealKey::new([1; seal::KEY_BYTES]);
-        write_destination_record(&dest, "id-1", "adopted", Utc::now(), &key).unwrap();
+        write_destination_record(
+            &dest,
+            "id-1",
+            "adopted",
+            Utc::now(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
         assert_eq!(
             read_destination_record(&dest, Some(&key)).unwrap(),
@@ -385,7 +404,7 @@ mod tests {
             snapshot: "BACKUPUTC20261125T000000".into(),
             file: "vm@y.full".into(),
         });
-        write_image_record(dir.path(), "rbd", "vm", &record, &key).unwrap();
+        write_image_record(dir.path(), "rbd", "vm", &record, &key, FileAccess::PRIVATE).unwrap();
         assert_eq!(read_image_record(dir.path(), "rbd", "vm").unwrap(), record);
         let other = SealKey::new([2; seal::KEY_BYTES]);
         let err = super::read_image_record(dir.path(), "rbd", "vm", Some(&other)).unwrap_err();
@@ -434,12 +453,26 @@ mod tests {
         std::fs::create_dir(dir.path().join(DESTINATION_RECORD)).unwrap();
         let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
         assert!(err.not_a_file, "{err}");
-        let err =
-            write_image_record(dir.path(), "rbd", "vm", &ImageRecord::default(), &key).unwrap_err();
+        let err = write_image_record(
+            dir.path(),
+            "rbd",
+            "vm",
+            &ImageRecord::default(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().unwrap();
         assert_eq!(blocked.kind, "a folder");
-        let err =
-            write_destination_record(dir.path(), "x", "adopted", Utc::now(), &key).unwrap_err();
+        let err = write_destination_record(
+            dir.path(),
+            "x",
+            "adopted",
+            Utc::now(),
+            &key,
+            FileAccess::PRIVATE,
+        )
+        .unwrap_err();
         assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
         assert!(dir.path().join(IMAGE_RECORD).is_dir());
         assert!(dir.path().join(DESTINATION_RECORD).is_dir());
