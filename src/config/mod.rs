@@ -345,26 +345,8 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
 /// `wait`: whole seconds a backup waits for another run using one of its images; one value for
 /// the whole run, so it is read from `[DEFAULT]` only (an error in a pool section).
 fn wait(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<std::time::Duration> {
-    for pool in &ini.pools {
-        if let Some(entry) = pool.get(WAIT) {
-            let problem = ConfigProblem {
-                file: path.to_path_buf(),
-                line: entry.line,
-                section: Some(pool.name.clone()),
-                key: Some(WAIT.to_string()),
-                message: "a run waits the same for every image: set it in [DEFAULT]".to_string(),
-            };
-            findings.add(Severity::Error, problem);
-        }
-    }
-    let mut reader = PoolReader {
-        file: path,
-        pool: &ini.defaults,
-        defaults: &ini.defaults,
-        findings,
-    };
-    let seconds = reader.optional(WAIT, parse_wait).ok().flatten()?;
-    Some(std::time::Duration::from_secs(seconds))
+    let in_pool = "a run waits the same for every image: set it in [DEFAULT]";
+    default_only(path, ini, findings, WAIT, in_pool, parse_wait).map(std::time::Duration::from_secs)
 }
 
 /// The `metrics file` of a configuration that cannot be used, when its `[DEFAULT]` still says
@@ -409,8 +391,7 @@ fn metrics_file(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Pa
     )
 }
 
-/// A path key that belongs to the whole run: an error with `in_pool` wherever a pool section
-/// sets it, and its `[DEFAULT]` value parsed with `parse`.
+/// A path key that belongs to the whole run (see [`default_only`]).
 fn default_only_path(
     path: &Path,
     ini: &RawIni,
@@ -419,6 +400,19 @@ fn default_only_path(
     in_pool: &str,
     parse: fn(&str) -> Result<String, String>,
 ) -> Option<PathBuf> {
+    default_only(path, ini, findings, key, in_pool, parse).map(PathBuf::from)
+}
+
+/// A key that belongs to the whole run: an error with `in_pool` wherever a pool section sets
+/// it, and its `[DEFAULT]` value parsed with `parse`.
+fn default_only<T>(
+    path: &Path,
+    ini: &RawIni,
+    findings: &mut Findings,
+    key: &str,
+    in_pool: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Option<T> {
     for pool in &ini.pools {
         if let Some(entry) = pool.get(key) {
             let problem = ConfigProblem {
@@ -437,8 +431,7 @@ fn default_only_path(
         defaults: &ini.defaults,
         findings,
     };
-    let value = reader.optional(key, parse).ok().flatten()?;
-    Some(PathBuf::from(value))
+    reader.optional(key, parse).ok().flatten()
 }
 
 /// `parallel images`, from `[DEFAULT]`; written in a pool section it is reported and ignored.
