@@ -452,17 +452,31 @@ fn big_diff(path: &Path, size: u64, len: u64, seed: u64) {
     writer.finish().unwrap();
 }
 
-#[test]
-fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
+/// A window slide killed by SIGKILL while it advances the base in place: an image of 256 MiB
+/// whose second point rewrites most of it (so the build takes long enough to be caught), a run
+/// that slides the window, killed once its working file appears. Asserts the kill landed mid-slide
+/// (the marker and the working file there, neither the old base nor the new one).
+struct KilledSlide {
+    w: World,
+    /// The old base's snapshot and the one the killed run was advancing it to.
+    r: String,
+    s: String,
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    marker: std::path::PathBuf,
+    working: std::path::PathBuf,
+}
+
+fn kill_a_slide_midway(seed: u64) -> KilledSlide {
     let w = World::new();
     let size = 256 * MIB;
-    w.create_image("big", size, 73);
+    w.create_image("big", size, 73 + seed);
     let r = snap_and_file(&w, "big", 72, None, false);
     let stream = w.tmp.path().join("big.diff");
-    big_diff(&stream, size, 224 * MIB, 5);
+    big_diff(&stream, size, 224 * MIB, 5 + seed);
     rbd(&["import-diff", stream.to_str().unwrap(), &w.spec("big")]);
     let s = snap_and_file(&w, "big", 24, Some(&r), false);
-    w.write_data("big", 400);
+    w.write_data("big", 400 + seed);
     let conf =
         w.config("images = big\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
     let dir = w.image_dir("big");
@@ -492,6 +506,28 @@ fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
     );
     assert!(!dir.join(format!("big@{s}.full")).exists());
     assert!(!dir.join(format!("big@{r}.full")).exists());
+    KilledSlide {
+        w,
+        r,
+        s,
+        conf,
+        dir,
+        marker,
+        working,
+    }
+}
+
+#[test]
+fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
+    let KilledSlide {
+        w,
+        r,
+        s,
+        conf,
+        marker,
+        working,
+        ..
+    } = kill_a_slide_midway(0);
 
     // Nothing offers the half-advanced file: the chain it was shows a missing link until the
     // next run, and no point can be restored from it.
@@ -552,46 +588,15 @@ fn libc_sigkill() -> i32 {
 
 #[test]
 fn a_working_file_changed_after_a_killed_slide_is_discarded_and_the_base_exported() {
-    let w = World::new();
-    let size = 256 * MIB;
-    w.create_image("big", size, 74);
-    let r = snap_and_file(&w, "big", 72, None, false);
-    let stream = w.tmp.path().join("big.diff");
-    big_diff(&stream, size, 224 * MIB, 6);
-    rbd(&["import-diff", stream.to_str().unwrap(), &w.spec("big")]);
-    let s = snap_and_file(&w, "big", 24, Some(&r), false);
-    w.write_data("big", 401);
-    let conf =
-        w.config("images = big\nbackup mode = incremental\nwindow size = 2\nwindow unit = days");
-    let dir = w.image_dir("big");
-    let marker = dir.join(".cephbackup-advance.json");
-    let working = dir.join(format!(".cephbackup-advancing.big@{s}.full"));
-
-    let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !working.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the run ended ({status}) before its build started: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(Instant::now() < deadline, "the build never started");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    // Killed by the signal, in the middle of the slide: its marker and working file are there,
-    // neither the old base nor the new one is.
-    assert_eq!(status.signal(), Some(libc_sigkill()), "{status}");
-    assert!(
-        marker.exists() && working.exists(),
-        "{:?}",
-        w.all_files("big")
-    );
-    assert!(!dir.join(format!("big@{s}.full")).exists());
-    assert!(!dir.join(format!("big@{r}.full")).exists());
+    let KilledSlide {
+        w,
+        s,
+        conf,
+        dir,
+        marker,
+        working,
+        ..
+    } = kill_a_slide_midway(1);
 
     // Between the runs, someone writes into the working file, past what the diff rewrites.
     {
