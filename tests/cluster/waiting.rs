@@ -264,7 +264,11 @@ fn wait_0_exits_75_a_wait_that_runs_out_says_so_and_sigterm_ends_a_wait() {
     drop(lock);
 }
 
+// Needs two runs to start within one second, which a loaded CI machine cannot promise; the
+// executor unit test of the same-second wait proves the behaviour every run. Run it by hand with
+// `--ignored` on a quiet machine.
 #[test]
+#[ignore = "timing: needs two runs to meet within one second"]
 fn two_runs_in_a_row_within_one_second_both_succeed() {
     let w = World::new();
     w.create_image("inc", 4 * MIB, 1620);
