@@ -283,12 +283,21 @@ impl World {
 
     /// A config with one section for this test's pool.
     pub fn config(&self, extra: &str) -> PathBuf {
-        self.write_config(&format!(
+        self.config_named("cephbackup.conf", &self.dest, extra)
+    }
+
+    /// A config file of its own (`name`, beside the world's) with one section for this test's
+    /// pool backing up into `dest`.
+    pub fn config_named(&self, name: &str, dest: &Path, extra: &str) -> PathBuf {
+        let path = self.tmp.path().join(name);
+        let body = format!(
             "[{}]\ndestination directory = {}\nceph config = {}\n{extra}\n",
             self.pool,
-            self.dest.display(),
+            dest.display(),
             cluster().conf.display()
-        ))
+        );
+        fs::write(&path, body).unwrap();
+        path
     }
 
     /// Runs the real binary.

@@ -28,18 +28,7 @@ fn run(w: &World, conf: &Path, extra: &[&str]) -> Run {
 
 /// A config file of its own (`name`) for this world's pool and destination.
 fn conf_named(w: &World, name: &str, extra: &str) -> PathBuf {
-    let path = w.tmp.path().join(name);
-    fs::write(
-        &path,
-        format!(
-            "[{}]\ndestination directory = {}\nceph config = {}\n{extra}\n",
-            w.pool,
-            w.dest.display(),
-            cluster().conf.display()
-        ),
-    )
-    .unwrap();
-    path
+    w.config_named(name, &w.dest, extra)
 }
 
 /// Moves every file under `from` (dotfiles included) to the same place under `to`, as

@@ -13,21 +13,8 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 fn conf_for(w: &World, dest: &Path, extra: &str) -> std::path::PathBuf {
-    let path = w.tmp.path().join(format!(
-        "{}.conf",
-        dest.file_name().unwrap().to_string_lossy()
-    ));
-    fs::write(
-        &path,
-        format!(
-            "[{}]\ndestination directory = {}\nceph config = {}\n{extra}\n",
-            w.pool,
-            dest.display(),
-            cluster().conf.display()
-        ),
-    )
-    .unwrap();
-    path
+    let name = format!("{}.conf", dest.file_name().unwrap().to_string_lossy());
+    w.config_named(&name, dest, extra)
 }
 
 fn run(w: &World, conf: &Path, extra: &[&str]) -> Run {

@@ -128,18 +128,7 @@ fn waiting_line(w: &World, image: &str) -> String {
 /// A second configuration file beside the world's own, with one section for its pool.
 fn other_config(w: &World, name: &str, dest: &Path, extra: &str) -> PathBuf {
     fs::create_dir_all(dest).unwrap();
-    let path = w.tmp.path().join(name);
-    fs::write(
-        &path,
-        format!(
-            "[{}]\ndestination directory = {}\nceph config = {}\n{extra}\n",
-            w.pool,
-            dest.display(),
-            cluster().conf.display()
-        ),
-    )
-    .unwrap();
-    path
+    w.config_named(name, dest, extra)
 }
 
 #[test]
