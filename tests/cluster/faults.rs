@@ -24,10 +24,14 @@ fn finish(child: Child) -> Run {
 }
 
 /// Waits (up to a minute) until an export is under way: its temporary file exists.
-fn wait_for_temp_file(dir: &Path) {
+/// Waits until a backup of `image` is exporting: its snapshot exists and a temporary file is
+/// open in its folder. A temporary file alone is not enough, since a record written before the
+/// snapshot is taken also passes through one.
+fn wait_for_export(w: &World, image: &str) {
+    let dir = w.image_dir(image);
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if temp_files(dir) > 0 {
+        if temp_files(&dir) > 0 && !w.backup_snapshots(image).is_empty() {
             return;
         }
         sleep(Duration::from_millis(20));
@@ -224,7 +228,7 @@ fn sigterm_during_an_export_stops_cleanly_with_143() {
     w.create_image("after", 8 * MIB, 501);
     let conf = w.config("images = big, after\nbackup mode = incremental\ncompress = yes");
     let child = w.spawn(&["-c", conf.to_str().unwrap()]);
-    wait_for_temp_file(&w.image_dir("big"));
+    wait_for_export(&w, "big");
     signal(&child, "-TERM");
     let run = finish(child).code(143);
     assert!(
@@ -261,7 +265,7 @@ fn overlapping_runs_are_refused_or_wait_for_the_lock() {
     let conf = w.config("images = big\nbackup mode = incremental\ncompress = yes");
     let conf = conf.to_str().unwrap();
     let first = w.spawn(&["-c", conf]);
-    wait_for_temp_file(&w.image_dir("big"));
+    wait_for_export(&w, "big");
     let refused = w.cephbackup(&["-c", conf, "--wait", "0"]).code(75);
     assert!(
         refused.stderr.contains(&format!(
