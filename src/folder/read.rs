@@ -936,6 +936,60 @@ mod tests {
     }
 
     #[test]
+    fn several_gzip_members_or_zstd_frames_are_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut tarball = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tarball);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            builder.append_data(&mut header, "m", &data[..]).unwrap();
+            builder.finish().unwrap();
+        }
+        // Split mid-header and mid-data, as `pigz` and `zstd -T` split by size.
+        let pieces = [&tarball[..300], &tarball[300..100_000], &tarball[100_000..]];
+        let gzip: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(piece).unwrap();
+                gz.finish().unwrap()
+            })
+            .collect();
+        let zstd: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| zstd::encode_all(*piece, 3).unwrap())
+            .collect();
+        for (name, bytes) in [("x.tar.gz", gzip), ("x.tar.zst", zstd)] {
+            let compression = if name.ends_with(".zst") {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            };
+            let path = dir.path().join(name);
+            let read = |bytes: &[u8]| {
+                std::fs::write(&path, bytes).unwrap();
+                read_raw(&path, compression, &Limit::absolute(), |raw| {
+                    let mut out = Vec::new();
+                    raw.read_to_end(&mut out)?;
+                    Ok(out)
+                })
+            };
+            let (got, facts) = read(&bytes).unwrap();
+            assert!(got == data, "{name} reads back differently");
+            assert_eq!(facts.sha256, sha256(&bytes));
+            // Still refused: the last member cut short, and bytes after the last member.
+            assert!(read(&bytes[..bytes.len() - 5]).is_err(), "{name} cut short");
+            for junk in [&b"junk"[..], &[0u8; 8][..], &bytes[..20]] {
+                let longer = [&bytes[..], junk].concat();
+                assert!(read(&longer).is_err(), "{name} with {} more", junk.len());
+            }
+        }
+    }
+
+    #[test]
     fn checksum_lines_in_sha256sum_format() {
         let digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(
