@@ -370,42 +370,43 @@ impl<R: Read> Read for MemberData<'_, R> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tar stream whose one member `m` is sparse with the given map entries (offset, length)
-    /// and `data` as its stored bytes, ending at `size`.
-    fn sparse_tar(entries: &[(u64, u64)], size: u64, data: &[u8]) -> Vec<u8> {
-        let mut header = Header::new_gnu();
-        header.set_path("m").unwrap();
-        header.set_mode(0o600);
-        header.set_entry_type(EntryType::GNUSparse);
-        header.set_size(data.len() as u64);
-        let gnu = header.as_gnu_mut().unwrap();
-        gnu.set_real_size(size);
-        let (main, rest) = entries.split_at(entries.len().min(4));
-        for (slot, &(offset, len)) in gnu.sparse.iter_mut().zip(main) {
+/// A tar stream whose one member, `member`, is GNU sparse with the given map entries (offset,
+/// length), `data` as its stored bytes, and `size` bytes long. For tests only: hostile maps.
+#[cfg(any(test, feature = "test-support"))]
+pub fn sparse_tar(member: &str, entries: &[(u64, u64)], size: u64, data: &[u8]) -> Vec<u8> {
+    let mut header = Header::new_gnu();
+    header.set_path(member).unwrap();
+    header.set_mode(0o600);
+    header.set_entry_type(EntryType::GNUSparse);
+    header.set_size(data.len() as u64);
+    let gnu = header.as_gnu_mut().unwrap();
+    gnu.set_real_size(size);
+    let (main, rest) = entries.split_at(entries.len().min(4));
+    for (slot, &(offset, len)) in gnu.sparse.iter_mut().zip(main) {
+        slot.set_offset(offset);
+        slot.set_length(len);
+    }
+    gnu.set_is_extended(!rest.is_empty());
+    header.set_cksum();
+    let mut tar = header.as_bytes().to_vec();
+    let chunks: Vec<_> = rest.chunks(21).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let mut ext = GnuExtSparseHeader::new();
+        for (slot, &(offset, len)) in ext.sparse.iter_mut().zip(*chunk) {
             slot.set_offset(offset);
             slot.set_length(len);
         }
-        gnu.set_is_extended(!rest.is_empty());
-        header.set_cksum();
-        let mut tar = header.as_bytes().to_vec();
-        let chunks: Vec<_> = rest.chunks(21).collect();
-        for (index, chunk) in chunks.iter().enumerate() {
-            let mut ext = GnuExtSparseHeader::new();
-            for (slot, &(offset, len)) in ext.sparse.iter_mut().zip(*chunk) {
-                slot.set_offset(offset);
-                slot.set_length(len);
-            }
-            ext.set_is_extended(index + 1 < chunks.len());
-            tar.extend_from_slice(ext.as_bytes());
-        }
-        tar.extend_from_slice(data);
-        tar.resize(tar.len() + padding(data.len() as u64) as usize + 1024, 0);
-        tar
+        ext.set_is_extended(index + 1 < chunks.len());
+        tar.extend_from_slice(ext.as_bytes());
     }
+    tar.extend_from_slice(data);
+    tar.resize(tar.len() + padding(data.len() as u64) as usize + 1024, 0);
+    tar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn read_member(tar: &[u8]) -> io::Result<(MemberHeader, Vec<u8>)> {
         let mut archive = tar;
@@ -421,7 +422,7 @@ mod tests {
     #[test]
     fn sparse_members_read_as_the_whole_file() {
         let data: Vec<u8> = (0..1024 + 3).map(|i| (i % 251) as u8 + 1).collect();
-        let tar = sparse_tar(&[(512, 1024), (4096, 3), (5000, 0)], 5000, &data);
+        let tar = sparse_tar("m", &[(512, 1024), (4096, 3), (5000, 0)], 5000, &data);
         let (header, out) = read_member(&tar).unwrap();
         assert_eq!((header.name.as_str(), header.size), ("m", 5000));
         let mut expected = vec![0u8; 5000];
@@ -437,7 +438,7 @@ mod tests {
         let count = 200_000u64;
         let mut entries: Vec<(u64, u64)> = (0..count - 1).map(|i| (i, 0)).collect();
         entries.push((count - 1, 1));
-        let tar = sparse_tar(&entries, count, &[7]);
+        let tar = sparse_tar("m", &entries, count, &[7]);
         let started = std::time::Instant::now();
         let (_, out) = read_member(&tar).unwrap();
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
@@ -447,9 +448,9 @@ mod tests {
         // The cap: as many entries as the writer writes is read, one more is refused.
         let most = MAX_MAP_ENTRIES as u64;
         let at_cap: Vec<(u64, u64)> = (0..most).map(|i| (i, 0)).collect();
-        read_member(&sparse_tar(&at_cap, most - 1, &[])).unwrap();
+        read_member(&sparse_tar("m", &at_cap, most - 1, &[])).unwrap();
         let over: Vec<(u64, u64)> = (0..=most).map(|i| (i, 0)).collect();
-        let err = read_member(&sparse_tar(&over, most, &[])).unwrap_err();
+        let err = read_member(&sparse_tar("m", &over, most, &[])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the archive member m has a sparse map of more than 262144 ranges, more than this \
@@ -497,7 +498,7 @@ mod tests {
                 "covers 512 of 2048 bytes",
             ),
         ] {
-            let err = read_member(&sparse_tar(&entries, size, data)).unwrap_err();
+            let err = read_member(&sparse_tar("m", &entries, size, data)).unwrap_err();
             assert!(err.to_string().contains(problem), "{what}: {err}");
         }
     }
