@@ -22,6 +22,8 @@ use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::output::escaped;
 
 const BLOCK: u64 = 512;
+/// A header block, as a buffer.
+type Block = [u8; 512];
 /// Map entries in a sparse map: the ranges, and the empty one GNU tar (and our writer) adds at
 /// the end when the member ends in a hole.
 const MAX_MAP_ENTRIES: usize = MAX_SPARSE_EXTENTS + 1;
@@ -46,7 +48,7 @@ pub struct MemberHeader {
 }
 
 /// Reads one 512-byte block; `false` at the end of the stream before any of it.
-fn read_block(archive: &mut impl Read, block: &mut [u8; BLOCK as usize]) -> io::Result<bool> {
+fn read_block(archive: &mut impl Read, block: &mut Block) -> io::Result<bool> {
     let mut filled = 0;
     while filled < block.len() {
         match archive.read(&mut block[filled..]) {
@@ -258,7 +260,7 @@ impl Map<'_> {
         let filled = self.filled.checked_add(len);
         let problem = if offset < self.end {
             "ranges out of order or overlapping"
-        } else if len > 0 && self.filled % BLOCK != 0 {
+        } else if len > 0 && !self.filled.is_multiple_of(BLOCK) {
             "a range that is not the last is not a whole number of blocks"
         } else if end.is_none() || filled.is_none_or(|filled| filled > self.stored) {
             "ranges holding more data than the member stores"
@@ -400,7 +402,7 @@ pub fn sparse_tar(member: &str, entries: &[(u64, u64)], size: u64, data: &[u8]) 
         tar.extend_from_slice(ext.as_bytes());
     }
     tar.extend_from_slice(data);
-    tar.resize(tar.len() + padding(data.len() as u64) as usize + 1024, 0);
+    tar.resize(tar.len() + data.len().next_multiple_of(512) - data.len() + 1024, 0);
     tar
 }
 
