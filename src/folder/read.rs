@@ -62,9 +62,9 @@ pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
 /// hostile `.tar.zst` cannot make the reader allocate more (zstd's own limit is 128 MiB).
 const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 
-/// Tar header bytes allowed before the member's data: room for a sparse map of about 2.7 million
-/// extents, far more than GNU tar writes for any real image, and a bound on what the tar reader
-/// keeps in memory for long names, PAX records and sparse maps.
+/// Tar header bytes allowed before the member's data: ten times the largest sparse map read
+/// (about 6 MiB, [`crate::folder::untar`]), and a bound on what the tar reader keeps in memory
+/// for long names and PAX records.
 const MAX_ARCHIVE_HEADERS: u64 = 64 << 20;
 /// Bytes allowed after the member's data: the end-of-archive blocks and the padding to a whole
 /// record (GNU tar pads to 10 KiB records by default).

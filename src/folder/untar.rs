@@ -402,7 +402,10 @@ pub fn sparse_tar(member: &str, entries: &[(u64, u64)], size: u64, data: &[u8]) 
         tar.extend_from_slice(ext.as_bytes());
     }
     tar.extend_from_slice(data);
-    tar.resize(tar.len() + data.len().next_multiple_of(512) - data.len() + 1024, 0);
+    tar.resize(
+        tar.len() + data.len().next_multiple_of(512) - data.len() + 1024,
+        0,
+    );
     tar
 }
 
