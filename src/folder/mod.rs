@@ -15,5 +15,6 @@ pub mod read;
 pub mod rebuild;
 pub mod record;
 pub mod sparse;
+pub mod untar;
 pub mod untrusted;
 pub mod write;

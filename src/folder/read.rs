@@ -2,7 +2,9 @@
 //! stream inside each file, and its checksum.
 //!
 //! A stored file is either the raw stream itself or a tar archive holding it as the one member,
-//! compressed with gzip (`.tar.gz`) or zstd (`.tar.zst`): the file's name says which. The
+//! compressed with gzip (`.tar.gz`) or zstd (`.tar.zst`): the file's name says which. Several
+//! gzip members (zstd frames) one after the other are one stream, as `pigz`, `zstd -T` and
+//! concatenation write it. The archive's headers are read by [`crate::folder::untar`]. The
 //! member's name does not matter: ours is the bare file name, the original tool's is the absolute path without its leading `/` (and GNU tar may have stored it as a sparse
 //! member). Everything streams through bounded buffers; nothing is extracted to disk.
 //!
@@ -32,12 +34,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
-use flate2::bufread::GzDecoder;
+use flate2::bufread::MultiGzDecoder;
 use tracing::debug;
 
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::naming::{Compression, Entry, CHECKSUM_SUFFIX};
+use crate::folder::untar::{self, MemberHeader};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
 use crate::folder::write::{FolderEntry, Hashing, ImageDir};
 use crate::output::human_bytes;
@@ -59,9 +62,9 @@ pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
 /// hostile `.tar.zst` cannot make the reader allocate more (zstd's own limit is 128 MiB).
 const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 
-/// Tar header bytes allowed before the member's data: room for a sparse map of about 2.7 million
-/// extents, far more than GNU tar writes for any real image, and a bound on what the tar reader
-/// keeps in memory for long names, PAX records and sparse maps.
+/// Tar header bytes allowed before the member's data: ten times the largest sparse map read
+/// (about 6 MiB, [`crate::folder::untar`]), and a bound on what the tar reader keeps in memory
+/// for long names and PAX records.
 const MAX_ARCHIVE_HEADERS: u64 = 64 << 20;
 /// Bytes allowed after the member's data: the end-of-archive blocks and the padding to a whole
 /// record (GNU tar pads to 10 KiB records by default).
@@ -410,7 +413,7 @@ pub fn read_raw<T>(
 
 /// The decompressed stream of an archive, and at its end the file's reader back.
 enum Decompressed<R: BufRead> {
-    Gzip(Box<GzDecoder<R>>),
+    Gzip(Box<MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -418,16 +421,18 @@ impl<R: BufRead> Decompressed<R> {
     fn new(inner: R, compression: Compression) -> Result<Decompressed<R>> {
         Ok(match compression {
             Compression::Zstd => {
+                // Every frame in turn, as `zstd -d` does: `zstd -T` and concatenated files
+                // write several. Anything after them that is not a frame fails the stream.
                 let mut zstd = zstd::stream::read::Decoder::with_buffer(inner)
-                    .context("cannot start the zstd decoder")?
-                    // One frame: anything after it is reported, not read as more of the stream.
-                    .single_frame();
+                    .context("cannot start the zstd decoder")?;
                 zstd.window_log_max(MAX_ZSTD_WINDOW_LOG)
                     .context("cannot start the zstd decoder")?;
                 Decompressed::Zstd(zstd)
             }
+            // Every member in turn, as `gzip -d` does: `pigz` and concatenated files write
+            // several. Anything after them that is not a gzip member fails the stream.
             Compression::Gzip | Compression::None => {
-                Decompressed::Gzip(Box::new(GzDecoder::new(inner)))
+                Decompressed::Gzip(Box::new(MultiGzDecoder::new(inner)))
             }
         })
     }
@@ -478,17 +483,20 @@ fn read_plain<T>(
     ))
 }
 
-/// The archive's first entry, which must be a regular file (plain or GNU sparse).
-fn first_member<'a, R: Read>(entries: &mut tar::Entries<'a, R>) -> Result<tar::Entry<'a, R>> {
-    let entry = match entries.next() {
-        Some(entry) => entry.context("cannot read the archive's first member")?,
-        None => bail!("the archive is empty"),
+/// The archive's first member's headers; it must be a regular file (plain or GNU sparse).
+fn first_member(archive: &mut impl Read) -> Result<MemberHeader> {
+    let Some(member) =
+        untar::next_member(archive).context("cannot read the archive's first member")?
+    else {
+        bail!("the archive is empty");
     };
-    let kind = entry.header().entry_type();
-    if !(kind.is_file() || kind.is_gnu_sparse()) {
-        bail!("the archive's member is not a regular file ({kind:?})");
+    if !(member.kind.is_file() || member.kind.is_gnu_sparse()) {
+        bail!(
+            "the archive's member is not a regular file ({:?})",
+            member.kind
+        );
     }
-    Ok(entry)
+    Ok(member)
 }
 
 fn read_archive<T>(
@@ -502,52 +510,43 @@ fn read_archive<T>(
         "the archive's headers before its member's data are too long",
     ))));
     let decompressed = Decompressed::new(BufReader::with_capacity(BUFFER, counted), compression)?;
-    let mut archive = tar::Archive::new(Metered {
+    let mut metered = Metered {
         inner: decompressed,
         allowance: Rc::clone(&allowance),
-    });
-    let (value, member, raw_bytes) = {
-        let mut entries = archive.entries().context("not a tar archive")?;
-        let mut entry = first_member(&mut entries)?;
-        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let expected = entry.size();
-        // Before a byte of data: a sparse member can declare any size at no cost to its file.
-        limit.check(
-            &format!("the archive member {} declares", escaped(&member)),
-            expected,
-        )?;
-        allowance.set(None);
-        let mut counted = Counting {
-            inner: StopOnSignal(&mut entry),
-            count: 0,
-        };
-        let value = consume(&mut counted)?;
-        io::copy(&mut counted, &mut io::sink())?;
-        if counted.count != expected {
-            bail!(
-                "the archive member {} has {} bytes where its header says {expected}",
-                escaped(&member),
-                counted.count
-            );
-        }
-        allowance.set(Some((
-            MAX_ARCHIVE_TAIL,
-            "the archive goes on too long after its member",
-        )));
-        if let Some(next) = entries.next() {
-            let next = next.context("cannot read past the archive's first member")?;
-            bail!(
-                "the archive holds more than one member ({}, {}, …)",
-                escaped(&member),
-                escaped(&String::from_utf8_lossy(&next.path_bytes()))
-            );
-        }
-        (value, member, counted.count)
     };
-    // Tar stops at the first end-of-archive block; reading the padding after it also makes gzip
-    // (zstd) check its CRC and length (its checksum), which cover the archive even when no
-    // checksum file exists.
-    let mut metered = archive.into_inner();
+    let header = first_member(&mut metered)?;
+    let member = header.name.clone();
+    // Before a byte of data: a sparse member can declare any size at no cost to its file.
+    limit.check(
+        &format!("the archive member {} declares", escaped(&member)),
+        header.size,
+    )?;
+    allowance.set(None);
+    let mut data = header.data(&mut metered);
+    let mut counted = Counting {
+        inner: StopOnSignal(&mut data),
+        count: 0,
+    };
+    let value = consume(&mut counted)?;
+    io::copy(&mut counted, &mut io::sink())?;
+    let raw_bytes = counted.count;
+    data.finish()?;
+    allowance.set(Some((
+        MAX_ARCHIVE_TAIL,
+        "the archive goes on too long after its member",
+    )));
+    if let Some(next) =
+        untar::next_member(&mut metered).context("cannot read past the archive's first member")?
+    {
+        bail!(
+            "the archive holds more than one member ({}, {}, …)",
+            escaped(&member),
+            escaped(&next.name)
+        );
+    }
+    // The archive ends at its first end-of-archive block; reading the padding after it also
+    // makes gzip (zstd) check its CRC and length (its checksum), which cover the archive even
+    // when no checksum file exists.
     let mut padding = vec![0u8; 64 * 1024];
     loop {
         let n = metered.read(&mut padding).context("cannot decompress")?;
@@ -591,24 +590,22 @@ fn open_start<T>(
         return peek(&mut StopOnSignal(file));
     }
     let decompressed = Decompressed::new(BufReader::new(file), compression)?;
-    let mut archive = tar::Archive::new(Metered {
+    let mut metered = Metered {
         inner: decompressed,
         allowance: Rc::new(Cell::new(Some((
             MAX_ARCHIVE_HEADERS,
             "the archive's headers before its member's data are too long",
         )))),
-    });
-    let mut entries = archive.entries().context("not a tar archive")?;
-    let mut entry = first_member(&mut entries)?;
+    };
+    let header = first_member(&mut metered)?;
     if let Some(limit) = limit {
-        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         limit.check(
-            &format!("the archive member {} declares", escaped(&member)),
-            entry.size(),
+            &format!("the archive member {} declares", escaped(&header.name)),
+            header.size,
         )?;
     }
     // What `peek` reads of the member goes through the same meter: a diff's header fits.
-    peek(&mut entry)
+    peek(&mut header.data(&mut metered))
 }
 
 /// The header of the diff stored at `path`, reading no more than the header (and, compressed,
@@ -935,6 +932,60 @@ mod tests {
             let path = dir.path().join("x.tar.gz");
             std::fs::write(&path, &bytes).unwrap();
             assert!(read_all(&path, true).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn several_gzip_members_or_zstd_frames_are_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let mut tarball = Vec::new();
+        {
+            let mut builder = tar::Builder::new(&mut tarball);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            builder.append_data(&mut header, "m", &data[..]).unwrap();
+            builder.finish().unwrap();
+        }
+        // Split mid-header and mid-data, as `pigz` and `zstd -T` split by size.
+        let pieces = [&tarball[..300], &tarball[300..100_000], &tarball[100_000..]];
+        let gzip: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(piece).unwrap();
+                gz.finish().unwrap()
+            })
+            .collect();
+        let zstd: Vec<u8> = pieces
+            .iter()
+            .flat_map(|piece| zstd::encode_all(*piece, 3).unwrap())
+            .collect();
+        for (name, bytes) in [("x.tar.gz", gzip), ("x.tar.zst", zstd)] {
+            let compression = if name.ends_with(".zst") {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            };
+            let path = dir.path().join(name);
+            let read = |bytes: &[u8]| {
+                std::fs::write(&path, bytes).unwrap();
+                read_raw(&path, compression, &Limit::absolute(), |raw| {
+                    let mut out = Vec::new();
+                    raw.read_to_end(&mut out)?;
+                    Ok(out)
+                })
+            };
+            let (got, facts) = read(&bytes).unwrap();
+            assert!(got == data, "{name} reads back differently");
+            assert_eq!(facts.sha256, sha256(&bytes));
+            // Still refused: the last member cut short, and bytes after the last member.
+            assert!(read(&bytes[..bytes.len() - 5]).is_err(), "{name} cut short");
+            for junk in [&b"junk"[..], &[0u8; 8][..], &bytes[..20]] {
+                let longer = [&bytes[..], junk].concat();
+                assert!(read(&longer).is_err(), "{name} with {} more", junk.len());
+            }
         }
     }
 

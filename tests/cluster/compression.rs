@@ -239,3 +239,139 @@ fn bad_compress_level_and_threads_are_one_line_errors() {
         assert!(lines[0].starts_with("error: "), "{}", run.stderr);
     }
 }
+
+/// Runs `program args file` and returns what it writes on stdout.
+fn filter(program: &str, args: &[&str], file: &Path) -> Vec<u8> {
+    let out = Command::new(program).args(args).arg(file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The tar stream inside each backup file, compressed again the way other tools write it (in
+/// pieces, each its own gzip member or zstd frame, or by `pigz` / `zstd -T2`), under the same
+/// name and with a new checksum file: `restore` gives the image bit for bit and `verify`
+/// passes. Cut short or with bytes after its end, the same file is refused.
+fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&str]]) {
+    let w = World::new();
+    w.create_image("vm", 24 * MIB, 11);
+    let conf = w.config(&format!(
+        "images = vm\nbackup mode = incremental\nwindow size = 7\nwindow unit = days\n\
+         compress = {word}"
+    ));
+    w.backup(&conf).success();
+    w.write_data("vm", 12);
+    next_second();
+    w.backup(&conf).success();
+    let snap = w.backup_snapshots("vm").pop().unwrap();
+    let source = w.export("vm", Some(&snap));
+    let dir = w.image_dir("vm");
+    let decompress: &[&str] = if zstd {
+        &["zstd", "-dc"]
+    } else {
+        &["gzip", "-dc"]
+    };
+    let originals: Vec<(String, Vec<u8>)> = w
+        .files("vm")
+        .into_iter()
+        .map(|name| {
+            let tar = filter(decompress[0], &decompress[1..], &dir.join(&name));
+            (name, tar)
+        })
+        .collect();
+    let file_out = w.tmp.path().join("vm.raw");
+    let restore = || {
+        let _ = fs::remove_file(&file_out);
+        let args = [
+            "restore",
+            "--pool",
+            &w.pool,
+            "--image",
+            "vm",
+            "--to-file",
+            file_out.to_str().unwrap(),
+            "--at",
+            &snap,
+        ];
+        with_conf(&w, &conf, &args)
+    };
+    for tool in tools {
+        for (name, tar) in &originals {
+            // Three pieces cut mid-block, each compressed on its own and concatenated; or the
+            // whole stream by a parallel compressor.
+            let pieces: Vec<&[u8]> = if tool.is_empty() {
+                let third = tar.len() / 3 + 77;
+                vec![&tar[..third], &tar[third..2 * third], &tar[2 * third..]]
+            } else {
+                vec![&tar[..]]
+            };
+            let mut bytes = Vec::new();
+            for piece in pieces {
+                let raw = w.tmp.path().join("piece");
+                fs::write(&raw, piece).unwrap();
+                let (program, args): (&str, &[&str]) = match tool.split_first() {
+                    Some((program, args)) => (program, args),
+                    None if zstd => ("zstd", &["-q", "-c"]),
+                    None => ("gzip", &["-c"]),
+                };
+                bytes.extend(filter(program, args, &raw));
+            }
+            fs::write(dir.join(name), &bytes).unwrap();
+            let digest = sha256(&bytes);
+            fs::write(
+                dir.join(format!("{name}.sha256")),
+                cephbackup::folder::write::checksum_line(&digest, name),
+            )
+            .unwrap();
+        }
+        w.assert_checksums("vm");
+        with_conf(&w, &conf, &["verify"]).success();
+        restore().success();
+        assert_eq!(file_sha256(&file_out), sha256(&source), "{tool:?}");
+    }
+    // Still refused, its checksum file made to match each time: the newest file cut short, with
+    // garbage after it, or with a well-formed gzip member (zstd frame) after the archive's end.
+    let (name, _) = originals.last().unwrap();
+    let path = dir.join(name);
+    let whole = fs::read(&path).unwrap();
+    let extra = {
+        let raw = w.tmp.path().join("extra");
+        fs::write(&raw, b"not a tar block").unwrap();
+        let (program, args): (&str, &[&str]) = if zstd {
+            ("zstd", &["-q", "-c"])
+        } else {
+            ("gzip", &["-c"])
+        };
+        filter(program, args, &raw)
+    };
+    for (what, bytes) in [
+        ("cut short", whole[..whole.len() - 9].to_vec()),
+        ("garbage after it", [&whole[..], b"garbage"].concat()),
+        ("another member after it", [&whole[..], &extra[..]].concat()),
+    ] {
+        fs::write(&path, &bytes).unwrap();
+        fs::write(
+            dir.join(format!("{name}.sha256")),
+            cephbackup::folder::write::checksum_line(&sha256(&bytes), name),
+        )
+        .unwrap();
+        let run = with_conf(&w, &conf, &["verify"]).code(1);
+        assert!(run.stderr.contains(name.as_str()), "{what}: {}", run.stderr);
+        let run = restore();
+        assert_ne!(run.code, 0, "{what}: restored");
+        assert!(run.stderr.contains(name.as_str()), "{what}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn multi_member_gzip_archives_restore_bit_for_bit() {
+    recompressed_chains_restore_bit_for_bit("on", false, &[&[], &["pigz", "-p", "2", "-c"]]);
+}
+
+#[test]
+fn multi_frame_zstd_archives_restore_bit_for_bit() {
+    recompressed_chains_restore_bit_for_bit("zstd", true, &[&[], &["zstd", "-q", "-T2", "-c"]]);
+}

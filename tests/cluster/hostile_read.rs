@@ -774,3 +774,72 @@ fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
     // The interrupted restore removed its own partial file.
     assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
 }
+
+/// A `.tar.zst` whose sparse map holds 200,000 ranges (a few MiB of headers compressing to a few
+/// KiB) is verified promptly: the map is walked once, not once per range. One more range than
+/// the writer ever writes is refused with one line naming the file.
+#[test]
+fn a_sparse_map_of_many_ranges_is_read_promptly_and_one_past_the_cap_refused() {
+    use cephbackup::folder::archive::MAX_SPARSE_EXTENTS;
+    use cephbackup::folder::untar::sparse_tar;
+    let w = World::new();
+    let dir = w.image_dir("vm");
+    fs::create_dir_all(&dir).unwrap();
+    let conf = w.config("images = vm\nbackup mode = full");
+    let plant = |full: &str, entries: &[(u64, u64)], size: u64, data: &[u8]| {
+        let name = format!("{full}.tar.zst");
+        let bytes = zstd::encode_all(&sparse_tar(full, entries, size, data)[..], 19).unwrap();
+        fs::write(dir.join(&name), &bytes).unwrap();
+        fs::write(
+            dir.join(format!("{name}.sha256")),
+            cephbackup::folder::write::checksum_line(&sha256(&bytes), &name),
+        )
+        .unwrap();
+        (name, bytes.len())
+    };
+    // All empty but the last, one byte apart: GNU-valid, and all header.
+    let count = 200_000u64;
+    let mut entries: Vec<(u64, u64)> = (0..count - 1).map(|i| (i, 0)).collect();
+    entries.push((count - 1, 1));
+    let full = "vm@BACKUPUTC20200101T000000.full";
+    let (_, on_disk) = plant(full, &entries, count, &[7]);
+    assert!(on_disk < 200_000, "{on_disk} bytes");
+    let started = Instant::now();
+    w.run_within(
+        &["-c", conf.to_str().unwrap(), "verify"],
+        Duration::from_secs(60),
+    )
+    .success();
+    // Machines are noisy; the crate's quadratic walk took minutes here.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let over: Vec<(u64, u64)> = (0..=MAX_SPARSE_EXTENTS as u64 + 1)
+        .map(|i| (i, 0))
+        .collect();
+    let later = "vm@BACKUPUTC20200102T000000.full";
+    let (name, _) = plant(later, &over, over.len() as u64, &[]);
+    let run = w
+        .run_within(
+            &["-c", conf.to_str().unwrap(), "verify"],
+            Duration::from_secs(60),
+        )
+        .code(1);
+    // verify reports on stdout.
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("sparse map"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].contains(&name)
+            && lines[0].contains(&format!("more than {MAX_SPARSE_EXTENTS} ranges")),
+        "{}",
+        run.stdout
+    );
+}
