@@ -74,6 +74,8 @@ pub struct Cli {
     /// Wait up to SECONDS (at most 604800, a week) for another run using one of the same images
     /// to finish; 0 exits at once (status 75) [default: for a backup `wait` of [DEFAULT], else
     /// 21600 (6 h); for restore and verify 30]
+    // This doc comment is the `--help` text, where brackets are literal, not doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(
         long,
         value_name = "SECONDS",
@@ -106,6 +108,8 @@ pub struct Cli {
     /// Backup run: afterwards, write Prometheus metrics to PATH (for node_exporter's textfile
     /// collector; name it *.prom), replacing it atomically; overrides `metrics file` of
     /// [DEFAULT]
+    // This doc comment is the `--help` text, where brackets are literal, not doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
@@ -222,6 +226,8 @@ pub struct RestoreArgs {
     /// (BACKUPUTC20261125T120000), its stamp (20261125T120000), a date and time
     /// (2026-11-25 12:00[:00]) or a date (2026-11-25: the newest point of that day or before),
     /// all UTC; or RFC 3339 (2026-11-25T12:00:00+01:00)
+    // This doc comment is the `--help` text, where brackets are literal, not doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
     pub at: Option<DateTime<Utc>>,
 

@@ -236,13 +236,8 @@ fn open_lock_file(path: &Path) -> Result<File> {
 /// only released once every process holding it has exited: if this run is killed, the next one
 /// cannot start while an `rbd` of ours is still finishing (say, creating a snapshot) unseen.
 fn share_with_children(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl(2) on a descriptor we own, changing only its close-on-exec flag.
-    let cleared = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
-    if cleared == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // Clears close-on-exec, the only descriptor flag there is.
+    rustix::io::fcntl_setfd(file, rustix::io::FdFlags::empty()).map_err(io::Error::from)
 }
 
 /// What an exclusive holder writes into the lock file: its pid and what it runs, so that a
@@ -413,9 +408,14 @@ mod tests {
         std::os::unix::fs::symlink(&victim, locks.join("rbd/vm.lock")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("absent"), locks.join("rbd/dangling.lock"))
             .unwrap();
-        let fifo = std::ffi::CString::new(locks.join("rbd/fifo.lock").to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            locks.join("rbd/fifo.lock"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
 
         for (image, what) in [
             ("vm", "is a symbolic link"),

@@ -5,7 +5,7 @@
 //! after the run ([`ImageCoverage`]) give the text. What a run did (status, duration, bytes)
 //! comes from the report; what exists (restore points, files, the last successful backup) comes
 //! from the folders, so a failed run can never make the last success look newer or older than
-//! the newest complete backup on disk. [`write`] replaces the file atomically: a temporary file
+//! the newest complete backup on disk. [`write()`] replaces the file atomically: a temporary file
 //! in the same folder, synced, made readable by the collector, then renamed over the old one
 //! (a rename replaces a symlink at that name, it never writes through it).
 //!

@@ -111,7 +111,7 @@ pub enum Step {
     },
     /// Write the full backup `file` of a new base without reading the cluster: from the old
     /// full backup `from` and the diffs leading from it to `file`'s snapshot, all in the folder
-    /// ([`crate::backup::slide`]). `from` is consumed (it becomes `file`, or is replaced by it);
+    /// ([`crate::folder::advance`]). `from` is consumed (it becomes `file`, or is replaced by it);
     /// the diffs are removed by later steps. When `from` is the working name of a build an
     /// interrupted run left ([`advance::WORKING_PREFIX`]), `diffs` is empty and the build is
     /// finished from its marker. When a file cannot be proven, the executor exports `file` from

@@ -45,20 +45,23 @@ fn untrack(child: &Child) {
 /// exited but before it is reaped: until reaped its pid stays its own, so a signal sent by
 /// [`terminate_children`] meanwhile can never reach another process that reused the pid.
 fn wait_and_untrack(child: &mut Child) -> io::Result<ExitStatus> {
-    let pid = libc::id_t::from(child.id());
-    loop {
-        // SAFETY: waitid(2) writes only into the siginfo_t we own; WNOWAIT leaves the child
-        // unreaped.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let waited =
-            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if waited == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            untrack(child);
-            return Err(err);
+    use rustix::process::{WaitId, WaitIdOptions};
+    // A child's pid is positive and fits an i32; anything else goes straight to `child.wait()`.
+    if let Some(pid) = pid_of(child.id()) {
+        loop {
+            // WNOWAIT leaves the child unreaped.
+            let waited = rustix::process::waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            );
+            match waited {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => {
+                    untrack(child);
+                    return Err(io::Error::from(errno));
+                }
+            }
         }
     }
     untrack(child);
@@ -70,15 +73,18 @@ fn wait_and_untrack(child: &mut Child) -> io::Result<ExitStatus> {
 /// own commands) are not affected.
 pub fn terminate_children() {
     for &pid in running().iter() {
-        if let Ok(pid) = libc::pid_t::try_from(pid) {
-            // SAFETY: kill(2) has no memory-safety preconditions. The pid is one of our children
-            // that has not been reaped yet (children leave the list before they are reaped, see
-            // `wait_and_untrack`), so it cannot have been reused.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        // The pid is one of our children that has not been reaped yet (children leave the list
+        // before they are reaped, see `wait_and_untrack`), so it cannot have been reused.
+        if let Some(pid) = pid_of(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
+}
+
+/// A child's id as the system calls take it; `None` for ids no process can have (0, or above
+/// `i32::MAX`), which are never signalled.
+fn pid_of(id: u32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(i32::try_from(id).ok()?)
 }
 
 /// A program and its arguments.
@@ -153,14 +159,18 @@ impl CommandLine {
         #[allow(clippy::disallowed_methods)] // this is the one door
         let mut command = Command::new(&self.program);
         command.args(&self.args);
-        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-        // which is async-signal-safe and touches no memory of ours.
+        // The one `unsafe` of the crate: `pre_exec` is unsafe because its closure runs in the
+        // child between fork and exec, where only async-signal-safe calls are allowed. Ours only
+        // makes the prctl(2) system call (no allocation, no lock, no memory of ours touched), and
+        // std offers no safe way to ask for a parent-death signal.
+        // SAFETY: see above.
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::TERM,
+                ))
+                .map_err(io::Error::from)
             });
         }
         command
@@ -313,11 +323,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// leaves the list before it is reaped, so the pid cannot have been reused.
 fn stop_child(pid: u32) {
     let running = running();
-    if let (true, Ok(pid)) = (running.contains(&pid), libc::pid_t::try_from(pid)) {
-        // SAFETY: kill(2) has no memory-safety preconditions; see above for the pid.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    if let (true, Some(pid)) = (running.contains(&pid), pid_of(pid)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
 }
 

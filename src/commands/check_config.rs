@@ -10,7 +10,6 @@
 //! (which a run refuses when the cluster already holds backup snapshots of its images, a backup
 //! disk that did not mount). One line per problem on stderr, one line per section on stdout.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -126,23 +125,21 @@ fn check_destination(job: &PoolJob) -> Result<&'static str, String> {
 /// Whether this process may create files in `dir` (permissions, a read-only mount), asked of
 /// the kernel without writing anything.
 fn writable(dir: &Path) -> io::Result<()> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
-    // SAFETY: access(2) reads the NUL-terminated path we own and nothing else. AT_EACCESS asks
-    // for the effective ids, which are the ones a run writes with.
-    let answer = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if answer == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    if dir.as_os_str().as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path holds a NUL byte",
+        ));
     }
+    use rustix::fs::{Access, AtFlags};
+    // AT_EACCESS asks for the effective ids, which are the ones a run writes with.
+    rustix::fs::accessat(
+        rustix::fs::CWD,
+        dir,
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .map_err(io::Error::from)
 }
 
 #[cfg(test)]

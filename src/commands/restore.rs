@@ -35,9 +35,9 @@
 //! restored, into what, the point and its time, and the files used.
 
 use crate::outln;
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, IsTerminal};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -892,24 +892,19 @@ fn create_locked(dir: &Path, path: &Path) -> io::Result<File> {
     match anonymous {
         Ok(file) => {
             lock(&file)?;
-            let from =
-                CString::new(format!("/proc/self/fd/{}", fd(&file))).map_err(io::Error::other)?;
-            let to = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-            // SAFETY: both are valid NUL-terminated paths; linkat(2) only reads them. The link
-            // fails if `to` exists, so nothing is replaced.
-            let linked = unsafe {
-                libc::linkat(
-                    libc::AT_FDCWD,
-                    from.as_ptr(),
-                    libc::AT_FDCWD,
-                    to.as_ptr(),
-                    libc::AT_SYMLINK_FOLLOW,
-                )
-            };
-            if linked == 0 {
+            let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+            // The link fails if `path` exists, so nothing is replaced.
+            let linked = rustix::fs::linkat(
+                rustix::fs::CWD,
+                from.as_str(),
+                rustix::fs::CWD,
+                path,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            );
+            let Err(errno) = linked else {
                 return Ok(file);
-            }
-            let err = io::Error::last_os_error();
+            };
+            let err = io::Error::from(errno);
             // Without /proc the nameless file cannot be given a name: fall back.
             if err.kind() != io::ErrorKind::NotFound {
                 return Err(err);
@@ -933,39 +928,25 @@ fn create_locked(dir: &Path, path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-fn fd(file: &File) -> i32 {
-    use std::os::fd::AsRawFd;
-    file.as_raw_fd()
-}
-
 /// Takes an exclusive flock on `file` without waiting.
 fn lock(file: &File) -> io::Result<()> {
-    // SAFETY: flock(2) on a descriptor `file` owns, for the duration of the call.
-    if unsafe { libc::flock(fd(file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(io::Error::from)
 }
 
 /// Renames `from` to `to` unless `to` exists (of any kind, a dangling symlink included).
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c_from = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let c_to = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: both are valid NUL-terminated paths; renameat2(2) only reads them.
-    let renamed = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            c_from.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if renamed == 0 {
+    let renamed = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        from,
+        rustix::fs::CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    );
+    let Err(errno) = renamed else {
         return Ok(());
-    }
-    let err = io::Error::last_os_error();
+    };
+    let err = io::Error::from(errno);
     if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
         return Err(err);
     }

@@ -1639,9 +1639,14 @@ fn load_error(path: &Path) -> String {
 fn load_refuses_a_fifo_or_a_device_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("cephbackup.conf");
-    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     // A FIFO nobody writes to would block a plain open() forever.
     assert_eq!(
         load_error(&fifo),

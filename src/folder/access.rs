@@ -6,13 +6,13 @@
 //! ever readable by all. The group is applied on the open handle of a file before it takes its
 //! final name, so a file never appears with more or less access than it is meant to have.
 
-use std::ffi::CString;
 use std::fs::{DirBuilder, File, Permissions};
 use std::io;
 use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
 
 use crate::folder::untrusted;
 
@@ -164,32 +164,18 @@ impl FileAccess {
     }
 }
 
-/// The id of the group called `name`, `None` when there is none.
+/// The id of the group called `name`, `None` when there is none. Asked of the system's group
+/// database (NSS: /etc/group, LDAP …) through getgrnam_r(3).
 fn gid_of(name: &str) -> io::Result<Option<u32>> {
-    let c_name = CString::new(name).map_err(|_| io::Error::other("a NUL byte in the name"))?;
-    let mut buffer = vec![0u8; 4096];
-    loop {
-        // SAFETY: getgrnam_r(3) writes only into `group`, `buffer` (of the length given) and
-        // `result`, all alive for the call; `result` points into them or is null.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let status = unsafe {
-            libc::getgrnam_r(
-                c_name.as_ptr(),
-                &mut group,
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                &mut result,
-            )
-        };
-        match status {
-            0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some(group.gr_gid)),
-            libc::ERANGE if buffer.len() < (1 << 20) => buffer.resize(buffer.len() * 4, 0),
-            // Some libcs say "not found" with these instead of a null result.
-            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
-            code => return Err(io::Error::from_raw_os_error(code)),
-        }
+    // nix takes a name with a NUL byte for an unknown group; it is an error here, as before.
+    if name.contains('\0') {
+        return Err(io::Error::other("a NUL byte in the name"));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(group) => Ok(group.map(|group| group.gid.as_raw())),
+        // Some libcs say "not found" with these instead of a null result.
+        Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => Ok(None),
+        Err(errno) => Err(io::Error::from(errno)),
     }
 }
 
@@ -219,8 +205,7 @@ mod tests {
         assert_eq!(mode(&private), 0o700);
         assert!(!FileAccess::PRIVATE.create_folder(&private).unwrap());
         // The process's own primary group: any user may give its files to it.
-        // SAFETY: getegid(2) cannot fail.
-        let gid = unsafe { libc::getegid() };
+        let gid = rustix::process::getegid().as_raw();
         let shared = FileAccess::group(gid);
         let folder = dir.path().join("shared");
         assert!(shared.create_folder(&folder).unwrap());

@@ -11,7 +11,7 @@
 //! a missing link) are reported, as are leftovers, duplicates and names that do not parse.
 //!
 //! [`Layout::build`] is pure (folder names in, model out), so every arrangement of files can be
-//! tested with tables; [`scan`] only adds what the disk says (the names and their sizes).
+//! tested with tables; [`scan`](crate::folder::read::scan) only adds what the disk says (the names and their sizes).
 //! List, restore and verify all read folders through this one model, with the naming rules of
 //! [`crate::folder::naming`] that the backup itself uses.
 
@@ -108,7 +108,7 @@ pub struct FolderFile {
     pub file: BackupFile,
     /// The name of its `.sha256` file, when there is one.
     pub checksum: Option<String>,
-    /// Bytes on disk (0 until [`scan`] fills it in).
+    /// Bytes on disk (0 until [`scan`](crate::folder::read::scan) fills it in).
     pub size: u64,
 }
 

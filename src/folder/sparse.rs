@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 /// Holes are made at this granularity: aligned all-zero blocks of this size become holes,
@@ -104,25 +103,18 @@ impl<'a> SparseFile<'a> {
 }
 
 fn punch_hole(file: &File, offset: u64, length: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(length)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
-    else {
+    // fallocate(2) takes signed offsets: larger ones are refused here rather than wrapped.
+    if libc::off_t::try_from(offset).is_err() || libc::off_t::try_from(length).is_err() {
         return Err(io::Error::other("range too large for this platform"));
-    };
-    // SAFETY: fallocate(2) only reads its integer arguments; the descriptor belongs to `file`,
-    // which outlives the call.
-    let result = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset,
-            length,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
+    use rustix::fs::FallocateFlags;
+    rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        length,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Filesystems without hole punching get zeros written instead.

@@ -179,9 +179,14 @@ fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
 fn a_config_that_is_no_regular_file_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("cephbackup.conf");
-    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     for (path, what) in [
         (fifo.as_path(), "a FIFO"),
         ("/dev/zero".as_ref(), "a device"),

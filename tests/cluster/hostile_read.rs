@@ -5,7 +5,6 @@
 //! bytes, and leave the older restore points restorable bit for bit.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -70,9 +69,14 @@ fn strs(args: &[String]) -> Vec<&str> {
 }
 
 fn mkfifo(path: &Path) {
-    let c = CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
 }
 
 /// A snapshot name `minutes` after `snap`.
@@ -745,8 +749,8 @@ fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
         std::thread::sleep(Duration::from_secs(2));
         assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");
         let signalled = Instant::now();
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
