@@ -14,7 +14,8 @@
 //! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
 //! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
 //!   newest completed snapshot) and the key that seals the tool's records.
-//! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
+//! - [`clock`] (the wall clock a run reads, startable at a given second in test builds),
+//!   [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
 //!   panics, escaping, sizes and times for people), [`progress`] (bars on a terminal, durations),
 //!   [`report`] (what a run did, as JSON, and the envelope every JSON document shares),
 //!   [`metrics`] (the Prometheus textfile), [`assets`] (the manual pages and shell completions a
@@ -27,6 +28,7 @@
 pub mod assets;
 pub mod backup;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod commands;
 pub mod config;

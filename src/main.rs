@@ -14,7 +14,7 @@ use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
 use cephbackup::commands::{check_config, init, list, restore, status, verify};
 use cephbackup::output::{self, capture};
-use cephbackup::{config, interrupt, lock, metrics, outln, progress, Outcome};
+use cephbackup::{clock, config, interrupt, lock, metrics, outln, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -91,7 +91,7 @@ fn run(cli: &Cli) -> Status {
     let options = execute::RunOptions {
         force_check: cli.check,
         progress: progress::enabled(),
-        now: &Utc::now,
+        now: &clock::now,
         wait: cli
             .wait
             .map(Duration::from_secs)

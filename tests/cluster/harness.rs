@@ -302,8 +302,14 @@ impl World {
 
     /// Runs the real binary.
     pub fn cephbackup(&self, args: &[&str]) -> Run {
+        self.cephbackup_with_env(args, &[])
+    }
+
+    /// Runs the real binary with `env` added to its environment.
+    pub fn cephbackup_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("CEPHBACKUP_LOG")
             .env("STATE_DIRECTORY", &self.state)
             .stdin(Stdio::null())

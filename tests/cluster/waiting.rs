@@ -16,6 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use cephbackup::clock;
+use chrono::NaiveDateTime;
+
 use crate::harness::*;
 
 const HOLDER: &str = "pid 4242: cephbackup -c /etc/weekly.conf";
@@ -253,48 +256,86 @@ fn wait_0_exits_75_a_wait_that_runs_out_says_so_and_sigterm_ends_a_wait() {
     drop(lock);
 }
 
-// Needs two runs to start within one second, which a loaded CI machine cannot promise; the
-// executor unit test of the same-second wait proves the behaviour every run. Run it by hand with
-// `--ignored` on a quiet machine.
+/// Runs a backup whose clock starts at the second `snapshot` was taken in: the run meets the
+/// one that took it within one second, however slow the machine.
+fn backup_in_the_second_of(w: &World, conf: &Path, snapshot: &str) -> Run {
+    let second = NaiveDateTime::parse_from_str(snapshot, "BACKUPUTC%Y%m%dT%H%M%S")
+        .unwrap()
+        .and_utc()
+        .timestamp()
+        .to_string();
+    w.cephbackup_with_env(
+        &["-c", conf.to_str().unwrap()],
+        &[(clock::TEST_START, &second)],
+    )
+}
+
+/// The snapshot one second after `snapshot`.
+fn second_after(snapshot: &str) -> String {
+    (NaiveDateTime::parse_from_str(snapshot, "BACKUPUTC%Y%m%dT%H%M%S").unwrap()
+        + chrono::Duration::seconds(1))
+    .format("BACKUPUTC%Y%m%dT%H%M%S")
+    .to_string()
+}
+
 #[test]
-#[ignore = "timing: needs two runs to meet within one second"]
 fn two_runs_in_a_row_within_one_second_both_succeed() {
     let w = World::new();
     w.create_image("inc", 4 * MIB, 1620);
-    let conf = w.config("images = inc\nbackup mode = incremental");
-    // A run takes a fraction of a second; the second one of a pair often plans within the
-    // second the first took its snapshot. Repeat until that happened, so the test proves the
-    // wait. (Full mode meets it too, in the executor's tests: here its runs are too slow.)
-    let mut met = 0;
-    for _ in 0..10 {
-        next_second();
+    w.create_image("full", 4 * MIB, 1621);
+    for (image, mode) in [("inc", "incremental"), ("full", "full")] {
+        let conf = w.config_named(
+            &format!("{mode}.conf"),
+            &w.dest,
+            &format!("images = {image}\nbackup mode = {mode}"),
+        );
         w.backup(&conf).success();
-        let second = w.backup(&conf).success();
-        if second.stderr.contains("is taken already") {
-            met += 1;
-            if met == 2 {
-                break;
-            }
+        // Full mode keeps no snapshot: its file alone holds the name.
+        let first = w.files(image)[0]
+            .split(['@', '.'])
+            .nth(1)
+            .unwrap()
+            .to_string();
+        w.write_data(image, 1622);
+        let second = backup_in_the_second_of(&w, &conf, &first).success();
+        assert!(
+            second
+                .stderr
+                .contains(&format!("snapshot name {first} is taken already")),
+            "{mode}: the second run did not meet the first one's second: {}",
+            second.stderr
+        );
+        assert!(second.stderr.contains("waiting for the next second"));
+        let later = second_after(&first);
+        if mode == "incremental" {
+            assert_eq!(w.backup_snapshots(image), [first.clone(), later.clone()]);
+        }
+        let files = w.files(image);
+        let expected = if mode == "full" {
+            [
+                format!("{image}@{first}.full"),
+                format!("{image}@{later}.full"),
+            ]
+        } else {
+            [
+                format!("{image}@{first}.full"),
+                format!("{image}@{later}.diff_from_{first}"),
+            ]
+        };
+        assert_eq!(files, expected, "{mode}");
+        if mode == "full" {
+            // No snapshot is left to compare with: the image has not changed since.
+            let target = format!("restored-{image}");
+            rbd_with_stdin(
+                &["import", "-", &w.spec(&target)],
+                &w.image_dir(image).join(&files[1]),
+            );
+            assert!(same_bytes(&w.export(&target, None), &w.export(image, None)));
+        } else {
+            let chain: Vec<&str> = files.iter().map(String::as_str).collect();
+            restore_by_hand(&w, image, &chain, &format!("restored-{image}"));
         }
     }
-    assert!(
-        met > 0,
-        "no pair of runs met within one second: too slow for this test"
-    );
-    // The chain: one full and a diff per later run, each from the one before, every point
-    // restoring bit for bit.
-    let snapshots = w.backup_snapshots("inc");
-    let files = w.files("inc");
-    assert_eq!(files.len(), snapshots.len(), "{files:?}");
-    assert_eq!(files[0], format!("inc@{}.full", snapshots[0]));
-    let mut chain = vec![files[0].clone()];
-    for pair in snapshots.windows(2) {
-        let diff = format!("inc@{}.diff_from_{}", pair[1], pair[0]);
-        assert!(files.contains(&diff), "{diff} missing in {files:?}");
-        chain.push(diff);
-    }
-    let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
-    restore_by_hand(&w, "inc", &chain, "restored");
 }
 
 /// The value of the sample without labels named `name` in the metrics text.
