@@ -1,6 +1,6 @@
 //! Configuration errors: reported before anything runs, one line each, exit status 2.
 
-use crate::harness::Run;
+use crate::harness::{mkfifo, Run};
 
 use std::process::{Command, Stdio};
 
@@ -179,14 +179,7 @@ fn warnings_are_shown_with_errors_and_never_alone_change_the_status() {
 fn a_config_that_is_no_regular_file_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("cephbackup.conf");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&fifo);
     for (path, what) in [
         (fifo.as_path(), "a FIFO"),
         ("/dev/zero".as_ref(), "a device"),

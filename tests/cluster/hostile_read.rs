@@ -68,17 +68,6 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-fn mkfifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-}
-
 /// A snapshot name `minutes` after `snap`.
 fn later(snap: &str, minutes: i64) -> String {
     let taken = chrono::NaiveDateTime::parse_from_str(snap, "BACKUPUTC%Y%m%dT%H%M%S")
@@ -686,20 +675,7 @@ fn a_target_that_cannot_be_written_is_named_with_its_cause() {
     let w = World::new();
     let (conf, _) = backed_up_chain(&w, "vm", 2, false);
     let missing: PathBuf = w.tmp.path().join("no/such/folder/vm.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            missing.to_str().unwrap(),
-        ],
-    )
-    .code(1);
+    let run = w.restore(&conf, "vm").into_file(&missing).run().code(1);
     assert_eq!(
         run.first_error(),
         format!(
@@ -730,21 +706,9 @@ fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
     let out = w.tmp.path().join("out");
     fs::create_dir(&out).unwrap();
     let target = out.join("vm.raw");
-    for args in [
-        vec!["verify"],
-        vec![
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-        ],
-    ] {
-        let mut all = vec!["-c", conf.to_str().unwrap()];
-        all.extend_from_slice(&args);
-        let mut child = w.spawn(&all);
+    let restore = w.restore(&conf, "vm").into_file(&target);
+    for args in [vec!["-c", conf.to_str().unwrap(), "verify"], restore.args()] {
+        let mut child = w.spawn(&args);
         // Well into the member by then.
         std::thread::sleep(Duration::from_secs(2));
         assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");

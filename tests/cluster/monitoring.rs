@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::chains::with_conf;
 use crate::harness::*;
 
 const MIB: u64 = 1 << 20;
@@ -28,11 +27,6 @@ pub fn assert_schema(kind: &str, value: &serde_json::Value) {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{kind}: {errors:#?}\n{value:#}");
-}
-
-#[track_caller]
-fn json(run: &Run) -> serde_json::Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
 /// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels to
@@ -253,7 +247,9 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         run.stdout
     );
     with_conf(&w, &conf, &["status", "--image", "vm", "--max-age", "26h"]).code(0);
-    let status = json(&with_conf(&w, &conf, &["status", "--json", "--max-age", "26h"]).code(2));
+    let status = with_conf(&w, &conf, &["status", "--json", "--max-age", "26h"])
+        .code(2)
+        .json();
     assert_schema("status", &status);
     assert_eq!(status["status"], "critical");
     assert_eq!(status["images"][0]["newest"]["snapshot"], snaps[0].as_str());
@@ -271,9 +267,9 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         "{}",
         list.stdout
     );
-    let listed = json(&with_conf(&w, &conf, &["list", "--json"]).code(1));
-    assert_schema("list", &listed);
-    let images = listed["images"].as_array().unwrap();
+    let listed = w.list_json(&conf, &[], 1);
+    assert_schema("list", &listed.0);
+    let images = listed.images();
     assert_eq!(images.len(), 2);
     assert_eq!(images[1]["image"], "missing");
     assert_eq!(images[1]["backed_up"], false);
@@ -366,26 +362,17 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         value(&samples, "cephbackup_image_restore_points", &vm),
         Some(2.0)
     );
-    let verified = json(&with_conf(&w, &conf, &["verify", "--json"]).code(0));
+    let verified = w.verify(&conf, &["--json"]).code(0).json();
     assert_schema("verify", &verified);
     assert_eq!(verified["kind"], "verify");
     let target = w.tmp.path().join("vm.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--json",
-            "--pool",
-            pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-        ],
-    )
-    .success();
-    let restored = json(&run);
+    let run = w
+        .restore(&conf, "vm")
+        .into_file(&target)
+        .arg("--json")
+        .run()
+        .success();
+    let restored = run.json();
     assert_schema("restore", &restored);
     let newest = w.backup_snapshots("vm").last().unwrap().clone();
     assert_eq!(restored["snapshot"], newest.as_str());

@@ -28,7 +28,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         _ => format!("vm@{}.diff_from_{}", snaps[i], snaps[i - 1]),
     };
 
-    let run = with_conf(&w, &conf, &["verify"]).success();
+    let run = w.verify(&conf, &[]).success();
     let summary = run.stdout.lines().last().unwrap();
     let read = cephbackup::output::human_bytes(
         (0..4)
@@ -114,7 +114,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
             &dest,
             &cluster().conf,
         );
-        let run = with_conf(&w, &damaged_conf, &["verify"]).code(1);
+        let run = w.verify(&damaged_conf, &[]).code(1);
         let problems: Vec<&str> = run
             .stdout
             .lines()
@@ -136,7 +136,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
     let dir = dest.join(&w.pool).join("vm");
     fs::remove_file(dir.join(format!("{}.sha256", name(3)))).unwrap();
     let no_sidecar = config_at(&w, "no-sidecar.conf", &dest, &cluster().conf);
-    let run = with_conf(&w, &no_sidecar, &["verify"]).success();
+    let run = w.verify(&no_sidecar, &[]).success();
     let line = format!(
         "warning: {}: no checksum file {}.sha256",
         dir.join(name(3)).display(),
@@ -148,7 +148,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         "{}",
         run.stdout
     );
-    let run = with_conf(&w, &no_sidecar, &["verify", "--strict"]).code(1);
+    let run = w.verify(&no_sidecar, &["--strict"]).code(1);
     assert!(
         run.stdout.contains(&line.replacen("warning", "error", 1)),
         "{}",
@@ -161,7 +161,7 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
     let w = World::new();
     let (conf, snaps) = backed_up_chain(&w, "vm", 3, true);
     let latest = snaps.last().unwrap();
-    let run = with_conf(&w, &conf, &["verify", "--source"]).success();
+    let run = w.verify(&conf, &["--source"]).success();
     let sha = sha256(&w.export("vm", Some(latest)));
     assert!(
         run.stdout.contains(&format!(
@@ -174,7 +174,7 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
 
     // Once the newest snapshot is gone from the cluster, the newest one still there is used.
     rbd(&["snap", "rm", &format!("{}@{latest}", w.spec("vm"))]);
-    let json = run_json(&w, &conf, &["verify", "--source", "--json"], 0);
+    let json = w.verify(&conf, &["--source", "--json"]).code(0).json();
     assert_eq!(json["ok"], true);
     let source = &json["images"][0]["source"];
     assert_eq!(source["snapshot"], snaps[1].as_str());
@@ -197,8 +197,8 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
     fs::remove_file(dir.join(format!("{diff}.tar.gz.sha256"))).unwrap();
     rewrite_checksum(&dir.join(&diff));
     let forged = config_at(&w, "forged.conf", &dest, &cluster().conf);
-    with_conf(&w, &forged, &["verify"]).success();
-    let run = with_conf(&w, &forged, &["verify", "--source"]).code(1);
+    w.verify(&forged, &[]).success();
+    let run = w.verify(&forged, &["--source"]).code(1);
     assert!(
         run.stdout.contains(&format!(
             "error: {}/vm@{}: the image rebuilt from the backups (SHA-256 ",
@@ -207,13 +207,8 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
         "{}",
         run.stdout
     );
-    let json = run_json(&w, &forged, &["verify", "--source", "--json"], 1);
+    let json = w.verify(&forged, &["--source", "--json"]).code(1).json();
     assert_eq!(json["ok"], false);
     assert_eq!(json["errors"], 1);
     assert_eq!(json["images"][0]["source"]["matches"], false);
-}
-
-fn run_json(w: &World, conf: &Path, args: &[&str], code: i32) -> serde_json::Value {
-    let run = with_conf(w, conf, args).code(code);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
