@@ -475,6 +475,44 @@ impl Listing {
     }
 }
 
+/// A JSON document made stable for a snapshot: within every string each `from` of `replace`
+/// becomes its `to` (paths, pool and snapshot names, in the order given), and the value of every
+/// key named in `varying` (times, durations) becomes `[key]`.
+pub fn normalised(
+    doc: &serde_json::Value,
+    replace: &[(&str, &str)],
+    varying: &[&str],
+) -> serde_json::Value {
+    use serde_json::Value;
+    match doc {
+        Value::String(text) => Value::String(
+            replace
+                .iter()
+                .fold(text.clone(), |text, (from, to)| text.replace(from, to)),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| normalised(item, replace, varying))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| {
+                    let value = if varying.contains(&key.as_str()) {
+                        Value::String(format!("[{key}]"))
+                    } else {
+                        normalised(value, replace, varying)
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Every path under `root` with its mode and content (nothing when `root` does not exist).
 pub fn tree_of(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
     let mut tree = BTreeMap::new();
