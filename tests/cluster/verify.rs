@@ -43,7 +43,15 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
     );
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
 
-    type Damage = Box<dyn Fn(&Path)>;
+    each_kind_of_damage_is_one_error(&w, &name);
+    a_missing_checksum_file_is_a_warning_or_with_strict_an_error(&w, &name(3));
+}
+
+type Damage = Box<dyn Fn(&Path)>;
+
+/// Each kind of damage, done to a copy of the backups of `vm` (whose files `name` names, oldest
+/// first), makes verify exit 1 with one line, an error naming the file.
+fn each_kind_of_damage_is_one_error(w: &World, name: &dyn Fn(usize) -> String) {
     let cases: Vec<(&str, Damage, String, &str)> = vec![
         (
             "a truncated diff",
@@ -105,15 +113,10 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         ),
     ];
     for (number, (what, damage, file, message)) in cases.into_iter().enumerate() {
-        let dest = copy_backups(&w, &format!("damaged-{number}"));
+        let dest = copy_backups(w, &format!("damaged-{number}"));
         let dir = dest.join(&w.pool).join("vm");
         damage(&dir);
-        let damaged_conf = config_at(
-            &w,
-            &format!("damaged-{number}.conf"),
-            &dest,
-            &cluster().conf,
-        );
+        let damaged_conf = config_at(w, &format!("damaged-{number}.conf"), &dest, &cluster().conf);
         let run = w.verify(&damaged_conf, &[]).code(1);
         let problems: Vec<&str> = run
             .stdout
@@ -129,18 +132,19 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         );
         assert!(problems[0].contains(message), "{what}: {}", problems[0]);
     }
+}
 
-    // A missing checksum file: a warning naming the file (files from the original have none),
-    // an error with --strict.
-    let dest = copy_backups(&w, "no-sidecar");
+/// A missing checksum file (of `newest`, in a copy of the backups of `vm`): a warning naming the
+/// file (files from the original have none), an error with --strict.
+fn a_missing_checksum_file_is_a_warning_or_with_strict_an_error(w: &World, newest: &str) {
+    let dest = copy_backups(w, "no-sidecar");
     let dir = dest.join(&w.pool).join("vm");
-    fs::remove_file(dir.join(format!("{}.sha256", name(3)))).unwrap();
-    let no_sidecar = config_at(&w, "no-sidecar.conf", &dest, &cluster().conf);
+    fs::remove_file(dir.join(format!("{newest}.sha256"))).unwrap();
+    let no_sidecar = config_at(w, "no-sidecar.conf", &dest, &cluster().conf);
     let run = w.verify(&no_sidecar, &[]).success();
     let line = format!(
-        "warning: {}: no checksum file {}.sha256",
-        dir.join(name(3)).display(),
-        name(3)
+        "warning: {}: no checksum file {newest}.sha256",
+        dir.join(newest).display(),
     );
     assert!(run.stdout.contains(&line), "{}", run.stdout);
     assert!(
