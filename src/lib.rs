@@ -40,6 +40,8 @@ pub mod output;
 pub mod progress;
 pub mod report;
 pub mod state;
+#[cfg(test)]
+mod test_fixtures;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):
 /// reported with the usage status, nothing done. Callers find it with `downcast_ref`.

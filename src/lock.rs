@@ -280,6 +280,7 @@ fn describe_holder(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::mkfifo;
     use std::os::unix::fs::PermissionsExt;
 
     fn now() -> Instant {
@@ -408,14 +409,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, locks.join("rbd/vm.lock")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("absent"), locks.join("rbd/dangling.lock"))
             .unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            locks.join("rbd/fifo.lock"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        mkfifo(locks.join("rbd/fifo.lock"));
 
         for (image, what) in [
             ("vm", "is a symbolic link"),

@@ -192,18 +192,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn destinations_are_decided_by_the_rules() {
-        struct Case {
-            what: &'static str,
-            folder: Folder,
-            on: Option<&'static str>,
-            known: Option<Known>,
-            incremental: bool,
-            snapshots: Snapshots,
-            expect: Decision,
-        }
-        let case = |what, folder, on, known, incremental, snapshots, expect| Case {
+    struct Case {
+        what: &'static str,
+        folder: Folder,
+        on: Option<&'static str>,
+        known: Option<Known>,
+        incremental: bool,
+        snapshots: Snapshots,
+        expect: Decision,
+    }
+
+    fn case(
+        what: &'static str,
+        folder: Folder,
+        on: Option<&'static str>,
+        known: Option<Known>,
+        incremental: bool,
+        snapshots: Snapshots,
+        expect: Decision,
+    ) -> Case {
+        Case {
             what,
             folder,
             on,
@@ -211,10 +219,29 @@ mod tests {
             incremental,
             snapshots,
             expect,
-        };
+        }
+    }
+
+    /// Each case's facts lead to its decision.
+    fn assert_decided(cases: impl IntoIterator<Item = Case>) {
+        for case in cases {
+            let facts = Facts {
+                folder: case.folder,
+                filesystem: case.on.map(fs),
+                known: case.known,
+                incremental: case.incremental,
+                snapshots: case.snapshots,
+            };
+            assert_eq!(decide(&facts), case.expect, "{}", case.what);
+        }
+    }
+
+    /// A destination that is no folder is refused, whatever the host remembers.
+    #[test]
+    fn a_missing_folder_or_a_file_in_its_place_is_refused() {
         use Folder::*;
         use Snapshots::*;
-        let cases = [
+        assert_decided([
             case(
                 "missing",
                 Missing,
@@ -233,6 +260,16 @@ mod tests {
                 NotLooked,
                 Decision::Refuse(Refusal::NotAFolder(EntryKind::File)),
             ),
+        ]);
+    }
+
+    /// A folder with the tool's record is used; the host's memory of it is trusted only when the
+    /// record is the one the host knows.
+    #[test]
+    fn a_recorded_folder_is_used_and_trusted_only_where_the_host_knows_it() {
+        use Folder::*;
+        use Snapshots::*;
+        assert_decided([
             case(
                 "recorded, known",
                 Recorded("a".into()),
@@ -260,6 +297,15 @@ mod tests {
                 NotLooked,
                 go(Use::Recorded, Some("b"), false),
             ),
+        ]);
+    }
+
+    /// Backup files without the tool's record (the original's, or a lost record) are adopted.
+    #[test]
+    fn backups_without_a_record_are_adopted() {
+        use Folder::*;
+        use Snapshots::*;
+        assert_decided([
             case(
                 "the original's backups",
                 Adoptable,
@@ -287,6 +333,15 @@ mod tests {
                 NotLooked,
                 go(Use::Adopt, None, false),
             ),
+        ]);
+    }
+
+    /// An emptied folder the host knows continues on its own filesystem, and is refused on another.
+    #[test]
+    fn an_empty_folder_continues_only_on_the_filesystem_it_was_on() {
+        use Folder::*;
+        use Snapshots::*;
+        assert_decided([
             case(
                 "emptied on the same filesystem (shipped)",
                 Empty,
@@ -320,6 +375,16 @@ mod tests {
                     now: fs("root"),
                 }),
             ),
+        ]);
+    }
+
+    /// A new folder: in full mode it is first used at once; incremental, only once no snapshots of
+    /// the image say that another destination holds its chain.
+    #[test]
+    fn a_new_folder_asks_for_the_snapshots_only_when_incremental() {
+        use Folder::*;
+        use Snapshots::*;
+        assert_decided([
             case(
                 "new, full mode only: other jobs' snapshots do not matter",
                 Empty,
@@ -371,16 +436,6 @@ mod tests {
                     snapshot: "BACKUPUTC20261126T000000".into(),
                 }),
             ),
-        ];
-        for case in cases {
-            let facts = Facts {
-                folder: case.folder,
-                filesystem: case.on.map(fs),
-                known: case.known,
-                incremental: case.incremental,
-                snapshots: case.snapshots,
-            };
-            assert_eq!(decide(&facts), case.expect, "{}", case.what);
-        }
+        ]);
     }
 }

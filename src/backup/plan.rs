@@ -2285,19 +2285,30 @@ mod slide_tests {
             .collect()
     }
 
+    /// A slide of the window: the settings, the snapshots and files before it, and what the
+    /// plan must do about the new base and which files it removes.
+    struct SlideCase {
+        what: &'static str,
+        settings: Settings,
+        snaps: Vec<&'static str>,
+        files: Vec<String>,
+        new_base: String,
+        removed: Vec<String>,
+    }
+
+    fn assert_slides(cases: impl IntoIterator<Item = SlideCase>) {
+        for case in cases {
+            let plan = plan_of(&case.settings, &case.snaps, &case.files);
+            assert_eq!(new_base(&plan), case.new_base, "{}", case.what);
+            assert_eq!(removed_files(&plan), case.removed, "{}", case.what);
+        }
+    }
+
     #[test]
     fn a_slide_builds_the_new_base_from_the_folder_when_it_can() {
-        struct Case {
-            what: &'static str,
-            settings: Settings,
-            snaps: Vec<&'static str>,
-            files: Vec<String>,
-            new_base: String,
-            removed: Vec<String>,
-        }
         let plain = settings(false, false, 1);
-        let cases = [
-            Case {
+        assert_slides([
+            SlideCase {
                 what: "steady state: the old base and the diff to S; the old base is consumed",
                 settings: plain,
                 snaps: vec![S1, S, T],
@@ -2314,20 +2325,7 @@ mod slide_tests {
                     format!("{}.sha256", diff(S1, S, false)),
                 ],
             },
-            Case {
-                what: "slide from cluster = yes: the original's export, and the old base removed",
-                settings: settings(false, true, 1),
-                snaps: vec![S1, S, T],
-                files: with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]),
-                new_base: format!("export {}", full(S, false)),
-                removed: vec![
-                    full(S1, false),
-                    format!("{}.sha256", full(S1, false)),
-                    diff(S1, S, false),
-                    format!("{}.sha256", diff(S1, S, false)),
-                ],
-            },
-            Case {
+            SlideCase {
                 what: "two days out of the window: two diffs lead to the new base",
                 settings: plain,
                 snaps: vec![R, S1, S, T],
@@ -2346,7 +2344,7 @@ mod slide_tests {
                 ),
                 removed: vec![diff(R, S1, false), diff(S1, S, false)],
             },
-            Case {
+            SlideCase {
                 what: "compressed chain: the new base is an archive too",
                 settings: settings(true, false, 1),
                 snaps: vec![S1, S, T],
@@ -2359,7 +2357,7 @@ mod slide_tests {
                 ),
                 removed: vec![diff(S1, S, true)],
             },
-            Case {
+            SlideCase {
                 what: "compress switched on: built from the plain chain into an archive",
                 settings: settings(true, false, 1),
                 snaps: vec![S1, S, T],
@@ -2372,7 +2370,27 @@ mod slide_tests {
                 ),
                 removed: vec![diff(S1, S, false)],
             },
-            Case {
+        ]);
+    }
+
+    #[test]
+    fn a_slide_exports_or_reuses_the_new_base_when_the_folder_cannot_build_it() {
+        let plain = settings(false, false, 1);
+        assert_slides([
+            SlideCase {
+                what: "slide from cluster = yes: the original's export, and the old base removed",
+                settings: settings(false, true, 1),
+                snaps: vec![S1, S, T],
+                files: with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]),
+                new_base: format!("export {}", full(S, false)),
+                removed: vec![
+                    full(S1, false),
+                    format!("{}.sha256", full(S1, false)),
+                    diff(S1, S, false),
+                    format!("{}.sha256", diff(S1, S, false)),
+                ],
+            },
+            SlideCase {
                 what: "no file ends at S: nothing to build from",
                 settings: plain,
                 snaps: vec![S1, S, T],
@@ -2380,7 +2398,7 @@ mod slide_tests {
                 new_base: format!("export {}", full(S, false)),
                 removed: vec![full(S1, false)],
             },
-            Case {
+            SlideCase {
                 what: "S has a full already: reused, nothing built",
                 settings: plain,
                 snaps: vec![S1, S, T],
@@ -2388,7 +2406,7 @@ mod slide_tests {
                 new_base: format!("reuse {}", full(S, false)),
                 removed: vec![full(S1, false), diff(S1, S, false)],
             },
-            Case {
+            SlideCase {
                 what: "a route through a legacy full is never consumed: the original's export",
                 settings: plain,
                 snaps: vec![S1, S, T],
@@ -2399,7 +2417,7 @@ mod slide_tests {
                 new_base: format!("export {}", full(S, false)),
                 removed: vec![diff("UTC20170801T020000", S, false)],
             },
-            Case {
+            SlideCase {
                 what: "the window moves to this run's own snapshot: exported, nothing to build",
                 settings: Settings {
                     window: Window {
@@ -2413,12 +2431,7 @@ mod slide_tests {
                 new_base: "export vm@BACKUPUTC20170804T010000.full".into(),
                 removed: vec![full(S1, false), diff(S1, S, false)],
             },
-        ];
-        for case in cases {
-            let plan = plan_of(&case.settings, &case.snaps, &case.files);
-            assert_eq!(new_base(&plan), case.new_base, "{}", case.what);
-            assert_eq!(removed_files(&plan), case.removed, "{}", case.what);
-        }
+        ]);
     }
 
     #[test]

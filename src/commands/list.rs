@@ -514,9 +514,7 @@ fn document(listings: &[Listing], now: DateTime<Utc>) -> Document<'_> {
 mod tests {
     use super::*;
 
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-    const S3: &str = "BACKUPUTC20261123T020000";
+    use crate::test_fixtures::{S0, S1, S2, S3};
 
     fn now() -> DateTime<Utc> {
         use chrono::TimeZone;
@@ -528,7 +526,7 @@ mod tests {
             format!("vm@{S0}.full.tar.gz"),
             format!("vm@{S0}.full.tar.gz.sha256"),
             format!("vm@{S1}.diff_from_{S0}.tar.gz"),
-            format!("vm@{S3}.diff_from_BACKUPUTC20261122T020000"),
+            format!("vm@{S3}.diff_from_{S2}"),
             ".cephbackup-tmp.Ab12".to_string(),
         ];
         let mut layout = Layout::build("vm", &names);
@@ -558,7 +556,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
     {S0}  full    32.0 MiB  gzip  sha256  vm@{S0}.full.tar.gz
     {S1}  diff     1.5 KiB  gzip  no-sum  vm@{S1}.diff_from_{S0}.tar.gz
   warning: .cephbackup-tmp.Ab12: temporary file of an interrupted run (the next backup removes it)
-  error: vm@{S3}.diff_from_BACKUPUTC20261122T020000: starts from BACKUPUTC20261122T020000, but no backup file ends at BACKUPUTC20261122T020000 (missing link): not restorable
+  error: vm@{S3}.diff_from_{S2}: starts from {S2}, but no backup file ends at {S2} (missing link): not restorable
 "
         );
         assert_eq!(text(&[listing()]), expected);

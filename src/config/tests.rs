@@ -1,6 +1,7 @@
 //! Tests of the configuration reader, end to end from text to jobs and problems.
 
 use super::*;
+use crate::test_fixtures::mkfifo;
 use chrono::TimeZone;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::fmt::Write as _;
@@ -1639,14 +1640,7 @@ fn load_error(path: &Path) -> String {
 fn load_refuses_a_fifo_or_a_device_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("cephbackup.conf");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&fifo);
     // A FIFO nobody writes to would block a plain open() forever.
     assert_eq!(
         load_error(&fifo),

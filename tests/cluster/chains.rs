@@ -133,10 +133,3 @@ pub fn images(w: &World) -> Vec<String> {
     listed.sort();
     listed
 }
-
-/// Runs the binary with `-c conf` and the given arguments.
-pub fn with_conf(w: &World, conf: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["-c", conf.to_str().unwrap()];
-    all.extend_from_slice(args);
-    w.cephbackup(&all)
-}

@@ -156,37 +156,23 @@ fn a_zstd_chain_lists_verifies_and_restores_bit_for_bit() {
     let list = with_conf(&w, &conf, &["list"]).success();
     assert!(list.stdout.contains(" zstd "), "{}", list.stdout);
     assert!(list.stdout.contains("3 restore point"), "{}", list.stdout);
-    with_conf(&w, &conf, &["verify"]).success();
+    w.verify(&conf, &[]).success();
 
     for (index, snap) in snaps.iter().enumerate() {
         let source = w.export("vm", Some(snap));
         let target = format!("vm-at-{index}");
-        with_conf(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", snap,
-            ],
-        )
-        .success();
+        w.restore(&conf, "vm")
+            .into_image(&target)
+            .at(snap)
+            .run()
+            .success();
         assert!(same_bytes(&w.export(&target, None), &source), "{target}");
         let file = w.tmp.path().join(format!("vm-at-{index}.raw"));
-        with_conf(
-            &w,
-            &conf,
-            &[
-                "restore",
-                "--pool",
-                &w.pool,
-                "--image",
-                "vm",
-                "--to-file",
-                file.to_str().unwrap(),
-                "--at",
-                snap,
-            ],
-        )
-        .success();
+        w.restore(&conf, "vm")
+            .into_file(&file)
+            .at(snap)
+            .run()
+            .success();
         assert_eq!(file_sha256(&file), sha256(&source), "{}", file.display());
     }
 
@@ -196,7 +182,7 @@ fn a_zstd_chain_lists_verifies_and_restores_bit_for_bit() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     fs::write(&full, &bytes).unwrap();
-    with_conf(&w, &conf, &["verify"]).code(1);
+    w.verify(&conf, &[]).code(1);
 
     // Full mode, gzip at level 1 on one thread: restored by hand with the stock tools.
     let w = World::new();
@@ -285,18 +271,7 @@ fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&s
     let file_out = w.tmp.path().join("vm.raw");
     let restore = || {
         let _ = fs::remove_file(&file_out);
-        let args = [
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            file_out.to_str().unwrap(),
-            "--at",
-            &snap,
-        ];
-        with_conf(&w, &conf, &args)
+        w.restore(&conf, "vm").into_file(&file_out).at(&snap).run()
     };
     for tool in tools {
         for (name, tar) in &originals {
@@ -328,7 +303,7 @@ fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&s
             .unwrap();
         }
         w.assert_checksums("vm");
-        with_conf(&w, &conf, &["verify"]).success();
+        w.verify(&conf, &[]).success();
         restore().success();
         assert_eq!(file_sha256(&file_out), sha256(&source), "{tool:?}");
     }
@@ -358,7 +333,7 @@ fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&s
             cephbackup::folder::write::checksum_line(&sha256(&bytes), name),
         )
         .unwrap();
-        let run = with_conf(&w, &conf, &["verify"]).code(1);
+        let run = w.verify(&conf, &[]).code(1);
         assert!(run.stderr.contains(name.as_str()), "{what}: {}", run.stderr);
         let run = restore();
         assert_ne!(run.code, 0, "{what}: restored");

@@ -365,10 +365,157 @@ impl World {
         self.cephbackup(&["-c", conf.to_str().unwrap()])
     }
 
+    /// `restore` of one of this world's images with the config `conf`: the command line that
+    /// every restore test spells, finished by the builder's `into_file`/`into_image`, `at` and `arg`.
+    pub fn restore(&self, conf: &Path, image: &str) -> RestoreCommand<'_> {
+        RestoreCommand {
+            world: self,
+            args: [
+                "-c",
+                conf.to_str().unwrap(),
+                "restore",
+                "--pool",
+                &self.pool,
+                "--image",
+                image,
+            ]
+            .map(str::to_string)
+            .to_vec(),
+        }
+    }
+
+    /// `verify` with the config `conf` and any further arguments.
+    pub fn verify(&self, conf: &Path, extra: &[&str]) -> Run {
+        let mut args = vec!["verify"];
+        args.extend_from_slice(extra);
+        with_conf(self, conf, &args)
+    }
+
+    /// `list --json` with the config `conf` and any further arguments, exiting with `code`.
+    #[track_caller]
+    pub fn list_json(&self, conf: &Path, extra: &[&str], code: i32) -> Listing {
+        let mut args = vec!["list", "--json"];
+        args.extend_from_slice(extra);
+        Listing(with_conf(self, conf, &args).code(code).json())
+    }
+
     /// Every path under the destination with its mode and content: equal before and after a run
     /// means the run changed nothing on disk.
     pub fn dest_tree(&self) -> BTreeMap<String, (u32, Vec<u8>)> {
         tree_of(&self.dest)
+    }
+}
+
+/// Runs the binary with `-c conf` and the given arguments.
+pub fn with_conf(w: &World, conf: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["-c", conf.to_str().unwrap()];
+    all.extend_from_slice(args);
+    w.cephbackup(&all)
+}
+
+/// A `restore` command line being built (see [`World::restore`]).
+pub struct RestoreCommand<'w> {
+    world: &'w World,
+    args: Vec<String>,
+}
+
+impl RestoreCommand<'_> {
+    /// Into a new local file.
+    pub fn into_file(self, file: &Path) -> Self {
+        self.arg("--to-file").arg(file.to_str().unwrap())
+    }
+
+    /// Into a new image (`NAME` or `POOL/NAME`).
+    pub fn into_image(self, target: &str) -> Self {
+        self.arg("--to").arg(target)
+    }
+
+    /// The point to restore, in any spelling `--at` accepts.
+    pub fn at(self, at: &str) -> Self {
+        self.arg("--at").arg(at)
+    }
+
+    /// One more argument (`--json`, `--check`, …).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// The whole command line, `-c CONF` first, for [`World::spawn`] or [`World::run_within`].
+    pub fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    pub fn run(self) -> Run {
+        self.world.cephbackup(&self.args())
+    }
+}
+
+/// The document `list --json` printed, with the views the tests ask of it.
+pub struct Listing(pub serde_json::Value);
+
+impl Listing {
+    /// The listed images, in order.
+    pub fn images(&self) -> &[serde_json::Value] {
+        self.0["images"].as_array().expect("list --json has images")
+    }
+
+    /// The snapshot names of the restore points of the `index`th image, oldest first.
+    pub fn points(&self, index: usize) -> Vec<&str> {
+        self.images()[index]["restore_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["snapshot"].as_str().unwrap())
+            .collect()
+    }
+
+    /// The kinds of the findings of the `index`th image, in order.
+    pub fn finding_kinds(&self, index: usize) -> Vec<&str> {
+        self.images()[index]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap())
+            .collect()
+    }
+}
+
+/// A JSON document made stable for a snapshot: within every string each `from` of `replace`
+/// becomes its `to` (paths, pool and snapshot names, in the order given), and the value of every
+/// key named in `varying` (times, durations) becomes `[key]`.
+pub fn normalised(
+    doc: &serde_json::Value,
+    replace: &[(&str, &str)],
+    varying: &[&str],
+) -> serde_json::Value {
+    use serde_json::Value;
+    match doc {
+        Value::String(text) => Value::String(
+            replace
+                .iter()
+                .fold(text.clone(), |text, (from, to)| text.replace(from, to)),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| normalised(item, replace, varying))
+                .collect(),
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| {
+                    let value = if varying.contains(&key.as_str()) {
+                        Value::String(format!("[{key}]"))
+                    } else {
+                        normalised(value, replace, varying)
+                    };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -470,6 +617,12 @@ impl Run {
             .unwrap_or_else(|| panic!("no error line in:\n{}", self.stderr))
     }
 
+    /// Stdout parsed as the one JSON document it must be.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
     #[track_caller]
     pub fn success(self) -> Run {
         assert_eq!(
@@ -541,6 +694,18 @@ pub fn tar_list(archive: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Makes a FIFO at `path`: a planted entry that blocks whoever opens it for reading.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
 }
 
 /// Writes bytes to a file (for comparing large buffers in assertion messages without dumping them).

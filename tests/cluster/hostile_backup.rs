@@ -17,41 +17,14 @@ fn run_within(w: &World, args: &[&str], limit: Duration) -> Run {
     w.run_within(args, limit)
 }
 
-fn mkfifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-}
-
 /// Restores the newest real point with `restore --to-file` and compares it with the snapshot.
 fn assert_newest_restores(w: &World, conf: &Path, image: &str) {
     let snap = w.backup_snapshots(image).last().unwrap().clone();
     let out = w.tmp.path().join(format!("{image}-{snap}.raw"));
     let _ = fs::remove_file(&out);
-    run_within(
-        w,
-        &[
-            "-c",
-            conf.to_str().unwrap(),
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            image,
-            "--to-file",
-            out.to_str().unwrap(),
-            // A planted entry may claim a newer point; the real newest one is asked for.
-            "--at",
-            &snap,
-        ],
-        Duration::from_secs(120),
-    )
-    .success();
+    // A planted entry may claim a newer point; the real newest one is asked for.
+    let restore = w.restore(conf, image).into_file(&out).at(&snap);
+    run_within(w, &restore.args(), Duration::from_secs(120)).success();
     assert!(
         same_bytes(&fs::read(&out).unwrap(), &w.export(image, Some(&snap))),
         "the restored {image}@{snap} differs"

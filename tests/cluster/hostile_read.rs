@@ -64,21 +64,6 @@ fn run_bounded(conf: &Path, args: &[&str]) -> Run {
     })
 }
 
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
-fn mkfifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
-}
-
 /// A snapshot name `minutes` after `snap`.
 fn later(snap: &str, minutes: i64) -> String {
     let taken = chrono::NaiveDateTime::parse_from_str(snap, "BACKUPUTC%Y%m%dT%H%M%S")
@@ -167,27 +152,71 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
     fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let secret_before = fs::read(&secret).unwrap();
 
-    let refused = |name: String, message: &str, older: &str| Expect::Refused {
+    let names = Names {
+        full3: format!("vm@{s3}.full"),
+        s1,
+        s2,
+        s3,
+        s4,
+        d2,
+    };
+    let mut cases = entries_that_are_no_regular_file(&names, &secret);
+    cases.extend(archive_bombs(&names));
+    cases.extend(sidestepped_and_escaped(&names));
+    let latest = names.s2;
+
+    let shared = Shared {
+        marker,
+        secret,
+        secret_before,
+        latest,
+    };
+    run_every_case(&w, &cases, &shared);
+}
+
+/// The names the cases plant: the chain's second and newest points (`s1`, `s2`) and its newest
+/// diff `d2`, two points after it (`s3`, `s4`) and a full of the first of them (`full3`).
+struct Names {
+    s1: String,
+    s2: String,
+    s3: String,
+    s4: String,
+    d2: String,
+    full3: String,
+}
+
+/// Refused by path, with the newest point before it still restoring.
+fn refused(name: String, message: &str, older: &str) -> Expect {
+    Expect::Refused {
         name,
         message: message.to_string(),
         older: older.to_string(),
-    };
-    let full3 = format!("vm@{s3}.full");
-    let evil = "vm@BACKUPUTC\x1b]0;pwned\x07\nerror: forged line\r.full".to_string();
-    let strange = "\x1b[2J\x1b[31mnotes\\x1b".to_string();
-    let cases: Vec<Case> = vec![
+    }
+}
+
+/// Links, FIFOs and folders named like backup files.
+fn entries_that_are_no_regular_file(names: &Names, secret: &Path) -> Vec<Case> {
+    let Names {
+        s1,
+        s2,
+        s3,
+        d2,
+        full3,
+        ..
+    } = names;
+    vec![
         Case {
             what: "a .full that is a symlink to a root-only file",
-            expect: refused(full3.clone(), "is a symbolic link, not a regular file", &s2),
+            expect: refused(full3.clone(), "is a symbolic link, not a regular file", s2),
             plant: Box::new({
-                let (full3, secret) = (full3.clone(), secret.clone());
+                let (full3, secret) = (full3.clone(), secret.to_path_buf());
                 move |dir| std::os::unix::fs::symlink(&secret, dir.join(&full3)).unwrap()
             }),
             listed: true,
         },
         Case {
             what: "a .full that is a symlink to /dev/zero",
-            expect: refused(full3.clone(), "is a symbolic link, not a regular file", &s2),
+            expect: refused(full3.clone(), "is a symbolic link, not a regular file", s2),
             plant: Box::new({
                 let full3 = full3.clone();
                 move |dir| std::os::unix::fs::symlink("/dev/zero", dir.join(&full3)).unwrap()
@@ -196,7 +225,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
         },
         Case {
             what: "a .full that is a FIFO",
-            expect: refused(full3.clone(), "is a FIFO, not a regular file", &s2),
+            expect: refused(full3.clone(), "is a FIFO, not a regular file", s2),
             plant: Box::new({
                 let full3 = full3.clone();
                 move |dir| mkfifo(&dir.join(&full3))
@@ -205,7 +234,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
         },
         Case {
             what: "the newest diff's .sha256 is a FIFO",
-            expect: refused(format!("{d2}.sha256"), "is a FIFO, not a regular file", &s1),
+            expect: refused(format!("{d2}.sha256"), "is a FIFO, not a regular file", s1),
             plant: Box::new({
                 let d2 = d2.clone();
                 move |dir| {
@@ -218,7 +247,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
         },
         Case {
             what: "a folder named like a backup file",
-            expect: refused(full3.clone(), "is a folder, not a regular file", &s2),
+            expect: refused(full3.clone(), "is a folder, not a regular file", s2),
             plant: Box::new({
                 let full3 = full3.clone();
                 move |dir| {
@@ -233,7 +262,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
             expect: refused(
                 format!("vm@{s3}.diff_from_{s2}"),
                 "is a symbolic link, not a regular file",
-                &s2,
+                s2,
             ),
             plant: Box::new({
                 let name = format!("vm@{s3}.diff_from_{s2}");
@@ -244,6 +273,15 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
             }),
             listed: true,
         },
+    ]
+}
+
+/// Sparse archives that declare more than any image: refused by size, read no further.
+fn archive_bombs(names: &Names) -> Vec<Case> {
+    let Names {
+        s2, s3, s4, full3, ..
+    } = names;
+    vec![
         Case {
             what: "a 200-byte archive whose sparse member declares 2^62 bytes, as a new full",
             expect: refused(
@@ -253,7 +291,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                      read when its chain records no size",
                     1u64 << 62
                 ),
-                &s2,
+                s2,
             ),
             plant: Box::new({
                 let full3 = full3.clone();
@@ -278,7 +316,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                     1u64 << 40,
                     24 * MIB
                 ),
-                &s2,
+                s2,
             ),
             plant: Box::new({
                 let (full3, s3, s4) = (full3.clone(), s3.clone(), s4.clone());
@@ -314,7 +352,7 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
                     "the archive member vm@{s3}.diff_from_{s2} declares 4611686018427387904 \
                      bytes, more than the longest diff stream"
                 ),
-                &s2,
+                s2,
             ),
             plant: Box::new({
                 let name = format!("vm@{s3}.diff_from_{s2}");
@@ -328,6 +366,15 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
             }),
             listed: false,
         },
+    ]
+}
+
+/// A FIFO the chain's diffs route around, and names with control characters.
+fn sidestepped_and_escaped(names: &Names) -> Vec<Case> {
+    let s2 = &names.s2;
+    let evil = "vm@BACKUPUTC\x1b]0;pwned\x07\nerror: forged line\r.full".to_string();
+    let strange = "\x1b[2J\x1b[31mnotes\\x1b".to_string();
+    vec![
         Case {
             what: "a FIFO named like a full of the newest point, which diffs also reach",
             expect: Expect::Sidestepped {
@@ -354,19 +401,15 @@ fn hostile_entries_are_named_bounded_and_never_hide_intact_points() {
             }),
             listed: true,
         },
-    ];
+    ]
+}
 
-    let shared = Shared {
-        marker,
-        secret,
-        secret_before,
-        latest: s2,
-    };
-    // Every case runs, so one failure does not hide another; then all failures are shown.
+/// Every case runs, so one failure does not hide another; then all failures are shown.
+fn run_every_case(w: &World, cases: &[Case], shared: &Shared) {
     let mut failures = Vec::new();
     for (number, case) in cases.iter().enumerate() {
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_case(&w, number, case, &shared);
+            check_case(w, number, case, shared);
         }));
         if let Err(panic) = checked {
             let message = panic
@@ -398,46 +441,84 @@ struct Shared {
     latest: String,
 }
 
+/// One case planted in its own copy of the backups: its folder, config and output folder, and
+/// every output its commands printed (searched for the secret at the end).
+struct Planted<'w> {
+    w: &'w World,
+    number: usize,
+    what: &'static str,
+    dir: PathBuf,
+    conf: PathBuf,
+    out_dir: PathBuf,
+    file_out: PathBuf,
+    latest_image: String,
+    outputs: std::cell::RefCell<Vec<String>>,
+}
+
+impl Planted<'_> {
+    /// Runs the binary under the deadline and keeps what it printed.
+    fn run(&self, args: &[&str]) -> Run {
+        let run = run_bounded(&self.conf, args);
+        self.outputs
+            .borrow_mut()
+            .push(format!("{}{}", run.stdout, run.stderr));
+        run
+    }
+
+    /// `restore` of `vm` with `extra`, under the deadline.
+    fn restore(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["restore", "--pool", self.w.pool.as_str(), "--image", "vm"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// `verify` names the entry at `name` with `message`, and exits 1.
+    fn verify_names(&self, name: &str, message: &str) {
+        let path = self.dir.join(name).display().to_string();
+        let verify = self.run(&["verify", "--image", "vm"]).code(1);
+        let line = format!("error: {path}: {message}");
+        assert!(
+            verify.stdout.lines().any(|l| l.starts_with(&line)),
+            "{}: {line:?} in\n{}",
+            self.what,
+            verify.stdout
+        );
+    }
+}
+
 /// Plants one case in a fresh copy of the backups and checks every command against it.
 fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
-    let Shared {
-        marker,
-        secret,
-        secret_before,
-        latest: s2,
-    } = shared;
     let what = case.what;
     let dest = copy_backups(w, &format!("hostile-{number}"));
     let dir = dest.join(&w.pool).join("vm");
     (case.plant)(&dir);
-    let conf = config_at(w, &format!("hostile-{number}.conf"), &dest, &cluster().conf);
     let out_dir = w.tmp.path().join(format!("out-{number}"));
     fs::create_dir(&out_dir).unwrap();
+    let planted = Planted {
+        w,
+        number,
+        what,
+        conf: config_at(w, &format!("hostile-{number}.conf"), &dest, &cluster().conf),
+        dir,
+        file_out: out_dir.join("latest.raw"),
+        out_dir,
+        latest_image: format!("hostile-{number}-latest"),
+        outputs: std::cell::RefCell::new(Vec::new()),
+    };
     let dest_before = tree(&dest);
-    let mut outputs: Vec<String> = Vec::new();
-    let mut run = |args: &[&str]| {
-        let run = run_bounded(&conf, args);
-        outputs.push(format!("{}{}", run.stdout, run.stderr));
-        run
-    };
-    let restore = |extra: &[&str]| {
-        let mut args = vec!["restore", "--pool", w.pool.as_str(), "--image", "vm"];
-        args.extend_from_slice(extra);
-        args.iter()
-            .map(std::string::ToString::to_string)
-            .collect::<Vec<String>>()
-    };
 
-    let list = run(&["list", "--image", "vm"]).success();
-    let list_json: serde_json::Value =
-        serde_json::from_str(&run(&["list", "--json", "--image", "vm"]).success().stdout)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let list = planted.run(&["list", "--image", "vm"]).success();
+    let list_json: serde_json::Value = serde_json::from_str(
+        &planted
+            .run(&["list", "--json", "--image", "vm"])
+            .success()
+            .stdout,
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
     let findings = list_json["images"][0]["findings"]
         .as_array()
         .unwrap()
         .clone();
-    let file_out = out_dir.join("latest.raw");
-    let latest_image = format!("hostile-{number}-latest");
 
     match &case.expect {
         Expect::Refused {
@@ -445,7 +526,6 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
             message,
             older,
         } => {
-            let path = dir.join(name).display().to_string();
             if case.listed {
                 let line = format!("  error: {name}: {message}");
                 assert!(
@@ -460,68 +540,7 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
                     "{what}: {findings:?}"
                 );
             }
-
-            let verify = run(&["verify", "--image", "vm"]).code(1);
-            let line = format!("error: {path}: {message}");
-            assert!(
-                verify.stdout.lines().any(|l| l.starts_with(&line)),
-                "{what}: {line:?} in\n{}",
-                verify.stdout
-            );
-
-            for target in [
-                vec!["--to-file", file_out.to_str().unwrap()],
-                vec!["--to", latest_image.as_str()],
-            ] {
-                let refused = run(&strs(&restore(&target))).code(1);
-                let error = refused.first_error();
-                assert!(
-                    error.contains(&path) && error.contains(message.as_str()),
-                    "{what}: {error}"
-                );
-                assert_eq!(
-                    refused
-                        .stderr
-                        .lines()
-                        .filter(|l| l.starts_with("error"))
-                        .count(),
-                    1,
-                    "{what}: {}",
-                    refused.stderr
-                );
-                assert!(
-                    !refused.stdout.contains("Importing") && !refused.stdout.contains("Writing"),
-                    "{what}: {}",
-                    refused.stdout
-                );
-            }
-            assert!(!file_out.exists(), "{what}");
-            assert!(!images(w).contains(&latest_image), "{what}");
-
-            // The point before the hostile entry restores bit for bit, into a file and an
-            // image.
-            let expected = w.export("vm", Some(older));
-            let older_file = out_dir.join("older.raw");
-            let older_image = format!("hostile-{number}-older");
-            run(&strs(&restore(&[
-                "--at",
-                older,
-                "--to-file",
-                older_file.to_str().unwrap(),
-            ])))
-            .success();
-            assert_eq!(file_sha256(&older_file), sha256(&expected), "{what}");
-            run(&strs(&restore(&["--at", older, "--to", &older_image]))).success();
-            assert!(
-                same_bytes(&w.export(&older_image, None), &expected),
-                "{what}"
-            );
-            let mut names: Vec<String> = fs::read_dir(&out_dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            names.sort();
-            assert_eq!(names, ["older.raw"], "{what}: only the target was written");
+            check_refused(&planted, name, message, older);
         }
         Expect::Sidestepped { name, message } => {
             let line = format!("  error: {name}: {message}");
@@ -530,78 +549,10 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
                 "{what}: {line:?} in\n{}",
                 list.stdout
             );
-            let path = dir.join(name).display().to_string();
-            let verify = run(&["verify", "--image", "vm"]).code(1);
-            let line = format!("error: {path}: {message}");
-            assert!(
-                verify.stdout.lines().any(|l| l.starts_with(&line)),
-                "{what}: {line:?} in\n{}",
-                verify.stdout
-            );
-            let expected = w.export("vm", Some(s2));
-            run(&strs(&restore(&["--to-file", file_out.to_str().unwrap()]))).success();
-            assert_eq!(file_sha256(&file_out), sha256(&expected), "{what}");
-            run(&strs(&restore(&["--to", &latest_image]))).success();
-            assert!(
-                same_bytes(&w.export(&latest_image, None), &expected),
-                "{what}"
-            );
+            check_sidestepped(&planted, name, message, &shared.latest);
         }
         Expect::Escaped { names } => {
-            for name in names {
-                let shown = cephbackup::output::escaped(name).into_owned();
-                assert_ne!(&shown, name);
-                assert!(
-                    list.stdout.contains(&shown),
-                    "{what}: {shown:?} in {}",
-                    list.stdout
-                );
-                assert!(
-                    findings.iter().any(|f| f["file"] == name.as_str()),
-                    "{what}: JSON names it exactly: {findings:?}"
-                );
-            }
-            let verify = run(&["verify", "--image", "vm"]).success();
-            let json = run(&["verify", "--json", "--image", "vm"]).success();
-            let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-            for name in names {
-                let shown = cephbackup::output::escaped(name).into_owned();
-                assert!(
-                    verify
-                        .stdout
-                        .contains(&format!("{}: ", dir.join(&shown).display())),
-                    "{what}: {shown:?} in {}",
-                    verify.stdout
-                );
-                let path = dir.join(name).display().to_string();
-                assert!(
-                    document["images"][0]["problems"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|p| p["file"] == path.as_str()),
-                    "{what}: {}",
-                    json.stdout
-                );
-            }
-            for run in [&list, &verify, &json] {
-                let all = format!("{}{}", run.stdout, run.stderr);
-                assert!(
-                    !all.chars().any(|c| c != '\n' && c.is_control()),
-                    "{what}: a control character reached the output: {all:?}"
-                );
-                assert!(
-                    !all.lines().any(|l| l.starts_with("error: forged")),
-                    "{what}: a name forged a line: {all}"
-                );
-            }
-            // Strangers change nothing: the latest point restores.
-            run(&strs(&restore(&["--to-file", file_out.to_str().unwrap()]))).success();
-            assert_eq!(
-                file_sha256(&file_out),
-                sha256(&w.export("vm", Some(s2))),
-                "{what}"
-            );
+            check_escaped(&planted, names, &list, &findings, &shared.latest);
         }
     }
 
@@ -609,10 +560,168 @@ fn check_case(w: &World, number: usize, case: &Case, shared: &Shared) {
         tree(&dest) == dest_before,
         "{what}: something under the destination changed"
     );
-    assert_eq!(&fs::read(secret).unwrap(), secret_before, "{what}");
-    for output in &outputs {
+    check_nothing_leaked(&planted, shared);
+}
+
+/// The entry at `name` is refused by path with `message` by verify and by restore into a file or
+/// an image, which leave nothing behind; the point `older` restores bit for bit.
+fn check_refused(planted: &Planted, name: &str, message: &str, older: &str) {
+    let (w, what, number) = (planted.w, planted.what, planted.number);
+    let path = planted.dir.join(name).display().to_string();
+    planted.verify_names(name, message);
+
+    let file_out = &planted.file_out;
+    for target in [
+        vec!["--to-file", file_out.to_str().unwrap()],
+        vec!["--to", planted.latest_image.as_str()],
+    ] {
+        let refused = planted.restore(&target).code(1);
+        let error = refused.first_error();
         assert!(
-            !output.contains(marker.as_str()),
+            error.contains(&path) && error.contains(message),
+            "{what}: {error}"
+        );
+        assert_eq!(
+            refused
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("error"))
+                .count(),
+            1,
+            "{what}: {}",
+            refused.stderr
+        );
+        assert!(
+            !refused.stdout.contains("Importing") && !refused.stdout.contains("Writing"),
+            "{what}: {}",
+            refused.stdout
+        );
+    }
+    assert!(!file_out.exists(), "{what}");
+    assert!(!images(w).contains(&planted.latest_image), "{what}");
+
+    // The point before the hostile entry restores bit for bit, into a file and an image.
+    let expected = w.export("vm", Some(older));
+    let older_file = planted.out_dir.join("older.raw");
+    let older_image = format!("hostile-{number}-older");
+    planted
+        .restore(&["--at", older, "--to-file", older_file.to_str().unwrap()])
+        .success();
+    assert_eq!(file_sha256(&older_file), sha256(&expected), "{what}");
+    planted
+        .restore(&["--at", older, "--to", &older_image])
+        .success();
+    assert!(
+        same_bytes(&w.export(&older_image, None), &expected),
+        "{what}"
+    );
+    let mut names: Vec<String> = fs::read_dir(&planted.out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["older.raw"], "{what}: only the target was written");
+}
+
+/// The entry at `name` is named by verify with `message`, and the newest point `latest` restores
+/// all the same, into a file and an image.
+fn check_sidestepped(planted: &Planted, name: &str, message: &str, latest: &str) {
+    let (w, what) = (planted.w, planted.what);
+    planted.verify_names(name, message);
+    let expected = w.export("vm", Some(latest));
+    planted
+        .restore(&["--to-file", planted.file_out.to_str().unwrap()])
+        .success();
+    assert_eq!(file_sha256(&planted.file_out), sha256(&expected), "{what}");
+    planted.restore(&["--to", &planted.latest_image]).success();
+    assert!(
+        same_bytes(&w.export(&planted.latest_image, None), &expected),
+        "{what}"
+    );
+}
+
+/// Names with control characters are shown escaped by list and verify, named exactly in their
+/// JSON, forge no line and change nothing: the newest point `latest` restores.
+fn check_escaped(
+    planted: &Planted,
+    names: &[String],
+    list: &Run,
+    findings: &[serde_json::Value],
+    latest: &str,
+) {
+    let (w, what, dir) = (planted.w, planted.what, &planted.dir);
+    for name in names {
+        let shown = cephbackup::output::escaped(name).into_owned();
+        assert_ne!(&shown, name);
+        assert!(
+            list.stdout.contains(&shown),
+            "{what}: {shown:?} in {}",
+            list.stdout
+        );
+        assert!(
+            findings.iter().any(|f| f["file"] == name.as_str()),
+            "{what}: JSON names it exactly: {findings:?}"
+        );
+    }
+    let verify = planted.run(&["verify", "--image", "vm"]).success();
+    let json = planted
+        .run(&["verify", "--json", "--image", "vm"])
+        .success();
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    for name in names {
+        let shown = cephbackup::output::escaped(name).into_owned();
+        assert!(
+            verify
+                .stdout
+                .contains(&format!("{}: ", dir.join(&shown).display())),
+            "{what}: {shown:?} in {}",
+            verify.stdout
+        );
+        let path = dir.join(name).display().to_string();
+        assert!(
+            document["images"][0]["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["file"] == path.as_str()),
+            "{what}: {}",
+            json.stdout
+        );
+    }
+    for run in [list, &verify, &json] {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            !all.chars().any(|c| c != '\n' && c.is_control()),
+            "{what}: a control character reached the output: {all:?}"
+        );
+        assert!(
+            !all.lines().any(|l| l.starts_with("error: forged")),
+            "{what}: a name forged a line: {all}"
+        );
+    }
+    // Strangers change nothing: the latest point restores.
+    planted
+        .restore(&["--to-file", planted.file_out.to_str().unwrap()])
+        .success();
+    assert_eq!(
+        file_sha256(&planted.file_out),
+        sha256(&w.export("vm", Some(latest))),
+        "{what}"
+    );
+}
+
+/// The secret is unchanged, and no output and no image restored by the case holds its marker.
+fn check_nothing_leaked(planted: &Planted, shared: &Shared) {
+    let (w, what, number) = (planted.w, planted.what, planted.number);
+    let marker = shared.marker.as_str();
+    assert_eq!(
+        fs::read(&shared.secret).unwrap(),
+        shared.secret_before,
+        "{what}"
+    );
+    for output in planted.outputs.borrow().iter() {
+        assert!(
+            !output.contains(marker),
             "{what}: the secret leaked: {output}"
         );
     }
@@ -686,20 +795,7 @@ fn a_target_that_cannot_be_written_is_named_with_its_cause() {
     let w = World::new();
     let (conf, _) = backed_up_chain(&w, "vm", 2, false);
     let missing: PathBuf = w.tmp.path().join("no/such/folder/vm.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            missing.to_str().unwrap(),
-        ],
-    )
-    .code(1);
+    let run = w.restore(&conf, "vm").into_file(&missing).run().code(1);
     assert_eq!(
         run.first_error(),
         format!(
@@ -730,21 +826,9 @@ fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
     let out = w.tmp.path().join("out");
     fs::create_dir(&out).unwrap();
     let target = out.join("vm.raw");
-    for args in [
-        vec!["verify"],
-        vec![
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-        ],
-    ] {
-        let mut all = vec!["-c", conf.to_str().unwrap()];
-        all.extend_from_slice(&args);
-        let mut child = w.spawn(&all);
+    let restore = w.restore(&conf, "vm").into_file(&target);
+    for args in [vec!["-c", conf.to_str().unwrap(), "verify"], restore.args()] {
+        let mut child = w.spawn(&args);
         // Well into the member by then.
         std::thread::sleep(Duration::from_secs(2));
         assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");

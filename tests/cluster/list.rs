@@ -68,19 +68,13 @@ fn list_shows_chains_points_and_problems() {
         .stdout
         .contains(&format!("  gzip  no-sum  old@{u0}.full.tar.gz")));
 
-    let run = run_json(&w, &conf, &["list", "--json", "--image", "vm"]);
-    let images = run["images"].as_array().unwrap();
+    let listing = w.list_json(&conf, &["--image", "vm"], 0);
+    let images = listing.images();
     assert_eq!(images.len(), 1);
     let vm = &images[0];
     assert_eq!(vm["pool"], w.pool.as_str());
-    let points: Vec<&str> = vm["restore_points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["snapshot"].as_str().unwrap())
-        .collect();
-    assert_eq!(points, snaps);
-    crate::monitoring::assert_schema("list", &run);
+    assert_eq!(listing.points(0), snaps);
+    crate::monitoring::assert_schema("list", &listing.0);
     let files = vm["chains"][0]["files"].as_array().unwrap();
     assert_eq!(files.len(), 3);
     assert_eq!(files[0]["kind"], "full");
@@ -96,19 +90,11 @@ fn list_shows_chains_points_and_problems() {
     }
     assert_eq!(vm["findings"], serde_json::json!([]));
 
-    let run = run_json(&w, &conf, &["list", "--json", "--image", "old"]);
-    let kinds: Vec<&str> = run["images"][0]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["temporary", "unexpected", "missing_link"]);
-}
-
-fn run_json(w: &World, conf: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let run = with_conf(w, conf, args).success();
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    let listing = w.list_json(&conf, &["--image", "old"], 0);
+    assert_eq!(
+        listing.finding_kinds(0),
+        ["temporary", "unexpected", "missing_link"]
+    );
 }
 
 #[test]

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::chains::with_conf;
 use crate::harness::*;
 
 const MIB: u64 = 1 << 20;
@@ -28,11 +27,6 @@ pub fn assert_schema(kind: &str, value: &serde_json::Value) {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "{kind}: {errors:#?}\n{value:#}");
-}
-
-#[track_caller]
-fn json(run: &Run) -> serde_json::Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
 /// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels to
@@ -91,6 +85,46 @@ fn config(w: &World, metrics: &Path) -> PathBuf {
     ))
 }
 
+/// The metrics file with what changes from run to run made stable: the pool's name and the
+/// values of the timestamp and duration gauges (proven against the clock by the test itself).
+fn stable_metrics(path: &Path, pool: &str) -> String {
+    fs::read_to_string(path)
+        .unwrap()
+        .replace(pool, "[POOL]")
+        .lines()
+        .map(|line| match line.rsplit_once(' ') {
+            Some((sample, _))
+                if !line.starts_with('#')
+                    && (sample.contains("_timestamp_seconds")
+                        || sample.contains("_duration_seconds")) =>
+            {
+                format!("{sample} [varies]")
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One world with a backed-up image `vm` and a configured image `missing` that the cluster does
+/// not have, its metrics written into a folder of their own.
+struct Monitored {
+    w: World,
+    conf: PathBuf,
+    metrics_dir: PathBuf,
+    prom: PathBuf,
+}
+
+impl Monitored {
+    fn vm(&self) -> [(&str, &str); 2] {
+        [("pool", self.w.pool.as_str()), ("image", "vm")]
+    }
+
+    fn missing(&self) -> [(&str, &str); 2] {
+        [("pool", self.w.pool.as_str()), ("image", "missing")]
+    }
+}
+
 #[test]
 fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
     let w = World::new();
@@ -99,19 +133,39 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
     fs::create_dir(&metrics_dir).unwrap();
     let prom = metrics_dir.join("cephbackup.prom");
     let conf = config(&w, &prom);
-    let pool = w.pool.as_str();
-    let vm = [("pool", pool), ("image", "vm")];
-    let missing = [("pool", pool), ("image", "missing")];
+    let m = Monitored {
+        w,
+        conf,
+        metrics_dir,
+        prom,
+    };
+    nothing_backed_up_is_two_gaps(&m);
 
-    // Nothing backed up yet: both configured images are gaps.
-    let run = with_conf(&w, &conf, &["status", "--max-age", "26h"]).code(2);
+    // First run: vm backed up, `missing` does not exist in the cluster.
+    let started = chrono::Utc::now().timestamp() as f64;
+    let run = m.w.backup(&m.conf).code(1);
+    let ended = chrono::Utc::now().timestamp() as f64 + 1.0;
+    assert!(run.stderr.contains("missing"), "{}", run.stderr);
+    let snaps = m.w.backup_snapshots("vm");
+    assert_eq!(snaps.len(), 1);
+    let (success, run_at) = first_run_metrics(&m, &snaps[0], started, ended);
+    status_and_list_after_the_first_run(&m, &snaps[0]);
+    a_failed_run_keeps_the_last_success(&m, &snaps[0], success, run_at);
+    ages_unknown_and_usage_errors(&m);
+    override_and_documents(&m);
+}
+
+/// Nothing backed up yet: both configured images are gaps.
+fn nothing_backed_up_is_two_gaps(m: &Monitored) {
+    let (w, conf, pool) = (&m.w, &m.conf, m.w.pool.as_str());
+    let run = with_conf(w, conf, &["status", "--max-age", "26h"]).code(2);
     assert!(
         run.stdout
             .starts_with("CRITICAL: 2 image(s): 2 never backed up"),
         "{}",
         run.stdout
     );
-    let run = with_conf(&w, &conf, &["list"]).code(1);
+    let run = with_conf(w, conf, &["list"]).code(1);
     assert!(
         run.stdout.contains(&format!(
             "{pool}/missing: never backed up: configured in [{pool}], but there is no folder"
@@ -119,55 +173,34 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         "{}",
         run.stdout
     );
+}
 
-    // First run: vm backed up, `missing` does not exist in the cluster.
-    let started = chrono::Utc::now().timestamp() as f64;
-    let run = w.backup(&conf).code(1);
-    let ended = chrono::Utc::now().timestamp() as f64 + 1.0;
-    assert!(run.stderr.contains("missing"), "{}", run.stderr);
-    let snaps = w.backup_snapshots("vm");
-    assert_eq!(snaps.len(), 1);
-    let first = metrics(&prom);
+/// The metrics file after the first run (`snap` taken between `started` and `ended`): the whole
+/// file as a snapshot, and each value that follows from the folder or the clock proven against
+/// it. Returns vm's last success and the run's time.
+fn first_run_metrics(m: &Monitored, snap: &str, started: f64, ended: f64) -> (f64, f64) {
+    let (w, vm, missing) = (&m.w, m.vm(), m.missing());
+    insta::assert_snapshot!(stable_metrics(&m.prom, &w.pool));
+    let first = metrics(&m.prom);
     assert_eq!(value(&first, "cephbackup_run_success", &[]), Some(0.0));
-    assert_eq!(
-        value(&first, "cephbackup_run_failed_images", &[]),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&first, "cephbackup_image_last_run_success", &vm),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&first, "cephbackup_image_last_run_success", &missing),
-        Some(0.0)
-    );
     assert_eq!(
         value(
             &first,
             "cephbackup_image_last_run_status",
-            &[("pool", pool), ("image", "missing"), ("status", "failed")]
+            &[
+                ("pool", w.pool.as_str()),
+                ("image", "missing"),
+                ("status", "failed")
+            ]
         ),
         Some(1.0)
     );
-    assert_eq!(value(&first, "cephbackup_image_backed_up", &vm), Some(1.0));
     // Incremental mode keeps the run's snapshot in the cluster: the base of the next diff.
     assert_eq!(
         value(&first, "cephbackup_image_snapshots_kept", &vm),
         Some(w.backup_snapshots("vm").len() as f64)
     );
     assert_eq!(w.backup_snapshots("vm").len(), 1);
-    assert_eq!(
-        value(&first, "cephbackup_image_backed_up", &missing),
-        Some(0.0)
-    );
-    assert_eq!(
-        value(&first, "cephbackup_image_restore_points", &vm),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&first, "cephbackup_image_restore_points", &missing),
-        Some(0.0)
-    );
     let files = w.files("vm");
     let backup_files = files.iter().filter(|f| !f.ends_with(".sha256")).count();
     assert_eq!(
@@ -195,7 +228,7 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
             "cephbackup_image_newest_point_timestamp_seconds",
             &vm
         ),
-        Some(taken(&snaps[0]))
+        Some(taken(snap))
     );
     assert_eq!(
         value(
@@ -223,19 +256,23 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
     );
     let duration = value(&first, "cephbackup_run_duration_seconds", &[]).unwrap();
     assert!(duration > 0.0 && duration <= ended - started, "{duration}");
-    let mode = fs::metadata(&prom).unwrap().permissions();
+    let mode = fs::metadata(&m.prom).unwrap().permissions();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o644
     );
     assert_eq!(
-        fs::read_dir(&metrics_dir).unwrap().count(),
+        fs::read_dir(&m.metrics_dir).unwrap().count(),
         1,
         "no temporary file left"
     );
+    (success, run_at)
+}
 
-    // status and list now: vm fresh, missing still a gap.
-    let run = with_conf(&w, &conf, &["status", "--max-age", "26h"]).code(2);
+/// `status` and `list` after the first run: vm fresh (its point `snap`), missing still a gap.
+fn status_and_list_after_the_first_run(m: &Monitored, snap: &str) {
+    let (w, conf, pool) = (&m.w, &m.conf, m.w.pool.as_str());
+    let run = with_conf(w, conf, &["status", "--max-age", "26h"]).code(2);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines[0], "CRITICAL: 2 image(s): 1 ok, 1 never backed up",
@@ -243,7 +280,7 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         run.stdout
     );
     assert!(
-        lines[1].starts_with(&format!("OK: {pool}/vm: newest point {}", snaps[0])),
+        lines[1].starts_with(&format!("OK: {pool}/vm: newest point {snap}")),
         "{}",
         run.stdout
     );
@@ -252,16 +289,18 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         "{}",
         run.stdout
     );
-    with_conf(&w, &conf, &["status", "--image", "vm", "--max-age", "26h"]).code(0);
-    let status = json(&with_conf(&w, &conf, &["status", "--json", "--max-age", "26h"]).code(2));
+    with_conf(w, conf, &["status", "--image", "vm", "--max-age", "26h"]).code(0);
+    let status = with_conf(w, conf, &["status", "--json", "--max-age", "26h"])
+        .code(2)
+        .json();
     assert_schema("status", &status);
     assert_eq!(status["status"], "critical");
-    assert_eq!(status["images"][0]["newest"]["snapshot"], snaps[0].as_str());
+    assert_eq!(status["images"][0]["newest"]["snapshot"], snap);
     assert_eq!(status["images"][1]["reason"], "no_backup");
-    let list = with_conf(&w, &conf, &["list"]).code(1);
+    let list = with_conf(w, conf, &["list"]).code(1);
     assert!(
         list.stdout
-            .contains(&format!("  newest restore point: {}, ", snaps[0])),
+            .contains(&format!("  newest restore point: {snap}, ")),
         "{}",
         list.stdout
     );
@@ -271,23 +310,24 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         "{}",
         list.stdout
     );
-    let listed = json(&with_conf(&w, &conf, &["list", "--json"]).code(1));
-    assert_schema("list", &listed);
-    let images = listed["images"].as_array().unwrap();
+    let listed = w.list_json(conf, &[], 1);
+    assert_schema("list", &listed.0);
+    let images = listed.images();
     assert_eq!(images.len(), 2);
     assert_eq!(images[1]["image"], "missing");
     assert_eq!(images[1]["backed_up"], false);
-    assert_eq!(
-        images[0]["restore_points"][0]["snapshot"],
-        snaps[0].as_str()
-    );
+    assert_eq!(images[0]["restore_points"][0]["snapshot"], snap);
     assert!(images[0]["restore_points"][0]["expiry"]["removal"].is_string());
+}
 
-    // Second run: vm now fails too (gone from the cluster); its last success stays put.
+/// Second run: vm now fails too (gone from the cluster); its last success (`success`) stays put,
+/// and the run's time moves past the first run's `run_at`.
+fn a_failed_run_keeps_the_last_success(m: &Monitored, snap: &str, success: f64, run_at: f64) {
+    let (w, vm) = (&m.w, m.vm());
     next_second();
     rbd(&["rename", &w.spec("vm"), &w.spec("vm-away")]);
-    w.backup(&conf).code(1);
-    let second = metrics(&prom);
+    w.backup(&m.conf).code(1);
+    let second = metrics(&m.prom);
     assert_eq!(
         value(&second, "cephbackup_image_last_run_success", &vm),
         Some(0.0)
@@ -307,7 +347,7 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
             "cephbackup_image_newest_point_timestamp_seconds",
             &vm
         ),
-        Some(taken(&snaps[0]))
+        Some(taken(snap))
     );
     assert_eq!(
         value(&second, "cephbackup_image_restore_points", &vm),
@@ -315,14 +355,18 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
     );
     assert!(value(&second, "cephbackup_run_timestamp_seconds", &[]).unwrap() > run_at);
     rbd(&["rename", &w.spec("vm-away"), &w.spec("vm")]);
+}
 
-    // Ages: the newest point is at least a second old now.
+/// Ages: the newest point is at least a second old now. An unreadable destination is UNKNOWN; an
+/// invalid age a usage error.
+fn ages_unknown_and_usage_errors(m: &Monitored) {
+    let (w, conf) = (&m.w, &m.conf);
     next_second();
     next_second();
-    with_conf(&w, &conf, &["status", "--image", "vm", "--max-age", "1s"]).code(2);
+    with_conf(w, conf, &["status", "--image", "vm", "--max-age", "1s"]).code(2);
     let run = with_conf(
-        &w,
-        &conf,
+        w,
+        conf,
         &[
             "status",
             "--image",
@@ -340,15 +384,16 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         "{}",
         run.stdout
     );
-
-    // An unreadable destination is UNKNOWN; an invalid age a usage error.
-    let gone = config_with_dest(&w, &w.tmp.path().join("not-mounted"));
-    let run = with_conf(&w, &gone, &["status", "--max-age", "1d"]).code(3);
+    let gone = config_with_dest(w, &w.tmp.path().join("not-mounted"));
+    let run = with_conf(w, &gone, &["status", "--max-age", "1d"]).code(3);
     assert!(run.stdout.starts_with("UNKNOWN: "), "{}", run.stdout);
-    with_conf(&w, &conf, &["status", "--max-age", "soon"]).code(2);
+    with_conf(w, conf, &["status", "--max-age", "soon"]).code(2);
+}
 
-    // --metrics-file overrides the config; verify and restore documents match their schemas.
-    let other = metrics_dir.join("other.prom");
+/// --metrics-file overrides the config; verify and restore documents match their schemas.
+fn override_and_documents(m: &Monitored) {
+    let (w, conf, vm) = (&m.w, &m.conf, m.vm());
+    let other = m.metrics_dir.join("other.prom");
     next_second();
     w.cephbackup(&[
         "-c",
@@ -366,26 +411,17 @@ fn metrics_status_and_list_follow_real_runs_with_a_failed_image() {
         value(&samples, "cephbackup_image_restore_points", &vm),
         Some(2.0)
     );
-    let verified = json(&with_conf(&w, &conf, &["verify", "--json"]).code(0));
+    let verified = w.verify(conf, &["--json"]).code(0).json();
     assert_schema("verify", &verified);
     assert_eq!(verified["kind"], "verify");
     let target = w.tmp.path().join("vm.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--json",
-            "--pool",
-            pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-        ],
-    )
-    .success();
-    let restored = json(&run);
+    let run = w
+        .restore(conf, "vm")
+        .into_file(&target)
+        .arg("--json")
+        .run()
+        .success();
+    let restored = run.json();
     assert_schema("restore", &restored);
     let newest = w.backup_snapshots("vm").last().unwrap().clone();
     assert_eq!(restored["snapshot"], newest.as_str());

@@ -231,7 +231,7 @@ fn progress_is_drawn_on_a_terminal_and_never_elsewhere() {
     // verify reads every file: a bar on a terminal, none in a pipe.
     let screen = on_a_terminal(&["-c", conf_arg, "verify"]).unwrap();
     assert!(screen.contains("ETA"), "{screen:?}");
-    let run = with_conf(&w, &conf, &["verify"]).success();
+    let run = w.verify(&conf, &[]).success();
     assert!(has_no_terminal_drawing(&run.stderr), "{:?}", run.stderr);
     assert!(has_no_terminal_drawing(&run.stdout), "{:?}", run.stdout);
     let last = run.stdout.lines().last().unwrap();
@@ -339,7 +339,7 @@ fn verify_names_the_points_a_bad_file_costs_and_restore_the_one_to_use_instead()
     data[at] ^= 0x20;
     fs::write(dir.join(&second), &data).unwrap();
 
-    let run = with_conf(&w, &conf, &["verify"]).code(1);
+    let run = w.verify(&conf, &[]).code(1);
     let error = run
         .stdout
         .lines()
@@ -362,20 +362,7 @@ fn verify_names_the_points_a_bad_file_costs_and_restore_the_one_to_use_instead()
     );
 
     let target = w.tmp.path().join("vm.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-        ],
-    )
-    .code(1);
+    let run = w.restore(&conf, "vm").into_file(&target).run().code(1);
     let error = run.first_error();
     assert!(
         error.starts_with(&format!(
@@ -406,22 +393,12 @@ fn verify_names_the_points_a_bad_file_costs_and_restore_the_one_to_use_instead()
     );
     assert!(!run.stdout.contains("# "), "{}", run.stdout);
     // What it suggests works.
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            target.to_str().unwrap(),
-            "--at",
-            &snaps[0],
-        ],
-    )
-    .success();
+    let run = w
+        .restore(&conf, "vm")
+        .into_file(&target)
+        .at(&snaps[0])
+        .run()
+        .success();
     assert!(
         run.stdout
             .contains(" checked against their .sha256 file, in "),
@@ -442,15 +419,13 @@ fn at_takes_a_date_and_time_and_a_plain_date() {
         chrono::NaiveDateTime::parse_from_str(&snap["BACKUPUTC".len()..], "%Y%m%dT%H%M%S").unwrap()
     };
     let as_of = |at: &str| -> String {
-        let run = with_conf(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", "vm", "--to", "never", "--check", "--at",
-                at,
-            ],
-        )
-        .success();
+        let run = w
+            .restore(&conf, "vm")
+            .into_image("never")
+            .arg("--check")
+            .at(at)
+            .run()
+            .success();
         let line = run.stdout.lines().next().unwrap().to_string();
         let after = line.split(" as of ").nth(1).unwrap();
         after.split(' ').next().unwrap().to_string()
@@ -474,14 +449,11 @@ fn at_takes_a_date_and_time_and_a_plain_date() {
     match expected {
         Some(expected) => assert_eq!(&as_of(&minute), expected),
         None => {
-            with_conf(
-                &w,
-                &conf,
-                &[
-                    "restore", "--pool", &w.pool, "--image", "vm", "--to", "never", "--at", &minute,
-                ],
-            )
-            .code(1);
+            w.restore(&conf, "vm")
+                .into_image("never")
+                .at(&minute)
+                .run()
+                .code(1);
         }
     }
     // A plain date: the newest point of that day.

@@ -123,18 +123,10 @@ fn parallel_images_back_up_eight_images_four_at_a_time_and_one_failing_fails_alo
         let chain: Vec<&str> = files.iter().map(String::as_str).collect();
         restore_by_hand(&w, image, &chain, &format!("{image}-by-hand"));
         let target = w.tmp.path().join(format!("{image}.raw"));
-        w.cephbackup(&[
-            "-c",
-            conf,
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            image,
-            "--to-file",
-            target.to_str().unwrap(),
-        ])
-        .success();
+        w.restore(Path::new(conf), image)
+            .into_file(&target)
+            .run()
+            .success();
         let newest = w.backup_snapshots(image).pop().unwrap();
         assert!(same_bytes(
             &fs::read(&target).unwrap(),

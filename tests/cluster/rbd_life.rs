@@ -7,12 +7,6 @@ use std::path::Path;
 
 use crate::harness::*;
 
-fn run_with(w: &World, conf: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["-c", conf.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    w.cephbackup(&args)
-}
-
 /// The image folder's files and their contents (a failed run still leaves its last-run record
 /// in the destination).
 fn backups_of(w: &World) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
@@ -39,7 +33,7 @@ fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
 
     // Check mode shows the window's removals before the snapshot, and changes nothing.
     let before = w.dest_tree();
-    let check = run_with(&w, &conf, &["--check"]).success();
+    let check = with_conf(&w, &conf, &["--check"]).success();
     assert!(
         !check.stderr.contains("snapshot limit"),
         "check mode plans within the limit from the start: {}",
@@ -80,7 +74,7 @@ fn an_image_at_its_snapshot_limit_makes_room_with_the_window_first() {
     next_second();
     let before = backups_of(&w);
     for args in [&["--check"][..], &[][..]] {
-        let failed = run_with(&w, &conf, args).code(1);
+        let failed = with_conf(&w, &conf, args).code(1);
         let error = failed.first_error();
         assert!(
             error.contains("has 2 snapshots and its snapshot limit is 2")
@@ -151,14 +145,11 @@ fn the_longest_image_name_that_fits_backs_up_and_restores() {
     let snaps = w.backup_snapshots(&name);
     for (index, snap) in snaps.iter().enumerate() {
         let target = format!("restored-{index}");
-        run_with(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", &name, "--to", &target, "--at", snap,
-            ],
-        )
-        .success();
+        w.restore(&conf, &name)
+            .into_image(&target)
+            .at(snap)
+            .run()
+            .success();
         assert!(same_bytes(
             &w.export(&target, None),
             &w.export(&name, Some(snap))

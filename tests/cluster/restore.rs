@@ -38,14 +38,12 @@ fn every_point_restores(compress: bool) {
         let source = w.export("vm", Some(snap));
         let target = format!("vm-at-{index}");
         let at = spelling(snap, index);
-        let run = with_conf(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", &at,
-            ],
-        )
-        .success();
+        let run = w
+            .restore(&conf, "vm")
+            .into_image(&target)
+            .at(&at)
+            .run()
+            .success();
         assert!(
             run.stdout.contains(&format!("as of {snap} ")),
             "--at {at}: {}",
@@ -67,22 +65,11 @@ fn every_point_restores(compress: bool) {
         assert!(same_bytes(&w.export(&target, Some(snap)), &source));
 
         let file = w.tmp.path().join(format!("vm-at-{index}.raw"));
-        with_conf(
-            &w,
-            &offline,
-            &[
-                "restore",
-                "--pool",
-                &w.pool,
-                "--image",
-                "vm",
-                "--to-file",
-                file.to_str().unwrap(),
-                "--at",
-                &at,
-            ],
-        )
-        .success();
+        w.restore(&offline, "vm")
+            .into_file(&file)
+            .at(&at)
+            .run()
+            .success();
         assert_eq!(file_sha256(&file), sha256(&source), "{}", file.display());
         assert!(
             allocated(&file) < 16 * MIB,
@@ -95,42 +82,22 @@ fn every_point_restores(compress: bool) {
     // Without --at: the latest point. Into another pool, given as POOL/NAME.
     let other = World::new();
     let latest = snaps.last().unwrap();
-    with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to",
-            &format!("{}/latest", other.pool),
-        ],
-    )
-    .success();
+    w.restore(&conf, "vm")
+        .into_image(&format!("{}/latest", other.pool))
+        .run()
+        .success();
     assert!(same_bytes(
         &other.export("latest", None),
         &w.export("vm", Some(latest))
     ));
 
     // Before the first point there is nothing to restore.
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to",
-            "too-early",
-            "--at",
-            "2020-01-01T00:00:00Z",
-        ],
-    )
-    .code(1);
+    let run = w
+        .restore(&conf, "vm")
+        .into_image("too-early")
+        .at("2020-01-01T00:00:00Z")
+        .run()
+        .code(1);
     assert!(
         run.stderr
             .contains("has no restore point at or before 2020-01-01 00:00:00 UTC"),
@@ -195,34 +162,18 @@ fn files_written_the_original_way_restore() {
 
     for (index, snap) in snaps.iter().enumerate() {
         let target = format!("old-at-{index}");
-        with_conf(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", "old", "--to", &target, "--at", snap,
-            ],
-        )
-        .success();
+        w.restore(&conf, "old")
+            .into_image(&target)
+            .at(snap)
+            .run()
+            .success();
         let source = w.export("old", Some(snap));
         assert!(same_bytes(&w.export(&target, None), &source), "{target}");
         // The base snapshot is recreated with its legacy name: that is what the diffs name.
         assert_eq!(w.snapshots(&target), snaps[..=index]);
     }
     let file = w.tmp.path().join("old.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "old",
-            "--to-file",
-            file.to_str().unwrap(),
-        ],
-    )
-    .success();
+    let run = w.restore(&conf, "old").into_file(&file).run().success();
     assert!(run.stdout.contains("0 checked against"), "{}", run.stdout);
     // Nothing proves these files: each one used is named, and they restore all the same.
     let unproven = format!(
@@ -237,21 +188,7 @@ fn files_written_the_original_way_restore() {
 /// Restores `point` of `vm` into a new local file with `conf`; returns the run and the file.
 fn restore_to_file(w: &World, conf: &Path, point: &str, name: &str) -> (Run, std::path::PathBuf) {
     let file = w.tmp.path().join(name);
-    let run = with_conf(
-        w,
-        conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            file.to_str().unwrap(),
-            "--at",
-            point,
-        ],
-    );
+    let run = w.restore(conf, "vm").into_file(&file).at(point).run();
     (run, file)
 }
 
@@ -273,29 +210,20 @@ fn an_empty_full_without_checksum_never_hides_a_proven_route() {
     assert!(!run.stderr.contains("proves its bytes"), "{}", run.stderr);
     assert_eq!(file_sha256(&file), sha256(&source));
     // Into an image too, with --json: every file used is proven.
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to",
-            "vm-latest",
-            "--json",
-        ],
-    )
-    .success();
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = w
+        .restore(&conf, "vm")
+        .into_image("vm-latest")
+        .arg("--json")
+        .run()
+        .success()
+        .json();
     let files = doc["files"].as_array().unwrap();
     assert_eq!(files.len(), 3, "{doc:#}");
     assert!(files.iter().all(|f| f["proven"] == true), "{doc:#}");
     assert!(same_bytes(&w.export("vm-latest", None), &source));
 
     // Verify calls the empty full what it is: an error, exit 1.
-    let verify = with_conf(&w, &conf, &["verify"]).code(1);
+    let verify = w.verify(&conf, &[]).code(1);
     let error = format!(
         "error: {}: the file holds 0 bytes, but the image size at its snapshot (recorded in \
          vm@{latest}.diff_from_{}) is {} bytes",
@@ -317,23 +245,14 @@ fn an_empty_full_without_checksum_never_hides_a_proven_route() {
     );
     assert!(run.stderr.contains(&named), "{}", run.stderr);
     assert_eq!(file_sha256(&file), sha256(&source));
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "vm",
-            "--to-file",
-            "/nonexistent/x",
-            "--check",
-            "--json",
-        ],
-    )
-    .success();
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let doc = w
+        .restore(&conf, "vm")
+        .into_file(Path::new("/nonexistent/x"))
+        .arg("--check")
+        .arg("--json")
+        .run()
+        .success()
+        .json();
     let proven: Vec<bool> = doc["files"]
         .as_array()
         .unwrap()
@@ -408,17 +327,14 @@ fn a_chain_across_a_shrink_restores_and_verifies_at_every_point() {
         run.success();
         assert_eq!(file_sha256(&file), sha256(&source), "{snap}");
         let target = format!("vm-at-{index}");
-        with_conf(
-            &w,
-            &conf,
-            &[
-                "restore", "--pool", &w.pool, "--image", "vm", "--to", &target, "--at", snap,
-            ],
-        )
-        .success();
+        w.restore(&conf, "vm")
+            .into_image(&target)
+            .at(snap)
+            .run()
+            .success();
         assert!(same_bytes(&w.export(&target, None), &source), "{target}");
     }
-    let verify = with_conf(&w, &conf, &["verify", "--source"]).success();
+    let verify = w.verify(&conf, &["--source"]).success();
     assert!(verify.stdout.contains("no problems"), "{}", verify.stdout);
 }
 
@@ -426,17 +342,13 @@ fn a_chain_across_a_shrink_restores_and_verifies_at_every_point() {
 fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     let w = World::new();
     let (conf, snaps) = backed_up_chain(&w, "db", 4, false);
-    let restore = |extra: &[&str]| {
-        let mut args = vec!["restore", "--pool", &w.pool, "--image", "db"];
-        args.extend_from_slice(extra);
-        with_conf(&w, &conf, &args)
-    };
+    let restore = || w.restore(&conf, "db");
 
     // An existing image, the source itself included, is never touched.
     w.create_image("taken", 8 * MIB, 5);
     let before = w.export("taken", None);
     for existing in ["taken", "db"] {
-        let run = restore(&["--to", existing]).code(1);
+        let run = restore().into_image(existing).run().code(1);
         assert!(
             run.stderr
                 .contains(&format!("{}/{existing} exists already", w.pool)),
@@ -449,11 +361,15 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     assert_eq!(w.snapshots("taken"), Vec::<String>::new());
     let existing_file = w.tmp.path().join("existing.raw");
     fs::write(&existing_file, "keep me").unwrap();
-    restore(&["--to-file", existing_file.to_str().unwrap()]).code(1);
+    restore().into_file(&existing_file).run().code(1);
     assert_eq!(fs::read_to_string(&existing_file).unwrap(), "keep me");
 
     // Check mode shows the plan and creates nothing.
-    let run = restore(&["--to", "planned", "--check"]).success();
+    let run = restore()
+        .into_image("planned")
+        .arg("--check")
+        .run()
+        .success();
     assert!(
         run.stdout.contains("streamed to rbd import"),
         "{}",
@@ -475,7 +391,7 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     let mut damaged = pristine.clone();
     damaged[first_payload_byte(&pristine)] ^= 0x55;
     fs::write(dir.join(&last), &damaged).unwrap();
-    let run = restore(&["--to", "half"]).code(1);
+    let run = restore().into_image("half").run().code(1);
     assert!(
         run.stderr
             .contains(&format!("{}: checksum mismatch", dir.join(&last).display())),
@@ -505,7 +421,7 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     fs::write(dir.join(&second), &bad_tag).unwrap();
     fs::remove_file(dir.join(format!("{second}.sha256"))).unwrap();
     fs::write(dir.join(&last), &pristine).unwrap();
-    let run = restore(&["--to", "half"]).code(1);
+    let run = restore().into_image("half").run().code(1);
     assert!(
         run.stderr.contains(&format!(
             "{}: unknown tag byte 0x71 at byte {first_record}",
@@ -523,11 +439,11 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     // The same into a file: nothing is left at the path or beside it.
     let file = w.tmp.path().join("out").join("half.raw");
     fs::create_dir(file.parent().unwrap()).unwrap();
-    restore(&["--to-file", file.to_str().unwrap()]).code(1);
+    restore().into_file(&file).run().code(1);
     assert_eq!(fs::read_dir(file.parent().unwrap()).unwrap().count(), 0);
 
     // An earlier point does not need the damaged file and still restores.
-    restore(&["--to", "early", "--at", &snaps[0]]).success();
+    restore().into_image("early").at(&snaps[0]).run().success();
     assert!(same_bytes(
         &w.export("early", None),
         &w.export("db", Some(&snaps[0]))
@@ -551,14 +467,7 @@ fn usage_mistakes_exit_2() {
         let run = with_conf(&w, &conf, &args).code(2);
         assert!(run.stderr.starts_with("error"), "{args:?}: {}", run.stderr);
     }
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore", "--pool", &w.pool, "--image", "missing", "--to", "y",
-        ],
-    )
-    .code(1);
+    let run = w.restore(&conf, "missing").into_image("y").run().code(1);
     assert!(run.stderr.contains("no backups of"), "{}", run.stderr);
 }
 
@@ -581,17 +490,7 @@ fn a_signal_stops_a_restore_and_removes_what_it_created() {
     let conf = w.config("images = big\nbackup mode = incremental");
     w.backup(&conf).success();
 
-    let mut child = w.spawn(&[
-        "-c",
-        conf.to_str().unwrap(),
-        "restore",
-        "--pool",
-        &w.pool,
-        "--image",
-        "big",
-        "--to",
-        "stopped",
-    ]);
+    let mut child = w.spawn(&w.restore(&conf, "big").into_image("stopped").args());
     // The import is under way once the image exists; 256 MiB take far longer to import than
     // this takes to notice.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -662,17 +561,7 @@ fn a_partial_file_left_by_a_killed_restore_is_removed_by_the_next_one() {
             .collect()
     };
 
-    let mut child = w.spawn(&[
-        "-c",
-        conf.to_str().unwrap(),
-        "restore",
-        "--pool",
-        &w.pool,
-        "--image",
-        "big",
-        "--to-file",
-        target.to_str().unwrap(),
-    ]);
+    let mut child = w.spawn(&w.restore(&conf, "big").into_file(&target).args());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let partial = loop {
         if let Some(partial) = partials().pop() {
@@ -695,20 +584,7 @@ fn a_partial_file_left_by_a_killed_restore_is_removed_by_the_next_one() {
 
     // The next restore into that folder, to another name, removes it and restores.
     let again = out.join("again.raw");
-    let run = with_conf(
-        &w,
-        &conf,
-        &[
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "big",
-            "--to-file",
-            again.to_str().unwrap(),
-        ],
-    )
-    .success();
+    let run = w.restore(&conf, "big").into_file(&again).run().success();
     assert!(!partial.exists(), "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(

@@ -279,8 +279,7 @@ fn slides_build_the_new_base_without_the_cluster_bit_identical_as_images_grow_an
         // S's 48 MiB full is larger than every point after it: verify holds it to its own
         // checksum, not to the sizes its chain's diffs record.
         w.assert_checksums("vm");
-        w.cephbackup(&["-c", conf.to_str().unwrap(), "verify"])
-            .success();
+        w.verify(&conf, &[]).success();
         restore_by_hand(&w, "vm", &[&full, &diff_c, &diff_t], "vm-once");
 
         // With a window of one day, S and C (24 hours and a bit) are both out: T becomes the
@@ -538,23 +537,11 @@ fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
         "{}",
         list.stdout
     );
-    let verify = w.cephbackup(&["-c", c, "verify"]);
+    let verify = w.verify(&conf, &[]);
     assert_ne!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
     let restored = w.tmp.path().join("restored.raw");
     for at in [s.as_str(), r.as_str()] {
-        let run = w.cephbackup(&[
-            "-c",
-            c,
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "big",
-            "--to-file",
-            restored.to_str().unwrap(),
-            "--at",
-            at,
-        ]);
+        let run = w.restore(&conf, "big").into_file(&restored).at(at).run();
         assert_ne!(run.code, 0, "restore --at {at}: {}", run.stdout);
         assert!(!restored.exists());
     }
@@ -578,7 +565,7 @@ fn a_slide_killed_while_it_advances_the_base_is_finished_by_the_next_run() {
     assert_eq!(snaps.len(), 2, "the killed run's snapshot went: {snaps:?}");
     let diff_t = format!("big@{}.diff_from_{s}", snaps[1]);
     assert_eq!(w.files("big"), [full.clone(), diff_t.clone()]);
-    w.cephbackup(&["-c", c, "verify"]).success();
+    w.verify(&conf, &[]).success();
     restore_by_hand(&w, "big", &[&full, &diff_t], "big-restored");
 }
 
@@ -632,25 +619,15 @@ fn a_working_file_changed_after_a_killed_slide_is_discarded_and_the_base_exporte
     let t = &snaps[1];
     let diff_t = format!("big@{t}.diff_from_{s}");
     assert_eq!(w.files("big"), [full.clone(), diff_t.clone()]);
-    let c = conf.to_str().unwrap();
-    w.cephbackup(&["-c", c, "verify"]).success();
+    w.verify(&conf, &[]).success();
     // Every point restores bit for bit.
     for point in [&s, t] {
         let file = w.tmp.path().join(format!("{point}.raw"));
-        w.cephbackup(&[
-            "-c",
-            c,
-            "restore",
-            "--pool",
-            &w.pool,
-            "--image",
-            "big",
-            "--to-file",
-            file.to_str().unwrap(),
-            "--at",
-            point,
-        ])
-        .success();
+        w.restore(&conf, "big")
+            .into_file(&file)
+            .at(point)
+            .run()
+            .success();
         assert!(
             same_bytes(&fs::read(&file).unwrap(), &w.export("big", Some(point))),
             "{point}"

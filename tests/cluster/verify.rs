@@ -28,7 +28,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         _ => format!("vm@{}.diff_from_{}", snaps[i], snaps[i - 1]),
     };
 
-    let run = with_conf(&w, &conf, &["verify"]).success();
+    let run = w.verify(&conf, &[]).success();
     let summary = run.stdout.lines().last().unwrap();
     let read = cephbackup::output::human_bytes(
         (0..4)
@@ -43,7 +43,15 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
     );
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
 
-    type Damage = Box<dyn Fn(&Path)>;
+    each_kind_of_damage_is_one_error(&w, &name);
+    a_missing_checksum_file_is_a_warning_or_with_strict_an_error(&w, &name(3));
+}
+
+type Damage = Box<dyn Fn(&Path)>;
+
+/// Each kind of damage, done to a copy of the backups of `vm` (whose files `name` names, oldest
+/// first), makes verify exit 1 with one line, an error naming the file.
+fn each_kind_of_damage_is_one_error(w: &World, name: &dyn Fn(usize) -> String) {
     let cases: Vec<(&str, Damage, String, &str)> = vec![
         (
             "a truncated diff",
@@ -105,16 +113,11 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         ),
     ];
     for (number, (what, damage, file, message)) in cases.into_iter().enumerate() {
-        let dest = copy_backups(&w, &format!("damaged-{number}"));
+        let dest = copy_backups(w, &format!("damaged-{number}"));
         let dir = dest.join(&w.pool).join("vm");
         damage(&dir);
-        let damaged_conf = config_at(
-            &w,
-            &format!("damaged-{number}.conf"),
-            &dest,
-            &cluster().conf,
-        );
-        let run = with_conf(&w, &damaged_conf, &["verify"]).code(1);
+        let damaged_conf = config_at(w, &format!("damaged-{number}.conf"), &dest, &cluster().conf);
+        let run = w.verify(&damaged_conf, &[]).code(1);
         let problems: Vec<&str> = run
             .stdout
             .lines()
@@ -129,18 +132,19 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         );
         assert!(problems[0].contains(message), "{what}: {}", problems[0]);
     }
+}
 
-    // A missing checksum file: a warning naming the file (files from the original have none),
-    // an error with --strict.
-    let dest = copy_backups(&w, "no-sidecar");
+/// A missing checksum file (of `newest`, in a copy of the backups of `vm`): a warning naming the
+/// file (files from the original have none), an error with --strict.
+fn a_missing_checksum_file_is_a_warning_or_with_strict_an_error(w: &World, newest: &str) {
+    let dest = copy_backups(w, "no-sidecar");
     let dir = dest.join(&w.pool).join("vm");
-    fs::remove_file(dir.join(format!("{}.sha256", name(3)))).unwrap();
-    let no_sidecar = config_at(&w, "no-sidecar.conf", &dest, &cluster().conf);
-    let run = with_conf(&w, &no_sidecar, &["verify"]).success();
+    fs::remove_file(dir.join(format!("{newest}.sha256"))).unwrap();
+    let no_sidecar = config_at(w, "no-sidecar.conf", &dest, &cluster().conf);
+    let run = w.verify(&no_sidecar, &[]).success();
     let line = format!(
-        "warning: {}: no checksum file {}.sha256",
-        dir.join(name(3)).display(),
-        name(3)
+        "warning: {}: no checksum file {newest}.sha256",
+        dir.join(newest).display(),
     );
     assert!(run.stdout.contains(&line), "{}", run.stdout);
     assert!(
@@ -148,7 +152,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
         "{}",
         run.stdout
     );
-    let run = with_conf(&w, &no_sidecar, &["verify", "--strict"]).code(1);
+    let run = w.verify(&no_sidecar, &["--strict"]).code(1);
     assert!(
         run.stdout.contains(&line.replacen("warning", "error", 1)),
         "{}",
@@ -161,7 +165,7 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
     let w = World::new();
     let (conf, snaps) = backed_up_chain(&w, "vm", 3, true);
     let latest = snaps.last().unwrap();
-    let run = with_conf(&w, &conf, &["verify", "--source"]).success();
+    let run = w.verify(&conf, &["--source"]).success();
     let sha = sha256(&w.export("vm", Some(latest)));
     assert!(
         run.stdout.contains(&format!(
@@ -174,7 +178,7 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
 
     // Once the newest snapshot is gone from the cluster, the newest one still there is used.
     rbd(&["snap", "rm", &format!("{}@{latest}", w.spec("vm"))]);
-    let json = run_json(&w, &conf, &["verify", "--source", "--json"], 0);
+    let json = w.verify(&conf, &["--source", "--json"]).code(0).json();
     assert_eq!(json["ok"], true);
     let source = &json["images"][0]["source"];
     assert_eq!(source["snapshot"], snaps[1].as_str());
@@ -197,8 +201,8 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
     fs::remove_file(dir.join(format!("{diff}.tar.gz.sha256"))).unwrap();
     rewrite_checksum(&dir.join(&diff));
     let forged = config_at(&w, "forged.conf", &dest, &cluster().conf);
-    with_conf(&w, &forged, &["verify"]).success();
-    let run = with_conf(&w, &forged, &["verify", "--source"]).code(1);
+    w.verify(&forged, &[]).success();
+    let run = w.verify(&forged, &["--source"]).code(1);
     assert!(
         run.stdout.contains(&format!(
             "error: {}/vm@{}: the image rebuilt from the backups (SHA-256 ",
@@ -207,13 +211,8 @@ fn verify_source_compares_the_rebuilt_point_with_the_cluster() {
         "{}",
         run.stdout
     );
-    let json = run_json(&w, &forged, &["verify", "--source", "--json"], 1);
+    let json = w.verify(&forged, &["--source", "--json"]).code(1).json();
     assert_eq!(json["ok"], false);
     assert_eq!(json["errors"], 1);
     assert_eq!(json["images"][0]["source"]["matches"], false);
-}
-
-fn run_json(w: &World, conf: &Path, args: &[&str], code: i32) -> serde_json::Value {
-    let run = with_conf(w, conf, args).code(code);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
