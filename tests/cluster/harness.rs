@@ -28,8 +28,13 @@ pub struct Cluster {
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("cephbackup-test-cluster-{}", std::process::id()));
+        // A fresh folder, never one named after this process: process ids are reused, and a
+        // folder left by an earlier test binary with the same id would stop this one starting.
+        let dir = tempfile::Builder::new()
+            .prefix("cephbackup-test-cluster-")
+            .tempdir()
+            .expect("a folder for the test cluster")
+            .keep();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-sandbox");
         let out = Command::new(script)
             .arg("start")
