@@ -234,6 +234,86 @@ pub struct Layout {
     entries: Vec<FolderEntry>,
 }
 
+/// The entries of a folder sorted by what they are, on the way to a [`Layout`].
+#[derive(Default)]
+struct Sorting {
+    files: Vec<FolderFile>,
+    checksums: Vec<String>,
+    findings: Vec<Finding>,
+    /// Checksum names held by something other than a regular file.
+    unreadable_checksums: std::collections::HashSet<String>,
+}
+
+impl Sorting {
+    /// Files `entry` where it belongs: a backup file, a checksum, or a finding.
+    fn take(&mut self, image: &str, entry: &FolderEntry) {
+        let name = &entry.name;
+        let finding = |kind, message: &str| Finding {
+            name: name.clone(),
+            kind,
+            message: message.to_string(),
+        };
+        if !entry.exact_name {
+            self.findings.push(finding(
+                FindingKind::Unexpected,
+                "its name is not valid UTF-8 (shown with replacement characters); left alone",
+            ));
+            return;
+        }
+        let classified = Entry::classify(image, name);
+        if entry.kind != EntryKind::File {
+            if matches!(classified, Entry::Checksum(_)) {
+                self.unreadable_checksums.insert(name.clone());
+            }
+            if classified != Entry::Unexpected || entry.kind != EntryKind::Directory {
+                self.findings.push(Finding {
+                    name: name.clone(),
+                    kind: FindingKind::NotRegular,
+                    message: format!(
+                        "is {}, not a regular file; never read, used or removed",
+                        entry.kind.described()
+                    ),
+                });
+            } else {
+                self.findings
+                    .push(finding(FindingKind::Unexpected, "a folder; left alone"));
+            }
+            return;
+        }
+        match classified {
+            Entry::Backup(file) => self.files.push(FolderFile {
+                name: name.clone(),
+                file,
+                checksum: None,
+                size: entry.size,
+            }),
+            Entry::Checksum(_) => self.checksums.push(name.clone()),
+            Entry::Record => {}
+            Entry::Temporary => self.findings.push(finding(
+                FindingKind::Temporary,
+                "temporary file of an interrupted run (the next backup removes it)",
+            )),
+            Entry::Unexpected if naming::is_snapshotless_full_name(image, name) => {
+                self.findings.push(finding(
+                    FindingKind::SnapshotlessFull,
+                    "full backup from before the original tool took snapshots; in no chain \
+                     (restore it by hand with rbd import)",
+                ));
+            }
+            Entry::Unexpected if name.starts_with(&format!("{image}@")) => {
+                self.findings.push(finding(
+                    FindingKind::Unparseable,
+                    "named like a backup file of this image, but the name does not parse",
+                ));
+            }
+            Entry::Unexpected => self.findings.push(finding(
+                FindingKind::Unexpected,
+                "not a backup file of this image",
+            )),
+        }
+    }
+}
+
 impl Layout {
     /// Builds the model from the names of regular files in `image`'s folder (in any order).
     pub fn build(image: &str, names: &[String]) -> Layout {
@@ -244,83 +324,24 @@ impl Layout {
     /// Builds the model from the entries of `image`'s folder (in any order). Only regular files
     /// with a readable name take part; anything else is a finding and changes nothing.
     pub fn from_entries(image: &str, entries: &[FolderEntry]) -> Layout {
-        let all = entries.to_vec();
-        let mut entries: Vec<&FolderEntry> = entries.iter().collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut files = Vec::new();
-        let mut checksums = Vec::new();
-        let mut findings = Vec::new();
-        let mut bad_checksums = std::collections::HashSet::new();
-        for entry in entries {
-            let name = &entry.name;
-            let other = |kind, message: &str| Finding {
-                name: name.clone(),
-                kind,
-                message: message.to_string(),
-            };
-            if !entry.exact_name {
-                findings.push(other(
-                    FindingKind::Unexpected,
-                    "its name is not valid UTF-8 (shown with replacement characters); left alone",
-                ));
-                continue;
-            }
-            let classified = Entry::classify(image, name);
-            if entry.kind != EntryKind::File {
-                if matches!(classified, Entry::Checksum(_)) {
-                    bad_checksums.insert(name.clone());
-                }
-                if classified != Entry::Unexpected || entry.kind != EntryKind::Directory {
-                    findings.push(Finding {
-                        name: name.clone(),
-                        kind: FindingKind::NotRegular,
-                        message: format!(
-                            "is {}, not a regular file; never read, used or removed",
-                            entry.kind.described()
-                        ),
-                    });
-                } else {
-                    findings.push(other(FindingKind::Unexpected, "a folder; left alone"));
-                }
-                continue;
-            }
-            match classified {
-                Entry::Backup(file) => files.push(FolderFile {
-                    name: name.clone(),
-                    file,
-                    checksum: None,
-                    size: entry.size,
-                }),
-                Entry::Checksum(_) => checksums.push(name),
-                Entry::Record => {}
-                Entry::Temporary => findings.push(other(
-                    FindingKind::Temporary,
-                    "temporary file of an interrupted run (the next backup removes it)",
-                )),
-                Entry::Unexpected if naming::is_snapshotless_full_name(image, name) => findings
-                    .push(other(
-                        FindingKind::SnapshotlessFull,
-                        "full backup from before the original tool took snapshots; in no chain \
-                         (restore it by hand with rbd import)",
-                    )),
-                Entry::Unexpected if name.starts_with(&format!("{image}@")) => {
-                    findings.push(other(
-                        FindingKind::Unparseable,
-                        "named like a backup file of this image, but the name does not parse",
-                    ));
-                }
-                Entry::Unexpected => findings.push(other(
-                    FindingKind::Unexpected,
-                    "not a backup file of this image",
-                )),
-            }
+        let mut sorted: Vec<&FolderEntry> = entries.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut sorting = Sorting::default();
+        for entry in sorted {
+            sorting.take(image, entry);
         }
+        let Sorting {
+            mut files,
+            checksums,
+            mut findings,
+            unreadable_checksums,
+        } = sorting;
         // A backup file whose checksum file is a link, FIFO or folder cannot be proven, and is
-        // not used (the checksum entry itself is reported above).
-        files.retain(|file: &FolderFile| {
+        // not used (the checksum entry itself is reported already).
+        files.retain(|file| {
             let checksum = format!("{}{CHECKSUM_SUFFIX}", file.name);
-            let proven = !bad_checksums.contains(&checksum);
-            if !proven {
+            let provable = !unreadable_checksums.contains(&checksum);
+            if !provable {
                 findings.push(Finding {
                     name: file.name.clone(),
                     kind: FindingKind::NotRegular,
@@ -329,16 +350,16 @@ impl Layout {
                     ),
                 });
             }
-            proven
+            provable
         });
         for checksum in checksums {
-            let of = checksum.strip_suffix(CHECKSUM_SUFFIX).unwrap_or(checksum);
+            let of = checksum.strip_suffix(CHECKSUM_SUFFIX).unwrap_or(&checksum);
             match files.iter_mut().find(|f| f.name == of) {
                 Some(file) => file.checksum = Some(checksum.clone()),
                 None => findings.push(Finding {
-                    name: checksum.clone(),
-                    kind: FindingKind::OrphanChecksum,
                     message: format!("checksum file without its backup file {of}"),
+                    name: checksum,
+                    kind: FindingKind::OrphanChecksum,
                 }),
             }
         }
@@ -349,7 +370,7 @@ impl Layout {
             chains: Vec::new(),
             findings,
             reach: HashMap::new(),
-            entries: all,
+            entries: entries.to_vec(),
         };
         let usable = layout.usable_files();
         layout.find_routes(&usable);
