@@ -25,7 +25,7 @@
 //! As it goes, the run fills a [`RunReport`] (what each image's run did: the action, the files
 //! and snapshots written and removed, sizes, durations, the error), returned in the [`Outcome`];
 //! a real run also leaves it, per destination, as that destination's last-run record
-//! ([`report::LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
+//! ([`LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
 //! [`parallel`]); everything shared between them (the clusters found unreachable, the cluster
 //! handles) is thread-safe.
 
@@ -47,7 +47,9 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
-use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{
+    self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
+};
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
@@ -424,14 +426,14 @@ fn write_last_run_records(sections: &[Section], report: &RunReport) {
     }
 }
 
-/// Writes [`report::LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
+/// Writes [`LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
 /// final name, which it takes by rename (so a symlink planted there is replaced, never followed),
 /// readable by all (monitoring runs as another user).
 fn write_last_run(destination: &Path, report: &RunReport) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let path = destination.join(report::LAST_RUN_FILE);
+    let path = destination.join(LAST_RUN_FILE);
     let text = crate::output::json(report).context("cannot render the run report")?;
-    let mut pending = PendingFile::create(destination, report::LAST_RUN_FILE)?;
+    let mut pending = PendingFile::create(destination, LAST_RUN_FILE)?;
     let file = pending.file();
     file.write_all(text.as_bytes())
         .and_then(|()| file.write_all(b"\n"))
@@ -1280,7 +1282,7 @@ impl<'s> ImageRun<'s> {
         // stdout says only what happens: the build's line is printed once the build is known to
         // go ahead (check mode: proven; a real run: done), never before a fallback to the cluster.
         let announce = || {
-            if from.starts_with(advance::WORKING_PREFIX) {
+            if naming::is_working_name(from) {
                 outln!(
                     "Finishing image {image}@{} from an interrupted build (no cluster read)",
                     file.snap
@@ -1300,7 +1302,7 @@ impl<'s> ImageRun<'s> {
         self.done.full = true;
         if self.section.mode == Mode::Check {
             // Reading is allowed in check mode: show the fallback a real run would take.
-            let doubt = if from.starts_with(advance::WORKING_PREFIX) {
+            let doubt = if naming::is_working_name(from) {
                 let key = self.destination()?.state().and_then(|state| state.key());
                 advance::would_finish(&dir, image, file, from, key)
             } else {
@@ -1324,7 +1326,7 @@ impl<'s> ImageRun<'s> {
             .state()
             .and_then(|state| state.key())
             .context("internal error: no record key in a real run")?;
-        let outcome = if from.starts_with(advance::WORKING_PREFIX) {
+        let outcome = if naming::is_working_name(from) {
             advance::finish(&dir, image, file, from, Some(key))
         } else {
             advance::build(
@@ -1342,7 +1344,7 @@ impl<'s> ImageRun<'s> {
             advance::Outcome::Built { size, sha256 } => {
                 // The build writes (or renames) the files itself: they get the section's access
                 // here, before the record names them.
-                for written in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
+                for written in [name.clone(), checksum_name(&name)] {
                     self.dir.access().apply_to_path(&self.dir.file(&written))?;
                 }
                 announce();
@@ -1353,7 +1355,7 @@ impl<'s> ImageRun<'s> {
                     bytes: Some(size),
                 });
                 self.done.files_written.push(FileReport {
-                    file: format!("{name}{CHECKSUM_SUFFIX}"),
+                    file: checksum_name(&name),
                     bytes: Some(write::checksum_line(&sha256, &name).len() as u64),
                 });
                 self.note_consumed(from);
@@ -1383,7 +1385,7 @@ impl<'s> ImageRun<'s> {
     /// The old base a build used up is gone from the folder (a working file of an interrupted
     /// build was never a backup file: it is not reported).
     fn note_consumed(&mut self, from: &str) {
-        if !from.starts_with(advance::WORKING_PREFIX) {
+        if !naming::is_working_name(from) {
             self.done.files_removed.push(FileReport {
                 file: from.to_string(),
                 bytes: self.sizes.get(from).copied(),
@@ -1478,7 +1480,7 @@ impl<'s> ImageRun<'s> {
             })?;
         // The checksum goes first: then every backup file that exists has one. A checksum left
         // without its file by a crash is simply replaced when that file is written again.
-        let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
+        let checksum_name = checksum_name(&name);
         let mut checksum =
             PendingFile::create(&dir, &checksum_name)?.with_access(self.dir.access());
         let checksum_line = write::checksum_line(&digest, &name);

@@ -53,7 +53,7 @@ use crate::cluster::rbd::{spec, Rbd};
 use crate::config::Config;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::checked_diff::CheckedDiff;
-use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX, PARTIAL_PREFIX};
 use crate::folder::read::{self, FirstError, Folder, Limits};
 use crate::folder::rebuild::TargetFailed;
 use crate::folder::write::ImageDir;
@@ -66,8 +66,6 @@ const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
 /// default); a little more, in case the cluster is busy.
 const WATCH_EXPIRY: Duration = Duration::from_secs(45);
-/// Names of `--to-file` targets being written: `.cephbackup-restore.<random>.<target name>`.
-pub const PARTIAL_PREFIX: &str = ".cephbackup-restore.";
 /// The longest file name most filesystems accept.
 const NAME_MAX: usize = 255;
 
@@ -164,7 +162,7 @@ fn blocked(
 ) -> anyhow::Error {
     let route = folder.claimed.route(point).unwrap_or_default();
     let culprit = route.iter().find_map(|link| {
-        let checksum = format!("{}{CHECKSUM_SUFFIX}", link.name);
+        let checksum = naming::checksum_name(&link.name);
         let not_regular = folder
             .not_regular
             .iter()

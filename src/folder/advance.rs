@@ -9,9 +9,9 @@
 //! the finished file is hashed for its own checksum file like every file the tool writes.
 //!
 //! Uncompressed to uncompressed, the old base is changed in place, with the diff files as the
-//! journal. Before the first byte changes, a marker ([`MARKER`]) is written and synced naming
+//! journal. Before the first byte changes, a marker ([`ADVANCE_MARKER`]) is written and synced naming
 //! the old file, the target, the diffs with their checksums, and how many diffs are applied;
-//! then the old base is renamed to a hidden working name ([`WORKING_PREFIX`] + the target's
+//! then the old base is renamed to a hidden working name ([`naming::WORKING_PREFIX`] + the target's
 //! name). From that moment no reader sees it: `list`, `verify`, `restore` and the planner only
 //! know backup file names, so a half-advanced file can never pass for a backup, whatever reads
 //! the folder (even an older version of this tool). The price is that the old chain shows a
@@ -47,7 +47,9 @@ use tracing::info;
 use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::chain::FolderFile;
 use crate::folder::diffstream::{DiffReader, Record};
-use crate::folder::naming::{BackupFile, Compression, CHECKSUM_SUFFIX};
+use crate::folder::naming::{
+    self, checksum_name, working_name, BackupFile, Compression, ADVANCE_MARKER,
+};
 use crate::folder::read::{self, Limit, Limits};
 use crate::folder::rebuild::{self, TargetFailed};
 use crate::folder::record::seal::{self, SealKey};
@@ -57,10 +59,6 @@ use crate::folder::write::{
 use crate::folder::{sparse, untrusted};
 use crate::output::escaped;
 
-/// The marker of a build in place, in the image folder.
-pub const MARKER: &str = ".cephbackup-advance.json";
-/// The old base is renamed to this followed by the target's name while it is changed.
-pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";
 /// The marker is a few hundred bytes per diff; anything far larger is not ours.
 const MAX_MARKER_BYTES: u64 = 1 << 20;
 const FORMAT: u32 = 1;
@@ -68,15 +66,10 @@ const FORMAT: u32 = 1;
 const MARKER_KIND: &str = "advance";
 const SKIP_CHUNK: usize = 64 << 10;
 
-/// The working name of a build whose target is `target` (a file name).
-pub fn working_name(target: &str) -> String {
-    format!("{WORKING_PREFIX}{target}")
-}
-
 /// The target of the working file `name` of a build in `image`'s folder, when it is one: an
 /// uncompressed full backup of the image.
 pub fn working_target(image: &str, name: &str) -> Option<BackupFile> {
-    let target = name.strip_prefix(WORKING_PREFIX)?;
+    let target = naming::working_target_name(name)?;
     BackupFile::parse(image, target).filter(|f| f.is_full() && !f.compressed())
 }
 
@@ -200,7 +193,7 @@ pub fn would_finish(
     let target = file.file_name(image);
     match read_marker(dir, image, key) {
         Ok(marker) if marker.working == working && marker.target == target => None,
-        Ok(_) => Some(format!("{MARKER} describes another build")),
+        Ok(_) => Some(format!("{ADVANCE_MARKER} describes another build")),
         Err(why) => Some(why),
     }
 }
@@ -253,7 +246,7 @@ pub fn finish(
     }
     let Some(key) = key else {
         return Ok(Outcome::Unproven(format!(
-            "{MARKER} cannot be checked: this host has no record key"
+            "{ADVANCE_MARKER} cannot be checked: this host has no record key"
         )));
     };
     let marker = match read_marker(dir, image, Some(key)) {
@@ -262,7 +255,7 @@ pub fn finish(
     };
     if marker.working != working || marker.target != target {
         return Ok(Outcome::Unproven(format!(
-            "{MARKER} describes the build of {} in {}, not of {target} in {working}",
+            "{ADVANCE_MARKER} describes the build of {} in {}, not of {target} in {working}",
             escaped(&marker.target),
             escaped(&marker.working)
         )));
@@ -279,7 +272,11 @@ pub fn finish(
 /// Removes what a build that was not finished leaves once its target was written another way:
 /// the old base `from`, the working file it may have become, and the marker.
 pub fn discard(dir: &Path, from: &str, target: &str) -> Result<()> {
-    for name in [from.to_string(), working_name(target), MARKER.to_string()] {
+    for name in [
+        from.to_string(),
+        working_name(target),
+        ADVANCE_MARKER.to_string(),
+    ] {
         match std::fs::remove_file(dir.join(&name)) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -296,7 +293,7 @@ fn stored(name: &str, file: BackupFile) -> FolderFile {
     FolderFile {
         name: name.to_string(),
         file,
-        checksum: Some(format!("{name}{CHECKSUM_SUFFIX}")),
+        checksum: Some(checksum_name(name)),
         size: 0,
     }
 }
@@ -455,7 +452,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
         let link = marker.diffs[marker.applied].clone();
         let Some(file) = BackupFile::parse(&marker.image, &link.name) else {
             return Ok(Outcome::Unproven(format!(
-                "{MARKER} names {}, which is not a diff of {}",
+                "{ADVANCE_MARKER} names {}, which is not a diff of {}",
                 escaped(&link.name),
                 marker.image
             )));
@@ -539,8 +536,8 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
         )
     })?;
     sync_dir(dir)?;
-    std::fs::remove_file(dir.join(MARKER))
-        .with_context(|| format!("cannot remove {}", dir.join(MARKER).display()))?;
+    std::fs::remove_file(dir.join(ADVANCE_MARKER))
+        .with_context(|| format!("cannot remove {}", dir.join(ADVANCE_MARKER).display()))?;
     sync_dir(dir)?;
     Ok(Outcome::Built {
         size: length,
@@ -553,7 +550,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
 fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
     let Some(expected) = &marker.new_sha256 else {
         return Err(format!(
-            "{MARKER} records no checksum of the finished file, so {} cannot be proven",
+            "{ADVANCE_MARKER} records no checksum of the finished file, so {} cannot be proven",
             escaped(&marker.working)
         ));
     };
@@ -669,7 +666,7 @@ fn build_streaming(
     let size = match pending.commit() {
         Ok(size) => size,
         Err(err) => {
-            let _ = std::fs::remove_file(dir.join(format!("{target}{CHECKSUM_SUFFIX}")));
+            let _ = std::fs::remove_file(dir.join(checksum_name(target)));
             return Err(err);
         }
     };
@@ -743,7 +740,7 @@ fn read_full(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
-    let name = format!("{target}{CHECKSUM_SUFFIX}");
+    let name = checksum_name(target);
     let mut checksum = PendingFile::create(dir, &name)?;
     checksum
         .file()
@@ -755,11 +752,11 @@ fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
 
 fn write_marker(dir: &Path, marker: &Marker, key: &SealKey) -> Result<()> {
     let text = seal::seal(key, MARKER_KIND, marker).context("cannot encode the marker")?;
-    let mut pending = PendingFile::create(dir, MARKER)?;
+    let mut pending = PendingFile::create(dir, ADVANCE_MARKER)?;
     pending
         .file()
         .write_all(&text)
-        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
+        .with_context(|| format!("cannot write {}", dir.join(ADVANCE_MARKER).display()))?;
     pending.commit_replacing()?;
     Ok(())
 }
@@ -767,7 +764,7 @@ fn write_marker(dir: &Path, marker: &Marker, key: &SealKey) -> Result<()> {
 /// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
 /// cannot be used.
 fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
-    let path = dir.join(MARKER);
+    let path = dir.join(ADVANCE_MARKER);
     let shown = path.display();
     let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
     let meta = file.metadata().map_err(|err| format!("{shown}: {err}"))?;
@@ -791,7 +788,7 @@ fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker,
     if marker.applied > marker.diffs.len() {
         return Err(format!("{shown} counts more diffs applied than it names"));
     }
-    if !marker.working.starts_with(WORKING_PREFIX) || marker.working.contains('/') {
+    if !naming::is_working_name(&marker.working) || marker.working.contains('/') {
         return Err(format!("{shown} names a working file that is not one"));
     }
     Ok(marker)

@@ -39,7 +39,7 @@ use tracing::debug;
 
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
-use crate::folder::naming::{Compression, Entry, CHECKSUM_SUFFIX};
+use crate::folder::naming::{self, Compression, Entry};
 use crate::folder::untar::{self, MemberHeader};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
 use crate::folder::write::{FolderEntry, Hashing, ImageDir};
@@ -637,7 +637,7 @@ pub fn precheck(dir: &Path, stored: &FolderFile, limit: &Limit) -> Result<()> {
 /// The digest recorded for `file_name` in its `.sha256` file in `dir`, or `None` when it has no
 /// such file. The error names the checksum file.
 pub fn recorded_digest(dir: &Path, file_name: &str) -> Result<Option<String>> {
-    let name = format!("{file_name}{CHECKSUM_SUFFIX}");
+    let name = naming::checksum_name(file_name);
     let path = dir.join(&name);
     let shown = || escaped_path(&path);
     let bytes = match untrusted::read_small(&path, MAX_CHECKSUM_FILE) {
@@ -719,7 +719,7 @@ pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
             Entry::Checksum(_) => {
                 // A backup file whose checksum cannot be read is not used either: its bytes
                 // cannot be proven, and refusing it says why.
-                if let Some(of) = entry.name.strip_suffix(CHECKSUM_SUFFIX) {
+                if let Some(of) = naming::checksummed(&entry.name) {
                     unusable.insert(of);
                 }
             }

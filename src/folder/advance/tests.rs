@@ -362,7 +362,9 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             let dir = folder.dir.path();
             let marker = interrupted(&folder, &streams, applied);
             let working = folder.path(&marker.working);
-            let mode = std::fs::metadata(folder.path(MARKER)).unwrap().mode();
+            let mode = std::fs::metadata(folder.path(ADVANCE_MARKER))
+                .unwrap()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
             let outcome = finish(
                 dir,
@@ -380,7 +382,7 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
                 folder.raw_of(&marker.target, false) == folder.expected(),
                 "{what}, {applied}"
             );
-            assert!(!folder.path(MARKER).exists());
+            assert!(!folder.path(ADVANCE_MARKER).exists());
             assert!(!working.exists());
         }
     }
@@ -423,7 +425,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
         ),
         (
             "the marker rewritten without a seal",
-            |f, m| std::fs::write(f.path(MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
+            |f, m| std::fs::write(f.path(ADVANCE_MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
             "carries no seal",
         ),
         (
@@ -543,7 +545,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
             "carries no seal",
         ),
     ] {
-        std::fs::write(dir.path().join(MARKER), text).unwrap();
+        std::fs::write(dir.path().join(ADVANCE_MARKER), text).unwrap();
         let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
         assert!(
             matches!(&outcome, Outcome::Unproven(why) if why.contains(says)),
@@ -552,7 +554,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
-        dir.path().join(MARKER),
+        dir.path().join(ADVANCE_MARKER),
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
@@ -571,7 +573,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     let file = BackupFile::full(Folder::snap(1), false);
     let target = file.file_name("vm");
     let working = working_name(&target);
-    for name in [&working, &MARKER.to_string(), &target] {
+    for name in [&working, &ADVANCE_MARKER.to_string(), &target] {
         std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
     }
     let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();

@@ -38,12 +38,11 @@ use crate::folder::write::PendingFile;
 
 pub mod seal;
 pub mod state;
+use crate::folder::naming::{DESTINATION_RECORD, IMAGE_RECORD};
 use crate::folder::untrusted::{self, EntryKind};
 pub use seal::{SealKey, Unsealed};
 pub use state::{Completed, ImageRecord, Pending};
 
-pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
-pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
 /// What follows "destination directory X does not exist" and its kin.
 pub const UNMOUNTED_HINT: &str = " (is the backup disk mounted?)";
 /// Records are a few hundred bytes; anything far larger is not ours.
