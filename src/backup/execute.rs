@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,13 +47,14 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
+use crate::folder::door::{Door, LocalFolder, Sharing};
 use crate::folder::naming::{
     self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
 };
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
+use crate::folder::write::{self, Compressor, DataOfExtents, Member};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
@@ -430,17 +431,9 @@ fn write_last_run_records(sections: &[Section], report: &RunReport) {
 /// final name, which it takes by rename (so a symlink planted there is replaced, never followed),
 /// readable by all (monitoring runs as another user).
 fn write_last_run(destination: &Path, report: &RunReport) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = destination.join(LAST_RUN_FILE);
-    let text = crate::output::json(report).context("cannot render the run report")?;
-    let mut pending = PendingFile::create(destination, LAST_RUN_FILE)?;
-    let file = pending.file();
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    pending.commit_replacing()?;
-    Ok(())
+    let mut text = crate::output::json(report).context("cannot render the run report")?;
+    text.push('\n');
+    LocalFolder::at(destination).put(LAST_RUN_FILE, text.as_bytes(), Sharing::Everyone)
 }
 
 /// Why a section could not start, and whom to blame.
@@ -730,7 +723,8 @@ fn compression_shown(compression: Compression) -> &'static str {
 struct ImageRun<'s> {
     section: &'s Section<'s>,
     image: &'s str,
-    dir: ImageDir,
+    /// The image's folder in the destination: every read and change of it goes through here.
+    dir: Box<dyn Door>,
     record: ImageRecord,
     /// The snapshot this run created, until a complete file backs it.
     unbacked_snapshot: Option<SnapName>,
@@ -767,8 +761,10 @@ impl<'s> ImageRun<'s> {
         ImageRun {
             section,
             image,
-            dir: ImageDir::new(&section.job.destination, &section.job.pool, image)
-                .with_access(section.job.file_access()),
+            dir: Box::new(
+                LocalFolder::image(&section.job.destination, &section.job.pool, image)
+                    .with_access(section.job.file_access()),
+            ),
             record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
@@ -949,7 +945,7 @@ impl<'s> ImageRun<'s> {
         let state = destination.state();
         let key = state.and_then(|state| state.key());
         self.record =
-            match record::read_image_record(&self.dir.path(), self.pool(), self.image, key) {
+            match record::read_image_record(&self.dir.location(), self.pool(), self.image, key) {
                 Ok(record) => record,
                 Err(unusable) if unusable.not_a_file => {
                     let kind = untrusted::kind_of(Path::new(&unusable.path))
@@ -996,7 +992,12 @@ impl<'s> ImageRun<'s> {
             entries: &entries,
             record: &self.record,
         };
-        let plan = plan_image(&self.section.settings, &found, (self.section.options.now)())?;
+        // What only a local folder can do (build a new base in place) is asked of the door.
+        let settings = self
+            .section
+            .settings
+            .for_folder(self.dir.in_place().is_some());
+        let plan = plan_image(&settings, &found, (self.section.options.now)())?;
         Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 
@@ -1084,7 +1085,7 @@ impl<'s> ImageRun<'s> {
                 }
             }
             Step::RemoveFile { name, reason } => {
-                outln!("Removing file {}", self.dir.file(name).display());
+                outln!("Removing file {}", self.dir.location_of(name).display());
                 info!("{pool}/{image}: removing {name}: {reason}");
                 if self.section.mode == Mode::Run {
                     self.dir.remove(name)?;
@@ -1123,7 +1124,7 @@ impl<'s> ImageRun<'s> {
             Step::UnexpectedFile { name } => {
                 outln!(
                     "WARNING: unexpected file in {}: {name}",
-                    self.dir.path().display()
+                    self.dir.location().display()
                 );
             }
             Step::UnparseableSnapshot { name } => {
@@ -1190,14 +1191,8 @@ impl<'s> ImageRun<'s> {
             bail!("internal error: no record key in a real run");
         };
         if !self.record_blocked {
-            let written = record::write_image_record(
-                &self.dir.path(),
-                self.pool(),
-                self.image,
-                &self.record,
-                key,
-                self.dir.access(),
-            );
+            let written =
+                record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
             match written {
                 Ok(()) => {}
                 Err(err) if err.downcast_ref::<Blocked>().is_some() => {
@@ -1237,7 +1232,7 @@ impl<'s> ImageRun<'s> {
     fn proof_of(&self, file: &BackupFile) -> Result<Option<String>> {
         let (pool, image) = (self.pool(), self.image);
         let name = file.file_name(image);
-        let folder = self.dir.path();
+        let folder = self.dir.location();
         let recorded = match read::recorded_digest(&folder, &name) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
@@ -1297,7 +1292,10 @@ impl<'s> ImageRun<'s> {
                 outln!("Compress mode activated");
             }
         };
-        let dir = self.dir.path();
+        let dir = self.dir.location();
+        let local = self.dir.in_place().cloned().context(
+            "internal error: a build in place planned for a folder that cannot change files in place",
+        )?;
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
         if self.section.mode == Mode::Check {
@@ -1306,7 +1304,7 @@ impl<'s> ImageRun<'s> {
                 let key = self.destination()?.state().and_then(|state| state.key());
                 advance::would_finish(&dir, image, file, from, key)
             } else {
-                advance::would_build(&dir, image, file, from, diffs)
+                advance::would_build(&local, image, file, from, diffs)
             };
             match doubt {
                 None => announce(),
@@ -1316,7 +1314,7 @@ impl<'s> ImageRun<'s> {
                          run exports it from the cluster instead"
                     );
                     self.export(file, false)?;
-                    outln!("Removing file {}", self.dir.file(from).display());
+                    outln!("Removing file {}", self.dir.location_of(from).display());
                 }
             }
             return Ok(());
@@ -1327,10 +1325,10 @@ impl<'s> ImageRun<'s> {
             .and_then(|state| state.key())
             .context("internal error: no record key in a real run")?;
         let outcome = if naming::is_working_name(from) {
-            advance::finish(&dir, image, file, from, Some(key))
+            advance::finish(&local, image, file, from, Some(key))
         } else {
             advance::build(
-                &dir,
+                &local,
                 image,
                 file,
                 from,
@@ -1339,13 +1337,15 @@ impl<'s> ImageRun<'s> {
                 key,
             )
         }
-        .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
+        .with_context(|| format!("cannot build {}", self.dir.location_of(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
                 // The build writes (or renames) the files itself: they get the section's access
                 // here, before the record names them.
                 for written in [name.clone(), checksum_name(&name)] {
-                    self.dir.access().apply_to_path(&self.dir.file(&written))?;
+                    self.dir
+                        .access()
+                        .apply_to_path(&self.dir.location_of(&written))?;
                 }
                 announce();
                 self.bytes_written += size;
@@ -1366,8 +1366,8 @@ impl<'s> ImageRun<'s> {
                      from the cluster instead"
                 );
                 self.export(file, false)?;
-                outln!("Removing file {}", self.dir.file(from).display());
-                advance::discard(&dir, from, &name)?;
+                outln!("Removing file {}", self.dir.location_of(from).display());
+                advance::discard(&local, from, &name)?;
                 self.note_consumed(from);
                 return Ok(());
             }
@@ -1398,7 +1398,7 @@ impl<'s> ImageRun<'s> {
     fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let rbd = &self.section.rbd;
-        let raw_path = self.dir.file(&file.raw_name(image));
+        let raw_path = self.dir.location_of(&file.raw_name(image));
         let snap_spec = format!("{image}@{}", file.snap);
         let base = match &file.content {
             Content::Full => {
@@ -1433,9 +1433,9 @@ impl<'s> ImageRun<'s> {
         };
         self.dir.create()?;
         let name = file.file_name(image);
-        let final_path = self.dir.file(&name);
+        let final_path = self.dir.location_of(&name);
         if !replace {
-            match untrusted::kind_of(&final_path) {
+            match self.dir.kind_of(&name) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
                     return Err(err)
@@ -1449,8 +1449,7 @@ impl<'s> ImageRun<'s> {
                 ),
             }
         }
-        let dir = self.dir.path();
-        let mut pending = PendingFile::create(&dir, &name)?.with_access(self.dir.access());
+        let mut pending = self.dir.stage(&name)?;
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)
                 .with_context(|| format!("cannot export {snap_spec}"))?,
@@ -1478,38 +1477,17 @@ impl<'s> ImageRun<'s> {
                 };
                 err.context(format!("cannot write {}", final_path.display()))
             })?;
-        // The checksum goes first: then every backup file that exists has one. A checksum left
-        // without its file by a crash is simply replaced when that file is written again.
-        let checksum_name = checksum_name(&name);
-        let mut checksum =
-            PendingFile::create(&dir, &checksum_name)?.with_access(self.dir.access());
-        let checksum_line = write::checksum_line(&digest, &name);
-        checksum
-            .file()
-            .write_all(checksum_line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
-        checksum.commit_replacing()?;
-        let committed = if replace {
-            pending.commit_replacing()
-        } else {
-            pending.commit()
-        };
-        let size = match committed {
-            Ok(size) => size,
-            Err(err) => {
-                // Never leave our checksum beside a file we did not write.
-                let _ = self.dir.remove(&checksum_name);
-                return Err(err);
-            }
-        };
+        // The checksum goes first: then every backup file that exists has one.
+        let published = self.dir.publish(pending, &digest, replace)?;
+        let size = published.size;
         self.bytes_written += size;
         self.done.files_written.push(FileReport {
             file: name.clone(),
             bytes: Some(size),
         });
         self.done.files_written.push(FileReport {
-            file: checksum_name,
-            bytes: Some(checksum_line.len() as u64),
+            file: checksum_name(&name),
+            bytes: Some(published.checksum_size),
         });
         info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
         self.record.file_completed(&file.snap, &name);
@@ -1552,7 +1530,7 @@ impl<'s> ImageRun<'s> {
                 write::write_archive(&mut data, &member, &compressor, out)?
             }
             None => {
-                let (mut spooled, size) = write::spool(stream, &self.dir.path())?;
+                let (mut spooled, size) = write::spool(stream, self.dir.scratch()?)?;
                 let member = Member {
                     name: &member_name,
                     size,

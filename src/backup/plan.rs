@@ -74,6 +74,17 @@ impl Settings {
         }
     }
 
+    /// The settings for a folder that can, or cannot, change files in place
+    /// ([`crate::folder::door::Door::in_place`]): one that cannot has each slide's new base
+    /// exported from the cluster, as `slide from cluster = yes` does.
+    #[must_use]
+    pub fn for_folder(self, in_place: bool) -> Settings {
+        Settings {
+            slide_from_cluster: self.slide_from_cluster || !in_place,
+            ..self
+        }
+    }
+
     /// The settings that decide when restore points go, as `list` shows them.
     pub fn policy(&self) -> Policy {
         Policy {
@@ -2285,6 +2296,24 @@ mod slide_tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_folder_that_cannot_change_files_in_place_has_the_new_base_exported() {
+        let files = with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]);
+        let local = settings(false, false, 1).for_folder(true);
+        let built = format!(
+            "build {} from {} + {}",
+            full(S, false),
+            full(S1, false),
+            diff(S1, S, false)
+        );
+        assert_eq!(new_base(&plan_of(&local, &[S1, S, T], &files)), built);
+        let elsewhere = settings(false, false, 1).for_folder(false);
+        assert_eq!(
+            new_base(&plan_of(&elsewhere, &[S1, S, T], &files)),
+            format!("export {}", full(S, false))
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@
 //! diffs are on local disk and read twice: once to prove them, once for their data. Memory stays
 //! bounded whatever the image size.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -47,6 +47,7 @@ use tracing::info;
 use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::chain::FolderFile;
 use crate::folder::diffstream::{DiffReader, Record};
+use crate::folder::door::{Door, LocalFolder, Sharing};
 use crate::folder::naming::{
     self, checksum_name, working_name, BackupFile, Compression, ADVANCE_MARKER,
 };
@@ -54,7 +55,7 @@ use crate::folder::read::{self, Limit, Limits};
 use crate::folder::rebuild::{self, TargetFailed};
 use crate::folder::record::seal::{self, SealKey};
 use crate::folder::write::{
-    self, Compressor, DataOfExtents, Hashing, Member, PendingFile, SparseMap, SparseMapBuilder,
+    self, Compressor, DataOfExtents, Hashing, Member, SparseMap, SparseMapBuilder,
 };
 use crate::folder::{sparse, untrusted};
 use crate::output::escaped;
@@ -122,7 +123,7 @@ pub enum Outcome {
 /// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
 /// would: the next run finishes or starts over. A build in place seals its marker under `key`.
 pub fn build(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     from: &str,
@@ -130,33 +131,42 @@ pub fn build(
     compressor: Option<&Compressor>,
     key: &SealKey,
 ) -> Result<Outcome> {
-    let (old, proven) = match prepare(dir, image, file, from, diffs) {
+    let (old, proven) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Ok(Outcome::Unproven(why)),
     };
     let target = file.file_name(image);
     if !old.file.compressed() && !file.compressed() {
-        build_in_place(dir, image, from, &target, &proven, key)
+        build_in_place(folder, image, from, &target, &proven, key)
     } else {
         // The section's compressor when it makes this kind of file (its level and threads).
         let compressor = compressor
             .filter(|c| c.compression == file.compression)
             .cloned()
             .or_else(|| Compressor::new(file.compression, None, None));
-        build_streaming(dir, &old, file, &target, image, proven, compressor.as_ref())
+        build_streaming(
+            folder,
+            &old,
+            file,
+            &target,
+            image,
+            proven,
+            compressor.as_ref(),
+        )
     }
 }
 
 /// What [`build`] would do, for check mode: `None` when every file is proven (each is read
 /// whole, nothing is changed), else why the cluster would serve `file` instead.
 pub fn would_build(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     from: &str,
     diffs: &[String],
 ) -> Option<String> {
-    let (old, _) = match prepare(dir, image, file, from, diffs) {
+    let dir = &folder.path();
+    let (old, _) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Some(why),
     };
@@ -200,7 +210,7 @@ pub fn would_finish(
 
 /// The old base and the proven diffs of a build, or why it cannot be made.
 fn prepare(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     from: &str,
@@ -224,7 +234,7 @@ fn prepare(
     }
     let mut proven = Vec::new();
     for link in &links {
-        proven.push(prove_diff(dir, link)?);
+        proven.push(prove_diff(folder, link)?);
     }
     Ok((stored(from, old), proven))
 }
@@ -233,15 +243,16 @@ fn prepare(
 /// marker must carry a seal under `key`, and the finished file must be the one the marker's
 /// proven inputs give; else the outcome is [`Outcome::Unproven`].
 pub fn finish(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     working: &str,
     key: Option<&SealKey>,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let target = file.file_name(image);
-    if untrusted::kind_of(&dir.join(&target)).is_ok() {
-        discard(dir, working, &target)?;
+    if folder.kind_of(&target).is_ok() {
+        discard(folder, working, &target)?;
         return Ok(Outcome::Obsolete);
     }
     let Some(key) = key else {
@@ -266,27 +277,13 @@ pub fn finish(
         marker.applied,
         marker.diffs.len()
     );
-    apply_in_place(dir, marker, key, true)
+    apply_in_place(folder, marker, key, true)
 }
 
 /// Removes what a build that was not finished leaves once its target was written another way:
 /// the old base `from`, the working file it may have become, and the marker.
-pub fn discard(dir: &Path, from: &str, target: &str) -> Result<()> {
-    for name in [
-        from.to_string(),
-        working_name(target),
-        ADVANCE_MARKER.to_string(),
-    ] {
-        match std::fs::remove_file(dir.join(&name)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("cannot remove {}", dir.join(name).display()))
-            }
-        }
-    }
-    sync_dir(dir)
+pub fn discard(folder: &LocalFolder, from: &str, target: &str) -> Result<()> {
+    folder.remove_present(&[from, &working_name(target), ADVANCE_MARKER])
 }
 
 fn stored(name: &str, file: BackupFile) -> FolderFile {
@@ -322,7 +319,8 @@ fn recorded(dir: &Path, name: &str) -> Result<String, String> {
     }
 }
 
-fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
+fn prove_diff(folder: &LocalFolder, stored: &FolderFile) -> Result<ProvenDiff, String> {
+    let dir = &folder.path();
     let name = &stored.name;
     let expected = recorded(dir, name)?;
     let path = dir.join(name);
@@ -330,8 +328,7 @@ fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
     let (raw, sha256) = if stored.file.compressed() {
         let (raw, facts) =
             read::read_raw(&path, stored.file.compression, &Limit::diff(), |member| {
-                let mut copy =
-                    tempfile::tempfile_in(dir).context("cannot create a temporary file")?;
+                let mut copy = folder.scratch()?;
                 io::copy(member, &mut copy)?;
                 Ok(copy)
             })
@@ -375,13 +372,14 @@ fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
 }
 
 fn build_in_place(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     from: &str,
     target: &str,
     diffs: &[ProvenDiff],
     key: &SealKey,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let old_sha256 = match recorded(dir, from) {
         Ok(digest) => digest,
         Err(why) => return Ok(Outcome::Unproven(why)),
@@ -433,21 +431,29 @@ fn build_in_place(
         new_sha256,
     };
     // The marker is on disk before the old base changes name or content.
-    write_marker(dir, &marker, key)?;
-    std::fs::rename(dir.join(from), dir.join(&marker.working))
-        .with_context(|| format!("cannot rename {} for the build", dir.join(from).display()))?;
-    sync_dir(dir)?;
-    apply_in_place(dir, marker, key, false)
+    write_marker(folder, &marker, key)?;
+    folder.rename(from, &marker.working, || {
+        format!(
+            "cannot rename {} for the build",
+            folder.file(from).display()
+        )
+    })?;
+    apply_in_place(folder, marker, key, false)
 }
 
 /// Applies the diffs the marker names from the first not yet applied, then hashes the file,
 /// writes its checksum file and gives it its final name. A `resumed` build (its working file
 /// was left unguarded between runs) reads the finished file back and must find the checksum the
 /// marker expects.
-fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) -> Result<Outcome> {
+fn apply_in_place(
+    folder: &LocalFolder,
+    mut marker: Marker,
+    key: &SealKey,
+    resumed: bool,
+) -> Result<Outcome> {
+    let dir = &folder.path();
     let working = dir.join(&marker.working);
-    let out = untrusted::open_with(OpenOptions::new().read(true).write(true), &working)
-        .with_context(|| format!("cannot open {}", working.display()))?;
+    let out = folder.open_in_place(&marker.working)?;
     while marker.applied < marker.diffs.len() {
         let link = marker.diffs[marker.applied].clone();
         let Some(file) = BackupFile::parse(&marker.image, &link.name) else {
@@ -484,7 +490,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
         }
         rebuild::sync(&out, &marker.working)?;
         marker.applied += 1;
-        write_marker(dir, &marker, key)?;
+        write_marker(folder, &marker, key)?;
     }
     let length = out
         .metadata()
@@ -517,7 +523,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
             }
         }
     };
-    write_checksum(dir, &marker.target, &sha256)?;
+    write_checksum(folder, &marker.target, &sha256)?;
     let target = dir.join(&marker.target);
     match untrusted::kind_of(&target) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -528,17 +534,14 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
             kind.described()
         ),
     }
-    std::fs::rename(&working, &target).with_context(|| {
+    folder.rename(&marker.working, &marker.target, || {
         format!(
             "cannot rename {} to {}",
             working.display(),
             target.display()
         )
     })?;
-    sync_dir(dir)?;
-    std::fs::remove_file(dir.join(ADVANCE_MARKER))
-        .with_context(|| format!("cannot remove {}", dir.join(ADVANCE_MARKER).display()))?;
-    sync_dir(dir)?;
+    folder.remove(ADVANCE_MARKER)?;
     Ok(Outcome::Built {
         size: length,
         sha256,
@@ -582,7 +585,7 @@ fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
 
 /// One streaming pass from the old base and the diffs to a new file under a temporary name.
 fn build_streaming(
-    dir: &Path,
+    folder: &LocalFolder,
     old: &FolderFile,
     file: &BackupFile,
     target: &str,
@@ -590,6 +593,7 @@ fn build_streaming(
     diffs: Vec<ProvenDiff>,
     compressor: Option<&Compressor>,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let old_sha256 = match recorded(dir, &old.name) {
         Ok(digest) => digest,
         Err(why) => return Ok(Outcome::Unproven(why)),
@@ -618,7 +622,7 @@ fn build_streaming(
         }
         None => None,
     };
-    let mut pending = PendingFile::create(dir, target)?;
+    let mut pending = folder.stage(target)?;
     let member_name = file.raw_name(image);
     let written = read::read_raw(
         &dir.join(&old.name),
@@ -662,17 +666,8 @@ fn build_streaming(
             facts.sha256
         )));
     }
-    write_checksum(dir, target, &sha256)?;
-    let size = match pending.commit() {
-        Ok(size) => size,
-        Err(err) => {
-            let _ = std::fs::remove_file(dir.join(checksum_name(target)));
-            return Err(err);
-        }
-    };
-    std::fs::remove_file(dir.join(&old.name))
-        .with_context(|| format!("cannot remove {}", dir.join(&old.name).display()))?;
-    sync_dir(dir)?;
+    let size = folder.publish(pending, &sha256, false)?.size;
+    folder.remove(&old.name)?;
     Ok(Outcome::Built { size, sha256 })
 }
 
@@ -739,26 +734,15 @@ fn read_full(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
-    let name = checksum_name(target);
-    let mut checksum = PendingFile::create(dir, &name)?;
-    checksum
-        .file()
-        .write_all(write::checksum_line(sha256, target).as_bytes())
-        .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
-    checksum.commit_replacing()?;
-    Ok(())
+/// The checksum file of a file finished in place, before the file takes its final name.
+fn write_checksum(folder: &LocalFolder, target: &str, sha256: &str) -> Result<()> {
+    let line = write::checksum_line(sha256, target);
+    folder.put(&checksum_name(target), line.as_bytes(), Sharing::Folder)
 }
 
-fn write_marker(dir: &Path, marker: &Marker, key: &SealKey) -> Result<()> {
+fn write_marker(folder: &LocalFolder, marker: &Marker, key: &SealKey) -> Result<()> {
     let text = seal::seal(key, MARKER_KIND, marker).context("cannot encode the marker")?;
-    let mut pending = PendingFile::create(dir, ADVANCE_MARKER)?;
-    pending
-        .file()
-        .write_all(&text)
-        .with_context(|| format!("cannot write {}", dir.join(ADVANCE_MARKER).display()))?;
-    pending.commit_replacing()?;
-    Ok(())
+    folder.put(ADVANCE_MARKER, &text, Sharing::Private)
 }
 
 /// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
@@ -792,12 +776,6 @@ fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker,
         return Err(format!("{shown} names a working file that is not one"));
     }
     Ok(marker)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync folder {}", dir.display()))
 }
 
 /// The raw stream of an image at a later snapshot: a base stream (the image at the diff's start)
