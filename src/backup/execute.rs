@@ -47,7 +47,7 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
-use crate::folder::door::{Door, LocalFolder, Sharing};
+use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
 use crate::folder::naming::{
     self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
 };
@@ -509,6 +509,17 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// The door into `image`'s folder: the real one, or in check mode its twin that changes
+    /// nothing. The one place the mode picks how the destination is changed.
+    fn door(&self, image: &str) -> Box<dyn Door> {
+        let folder = LocalFolder::image(&self.job.destination, &self.job.pool, image)
+            .with_access(self.job.file_access());
+        match self.mode {
+            Mode::Run => Box::new(folder),
+            Mode::Check => Box::new(CheckFolder::new(folder)),
+        }
+    }
+
     /// The whole section, image after image.
     fn run(&self, outcome: &mut Outcome) {
         self.print_header();
@@ -761,10 +772,7 @@ impl<'s> ImageRun<'s> {
         ImageRun {
             section,
             image,
-            dir: Box::new(
-                LocalFolder::image(&section.job.destination, &section.job.pool, image)
-                    .with_access(section.job.file_access()),
-            ),
+            dir: section.door(image),
             record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
@@ -861,7 +869,8 @@ impl<'s> ImageRun<'s> {
             .and_then(|plan| self.perform(&plan));
         // A real run learns the snapshot limit only once Ceph refused its snapshot, so a steady
         // run starts no extra `rbd`; it then plans again within the limit.
-        if self.section.mode == Mode::Run && at_snapshot_limit(&result) {
+        // (Check mode never creates a snapshot, so it is never refused one.)
+        if at_snapshot_limit(&result) {
             let limit = self.snapshot_limit()?;
             warn!(
                 "{}/{}: Ceph refused the snapshot: the image is at its snapshot limit ({}); \
@@ -993,10 +1002,7 @@ impl<'s> ImageRun<'s> {
             record: &self.record,
         };
         // What only a local folder can do (build a new base in place) is asked of the door.
-        let settings = self
-            .section
-            .settings
-            .for_folder(self.dir.in_place().is_some());
+        let settings = self.section.settings.for_folder(self.dir.builds_in_place());
         let plan = plan_image(&settings, &found, (self.section.options.now)())?;
         Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
@@ -1087,8 +1093,7 @@ impl<'s> ImageRun<'s> {
             Step::RemoveFile { name, reason } => {
                 outln!("Removing file {}", self.dir.location_of(name).display());
                 info!("{pool}/{image}: removing {name}: {reason}");
-                if self.section.mode == Mode::Run {
-                    self.dir.remove(name)?;
+                if self.dir.remove(name)? {
                     self.done.files_removed.push(FileReport {
                         file: name.clone(),
                         bytes: self.sizes.get(name).copied(),
@@ -1293,9 +1298,6 @@ impl<'s> ImageRun<'s> {
             }
         };
         let dir = self.dir.location();
-        let local = self.dir.in_place().cloned().context(
-            "internal error: a build in place planned for a folder that cannot change files in place",
-        )?;
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
         if self.section.mode == Mode::Check {
@@ -1304,7 +1306,7 @@ impl<'s> ImageRun<'s> {
                 let key = self.destination()?.state().and_then(|state| state.key());
                 advance::would_finish(&dir, image, file, from, key)
             } else {
-                advance::would_build(&local, image, file, from, diffs)
+                advance::would_build(&*self.dir, image, file, from, diffs)
             };
             match doubt {
                 None => announce(),
@@ -1319,6 +1321,9 @@ impl<'s> ImageRun<'s> {
             }
             return Ok(());
         }
+        let local = self.dir.in_place().cloned().context(
+            "internal error: a build in place planned for a folder that cannot change files in place",
+        )?;
         let key = self
             .destination()?
             .state()

@@ -159,13 +159,13 @@ pub fn build(
 /// What [`build`] would do, for check mode: `None` when every file is proven (each is read
 /// whole, nothing is changed), else why the cluster would serve `file` instead.
 pub fn would_build(
-    folder: &LocalFolder,
+    folder: &dyn Door,
     image: &str,
     file: &BackupFile,
     from: &str,
     diffs: &[String],
 ) -> Option<String> {
-    let dir = &folder.path();
+    let dir = &folder.location();
     let (old, _) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Some(why),
@@ -210,7 +210,7 @@ pub fn would_finish(
 
 /// The old base and the proven diffs of a build, or why it cannot be made.
 fn prepare(
-    folder: &LocalFolder,
+    folder: &dyn Door,
     image: &str,
     file: &BackupFile,
     from: &str,
@@ -319,8 +319,8 @@ fn recorded(dir: &Path, name: &str) -> Result<String, String> {
     }
 }
 
-fn prove_diff(folder: &LocalFolder, stored: &FolderFile) -> Result<ProvenDiff, String> {
-    let dir = &folder.path();
+fn prove_diff(folder: &dyn Door, stored: &FolderFile) -> Result<ProvenDiff, String> {
+    let dir = &folder.location();
     let name = &stored.name;
     let expected = recorded(dir, name)?;
     let path = dir.join(name);

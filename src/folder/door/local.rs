@@ -266,12 +266,13 @@ impl Door for LocalFolder {
         Ok(())
     }
 
-    fn remove(&self, name: &str) -> Result<()> {
+    fn remove(&self, name: &str) -> Result<bool> {
         let path = self.file(name);
         #[allow(clippy::disallowed_methods)] // the local door removes files
         let removed = fs::remove_file(&path);
         removed.with_context(|| format!("cannot remove {}", path.display()))?;
-        self.sync()
+        self.sync()?;
+        Ok(true)
     }
 
     fn in_place(&self) -> Option<&LocalFolder> {

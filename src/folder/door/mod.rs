@@ -9,6 +9,9 @@
 //! slide that changes an old base in place, [`crate::folder::advance`]) is a capability a caller
 //! asks for with [`Door::in_place`]; a door without it has the new base exported instead.
 //!
+//! [`CheckFolder`] is check mode's twin of a local folder: it reads the real one and changes
+//! nothing, so the executor announces and calls without asking which mode it is in.
+//!
 //! [`LocalFolder`] is the implementation on a local filesystem, and the only code of the crate
 //! allowed to change files (`clippy.toml` refuses the `std::fs` calls that do elsewhere). Its
 //! [`PendingFile`] also serves the few files that are not in a destination (the host's state,
@@ -24,9 +27,11 @@ use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::untrusted::EntryKind;
 
+mod check;
 mod local;
 mod partial;
 
+pub use check::CheckFolder;
 pub use local::{set_mode, LocalFolder, PendingFile};
 pub use partial::{remove_stale_partials, PartialFile};
 
@@ -93,10 +98,17 @@ pub trait Door: Send + Sync {
     /// Replaces the small file `name` with `bytes`, whole: a reader sees the old or the new one.
     fn put(&self, name: &str, bytes: &[u8], sharing: Sharing) -> Result<()>;
 
-    /// Removes the file `name` (never a folder; a link only as itself).
-    fn remove(&self, name: &str) -> Result<()>;
+    /// Removes the file `name` (never a folder; a link only as itself); true when it did (the
+    /// check-mode twin removes nothing).
+    fn remove(&self, name: &str) -> Result<bool>;
 
-    /// The folder as a local one, when it is: what only a local folder can do (change a file in
-    /// place, rename one) is asked for here, never assumed.
+    /// Whether a run of this folder builds a slide's new base in place: the planner asks this,
+    /// so that a destination that cannot has the new base exported instead.
+    fn builds_in_place(&self) -> bool {
+        self.in_place().is_some()
+    }
+
+    /// The folder as a local one that may be changed, when it is: what only a local folder can
+    /// do (change a file in place, rename one) is asked for here, never assumed.
     fn in_place(&self) -> Option<&LocalFolder>;
 }
