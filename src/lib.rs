@@ -8,7 +8,8 @@
 //! - [`config`]: the INI dialect, the section schema and `%(name)s` references, value parsers.
 //! - [`backup`]: the executor, the pure planner, retention policies and the window.
 //! - [`folder`]: everything about a backup folder: names, the one folder model (chains and
-//!   restore points), the tool's records, writing files, reading them back, sparse files,
+//!   restore points), the tool's records, the one door every change to a destination goes
+//!   through ([`folder::door`]), writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
 //! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.

@@ -13,9 +13,11 @@
 //! nothing, so the executor announces and calls without asking which mode it is in.
 //!
 //! [`LocalFolder`] is the implementation on a local filesystem, and the only code of the crate
-//! allowed to change files (`clippy.toml` refuses the `std::fs` calls that do elsewhere). Its
-//! [`PendingFile`] also serves the few files that are not in a destination (the host's state,
-//! the metrics file), and [`PartialFile`] is `restore --to-file`'s target being written.
+//! that changes a destination: `clippy.toml` refuses the `std::fs` (and `tempfile`, `rustix`)
+//! calls that change files anywhere else, bar a named allow where a file outside any destination
+//! is written (the host's state and lock folders, generated assets) and the group-and-mode policy
+//! the door applies ([`crate::folder::access`]). Its [`PendingFile`] also serves the host's state
+//! and the metrics file, and [`PartialFile`] is `restore --to-file`'s target being written.
 
 use std::fs::File;
 use std::io;
