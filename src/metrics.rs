@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -24,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::folder::catalog::Narrow;
 use crate::folder::coverage::{self, ImageCoverage};
-use crate::folder::write::PendingFile;
+use crate::folder::door::{set_mode, PendingFile};
 use crate::report::{ImageReport, RunReport};
 
 /// node_exporter usually runs as its own user: the file must be readable by others.
@@ -377,11 +376,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
     pending
         .file()
         .write_all(text.as_bytes())
-        .and_then(|()| {
-            pending
-                .file()
-                .set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
-        })
+        .and_then(|()| set_mode(pending.file(), FILE_MODE))
         .with_context(|| format!("cannot write the metrics file {shown}"))?;
     pending
         .commit_replacing()
@@ -395,6 +390,7 @@ mod tests {
     use crate::folder::naming::SnapName;
     use crate::report::{Action, Envelope, FileReport, SectionFailureReport};
     use chrono::TimeZone;
+    use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     fn image_report(image: &str, status: &str) -> ImageReport {

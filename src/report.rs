@@ -8,7 +8,7 @@
 //! so a consumer can tell which tool, which version and which schema wrote it, and when.
 //!
 //! A run fills a [`RunReport`] as it goes; `--json` prints it instead of the text, and every real
-//! run also leaves it in each destination it touched ([`LAST_RUN_FILE`]), restricted to that
+//! run also leaves it in each destination it touched ([`LAST_RUN_FILE`](crate::folder::naming::LAST_RUN_FILE)), restricted to that
 //! destination's images, so monitoring can read the outcome without parsing logs.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -16,9 +16,6 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a field changes meaning or goes away; new fields do not bump it.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// The last-run record in a destination folder.
-pub const LAST_RUN_FILE: &str = ".cephbackup-last-run.json";
 
 /// The fields every JSON document of the tool starts with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

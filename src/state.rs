@@ -33,10 +33,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::folder::door::PendingFile;
 use crate::folder::record::seal::KEY_BYTES;
 use crate::folder::record::{Completed, SealKey};
 use crate::folder::untrusted::{self, effective_uid, EntryKind};
-use crate::folder::write::PendingFile;
 
 /// The state folder when neither the configuration nor the environment names one, for root.
 pub const ROOT_DEFAULT: &str = "/var/lib/cephbackup";
@@ -344,6 +344,7 @@ impl HostState {
     /// The key: read when there, created (0600, 32 random bytes) on first use otherwise. Two
     /// runs creating it at once agree on one: it is linked into place, never renamed over
     /// another.
+    #[allow(clippy::disallowed_methods)] // the host's state folder is not a destination
     fn load_or_create_key(&self) -> Result<Option<SealKey>> {
         let path = self.dir.join(KEY_FILE);
         if let Some(key) = read_key(&path)? {
@@ -480,6 +481,7 @@ fn check_private(dir: &Path) -> Result<(), Problem> {
 
 /// Creates `dir` 0700 (its parents as the system makes them: `/var/lib` exists, `~/.local/state`
 /// may not).
+#[allow(clippy::disallowed_methods)] // the host's state folder is not a destination
 fn create_private(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)

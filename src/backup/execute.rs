@@ -25,13 +25,13 @@
 //! As it goes, the run fills a [`RunReport`] (what each image's run did: the action, the files
 //! and snapshots written and removed, sizes, durations, the error), returned in the [`Outcome`];
 //! a real run also leaves it, per destination, as that destination's last-run record
-//! ([`report::LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
+//! ([`LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
 //! [`parallel`]); everything shared between them (the clusters found unreachable, the cluster
 //! handles) is thread-safe.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,11 +47,14 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
-use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
+use crate::folder::naming::{
+    self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
+};
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
+use crate::folder::write::{self, Compressor, DataOfExtents, Member};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
@@ -424,21 +427,13 @@ fn write_last_run_records(sections: &[Section], report: &RunReport) {
     }
 }
 
-/// Writes [`report::LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
+/// Writes [`LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
 /// final name, which it takes by rename (so a symlink planted there is replaced, never followed),
 /// readable by all (monitoring runs as another user).
 fn write_last_run(destination: &Path, report: &RunReport) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = destination.join(report::LAST_RUN_FILE);
-    let text = crate::output::json(report).context("cannot render the run report")?;
-    let mut pending = PendingFile::create(destination, report::LAST_RUN_FILE)?;
-    let file = pending.file();
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    pending.commit_replacing()?;
-    Ok(())
+    let mut text = crate::output::json(report).context("cannot render the run report")?;
+    text.push('\n');
+    LocalFolder::at(destination).put(LAST_RUN_FILE, text.as_bytes(), Sharing::Everyone)
 }
 
 /// Why a section could not start, and whom to blame.
@@ -511,6 +506,17 @@ impl<'a> Section<'a> {
             config_path,
             started: AtomicBool::new(false),
             destination: OnceLock::new(),
+        }
+    }
+
+    /// The door into `image`'s folder: the real one, or in check mode its twin that changes
+    /// nothing. The one place the mode picks how the destination is changed.
+    fn door(&self, image: &str) -> Box<dyn Door> {
+        let folder = LocalFolder::image(&self.job.destination, &self.job.pool, image)
+            .with_access(self.job.file_access());
+        match self.mode {
+            Mode::Run => Box::new(folder),
+            Mode::Check => Box::new(CheckFolder::new(folder)),
         }
     }
 
@@ -728,7 +734,8 @@ fn compression_shown(compression: Compression) -> &'static str {
 struct ImageRun<'s> {
     section: &'s Section<'s>,
     image: &'s str,
-    dir: ImageDir,
+    /// The image's folder in the destination: every read and change of it goes through here.
+    dir: Box<dyn Door>,
     record: ImageRecord,
     /// The snapshot this run created, until a complete file backs it.
     unbacked_snapshot: Option<SnapName>,
@@ -765,8 +772,7 @@ impl<'s> ImageRun<'s> {
         ImageRun {
             section,
             image,
-            dir: ImageDir::new(&section.job.destination, &section.job.pool, image)
-                .with_access(section.job.file_access()),
+            dir: section.door(image),
             record: ImageRecord::default(),
             unbacked_snapshot: None,
             bytes_written: 0,
@@ -863,7 +869,8 @@ impl<'s> ImageRun<'s> {
             .and_then(|plan| self.perform(&plan));
         // A real run learns the snapshot limit only once Ceph refused its snapshot, so a steady
         // run starts no extra `rbd`; it then plans again within the limit.
-        if self.section.mode == Mode::Run && at_snapshot_limit(&result) {
+        // (Check mode never creates a snapshot, so it is never refused one.)
+        if at_snapshot_limit(&result) {
             let limit = self.snapshot_limit()?;
             warn!(
                 "{}/{}: Ceph refused the snapshot: the image is at its snapshot limit ({}); \
@@ -947,7 +954,7 @@ impl<'s> ImageRun<'s> {
         let state = destination.state();
         let key = state.and_then(|state| state.key());
         self.record =
-            match record::read_image_record(&self.dir.path(), self.pool(), self.image, key) {
+            match record::read_image_record(&self.dir.location(), self.pool(), self.image, key) {
                 Ok(record) => record,
                 Err(unusable) if unusable.not_a_file => {
                     let kind = untrusted::kind_of(Path::new(&unusable.path))
@@ -994,7 +1001,9 @@ impl<'s> ImageRun<'s> {
             entries: &entries,
             record: &self.record,
         };
-        let plan = plan_image(&self.section.settings, &found, (self.section.options.now)())?;
+        // What only a local folder can do (build a new base in place) is asked of the door.
+        let settings = self.section.settings.for_folder(self.dir.builds_in_place());
+        let plan = plan_image(&settings, &found, (self.section.options.now)())?;
         Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 
@@ -1082,10 +1091,9 @@ impl<'s> ImageRun<'s> {
                 }
             }
             Step::RemoveFile { name, reason } => {
-                outln!("Removing file {}", self.dir.file(name).display());
+                outln!("Removing file {}", self.dir.location_of(name).display());
                 info!("{pool}/{image}: removing {name}: {reason}");
-                if self.section.mode == Mode::Run {
-                    self.dir.remove(name)?;
+                if self.dir.remove(name)? {
                     self.done.files_removed.push(FileReport {
                         file: name.clone(),
                         bytes: self.sizes.get(name).copied(),
@@ -1121,7 +1129,7 @@ impl<'s> ImageRun<'s> {
             Step::UnexpectedFile { name } => {
                 outln!(
                     "WARNING: unexpected file in {}: {name}",
-                    self.dir.path().display()
+                    self.dir.location().display()
                 );
             }
             Step::UnparseableSnapshot { name } => {
@@ -1188,14 +1196,8 @@ impl<'s> ImageRun<'s> {
             bail!("internal error: no record key in a real run");
         };
         if !self.record_blocked {
-            let written = record::write_image_record(
-                &self.dir.path(),
-                self.pool(),
-                self.image,
-                &self.record,
-                key,
-                self.dir.access(),
-            );
+            let written =
+                record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
             match written {
                 Ok(()) => {}
                 Err(err) if err.downcast_ref::<Blocked>().is_some() => {
@@ -1235,7 +1237,7 @@ impl<'s> ImageRun<'s> {
     fn proof_of(&self, file: &BackupFile) -> Result<Option<String>> {
         let (pool, image) = (self.pool(), self.image);
         let name = file.file_name(image);
-        let folder = self.dir.path();
+        let folder = self.dir.location();
         let recorded = match read::recorded_digest(&folder, &name) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
@@ -1280,7 +1282,7 @@ impl<'s> ImageRun<'s> {
         // stdout says only what happens: the build's line is printed once the build is known to
         // go ahead (check mode: proven; a real run: done), never before a fallback to the cluster.
         let announce = || {
-            if from.starts_with(advance::WORKING_PREFIX) {
+            if naming::is_working_name(from) {
                 outln!(
                     "Finishing image {image}@{} from an interrupted build (no cluster read)",
                     file.snap
@@ -1295,16 +1297,16 @@ impl<'s> ImageRun<'s> {
                 outln!("Compress mode activated");
             }
         };
-        let dir = self.dir.path();
+        let dir = self.dir.location();
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
         if self.section.mode == Mode::Check {
             // Reading is allowed in check mode: show the fallback a real run would take.
-            let doubt = if from.starts_with(advance::WORKING_PREFIX) {
+            let doubt = if naming::is_working_name(from) {
                 let key = self.destination()?.state().and_then(|state| state.key());
                 advance::would_finish(&dir, image, file, from, key)
             } else {
-                advance::would_build(&dir, image, file, from, diffs)
+                advance::would_build(&*self.dir, image, file, from, diffs)
             };
             match doubt {
                 None => announce(),
@@ -1314,21 +1316,24 @@ impl<'s> ImageRun<'s> {
                          run exports it from the cluster instead"
                     );
                     self.export(file, false)?;
-                    outln!("Removing file {}", self.dir.file(from).display());
+                    outln!("Removing file {}", self.dir.location_of(from).display());
                 }
             }
             return Ok(());
         }
+        let local = self.dir.in_place().cloned().context(
+            "internal error: a build in place planned for a folder that cannot change files in place",
+        )?;
         let key = self
             .destination()?
             .state()
             .and_then(|state| state.key())
             .context("internal error: no record key in a real run")?;
-        let outcome = if from.starts_with(advance::WORKING_PREFIX) {
-            advance::finish(&dir, image, file, from, Some(key))
+        let outcome = if naming::is_working_name(from) {
+            advance::finish(&local, image, file, from, Some(key))
         } else {
             advance::build(
-                &dir,
+                &local,
                 image,
                 file,
                 from,
@@ -1337,13 +1342,15 @@ impl<'s> ImageRun<'s> {
                 key,
             )
         }
-        .with_context(|| format!("cannot build {}", self.dir.file(&name).display()))?;
+        .with_context(|| format!("cannot build {}", self.dir.location_of(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
                 // The build writes (or renames) the files itself: they get the section's access
                 // here, before the record names them.
-                for written in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
-                    self.dir.access().apply_to_path(&self.dir.file(&written))?;
+                for written in [name.clone(), checksum_name(&name)] {
+                    self.dir
+                        .access()
+                        .apply_to_path(&self.dir.location_of(&written))?;
                 }
                 announce();
                 self.bytes_written += size;
@@ -1353,7 +1360,7 @@ impl<'s> ImageRun<'s> {
                     bytes: Some(size),
                 });
                 self.done.files_written.push(FileReport {
-                    file: format!("{name}{CHECKSUM_SUFFIX}"),
+                    file: checksum_name(&name),
                     bytes: Some(write::checksum_line(&sha256, &name).len() as u64),
                 });
                 self.note_consumed(from);
@@ -1364,8 +1371,8 @@ impl<'s> ImageRun<'s> {
                      from the cluster instead"
                 );
                 self.export(file, false)?;
-                outln!("Removing file {}", self.dir.file(from).display());
-                advance::discard(&dir, from, &name)?;
+                outln!("Removing file {}", self.dir.location_of(from).display());
+                advance::discard(&local, from, &name)?;
                 self.note_consumed(from);
                 return Ok(());
             }
@@ -1383,7 +1390,7 @@ impl<'s> ImageRun<'s> {
     /// The old base a build used up is gone from the folder (a working file of an interrupted
     /// build was never a backup file: it is not reported).
     fn note_consumed(&mut self, from: &str) {
-        if !from.starts_with(advance::WORKING_PREFIX) {
+        if !naming::is_working_name(from) {
             self.done.files_removed.push(FileReport {
                 file: from.to_string(),
                 bytes: self.sizes.get(from).copied(),
@@ -1396,7 +1403,7 @@ impl<'s> ImageRun<'s> {
     fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let rbd = &self.section.rbd;
-        let raw_path = self.dir.file(&file.raw_name(image));
+        let raw_path = self.dir.location_of(&file.raw_name(image));
         let snap_spec = format!("{image}@{}", file.snap);
         let base = match &file.content {
             Content::Full => {
@@ -1431,9 +1438,9 @@ impl<'s> ImageRun<'s> {
         };
         self.dir.create()?;
         let name = file.file_name(image);
-        let final_path = self.dir.file(&name);
+        let final_path = self.dir.location_of(&name);
         if !replace {
-            match untrusted::kind_of(&final_path) {
+            match self.dir.kind_of(&name) {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
                     return Err(err)
@@ -1447,8 +1454,7 @@ impl<'s> ImageRun<'s> {
                 ),
             }
         }
-        let dir = self.dir.path();
-        let mut pending = PendingFile::create(&dir, &name)?.with_access(self.dir.access());
+        let mut pending = self.dir.stage(&name)?;
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)
                 .with_context(|| format!("cannot export {snap_spec}"))?,
@@ -1476,38 +1482,17 @@ impl<'s> ImageRun<'s> {
                 };
                 err.context(format!("cannot write {}", final_path.display()))
             })?;
-        // The checksum goes first: then every backup file that exists has one. A checksum left
-        // without its file by a crash is simply replaced when that file is written again.
-        let checksum_name = format!("{name}{CHECKSUM_SUFFIX}");
-        let mut checksum =
-            PendingFile::create(&dir, &checksum_name)?.with_access(self.dir.access());
-        let checksum_line = write::checksum_line(&digest, &name);
-        checksum
-            .file()
-            .write_all(checksum_line.as_bytes())
-            .with_context(|| format!("cannot write {}", self.dir.file(&checksum_name).display()))?;
-        checksum.commit_replacing()?;
-        let committed = if replace {
-            pending.commit_replacing()
-        } else {
-            pending.commit()
-        };
-        let size = match committed {
-            Ok(size) => size,
-            Err(err) => {
-                // Never leave our checksum beside a file we did not write.
-                let _ = self.dir.remove(&checksum_name);
-                return Err(err);
-            }
-        };
+        // The checksum goes first: then every backup file that exists has one.
+        let published = self.dir.publish(pending, &digest, replace)?;
+        let size = published.size;
         self.bytes_written += size;
         self.done.files_written.push(FileReport {
             file: name.clone(),
             bytes: Some(size),
         });
         self.done.files_written.push(FileReport {
-            file: checksum_name,
-            bytes: Some(checksum_line.len() as u64),
+            file: checksum_name(&name),
+            bytes: Some(published.checksum_size),
         });
         info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
         self.record.file_completed(&file.snap, &name);
@@ -1550,7 +1535,7 @@ impl<'s> ImageRun<'s> {
                 write::write_archive(&mut data, &member, &compressor, out)?
             }
             None => {
-                let (mut spooled, size) = write::spool(stream, &self.dir.path())?;
+                let (mut spooled, size) = write::spool(stream, self.dir.scratch()?)?;
                 let member = Member {
                     name: &member_name,
                     size,

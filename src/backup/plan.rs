@@ -41,7 +41,9 @@ use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
 use crate::folder::naming::Snapshot;
-use crate::folder::naming::{BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{
+    checksum_name, BackupFile, Compression, Content, SnapName, ADVANCE_MARKER,
+};
 use crate::folder::record::state::ImageRecord;
 
 /// The parts of a pool's configuration that shape a plan.
@@ -69,6 +71,17 @@ impl Settings {
             keep: job.keep,
             keep_minimum: job.keep_minimum.max(1),
             slide_from_cluster: job.slide_from_cluster,
+        }
+    }
+
+    /// The settings for a folder that can, or cannot, change files in place
+    /// ([`crate::folder::door::Door::in_place`]): one that cannot has each slide's new base
+    /// exported from the cluster, as `slide from cluster = yes` does.
+    #[must_use]
+    pub fn for_folder(self, in_place: bool) -> Settings {
+        Settings {
+            slide_from_cluster: self.slide_from_cluster || !in_place,
+            ..self
         }
     }
 
@@ -113,7 +126,7 @@ pub enum Step {
     /// full backup `from` and the diffs leading from it to `file`'s snapshot, all in the folder
     /// ([`crate::folder::advance`]). `from` is consumed (it becomes `file`, or is replaced by it);
     /// the diffs are removed by later steps. When `from` is the working name of a build an
-    /// interrupted run left ([`advance::WORKING_PREFIX`]), `diffs` is empty and the build is
+    /// interrupted run left ([`WORKING_PREFIX`](crate::folder::naming::WORKING_PREFIX)), `diffs` is empty and the build is
     /// finished from its marker. When a file cannot be proven, the executor exports `file` from
     /// the cluster instead and removes `from`.
     BuildBase {
@@ -255,7 +268,7 @@ fn finish_interrupted_build(found: &Found, steps: &mut Vec<Step>) -> Vec<FolderE
     let mut marker = None;
     let mut building = None;
     for entry in found.entries {
-        if entry.is_usable_file() && entry.name == advance::MARKER {
+        if entry.is_usable_file() && entry.name == ADVANCE_MARKER {
             marker = Some(entry.clone());
             continue;
         }
@@ -278,7 +291,7 @@ fn finish_interrupted_build(found: &Found, steps: &mut Vec<Step>) -> Vec<FolderE
                          from the diffs its marker names"
                     .into(),
             });
-            for shown in [name.clone(), format!("{name}{CHECKSUM_SUFFIX}")] {
+            for shown in [name.clone(), checksum_name(&name)] {
                 if !entries.iter().any(|e| e.name == shown) {
                     entries.push(FolderEntry::file(&shown, 0));
                 }
@@ -960,8 +973,8 @@ mod tests {
                     Step::BuildBase { file, from, .. } => {
                         let name = file.file_name("img");
                         assert!(self.files.remove(from), "{from}");
-                        if from.starts_with(advance::WORKING_PREFIX) {
-                            assert!(self.files.remove(advance::MARKER));
+                        if crate::folder::naming::is_working_name(from) {
+                            assert!(self.files.remove(ADVANCE_MARKER));
                         }
                         self.files.insert(name.clone());
                         self.record.file_completed(&file.snap, &name);
@@ -2305,6 +2318,24 @@ mod slide_tests {
     }
 
     #[test]
+    fn a_folder_that_cannot_change_files_in_place_has_the_new_base_exported() {
+        let files = with_checksums(&[full(S1, false), diff(S1, S, false), diff(S, T, false)]);
+        let local = settings(false, false, 1).for_folder(true);
+        let built = format!(
+            "build {} from {} + {}",
+            full(S, false),
+            full(S1, false),
+            diff(S1, S, false)
+        );
+        assert_eq!(new_base(&plan_of(&local, &[S1, S, T], &files)), built);
+        let elsewhere = settings(false, false, 1).for_folder(false);
+        assert_eq!(
+            new_base(&plan_of(&elsewhere, &[S1, S, T], &files)),
+            format!("export {}", full(S, false))
+        );
+    }
+
+    #[test]
     fn a_slide_builds_the_new_base_from_the_folder_when_it_can() {
         let plain = settings(false, false, 1);
         assert_slides([
@@ -2452,7 +2483,7 @@ mod slide_tests {
 
     #[test]
     fn an_interrupted_build_is_finished_first_and_the_plan_sees_its_result() {
-        let working = advance::working_name(&full(S, false));
+        let working = crate::folder::naming::working_name(&full(S, false));
         struct Case {
             what: &'static str,
             extra: Vec<String>,
@@ -2462,7 +2493,7 @@ mod slide_tests {
         let cases = [
             Case {
                 what: "working file and marker: finished, then the slide reuses the result",
-                extra: vec![working.clone(), advance::MARKER.into()],
+                extra: vec![working.clone(), ADVANCE_MARKER.into()],
                 first: Step::BuildBase {
                     file: BackupFile::full(SnapName::parse(S).unwrap(), false),
                     from: working.clone(),
@@ -2475,9 +2506,9 @@ mod slide_tests {
             },
             Case {
                 what: "a marker alone (the build finished, or never changed anything): removed",
-                extra: vec![advance::MARKER.into(), full(S1, false)],
+                extra: vec![ADVANCE_MARKER.into(), full(S1, false)],
                 first: Step::RemoveFile {
-                    name: advance::MARKER.into(),
+                    name: ADVANCE_MARKER.into(),
                     reason: "marker of a build of a new base that finished, or that stopped \
                              before it changed anything"
                         .into(),
@@ -2501,7 +2532,7 @@ mod slide_tests {
         // and removes the diff it superseded.
         let files = vec![
             working.clone(),
-            advance::MARKER.into(),
+            ADVANCE_MARKER.into(),
             diff(S1, S, false),
             diff(S, T, false),
         ];

@@ -154,7 +154,7 @@ fn never_backed_up<'a>(
                 never.push(ImageFolder {
                     job,
                     image: name.clone(),
-                    dir: crate::folder::write::ImageDir::new(&job.destination, &job.pool, name),
+                    dir: crate::folder::door::LocalFolder::image(&job.destination, &job.pool, name),
                 });
             }
         }

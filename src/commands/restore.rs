@@ -22,7 +22,7 @@
 //!
 //! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::folder::rebuild`]),
 //! with no cluster at all. The file is written under a recognisable name in the target's folder
-//! ([`PARTIAL_PREFIX`]) while its writer holds an flock on it, and renamed to the target only when
+//! ([`PARTIAL_PREFIX`](crate::folder::naming::PARTIAL_PREFIX), [`PartialFile`]) while its writer holds an flock on it, and renamed to the target only when
 //! complete; a restore killed outright leaves that file unlocked, and the next restore into the
 //! same folder removes it. Errors name what failed: the target (a full disk, a folder that does
 //! not exist or cannot be written), or the backup file.
@@ -35,11 +35,8 @@
 //! restored, into what, the point and its time, and the files used.
 
 use crate::outln;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, BufReader, IsTerminal};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -53,10 +50,10 @@ use crate::cluster::rbd::{spec, Rbd};
 use crate::config::Config;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::checked_diff::CheckedDiff;
+use crate::folder::door::{LocalFolder, PartialFile};
 use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read::{self, FirstError, Folder, Limits};
 use crate::folder::rebuild::TargetFailed;
-use crate::folder::write::ImageDir;
 use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
 use crate::report::{rfc3339, Envelope};
@@ -66,10 +63,6 @@ const BUFFER: usize = 1 << 20;
 /// Ceph drops the watch of a client that died after `osd_client_watch_timeout` (30 s by
 /// default); a little more, in case the cluster is busy.
 const WATCH_EXPIRY: Duration = Duration::from_secs(45);
-/// Names of `--to-file` targets being written: `.cephbackup-restore.<random>.<target name>`.
-pub const PARTIAL_PREFIX: &str = ".cephbackup-restore.";
-/// The longest file name most filesystems accept.
-const NAME_MAX: usize = 255;
 
 /// Where the restored image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +157,7 @@ fn blocked(
 ) -> anyhow::Error {
     let route = folder.claimed.route(point).unwrap_or_default();
     let culprit = route.iter().find_map(|link| {
-        let checksum = format!("{}{CHECKSUM_SUFFIX}", link.name);
+        let checksum = naming::checksum_name(&link.name);
         let not_regular = folder
             .not_regular
             .iter()
@@ -315,7 +308,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
     let label = spec(&job.pool, &args.image, None);
-    let dir = ImageDir::new(&job.destination, &job.pool, &args.image);
+    let dir = LocalFolder::image(&job.destination, &job.pool, &args.image);
     let shown_dir = escaped_path(&dir.path());
     match fs::metadata(dir.path()) {
         Ok(meta) if meta.is_dir() => {}
@@ -737,7 +730,7 @@ fn into_file<'a>(
     failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
     let shown = escaped_path(path);
-    let partial = Partial::create(path)?;
+    let partial = PartialFile::create(path)?;
     let target = Target::File(path.to_path_buf());
     let mut checked = 0;
     for step in steps {
@@ -752,263 +745,14 @@ fn into_file<'a>(
             folder,
             step.link,
             limits,
-            &partial.file,
+            partial.file(),
             &shown,
         )?);
         *failed_at = None;
     }
-    rebuild::sync(&partial.file, &shown)?;
+    rebuild::sync(partial.file(), &shown)?;
     partial.commit()?;
     Ok(checked)
-}
-
-/// A `--to-file` target being written: a file named [`PARTIAL_PREFIX`]… in the target's folder,
-/// locked with flock for as long as this process has it open, removed unless committed. When the
-/// process is killed outright the lock goes with it, which is how [`remove_stale_partials`]
-/// tells a leftover from a file another restore is still writing.
-struct Partial {
-    file: File,
-    path: PathBuf,
-    target: PathBuf,
-    committed: bool,
-}
-
-impl Partial {
-    fn create(target: &Path) -> Result<Partial> {
-        let shown = escaped_path(target);
-        let parent = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .with_context(|| format!("{shown} does not name a file"))?;
-        remove_stale_partials(parent);
-        let cannot = |err: io::Error| {
-            anyhow::Error::new(err).context(format!(
-                "cannot create {shown}: cannot create a file in {}",
-                escaped_path(parent)
-            ))
-        };
-        for _ in 0..16 {
-            let path = parent.join(partial_name(&name.to_string_lossy()));
-            // Locked before it has a name where possible, so that no other restore can take it
-            // for a leftover in between.
-            let file = match create_locked(parent, &path) {
-                Ok(file) => file,
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(cannot(err)),
-            };
-            info!("writing {} until it is complete", escaped_path(&path));
-            return Ok(Partial {
-                file,
-                path,
-                target: target.to_path_buf(),
-                committed: false,
-            });
-        }
-        Err(cannot(io::Error::from(io::ErrorKind::AlreadyExists)))
-    }
-
-    /// Syncs the file and gives it the target's name, never replacing anything there.
-    fn commit(mut self) -> Result<()> {
-        let shown = escaped_path(&self.target);
-        self.file.sync_all().map_err(|source| TargetFailed {
-            target: shown.clone(),
-            source,
-        })?;
-        rename_noreplace(&self.path, &self.target).with_context(|| {
-            format!(
-                "cannot move the finished file {} to {shown}",
-                escaped_path(&self.path)
-            )
-        })?;
-        self.committed = true;
-        if let Some(parent) = self.target.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            // The data is synced; a lost rename after a crash leaves a partial to clean up.
-            if let Err(err) = File::open(parent).and_then(|d| d.sync_all()) {
-                warn!("cannot sync the folder {}: {err}", escaped_path(parent));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        if let Err(err) = fs::remove_file(&self.path) {
-            if err.kind() != io::ErrorKind::NotFound {
-                warn!(
-                    "cannot remove the unfinished {}: {err}; the next restore into its folder \
-                     removes it",
-                    escaped_path(&self.path)
-                );
-            }
-        }
-    }
-}
-
-/// `.cephbackup-restore.<random>.<name>`, cut to the longest name a filesystem takes.
-fn partial_name(name: &str) -> String {
-    let random: String = {
-        let mut seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            ^ u64::from(std::process::id()).rotate_left(32);
-        (0..8)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(seed % 36) as usize])
-            })
-            .collect()
-    };
-    let mut partial = format!("{PARTIAL_PREFIX}{random}.{name}");
-    while partial.len() > NAME_MAX {
-        partial.pop();
-    }
-    partial
-}
-
-/// Creates `path` (which must not exist) in `dir`, readable by its owner only, already holding
-/// an exclusive flock. With `O_TMPFILE` the file is created nameless, locked, then linked to its
-/// name; on filesystems without it, created by name and locked at once.
-fn create_locked(dir: &Path, path: &Path) -> io::Result<File> {
-    let anonymous = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir);
-    match anonymous {
-        Ok(file) => {
-            lock(&file)?;
-            let from = format!("/proc/self/fd/{}", file.as_raw_fd());
-            // The link fails if `path` exists, so nothing is replaced.
-            let linked = rustix::fs::linkat(
-                rustix::fs::CWD,
-                from.as_str(),
-                rustix::fs::CWD,
-                path,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            );
-            let Err(errno) = linked else {
-                return Ok(file);
-            };
-            let err = io::Error::from(errno);
-            // Without /proc the nameless file cannot be given a name: fall back.
-            if err.kind() != io::ErrorKind::NotFound {
-                return Err(err);
-            }
-        }
-        Err(err)
-            if matches!(
-                err.raw_os_error(),
-                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-            ) => {}
-        Err(err) => return Err(err),
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    lock(&file)?;
-    Ok(file)
-}
-
-/// Takes an exclusive flock on `file` without waiting.
-fn lock(file: &File) -> io::Result<()> {
-    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(io::Error::from)
-}
-
-/// Renames `from` to `to` unless `to` exists (of any kind, a dangling symlink included).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let renamed = rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        from,
-        rustix::fs::CWD,
-        to,
-        rustix::fs::RenameFlags::NOREPLACE,
-    );
-    let Err(errno) = renamed else {
-        return Ok(());
-    };
-    let err = io::Error::from(errno);
-    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-        return Err(err);
-    }
-    // Filesystems without RENAME_NOREPLACE: a hard link also fails when `to` exists.
-    fs::hard_link(from, to)?;
-    fs::remove_file(from)
-}
-
-/// Removes what restores killed outright left in `dir`: files named [`PARTIAL_PREFIX`]… that
-/// are regular files of ours and that nobody holds a lock on. Problems are logged, never fatal:
-/// this is tidying up, not the restore asked for.
-pub fn remove_stale_partials(dir: &Path) {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            tracing::debug!(
-                "cannot look for unfinished restores in {}: {err}",
-                escaped_path(dir)
-            );
-            return;
-        }
-    };
-    let me = crate::folder::untrusted::effective_uid();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.as_bytes().starts_with(PARTIAL_PREFIX.as_bytes()) {
-            continue;
-        }
-        let path = entry.path();
-        // Never through a symlink, never blocking on a FIFO, only files this user could have
-        // written: anything else with that name is not ours to remove.
-        let Ok(file) = crate::folder::untrusted::open_regular(&path) else {
-            continue;
-        };
-        let Ok(meta) = file.metadata() else { continue };
-        if meta.uid() != me {
-            continue;
-        }
-        if lock(&file).is_err() {
-            info!(
-                "{} is being written by another restore; left alone",
-                escaped_path(&path)
-            );
-            continue;
-        }
-        // Still the file we locked, not one renamed there meanwhile.
-        let same = fs::symlink_metadata(&path)
-            .is_ok_and(|now| now.dev() == meta.dev() && now.ino() == meta.ino());
-        if !same {
-            continue;
-        }
-        match fs::remove_file(&path) {
-            Ok(()) => warn!(
-                "removed {}, left by a restore that was killed before it finished",
-                escaped_path(&path)
-            ),
-            Err(err) => warn!(
-                "cannot remove {}, left by a restore that was killed: {err}",
-                escaped_path(&path)
-            ),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1191,15 +935,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn partial_names_are_recognisable_and_fit() {
-        let name = partial_name("vm.raw");
-        assert!(name.starts_with(PARTIAL_PREFIX), "{name}");
-        assert!(name.ends_with(".vm.raw"), "{name}");
-        assert_eq!(name.len(), PARTIAL_PREFIX.len() + 8 + 7);
-        assert_eq!(partial_name(&"x".repeat(255)).len(), 255);
-    }
-
     fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -1207,60 +942,6 @@ mod tests {
             .collect();
         names.sort();
         names
-    }
-
-    #[test]
-    fn only_unlocked_partials_of_ours_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("vm.raw");
-        // A restore in progress: its partial is locked and stays.
-        let running = Partial::create(&target).unwrap();
-        let running_name = running
-            .path
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        // What a killed restore leaves: a partial nobody holds.
-        let killed = dir.path().join(format!("{PARTIAL_PREFIX}dead.vm.raw"));
-        fs::write(&killed, b"half an image").unwrap();
-        // Not ours: a symlink and a folder with the prefix, and another user's file.
-        let link = dir.path().join(format!("{PARTIAL_PREFIX}link"));
-        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
-        fs::create_dir(dir.path().join(format!("{PARTIAL_PREFIX}dir"))).unwrap();
-        let foreign = dir.path().join(format!("{PARTIAL_PREFIX}foreign"));
-        fs::write(&foreign, b"").unwrap();
-        let root = crate::folder::untrusted::effective_uid() == 0;
-        if root {
-            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
-        }
-        remove_stale_partials(dir.path());
-        let mut expected = vec![
-            format!("{PARTIAL_PREFIX}dir"),
-            format!("{PARTIAL_PREFIX}link"),
-            running_name.clone(),
-        ];
-        if root {
-            expected.insert(1, format!("{PARTIAL_PREFIX}foreign"));
-        }
-        expected.sort();
-        assert_eq!(names_in(dir.path()), expected);
-        // Dropped without commit: removed at once.
-        drop(running);
-        assert!(!dir.path().join(&running_name).exists());
-    }
-
-    #[test]
-    fn a_partial_never_replaces_what_appeared_at_the_target() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("vm.raw");
-        let partial = Partial::create(&target).unwrap();
-        fs::write(&target, b"someone else's").unwrap();
-        let err = partial.commit().unwrap_err();
-        assert!(format!("{err:#}").contains("File exists"), "{err:#}");
-        assert_eq!(fs::read(&target).unwrap(), b"someone else's");
-        assert_eq!(names_in(dir.path()), ["vm.raw"]);
     }
 
     /// A folder holding a full backup of `len` bytes of data, and its layout.

@@ -281,6 +281,7 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
 /// `O_NONBLOCK` keeps a FIFO from hanging `open` until some writer appears, and `O_NOCTTY` keeps
 /// a terminal device from becoming the controlling terminal of a tool started by cron. The check
 /// looks at the open handle, not at the path again, so nothing can be swapped in between.
+#[allow(clippy::disallowed_methods)] // opens for reading only
 fn open_config_file(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)

@@ -85,6 +85,7 @@ impl FileAccess {
 
     /// Gives a file being written (by its handle) its group and mode. A private file is left as
     /// it was created (0600, as temporary files are).
+    #[allow(clippy::disallowed_methods)] // the local door's group and mode of what it writes
     pub fn apply_to_file(self, file: &File) -> io::Result<()> {
         let Some(gid) = self.group else {
             return Ok(());
@@ -108,6 +109,7 @@ impl FileAccess {
     /// Creates the folder `path` with this access; `Ok(false)` when something exists there
     /// already (the caller says what it must be). A folder this user owns that exists already
     /// gets this access's group and mode too, so setting the key opens the existing tree.
+    #[allow(clippy::disallowed_methods)] // the local door's folders
     pub fn create_folder(self, path: &Path) -> Result<bool> {
         match DirBuilder::new().mode(self.folder_mode()).create(path) {
             Ok(()) => {}
@@ -122,6 +124,7 @@ impl FileAccess {
 
     /// Gives an existing folder of this user its group and mode (nothing for a private access:
     /// the folders it made are 0700 already, and the others are not its to change).
+    #[allow(clippy::disallowed_methods)] // the local door's group and mode of its folders
     pub fn apply_to_folder(self, path: &Path) -> Result<()> {
         if self.group.is_none() {
             return Ok(());
@@ -134,6 +137,7 @@ impl FileAccess {
         self.apply_owned(&folder, path)
     }
 
+    #[allow(clippy::disallowed_methods)] // the local door's group and mode of what it writes
     fn apply_owned(self, handle: &File, path: &Path) -> Result<()> {
         let Some(gid) = self.group else {
             return Ok(());

@@ -9,9 +9,9 @@
 //! the finished file is hashed for its own checksum file like every file the tool writes.
 //!
 //! Uncompressed to uncompressed, the old base is changed in place, with the diff files as the
-//! journal. Before the first byte changes, a marker ([`MARKER`]) is written and synced naming
+//! journal. Before the first byte changes, a marker ([`ADVANCE_MARKER`]) is written and synced naming
 //! the old file, the target, the diffs with their checksums, and how many diffs are applied;
-//! then the old base is renamed to a hidden working name ([`WORKING_PREFIX`] + the target's
+//! then the old base is renamed to a hidden working name ([`naming::WORKING_PREFIX`] + the target's
 //! name). From that moment no reader sees it: `list`, `verify`, `restore` and the planner only
 //! know backup file names, so a half-advanced file can never pass for a backup, whatever reads
 //! the folder (even an older version of this tool). The price is that the old chain shows a
@@ -35,8 +35,8 @@
 //! diffs are on local disk and read twice: once to prove them, once for their data. Memory stays
 //! bounded whatever the image size.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -47,20 +47,19 @@ use tracing::info;
 use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::chain::FolderFile;
 use crate::folder::diffstream::{DiffReader, Record};
-use crate::folder::naming::{BackupFile, Compression, CHECKSUM_SUFFIX};
+use crate::folder::door::{Door, LocalFolder, Sharing};
+use crate::folder::naming::{
+    self, checksum_name, working_name, BackupFile, Compression, ADVANCE_MARKER,
+};
 use crate::folder::read::{self, Limit, Limits};
 use crate::folder::rebuild::{self, TargetFailed};
 use crate::folder::record::seal::{self, SealKey};
 use crate::folder::write::{
-    self, Compressor, DataOfExtents, Hashing, Member, PendingFile, SparseMap, SparseMapBuilder,
+    self, Compressor, DataOfExtents, Hashing, Member, SparseMap, SparseMapBuilder,
 };
 use crate::folder::{sparse, untrusted};
 use crate::output::escaped;
 
-/// The marker of a build in place, in the image folder.
-pub const MARKER: &str = ".cephbackup-advance.json";
-/// The old base is renamed to this followed by the target's name while it is changed.
-pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";
 /// The marker is a few hundred bytes per diff; anything far larger is not ours.
 const MAX_MARKER_BYTES: u64 = 1 << 20;
 const FORMAT: u32 = 1;
@@ -68,15 +67,10 @@ const FORMAT: u32 = 1;
 const MARKER_KIND: &str = "advance";
 const SKIP_CHUNK: usize = 64 << 10;
 
-/// The working name of a build whose target is `target` (a file name).
-pub fn working_name(target: &str) -> String {
-    format!("{WORKING_PREFIX}{target}")
-}
-
 /// The target of the working file `name` of a build in `image`'s folder, when it is one: an
 /// uncompressed full backup of the image.
 pub fn working_target(image: &str, name: &str) -> Option<BackupFile> {
-    let target = name.strip_prefix(WORKING_PREFIX)?;
+    let target = naming::working_target_name(name)?;
     BackupFile::parse(image, target).filter(|f| f.is_full() && !f.compressed())
 }
 
@@ -129,7 +123,7 @@ pub enum Outcome {
 /// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
 /// would: the next run finishes or starts over. A build in place seals its marker under `key`.
 pub fn build(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     from: &str,
@@ -137,33 +131,42 @@ pub fn build(
     compressor: Option<&Compressor>,
     key: &SealKey,
 ) -> Result<Outcome> {
-    let (old, proven) = match prepare(dir, image, file, from, diffs) {
+    let (old, proven) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Ok(Outcome::Unproven(why)),
     };
     let target = file.file_name(image);
     if !old.file.compressed() && !file.compressed() {
-        build_in_place(dir, image, from, &target, &proven, key)
+        build_in_place(folder, image, from, &target, &proven, key)
     } else {
         // The section's compressor when it makes this kind of file (its level and threads).
         let compressor = compressor
             .filter(|c| c.compression == file.compression)
             .cloned()
             .or_else(|| Compressor::new(file.compression, None, None));
-        build_streaming(dir, &old, file, &target, image, proven, compressor.as_ref())
+        build_streaming(
+            folder,
+            &old,
+            file,
+            &target,
+            image,
+            proven,
+            compressor.as_ref(),
+        )
     }
 }
 
 /// What [`build`] would do, for check mode: `None` when every file is proven (each is read
 /// whole, nothing is changed), else why the cluster would serve `file` instead.
 pub fn would_build(
-    dir: &Path,
+    folder: &dyn Door,
     image: &str,
     file: &BackupFile,
     from: &str,
     diffs: &[String],
 ) -> Option<String> {
-    let (old, _) = match prepare(dir, image, file, from, diffs) {
+    let dir = &folder.location();
+    let (old, _) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Some(why),
     };
@@ -200,14 +203,14 @@ pub fn would_finish(
     let target = file.file_name(image);
     match read_marker(dir, image, key) {
         Ok(marker) if marker.working == working && marker.target == target => None,
-        Ok(_) => Some(format!("{MARKER} describes another build")),
+        Ok(_) => Some(format!("{ADVANCE_MARKER} describes another build")),
         Err(why) => Some(why),
     }
 }
 
 /// The old base and the proven diffs of a build, or why it cannot be made.
 fn prepare(
-    dir: &Path,
+    folder: &dyn Door,
     image: &str,
     file: &BackupFile,
     from: &str,
@@ -231,7 +234,7 @@ fn prepare(
     }
     let mut proven = Vec::new();
     for link in &links {
-        proven.push(prove_diff(dir, link)?);
+        proven.push(prove_diff(folder, link)?);
     }
     Ok((stored(from, old), proven))
 }
@@ -240,20 +243,21 @@ fn prepare(
 /// marker must carry a seal under `key`, and the finished file must be the one the marker's
 /// proven inputs give; else the outcome is [`Outcome::Unproven`].
 pub fn finish(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     working: &str,
     key: Option<&SealKey>,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let target = file.file_name(image);
-    if untrusted::kind_of(&dir.join(&target)).is_ok() {
-        discard(dir, working, &target)?;
+    if folder.kind_of(&target).is_ok() {
+        discard(folder, working, &target)?;
         return Ok(Outcome::Obsolete);
     }
     let Some(key) = key else {
         return Ok(Outcome::Unproven(format!(
-            "{MARKER} cannot be checked: this host has no record key"
+            "{ADVANCE_MARKER} cannot be checked: this host has no record key"
         )));
     };
     let marker = match read_marker(dir, image, Some(key)) {
@@ -262,7 +266,7 @@ pub fn finish(
     };
     if marker.working != working || marker.target != target {
         return Ok(Outcome::Unproven(format!(
-            "{MARKER} describes the build of {} in {}, not of {target} in {working}",
+            "{ADVANCE_MARKER} describes the build of {} in {}, not of {target} in {working}",
             escaped(&marker.target),
             escaped(&marker.working)
         )));
@@ -273,30 +277,20 @@ pub fn finish(
         marker.applied,
         marker.diffs.len()
     );
-    apply_in_place(dir, marker, key, true)
+    apply_in_place(folder, marker, key, true)
 }
 
 /// Removes what a build that was not finished leaves once its target was written another way:
 /// the old base `from`, the working file it may have become, and the marker.
-pub fn discard(dir: &Path, from: &str, target: &str) -> Result<()> {
-    for name in [from.to_string(), working_name(target), MARKER.to_string()] {
-        match std::fs::remove_file(dir.join(&name)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("cannot remove {}", dir.join(name).display()))
-            }
-        }
-    }
-    sync_dir(dir)
+pub fn discard(folder: &LocalFolder, from: &str, target: &str) -> Result<()> {
+    folder.remove_present(&[from, &working_name(target), ADVANCE_MARKER])
 }
 
 fn stored(name: &str, file: BackupFile) -> FolderFile {
     FolderFile {
         name: name.to_string(),
         file,
-        checksum: Some(format!("{name}{CHECKSUM_SUFFIX}")),
+        checksum: Some(checksum_name(name)),
         size: 0,
     }
 }
@@ -325,7 +319,8 @@ fn recorded(dir: &Path, name: &str) -> Result<String, String> {
     }
 }
 
-fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
+fn prove_diff(folder: &dyn Door, stored: &FolderFile) -> Result<ProvenDiff, String> {
+    let dir = &folder.location();
     let name = &stored.name;
     let expected = recorded(dir, name)?;
     let path = dir.join(name);
@@ -333,8 +328,7 @@ fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
     let (raw, sha256) = if stored.file.compressed() {
         let (raw, facts) =
             read::read_raw(&path, stored.file.compression, &Limit::diff(), |member| {
-                let mut copy =
-                    tempfile::tempfile_in(dir).context("cannot create a temporary file")?;
+                let mut copy = folder.scratch()?;
                 io::copy(member, &mut copy)?;
                 Ok(copy)
             })
@@ -378,13 +372,14 @@ fn prove_diff(dir: &Path, stored: &FolderFile) -> Result<ProvenDiff, String> {
 }
 
 fn build_in_place(
-    dir: &Path,
+    folder: &LocalFolder,
     image: &str,
     from: &str,
     target: &str,
     diffs: &[ProvenDiff],
     key: &SealKey,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let old_sha256 = match recorded(dir, from) {
         Ok(digest) => digest,
         Err(why) => return Ok(Outcome::Unproven(why)),
@@ -436,26 +431,34 @@ fn build_in_place(
         new_sha256,
     };
     // The marker is on disk before the old base changes name or content.
-    write_marker(dir, &marker, key)?;
-    std::fs::rename(dir.join(from), dir.join(&marker.working))
-        .with_context(|| format!("cannot rename {} for the build", dir.join(from).display()))?;
-    sync_dir(dir)?;
-    apply_in_place(dir, marker, key, false)
+    write_marker(folder, &marker, key)?;
+    folder.rename(from, &marker.working, || {
+        format!(
+            "cannot rename {} for the build",
+            folder.file(from).display()
+        )
+    })?;
+    apply_in_place(folder, marker, key, false)
 }
 
 /// Applies the diffs the marker names from the first not yet applied, then hashes the file,
 /// writes its checksum file and gives it its final name. A `resumed` build (its working file
 /// was left unguarded between runs) reads the finished file back and must find the checksum the
 /// marker expects.
-fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) -> Result<Outcome> {
+fn apply_in_place(
+    folder: &LocalFolder,
+    mut marker: Marker,
+    key: &SealKey,
+    resumed: bool,
+) -> Result<Outcome> {
+    let dir = &folder.path();
     let working = dir.join(&marker.working);
-    let out = untrusted::open_with(OpenOptions::new().read(true).write(true), &working)
-        .with_context(|| format!("cannot open {}", working.display()))?;
+    let out = folder.open_in_place(&marker.working)?;
     while marker.applied < marker.diffs.len() {
         let link = marker.diffs[marker.applied].clone();
         let Some(file) = BackupFile::parse(&marker.image, &link.name) else {
             return Ok(Outcome::Unproven(format!(
-                "{MARKER} names {}, which is not a diff of {}",
+                "{ADVANCE_MARKER} names {}, which is not a diff of {}",
                 escaped(&link.name),
                 marker.image
             )));
@@ -487,7 +490,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
         }
         rebuild::sync(&out, &marker.working)?;
         marker.applied += 1;
-        write_marker(dir, &marker, key)?;
+        write_marker(folder, &marker, key)?;
     }
     let length = out
         .metadata()
@@ -520,7 +523,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
             }
         }
     };
-    write_checksum(dir, &marker.target, &sha256)?;
+    write_checksum(folder, &marker.target, &sha256)?;
     let target = dir.join(&marker.target);
     match untrusted::kind_of(&target) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -531,17 +534,14 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
             kind.described()
         ),
     }
-    std::fs::rename(&working, &target).with_context(|| {
+    folder.rename(&marker.working, &marker.target, || {
         format!(
             "cannot rename {} to {}",
             working.display(),
             target.display()
         )
     })?;
-    sync_dir(dir)?;
-    std::fs::remove_file(dir.join(MARKER))
-        .with_context(|| format!("cannot remove {}", dir.join(MARKER).display()))?;
-    sync_dir(dir)?;
+    folder.remove(ADVANCE_MARKER)?;
     Ok(Outcome::Built {
         size: length,
         sha256,
@@ -553,7 +553,7 @@ fn apply_in_place(dir: &Path, mut marker: Marker, key: &SealKey, resumed: bool) 
 fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
     let Some(expected) = &marker.new_sha256 else {
         return Err(format!(
-            "{MARKER} records no checksum of the finished file, so {} cannot be proven",
+            "{ADVANCE_MARKER} records no checksum of the finished file, so {} cannot be proven",
             escaped(&marker.working)
         ));
     };
@@ -585,7 +585,7 @@ fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
 
 /// One streaming pass from the old base and the diffs to a new file under a temporary name.
 fn build_streaming(
-    dir: &Path,
+    folder: &LocalFolder,
     old: &FolderFile,
     file: &BackupFile,
     target: &str,
@@ -593,6 +593,7 @@ fn build_streaming(
     diffs: Vec<ProvenDiff>,
     compressor: Option<&Compressor>,
 ) -> Result<Outcome> {
+    let dir = &folder.path();
     let old_sha256 = match recorded(dir, &old.name) {
         Ok(digest) => digest,
         Err(why) => return Ok(Outcome::Unproven(why)),
@@ -621,7 +622,7 @@ fn build_streaming(
         }
         None => None,
     };
-    let mut pending = PendingFile::create(dir, target)?;
+    let mut pending = folder.stage(target)?;
     let member_name = file.raw_name(image);
     let written = read::read_raw(
         &dir.join(&old.name),
@@ -665,17 +666,8 @@ fn build_streaming(
             facts.sha256
         )));
     }
-    write_checksum(dir, target, &sha256)?;
-    let size = match pending.commit() {
-        Ok(size) => size,
-        Err(err) => {
-            let _ = std::fs::remove_file(dir.join(format!("{target}{CHECKSUM_SUFFIX}")));
-            return Err(err);
-        }
-    };
-    std::fs::remove_file(dir.join(&old.name))
-        .with_context(|| format!("cannot remove {}", dir.join(&old.name).display()))?;
-    sync_dir(dir)?;
+    let size = folder.publish(pending, &sha256, false)?.size;
+    folder.remove(&old.name)?;
     Ok(Outcome::Built { size, sha256 })
 }
 
@@ -742,32 +734,21 @@ fn read_full(stream: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn write_checksum(dir: &Path, target: &str, sha256: &str) -> Result<()> {
-    let name = format!("{target}{CHECKSUM_SUFFIX}");
-    let mut checksum = PendingFile::create(dir, &name)?;
-    checksum
-        .file()
-        .write_all(write::checksum_line(sha256, target).as_bytes())
-        .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
-    checksum.commit_replacing()?;
-    Ok(())
+/// The checksum file of a file finished in place, before the file takes its final name.
+fn write_checksum(folder: &LocalFolder, target: &str, sha256: &str) -> Result<()> {
+    let line = write::checksum_line(sha256, target);
+    folder.put(&checksum_name(target), line.as_bytes(), Sharing::Folder)
 }
 
-fn write_marker(dir: &Path, marker: &Marker, key: &SealKey) -> Result<()> {
+fn write_marker(folder: &LocalFolder, marker: &Marker, key: &SealKey) -> Result<()> {
     let text = seal::seal(key, MARKER_KIND, marker).context("cannot encode the marker")?;
-    let mut pending = PendingFile::create(dir, MARKER)?;
-    pending
-        .file()
-        .write_all(&text)
-        .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))?;
-    pending.commit_replacing()?;
-    Ok(())
+    folder.put(ADVANCE_MARKER, &text, Sharing::Private)
 }
 
 /// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
 /// cannot be used.
 fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
-    let path = dir.join(MARKER);
+    let path = dir.join(ADVANCE_MARKER);
     let shown = path.display();
     let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
     let meta = file.metadata().map_err(|err| format!("{shown}: {err}"))?;
@@ -791,16 +772,10 @@ fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker,
     if marker.applied > marker.diffs.len() {
         return Err(format!("{shown} counts more diffs applied than it names"));
     }
-    if !marker.working.starts_with(WORKING_PREFIX) || marker.working.contains('/') {
+    if !naming::is_working_name(&marker.working) || marker.working.contains('/') {
         return Err(format!("{shown} names a working file that is not one"));
     }
     Ok(marker)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync folder {}", dir.display()))
 }
 
 /// The raw stream of an image at a later snapshot: a base stream (the image at the diff's start)

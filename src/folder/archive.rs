@@ -635,8 +635,8 @@ impl<R: Read> Read for DataOfExtents<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::folder::door::PendingFile;
     use crate::folder::read::{read_raw, Limit};
-    use crate::folder::write::PendingFile;
 
     fn gzip(threads: u32) -> Compressor {
         Compressor::new(Compression::Gzip, None, Some(threads)).unwrap()

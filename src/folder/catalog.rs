@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, PoolJob};
+use crate::folder::door::LocalFolder;
 use crate::folder::naming;
 use crate::folder::record::{self, Destination};
-use crate::folder::write::ImageDir;
 use crate::UsageError;
 
 /// Which backed-up images a command looks at: one pool (a section), one image, or all.
@@ -28,7 +28,7 @@ pub struct Narrow {
 pub struct ImageFolder<'a> {
     pub job: &'a PoolJob,
     pub image: String,
-    pub dir: ImageDir,
+    pub dir: LocalFolder,
 }
 
 impl ImageFolder<'_> {
@@ -79,7 +79,7 @@ pub fn select<'a>(
             if image.is_none_or(|wanted| wanted == name) {
                 folders.push(ImageFolder {
                     job,
-                    dir: ImageDir::new(&job.destination, &job.pool, &name),
+                    dir: LocalFolder::image(&job.destination, &job.pool, &name),
                     image: name,
                 });
             }

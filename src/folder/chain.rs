@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::folder::diffstream::DiffHeader;
-use crate::folder::naming::{self, BackupFile, Entry, SnapName, CHECKSUM_SUFFIX};
+use crate::folder::naming::{self, BackupFile, Entry, SnapName};
 use std::os::unix::fs::FileTypeExt;
 
 /// What a folder entry is, for messages and for deciding whether to touch it.
@@ -339,7 +339,7 @@ impl Layout {
         // A backup file whose checksum file is a link, FIFO or folder cannot be proven, and is
         // not used (the checksum entry itself is reported already).
         files.retain(|file| {
-            let checksum = format!("{}{CHECKSUM_SUFFIX}", file.name);
+            let checksum = naming::checksum_name(&file.name);
             let provable = !unreadable_checksums.contains(&checksum);
             if !provable {
                 findings.push(Finding {
@@ -353,7 +353,7 @@ impl Layout {
             provable
         });
         for checksum in checksums {
-            let of = checksum.strip_suffix(CHECKSUM_SUFFIX).unwrap_or(&checksum);
+            let of = naming::checksummed(&checksum).unwrap_or(&checksum);
             match files.iter_mut().find(|f| f.name == of) {
                 Some(file) => file.checksum = Some(checksum.clone()),
                 None => findings.push(Finding {
@@ -542,10 +542,7 @@ impl Layout {
             .entries
             .iter()
             .filter(|entry| {
-                let of = entry
-                    .name
-                    .strip_suffix(CHECKSUM_SUFFIX)
-                    .unwrap_or(&entry.name);
+                let of = naming::checksummed(&entry.name).unwrap_or(&entry.name);
                 !refused.contains(&of)
             })
             .cloned()

@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ImageSelection, PoolJob};
 use crate::folder::catalog::{self, Narrow};
+use crate::folder::door::LocalFolder;
 use crate::folder::naming::SnapName;
 use crate::folder::read;
-use crate::folder::write::ImageDir;
 use crate::UsageError;
 
 /// The coverage of every configured image the narrowing selects.
@@ -118,7 +118,7 @@ pub fn survey(config: &Config, narrow: &Narrow) -> Result<Coverage> {
 }
 
 fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
-    let dir = ImageDir::new(&job.destination, &job.pool, image);
+    let dir = LocalFolder::image(&job.destination, &job.pool, image);
     let mut coverage = ImageCoverage {
         pool: job.pool.clone(),
         image: image.to_string(),

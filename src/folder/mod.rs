@@ -1,6 +1,7 @@
 //! A backup folder: how its files are named, the one model of what it holds (chains, restore
 //! points, strangers), the records the tool keeps in it, and how files are written to it and read
-//! back from it on ground that other users may have touched.
+//! back from it on ground that other users may have touched. Every change to a folder goes through
+//! its one door ([`door`]).
 
 pub mod access;
 pub mod advance;
@@ -10,6 +11,7 @@ pub mod chain;
 pub mod checked_diff;
 pub mod coverage;
 pub mod diffstream;
+pub mod door;
 pub mod naming;
 pub mod read;
 pub mod rebuild;

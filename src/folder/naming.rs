@@ -22,6 +22,44 @@ pub const ZSTD_SUFFIX: &str = ".tar.zst";
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 /// Prefix of the temporary files a run writes before renaming them to their final name.
 pub const TEMP_PREFIX: &str = ".cephbackup-tmp.";
+/// The marker of a build in place ([`crate::folder::advance`]), in the image folder.
+pub const ADVANCE_MARKER: &str = ".cephbackup-advance.json";
+/// The old base of a build in place is renamed to this followed by the target's name while it
+/// is changed.
+pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";
+/// Names of `restore --to-file` targets being written: `.cephbackup-restore.<random>.<target>`.
+pub const PARTIAL_PREFIX: &str = ".cephbackup-restore.";
+/// The tool's record of its work on one image, in the image's folder.
+pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
+/// The tool's record of a destination folder as a whole, at its top.
+pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
+/// The last run's report, at the top of each destination it used.
+pub const LAST_RUN_FILE: &str = ".cephbackup-last-run.json";
+
+/// The name of the checksum file beside the file `name`.
+pub fn checksum_name(name: &str) -> String {
+    format!("{name}{CHECKSUM_SUFFIX}")
+}
+
+/// The file whose checksum file is `name`, when it is one.
+pub fn checksummed(name: &str) -> Option<&str> {
+    name.strip_suffix(CHECKSUM_SUFFIX)
+}
+
+/// The working name of a build in place whose target is `target` (a file name).
+pub fn working_name(target: &str) -> String {
+    format!("{WORKING_PREFIX}{target}")
+}
+
+/// The target a working file `name` of a build in place is named for, when it is one.
+pub fn working_target_name(name: &str) -> Option<&str> {
+    name.strip_prefix(WORKING_PREFIX)
+}
+
+/// True for the working file of a build in place.
+pub fn is_working_name(name: &str) -> bool {
+    name.starts_with(WORKING_PREFIX)
+}
 
 /// Refuses a pool or image name that could escape the destination folder, be taken for an option
 /// by `rbd`, or break the `<image>@<snap>` file names; `what` is "pool" or "image".
@@ -347,16 +385,13 @@ impl Entry {
         if file_name.starts_with(TEMP_PREFIX) {
             return Entry::Temporary;
         }
-        if file_name == crate::folder::record::IMAGE_RECORD {
+        if file_name == IMAGE_RECORD {
             return Entry::Record;
         }
         if let Some(file) = BackupFile::parse(image, file_name) {
             return Entry::Backup(file);
         }
-        match file_name
-            .strip_suffix(CHECKSUM_SUFFIX)
-            .and_then(|of| BackupFile::parse(image, of))
-        {
+        match checksummed(file_name).and_then(|of| BackupFile::parse(image, of)) {
             Some(file) => Entry::Checksum(file),
             None => Entry::Unexpected,
         }

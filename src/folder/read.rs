@@ -37,12 +37,14 @@ use anyhow::{bail, Context, Result};
 use flate2::bufread::MultiGzDecoder;
 use tracing::debug;
 
+use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
-use crate::folder::naming::{Compression, Entry, CHECKSUM_SUFFIX};
+use crate::folder::door::Door;
+use crate::folder::naming::{self, Compression, Entry};
 use crate::folder::untar::{self, MemberHeader};
 use crate::folder::untrusted::{self, EntryKind, NotRegular};
-use crate::folder::write::{FolderEntry, Hashing, ImageDir};
+use crate::folder::write::Hashing;
 use crate::output::human_bytes;
 use crate::output::{escaped, escaped_path};
 use crate::{interrupt, progress};
@@ -637,7 +639,7 @@ pub fn precheck(dir: &Path, stored: &FolderFile, limit: &Limit) -> Result<()> {
 /// The digest recorded for `file_name` in its `.sha256` file in `dir`, or `None` when it has no
 /// such file. The error names the checksum file.
 pub fn recorded_digest(dir: &Path, file_name: &str) -> Result<Option<String>> {
-    let name = format!("{file_name}{CHECKSUM_SUFFIX}");
+    let name = naming::checksum_name(file_name);
     let path = dir.join(&name);
     let shown = || escaped_path(&path);
     let bytes = match untrusted::read_small(&path, MAX_CHECKSUM_FILE) {
@@ -704,9 +706,9 @@ impl Folder {
     }
 }
 
-/// Reads `image`'s folder through [`ImageDir::list`] (what each entry is, without following it,
+/// Reads `image`'s folder through [`Door::list`] (what each entry is, without following it,
 /// and the sizes of the regular files). A folder that does not exist reads as empty.
-pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
+pub fn scan(dir: &dyn Door, image: &str) -> Result<Folder> {
     let entries = dir.list()?;
     let mut not_regular = Vec::new();
     let mut unusable: HashSet<&str> = HashSet::new();
@@ -719,7 +721,7 @@ pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
             Entry::Checksum(_) => {
                 // A backup file whose checksum cannot be read is not used either: its bytes
                 // cannot be proven, and refusing it says why.
-                if let Some(of) = entry.name.strip_suffix(CHECKSUM_SUFFIX) {
+                if let Some(of) = naming::checksummed(&entry.name) {
                     unusable.insert(of);
                 }
             }
@@ -747,7 +749,7 @@ pub fn scan(dir: &ImageDir, image: &str) -> Result<Folder> {
         .collect();
     Ok(Folder {
         claimed: Layout::from_entries(image, &claimed),
-        path: dir.path(),
+        path: dir.location(),
         layout: Layout::from_entries(image, &usable),
         not_regular,
         refused: Vec::new(),
@@ -1246,7 +1248,7 @@ mod tests {
     #[test]
     fn the_scan_keeps_entries_that_are_not_regular_files_out_of_the_chains() {
         let dir = tempfile::tempdir().unwrap();
-        let image_dir = ImageDir::new(dir.path(), "rbd", "vm");
+        let image_dir = crate::folder::door::LocalFolder::image(dir.path(), "rbd", "vm");
         let folder = image_dir.path();
         std::fs::create_dir_all(&folder).unwrap();
         let (s0, s1, s2, s3) = (

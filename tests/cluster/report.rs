@@ -5,7 +5,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cephbackup::report::{RunReport, LAST_RUN_FILE};
+use cephbackup::folder::naming::LAST_RUN_FILE;
+use cephbackup::report::RunReport;
 use serde_json::Value;
 
 use crate::harness::*;

@@ -18,8 +18,8 @@ use super::{cluster_failed, Mode, Section};
 use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
 use crate::folder::access::FileAccess;
-use crate::folder::naming::{self, SnapName};
-use crate::folder::record::{self, Blocked, Destination, DESTINATION_RECORD};
+use crate::folder::naming::{self, SnapName, DESTINATION_RECORD};
+use crate::folder::record::{self, Blocked, Destination};
 use crate::folder::untrusted::{self, EntryKind};
 use crate::state::{Access, Filesystem, HostState, Known};
 

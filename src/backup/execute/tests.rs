@@ -1138,14 +1138,15 @@ fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_f
     );
 
     // The record in the destination is the same document.
-    let recorded: RunReport =
-        serde_json::from_slice(&fs::read(w.dest.join(crate::report::LAST_RUN_FILE)).unwrap())
-            .unwrap();
+    let recorded: RunReport = serde_json::from_slice(
+        &fs::read(w.dest.join(crate::folder::naming::LAST_RUN_FILE)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         recorded,
         report.restricted_to(&w.dest.display().to_string())
     );
-    let mode = fs::metadata(w.dest.join(crate::report::LAST_RUN_FILE))
+    let mode = fs::metadata(w.dest.join(crate::folder::naming::LAST_RUN_FILE))
         .unwrap()
         .permissions();
     assert_eq!(
@@ -1176,14 +1177,14 @@ fn the_report_tells_image_by_image_what_was_written_removed_created_and_why_it_f
     );
 
     // Check mode says what it would do and writes no record.
-    fs::remove_file(w.dest.join(crate::report::LAST_RUN_FILE)).unwrap();
+    fs::remove_file(w.dest.join(crate::folder::naming::LAST_RUN_FILE)).unwrap();
     w.hours_later(1);
     let (outcome, _) = w.run(&conf, true);
     let a = &outcome.report.images[0];
     assert_eq!((a.action, a.status.as_str()), (Action::Slide, "checked"));
     assert!(a.files_written.is_empty() && a.snapshots_created.is_empty());
     assert!(outcome.report.check_mode && outcome.report.success);
-    assert!(!w.dest.join(crate::report::LAST_RUN_FILE).exists());
+    assert!(!w.dest.join(crate::folder::naming::LAST_RUN_FILE).exists());
 }
 
 #[test]

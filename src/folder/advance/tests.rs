@@ -2,6 +2,8 @@ use super::*;
 use crate::folder::diffstream::{apply_to_file, DiffHeader, DiffWriter};
 use crate::folder::naming::SnapName;
 use sha2::{Digest, Sha256};
+use std::fs::OpenOptions;
+use std::io::Write;
 
 const KIB: u64 = 1024;
 
@@ -147,7 +149,7 @@ impl Folder {
 
     fn build(&self, compressed: bool) -> Outcome {
         build(
-            self.dir.path(),
+            &LocalFolder::at(self.dir.path()),
             "vm",
             &self.target(compressed),
             &self.full_name(),
@@ -319,7 +321,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
         .iter()
         .map(|n| {
             let file = BackupFile::parse("vm", n).unwrap();
-            prove_diff(dir, &stored(n, file)).unwrap()
+            prove_diff(&LocalFolder::at(dir), &stored(n, file)).unwrap()
         })
         .collect();
     let marker = Marker {
@@ -340,7 +342,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
         applied,
         new_sha256: Some(hex(&folder.expected())),
     };
-    write_marker(dir, &marker, &key()).unwrap();
+    write_marker(&LocalFolder::at(dir), &marker, &key()).unwrap();
     let working = folder.path(&marker.working);
     std::fs::rename(folder.path(&folder.full_name()), &working).unwrap();
     let mut file = OpenOptions::new()
@@ -362,10 +364,12 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             let dir = folder.dir.path();
             let marker = interrupted(&folder, &streams, applied);
             let working = folder.path(&marker.working);
-            let mode = std::fs::metadata(folder.path(MARKER)).unwrap().mode();
+            let mode = std::fs::metadata(folder.path(ADVANCE_MARKER))
+                .unwrap()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
             let outcome = finish(
-                dir,
+                &LocalFolder::at(dir),
                 "vm",
                 &folder.target(false),
                 &marker.working,
@@ -380,7 +384,7 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
                 folder.raw_of(&marker.target, false) == folder.expected(),
                 "{what}, {applied}"
             );
-            assert!(!folder.path(MARKER).exists());
+            assert!(!folder.path(ADVANCE_MARKER).exists());
             assert!(!working.exists());
         }
     }
@@ -417,13 +421,13 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
             "the marker sealed under another host's key",
             |f, m| {
                 let other = SealKey::new([4; seal::KEY_BYTES]);
-                write_marker(f.dir.path(), m, &other).unwrap();
+                write_marker(&LocalFolder::at(f.dir.path()), m, &other).unwrap();
             },
             "its seal does not match",
         ),
         (
             "the marker rewritten without a seal",
-            |f, m| std::fs::write(f.path(MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
+            |f, m| std::fs::write(f.path(ADVANCE_MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
             "carries no seal",
         ),
         (
@@ -431,7 +435,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
             |f, m| {
                 let mut m = m.clone();
                 m.new_sha256 = None;
-                write_marker(f.dir.path(), &m, &key()).unwrap();
+                write_marker(&LocalFolder::at(f.dir.path()), &m, &key()).unwrap();
             },
             "records no checksum of the finished file",
         ),
@@ -444,7 +448,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
         spoil(&folder, &marker);
         let target = folder.target(false);
         let outcome = finish(
-            folder.dir.path(),
+            &LocalFolder::at(folder.dir.path()),
             "vm",
             &target,
             &marker.working,
@@ -461,7 +465,14 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
             "{what}"
         );
         // Without a key, nothing is believed either.
-        let outcome = finish(folder.dir.path(), "vm", &target, &marker.working, None).unwrap();
+        let outcome = finish(
+            &LocalFolder::at(folder.dir.path()),
+            "vm",
+            &target,
+            &marker.working,
+            None,
+        )
+        .unwrap();
         assert!(
             matches!(outcome, Outcome::Unproven(_)),
             "{what}: {outcome:?}"
@@ -543,8 +554,15 @@ fn a_marker_that_is_not_ours_is_not_used() {
             "carries no seal",
         ),
     ] {
-        std::fs::write(dir.path().join(MARKER), text).unwrap();
-        let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
+        std::fs::write(dir.path().join(ADVANCE_MARKER), text).unwrap();
+        let outcome = finish(
+            &LocalFolder::at(dir.path()),
+            "vm",
+            &file,
+            &working,
+            Some(&key()),
+        )
+        .unwrap();
         assert!(
             matches!(&outcome, Outcome::Unproven(why) if why.contains(says)),
             "{outcome:?}"
@@ -552,16 +570,28 @@ fn a_marker_that_is_not_ours_is_not_used() {
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
-        dir.path().join(MARKER),
+        dir.path().join(ADVANCE_MARKER),
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
-    let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
+    let outcome = finish(
+        &LocalFolder::at(dir.path()),
+        "vm",
+        &file,
+        &working,
+        Some(&key()),
+    )
+    .unwrap();
     assert!(
         matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")),
         "{outcome:?}"
     );
-    discard(dir.path(), &working, &file.file_name("vm")).unwrap();
+    discard(
+        &LocalFolder::at(dir.path()),
+        &working,
+        &file.file_name("vm"),
+    )
+    .unwrap();
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -571,10 +601,17 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     let file = BackupFile::full(Folder::snap(1), false);
     let target = file.file_name("vm");
     let working = working_name(&target);
-    for name in [&working, &MARKER.to_string(), &target] {
+    for name in [&working, &ADVANCE_MARKER.to_string(), &target] {
         std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
     }
-    let outcome = finish(dir.path(), "vm", &file, &working, Some(&key())).unwrap();
+    let outcome = finish(
+        &LocalFolder::at(dir.path()),
+        "vm",
+        &file,
+        &working,
+        Some(&key()),
+    )
+    .unwrap();
     assert_eq!(outcome, Outcome::Obsolete);
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

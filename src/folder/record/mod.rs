@@ -34,16 +34,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::folder::access::FileAccess;
-use crate::folder::write::PendingFile;
+use crate::folder::door::{Door, LocalFolder, Sharing};
 
 pub mod seal;
 pub mod state;
+use crate::folder::naming::{DESTINATION_RECORD, IMAGE_RECORD};
 use crate::folder::untrusted::{self, EntryKind};
 pub use seal::{SealKey, Unsealed};
 pub use state::{Completed, ImageRecord, Pending};
 
-pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
-pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
 /// What follows "destination directory X does not exist" and its kin.
 pub const UNMOUNTED_HINT: &str = " (is the backup disk mounted?)";
 /// Records are a few hundred bytes; anything far larger is not ours.
@@ -141,14 +140,8 @@ pub fn write_destination_record(
         at,
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
-    write_sealed(
-        dest,
-        DESTINATION_RECORD,
-        DESTINATION_KIND,
-        &doc,
-        key,
-        access,
-    )
+    let top = LocalFolder::at(dest).with_access(access);
+    write_sealed(&top, DESTINATION_RECORD, DESTINATION_KIND, &doc, key)
 }
 
 /// Reads the destination record of `dest` and returns its identity when the record proves it was
@@ -293,12 +286,11 @@ pub fn read_image_record(
 /// Writes the record of `pool/image` into its folder, replacing the previous one atomically.
 /// Sealed under `key`; a non-file at its name is left alone (the error is a [`Blocked`]).
 pub fn write_image_record(
-    folder: &Path,
+    folder: &dyn Door,
     pool: &str,
     image: &str,
     record: &ImageRecord,
     key: &SealKey,
-    access: FileAccess,
 ) -> Result<()> {
     let doc = ImageDoc {
         format: FORMAT,
@@ -306,21 +298,20 @@ pub fn write_image_record(
         image: image.to_string(),
         record: record.clone(),
     };
-    write_sealed(folder, IMAGE_RECORD, IMAGE_KIND, &doc, key, access)
+    write_sealed(folder, IMAGE_RECORD, IMAGE_KIND, &doc, key)
 }
 
 fn write_sealed(
-    dir: &Path,
+    folder: &dyn Door,
     name: &str,
     kind: &str,
     doc: &impl Serialize,
     key: &SealKey,
-    access: FileAccess,
 ) -> Result<()> {
-    let path = dir.join(name);
+    let path = folder.location_of(name);
     // Only a regular file is ever replaced: a rename would fail on a folder anyway, and a link,
     // device or socket is nobody's record (whoever put it there may want it).
-    match untrusted::kind_of(&path) {
+    match folder.kind_of(name) {
         Ok(EntryKind::File) => {}
         Ok(other) => {
             return Err(Blocked {
@@ -333,11 +324,7 @@ fn write_sealed(
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
     let text = seal::seal(key, kind, doc).context("cannot encode a record")?;
-    let mut pending = PendingFile::create(dir, name)?.with_access(access);
-    io::Write::write_all(pending.file(), &text)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    pending.commit_replacing()?;
-    Ok(())
+    folder.put(name, &text, Sharing::Folder)
 }
 
 #[cfg(test)]
@@ -404,7 +391,7 @@ mod tests {
             snapshot: "BACKUPUTC20261125T000000".into(),
             file: "vm@y.full".into(),
         });
-        write_image_record(dir.path(), "rbd", "vm", &record, &key, FileAccess::PRIVATE).unwrap();
+        write_image_record(&LocalFolder::at(dir.path()), "rbd", "vm", &record, &key).unwrap();
         assert_eq!(read_image_record(dir.path(), "rbd", "vm").unwrap(), record);
         let other = SealKey::new([2; seal::KEY_BYTES]);
         let err = super::read_image_record(dir.path(), "rbd", "vm", Some(&other)).unwrap_err();
@@ -454,12 +441,11 @@ mod tests {
         let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
         assert!(err.not_a_file, "{err}");
         let err = write_image_record(
-            dir.path(),
+            &LocalFolder::at(dir.path()),
             "rbd",
             "vm",
             &ImageRecord::default(),
             &key,
-            FileAccess::PRIVATE,
         )
         .unwrap_err();
         let blocked = err.downcast_ref::<Blocked>().unwrap();

@@ -1,0 +1,116 @@
+//! The one door into a backup folder: every read and change of a destination goes through
+//! [`Door`], so a newcomer finds every write in one place and a second kind of destination is one
+//! more implementation of it.
+//!
+//! The interface asks only what any store can give: a listing, a file opened for a streaming read,
+//! a new file staged out of sight and then published whole under its final name (its checksum
+//! file first, so every backup file that exists has one), small files replaced whole, and
+//! removals. No file is ever renamed in place through it. What only a local folder can do (the
+//! slide that changes an old base in place, [`crate::folder::advance`]) is a capability a caller
+//! asks for with [`Door::in_place`]; a door without it has the new base exported instead.
+//!
+//! [`CheckFolder`] is check mode's twin of a local folder: it reads the real one and changes
+//! nothing, so the executor announces and calls without asking which mode it is in.
+//!
+//! [`LocalFolder`] is the implementation on a local filesystem, and the only code of the crate
+//! that changes a destination: `clippy.toml` refuses the `std::fs` (and `tempfile`, `rustix`)
+//! calls that change files anywhere else, bar a named allow where a file outside any destination
+//! is written (the host's state and lock folders, generated assets) and the group-and-mode policy
+//! the door applies ([`crate::folder::access`]). Its [`PendingFile`] also serves the host's state
+//! and the metrics file, and [`PartialFile`] is `restore --to-file`'s target being written.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::folder::access::FileAccess;
+use crate::folder::chain::FolderEntry;
+use crate::folder::untrusted::EntryKind;
+
+mod check;
+mod local;
+mod partial;
+
+pub use check::CheckFolder;
+pub use local::{set_mode, LocalFolder, PendingFile};
+pub use partial::{remove_stale_partials, PartialFile};
+
+/// Who may read a small file once it is replaced ([`Door::put`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Its owner only, whatever the folder's access (a build's marker).
+    Private,
+    /// As the folder's files are ([`FileAccess`]): the tool's records.
+    Folder,
+    /// Everyone may read it (the last-run report, which monitoring reads as another user).
+    Everyone,
+}
+
+/// What publishing a backup file wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The backup file's size.
+    pub size: u64,
+    /// The size of its checksum file.
+    pub checksum_size: u64,
+}
+
+/// One folder of a destination (an image's folder, or the destination's top), as every part of
+/// the tool reads and changes it.
+pub trait Door: Send + Sync {
+    /// How messages name the folder (a path for a local folder).
+    fn location(&self) -> PathBuf;
+
+    /// How messages name the file `name` of the folder.
+    fn location_of(&self, name: &str) -> PathBuf {
+        self.location().join(name)
+    }
+
+    /// Who may read what is written here.
+    fn access(&self) -> FileAccess;
+
+    /// The entries of the folder, sorted by name; none when it does not exist yet.
+    fn list(&self) -> Result<Vec<FolderEntry>>;
+
+    /// What sits at `name`, not following a link; `NotFound` when nothing does.
+    fn kind_of(&self, name: &str) -> io::Result<EntryKind>;
+
+    /// Opens the regular file `name` for a streaming read (never through a link, never blocking
+    /// on a FIFO).
+    fn open(&self, name: &str) -> Result<File>;
+
+    /// Makes the folder ready to take files.
+    fn create(&self) -> Result<()>;
+
+    /// A new file for `name`, staged out of sight until it is published; it disappears unless
+    /// it is.
+    fn stage(&self, name: &str) -> Result<PendingFile>;
+
+    /// A nameless scratch file near the folder's files, gone when it is closed.
+    fn scratch(&self) -> Result<File>;
+
+    /// Publishes a staged backup file whose SHA-256 is `sha256`: its checksum file first (so
+    /// every backup file that exists has one), then the file under its final name, complete. A
+    /// file already there is replaced only when `replace` (an unproven file written again);
+    /// otherwise publishing fails and the checksum just written is taken back.
+    fn publish(&self, file: PendingFile, sha256: &str, replace: bool) -> Result<Published>;
+
+    /// Replaces the small file `name` with `bytes`, whole: a reader sees the old or the new one.
+    fn put(&self, name: &str, bytes: &[u8], sharing: Sharing) -> Result<()>;
+
+    /// Removes the file `name` (never a folder; a link only as itself); true when it did (the
+    /// check-mode twin removes nothing).
+    fn remove(&self, name: &str) -> Result<bool>;
+
+    /// Whether a run of this folder builds a slide's new base in place: the planner asks this,
+    /// so that a destination that cannot has the new base exported instead.
+    fn builds_in_place(&self) -> bool {
+        self.in_place().is_some()
+    }
+
+    /// The folder as a local one that may be changed, when it is: what only a local folder can
+    /// do (change a file in place, rename one) is asked for here, never assumed.
+    fn in_place(&self) -> Option<&LocalFolder>;
+}
