@@ -48,8 +48,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::cluster::process::{CommandError, CommandLine, FailureKind};
-use crate::cluster::rbd::{spec, Rbd};
+use crate::backup::execute::ClusterFactory;
+use crate::cluster::process::{CommandError, FailureKind};
+use crate::cluster::rbd::{spec, ClusterOps, Rbd};
 use crate::config::Config;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::checked_diff::CheckedDiff;
@@ -309,6 +310,18 @@ fn restore_doc(
 }
 
 pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
+    run_on(config, args, locking, &|job| {
+        Box::new(Rbd::new(job.cluster(), std::io::stderr().is_terminal()))
+    })
+}
+
+/// [`run`], into the clusters `cluster` makes.
+fn run_on(
+    config: &Config,
+    args: &RestoreOptions,
+    locking: &lock::Locking,
+    cluster: &ClusterFactory,
+) -> Result<()> {
     let started = Instant::now();
     let say = if args.json { Say::Stderr } else { Say::Stdout };
     let job = catalog::section(config, &args.pool)?;
@@ -342,7 +355,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         );
     }
     let (point, route) = choose(&scanned, &label, args.at)?;
-    let rbd = Rbd::new(job.cluster(), std::io::stderr().is_terminal());
+    let rbd = cluster(job);
     let folder = dir.path();
 
     match &target {
@@ -381,7 +394,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         escaped_path(&folder)
     ));
     let steps = match &target {
-        Target::Image { pool, name } => image_steps(&rbd, pool, name, &route),
+        Target::Image { .. } => image_steps(&route),
         Target::File(_) => file_steps(&route),
     };
     if args.check {
@@ -399,7 +412,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
     let mut failed_at = None;
     let done = match &target {
         Target::Image { pool, name } => into_image(
-            &rbd,
+            &*rbd,
             (pool, name),
             &folder,
             &steps,
@@ -476,17 +489,17 @@ struct Step<'a> {
 
 enum Action {
     /// The file's raw content (unpacked on the fly when compressed, checked record by record
-    /// when a diff) is streamed into this command's stdin.
-    Feed(CommandLine),
-    /// This command is run as it is.
-    Run(CommandLine),
+    /// when a diff) is streamed into `rbd import` (a full) or `rbd import-diff` (a diff).
+    Feed,
+    /// `rbd snap create` of the file's snapshot in the new image.
+    CreateSnapshot,
     /// The file is written into, or replayed onto, the `--to-file` target by this process.
     Rebuild,
 }
 
 /// Into a new image: `rbd import -` of the full, `rbd snap create` of its snapshot (the next
 /// diff starts from it), then `rbd import-diff -` of each diff in order.
-fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a FolderFile]) -> Vec<Step<'a>> {
+fn image_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
     let mut steps = Vec::new();
     for (index, link) in route.iter().enumerate() {
         let number = (index + 1, route.len());
@@ -495,20 +508,20 @@ fn image_steps<'a>(rbd: &Rbd, pool: &str, name: &str, route: &[&'a FolderFile]) 
                 link,
                 number,
                 verb: Some("Importing"),
-                action: Action::Feed(rbd.import(pool, name)),
+                action: Action::Feed,
             });
             steps.push(Step {
                 link,
                 number,
                 verb: None,
-                action: Action::Run(rbd.snap_create_command(pool, name, link.file.snap.as_str())),
+                action: Action::CreateSnapshot,
             });
         } else {
             steps.push(Step {
                 link,
                 number,
                 verb: Some("Applying"),
-                action: Action::Feed(rbd.import_diff(pool, name)),
+                action: Action::Feed,
             });
         }
     }
@@ -548,14 +561,14 @@ impl Step<'_> {
             ""
         };
         match &self.action {
-            Action::Feed(_) if self.link.file.is_full() => format!(
+            Action::Feed if self.link.file.is_full() => format!(
                 "[{number}/{total}] {verb} {path} into {target}: {unpacked}streamed to rbd import"
             ),
-            Action::Feed(_) => format!(
+            Action::Feed => format!(
                 "[{number}/{total}] {verb} {path} to {target}: {unpacked}checked record by \
                  record, streamed to rbd import-diff"
             ),
-            Action::Run(_) => format!(
+            Action::CreateSnapshot => format!(
                 "Creating snapshot {}@{} (the next diff starts from it): rbd snap create",
                 target,
                 escaped(self.link.file.snap.as_str())
@@ -583,7 +596,7 @@ impl Step<'_> {
 /// Replays the route into the new image `pool/name`; on failure removes what it created.
 /// Returns how many files had a checksum to check.
 fn into_image<'a>(
-    rbd: &Rbd,
+    rbd: &dyn ClusterOps,
     (pool, name): (&str, &str),
     folder: &Path,
     steps: &[Step<'a>],
@@ -595,7 +608,7 @@ fn into_image<'a>(
         pool: pool.to_string(),
         name: name.to_string(),
     };
-    let result = replay(folder, &target, steps, limits, say, failed_at);
+    let result = replay(rbd, folder, &target, steps, limits, say, failed_at);
     let Err(err) = result else {
         return result;
     };
@@ -611,6 +624,7 @@ fn into_image<'a>(
 /// Performs the steps of an image restore, each printed as it starts; `failed_at` is set to the
 /// file whose step failed.
 fn replay<'a>(
+    rbd: &dyn ClusterOps,
     folder: &Path,
     target: &Target,
     steps: &[Step<'a>],
@@ -618,18 +632,24 @@ fn replay<'a>(
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,
 ) -> Result<usize> {
+    let Target::Image { pool, name } = target else {
+        bail!("an image restore into a file (a bug)");
+    };
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
         say.line(&step.describe(folder, target));
         step.log();
         match &step.action {
-            Action::Feed(cmd) => {
+            Action::Feed => {
                 *failed_at = Some(step.link);
-                checked += usize::from(feed(cmd, folder, step.link, &limits.of(step.link))?);
+                let into = (rbd, pool.as_str(), name.as_str());
+                checked += usize::from(feed(into, folder, step.link, &limits.of(step.link))?);
                 *failed_at = None;
             }
-            Action::Run(cmd) => cmd.run()?,
+            Action::CreateSnapshot => {
+                rbd.create_snapshot(pool, name, step.link.file.snap.as_str())?;
+            }
             Action::Rebuild => bail!("a file step in an image restore (a bug)"),
         }
     }
@@ -648,15 +668,21 @@ fn blame_signal(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
-/// Streams one file's raw content into `cmd`'s stdin, diffs through the record checker, and
-/// checks the file's checksum. True when there was a checksum to check.
-fn feed(cmd: &CommandLine, folder: &Path, link: &FolderFile, limit: &read::Limit) -> Result<bool> {
+/// Streams one file's raw content into the image `name` of `pool`: a full through `rbd import`, a
+/// diff through the record checker into `rbd import-diff`; and checks the file's checksum. True
+/// when there was a checksum to check.
+fn feed(
+    (rbd, pool, name): (&dyn ClusterOps, &str, &str),
+    folder: &Path,
+    link: &FolderFile,
+    limit: &read::Limit,
+) -> Result<bool> {
     let path = folder.join(&link.name);
     let recorded = read::recorded_digest(folder, &link.name)?;
     let ((), facts) = read::read_raw(&path, link.file.compression, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
-            let ran = cmd.run_with_input(&mut input);
+            let ran = rbd.import(pool, name, &mut input);
             return settle(ran, input.error());
         }
         let diff = CheckedDiff::new(BufReader::with_capacity(BUFFER, raw), |header| {
@@ -664,7 +690,7 @@ fn feed(cmd: &CommandLine, folder: &Path, link: &FolderFile, limit: &read::Limit
         })
         .map_err(anyhow::Error::msg)?;
         let mut input = FirstError::new(diff);
-        let ran = cmd.run_with_input(&mut input);
+        let ran = rbd.import_diff(pool, name, &mut input);
         settle(ran, input.error())
     })
     .with_context(|| escaped_path(&path))?;
@@ -687,7 +713,7 @@ fn is_already_exists(err: &anyhow::Error) -> bool {
 }
 
 /// Removes the image a failed restore created, snapshots first; what cannot be removed is said.
-fn remove_partial(rbd: &Rbd, pool: &str, name: &str) {
+fn remove_partial(rbd: &dyn ClusterOps, pool: &str, name: &str) {
     let target = spec(pool, name, None);
     match rbd.image_exists(pool, name) {
         Ok(false) => return,
@@ -698,11 +724,10 @@ fn remove_partial(rbd: &Rbd, pool: &str, name: &str) {
         }
     }
     warn!("removing {target}: the restore did not complete");
-    let removed = rbd.purge_snapshots(pool, name).run().and_then(|()| {
-        let remove = rbd.remove_image(pool, name);
+    let removed = rbd.purge_snapshots(pool, name).and_then(|()| {
         let deadline = Instant::now() + WATCH_EXPIRY;
         loop {
-            match remove.run() {
+            match rbd.remove_image(pool, name) {
                 Err(err) if is_still_watched(&err) && Instant::now() < deadline => {
                     warn!(
                         "{target} is still held by the rbd that was stopped; waiting for Ceph to \
@@ -1014,14 +1039,13 @@ pub fn remove_stale_partials(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::rbd::Cluster;
+    use crate::cluster::fake::{Call, Fail, Fake};
+    use crate::cluster::process::CommandLine;
+    use crate::commands::chain::{self, Backups, S0, S1, S2};
     use crate::folder::chain::Layout;
     use crate::folder::read::NotRegularEntry;
     use crate::folder::untrusted::EntryKind;
-
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-    const S2: &str = "BACKUPUTC20261122T020000";
+    use crate::output::capture;
 
     /// A folder of regular files only.
     fn folder(names: &[String]) -> Folder {
@@ -1143,15 +1167,6 @@ mod tests {
         ];
         let folder = folder(&names);
         let (_, route) = choose(&folder, "rbd/vm", None).unwrap();
-        let rbd = Rbd::new(
-            Cluster {
-                conf: "/c".into(),
-                user: None,
-                keyring: None,
-                timeout: 0,
-            },
-            false,
-        );
         let image = Target::Image {
             pool: "rbd".into(),
             name: "new".into(),
@@ -1164,7 +1179,7 @@ mod tests {
                 .collect()
         };
         // What is done, said as such: no shell command that never runs.
-        let steps = image_steps(&rbd, "rbd", "new", &route);
+        let steps = image_steps(&route);
         assert_eq!(
             shown(steps, &image),
             [
@@ -1428,5 +1443,113 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Restores the newest point of `backups` into `rbd/vm-restored` of `fake`: the result and
+    /// what was printed.
+    fn restore_into(fake: &Fake, backups: &Backups) -> (Result<()>, String) {
+        let args = RestoreOptions {
+            pool: "rbd".into(),
+            image: "vm".into(),
+            to: Some("vm-restored".into()),
+            ..RestoreOptions::default()
+        };
+        let fake = fake.clone();
+        let cluster = move |_: &_| -> Box<dyn ClusterOps> { Box::new(fake.clone()) };
+        capture::stdout(|| run_on(&backups.config, &args, &backups.locking, &cluster))
+    }
+
+    #[test]
+    fn a_full_and_its_diffs_are_replayed_into_a_new_image() {
+        let fake = Fake::default();
+        let (result, stdout) = restore_into(&fake, &chain::backups());
+        result.unwrap();
+        assert_eq!(fake.data("rbd", "vm-restored"), Some(chain::latest()));
+        assert_eq!(fake.snapshots("rbd", "vm-restored"), [S0, S1, S2]);
+        let create = format!("snap create rbd/vm-restored@{S0}");
+        assert_eq!(
+            fake.calls(),
+            [
+                "ls rbd",
+                "import - rbd/vm-restored",
+                &create,
+                "import-diff - rbd/vm-restored",
+                "import-diff - rbd/vm-restored"
+            ]
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 6, "{stdout}");
+        assert!(lines[0].starts_with(&format!("Restoring rbd/vm as of {S2} (")));
+        assert!(lines[2].starts_with("Creating snapshot rbd/vm-restored@"));
+        assert!(
+            lines[5].starts_with(&format!(
+                "Restored rbd/vm-restored as of {S2}: 3 file(s) applied, 3 checked against \
+                 their .sha256 file, in "
+            )),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn a_failing_import_diff_leaves_no_image_and_blames_rbd_not_the_file() {
+        let fake = Fake::default();
+        fake.fail(Call::ImportDiff, "rbd/vm-restored", Fail::TimedOut);
+        let backups = chain::backups();
+        let (result, _) = restore_into(&fake, &backups);
+        // Not the file's fault: no older point is offered instead.
+        let first_diff = backups.dir.join(format!("vm@{S1}.diff_from_{S0}"));
+        assert_eq!(
+            format!("{:#}", result.unwrap_err()),
+            format!("{}: timed out", first_diff.display())
+        );
+        assert_eq!(fake.data("rbd", "vm-restored"), None);
+        let create = format!("snap create rbd/vm-restored@{S0}");
+        assert_eq!(
+            fake.changes(),
+            [
+                "import - rbd/vm-restored",
+                &create,
+                "import-diff - rbd/vm-restored",
+                "snap purge rbd/vm-restored",
+                "rm rbd/vm-restored"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_truncated_diff_leaves_no_image_and_names_the_point_to_restore_instead() {
+        let backups = chain::backups();
+        let last = backups.dir.join(format!("vm@{S2}.diff_from_{S1}"));
+        let data = fs::read(&last).unwrap();
+        fs::write(&last, &data[..data.len() - 10]).unwrap();
+        let fake = Fake::default();
+        let (result, _) = restore_into(&fake, &backups);
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(
+            err.contains(&format!(
+                "{S2} needs vm@{S2}.diff_from_{S1}, so it cannot be restored; the newest point \
+                 that does not is {S1}"
+            )),
+            "{err}"
+        );
+        assert_eq!(fake.data("rbd", "vm-restored"), None);
+        let changes = fake.changes();
+        assert_eq!(
+            changes[changes.len() - 2..],
+            ["snap purge rbd/vm-restored", "rm rbd/vm-restored"]
+        );
+    }
+
+    #[test]
+    fn an_existing_image_is_never_touched() {
+        let fake = Fake::default();
+        fake.add_image("rbd", "vm-restored", vec![5; 10]);
+        let (result, _) = restore_into(&fake, &chain::backups());
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "rbd/vm-restored exists already; restore never writes into an existing image"
+        );
+        assert_eq!(fake.changes(), Vec::<String>::new());
+        assert_eq!(fake.data("rbd", "vm-restored"), Some(vec![5; 10]));
     }
 }
