@@ -1,7 +1,8 @@
-//! The commands besides the backup itself: `list`, `status`, `restore`, `verify`,
+//! The commands: the backup run itself (`backup`), `list`, `status`, `restore`, `verify`,
 //! `init-destination`, and the offline check of a configuration (`--check --offline`).
 //! Each takes its own options and returns a result; only `cli` turns those into exit statuses.
 
+pub mod backup;
 pub mod check_config;
 pub mod init;
 pub mod list;
