@@ -33,6 +33,10 @@
 //! file is what failed, the error names the newest point that does not need it, for `--at`. With
 //! `--json` those lines go to stderr and stdout carries one document (`RestoreDoc`): what was
 //! restored, into what, the point and its time, and the files used.
+//!
+//! By job: [`route`] (the target, the point and the files that lead to it, and the point to
+//! restore instead), [`steps`] (the one list of steps), [`to_image`] and [`to_file`] (performing
+//! them), [`document`] (the `--json` document); this module runs a restore from start to end.
 
 mod document;
 mod route;
