@@ -77,6 +77,8 @@ pub(crate) struct State {
     calls: Vec<String>,
     /// Failures to inject: the call, `pool/image` (or `pool` for listing images), how.
     failures: Vec<(Call, String, Fail)>,
+    /// Failures that happen once each, before any of `failures`.
+    once: Vec<(Call, String, Fail)>,
     /// When set, an export waits (up to a few seconds) until this many run at once: proof that
     /// images ran in parallel, without measuring time.
     pub(crate) gate: Option<usize>,
@@ -114,6 +116,13 @@ impl Fake {
             .unwrap()
             .failures
             .push((call, target.to_string(), how));
+    }
+
+    /// Like [`Fake::fail`], for the next such call only: a condition that passes (an image a
+    /// killed client still watches, until Ceph lets it go).
+    pub(crate) fn fail_once(&self, call: Call, target: &str, how: Fail) {
+        let mut state = self.0.lock().unwrap();
+        state.once.push((call, target.to_string(), how));
     }
 
     pub(crate) fn limit(&self, pool: &str, image: &str, limit: u64) {
@@ -166,11 +175,12 @@ impl Fake {
     fn enter(&self, call: Call, target: &str, shown: String) -> Result<(), (Fail, CommandError)> {
         let mut state = self.0.lock().unwrap();
         state.calls.push(shown.clone());
-        let injected = state
-            .failures
-            .iter()
-            .find(|(c, t, _)| *c == call && t == target)
-            .map(|&(_, _, how)| how);
+        let matches = |(c, t, _): &(Call, String, Fail)| *c == call && t == target;
+        let once = state.once.iter().position(matches);
+        let injected = match once {
+            Some(index) => Some(state.once.remove(index).2),
+            None => state.failures.iter().find(|f| matches(f)).map(|f| f.2),
+        };
         match injected {
             Some(how) => Err((how, how.error(&shown))),
             None => Ok(()),

@@ -398,4 +398,23 @@ mod tests {
         assert_eq!(fake.changes(), Vec::<String>::new());
         assert_eq!(fake.data("rbd", "vm-restored"), Some(vec![5; 10]));
     }
+
+    #[test]
+    fn an_image_still_watched_after_a_failure_is_removed_once_ceph_lets_it_go() {
+        let fake = Fake::default();
+        fake.fail(Call::ImportDiff, "rbd/vm-restored", Fail::TimedOut);
+        fake.fail_once(Call::RemoveImage, "rbd/vm-restored", Fail::Busy);
+        let (result, _) = restore_into(&fake, &chain::backups());
+        assert!(result.is_err());
+        assert_eq!(fake.data("rbd", "vm-restored"), None);
+        let changes = fake.changes();
+        assert_eq!(
+            changes[changes.len() - 3..],
+            [
+                "snap purge rbd/vm-restored",
+                "rm rbd/vm-restored",
+                "rm rbd/vm-restored"
+            ]
+        );
+    }
 }
