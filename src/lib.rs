@@ -12,7 +12,8 @@
 //!   through ([`folder::door`]), writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
-//! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
+//! - [`commands`]: the backup run (`backup`), `list`, `status`, `restore`, `verify` and
+//!   `init-destination`.
 //! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
 //!   newest completed snapshot) and the key that seals the tool's records.
 //! - [`clock`] (the wall clock a run reads, startable at a given second in test builds),

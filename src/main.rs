@@ -10,11 +10,9 @@ use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::backup::execute;
 use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{check_config, init, list, restore, status, verify};
-use cephbackup::output::{self, capture};
-use cephbackup::{clock, config, interrupt, lock, metrics, outln, progress, Outcome};
+use cephbackup::commands::{backup, check_config, init, list, restore, status, verify};
+use cephbackup::{config, interrupt, lock, metrics, progress, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -88,51 +86,19 @@ fn run(cli: &Cli) -> Status {
     if let Some(command) = &cli.command {
         return run_command(command, &config, cli);
     }
-    let options = execute::RunOptions {
-        force_check: cli.check,
-        progress: progress::enabled(),
-        now: &clock::now,
-        wait: cli
-            .wait
-            .map(Duration::from_secs)
-            .or(config.wait)
-            .unwrap_or(lock::DEFAULT_BACKUP_WAIT),
+    let options = backup::BackupOptions {
+        check: cli.check,
+        wait: cli.wait.map(Duration::from_secs),
         lock_dir: locking(cli).dir,
-        state_dir: config.state_dir(),
-        cluster: None,
+        quiet: cli.quiet,
+        json: cli.json,
+        metrics_file: cli.metrics_file.clone(),
     };
-    // Quiet: the run's stdout (the original's lines) is held back; its errors and warnings still
-    // reach stderr, and a run that did not fully succeed also prints its summary.
-    output::set_quiet(cli.quiet);
-    let outcome = if cli.json {
-        // The text goes nowhere: stdout carries the one document.
-        let (outcome, _text) = capture::stdout(|| execute::run(&config, &options));
-        output::set_quiet(false);
-        match output::json(&outcome.report) {
-            Ok(document) => outln!("{document}"),
-            Err(err) => eprintln!("error: cannot render the run report: {err}"),
-        }
-        outcome
-    } else {
-        let outcome = execute::run(&config, &options);
-        if !outcome.succeeded() || outcome.interrupted.is_some() {
-            output::set_quiet(false);
-        }
-        outln!("{}", outcome.summary());
-        outcome
-    };
-    let metrics_written = match cli.metrics_file.as_ref().or(config.metrics_file.as_ref()) {
-        Some(path) => metrics::publish(&config, path, &outcome.report)
-            .inspect_err(|err| eprintln!("error: {err:#}"))
-            .is_ok(),
-        None => true,
-    };
-    match (outcome.interrupted, outcome.succeeded()) {
-        (Some(signal), _) => Status::Interrupted(signal),
-        (None, true) if !metrics_written => Status::Failed,
-        (None, true) => Status::Success,
-        (None, false) if outcome.only_busy() => Status::Busy,
-        (None, false) => Status::Failed,
+    match backup::run(&config, &options) {
+        backup::Ended::Succeeded => Status::Success,
+        backup::Ended::Busy => Status::Busy,
+        backup::Ended::Failed => Status::Failed,
+        backup::Ended::Interrupted(signal) => Status::Interrupted(signal),
     }
 }
 

@@ -228,11 +228,6 @@ impl Rbd {
         .stop_on_timeout(true)
     }
 
-    /// True when `pool` holds an image called `image`.
-    pub fn image_exists(&self, pool: &str, image: &str) -> Result<bool> {
-        Ok(self.list_images(pool)?.iter().any(|name| name == image))
-    }
-
     /// Creates a new image from a raw stream on stdin. Ceph 16 refuses a file path containing
     /// `@` here, and every backup file has one, so restores always feed stdin.
     pub fn import(&self, pool: &str, image: &str) -> CommandLine {
@@ -353,8 +348,9 @@ pub enum Op<'a> {
     },
 }
 
-/// Exactly what the backup executor ([`crate::backup::execute`]) asks of a cluster. [`Rbd`] does it by
-/// running `rbd`; the executor's unit tests use an in-memory stand-in.
+/// Exactly what the tool asks of a cluster: the backup executor ([`crate::backup::execute`]),
+/// `restore` into an image and `verify --source`. [`Rbd`] does it by running `rbd`; their unit
+/// tests use an in-memory stand-in (`cluster/fake.rs`).
 ///
 /// Failures carry a [`CommandError`] (inside the `anyhow::Error` for queries, inside the
 /// `io::Error` at the end of a stream) whose [`CommandError::kind`] says what happened, because
@@ -389,6 +385,26 @@ pub trait ClusterOps: Send + Sync {
         base: Option<&str>,
         snap: &str,
     ) -> Result<Box<dyn Read>, CommandError>;
+    /// True when `pool` holds an image called `image` (restore never writes into one that
+    /// exists; `verify --source` has nothing to compare without it).
+    fn image_exists(&self, pool: &str, image: &str) -> Result<bool> {
+        Ok(self.list_images(pool)?.iter().any(|name| name == image))
+    }
+    /// Creates the new image `pool/image` from the raw image read from `input` ([`Rbd::import`]).
+    /// When reading `input` fails, the cluster sees its end early: the caller knows why.
+    fn import(&self, pool: &str, image: &str, input: &mut dyn Read) -> Result<(), CommandError>;
+    /// Applies the `rbd diff v1` stream read from `input` to `pool/image`, creating its end
+    /// snapshot ([`Rbd::import_diff`]).
+    fn import_diff(
+        &self,
+        pool: &str,
+        image: &str,
+        input: &mut dyn Read,
+    ) -> Result<(), CommandError>;
+    /// Removes every snapshot of an image ([`Rbd::purge_snapshots`]).
+    fn purge_snapshots(&self, pool: &str, image: &str) -> Result<(), CommandError>;
+    /// Removes an image that has no snapshots ([`Rbd::remove_image`]).
+    fn remove_image(&self, pool: &str, image: &str) -> Result<(), CommandError>;
 }
 
 impl Rbd {
@@ -453,6 +469,27 @@ impl ClusterOps for Rbd {
             .command_for(pool, image, Op::Export { base, snap })
             .spawn_reader()?;
         Ok(Box::new(reader))
+    }
+
+    fn import(&self, pool: &str, image: &str, input: &mut dyn Read) -> Result<(), CommandError> {
+        Rbd::import(self, pool, image).run_with_input(input)
+    }
+
+    fn import_diff(
+        &self,
+        pool: &str,
+        image: &str,
+        input: &mut dyn Read,
+    ) -> Result<(), CommandError> {
+        Rbd::import_diff(self, pool, image).run_with_input(input)
+    }
+
+    fn purge_snapshots(&self, pool: &str, image: &str) -> Result<(), CommandError> {
+        Rbd::purge_snapshots(self, pool, image).run()
+    }
+
+    fn remove_image(&self, pool: &str, image: &str) -> Result<(), CommandError> {
+        Rbd::remove_image(self, pool, image).run()
     }
 }
 

@@ -1,7 +1,8 @@
-//! The commands besides the backup itself: `list`, `status`, `restore`, `verify`,
+//! The commands: the backup run itself (`backup`), `list`, `status`, `restore`, `verify`,
 //! `init-destination`, and the offline check of a configuration (`--check --offline`).
 //! Each takes its own options and returns a result; only `cli` turns those into exit statuses.
 
+pub mod backup;
 pub mod check_config;
 pub mod init;
 pub mod list;
@@ -33,5 +34,102 @@ pub(crate) mod schema_check {
     /// True when the schema of `kind` accepts `value`.
     pub fn accepts(kind: &str, value: &serde_json::Value) -> bool {
         validator(kind).is_valid(value)
+    }
+}
+
+/// One image's backups for the tests of the commands that read them (`restore`, `verify`): a
+/// full of `vm` at [`S0`](chain::S0) and diffs to `S1` and `S2`, each with its checksum file.
+#[cfg(test)]
+pub(crate) mod chain {
+    use std::io;
+    use std::path::Path;
+
+    use crate::folder::diffstream::{DiffHeader, DiffWriter};
+    use crate::folder::write::{checksum_line, Hashing};
+
+    pub const S0: &str = "BACKUPUTC20261120T020000";
+    pub const S1: &str = "BACKUPUTC20261121T020000";
+    pub const S2: &str = "BACKUPUTC20261122T020000";
+    /// The image's size at every point.
+    pub const SIZE: usize = 1 << 20;
+
+    pub fn sha256(data: &[u8]) -> String {
+        let mut h = Hashing::new(data);
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        h.hex_digest()
+    }
+
+    /// A diff from `from` to `to` that writes 4 KiB of 9s at 4096 and zeros 4 KiB at 65536.
+    pub fn diff(from: &str, to: &str) -> Vec<u8> {
+        let header = DiffHeader {
+            from_snap: Some(from.into()),
+            to_snap: Some(to.into()),
+            size: SIZE as u64,
+        };
+        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
+        w.write_data(4096, &[9u8; 4096]).unwrap();
+        w.write_zero(65536, 4096).unwrap();
+        w.finish().unwrap()
+    }
+
+    /// The image at `S0`: all ones.
+    pub fn full() -> Vec<u8> {
+        vec![1u8; SIZE]
+    }
+
+    /// The image at `S1` and `S2`, which the diffs lead to.
+    pub fn latest() -> Vec<u8> {
+        let mut image = full();
+        image[4096..8192].fill(9);
+        image[65536..69632].fill(0);
+        image
+    }
+
+    /// Writes the full, the two diffs and their checksum files into `dir` (which exists).
+    pub fn write(dir: &Path) {
+        let files = [
+            (format!("vm@{S0}.full"), full()),
+            (format!("vm@{S1}.diff_from_{S0}"), diff(S0, S1)),
+            (format!("vm@{S2}.diff_from_{S1}"), diff(S1, S2)),
+        ];
+        for (name, data) in files {
+            std::fs::write(dir.join(&name), &data).unwrap();
+            let line = checksum_line(&sha256(&data), &name);
+            std::fs::write(dir.join(format!("{name}.sha256")), line).unwrap();
+        }
+    }
+
+    /// A destination whose `rbd/vm` holds the chain ([`write`]), with a configuration naming it
+    /// (section `[rbd]`) and a lock folder; all removed when dropped.
+    pub struct Backups {
+        _tmp: tempfile::TempDir,
+        pub config: crate::config::Config,
+        pub locking: crate::lock::Locking,
+        /// The image's backup folder.
+        pub dir: std::path::PathBuf,
+    }
+
+    pub fn backups() -> Backups {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let dir = dest.join("rbd").join("vm");
+        let locks = tmp.path().join("locks");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir(&locks).unwrap();
+        write(&dir);
+        let text = format!(
+            "[rbd]\ndestination directory = {}\nceph config = /etc/ceph/fake.conf\n\
+             images = vm\nbackup mode = incremental\n",
+            dest.display()
+        );
+        Backups {
+            config: crate::config::parse_str(&text, Path::new("test.conf")).unwrap(),
+            locking: crate::lock::Locking {
+                dir: locks,
+                wait: std::time::Duration::ZERO,
+            },
+            dir,
+            _tmp: tmp,
+        }
     }
 }

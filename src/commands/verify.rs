@@ -24,8 +24,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tracing::info;
 
-use crate::cluster::process::CommandLine;
-use crate::cluster::rbd::{spec, Rbd};
+use crate::backup::execute::ClusterFactory;
+use crate::cluster::rbd::{spec, ClusterOps, Op, Rbd};
 use crate::config::Config;
 use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{FolderFile, Layout};
@@ -118,6 +118,18 @@ pub struct VerifyOptions {
 
 /// Checks and reports; [`Outcome::FoundProblems`] when at least one error was found.
 pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Result<Outcome> {
+    run_on(config, args, locking, &|job| {
+        Box::new(Rbd::new(job.cluster(), false))
+    })
+}
+
+/// [`run`], with `--source` comparing against the clusters `cluster` makes.
+fn run_on(
+    config: &Config,
+    args: &VerifyOptions,
+    locking: &lock::Locking,
+    cluster: &ClusterFactory,
+) -> Result<Outcome> {
     let folders = catalog::select(
         config,
         args.narrow.pool.as_deref(),
@@ -129,7 +141,7 @@ pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Re
         interrupt::check()?;
         // Shared: no backup may prune or slide the chain while it is being read.
         let _lock = locking.image(&folder.job.pool, &folder.image, lock::Kind::Shared)?;
-        let report = verify_image(folder, args);
+        let report = verify_image(folder, args, cluster);
         // An image cut short by a signal is not reported as checked.
         interrupt::check()?;
         let clean = report.count(Severity::Error) + report.count(Severity::Warning) == 0;
@@ -204,7 +216,11 @@ fn summary(reports: &[ImageReport], errors: usize, warnings: usize, took: &str) 
     )
 }
 
-fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
+fn verify_image(
+    folder: &ImageFolder,
+    args: &VerifyOptions,
+    cluster: &ClusterFactory,
+) -> ImageReport {
     let dir = folder.dir.path();
     let mut report = ImageReport {
         pool: folder.job.pool.clone(),
@@ -270,7 +286,7 @@ fn verify_image(folder: &ImageFolder, args: &VerifyOptions) -> ImageReport {
     }
     name_unusable_points(layout, &bad, &mut report);
     if args.source {
-        check_source(folder, layout, &limits, &mut report);
+        check_source(folder, layout, &limits, &*cluster(folder.job), &mut report);
     }
     report
 }
@@ -410,10 +426,15 @@ fn check_file(
 }
 
 /// Rebuilds the newest point whose snapshot the cluster still has and compares the two.
-fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: &mut ImageReport) {
+fn check_source(
+    folder: &ImageFolder,
+    layout: &Layout,
+    limits: &Limits,
+    rbd: &dyn ClusterOps,
+    report: &mut ImageReport,
+) {
     let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
     let label = spec(pool, image, None);
-    let rbd = Rbd::new(folder.job.cluster(), false);
     let snapshots = match rbd.image_exists(pool, image) {
         Ok(true) => rbd.list_snapshots(pool, image),
         Ok(false) => {
@@ -454,8 +475,8 @@ fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: 
         return;
     };
     info!("rebuilding {} from {} file(s)", escaped(&at), route.len());
-    let export = rbd.export(pool, image, point.as_str());
-    match compare(&folder.dir.path(), &route, limits, export) {
+    let snapshot = (pool, image, point.as_str());
+    match compare(&folder.dir.path(), &route, limits, rbd, snapshot) {
         Ok((rebuilt, cluster)) => {
             let matches = rebuilt == cluster;
             if !matches {
@@ -479,12 +500,14 @@ fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: 
     }
 }
 
-/// SHA-256 of the point rebuilt from `route` and of `export`'s output, computed side by side.
+/// SHA-256 of the point rebuilt from `route` and of the cluster's export of `snapshot` (pool,
+/// image, snapshot), computed side by side.
 fn compare(
     dir: &Path,
     route: &[&FolderFile],
     limits: &Limits,
-    export: CommandLine,
+    rbd: &dyn ClusterOps,
+    (pool, image, snap): (&str, &str, &str),
 ) -> Result<(String, String)> {
     let mut scratch = tempfile::tempfile().context(
         "cannot create a temporary file in $TMPDIR to rebuild the image in (set TMPDIR)",
@@ -499,12 +522,15 @@ fn compare(
     .context("cannot rebuild from the backups")?;
     std::thread::scope(|scope| {
         let cluster = scope.spawn(move || -> Result<String> {
-            let mut hashing = Hashing::new(export.spawn_reader()?);
+            let mut hashing = Hashing::new(rbd.open_export(pool, image, None, snap)?);
             io::copy(&mut hashing, &mut io::sink()).map_err(|err| {
                 // A failed rbd arrives wrapped in the read error; keep its own message.
                 match err.into_inner() {
                     Some(inner) => anyhow::anyhow!("{inner}"),
-                    None => anyhow::anyhow!("cannot read `{export}`"),
+                    None => {
+                        let export = rbd.show(pool, image, Op::Export { base: None, snap });
+                        anyhow::anyhow!("cannot read `{export}`")
+                    }
                 }
             })?;
             Ok(hashing.hex_digest())
@@ -527,45 +553,16 @@ fn hash_file(file: &mut File) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folder::diffstream::{DiffHeader, DiffWriter};
+    use crate::cluster::fake::{Call, Fail, Fake};
+    use crate::commands::chain::{self, diff, sha256, S0, S1, S2};
     use crate::folder::write::checksum_line;
+    use crate::output::capture;
     use std::fs;
-
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-    const S2: &str = "BACKUPUTC20261122T020000";
-
-    fn sha256(data: &[u8]) -> String {
-        let mut h = Hashing::new(data);
-        io::copy(&mut h, &mut io::sink()).unwrap();
-        h.hex_digest()
-    }
-
-    fn diff(from: &str, to: &str) -> Vec<u8> {
-        let header = DiffHeader {
-            from_snap: Some(from.into()),
-            to_snap: Some(to.into()),
-            size: 1 << 20,
-        };
-        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-        w.write_data(4096, &[9u8; 4096]).unwrap();
-        w.write_zero(65536, 4096).unwrap();
-        w.finish().unwrap()
-    }
 
     /// A folder with a full and two diffs, each with its checksum file.
     fn folder() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let files = [
-            (format!("vm@{S0}.full"), vec![1u8; 1 << 20]),
-            (format!("vm@{S1}.diff_from_{S0}"), diff(S0, S1)),
-            (format!("vm@{S2}.diff_from_{S1}"), diff(S1, S2)),
-        ];
-        for (name, data) in files {
-            fs::write(dir.path().join(&name), &data).unwrap();
-            let line = checksum_line(&sha256(&data), &name);
-            fs::write(dir.path().join(format!("{name}.sha256")), line).unwrap();
-        }
+        crate::commands::chain::write(dir.path());
         dir
     }
 
@@ -769,5 +766,84 @@ mod tests {
         let mut wrong = value;
         wrong["images"][0]["problems"][0]["severity"] = "fatal".into();
         assert!(!crate::commands::schema_check::accepts("verify", &wrong));
+    }
+
+    /// `verify --source` of the chain (newest point S2) against `fake`: the outcome and stdout.
+    fn verify_source(fake: &Fake) -> (Outcome, String) {
+        let backups = chain::backups();
+        let args = VerifyOptions {
+            narrow: Narrow {
+                pool: Some("rbd".into()),
+                image: Some("vm".into()),
+            },
+            source: true,
+            ..VerifyOptions::default()
+        };
+        let fake = fake.clone();
+        let cluster = move |_: &_| -> Box<dyn ClusterOps> { Box::new(fake.clone()) };
+        let (outcome, stdout) =
+            capture::stdout(|| run_on(&backups.config, &args, &backups.locking, &cluster));
+        (outcome.unwrap(), stdout)
+    }
+
+    #[test]
+    fn the_source_is_the_export_of_the_newest_point_the_cluster_still_has() {
+        let fake = Fake::default();
+        fake.add_image("rbd", "vm", chain::latest());
+        fake.create_snapshot("rbd", "vm", S1).unwrap();
+        // The image moved on since: only its snapshot is compared.
+        fake.write("rbd", "vm", 0, b"since");
+        let (outcome, stdout) = verify_source(&fake);
+        assert_eq!(outcome, Outcome::Done, "{stdout}");
+        assert!(
+            stdout.starts_with(&format!(
+                "ok: rbd/vm@{S1}: rebuilt from the backups, same SHA-256 as rbd export of the \
+                 snapshot ({})\n",
+                sha256(&chain::latest())
+            )),
+            "{stdout}"
+        );
+        let export = format!("export rbd/vm@{S1}");
+        assert_eq!(
+            fake.calls()[1..],
+            ["ls rbd", "snap ls rbd/vm", export.as_str()]
+        );
+    }
+
+    #[test]
+    fn a_source_that_differs_or_cannot_be_read_is_an_error_and_a_missing_one_a_warning() {
+        let differs = Fake::default();
+        differs.add_image("rbd", "vm", chain::full());
+        differs.create_snapshot("rbd", "vm", S2).unwrap();
+        let (outcome, stdout) = verify_source(&differs);
+        assert_eq!(outcome, Outcome::FoundProblems);
+        let (rebuilt, cluster) = (sha256(&chain::latest()), sha256(&chain::full()));
+        assert!(
+            stdout.starts_with(&format!(
+                "error: rbd/vm@{S2}: the image rebuilt from the backups (SHA-256 {rebuilt}) \
+                 differs from rbd export of the snapshot (SHA-256 {cluster})\n"
+            )),
+            "{stdout}"
+        );
+        let failing = Fake::default();
+        failing.add_image("rbd", "vm", chain::latest());
+        failing.create_snapshot("rbd", "vm", S2).unwrap();
+        failing.fail(Call::Export, "rbd/vm", Fail::HalfWay);
+        let (outcome, stdout) = verify_source(&failing);
+        assert_eq!(outcome, Outcome::FoundProblems);
+        assert!(
+            stdout.starts_with(&format!("error: rbd/vm@{S2}: ")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("injected HalfWay"), "{stdout}");
+        let (outcome, stdout) = verify_source(&Fake::default());
+        assert_eq!(outcome, Outcome::Done);
+        assert!(
+            stdout.starts_with(
+                "warning: rbd/vm: not in the cluster any more: nothing to compare the backups \
+                 with\n"
+            ),
+            "{stdout}"
+        );
     }
 }
