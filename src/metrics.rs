@@ -179,60 +179,69 @@ fn image_metrics(
     disk: Option<&ImageCoverage>,
 ) {
     if let Some(run) = run {
-        families.add(
-            "cephbackup_image_last_run_success",
-            IMAGE_SUCCESS_HELP,
-            labels,
-            flag(run.status == "ok"),
-        );
-        let with_status = format!(
-            "{},status=\"{}\"",
-            labels.trim_end_matches('}'),
-            escape(&run.status)
-        );
-        families.add(
-            "cephbackup_image_last_run_status",
-            "The outcome of the image in the last backup run (ok, failed, busy, not_attempted), \
-             in the status label; always 1.",
-            &format!("{with_status}}}"),
-            "1".to_string(),
-        );
-        families.add(
-            "cephbackup_image_last_run_duration_seconds",
-            "How long the image took in the last backup run.",
-            labels,
-            seconds(run.duration_seconds),
-        );
-        families.add(
-            "cephbackup_image_last_run_written_bytes",
-            "Bytes written for the image in the last backup run.",
-            labels,
-            run.bytes_written.to_string(),
-        );
-        families.add(
-            "cephbackup_image_last_run_snapshots_created",
-            "Snapshots the last backup run created of the image.",
-            labels,
-            run.snapshots_created.len().to_string(),
-        );
-        families.add(
-            "cephbackup_image_last_run_snapshots_removed",
-            "Snapshots the last backup run removed of the image.",
-            labels,
-            run.snapshots_removed.len().to_string(),
-        );
-        if let Some(kept) = run.snapshots_kept {
-            families.add(
-                "cephbackup_image_snapshots_kept",
-                "The tool's snapshots of the image left in the cluster by the last backup run.",
-                labels,
-                kept.to_string(),
-            );
-        }
+        run_metrics(families, labels, run);
     }
-    let Some(disk) = disk else {
-        return;
-    };
+    if let Some(disk) = disk {
+        disk_metrics(families, labels, disk);
+    }
+}
+
+/// What the last run did to the image.
+fn run_metrics(families: &mut Families, labels: &str, run: &ImageReport) {
+    families.add(
+        "cephbackup_image_last_run_success",
+        IMAGE_SUCCESS_HELP,
+        labels,
+        flag(run.status == "ok"),
+    );
+    let with_status = format!(
+        "{},status=\"{}\"",
+        labels.trim_end_matches('}'),
+        escape(&run.status)
+    );
+    families.add(
+        "cephbackup_image_last_run_status",
+        "The outcome of the image in the last backup run (ok, failed, busy, not_attempted), \
+         in the status label; always 1.",
+        &format!("{with_status}}}"),
+        "1".to_string(),
+    );
+    families.add(
+        "cephbackup_image_last_run_duration_seconds",
+        "How long the image took in the last backup run.",
+        labels,
+        seconds(run.duration_seconds),
+    );
+    families.add(
+        "cephbackup_image_last_run_written_bytes",
+        "Bytes written for the image in the last backup run.",
+        labels,
+        run.bytes_written.to_string(),
+    );
+    families.add(
+        "cephbackup_image_last_run_snapshots_created",
+        "Snapshots the last backup run created of the image.",
+        labels,
+        run.snapshots_created.len().to_string(),
+    );
+    families.add(
+        "cephbackup_image_last_run_snapshots_removed",
+        "Snapshots the last backup run removed of the image.",
+        labels,
+        run.snapshots_removed.len().to_string(),
+    );
+    if let Some(kept) = run.snapshots_kept {
+        families.add(
+            "cephbackup_image_snapshots_kept",
+            "The tool's snapshots of the image left in the cluster by the last backup run.",
+            labels,
+            kept.to_string(),
+        );
+    }
+}
+
+/// What the image's folder holds.
+fn disk_metrics(families: &mut Families, labels: &str, disk: &ImageCoverage) {
     if disk.error.is_some() {
         // Nothing on disk can be told; the absence of the series says so.
         return;

@@ -1016,50 +1016,13 @@ impl<'s> ImageRun<'s> {
     }
 
     fn step(&mut self, step: &Step, new_snapshot: &SnapName) -> Result<()> {
-        let rbd = &self.section.rbd;
         let (pool, image) = (self.pool().to_string(), self.image);
         match step {
             Step::CreateSnapshot {
                 snap,
                 backs,
                 temporary,
-            } => {
-                let shown = rbd.show(
-                    &pool,
-                    image,
-                    Op::CreateSnapshot {
-                        snap: snap.as_str(),
-                    },
-                );
-                outln!("# {shown}");
-                if self.section.mode == Mode::Check {
-                    return Ok(());
-                }
-                // The intent is on disk before the snapshot can exist: if this run dies, the next
-                // one knows the snapshot is its own leftover.
-                self.dir.create()?;
-                let at = (self.section.options.now)();
-                self.record.snapshot_planned(
-                    snap.as_str(),
-                    &backs.file_name(image),
-                    *temporary,
-                    at,
-                );
-                self.save_record()?;
-                if let Err(err) = rbd.create_snapshot(&pool, image, snap.as_str()) {
-                    // Unless the cluster may have created it before going silent, the snapshot
-                    // is not ours (it existed already) or does not exist: forget the intent, so
-                    // that no later run removes a snapshot on its account.
-                    if err.kind() != FailureKind::TimedOut
-                        && self.record.snapshot_gone(snap.as_str())
-                    {
-                        self.save_record()?;
-                    }
-                    return Err(err.into());
-                }
-                self.done.snapshots_created.push(snap.to_string());
-                self.unbacked_snapshot = Some(snap.clone());
-            }
+            } => self.create_snapshot(snap, backs, *temporary)?,
             Step::Export { file, reason } => {
                 info!("{pool}/{image}: {}: {reason}", file.file_name(image));
                 self.export(file, false)?;
@@ -1076,20 +1039,7 @@ impl<'s> ImageRun<'s> {
                 info!("{pool}/{image}: {}: {reason}", file.file_name(image));
                 self.build_base(file, from, diffs)?;
             }
-            Step::Reuse { file, reason } => {
-                let name = file.file_name(image);
-                match self.proof_of(file)? {
-                    None => info!("{pool}/{image}: keeping {name}: {reason}"),
-                    Some(doubt) => {
-                        warn!(
-                            "{pool}/{image}: {name} is not reused: {doubt}; writing it again from \
-                             snapshot {}",
-                            file.snap
-                        );
-                        self.export(file, true)?;
-                    }
-                }
-            }
+            Step::Reuse { file, reason } => self.reuse(file, reason)?,
             Step::RemoveFile { name, reason } => {
                 outln!("Removing file {}", self.dir.location_of(name).display());
                 info!("{pool}/{image}: removing {name}: {reason}");
@@ -1115,15 +1065,7 @@ impl<'s> ImageRun<'s> {
             } => {
                 info!("{pool}/{image}: forgetting the pending snapshot {snap}: {reason}");
                 if self.section.mode == Mode::Run {
-                    match completed {
-                        Some(file) => self
-                            .record
-                            .file_completed(&file.snap, &file.file_name(image)),
-                        None => {
-                            self.record.snapshot_gone(snap);
-                        }
-                    }
-                    self.save_record()?;
+                    self.settle_record(snap, completed.as_ref())?;
                 }
             }
             Step::UnexpectedFile { name } => {
@@ -1137,6 +1079,77 @@ impl<'s> ImageRun<'s> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the run's snapshot, its intent recorded first: if this run dies, the next one knows
+    /// the snapshot is its own leftover.
+    fn create_snapshot(
+        &mut self,
+        snap: &SnapName,
+        backs: &BackupFile,
+        temporary: bool,
+    ) -> Result<()> {
+        let rbd = &self.section.rbd;
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let shown = rbd.show(
+            &pool,
+            image,
+            Op::CreateSnapshot {
+                snap: snap.as_str(),
+            },
+        );
+        outln!("# {shown}");
+        if self.section.mode == Mode::Check {
+            return Ok(());
+        }
+        self.dir.create()?;
+        let at = (self.section.options.now)();
+        self.record
+            .snapshot_planned(snap.as_str(), &backs.file_name(image), temporary, at);
+        self.save_record()?;
+        if let Err(err) = rbd.create_snapshot(&pool, image, snap.as_str()) {
+            // Unless the cluster may have created it before going silent, the snapshot is not
+            // ours (it existed already) or does not exist: forget the intent, so that no later
+            // run removes a snapshot on its account.
+            if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
+                self.save_record()?;
+            }
+            return Err(err.into());
+        }
+        self.done.snapshots_created.push(snap.to_string());
+        self.unbacked_snapshot = Some(snap.clone());
+        Ok(())
+    }
+
+    /// Keeps a file the plan reuses, unless it cannot be proven: then it is written again.
+    fn reuse(&mut self, file: &BackupFile, reason: &str) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let name = file.file_name(image);
+        match self.proof_of(file)? {
+            None => info!("{pool}/{image}: keeping {name}: {reason}"),
+            Some(doubt) => {
+                warn!(
+                    "{pool}/{image}: {name} is not reused: {doubt}; writing it again from \
+                     snapshot {}",
+                    file.snap
+                );
+                self.export(file, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what became of a pending snapshot: its file completed, or the snapshot gone.
+    fn settle_record(&mut self, snap: &str, completed: Option<&BackupFile>) -> Result<()> {
+        match completed {
+            Some(file) => self
+                .record
+                .file_completed(&file.snap, &file.file_name(self.image)),
+            None => {
+                self.record.snapshot_gone(snap);
+            }
+        }
+        self.save_record()
     }
 
     /// Removes a snapshot and, once it is gone, forgets any pending record of it. A snapshot that
@@ -1272,6 +1285,73 @@ impl<'s> ImageRun<'s> {
         })
     }
 
+    /// Prints the line of a build in the folder. stdout says only what happens: it is printed
+    /// once the build is known to go ahead (check mode: proven; a real run: done), never before
+    /// a fallback to the cluster.
+    fn announce_build(image: &str, file: &BackupFile, from: &str, diffs: &[String]) {
+        if naming::is_working_name(from) {
+            outln!(
+                "Finishing image {image}@{} from an interrupted build (no cluster read)",
+                file.snap
+            );
+        } else {
+            outln!(
+                "Building image {} from {from} and {} (no cluster read)",
+                file.file_name(image),
+                diffs.join(", ")
+            );
+        }
+        if file.compressed() {
+            outln!("Compress mode activated");
+        }
+    }
+
+    /// Check mode's build: reading is allowed, so it shows the fallback a real run would take.
+    fn check_build(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let doubt = if naming::is_working_name(from) {
+            let key = self.destination()?.state().and_then(|state| state.key());
+            advance::would_finish(&self.dir.location(), image, file, from, key)
+        } else {
+            advance::would_build(&*self.dir, image, file, from, diffs)
+        };
+        match doubt {
+            None => Self::announce_build(image, file, from, diffs),
+            Some(why) => {
+                warn!(
+                    "{pool}/{image}: {} cannot be built from the folder: {why}; a real run \
+                     exports it from the cluster instead",
+                    file.file_name(image)
+                );
+                self.export(file, false)?;
+                outln!("Removing file {}", self.dir.location_of(from).display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports a built base `name`. The build writes (or renames) the files itself: they get the
+    /// section's access here, before the record names them.
+    fn note_built(&mut self, name: &str, size: u64, sha256: &str) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        for written in [name.to_string(), checksum_name(name)] {
+            self.dir
+                .access()
+                .apply_to_path(&self.dir.location_of(&written))?;
+        }
+        self.bytes_written += size;
+        info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
+        self.done.files_written.push(FileReport {
+            file: name.to_string(),
+            bytes: Some(size),
+        });
+        self.done.files_written.push(FileReport {
+            file: checksum_name(name),
+            bytes: Some(write::checksum_line(sha256, name).len() as u64),
+        });
+        Ok(())
+    }
+
     /// Writes the full backup `file` of a new base from the old base `from` and `diffs` in the
     /// folder ([`advance`]), or finishes such a build an interrupted run left (`from` is then its
     /// working file). When the files cannot be proven, `file` is exported from the cluster as
@@ -1279,47 +1359,10 @@ impl<'s> ImageRun<'s> {
     fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let name = file.file_name(image);
-        // stdout says only what happens: the build's line is printed once the build is known to
-        // go ahead (check mode: proven; a real run: done), never before a fallback to the cluster.
-        let announce = || {
-            if naming::is_working_name(from) {
-                outln!(
-                    "Finishing image {image}@{} from an interrupted build (no cluster read)",
-                    file.snap
-                );
-            } else {
-                outln!(
-                    "Building image {name} from {from} and {} (no cluster read)",
-                    diffs.join(", ")
-                );
-            }
-            if file.compressed() {
-                outln!("Compress mode activated");
-            }
-        };
-        let dir = self.dir.location();
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
         if self.section.mode == Mode::Check {
-            // Reading is allowed in check mode: show the fallback a real run would take.
-            let doubt = if naming::is_working_name(from) {
-                let key = self.destination()?.state().and_then(|state| state.key());
-                advance::would_finish(&dir, image, file, from, key)
-            } else {
-                advance::would_build(&*self.dir, image, file, from, diffs)
-            };
-            match doubt {
-                None => announce(),
-                Some(why) => {
-                    warn!(
-                        "{pool}/{image}: {name} cannot be built from the folder: {why}; a real \
-                         run exports it from the cluster instead"
-                    );
-                    self.export(file, false)?;
-                    outln!("Removing file {}", self.dir.location_of(from).display());
-                }
-            }
-            return Ok(());
+            return self.check_build(file, from, diffs);
         }
         let local = self.dir.in_place().cloned().context(
             "internal error: a build in place planned for a folder that cannot change files in place",
@@ -1345,24 +1388,8 @@ impl<'s> ImageRun<'s> {
         .with_context(|| format!("cannot build {}", self.dir.location_of(&name).display()))?;
         match outcome {
             advance::Outcome::Built { size, sha256 } => {
-                // The build writes (or renames) the files itself: they get the section's access
-                // here, before the record names them.
-                for written in [name.clone(), checksum_name(&name)] {
-                    self.dir
-                        .access()
-                        .apply_to_path(&self.dir.location_of(&written))?;
-                }
-                announce();
-                self.bytes_written += size;
-                info!("{pool}/{image}: built {name} ({size} bytes, sha256 {sha256})");
-                self.done.files_written.push(FileReport {
-                    file: name.clone(),
-                    bytes: Some(size),
-                });
-                self.done.files_written.push(FileReport {
-                    file: checksum_name(&name),
-                    bytes: Some(write::checksum_line(&sha256, &name).len() as u64),
-                });
+                self.note_built(&name, size, &sha256)?;
+                Self::announce_build(image, file, from, diffs);
                 self.note_consumed(from);
             }
             advance::Outcome::Unproven(why) => {
@@ -1402,57 +1429,23 @@ impl<'s> ImageRun<'s> {
     /// the same name, which otherwise makes the export fail.
     fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
-        let rbd = &self.section.rbd;
-        let raw_path = self.dir.location_of(&file.raw_name(image));
-        let snap_spec = format!("{image}@{}", file.snap);
-        let base = match &file.content {
-            Content::Full => {
-                outln!("Exporting image {snap_spec} to {}", raw_path.display());
-                None
-            }
-            Content::DiffFrom(base) => {
-                outln!(
-                    "Exporting diff {base} -> {snap_spec} to {}",
-                    raw_path.display()
-                );
-                Some(base.as_str())
-            }
-        };
-        let snap = file.snap.as_str();
-        if file.compressed() {
-            outln!("Compress mode activated");
-        }
-        match file.content {
-            Content::Full => self.done.full = true,
-            Content::DiffFrom(_) => self.done.diff = true,
-        }
-        let cmd = rbd.show(&pool, image, Op::Export { base, snap });
-        outln!("# {cmd}");
+        let (cmd, base) = self.announce_export(file);
         if self.section.mode == Mode::Check {
             return Ok(());
         }
+        let rbd = &self.section.rbd;
+        let snap = file.snap.as_str();
+        let snap_spec = format!("{image}@{snap}");
         // A full export's length must match the snapshot's size: known before the data arrives.
         let expected_size = match file.content {
-            Content::Full => Some(rbd.size(&pool, image, file.snap.as_str())?),
+            Content::Full => Some(rbd.size(&pool, image, snap)?),
             Content::DiffFrom(_) => None,
         };
         self.dir.create()?;
         let name = file.file_name(image);
         let final_path = self.dir.location_of(&name);
         if !replace {
-            match self.dir.kind_of(&name) {
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(err)
-                        .with_context(|| format!("cannot read {}", final_path.display()))
-                }
-                Ok(kind) => bail!(
-                    "{} exists already ({}), written by something other than this run; it is \
-                     left alone",
-                    final_path.display(),
-                    kind.described()
-                ),
-            }
+            self.refuse_foreign(&name)?;
         }
         let mut pending = self.dir.stage(&name)?;
         let mut stream = crate::progress::reader(
@@ -1497,6 +1490,54 @@ impl<'s> ImageRun<'s> {
         info!("{pool}/{image}: wrote {name} ({size} bytes, sha256 {digest})");
         self.record.file_completed(&file.snap, &name);
         self.save_record()
+    }
+
+    /// Prints the original's lines for the export of `file` and notes its kind in the report;
+    /// returns the `rbd` command line shown and the diff's base, if any.
+    fn announce_export<'f>(&mut self, file: &'f BackupFile) -> (String, Option<&'f str>) {
+        let image = self.image;
+        let raw_path = self.dir.location_of(&file.raw_name(image));
+        let snap_spec = format!("{image}@{}", file.snap);
+        let base = match &file.content {
+            Content::Full => {
+                outln!("Exporting image {snap_spec} to {}", raw_path.display());
+                self.done.full = true;
+                None
+            }
+            Content::DiffFrom(base) => {
+                outln!(
+                    "Exporting diff {base} -> {snap_spec} to {}",
+                    raw_path.display()
+                );
+                self.done.diff = true;
+                Some(base.as_str())
+            }
+        };
+        if file.compressed() {
+            outln!("Compress mode activated");
+        }
+        let snap = file.snap.as_str();
+        let cmd = self
+            .section
+            .rbd
+            .show(self.pool(), image, Op::Export { base, snap });
+        outln!("# {cmd}");
+        (cmd, base)
+    }
+
+    /// A new file never takes the place of something already under its name.
+    fn refuse_foreign(&self, name: &str) -> Result<()> {
+        let path = self.dir.location_of(name);
+        match self.dir.kind_of(name) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+            Ok(kind) => bail!(
+                "{} exists already ({}), written by something other than this run; it is left \
+                 alone",
+                path.display(),
+                kind.described()
+            ),
+        }
     }
 
     /// Streams one export into `out` in the file's format; returns the SHA-256 of the file. A

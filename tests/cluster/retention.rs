@@ -103,9 +103,15 @@ fn full_mode_keep_last_keeps_the_newest_files_with_their_checksums_and_they_rest
             "{name} does not restore bit for bit"
         );
     }
+    list_and_check_follow_keep_last(&w, &conf, &kept);
+}
 
-    // list: both kept, and by which rule.
-    let run = list(&w, &conf, false);
+/// `list` says which rule keeps each of the `kept` fulls; tightened to one, it says the older
+/// one goes with the next run, and `--check` shows that run removing both (its own backup is
+/// then the one kept) while changing nothing.
+fn list_and_check_follow_keep_last(w: &World, conf: &Path, kept: &[String]) {
+    let dir = w.image_dir("vm");
+    let run = list(w, conf, false);
     assert!(
         run.stdout
             .contains("  retention: full mode, keep last = 2\n"),
@@ -123,10 +129,8 @@ fn full_mode_keep_last_keeps_the_newest_files_with_their_checksums_and_they_rest
         "{}",
         run.stdout
     );
-    // Tightened to one: list says the older one goes with the next run, and --check shows that
-    // run removing both (its own backup is then the one kept) while changing nothing.
     let tight = w.config("images = vm\nbackup mode = full\nkeep last = 1");
-    let run = list(&w, &tight, true);
+    let run = list(w, &tight, true);
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let chains = json["images"][0]["chains"].as_array().unwrap().clone();
     let removals: Vec<&str> = chains
@@ -142,7 +146,7 @@ fn full_mode_keep_last_keeps_the_newest_files_with_their_checksums_and_they_rest
     let run = w
         .cephbackup(&["--check", "-c", tight.to_str().unwrap()])
         .success();
-    for name in &kept {
+    for name in kept {
         let line = format!("Removing file {}", dir.join(name).display());
         assert!(
             run.stdout.contains(&line),

@@ -173,53 +173,8 @@ fn decide(
 ) -> Result<Ready, Refused> {
     let line = |text: String| Refused::Line(text);
     let shown = dest.display();
-    let mut foreign_record = false;
-    let folder = match record::inspect(dest) {
-        Ok(Destination::Missing) => Folder::Missing,
-        Ok(Destination::NotAFolder(kind)) => Folder::NotAFolder(kind),
-        Ok(Destination::Adoptable) => Folder::Adoptable,
-        Ok(Destination::Empty) => Folder::Empty,
-        Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
-            Ok(Some(id)) => Folder::Recorded(id),
-            // Gone since it was looked at: as if it had never been there.
-            Ok(None) => Folder::Adoptable,
-            // Another host's record, in a destination shared between hosts: both write
-            // there, so neither overwrites the other's. Nothing rests on it either way.
-            Err(unusable) if unusable.foreign => {
-                info!(
-                    "{}: {}; this host takes the destination on as it is and leaves the record \
-                     alone",
-                    unusable.path, unusable.problem
-                );
-                foreign_record = true;
-                Folder::Adoptable
-            }
-            Err(unusable) => {
-                warn!(
-                    "{}: {}; it is not believed: the destination is taken on as it is and its \
-                     record written again",
-                    unusable.path, unusable.problem
-                );
-                *warnings += 1;
-                Folder::Adoptable
-            }
-        },
-        Err(err) => return Err(line(format!("{err:#}"))),
-    };
-    let record_path = dest.join(DESTINATION_RECORD);
-    let record_blocked = matches!(folder, Folder::Adoptable)
-        && untrusted::kind_of(&record_path).is_ok_and(|kind| kind != EntryKind::File);
-    if record_blocked {
-        let kind = untrusted::kind_of(&record_path).map_or("not a file", EntryKind::described);
-        warn!(
-            "{}",
-            Blocked {
-                path: record_path.display().to_string(),
-                kind,
-            }
-        );
-        *warnings += 1;
-    }
+    let (folder, foreign_record) = look_at(dest, state, warnings)?;
+    let record_blocked = matches!(folder, Folder::Adoptable) && record_blocked(dest, warnings);
     let filesystem = match folder {
         Folder::Missing | Folder::NotAFolder(_) => None,
         _ => match Filesystem::of(dest) {
@@ -284,6 +239,67 @@ fn decide(
             &config.to_string(),
         ))),
     }
+}
+
+/// What the folder at `dest` holds, and whether its record is another host's (left alone).
+fn look_at(
+    dest: &Path,
+    state: &HostState,
+    warnings: &mut usize,
+) -> Result<(Folder, bool), Refused> {
+    let folder = match record::inspect(dest) {
+        Ok(Destination::Missing) => Folder::Missing,
+        Ok(Destination::NotAFolder(kind)) => Folder::NotAFolder(kind),
+        Ok(Destination::Adoptable) => Folder::Adoptable,
+        Ok(Destination::Empty) => Folder::Empty,
+        Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
+            Ok(Some(id)) => Folder::Recorded(id),
+            // Gone since it was looked at: as if it had never been there.
+            Ok(None) => Folder::Adoptable,
+            // Another host's record, in a destination shared between hosts: both write
+            // there, so neither overwrites the other's. Nothing rests on it either way.
+            Err(unusable) if unusable.foreign => {
+                info!(
+                    "{}: {}; this host takes the destination on as it is and leaves the record \
+                     alone",
+                    unusable.path, unusable.problem
+                );
+                return Ok((Folder::Adoptable, true));
+            }
+            Err(unusable) => {
+                warn!(
+                    "{}: {}; it is not believed: the destination is taken on as it is and its \
+                     record written again",
+                    unusable.path, unusable.problem
+                );
+                *warnings += 1;
+                Folder::Adoptable
+            }
+        },
+        Err(err) => return Err(Refused::Line(format!("{err:#}"))),
+    };
+    Ok((folder, false))
+}
+
+/// True (and said) when something other than a file holds the destination record's name, so
+/// that no record can be written there.
+fn record_blocked(dest: &Path, warnings: &mut usize) -> bool {
+    let record_path = dest.join(DESTINATION_RECORD);
+    let Ok(kind) = untrusted::kind_of(&record_path) else {
+        return false;
+    };
+    if kind == EntryKind::File {
+        return false;
+    }
+    warn!(
+        "{}",
+        Blocked {
+            path: record_path.display().to_string(),
+            kind: kind.described(),
+        }
+    );
+    *warnings += 1;
+    true
 }
 
 /// The one line that says why a destination is refused and how to proceed.
