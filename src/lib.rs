@@ -6,7 +6,8 @@
 //!
 //! Where things live:
 //! - [`config`]: the INI dialect, the section schema and `%(name)s` references, value parsers.
-//! - [`backup`]: the executor, the pure planner, retention policies and the window.
+//! - [`backup`]: the executor (unit tests against an in-memory cluster), the planner (pure, the
+//!   clock passed in, each step with its reason), retention policies and the window.
 //! - [`folder`]: everything about a backup folder: names, the one folder model (chains and
 //!   restore points), the tool's records, writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
@@ -23,21 +24,110 @@
 //! Below `main.rs` and [`cli`], nothing knows of the command line: each command takes a plain
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
 //! [`cli`] alone turns arguments into those options and outcomes into exit statuses.
+//!
+//! Every module is private to the crate; the programs built from it reach in through [`bin`],
+//! the integration tests and examples through [`test_support`] (feature `test-support`).
 
-pub mod assets;
-pub mod backup;
-pub mod cli;
-pub mod cluster;
-pub mod commands;
-pub mod config;
-pub mod folder;
-pub mod interrupt;
-pub mod lock;
-pub mod metrics;
-pub mod output;
-pub mod progress;
-pub mod report;
-pub mod state;
+// Private modules, so that rustc and clippy see (and flag) code nothing calls; what leaves the
+// crate is listed item by item in `bin` and `test_support`.
+pub(crate) mod assets;
+pub(crate) mod backup;
+pub(crate) mod cli;
+pub(crate) mod cluster;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod folder;
+pub(crate) mod interrupt;
+pub(crate) mod lock;
+pub(crate) mod metrics;
+pub(crate) mod output;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod state;
+
+/// What the programs built from this crate call, and nothing else: `src/main.rs`, the asset
+/// generator (`examples/generate-assets.rs`, which `scripts/package` runs) and the packaging
+/// test. Each is a separate crate, so whatever it uses must be public; listed here item by
+/// item, the rest of the library stays crate-private. Not an interface for other programs.
+#[doc(hidden)]
+pub mod bin {
+    pub use crate::assets::write_to;
+    pub use crate::cli::{Cli, Command, Status};
+    pub use crate::report::version;
+    pub use crate::Outcome;
+
+    /// The backup run.
+    pub mod execute {
+        pub use crate::backup::execute::{run, RunOptions};
+    }
+    /// The other commands, one entry point each.
+    pub mod commands {
+        pub mod check_config {
+            pub use crate::commands::check_config::{run, Verdict};
+        }
+        pub mod init {
+            pub use crate::commands::init::run;
+        }
+        pub mod list {
+            pub use crate::commands::list::run;
+        }
+        pub mod restore {
+            pub use crate::commands::restore::run;
+        }
+        pub mod status {
+            pub use crate::commands::status::run;
+        }
+        pub mod verify {
+            pub use crate::commands::verify::run;
+        }
+    }
+    pub mod config {
+        pub use crate::config::{
+            cluster_file_problems, load, metrics_file_despite_errors, Config, ConfigProblem,
+        };
+    }
+    pub mod interrupt {
+        pub use crate::interrupt::install;
+    }
+    pub mod lock {
+        pub use crate::lock::{default_dir, Locking, DEFAULT_BACKUP_WAIT, DEFAULT_READ_WAIT};
+    }
+    pub mod metrics {
+        pub use crate::metrics::{publish, render_config_error, write};
+    }
+    pub mod output {
+        pub use crate::output::{capture, json, set_quiet};
+    }
+    pub mod progress {
+        pub use crate::progress::{enable, LogWriter};
+    }
+}
+
+/// What the cluster and outage tests and `examples/window.rs` reach into the library for: test
+/// writers for the formats the tool only reads, and the few pure parts they drive directly.
+/// Never part of the tool: `cargo test --features test-support`.
+#[cfg(feature = "test-support")]
+pub mod test_support {
+    pub use crate::backup::plan::{plan_image, Found, Settings, Step};
+    pub use crate::backup::retention::KeepRules;
+    pub use crate::config::{BackupMode, Window, WindowUnit};
+    pub use crate::folder::access::FileGroup;
+    pub use crate::folder::archive::MAX_SPARSE_EXTENTS;
+    pub use crate::folder::chain::FolderEntry;
+    pub use crate::folder::diffstream::{DiffHeader, DiffReader, DiffWriter, Record};
+    pub use crate::folder::naming::{Compression, Snapshot};
+    pub use crate::folder::read::sparse_bomb;
+    pub use crate::folder::record::ImageRecord;
+    pub use crate::folder::untar::sparse_tar;
+    pub use crate::folder::write::checksum_line;
+    pub use crate::output::{escaped, human_bytes};
+    pub use crate::report::{RunReport, LAST_RUN_FILE};
+}
+
+/// The one path [`outln!`] and [`out!`] write through, public because exported macros expand
+/// in the binary too.
+#[doc(hidden)]
+pub use output::write as __write_stdout;
 
 /// A mistake in what was asked (a pool no section names, a name that cannot be an image):
 /// reported with the usage status, nothing done. Callers find it with `downcast_ref`.

@@ -10,11 +10,11 @@ use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::backup::execute;
-use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{check_config, init, list, restore, status, verify};
-use cephbackup::output::{self, capture};
-use cephbackup::{config, interrupt, lock, metrics, outln, progress, Outcome};
+use cephbackup::bin::commands::{check_config, init, list, restore, status, verify};
+use cephbackup::bin::output::{self, capture};
+use cephbackup::bin::{config, execute, interrupt, lock, metrics, progress};
+use cephbackup::bin::{Cli, Command, Outcome, Status};
+use cephbackup::outln;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -90,7 +90,6 @@ fn run(cli: &Cli) -> Status {
     }
     let options = execute::RunOptions {
         force_check: cli.check,
-        progress: progress::enabled(),
         now: &Utc::now,
         wait: cli
             .wait

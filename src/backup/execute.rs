@@ -74,8 +74,6 @@ pub enum Mode {
 pub struct RunOptions<'a> {
     /// Force check mode for every section, whatever the file says.
     pub force_check: bool,
-    /// Let `rbd` draw progress bars (stderr is a terminal).
-    pub progress: bool,
     /// The clock; read once per image, like the original.
     pub now: &'a (dyn Fn() -> DateTime<Utc> + Sync),
     /// How long to wait for another run to release an image.
@@ -498,7 +496,7 @@ impl<'a> Section<'a> {
         let cluster = job.cluster();
         let rbd = match options.cluster {
             Some(make) => make(job),
-            None => Box::new(Rbd::new(cluster.clone(), options.progress)),
+            None => Box::new(Rbd::new(cluster.clone())),
         };
         Section {
             job,

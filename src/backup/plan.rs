@@ -1003,13 +1003,15 @@ mod tests {
 
         /// Notes in the record that a run (pid 4242, day 2) died before completing `file`.
         fn died_before(&mut self, snap: &str, file: &str, temporary: bool) {
-            self.record.pending.push(crate::folder::record::Pending {
-                snapshot: snap.into(),
-                file: file.into(),
-                temporary,
-                pid: 4242,
-                started: at(2, 0, 0),
-            });
+            self.record
+                .pending
+                .push(crate::folder::record::state::Pending {
+                    snapshot: snap.into(),
+                    file: file.into(),
+                    temporary,
+                    pid: 4242,
+                    started: at(2, 0, 0),
+                });
         }
     }
 

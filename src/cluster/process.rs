@@ -12,7 +12,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -92,8 +92,6 @@ fn pid_of(id: u32) -> Option<rustix::process::Pid> {
 pub struct CommandLine {
     program: OsString,
     args: Vec<OsString>,
-    /// Copy the child's stderr to ours as it arrives (progress bars on a terminal).
-    show_stderr: bool,
     /// Stop the child as soon as its stderr says a Ceph operation timed out (see
     /// [`CommandLine::stop_on_timeout`]).
     stop_on_timeout: bool,
@@ -104,7 +102,6 @@ impl CommandLine {
         CommandLine {
             program: program.into(),
             args: Vec::new(),
-            show_stderr: false,
             stop_on_timeout: false,
         }
     }
@@ -121,11 +118,6 @@ impl CommandLine {
     {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
-        self
-    }
-
-    pub fn show_stderr(mut self, show: bool) -> CommandLine {
-        self.show_stderr = show;
         self
     }
 
@@ -193,11 +185,10 @@ impl CommandLine {
             .map_err(|err| CommandError::new(self, Failure::Spawn(err)))?;
         track(&child);
         let stderr = child.stderr.take().expect("stderr is piped");
-        let show = self.show_stderr;
         let stop = self.stop_on_timeout.then(|| child.id());
         Ok((
             child,
-            std::thread::spawn(move || drain_stderr(stderr, show, stop)),
+            std::thread::spawn(move || drain_stderr(stderr, stop)),
         ))
     }
 
@@ -286,7 +277,7 @@ const OPERATION_TIMED_OUT: &[u8] = b"(110) Connection timed out";
 
 /// Reads a child's stderr to its end and returns the tail. With `stop`, the child of that pid
 /// is stopped (SIGTERM) the first time its stderr says an operation timed out.
-fn drain_stderr(mut stderr: impl Read, show: bool, mut stop: Option<u32>) -> Vec<u8> {
+fn drain_stderr(mut stderr: impl Read, mut stop: Option<u32>) -> Vec<u8> {
     let mut tail = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -294,9 +285,6 @@ fn drain_stderr(mut stderr: impl Read, show: bool, mut stop: Option<u32>) -> Vec
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if show {
-            let _ = io::stderr().write_all(&buf[..n]);
-        }
         tail.extend_from_slice(&buf[..n]);
         // The phrase may straddle two reads: look back a little before the new bytes.
         let from = tail.len().saturating_sub(n + OPERATION_TIMED_OUT.len());
@@ -339,10 +327,6 @@ pub struct ChildReader {
 }
 
 impl ChildReader {
-    pub fn command(&self) -> &CommandLine {
-        &self.command
-    }
-
     fn collect_stderr(&mut self) -> Vec<u8> {
         self.stderr_tail
             .take()
@@ -413,7 +397,6 @@ enum Failure {
 /// A command that could not be started, failed, or whose output could not be read.
 #[derive(Debug)]
 pub struct CommandError {
-    command: String,
     /// The program's name, the only part of the command line the message shows.
     program: String,
     /// Whom the command logged in as, so that a refused login can name what to fix (boxed: an
@@ -477,7 +460,6 @@ impl Identity {
 impl CommandError {
     fn new(command: &CommandLine, failure: Failure) -> CommandError {
         CommandError {
-            command: command.to_string(),
             program: command.program.to_string_lossy().into_owned(),
             identity: Box::new(Identity::of(
                 command.args.iter().map(|arg| arg.to_string_lossy()),
@@ -489,6 +471,7 @@ impl CommandError {
     /// The error of a command that exited with `code` after writing `stderr`: how a stand-in for
     /// a program (the executor tests' fake cluster) reports a failure that must be told apart
     /// exactly like the real program's ([`CommandError::kind`]).
+    #[cfg(test)]
     pub fn exited(command: impl Into<String>, code: i32, stderr: &str) -> CommandError {
         use std::os::unix::process::ExitStatusExt;
         let command = command.into();
@@ -497,7 +480,6 @@ impl CommandError {
             identity: Box::new(Identity::of(
                 command.split(' ').map(std::borrow::Cow::Borrowed),
             )),
-            command,
             failure: Failure::Exit {
                 status: ExitStatus::from_raw((code & 0xff) << 8),
                 stderr: stderr.as_bytes().to_vec(),
@@ -534,11 +516,6 @@ impl CommandError {
         }
     }
 
-    /// True when the program itself was not found.
-    pub fn is_not_found(&self) -> bool {
-        matches!(&self.failure, Failure::Spawn(e) if e.kind() == io::ErrorKind::NotFound)
-    }
-
     /// What the failure means, read from the exit status: `rbd` exits with the errno of what
     /// failed, which is stable where its messages are not. Only a failed login is told by its
     /// words too: `rbd` says it "couldn't connect to the cluster" whatever the reason, and exits
@@ -570,11 +547,6 @@ impl CommandError {
             Some(libc::EDQUOT) => FailureKind::QuotaExceeded,
             _ => FailureKind::Other,
         }
-    }
-
-    /// The command line, for people (debug logs).
-    pub fn command(&self) -> &str {
-        &self.command
     }
 }
 
@@ -719,7 +691,7 @@ fn known_cause(summary: &str, kind: FailureKind) -> Option<String> {
 
 impl fmt::Display for CommandError {
     /// The cause, first and on one line; only the program's name, never its long command line
-    /// (see [`CommandError::command`] and the debug log for that).
+    /// (the debug log of every command shows that, see [`log_end`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = &self.program;
         match &self.failure {
@@ -778,7 +750,6 @@ mod tests {
                 .unwrap_err();
         // The cause first, without the command line; exit status 2 is ENOENT.
         assert_eq!(err.to_string(), "image 'x' does not exist");
-        assert!(err.command().starts_with("sh -c "), "{}", err.command());
         let err = sh("echo 'boom' >&2; echo 'sh: it broke' >&2; exit 1")
             .output()
             .unwrap_err();
@@ -815,7 +786,6 @@ mod tests {
         ] {
             let err = CommandError::exited("rbd --conf /c snap ls rbd/vm", code, stderr);
             assert_eq!(err.to_string(), cause, "{stderr}");
-            assert_eq!(err.command(), "rbd --conf /c snap ls rbd/vm");
         }
     }
 
@@ -977,7 +947,6 @@ mod tests {
     #[test]
     fn a_missing_program_is_reported_as_not_found() {
         let err = CommandLine::new("/nonexistent/rbd").output().unwrap_err();
-        assert!(err.is_not_found());
         assert!(err.to_string().contains("/nonexistent/rbd"));
     }
 

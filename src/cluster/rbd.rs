@@ -66,10 +66,7 @@ pub fn spec(pool: &str, image: &str, snap: Option<&str>) -> String {
 }
 
 impl Rbd {
-    /// `_progress` is kept for the callers' sake: `rbd`'s own percentage is never drawn any
-    /// more, because our bar ([`crate::progress`]) shows bytes, rate and ETA where it had only a
-    /// percentage, and the two fought over one terminal line.
-    pub fn new(cluster: Cluster, _progress: bool) -> Rbd {
+    pub fn new(cluster: Cluster) -> Rbd {
         Rbd {
             cluster,
             sizes: Arc::default(),
@@ -110,7 +107,9 @@ impl Rbd {
     }
 
     /// A command that changes or streams something, always without `rbd`'s own percentage: the
-    /// tool draws one bar of its own on a terminal (see [`Rbd::new`]), and cron mail gets none.
+    /// tool draws one bar of its own on a terminal ([`crate::progress`]: bytes, rate and ETA
+    /// where `rbd` had only a percentage, and the two would fight over one terminal line), and
+    /// cron mail gets none.
     fn action<const N: usize>(&self, args: [&str; N]) -> CommandLine {
         self.command(["--no-progress"].into_iter().chain(args))
     }
@@ -461,15 +460,12 @@ mod tests {
     use super::*;
 
     fn rbd(user: Option<&str>) -> Rbd {
-        Rbd::new(
-            Cluster {
-                conf: "/etc/ceph/ceph.conf".into(),
-                user: user.map(Into::into),
-                keyring: user.map(|_| "/etc/ceph/k".into()),
-                timeout: if user.is_some() { 30 } else { 0 },
-            },
-            false,
-        )
+        Rbd::new(Cluster {
+            conf: "/etc/ceph/ceph.conf".into(),
+            user: user.map(Into::into),
+            keyring: user.map(|_| "/etc/ceph/k".into()),
+            timeout: if user.is_some() { 30 } else { 0 },
+        })
     }
 
     #[test]

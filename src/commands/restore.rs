@@ -36,7 +36,7 @@
 
 use crate::outln;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, IsTerminal};
+use std::io::{self, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -342,7 +342,7 @@ pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> R
         );
     }
     let (point, route) = choose(&scanned, &label, args.at)?;
-    let rbd = Rbd::new(job.cluster(), std::io::stderr().is_terminal());
+    let rbd = Rbd::new(job.cluster());
     let folder = dir.path();
 
     match &target {
@@ -1143,15 +1143,12 @@ mod tests {
         ];
         let folder = folder(&names);
         let (_, route) = choose(&folder, "rbd/vm", None).unwrap();
-        let rbd = Rbd::new(
-            Cluster {
-                conf: "/c".into(),
-                user: None,
-                keyring: None,
-                timeout: 0,
-            },
-            false,
-        );
+        let rbd = Rbd::new(Cluster {
+            conf: "/c".into(),
+            user: None,
+            keyring: None,
+            timeout: 0,
+        });
         let image = Target::Image {
             pool: "rbd".into(),
             name: "new".into(),

@@ -413,7 +413,7 @@ fn check_file(
 fn check_source(folder: &ImageFolder, layout: &Layout, limits: &Limits, report: &mut ImageReport) {
     let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
     let label = spec(pool, image, None);
-    let rbd = Rbd::new(folder.job.cluster(), false);
+    let rbd = Rbd::new(folder.job.cluster());
     let snapshots = match rbd.image_exists(pool, image) {
         Ok(true) => rbd.list_snapshots(pool, image),
         Ok(false) => {

@@ -18,7 +18,7 @@
 //! expanded, durations have upper bounds, and at most [`MAX_REPORTED_PROBLEMS`] problems of each
 //! kind are listed, each on one line of bounded length.
 //!
-//! [`parse_str`] is pure; [`load`] is the only function here that touches the disk. The INI
+//! Parsing ([`parse_text`]) is pure; [`load`] is the only function here that touches the disk. The INI
 //! dialect lives in `ini`, the section schema and `%(name)s` references in `schema`, the value
 //! parsers in `values`; the window arithmetic is [`crate::backup::window`].
 
@@ -238,6 +238,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Parses the text of a configuration file; `path` is only used to name the file in problems.
+#[cfg(test)]
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(too_large(path));

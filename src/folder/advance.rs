@@ -679,9 +679,6 @@ fn build_streaming(
     Ok(Outcome::Built { size, sha256 })
 }
 
-/// An extent of an image: offset and length.
-pub type Extent = (u64, u64);
-
 /// The old base's raw stream with every diff laid over it in turn: the new base's image.
 fn merged<'a>(base: &'a mut dyn Read, diffs: &'a [ProvenDiff]) -> Result<Box<dyn Read + 'a>> {
     let mut stream: Box<dyn Read + 'a> = Box::new(base);

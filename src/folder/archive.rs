@@ -112,6 +112,7 @@ pub struct SparseMap {
 
 impl SparseMap {
     /// A member that is data from start to end.
+    #[cfg(test)]
     pub fn whole(size: u64) -> SparseMap {
         let mut builder = SparseMapBuilder::new(size, 1);
         // Cannot fail: one range within the size.
@@ -125,6 +126,7 @@ impl SparseMap {
     }
 
     /// The ranges holding data, as (offset, length).
+    #[cfg(test)]
     pub fn extents(&self) -> &[(u64, u64)] {
         &self.extents
     }

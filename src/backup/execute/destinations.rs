@@ -176,7 +176,7 @@ fn decide(
     let mut foreign_record = false;
     let folder = match record::inspect(dest) {
         Ok(Destination::Missing) => Folder::Missing,
-        Ok(Destination::NotAFolder(kind)) => Folder::NotAFolder(kind),
+        Ok(Destination::NotAFolder(kind)) => Folder::WrongKind(kind),
         Ok(Destination::Adoptable) => Folder::Adoptable,
         Ok(Destination::Empty) => Folder::Empty,
         Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
@@ -221,7 +221,7 @@ fn decide(
         *warnings += 1;
     }
     let filesystem = match folder {
-        Folder::Missing | Folder::NotAFolder(_) => None,
+        Folder::Missing | Folder::WrongKind(_) => None,
         _ => match Filesystem::of(dest) {
             Ok(filesystem) => Some(filesystem),
             Err(err) => {

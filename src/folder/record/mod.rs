@@ -40,7 +40,7 @@ pub mod seal;
 pub mod state;
 use crate::folder::untrusted::{self, EntryKind};
 pub use seal::{SealKey, Unsealed};
-pub use state::{Completed, ImageRecord, Pending};
+pub use state::{Completed, ImageRecord};
 
 pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
 pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
