@@ -109,8 +109,7 @@ pub mod bin {
 #[cfg(feature = "test-support")]
 pub mod test_support {
     pub use crate::backup::plan::{plan_image, Found, Settings, Step};
-    pub use crate::backup::retention::KeepRules;
-    pub use crate::config::{BackupMode, Window, WindowUnit};
+    pub use crate::config::{BackupMode, KeepRules, Window, WindowUnit};
     pub use crate::folder::access::FileGroup;
     pub use crate::folder::archive::MAX_SPARSE_EXTENTS;
     pub use crate::folder::chain::FolderEntry;

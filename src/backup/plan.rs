@@ -34,9 +34,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::retention::{self, KeepRules, Policy};
-use crate::backup::window::Window;
+use crate::backup::retention::{self, Policy};
 use crate::config::job::{BackupMode, PoolJob};
+use crate::config::{KeepRules, Window};
 use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};

@@ -669,7 +669,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            keep: crate::backup::retention::KeepRules::default(),
+            keep: crate::config::KeepRules::default(),
             keep_minimum: 2,
         };
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();

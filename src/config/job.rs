@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::backup::retention::KeepRules;
-use crate::backup::window::Window;
+use super::keep::KeepRules;
+use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
 use crate::folder::naming::Compression;

@@ -20,7 +20,8 @@
 //!
 //! Parsing ([`parse_text`]) is pure; [`load`] is the only function here that touches the disk. The INI
 //! dialect lives in `ini`, the section schema and `%(name)s` references in `schema`, the value
-//! parsers in `values`; the window arithmetic is [`crate::backup::window`].
+//! parsers in `values`; the window and its arithmetic in [`window`], full mode's keep rules in
+//! [`keep`].
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -30,23 +31,25 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::backup::retention::KeepRules;
 use crate::folder::naming::Compression;
 use crate::folder::untrusted::{EntryKind, NotRegular};
 use crate::folder::write::Compressor;
 
 mod ini;
 pub mod job;
+pub mod keep;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod values;
+pub mod window;
 
-pub use crate::backup::window::{Window, WindowUnit};
 use ini::*;
 pub use job::{BackupMode, Config, ImageSelection, PoolJob};
+pub use keep::KeepRules;
 use schema::*;
 use values::*;
+pub use window::{Window, WindowUnit};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
 
