@@ -109,12 +109,13 @@ pub mod bin {
 #[cfg(feature = "test-support")]
 pub mod test_support {
     pub use crate::backup::plan::{plan_image, Found, Settings, Step};
+    pub use crate::cluster::rbd::Snapshot;
     pub use crate::config::{BackupMode, KeepRules, Window, WindowUnit};
     pub use crate::folder::access::FileGroup;
     pub use crate::folder::archive::MAX_SPARSE_EXTENTS;
     pub use crate::folder::chain::FolderEntry;
     pub use crate::folder::diffstream::{DiffHeader, DiffReader, DiffWriter, Record};
-    pub use crate::folder::naming::{Compression, Snapshot};
+    pub use crate::folder::naming::Compression;
     pub use crate::folder::read::sparse_bomb;
     pub use crate::folder::record::ImageRecord;
     pub use crate::folder::untar::sparse_tar;

@@ -47,11 +47,14 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
+use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, Compressor, DataOfExtents, ImageDir, Member, PendingFile};
+use crate::folder::write::{
+    self, Compressor, DataOfExtents, ImageDir, Member, PendingFile, SparseMapBuilder,
+};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
@@ -1537,7 +1540,11 @@ impl<'s> ImageRun<'s> {
         let digest = match expected_size {
             Some(size) => {
                 let (pool, snap) = (self.pool(), file.snap.as_str());
-                let map = self.section.rbd.allocated(pool, self.image, snap, size)?;
+                let mut map = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
+                self.section
+                    .rbd
+                    .allocated(pool, self.image, snap, &mut map)?;
+                let map = map.finish();
                 let member = Member {
                     name: &member_name,
                     size,

@@ -35,12 +35,12 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use crate::backup::retention::{self, Policy};
+use crate::cluster::rbd::Snapshot;
 use crate::config::job::{BackupMode, PoolJob};
 use crate::config::{KeepRules, Window};
 use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
-use crate::folder::naming::Snapshot;
 use crate::folder::naming::{BackupFile, Compression, Content, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::record::state::ImageRecord;
 

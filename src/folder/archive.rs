@@ -31,6 +31,7 @@ use gzp::deflate::Gzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use gzp::ZWriter;
 
+use crate::cluster::rbd::ExtentSink;
 use crate::folder::naming::Compression;
 use crate::folder::write::Hashing;
 
@@ -239,6 +240,13 @@ impl SparseMapBuilder {
             size: self.size,
             extents: self.extents,
         }
+    }
+}
+
+/// `rbd diff` lists its ranges straight into the bounded map.
+impl ExtentSink for SparseMapBuilder {
+    fn push(&mut self, offset: u64, len: u64) -> Result<(), String> {
+        SparseMapBuilder::push(self, offset, len)
     }
 }
 

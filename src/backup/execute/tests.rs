@@ -14,11 +14,10 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::{run, Outcome, RunOptions};
 use crate::cluster::process::CommandError;
-use crate::cluster::rbd::{spec, ClusterOps, Op, Snapshot};
+use crate::cluster::rbd::{spec, ClusterOps, ExtentSink, Op, Snapshot};
 use crate::config::{self, Config, PoolJob};
 use crate::folder::naming::{SnapName, TEMP_PREFIX};
 use crate::folder::record::{self, ImageRecord};
-use crate::folder::write::{SparseMap, SparseMapBuilder};
 use crate::output::capture;
 use crate::report::{Action, RunReport};
 use crate::state::{Access, HostState};
@@ -282,7 +281,13 @@ impl ClusterOps for Fake {
     }
 
     /// Like `rbd diff`: the 4 KiB blocks that are not all zeros.
-    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
+    fn allocated(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        into: &mut dyn ExtentSink,
+    ) -> Result<()> {
         let state = self.0.lock().unwrap();
         let target = spec(pool, image, None);
         let shown = format!("diff {}", spec(pool, image, Some(snap)));
@@ -295,15 +300,14 @@ impl ClusterOps for Fake {
             .iter()
             .find(|(_, name, _)| name == snap)
             .ok_or_else(|| Fake::missing(&shown))?;
-        let mut map = SparseMapBuilder::new(size, 1000);
         for (index, block) in data.chunks(4096).enumerate() {
             if block.iter().any(|&b| b != 0) {
                 let offset = index as u64 * 4096;
-                map.push(offset, block.len() as u64)
+                into.push(offset, block.len() as u64)
                     .map_err(anyhow::Error::msg)?;
             }
         }
-        Ok(map.finish())
+        Ok(())
     }
 
     fn show(&self, pool: &str, image: &str, op: Op) -> String {
