@@ -11,7 +11,8 @@
 //! - [`folder`]: everything about a backup folder: names, the one folder model (chains and
 //!   restore points), the tool's records, writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
-//! - [`cluster`]: the one module that starts processes, and the `rbd` verbs with typed failures.
+//! - [`cluster`]: the one module that starts processes, what Ceph's failures mean, and the `rbd`
+//!   verbs.
 //! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
 //! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
 //!   newest completed snapshot) and the key that seals the tool's records.
