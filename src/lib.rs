@@ -39,6 +39,8 @@ pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod folder;
 pub(crate) mod interrupt;
+#[cfg(test)]
+mod layers;
 pub(crate) mod lock;
 pub(crate) mod metrics;
 pub(crate) mod output;

@@ -1651,7 +1651,7 @@ mod tests {
 
     #[test]
     fn entries_that_are_not_regular_files_are_never_removed_or_used() {
-        use crate::folder::chain::EntryKind;
+        use crate::folder::shared::EntryKind;
         let snaps = [
             Snapshot {
                 id: 1,

@@ -14,6 +14,7 @@ pub mod naming;
 pub mod read;
 pub mod rebuild;
 pub mod record;
+pub mod shared;
 pub mod sparse;
 pub mod untar;
 pub mod untrusted;

@@ -25,8 +25,9 @@ pub use crate::folder::archive::{
 };
 pub use crate::folder::chain::FolderEntry;
 use crate::folder::naming::TEMP_PREFIX;
+use crate::folder::shared::EntryKind;
 use crate::folder::sparse::SparseWriter;
-use crate::folder::untrusted::{kind_of, EntryKind};
+use crate::folder::untrusted::kind_of;
 
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -125,7 +126,7 @@ impl ImageDir {
             bail!(
                 "destination directory {} does not exist{}",
                 self.root.display(),
-                crate::folder::record::UNMOUNTED_HINT
+                crate::folder::shared::UNMOUNTED_HINT
             );
         }
         for level in self.levels() {

@@ -38,14 +38,14 @@ use crate::folder::write::PendingFile;
 
 pub mod seal;
 pub mod state;
-use crate::folder::untrusted::{self, EntryKind};
+use crate::folder::shared::EntryKind;
+pub use crate::folder::shared::UNMOUNTED_HINT;
+use crate::folder::untrusted;
 pub use seal::{SealKey, Unsealed};
 pub use state::{Completed, ImageRecord};
 
 pub const DESTINATION_RECORD: &str = ".cephbackup-destination.json";
 pub const IMAGE_RECORD: &str = ".cephbackup-image.json";
-/// What follows "destination directory X does not exist" and its kin.
-pub const UNMOUNTED_HINT: &str = " (is the backup disk mounted?)";
 /// Records are a few hundred bytes; anything far larger is not ours.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// A run adds one pending snapshot and the next run settles it; more means something is wrong,
