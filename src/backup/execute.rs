@@ -52,9 +52,7 @@ use crate::folder::naming::{self, BackupFile, Compression, Content, SnapName, CH
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{
-    self, Compressor, DataOfExtents, ImageDir, Member, PendingFile, SparseMapBuilder,
-};
+use crate::folder::write::{self, DataOfExtents, ImageDir, Member, PendingFile, SparseMapBuilder};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
@@ -1334,7 +1332,7 @@ impl<'s> ImageRun<'s> {
                 file,
                 from,
                 diffs,
-                self.section.job.compressor().as_ref(),
+                self.section.job.compressor_for(file.compression).as_ref(),
                 key,
             )
         }
@@ -1526,11 +1524,7 @@ impl<'s> ImageRun<'s> {
     ) -> Result<String> {
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
-        let Some(compressor) = Compressor::new(
-            file.compression,
-            self.section.job.compress_level,
-            self.section.job.compress_threads,
-        ) else {
+        let Some(compressor) = self.section.job.compressor_for(file.compression) else {
             let (len, digest) = write::write_raw(stream, out)?;
             if let Some(expected) = expected_size.filter(|&e| e != len) {
                 anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");

@@ -128,6 +128,8 @@ pub enum Outcome {
 /// diffs leading from it to `file`'s snapshot, oldest first. `from` is consumed when the build
 /// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
 /// would: the next run finishes or starts over. A build in place seals its marker under `key`.
+/// `compressor` is how `file` is compressed, as the section decided it
+/// ([`crate::config::PoolJob::compressor_for`]); `None` when `file` is not compressed.
 pub fn build(
     dir: &Path,
     image: &str,
@@ -145,12 +147,7 @@ pub fn build(
     if !old.file.compressed() && !file.compressed() {
         build_in_place(dir, image, from, &target, &proven, key)
     } else {
-        // The section's compressor when it makes this kind of file (its level and threads).
-        let compressor = compressor
-            .filter(|c| c.compression == file.compression)
-            .cloned()
-            .or_else(|| Compressor::new(file.compression, None, None));
-        build_streaming(dir, &old, file, &target, image, proven, compressor.as_ref())
+        build_streaming(dir, &old, file, &target, image, proven, compressor)
     }
 }
 
