@@ -56,7 +56,7 @@ use crate::folder::write::{self, DataOfExtents, ImageDir, Member, PendingFile, S
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
-    self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
+    self, Action, Envelope, FileReport, ImageReport, ImageStatus, RunReport, SectionFailureReport,
 };
 use crate::{interrupt, lock};
 
@@ -584,7 +584,7 @@ impl<'a> Section<'a> {
     fn not_attempted(&self, image: &str, why: String) -> ImageDone {
         let mut report = self.image_report(image);
         report.action = Action::Failed;
-        report.status = "not_attempted".into();
+        report.status = ImageStatus::NotAttempted;
         report.error = Some(why.clone());
         ImageDone {
             report,
@@ -606,7 +606,7 @@ impl<'a> Section<'a> {
             }
             .into(),
             action: Action::Skipped,
-            status: "ok".into(),
+            status: ImageStatus::Ok,
             files_written: Vec::new(),
             files_removed: Vec::new(),
             snapshots_created: Vec::new(),
@@ -808,7 +808,7 @@ impl<'s> ImageRun<'s> {
         let failure = match result {
             Ok(()) => {
                 if section.mode == Mode::Check {
-                    report.status = "checked".into();
+                    report.status = ImageStatus::Checked;
                 }
                 None
             }
@@ -822,7 +822,11 @@ impl<'s> ImageRun<'s> {
                 // character must not forge or garble the line.
                 let shown = escaped(&format!("{}/{}", section.job.pool, self.image)).into_owned();
                 eprintln!("error: {shown}: {text}");
-                report.status = if busy { "busy" } else { "failed" }.into();
+                report.status = if busy {
+                    ImageStatus::Busy
+                } else {
+                    ImageStatus::Failed
+                };
                 report.error = Some(text.clone());
                 Some(text)
             }
