@@ -198,6 +198,16 @@ impl fmt::Display for ImageStatus {
     }
 }
 
+/// How serious a reported problem is, wherever problems are reported (the configuration's,
+/// verify's): an error stops what it concerns from being used; a warning changes nothing, it is
+/// shown and the work goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// A file written or removed, with its size when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReport {

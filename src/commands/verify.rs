@@ -39,12 +39,7 @@ use crate::{interrupt, lock, progress, Outcome};
 
 const BUFFER: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Error,
-    Warning,
-}
+pub use crate::report::Severity;
 
 /// One problem, naming the file (or, for the comparison with the cluster, the snapshot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

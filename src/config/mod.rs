@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::folder::naming::Compression;
 use crate::folder::untrusted::{EntryKind, NotRegular};
 use crate::folder::write::Compressor;
+use crate::report::Severity;
 
 mod ini;
 pub mod job;
@@ -477,14 +478,6 @@ fn parallel_images(ini: &RawIni, path: &Path, findings: &mut Findings) -> u32 {
             1
         }
     }
-}
-
-/// Whether a problem stops the file from being used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    Error,
-    /// Changes nothing a run does; shown, then the run goes on.
-    Warning,
 }
 
 /// Problems found so far, by severity, in discovery order.
