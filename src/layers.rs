@@ -55,6 +55,11 @@ fn the_cluster_is_below_the_folder_and_the_executor() {
 }
 
 #[test]
+fn the_folder_is_below_the_host_state() {
+    assert_eq!(offending("folder", &["crate::state"]), Vec::<String>::new());
+}
+
+#[test]
 fn the_spawner_holds_no_ceph_knowledge() {
     // Errno values, rbd's words and Ceph's log format are `cluster::ceph`'s.
     let ceph = [

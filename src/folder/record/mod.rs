@@ -120,7 +120,7 @@ struct DestinationDoc {
 /// A new random destination identity: 128 bits, as hex.
 pub fn new_destination_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    crate::state::random_bytes(&mut bytes)?;
+    seal::random_bytes(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
