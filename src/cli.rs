@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::catalog::Narrow;
 use crate::commands::init::InitOptions;
 use crate::commands::list::ListOptions;
 use crate::commands::restore::RestoreOptions;
 use crate::commands::status::{Health, StatusOptions};
 use crate::commands::verify::VerifyOptions;
 use crate::config::DEFAULT_CONFIG_PATH;
-use crate::folder::catalog::Narrow;
 use crate::folder::naming::parse_point_in_time;
 use crate::{Outcome, UsageError};
 

@@ -13,7 +13,8 @@
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, what Ceph's failures mean, and the `rbd`
 //!   verbs.
-//! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`.
+//! - [`commands`]: `list`, `status`, `restore`, `verify` and `init-destination`, and what they
+//!   share: the image folders a configuration names, and each configured image's coverage.
 //! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
 //!   newest completed snapshot) and the key that seals the tool's records.
 //! - [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never

@@ -21,9 +21,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use crate::commands::catalog::Narrow;
+use crate::commands::coverage::{self, ImageCoverage};
 use crate::config::Config;
-use crate::folder::catalog::Narrow;
-use crate::folder::coverage::{self, ImageCoverage};
 use crate::folder::write::PendingFile;
 use crate::report::{ImageReport, ImageStatus, RunReport};
 

@@ -50,14 +50,15 @@ use tracing::{info, warn};
 
 use crate::cluster::process::{CommandError, CommandLine, FailureKind};
 use crate::cluster::rbd::{spec, Rbd};
+use crate::commands::catalog;
 use crate::config::Config;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::checked_diff::CheckedDiff;
 use crate::folder::naming::{self, SnapName, CHECKSUM_SUFFIX};
 use crate::folder::read::{self, FirstError, Folder, Limits};
+use crate::folder::rebuild;
 use crate::folder::rebuild::TargetFailed;
 use crate::folder::write::ImageDir;
-use crate::folder::{catalog, rebuild};
 use crate::output::{self, escaped, escaped_path};
 use crate::report::{rfc3339, Envelope};
 use crate::{interrupt, lock, progress, UsageError};

@@ -26,8 +26,8 @@ use tracing::info;
 
 use crate::cluster::process::CommandLine;
 use crate::cluster::rbd::{spec, Rbd};
+use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::config::Config;
-use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::DiffReader;
 use crate::folder::read::{self, Limits};

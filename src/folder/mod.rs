@@ -5,10 +5,8 @@
 pub mod access;
 pub mod advance;
 pub mod archive;
-pub mod catalog;
 pub mod chain;
 pub mod checked_diff;
-pub mod coverage;
 pub mod diffstream;
 pub mod naming;
 pub mod read;
