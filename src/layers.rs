@@ -1,6 +1,7 @@
 //! The layering the module map promises, checked on the source: each layer imports only the
 //! layers below it. Only what has been untangled is listed; a new import upwards fails here.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,83 @@ fn offending(path: &str, forbidden: &[&str]) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The crate's top-level modules each top-level module's production code names (`crate::x`,
+/// `crate::{x, y}`); comments are skipped.
+fn module_imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules: BTreeSet<String> = fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .filter(|name| !["lib", "main", "layers"].contains(&name.as_str()))
+        .collect();
+    let mut imports = BTreeMap::new();
+    for module in &modules {
+        let path = if src.join(module).is_dir() {
+            module.clone()
+        } else {
+            format!("{module}.rs")
+        };
+        let mut named = BTreeSet::new();
+        for (_, text) in production_sources(&path) {
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (at, _) in line.match_indices("crate::") {
+                    if line[..at].ends_with('$') {
+                        continue;
+                    }
+                    let rest = &line[at + "crate::".len()..];
+                    let heads: Vec<&str> = match rest.strip_prefix('{') {
+                        Some(group) => group.split([',', '}']).collect(),
+                        None => vec![rest],
+                    };
+                    for head in heads {
+                        let name: String = head
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        if modules.contains(&name) && name != *module {
+                            named.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+        imports.insert(module.clone(), named);
+    }
+    imports
+}
+
+#[test]
+fn the_top_level_modules_import_each_other_in_no_circle() {
+    let imports = module_imports();
+    // Depth-first: a module met again while it is still on the path closes a circle.
+    fn visit<'a>(
+        module: &'a str,
+        imports: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            panic!("import circle: {} -> {module}", path[at..].join(" -> "));
+        }
+        if !done.insert(module) {
+            return;
+        }
+        path.push(module);
+        for next in &imports[module] {
+            visit(next, imports, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for module in imports.keys() {
+        visit(module, &imports, &mut Vec::new(), &mut done);
+    }
+    // The scan sees what it must: the executor names the configuration and the cluster.
+    assert!(imports["backup"].contains("config") && imports["backup"].contains("cluster"));
 }
 
 #[test]
