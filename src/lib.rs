@@ -27,6 +27,11 @@
 //! options struct of its own module and returns a [`Result`](anyhow::Result) of what it found;
 //! [`cli`] alone turns arguments into those options and outcomes into exit statuses.
 //!
+//! Layers, lowest first; each imports only layers before it (`src/layers.rs` checks that no
+//! two modules import each other): [`output`], [`progress`], [`report`]; [`cluster`];
+//! [`interrupt`]; [`folder`]; [`state`], [`lock`]; [`config`]; [`backup`]; [`commands`];
+//! [`metrics`], [`cli`]; [`assets`].
+//!
 //! Every module is private to the crate; the programs built from it reach in through [`bin`],
 //! the integration tests and examples through [`test_support`] (feature `test-support`).
 
