@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         eprintln!("usage: generate-assets DIR");
         return ExitCode::from(2);
     };
-    match cephbackup::assets::write_to(&PathBuf::from(dir)) {
+    match cephbackup::bin::write_to(&PathBuf::from(dir)) {
         Ok(paths) => {
             for path in paths {
                 println!("{}", path.display());

@@ -2,21 +2,20 @@
 //! and which files and snapshots are removed. It drives the real planner with simulated time, so
 //! an administrator can see the effect of `window size` / `window unit` before changing them.
 //!
-//! cargo run --example window -- [SIZE] [UNIT] [RUNS] [HOURS_BETWEEN_RUNS] [KEEP_MINIMUM]
-//! e.g. cargo run --example window -- 7 days 10 24
+//! cargo run --features test-support --example window --
+//!     [SIZE] [UNIT] [RUNS] [HOURS_BETWEEN_RUNS] [KEEP_MINIMUM]
+//! e.g. cargo run --features test-support --example window -- 7 days 10 24
 //! or, runs three days apart with a 2-day window that must keep 3 points:
-//! cargo run --example window -- 2 days 6 72 3
+//! cargo run --features test-support --example window -- 2 days 6 72 3
 
 use std::collections::BTreeSet;
 
 use chrono::{Duration, TimeZone, Utc};
 
-use cephbackup::backup::plan::{plan_image, Found, Settings, Step};
-use cephbackup::backup::retention::KeepRules;
-use cephbackup::config::{BackupMode, Window, WindowUnit};
-use cephbackup::folder::chain::FolderEntry;
-use cephbackup::folder::naming::{Compression, Snapshot};
-use cephbackup::folder::record::ImageRecord;
+use cephbackup::test_support::{
+    plan_image, BackupMode, Compression, FolderEntry, Found, ImageRecord, KeepRules, Settings,
+    Snapshot, Step, Window, WindowUnit,
+};
 
 fn unit(text: &str) -> WindowUnit {
     match text.trim_end_matches('s') {

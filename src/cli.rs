@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::catalog::Narrow;
 use crate::commands::init::InitOptions;
 use crate::commands::list::ListOptions;
 use crate::commands::restore::RestoreOptions;
 use crate::commands::status::{Health, StatusOptions};
 use crate::commands::verify::VerifyOptions;
 use crate::config::DEFAULT_CONFIG_PATH;
-use crate::folder::catalog::Narrow as Selection;
 use crate::folder::naming::parse_point_in_time;
 use crate::{Outcome, UsageError};
 
@@ -146,9 +146,10 @@ pub struct InitArgs {
     pub pool: Option<String>,
 }
 
-/// Which backed-up images a command looks at.
+/// Which backed-up images a command looks at, as given on the command line
+/// ([`Narrow`] once read).
 #[derive(Debug, Clone, Args)]
-pub struct Narrow {
+pub struct NarrowArgs {
     /// Only this pool (a section of the configuration)
     #[arg(long, value_name = "POOL")]
     pub pool: Option<String>,
@@ -161,7 +162,7 @@ pub struct Narrow {
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    pub narrow: Narrow,
+    pub narrow: NarrowArgs,
 
     /// Print one JSON document instead of text
     #[arg(long)]
@@ -174,7 +175,7 @@ pub const MAX_AGE_SECONDS: u64 = 10 * 366 * 24 * 60 * 60;
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub narrow: Narrow,
+    pub narrow: NarrowArgs,
 
     /// An image whose newest restore point is older than this is CRITICAL (exit 2): e.g. 26h,
     /// 2d, 90m, "1d 12h"
@@ -239,7 +240,7 @@ pub struct RestoreArgs {
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub narrow: Narrow,
+    pub narrow: NarrowArgs,
 
     /// Also rebuild, per image, the newest point whose snapshot is still in the cluster, and
     /// compare its SHA-256 with `rbd export` of that snapshot (needs room in $TMPDIR)
@@ -289,9 +290,9 @@ impl Cli {
     }
 }
 
-impl Narrow {
-    pub fn selection(&self) -> Selection {
-        Selection {
+impl NarrowArgs {
+    pub fn narrow(&self) -> Narrow {
+        Narrow {
             pool: self.pool.clone(),
             image: self.image.clone(),
         }
@@ -301,7 +302,7 @@ impl Narrow {
 impl ListArgs {
     pub fn options(&self) -> ListOptions {
         ListOptions {
-            narrow: self.narrow.selection(),
+            narrow: self.narrow.narrow(),
             json: self.json,
         }
     }
@@ -310,7 +311,7 @@ impl ListArgs {
 impl StatusArgs {
     pub fn options(&self) -> StatusOptions {
         StatusOptions {
-            narrow: self.narrow.selection(),
+            narrow: self.narrow.narrow(),
             max_age: self.max_age,
             warn_age: self.warn_age,
             json: self.json,
@@ -321,7 +322,7 @@ impl StatusArgs {
 impl VerifyArgs {
     pub fn options(&self) -> VerifyOptions {
         VerifyOptions {
-            narrow: self.narrow.selection(),
+            narrow: self.narrow.narrow(),
             source: self.source,
             strict: self.strict,
             json: self.json,

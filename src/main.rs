@@ -10,9 +10,9 @@ use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::cli::{Cli, Command, Status};
-use cephbackup::commands::{backup, check_config, init, list, restore, status, verify};
-use cephbackup::{config, interrupt, lock, metrics, progress, Outcome};
+use cephbackup::bin::commands::{backup, check_config, init, list, restore, status, verify};
+use cephbackup::bin::{config, interrupt, lock, metrics, progress};
+use cephbackup::bin::{Cli, Command, Outcome, Status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

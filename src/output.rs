@@ -80,19 +80,14 @@ pub mod capture {
     }
 }
 
-/// True once a write to stdout has failed.
-pub fn is_closed() -> bool {
-    CLOSED.load(Ordering::Relaxed)
-}
-
 /// `println!` that never panics: see [`crate::output`].
 #[macro_export]
 macro_rules! outln {
     () => {
-        $crate::output::write(format_args!("\n"))
+        $crate::__write_stdout(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::output::write(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::__write_stdout(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -100,7 +95,7 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::output::write(format_args!($($arg)*))
+        $crate::__write_stdout(format_args!($($arg)*))
     };
 }
 

@@ -11,6 +11,8 @@
 //! run also leaves it in each destination it touched ([`LAST_RUN_FILE`](crate::folder::naming::LAST_RUN_FILE)), restricted to that
 //! destination's images, so monitoring can read the outcome without parsing logs.
 
+use std::fmt;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +89,7 @@ impl RunReport {
             && section_failures.is_empty()
             && images
                 .iter()
-                .all(|image| image.status == "ok" || image.status == "checked")
+                .all(|image| matches!(image.status, ImageStatus::Ok | ImageStatus::Checked))
     }
 
     /// The document as one destination's last-run record: only the images and section failures
@@ -130,8 +132,7 @@ pub struct ImageReport {
     /// `full` or `incremental`.
     pub mode: String,
     pub action: Action,
-    /// `ok`, `failed`, `busy` (another run held the image), `not_attempted` or `checked`.
-    pub status: String,
+    pub status: ImageStatus,
     pub files_written: Vec<FileReport>,
     pub files_removed: Vec<FileReport>,
     pub snapshots_created: Vec<String>,
@@ -161,6 +162,49 @@ pub enum Action {
     Failed,
 }
 
+/// How an image's run ended; in JSON (and the metrics' `status` label) by its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    Ok,
+    Failed,
+    /// Another run held the image.
+    Busy,
+    /// Never tried: its cluster stopped answering, or its section's check failed.
+    NotAttempted,
+    /// Check mode: what would be done was shown, nothing was changed.
+    Checked,
+}
+
+impl ImageStatus {
+    /// The name the JSON documents and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageStatus::Ok => "ok",
+            ImageStatus::Failed => "failed",
+            ImageStatus::Busy => "busy",
+            ImageStatus::NotAttempted => "not_attempted",
+            ImageStatus::Checked => "checked",
+        }
+    }
+}
+
+impl fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How serious a reported problem is, wherever problems are reported (the configuration's,
+/// verify's): an error stops what it concerns from being used; a warning changes nothing, it is
+/// shown and the work goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// A file written or removed, with its size when known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileReport {
@@ -179,6 +223,22 @@ pub struct SectionFailureReport {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn image_statuses_are_written_by_their_names() {
+        for status in [
+            ImageStatus::Ok,
+            ImageStatus::Failed,
+            ImageStatus::Busy,
+            ImageStatus::NotAttempted,
+            ImageStatus::Checked,
+        ] {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, status.as_str());
+            assert_eq!(serde_json::from_value::<ImageStatus>(json).unwrap(), status);
+        }
+        assert_eq!(ImageStatus::NotAttempted.as_str(), "not_attempted");
+    }
 
     #[test]
     fn the_envelope_opens_every_document_with_the_same_fields() {

@@ -24,7 +24,7 @@
 //! writes nothing.
 
 use std::fs::{DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::folder::door::PendingFile;
-use crate::folder::record::seal::KEY_BYTES;
+use crate::folder::record::seal::{random_bytes, KEY_BYTES};
 use crate::folder::record::{Completed, SealKey};
 use crate::folder::untrusted::{self, effective_uid, EntryKind};
 
@@ -69,13 +69,6 @@ pub fn default_dir() -> PathBuf {
         }
         _ => std::env::temp_dir().join(format!("cephbackup-state-{}", effective_uid())),
     }
-}
-
-/// Fills `bytes` from the kernel's random source.
-pub fn random_bytes(bytes: &mut [u8]) -> Result<()> {
-    File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(bytes))
-        .context("cannot read random bytes from /dev/urandom")
 }
 
 /// The filesystem a path is on, as the kernel identifies it.

@@ -80,7 +80,7 @@ fn render_man_page(page: &Path) -> String {
 
 fn generated_assets() -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
-    let written = cephbackup::assets::write_to(dir.path()).unwrap();
+    let written = cephbackup::bin::write_to(dir.path()).unwrap();
     (dir, written)
 }
 
@@ -108,7 +108,7 @@ fn manual_pages_render_with_man() {
         "/etc/cephbackup/cephbackup.conf",
         "cephbackup-restore(8)",
         "75 another run kept an image longer",
-        cephbackup::report::version(),
+        cephbackup::bin::version(),
     ] {
         assert!(
             squeezed(&main).contains(&squeezed(expected)),

@@ -24,7 +24,7 @@ use crate::state::{Filesystem, Known};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Folder {
     Missing,
-    NotAFolder(EntryKind),
+    WrongKind(EntryKind),
     /// It carries a destination record whose seal this host verified, with this identity.
     Recorded(String),
     /// No believable record, but not empty (backups of the original, or a record that is not
@@ -67,7 +67,7 @@ pub enum Use {
     /// Taken on: a record is written (`"adopted"`).
     Adopt,
     /// A new destination: a record is written (`"first use"`).
-    FirstUse,
+    First,
     /// Emptied (shipped) since this host last wrote there on the same filesystem: the record is
     /// written again with the same identity, and chains continue from the host's memory.
     Continue,
@@ -79,7 +79,7 @@ impl Use {
         match self {
             Use::Recorded => "recorded",
             Use::Adopt => "adopted",
-            Use::FirstUse => "first use",
+            Use::First => "first use",
             Use::Continue => "continued",
         }
     }
@@ -130,7 +130,7 @@ pub fn decide(facts: &Facts) -> Decision {
     };
     match &facts.folder {
         Folder::Missing => Decision::Refuse(Refusal::Missing),
-        Folder::NotAFolder(kind) => Decision::Refuse(Refusal::NotAFolder(*kind)),
+        Folder::WrongKind(kind) => Decision::Refuse(Refusal::NotAFolder(*kind)),
         Folder::Recorded(id) => proceed(Use::Recorded, Some(id)),
         // The host's identity is kept when it is the same filesystem: the record was lost or
         // cannot be written, not the destination replaced.
@@ -144,10 +144,10 @@ pub fn decide(facts: &Facts) -> Decision {
                 was: known.filesystem.clone(),
                 now: now.clone(),
             }),
-            _ if !facts.incremental => proceed(Use::FirstUse, None),
+            _ if !facts.incremental => proceed(Use::First, None),
             _ => match &facts.snapshots {
                 Snapshots::NotLooked => Decision::LookForSnapshots,
-                Snapshots::NoneFound => proceed(Use::FirstUse, None),
+                Snapshots::NoneFound => proceed(Use::First, None),
                 Snapshots::Found { image, snapshot } => {
                     Decision::Refuse(Refusal::SnapshotsElsewhere {
                         image: image.clone(),
@@ -253,7 +253,7 @@ mod tests {
             ),
             case(
                 "a file",
-                NotAFolder(EntryKind::File),
+                WrongKind(EntryKind::File),
                 Some("root"),
                 None,
                 false,
@@ -392,7 +392,7 @@ mod tests {
                 None,
                 false,
                 NotLooked,
-                go(Use::FirstUse, None, false),
+                go(Use::First, None, false),
             ),
             case(
                 "new, incremental: the snapshots are looked for",
@@ -410,7 +410,7 @@ mod tests {
                 None,
                 true,
                 NoneFound,
-                go(Use::FirstUse, None, false),
+                go(Use::First, None, false),
             ),
             case(
                 "new, incremental, snapshots of another job or an unmounted disk",

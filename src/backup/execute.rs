@@ -47,6 +47,7 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
+use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
 use crate::folder::naming::{
     self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
@@ -54,11 +55,11 @@ use crate::folder::naming::{
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, Compressor, DataOfExtents, Member};
+use crate::folder::write::{self, DataOfExtents, Member, SparseMapBuilder};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{
-    self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
+    self, Action, Envelope, FileReport, ImageReport, ImageStatus, RunReport, SectionFailureReport,
 };
 use crate::{interrupt, lock};
 
@@ -77,8 +78,6 @@ pub enum Mode {
 pub struct RunOptions<'a> {
     /// Force check mode for every section, whatever the file says.
     pub force_check: bool,
-    /// Let `rbd` draw progress bars (stderr is a terminal).
-    pub progress: bool,
     /// The clock; read once per image, like the original.
     pub now: &'a (dyn Fn() -> DateTime<Utc> + Sync),
     /// How long to wait for another run to release an image.
@@ -493,7 +492,7 @@ impl<'a> Section<'a> {
         let cluster = job.cluster();
         let rbd = match options.cluster {
             Some(make) => make(job),
-            None => Box::new(Rbd::new(cluster.clone(), options.progress)),
+            None => Box::new(Rbd::new(cluster.clone())),
         };
         Section {
             job,
@@ -591,7 +590,7 @@ impl<'a> Section<'a> {
     fn not_attempted(&self, image: &str, why: String) -> ImageDone {
         let mut report = self.image_report(image);
         report.action = Action::Failed;
-        report.status = "not_attempted".into();
+        report.status = ImageStatus::NotAttempted;
         report.error = Some(why.clone());
         ImageDone {
             report,
@@ -613,7 +612,7 @@ impl<'a> Section<'a> {
             }
             .into(),
             action: Action::Skipped,
-            status: "ok".into(),
+            status: ImageStatus::Ok,
             files_written: Vec::new(),
             files_removed: Vec::new(),
             snapshots_created: Vec::new(),
@@ -815,7 +814,7 @@ impl<'s> ImageRun<'s> {
         let failure = match result {
             Ok(()) => {
                 if section.mode == Mode::Check {
-                    report.status = "checked".into();
+                    report.status = ImageStatus::Checked;
                 }
                 None
             }
@@ -829,7 +828,11 @@ impl<'s> ImageRun<'s> {
                 // character must not forge or garble the line.
                 let shown = escaped(&format!("{}/{}", section.job.pool, self.image)).into_owned();
                 eprintln!("error: {shown}: {text}");
-                report.status = if busy { "busy" } else { "failed" }.into();
+                report.status = if busy {
+                    ImageStatus::Busy
+                } else {
+                    ImageStatus::Failed
+                };
                 report.error = Some(text.clone());
                 Some(text)
             }
@@ -1381,7 +1384,7 @@ impl<'s> ImageRun<'s> {
                 file,
                 from,
                 diffs,
-                self.section.job.compressor().as_ref(),
+                self.section.job.compressor_for(file.compression).as_ref(),
                 key,
             )
         }
@@ -1551,11 +1554,7 @@ impl<'s> ImageRun<'s> {
     ) -> Result<String> {
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
-        let Some(compressor) = Compressor::new(
-            file.compression,
-            self.section.job.compress_level,
-            self.section.job.compress_threads,
-        ) else {
+        let Some(compressor) = self.section.job.compressor_for(file.compression) else {
             let (len, digest) = write::write_raw(stream, out)?;
             if let Some(expected) = expected_size.filter(|&e| e != len) {
                 anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
@@ -1565,7 +1564,11 @@ impl<'s> ImageRun<'s> {
         let digest = match expected_size {
             Some(size) => {
                 let (pool, snap) = (self.pool(), file.snap.as_str());
-                let map = self.section.rbd.allocated(pool, self.image, snap, size)?;
+                let mut map = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
+                self.section
+                    .rbd
+                    .allocated(pool, self.image, snap, &mut map)?;
+                let map = map.finish();
                 let member = Member {
                     name: &member_name,
                     size,

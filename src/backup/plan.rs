@@ -34,13 +34,13 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::retention::{self, KeepRules, Policy};
-use crate::backup::window::Window;
+use crate::backup::retention::{self, Policy};
+use crate::cluster::rbd::Snapshot;
 use crate::config::job::{BackupMode, PoolJob};
+use crate::config::{KeepRules, Window};
 use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
-use crate::folder::naming::Snapshot;
 use crate::folder::naming::{
     checksum_name, BackupFile, Compression, Content, SnapName, ADVANCE_MARKER,
 };
@@ -1016,13 +1016,15 @@ mod tests {
 
         /// Notes in the record that a run (pid 4242, day 2) died before completing `file`.
         fn died_before(&mut self, snap: &str, file: &str, temporary: bool) {
-            self.record.pending.push(crate::folder::record::Pending {
-                snapshot: snap.into(),
-                file: file.into(),
-                temporary,
-                pid: 4242,
-                started: at(2, 0, 0),
-            });
+            self.record
+                .pending
+                .push(crate::folder::record::state::Pending {
+                    snapshot: snap.into(),
+                    file: file.into(),
+                    temporary,
+                    pid: 4242,
+                    started: at(2, 0, 0),
+                });
         }
     }
 
@@ -1662,7 +1664,7 @@ mod tests {
 
     #[test]
     fn entries_that_are_not_regular_files_are_never_removed_or_used() {
-        use crate::folder::chain::EntryKind;
+        use crate::folder::shared::EntryKind;
         let snaps = [
             Snapshot {
                 id: 1,

@@ -11,9 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::cluster::process::CommandError;
-use crate::cluster::rbd::{spec, ClusterOps, Op, Snapshot};
+use crate::cluster::rbd::{spec, ClusterOps, ExtentSink, Op, Snapshot};
 use crate::folder::diffstream::{DiffError, DiffReader, Record};
-use crate::folder::write::{SparseMap, SparseMapBuilder};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,7 +338,13 @@ impl ClusterOps for Fake {
     }
 
     /// Like `rbd diff`: the 4 KiB blocks that are not all zeros.
-    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
+    fn allocated(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        into: &mut dyn ExtentSink,
+    ) -> Result<()> {
         let state = self.0.lock().unwrap();
         let target = spec(pool, image, None);
         let shown = format!("diff {}", spec(pool, image, Some(snap)));
@@ -352,15 +357,14 @@ impl ClusterOps for Fake {
             .iter()
             .find(|(_, name, _)| name == snap)
             .ok_or_else(|| Fake::missing(&shown))?;
-        let mut map = SparseMapBuilder::new(size, 1000);
         for (index, block) in data.chunks(4096).enumerate() {
             if block.iter().any(|&b| b != 0) {
                 let offset = index as u64 * 4096;
-                map.push(offset, block.len() as u64)
+                into.push(offset, block.len() as u64)
                     .map_err(anyhow::Error::msg)?;
             }
         }
-        Ok(map.finish())
+        Ok(())
     }
 
     fn show(&self, pool: &str, image: &str, op: Op) -> String {

@@ -1,7 +1,9 @@
-//! The cluster: the one module that starts processes ([`process`]) and how each `rbd` verb is
-//! spelled, with its failures typed ([`rbd`]). The unit tests talk to an in-memory cluster
-//! instead (`fake`, built for tests only).
+//! The cluster: the one module that starts processes ([`process`]), what Ceph's tools say when
+//! they fail ([`ceph`]: exit statuses, log lines, refused logins), and how each `rbd` verb is
+//! spelled ([`rbd`]). The unit tests talk to an in-memory cluster instead (`fake`, built for
+//! tests only).
 
+pub mod ceph;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod process;

@@ -17,8 +17,21 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::cluster::process::{CommandError, CommandLine};
-pub use crate::folder::naming::Snapshot;
-use crate::folder::write::{SparseMap, SparseMapBuilder};
+
+/// A snapshot as `rbd snap ls --format json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+}
+
+/// Where [`Rbd::allocated`] puts the ranges of an image that hold data, in order of their
+/// offsets, as `rbd diff` streams them: the sink (the archive's bounded sparse map) decides how
+/// to keep them, so a listing of millions of extents never has to fit in memory.
+pub trait ExtentSink {
+    /// Takes the range of `len` bytes at `offset`; an error stops the listing.
+    fn push(&mut self, offset: u64, len: u64) -> Result<(), String>;
+}
 
 /// How to reach one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +79,7 @@ pub fn spec(pool: &str, image: &str, snap: Option<&str>) -> String {
 }
 
 impl Rbd {
-    /// `_progress` is kept for the callers' sake: `rbd`'s own percentage is never drawn any
-    /// more, because our bar ([`crate::progress`]) shows bytes, rate and ETA where it had only a
-    /// percentage, and the two fought over one terminal line.
-    pub fn new(cluster: Cluster, _progress: bool) -> Rbd {
+    pub fn new(cluster: Cluster) -> Rbd {
         Rbd {
             cluster,
             sizes: Arc::default(),
@@ -110,7 +120,9 @@ impl Rbd {
     }
 
     /// A command that changes or streams something, always without `rbd`'s own percentage: the
-    /// tool draws one bar of its own on a terminal (see [`Rbd::new`]), and cron mail gets none.
+    /// tool draws one bar of its own on a terminal ([`crate::progress`]: bytes, rate and ETA
+    /// where `rbd` had only a percentage, and the two would fight over one terminal line), and
+    /// cron mail gets none.
     fn action<const N: usize>(&self, args: [&str; N]) -> CommandLine {
         self.command(["--no-progress"].into_iter().chain(args))
     }
@@ -176,9 +188,15 @@ impl Rbd {
 
     /// The ranges of the image at `snap` (of `size` bytes) that hold data, from `rbd diff` of the
     /// snapshot: what was ever written, less what was discarded. Its JSON is read as it streams
-    /// and the map is bounded ([`SparseMapBuilder`]), so even an image of millions of extents
-    /// costs a few MiB.
-    pub fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
+    /// into a bounded sink ([`ExtentSink`]), so even an image of millions of extents costs a few
+    /// MiB.
+    pub fn allocated(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        into: &mut dyn ExtentSink,
+    ) -> Result<()> {
         let cmd = self
             .command(["--format", "json", "diff", &spec(pool, image, Some(snap))])
             .stop_on_timeout(true);
@@ -186,10 +204,10 @@ impl Rbd {
             inner: cmd.spawn_reader()?,
             error: None,
         };
-        let parsed = read_extents(BufReader::new(&mut stream), size);
+        let parsed = read_extents(BufReader::new(&mut stream), into);
         let what = || format!("cannot list the allocated extents of snapshot {snap}");
         match (parsed, stream.error) {
-            (Ok(map), None) => Ok(map),
+            (Ok(()), None) => Ok(()),
             // The child's failure (a CommandError, typed) explains more than the parser's.
             (_, Some(err)) => Err(err).with_context(what),
             (Err(err), None) => {
@@ -299,11 +317,10 @@ impl DiffExtent {
     }
 }
 
-/// Reads `rbd diff --format json` output entry by entry into a bounded sparse map of an image of
-/// `size` bytes.
-fn read_extents(reader: impl Read, size: u64) -> Result<SparseMap, String> {
-    struct Extents(SparseMapBuilder);
-    impl<'de> Visitor<'de> for &mut Extents {
+/// Reads `rbd diff --format json` output entry by entry into `into`.
+fn read_extents(reader: impl Read, into: &mut dyn ExtentSink) -> Result<(), String> {
+    struct Extents<'a>(&'a mut dyn ExtentSink);
+    impl<'de> Visitor<'de> for &mut Extents<'_> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of extents")
@@ -319,15 +336,10 @@ fn read_extents(reader: impl Read, size: u64) -> Result<SparseMap, String> {
             Ok(())
         }
     }
-    let mut extents = Extents(SparseMapBuilder::new(
-        size,
-        crate::folder::archive::MAX_SPARSE_EXTENTS,
-    ));
     let mut de = serde_json::Deserializer::from_reader(reader);
-    de.deserialize_seq(&mut extents)
+    de.deserialize_seq(&mut Extents(into))
         .and_then(|()| de.end())
-        .map_err(|err| err.to_string())?;
-    Ok(extents.0.finish())
+        .map_err(|err| err.to_string())
 }
 
 /// A change or a stream the backup executor asks of a cluster, named so it can be shown on the
@@ -369,8 +381,14 @@ pub trait ClusterOps: Send + Sync {
     fn snapshot_limit(&self, _pool: &str, _image: &str) -> Result<Option<u64>> {
         Ok(None)
     }
-    /// The ranges of the image at `snap` (of `size` bytes) that hold data ([`Rbd::allocated`]).
-    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap>;
+    /// The ranges of the image at `snap` that hold data, into `into` ([`Rbd::allocated`]).
+    fn allocated(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        into: &mut dyn ExtentSink,
+    ) -> Result<()>;
     /// How `op` is shown on a `# <command>` line.
     fn show(&self, pool: &str, image: &str, op: Op) -> String;
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
@@ -439,8 +457,14 @@ impl ClusterOps for Rbd {
         Rbd::snapshot_limit(self, pool, image)
     }
 
-    fn allocated(&self, pool: &str, image: &str, snap: &str, size: u64) -> Result<SparseMap> {
-        Rbd::allocated(self, pool, image, snap, size)
+    fn allocated(
+        &self,
+        pool: &str,
+        image: &str,
+        snap: &str,
+        into: &mut dyn ExtentSink,
+    ) -> Result<()> {
+        Rbd::allocated(self, pool, image, snap, into)
     }
 
     /// The exact argv that runs, shell-quoted.
@@ -496,17 +520,15 @@ impl ClusterOps for Rbd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::folder::archive::{SparseMapBuilder, MAX_SPARSE_EXTENTS};
 
     fn rbd(user: Option<&str>) -> Rbd {
-        Rbd::new(
-            Cluster {
-                conf: "/etc/ceph/ceph.conf".into(),
-                user: user.map(Into::into),
-                keyring: user.map(|_| "/etc/ceph/k".into()),
-                timeout: if user.is_some() { 30 } else { 0 },
-            },
-            false,
-        )
+        Rbd::new(Cluster {
+            conf: "/etc/ceph/ceph.conf".into(),
+            user: user.map(Into::into),
+            keyring: user.map(|_| "/etc/ceph/k".into()),
+            timeout: if user.is_some() { 30 } else { 0 },
+        })
     }
 
     #[test]
@@ -570,9 +592,13 @@ mod tests {
         let json = r#"[{"offset":0,"length":4096,"exists":"true"},
             {"offset":8192,"length":100,"exists":"true"},{"offset":16384,"length":4096,
             "exists":"false"},{"offset":1048000,"length":576,"exists":true}]"#;
-        let map = read_extents(json.as_bytes(), 1 << 20).unwrap();
+        let read = |json: &str, size| {
+            let mut map = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
+            read_extents(json.as_bytes(), &mut map).map(|()| map.finish())
+        };
+        let map = read(json, 1 << 20).unwrap();
         assert_eq!(map.extents(), [(0, 4096), (8192, 512), (1_047_552, 1024)]);
-        assert_eq!(read_extents(&b"[]"[..], 10).unwrap().extents(), []);
+        assert_eq!(read("[]", 10).unwrap().extents(), []);
         for (bad, expected) in [
             (r#"[{"offset":0,"length":4096}]"#, "past the image's end"),
             (
@@ -582,7 +608,7 @@ mod tests {
             (r#"{"offset":0}"#, "a list of extents"),
             (r#"[] trailing"#, "trailing characters"),
         ] {
-            let err = read_extents(bad.as_bytes(), 1000).unwrap_err();
+            let err = read(bad, 1000).unwrap_err();
             assert!(err.contains(expected), "{bad}: {err}");
         }
         assert_eq!(

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backup::execute::{self, ClusterFactory};
+use crate::commands::metrics;
 use crate::config::Config;
 use crate::output::{self, capture};
-use crate::{clock, lock, metrics, outln, progress};
+use crate::{clock, lock, outln};
 
 /// What a backup run is asked for.
 #[derive(Debug, Clone, Default)]
@@ -49,7 +50,6 @@ pub fn run(config: &Config, options: &BackupOptions) -> Ended {
 fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFactory>) -> Ended {
     let run_options = execute::RunOptions {
         force_check: options.check,
-        progress: progress::enabled(),
         now: &clock::now,
         wait: options
             .wait

@@ -13,8 +13,8 @@ use anyhow::{bail, Result};
 use chrono::Utc;
 use tracing::warn;
 
+use crate::commands::catalog;
 use crate::config::{Config, PoolJob};
-use crate::folder::catalog;
 use crate::folder::record::{self, Blocked, Destination};
 use crate::outln;
 use crate::state::{Access, Filesystem, HostState, Known};

@@ -24,9 +24,9 @@ use serde::Serialize;
 use crate::backup::plan::Settings;
 use crate::backup::retention::{self, Expiry, Policy};
 use crate::cluster::rbd::spec;
+use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::commands::status::{age, PointDoc};
 use crate::config::{Config, ImageSelection, PoolJob};
-use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
 use crate::folder::naming::{Compression, SnapName};
 use crate::folder::read::{self, NotRegularEntry};
@@ -667,7 +667,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 size: 7,
                 unit: WindowUnit::Days,
             },
-            keep: crate::backup::retention::KeepRules::default(),
+            keep: crate::config::KeepRules::default(),
             keep_minimum: 2,
         };
         let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();

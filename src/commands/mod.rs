@@ -1,11 +1,17 @@
 //! The commands: the backup run itself (`backup`), `list`, `status`, `restore`, `verify`,
 //! `init-destination`, and the offline check of a configuration (`--check --offline`).
 //! Each takes its own options and returns a result; only `cli` turns those into exit statuses.
+//! What they share, reading the configuration and the folders together: which image folders a
+//! command looks at ([`catalog`]) and how well each configured image is covered ([`coverage`],
+//! also the metrics'), and the Prometheus textfile a run publishes ([`metrics`]).
 
 pub mod backup;
+pub mod catalog;
 pub mod check_config;
+pub mod coverage;
 pub mod init;
 pub mod list;
+pub mod metrics;
 pub mod restore;
 pub mod status;
 pub mod verify;

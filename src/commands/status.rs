@@ -2,7 +2,7 @@
 //! systems without Prometheus (Nagios, Icinga, a cron mail), in the plugin convention.
 //!
 //! Reads the backup folders only, like `list` (no cluster, no lock). Each configured image gets
-//! one verdict ([`Health`]), judged from its newest restore point ([`crate::folder::coverage`]):
+//! one verdict ([`Health`]), judged from its newest restore point ([`crate::commands::coverage`]):
 //!
 //! - CRITICAL: no restore point at all, or the newest is older than `--max-age`;
 //! - WARNING: the newest is older than `--warn-age`, or the folder holds files that cannot be
@@ -25,9 +25,9 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::commands::catalog::Narrow;
+use crate::commands::coverage::{self, Coverage, ImageCoverage, SectionProblem};
 use crate::config::Config;
-use crate::folder::catalog::Narrow;
-use crate::folder::coverage::{self, Coverage, ImageCoverage, SectionProblem};
 use crate::outln;
 use crate::output::{self, escaped, escaped_path};
 use crate::report::{rfc3339, Envelope};

@@ -26,8 +26,8 @@ use tracing::info;
 
 use crate::backup::execute::ClusterFactory;
 use crate::cluster::rbd::{spec, ClusterOps, Op, Rbd};
+use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::config::Config;
-use crate::folder::catalog::{self, ImageFolder, Narrow};
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::diffstream::DiffReader;
 use crate::folder::read::{self, Limits};
@@ -39,12 +39,7 @@ use crate::{interrupt, lock, progress, Outcome};
 
 const BUFFER: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Error,
-    Warning,
-}
+pub use crate::report::Severity;
 
 /// One problem, naming the file (or, for the comparison with the cluster, the snapshot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,7 +114,7 @@ pub struct VerifyOptions {
 /// Checks and reports; [`Outcome::FoundProblems`] when at least one error was found.
 pub fn run(config: &Config, args: &VerifyOptions, locking: &lock::Locking) -> Result<Outcome> {
     run_on(config, args, locking, &|job| {
-        Box::new(Rbd::new(job.cluster(), false))
+        Box::new(Rbd::new(job.cluster()))
     })
 }
 

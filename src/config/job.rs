@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::backup::retention::KeepRules;
-use crate::backup::window::Window;
+use super::keep::KeepRules;
+use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
 use crate::folder::naming::Compression;
@@ -81,9 +81,14 @@ pub struct PoolJob {
 }
 
 impl PoolJob {
-    /// How this section compresses its files (`None`: it does not).
-    pub fn compressor(&self) -> Option<Compressor> {
-        Compressor::new(self.compress, self.compress_level, self.compress_threads)
+    /// The one decision of how a file of this section that is stored as `compression` is
+    /// compressed (`None`: it is not), for every writer (an export, a slide's new base). The
+    /// section's `compress level` is meant for its own compressor: a file of another kind (one an
+    /// earlier configuration wrote, written again) gets that kind's default level. `compress
+    /// threads` bounds the section's CPU whatever the kind.
+    pub fn compressor_for(&self, compression: Compression) -> Option<Compressor> {
+        let level = self.compress_level.filter(|_| compression == self.compress);
+        Compressor::new(compression, level, self.compress_threads)
     }
 
     /// Who may read the files and folders this section writes.

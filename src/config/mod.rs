@@ -18,9 +18,10 @@
 //! expanded, durations have upper bounds, and at most [`MAX_REPORTED_PROBLEMS`] problems of each
 //! kind are listed, each on one line of bounded length.
 //!
-//! [`parse_str`] is pure; [`load`] is the only function here that touches the disk. The INI
+//! Parsing ([`parse_text`]) is pure; [`load`] is the only function here that touches the disk. The INI
 //! dialect lives in `ini`, the section schema and `%(name)s` references in `schema`, the value
-//! parsers in `values`; the window arithmetic is [`crate::backup::window`].
+//! parsers in `values`; the window and its arithmetic in [`window`], full mode's keep rules in
+//! [`keep`].
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -30,23 +31,26 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::backup::retention::KeepRules;
 use crate::folder::naming::Compression;
 use crate::folder::untrusted::{EntryKind, NotRegular};
 use crate::folder::write::Compressor;
+use crate::report::Severity;
 
 mod ini;
 pub mod job;
+pub mod keep;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod values;
+pub mod window;
 
-pub use crate::backup::window::{Window, WindowUnit};
 use ini::*;
 pub use job::{BackupMode, Config, ImageSelection, PoolJob};
+pub use keep::KeepRules;
 use schema::*;
 use values::*;
+pub use window::{Window, WindowUnit};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cephbackup/cephbackup.conf";
 
@@ -238,6 +242,7 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Parses the text of a configuration file; `path` is only used to name the file in problems.
+#[cfg(test)]
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(too_large(path));
@@ -474,14 +479,6 @@ fn parallel_images(ini: &RawIni, path: &Path, findings: &mut Findings) -> u32 {
             1
         }
     }
-}
-
-/// Whether a problem stops the file from being used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Severity {
-    Error,
-    /// Changes nothing a run does; shown, then the run goes on.
-    Warning,
 }
 
 /// Problems found so far, by severity, in discovery order.

@@ -1943,7 +1943,7 @@ fn compress_names_its_compressor_and_keeps_the_original_switch() {
         (pool.compress, pool.compress_level, pool.compress_threads),
         (Compression::None, None, None)
     );
-    assert_eq!(pool.compressor(), None);
+    assert_eq!(pool.compressor_for(pool.compress), None);
     // Level and threads, from the section or [DEFAULT], like every key.
     let pool = only_pool(&format!(
         "[DEFAULT]\ncompress threads = 3\n{}",
@@ -1953,10 +1953,17 @@ fn compress_names_its_compressor_and_keeps_the_original_switch() {
         (pool.compress_level, pool.compress_threads),
         (Some(19), Some(3))
     );
-    let compressor = pool.compressor().unwrap();
+    let compressor = pool.compressor_for(Compression::Zstd).unwrap();
     assert_eq!((compressor.level, compressor.threads), (19, 3));
+    // A gzip file this zstd section writes again: gzip's default level, the section's threads.
+    let compressor = pool.compressor_for(Compression::Gzip).unwrap();
+    assert_eq!(
+        (compressor.compression, compressor.level, compressor.threads),
+        (Compression::Gzip, 6, 3)
+    );
+    assert_eq!(pool.compressor_for(Compression::None), None);
     let pool = only_pool(&minimal("compress = yes\n"));
-    assert_eq!(pool.compressor().unwrap().level, 6);
+    assert_eq!(pool.compressor_for(Compression::Gzip).unwrap().level, 6);
 }
 
 #[test]

@@ -122,6 +122,8 @@ pub enum Outcome {
 /// diffs leading from it to `file`'s snapshot, oldest first. `from` is consumed when the build
 /// succeeds. An error (a full disk, a folder that cannot be written) leaves things as a crash
 /// would: the next run finishes or starts over. A build in place seals its marker under `key`.
+/// `compressor` is how `file` is compressed, as the section decided it
+/// ([`crate::config::PoolJob::compressor_for`]); `None` when `file` is not compressed.
 pub fn build(
     folder: &LocalFolder,
     image: &str,
@@ -139,20 +141,7 @@ pub fn build(
     if !old.file.compressed() && !file.compressed() {
         build_in_place(folder, image, from, &target, &proven, key)
     } else {
-        // The section's compressor when it makes this kind of file (its level and threads).
-        let compressor = compressor
-            .filter(|c| c.compression == file.compression)
-            .cloned()
-            .or_else(|| Compressor::new(file.compression, None, None));
-        build_streaming(
-            folder,
-            &old,
-            file,
-            &target,
-            image,
-            proven,
-            compressor.as_ref(),
-        )
+        build_streaming(folder, &old, file, &target, image, proven, compressor)
     }
 }
 
@@ -670,9 +659,6 @@ fn build_streaming(
     folder.remove(&old.name)?;
     Ok(Outcome::Built { size, sha256 })
 }
-
-/// An extent of an image: offset and length.
-pub type Extent = (u64, u64);
 
 /// The old base's raw stream with every diff laid over it in turn: the new base's image.
 fn merged<'a>(base: &'a mut dyn Read, diffs: &'a [ProvenDiff]) -> Result<Box<dyn Read + 'a>> {

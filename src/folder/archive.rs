@@ -31,6 +31,7 @@ use gzp::deflate::Gzip;
 use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use gzp::ZWriter;
 
+use crate::cluster::rbd::ExtentSink;
 use crate::folder::naming::Compression;
 use crate::folder::write::Hashing;
 
@@ -112,6 +113,7 @@ pub struct SparseMap {
 
 impl SparseMap {
     /// A member that is data from start to end.
+    #[cfg(test)]
     pub fn whole(size: u64) -> SparseMap {
         let mut builder = SparseMapBuilder::new(size, 1);
         // Cannot fail: one range within the size.
@@ -125,6 +127,7 @@ impl SparseMap {
     }
 
     /// The ranges holding data, as (offset, length).
+    #[cfg(test)]
     pub fn extents(&self) -> &[(u64, u64)] {
         &self.extents
     }
@@ -237,6 +240,13 @@ impl SparseMapBuilder {
             size: self.size,
             extents: self.extents,
         }
+    }
+}
+
+/// `rbd diff` lists its ranges straight into the bounded map.
+impl ExtentSink for SparseMapBuilder {
+    fn push(&mut self, offset: u64, len: u64) -> Result<(), String> {
+        SparseMapBuilder::push(self, offset, len)
     }
 }
 

@@ -22,53 +22,7 @@ use serde::Serialize;
 
 use crate::folder::diffstream::DiffHeader;
 use crate::folder::naming::{self, BackupFile, Entry, SnapName};
-use std::os::unix::fs::FileTypeExt;
-
-/// What a folder entry is, for messages and for deciding whether to touch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    File,
-    Directory,
-    Symlink,
-    Fifo,
-    Socket,
-    Device,
-    Other,
-}
-
-impl EntryKind {
-    pub fn of(file_type: std::fs::FileType) -> EntryKind {
-        if file_type.is_file() {
-            EntryKind::File
-        } else if file_type.is_dir() {
-            EntryKind::Directory
-        } else if file_type.is_symlink() {
-            EntryKind::Symlink
-        } else if file_type.is_fifo() {
-            EntryKind::Fifo
-        } else if file_type.is_socket() {
-            EntryKind::Socket
-        } else if file_type.is_block_device() || file_type.is_char_device() {
-            EntryKind::Device
-        } else {
-            EntryKind::Other
-        }
-    }
-
-    /// "a symbolic link", "a FIFO", … for messages.
-    pub fn described(self) -> &'static str {
-        match self {
-            EntryKind::File => "a regular file",
-            EntryKind::Directory => "a folder",
-            EntryKind::Symlink => "a symbolic link",
-            EntryKind::Fifo => "a FIFO",
-            EntryKind::Socket => "a socket",
-            EntryKind::Device => "a device",
-            EntryKind::Other => "not a regular file",
-        }
-    }
-}
+use crate::folder::shared::EntryKind;
 
 /// One entry of an image folder, as the folder says it is (links are not followed).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,16 +6,15 @@
 pub mod access;
 pub mod advance;
 pub mod archive;
-pub mod catalog;
 pub mod chain;
 pub mod checked_diff;
-pub mod coverage;
 pub mod diffstream;
 pub mod door;
 pub mod naming;
 pub mod read;
 pub mod rebuild;
 pub mod record;
+pub mod shared;
 pub mod sparse;
 pub mod untar;
 pub mod untrusted;

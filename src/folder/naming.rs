@@ -121,13 +121,6 @@ pub fn check_name_length(image: &str, diffs: bool) -> Result<(), String> {
     ))
 }
 
-/// A snapshot as `rbd snap ls --format json` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Snapshot {
-    pub id: u64,
-    pub name: String,
-}
-
 /// A backup snapshot name and the instant it encodes (UTC, whole seconds).
 ///
 /// Names written before June 2017 lack the `BACKUP` prefix (`UTC20170119T092933`); they are

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub use crate::folder::chain::EntryKind;
+pub use crate::folder::shared::EntryKind;
 
 /// The entry is there but is not a regular file; carried inside an `io::Error`.
 #[derive(Debug, thiserror::Error)]

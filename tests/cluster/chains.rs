@@ -13,9 +13,9 @@ use crate::harness::*;
 
 /// Where the first written byte of a diff's data is.
 pub fn first_payload_byte(diff: &[u8]) -> usize {
-    let mut reader = cephbackup::folder::diffstream::DiffReader::new(diff).unwrap();
+    let mut reader = cephbackup::test_support::DiffReader::new(diff).unwrap();
     while let Some(record) = reader.next_record().unwrap() {
-        if let cephbackup::folder::diffstream::Record::Write { .. } = record {
+        if let cephbackup::test_support::Record::Write { .. } = record {
             return usize::try_from(reader.position()).unwrap();
         }
     }

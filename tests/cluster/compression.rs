@@ -298,7 +298,7 @@ fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&s
             let digest = sha256(&bytes);
             fs::write(
                 dir.join(format!("{name}.sha256")),
-                cephbackup::folder::write::checksum_line(&digest, name),
+                cephbackup::test_support::checksum_line(&digest, name),
             )
             .unwrap();
         }
@@ -330,7 +330,7 @@ fn recompressed_chains_restore_bit_for_bit(word: &str, zstd: bool, tools: &[&[&s
         fs::write(&path, &bytes).unwrap();
         fs::write(
             dir.join(format!("{name}.sha256")),
-            cephbackup::folder::write::checksum_line(&sha256(&bytes), name),
+            cephbackup::test_support::checksum_line(&sha256(&bytes), name),
         )
         .unwrap();
         let run = w.verify(&conf, &[]).code(1);

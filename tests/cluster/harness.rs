@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use cephbackup::folder::diffstream::{DiffHeader, DiffWriter};
+use cephbackup::test_support::{DiffHeader, DiffWriter};
 
 pub const MIB: u64 = 1024 * 1024;
 /// The tool's record in each image folder.

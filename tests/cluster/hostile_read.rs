@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::chains::*;
 use crate::harness::*;
-use cephbackup::folder::read::sparse_bomb;
+use cephbackup::test_support::sparse_bomb;
 
 /// Long enough for any honest run on a loaded machine; the hostile inputs without the fixes run
 /// for months or forever.
@@ -326,14 +326,13 @@ fn archive_bombs(names: &Names) -> Vec<Case> {
                         sparse_bomb(&full3, 1 << 40),
                     )
                     .unwrap();
-                    let header = cephbackup::folder::diffstream::DiffHeader {
+                    let header = cephbackup::test_support::DiffHeader {
                         from_snap: Some(s3.clone()),
                         to_snap: Some(s4.clone()),
                         size: 24 * MIB,
                     };
                     let mut diff =
-                        cephbackup::folder::diffstream::DiffWriter::new(Vec::new(), &header)
-                            .unwrap();
+                        cephbackup::test_support::DiffWriter::new(Vec::new(), &header).unwrap();
                     diff.write_data(4096, &[7u8; 4096]).unwrap();
                     fs::write(
                         dir.join(format!("vm@{s4}.diff_from_{s3}")),
@@ -651,7 +650,7 @@ fn check_escaped(
 ) {
     let (w, what, dir) = (planted.w, planted.what, &planted.dir);
     for name in names {
-        let shown = cephbackup::output::escaped(name).into_owned();
+        let shown = cephbackup::test_support::escaped(name).into_owned();
         assert_ne!(&shown, name);
         assert!(
             list.stdout.contains(&shown),
@@ -669,7 +668,7 @@ fn check_escaped(
         .success();
     let document: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     for name in names {
-        let shown = cephbackup::output::escaped(name).into_owned();
+        let shown = cephbackup::test_support::escaped(name).into_owned();
         assert!(
             verify
                 .stdout
@@ -868,8 +867,8 @@ fn a_signal_stops_a_long_read_inside_an_archive_promptly() {
 /// the writer ever writes is refused with one line naming the file.
 #[test]
 fn a_sparse_map_of_many_ranges_is_read_promptly_and_one_past_the_cap_refused() {
-    use cephbackup::folder::archive::MAX_SPARSE_EXTENTS;
-    use cephbackup::folder::untar::sparse_tar;
+    use cephbackup::test_support::sparse_tar;
+    use cephbackup::test_support::MAX_SPARSE_EXTENTS;
     let w = World::new();
     let dir = w.image_dir("vm");
     fs::create_dir_all(&dir).unwrap();
@@ -880,7 +879,7 @@ fn a_sparse_map_of_many_ranges_is_read_promptly_and_one_past_the_cap_refused() {
         fs::write(dir.join(&name), &bytes).unwrap();
         fs::write(
             dir.join(format!("{name}.sha256")),
-            cephbackup::folder::write::checksum_line(&sha256(&bytes), &name),
+            cephbackup::test_support::checksum_line(&sha256(&bytes), &name),
         )
         .unwrap();
         (name, bytes.len())

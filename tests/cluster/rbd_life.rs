@@ -190,7 +190,7 @@ fn a_file_group_may_read_every_backup_file_and_folder_and_nobody_else() {
     let w = World::new();
     w.create_image("vm", 16 * MIB, 1630);
     let group = "daemon";
-    let gid = cephbackup::folder::access::FileGroup::lookup(group)
+    let gid = cephbackup::test_support::FileGroup::lookup(group)
         .unwrap()
         .gid;
     assert_ne!(gid, 0);

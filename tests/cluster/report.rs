@@ -5,8 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cephbackup::folder::naming::LAST_RUN_FILE;
-use cephbackup::report::RunReport;
+use cephbackup::test_support::{RunReport, LAST_RUN_FILE};
 use serde_json::Value;
 
 use crate::harness::*;

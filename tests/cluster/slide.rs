@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cephbackup::folder::diffstream::{DiffHeader, DiffWriter};
+use cephbackup::test_support::{DiffHeader, DiffWriter};
 use sha2::{Digest, Sha256};
 
 use crate::harness::*;

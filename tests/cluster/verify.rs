@@ -30,7 +30,7 @@ fn verify_reports_each_kind_of_damage_and_a_clean_chain_as_clean() {
 
     let run = w.verify(&conf, &[]).success();
     let summary = run.stdout.lines().last().unwrap();
-    let read = cephbackup::output::human_bytes(
+    let read = cephbackup::test_support::human_bytes(
         (0..4)
             .map(|i| fs::metadata(w.image_dir("vm").join(name(i))).unwrap().len())
             .sum(),

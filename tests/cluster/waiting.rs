@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use cephbackup::clock;
+use cephbackup::test_support::CLOCK_START;
 use chrono::NaiveDateTime;
 
 use crate::harness::*;
@@ -264,10 +264,7 @@ fn backup_in_the_second_of(w: &World, conf: &Path, snapshot: &str) -> Run {
         .and_utc()
         .timestamp()
         .to_string();
-    w.cephbackup_with_env(
-        &["-c", conf.to_str().unwrap()],
-        &[(clock::TEST_START, &second)],
-    )
+    w.cephbackup_with_env(&["-c", conf.to_str().unwrap()], &[(CLOCK_START, &second)])
 }
 
 /// The snapshot one second after `snapshot`.

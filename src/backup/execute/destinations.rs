@@ -176,7 +176,7 @@ fn decide(
     let (folder, foreign_record) = look_at(dest, state, warnings)?;
     let record_blocked = matches!(folder, Folder::Adoptable) && record_blocked(dest, warnings);
     let filesystem = match folder {
-        Folder::Missing | Folder::NotAFolder(_) => None,
+        Folder::Missing | Folder::WrongKind(_) => None,
         _ => match Filesystem::of(dest) {
             Ok(filesystem) => Some(filesystem),
             Err(err) => {
@@ -249,7 +249,7 @@ fn look_at(
 ) -> Result<(Folder, bool), Refused> {
     let folder = match record::inspect(dest) {
         Ok(Destination::Missing) => Folder::Missing,
-        Ok(Destination::NotAFolder(kind)) => Folder::NotAFolder(kind),
+        Ok(Destination::NotAFolder(kind)) => Folder::WrongKind(kind),
         Ok(Destination::Adoptable) => Folder::Adoptable,
         Ok(Destination::Empty) => Folder::Empty,
         Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {

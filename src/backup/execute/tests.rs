@@ -92,7 +92,6 @@ impl World {
         let now = || *self.now.lock().unwrap();
         let options = RunOptions {
             force_check: check,
-            progress: false,
             now: &now,
             wait: Duration::ZERO,
             lock_dir: self.locks.clone(),

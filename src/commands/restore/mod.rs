@@ -46,7 +46,7 @@ mod to_image;
 
 use crate::outln;
 use std::fs;
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -56,8 +56,8 @@ use tracing::warn;
 
 use crate::backup::execute::ClusterFactory;
 use crate::cluster::rbd::{spec, ClusterOps, Rbd};
+use crate::commands::catalog;
 use crate::config::Config;
-use crate::folder::catalog;
 use crate::folder::chain::FolderFile;
 use crate::folder::door::LocalFolder;
 use crate::folder::naming;
@@ -107,7 +107,7 @@ impl Say {
 
 pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
     run_on(config, args, locking, &|job| {
-        Box::new(Rbd::new(job.cluster(), std::io::stderr().is_terminal()))
+        Box::new(Rbd::new(job.cluster()))
     })
 }
 

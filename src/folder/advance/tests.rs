@@ -148,13 +148,16 @@ impl Folder {
     }
 
     fn build(&self, compressed: bool) -> Outcome {
+        let target = self.target(compressed);
+        // As a section that compresses with this kind would decide it: the kind's defaults.
+        let compressor = Compressor::new(target.compression, None, None);
         build(
             &LocalFolder::at(self.dir.path()),
             "vm",
-            &self.target(compressed),
+            &target,
             &self.full_name(),
             &self.diff_names(),
-            None,
+            compressor.as_ref(),
             &key(),
         )
         .unwrap()

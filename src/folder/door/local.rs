@@ -177,11 +177,6 @@ impl Door for LocalFolder {
         kind_of(&self.file(name))
     }
 
-    fn open(&self, name: &str) -> Result<File> {
-        let path = self.file(name);
-        untrusted::open_regular(&path).with_context(|| format!("cannot open {}", path.display()))
-    }
-
     /// Creates the pool and image folders (0700, or 0750 for a group). The destination itself
     /// must exist: when a backup disk failed to mount, creating it would quietly fill the root
     /// filesystem instead. A pool or image folder that is a symlink is refused, never written

@@ -35,7 +35,7 @@ mod partial;
 
 pub use check::CheckFolder;
 pub use local::{set_mode, LocalFolder, PendingFile};
-pub use partial::{remove_stale_partials, PartialFile};
+pub use partial::PartialFile;
 
 /// Who may read a small file once it is replaced ([`Door::put`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +76,6 @@ pub trait Door: Send + Sync {
 
     /// What sits at `name`, not following a link; `NotFound` when nothing does.
     fn kind_of(&self, name: &str) -> io::Result<EntryKind>;
-
-    /// Opens the regular file `name` for a streaming read (never through a link, never blocking
-    /// on a FIFO).
-    fn open(&self, name: &str) -> Result<File>;
 
     /// Makes the folder ready to take files.
     fn create(&self) -> Result<()>;

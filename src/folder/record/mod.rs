@@ -39,12 +39,12 @@ use crate::folder::door::{Door, LocalFolder, Sharing};
 pub mod seal;
 pub mod state;
 use crate::folder::naming::{DESTINATION_RECORD, IMAGE_RECORD};
-use crate::folder::untrusted::{self, EntryKind};
+use crate::folder::shared::EntryKind;
+pub use crate::folder::shared::UNMOUNTED_HINT;
+use crate::folder::untrusted;
 pub use seal::{SealKey, Unsealed};
-pub use state::{Completed, ImageRecord, Pending};
+pub use state::{Completed, ImageRecord};
 
-/// What follows "destination directory X does not exist" and its kin.
-pub const UNMOUNTED_HINT: &str = " (is the backup disk mounted?)";
 /// Records are a few hundred bytes; anything far larger is not ours.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// A run adds one pending snapshot and the next run settles it; more means something is wrong,
@@ -119,7 +119,7 @@ struct DestinationDoc {
 /// A new random destination identity: 128 bits, as hex.
 pub fn new_destination_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    crate::state::random_bytes(&mut bytes)?;
+    seal::random_bytes(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

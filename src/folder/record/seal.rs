@@ -11,6 +11,10 @@
 //! white space), so it does not depend on how the file is laid out, and a record of one kind or
 //! of one image cannot pass for another's.
 
+use std::fs::File;
+use std::io::Read;
+
+use anyhow::{Context, Result};
 use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -158,6 +162,14 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).ok())
         .collect()
+}
+
+/// Fills `bytes` from the kernel's random source: for the key (kept by [`crate::state`]) and
+/// for a new destination's identity.
+pub fn random_bytes(bytes: &mut [u8]) -> Result<()> {
+    File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(bytes))
+        .context("cannot read random bytes from /dev/urandom")
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
+use crate::commands::catalog::{self, Narrow};
 use crate::config::{Config, ImageSelection, PoolJob};
-use crate::folder::catalog::{self, Narrow};
 use crate::folder::door::LocalFolder;
 use crate::folder::naming::SnapName;
 use crate::folder::read;

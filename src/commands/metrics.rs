@@ -20,11 +20,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use crate::commands::catalog::Narrow;
+use crate::commands::coverage::{self, ImageCoverage};
 use crate::config::Config;
-use crate::folder::catalog::Narrow;
-use crate::folder::coverage::{self, ImageCoverage};
 use crate::folder::door::{set_mode, PendingFile};
-use crate::report::{ImageReport, RunReport};
+use crate::report::{ImageReport, ImageStatus, RunReport};
 
 /// node_exporter usually runs as its own user: the file must be readable by others.
 const FILE_MODE: u32 = 0o644;
@@ -36,7 +36,11 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
         .map(|at| at.with_timezone(&Utc))
         .ok();
     // A run in check mode backed nothing up, whatever it would have done: never a success here.
-    let checked = report.check_mode || report.images.iter().any(|i| i.status == "checked");
+    let checked = report.check_mode
+        || report
+            .images
+            .iter()
+            .any(|i| i.status == ImageStatus::Checked);
     families.add(
         "cephbackup_run_success",
         RUN_SUCCESS_HELP,
@@ -95,7 +99,7 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
         report
             .images
             .iter()
-            .filter(|image| image.status != "ok")
+            .filter(|image| image.status != ImageStatus::Ok)
             .count()
             .to_string(),
     );
@@ -192,12 +196,12 @@ fn run_metrics(families: &mut Families, labels: &str, run: &ImageReport) {
         "cephbackup_image_last_run_success",
         IMAGE_SUCCESS_HELP,
         labels,
-        flag(run.status == "ok"),
+        flag(run.status == ImageStatus::Ok),
     );
     let with_status = format!(
         "{},status=\"{}\"",
         labels.trim_end_matches('}'),
-        escape(&run.status)
+        escape(run.status.as_str())
     );
     families.add(
         "cephbackup_image_last_run_status",
@@ -402,18 +406,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
-    fn image_report(image: &str, status: &str) -> ImageReport {
+    fn image_report(image: &str, status: ImageStatus) -> ImageReport {
+        let ok = status == ImageStatus::Ok;
         ImageReport {
             pool: "rbd".into(),
             image: image.into(),
             destination: "/b".into(),
             mode: "incremental".into(),
-            action: if status == "ok" {
-                Action::Diff
-            } else {
-                Action::Failed
-            },
-            status: status.into(),
+            action: if ok { Action::Diff } else { Action::Failed },
+            status,
             files_written: vec![FileReport {
                 file: format!("{image}@BACKUPUTC20261126T020000.diff_from_X"),
                 bytes: Some(4096),
@@ -421,10 +422,10 @@ mod tests {
             files_removed: vec![],
             snapshots_created: vec!["BACKUPUTC20261126T020000".into()],
             snapshots_removed: vec![],
-            snapshots_kept: (status == "ok").then_some(3),
-            bytes_written: if status == "ok" { 4096 } else { 0 },
+            snapshots_kept: ok.then_some(3),
+            bytes_written: if ok { 4096 } else { 0 },
             duration_seconds: 2.5,
-            error: (status != "ok").then(|| "cannot open image".to_string()),
+            error: (!ok).then(|| "cannot open image".to_string()),
         }
     }
 
@@ -438,7 +439,10 @@ mod tests {
             check_mode: false,
             interrupted: None,
             bytes_written: 4096,
-            images: vec![image_report("vm", "ok"), image_report("gone", "failed")],
+            images: vec![
+                image_report("vm", ImageStatus::Ok),
+                image_report("gone", ImageStatus::Failed),
+            ],
             section_failures: vec![SectionFailureReport {
                 pool: "ssd".into(),
                 destination: "/s".into(),
@@ -541,7 +545,7 @@ mod tests {
     fn a_run_in_check_mode_is_no_success_and_says_so() {
         let mut checked = report();
         checked.section_failures.clear();
-        checked.images = vec![image_report("vm", "checked")];
+        checked.images = vec![image_report("vm", ImageStatus::Checked)];
         checked.success = true;
         let text = render(&checked, &[]);
         assert_eq!(value(&text, "cephbackup_run_success"), "0");
@@ -549,7 +553,7 @@ mod tests {
         assert_eq!(value(&text, "cephbackup_run_config_error"), "0");
         // A real run that backed everything up.
         let mut real = checked.clone();
-        real.images = vec![image_report("vm", "ok")];
+        real.images = vec![image_report("vm", ImageStatus::Ok)];
         let text = render(&real, &[]);
         assert_eq!(value(&text, "cephbackup_run_success"), "1");
         assert_eq!(value(&text, "cephbackup_run_check_mode"), "0");

@@ -14,6 +14,7 @@ use crate::config::{Config, PoolJob};
 use crate::folder::door::LocalFolder;
 use crate::folder::naming;
 use crate::folder::record::{self, Destination};
+use crate::folder::shared::UNMOUNTED_HINT;
 use crate::UsageError;
 
 /// Which backed-up images a command looks at: one pool (a section), one image, or all.
@@ -118,7 +119,7 @@ fn check_destination(job: &PoolJob) -> Result<()> {
         }
         Destination::Missing => bail!(
             "destination directory {shown} of [{pool}] does not exist{}",
-            record::UNMOUNTED_HINT
+            UNMOUNTED_HINT
         ),
         Destination::NotAFolder(kind) => bail!(
             "destination directory {shown} of [{pool}] is {}, not a folder",
@@ -133,7 +134,7 @@ fn unmarked_empty_message(job: &PoolJob) -> String {
          was ever written there{}",
         job.destination.display(),
         job.pool,
-        record::UNMOUNTED_HINT
+        UNMOUNTED_HINT
     )
 }
 
