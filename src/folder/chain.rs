@@ -610,19 +610,7 @@ impl Layout {
 mod tests {
     use super::*;
 
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-    const S2: &str = "BACKUPUTC20261122T020000";
-    const S3: &str = "BACKUPUTC20261123T020000";
-    const S4: &str = "BACKUPUTC20261124T020000";
-
-    fn full(s: &str) -> String {
-        format!("vm@{s}.full")
-    }
-
-    fn diff(base: &str, s: &str) -> String {
-        format!("vm@{s}.diff_from_{base}")
-    }
+    use crate::test_fixtures::{diff_file as diff, full_file as full, S0, S1, S2, S3, S4};
 
     fn build(names: &[String]) -> Layout {
         Layout::build("vm", names)

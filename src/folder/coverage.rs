@@ -164,8 +164,7 @@ mod tests {
     use std::fs;
     use std::path::Path;
 
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
+    use crate::test_fixtures::{S0, S1};
 
     fn config(text: &str) -> Config {
         parse_str(text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()

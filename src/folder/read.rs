@@ -817,13 +817,8 @@ pub fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::{diff_file, diff_stream, mkfifo, sha256, S0, S1, S2, S3};
     use std::io::Write;
-
-    fn sha256(data: &[u8]) -> String {
-        let mut h = Hashing::new(data);
-        io::copy(&mut h, &mut io::sink()).unwrap();
-        h.hex_digest()
-    }
 
     /// A gzip'd tar with the given members, each a regular file.
     fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {
@@ -1031,17 +1026,6 @@ mod tests {
         assert!(err.contains("g.sha256: "), "{err}");
     }
 
-    fn mkfifo(path: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-    }
-
     #[test]
     fn a_sparse_member_declaring_an_absurd_size_is_refused_before_any_reading() {
         let dir = tempfile::tempdir().unwrap();
@@ -1086,7 +1070,7 @@ mod tests {
     fn a_full_may_not_be_larger_than_its_chain_records() {
         use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
-        let (s0, s1) = ("BACKUPUTC20261120T020000", "BACKUPUTC20261121T020000");
+        let (s0, s1) = (S0, S1);
         let full = format!("vm@{s0}.full");
         let diff = format!("vm@{s1}.diff_from_{s0}");
         let header = DiffHeader {
@@ -1133,24 +1117,11 @@ mod tests {
 
     #[test]
     fn a_full_is_bounded_by_its_own_size_not_by_later_shrinks() {
-        use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
-        let (s0, s1, s2) = (
-            "BACKUPUTC20261120T020000",
-            "BACKUPUTC20261121T020000",
-            "BACKUPUTC20261122T020000",
-        );
+        let (s0, s1, s2) = (S0, S1, S2);
         let write_diff = |from: &str, to: &str, size: u64| {
-            let name = format!("vm@{to}.diff_from_{from}");
-            let header = DiffHeader {
-                from_snap: Some(from.into()),
-                to_snap: Some(to.into()),
-                size,
-            };
-            let stream = DiffWriter::new(Vec::new(), &header)
-                .unwrap()
-                .finish()
-                .unwrap();
+            let name = diff_file(from, to);
+            let stream = diff_stream(from, to, size, &[]);
             std::fs::write(dir.path().join(&name), stream).unwrap();
             name
         };
@@ -1231,7 +1202,7 @@ mod tests {
         }
         // A FIFO as a checksum file would block a plain open() forever.
         std::fs::write(dir.path().join("f"), b"x").unwrap();
-        mkfifo(&dir.path().join("f.sha256"));
+        mkfifo(dir.path().join("f.sha256"));
         let err = recorded_digest(dir.path(), "f").unwrap_err();
         assert_eq!(
             format!("{err:#}"),
@@ -1251,12 +1222,7 @@ mod tests {
         let image_dir = crate::folder::door::LocalFolder::image(dir.path(), "rbd", "vm");
         let folder = image_dir.path();
         std::fs::create_dir_all(&folder).unwrap();
-        let (s0, s1, s2, s3) = (
-            "BACKUPUTC20261120T020000",
-            "BACKUPUTC20261121T020000",
-            "BACKUPUTC20261122T020000",
-            "BACKUPUTC20261123T020000",
-        );
+        let (s0, s1, s2, s3) = (S0, S1, S2, S3);
         let full = format!("vm@{s0}.full");
         let d1 = format!("vm@{s1}.diff_from_{s0}");
         let d2 = format!("vm@{s2}.diff_from_{s1}");
@@ -1264,7 +1230,7 @@ mod tests {
         std::fs::write(folder.join(&full), vec![0u8; 4096]).unwrap();
         std::fs::write(folder.join(&d1), b"d1").unwrap();
         std::fs::write(folder.join(&d2), b"d2").unwrap();
-        mkfifo(&folder.join(format!("{d2}.sha256")));
+        mkfifo(folder.join(format!("{d2}.sha256")));
         std::os::unix::fs::symlink("/nonexistent", folder.join(&d3)).unwrap();
         std::fs::create_dir(folder.join(format!("vm@{s3}.full"))).unwrap();
         std::os::unix::fs::symlink("/etc", folder.join("notes")).unwrap();

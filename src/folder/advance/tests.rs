@@ -1,9 +1,10 @@
 use super::*;
-use crate::folder::diffstream::{apply_to_file, DiffHeader, DiffWriter};
+use crate::folder::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
-use sha2::{Digest, Sha256};
 use std::fs::OpenOptions;
 use std::io::Write;
+
+use crate::test_fixtures::{diff_stream, sha256, Rec, S0, S1, S2, S3};
 
 const KIB: u64 = 1024;
 
@@ -12,41 +13,7 @@ fn key() -> SealKey {
     SealKey::new([3; seal::KEY_BYTES])
 }
 const MIB: u64 = 1 << 20;
-const SNAPS: [&str; 4] = [
-    "BACKUPUTC20261120T020000",
-    "BACKUPUTC20261121T020000",
-    "BACKUPUTC20261122T020000",
-    "BACKUPUTC20261123T020000",
-];
-
-/// A record of a test diff: data written at an offset, or a zeroed range.
-enum Rec {
-    W(u64, Vec<u8>),
-    Z(u64, u64),
-}
-
-fn diff_stream(from: &str, to: &str, size: u64, records: &[Rec]) -> Vec<u8> {
-    let header = DiffHeader {
-        from_snap: Some(from.into()),
-        to_snap: Some(to.into()),
-        size,
-    };
-    let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-    for record in records {
-        match record {
-            Rec::W(offset, data) => w.write_data(*offset, data).unwrap(),
-            Rec::Z(offset, length) => w.write_zero(*offset, *length).unwrap(),
-        }
-    }
-    w.finish().unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+const SNAPS: [&str; 4] = [S0, S1, S2, S3];
 
 fn patterned(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
@@ -125,7 +92,7 @@ impl Folder {
         std::fs::write(self.path(name), &bytes).unwrap();
         std::fs::write(
             self.path(&format!("{name}.sha256")),
-            write::checksum_line(&hex(&bytes), name),
+            write::checksum_line(&sha256(&bytes), name),
         )
         .unwrap();
     }
@@ -328,7 +295,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
         format: FORMAT,
         image: "vm".into(),
         old: folder.full_name(),
-        old_sha256: hex(&folder.base),
+        old_sha256: sha256(&folder.base),
         working: working_name(&target),
         target,
         size: proven.last().unwrap().size,
@@ -340,7 +307,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
             })
             .collect(),
         applied,
-        new_sha256: Some(hex(&folder.expected())),
+        new_sha256: Some(sha256(&folder.expected())),
     };
     write_marker(&LocalFolder::at(dir), &marker, &key()).unwrap();
     let working = folder.path(&marker.working);
