@@ -58,6 +58,16 @@ pub(crate) fn diff_stream(from: &str, to: &str, size: u64, records: &[Rec]) -> V
     w.finish().unwrap()
 }
 
+/// The names of the entries in folder `dir`, sorted.
+pub(crate) fn names_in(dir: impl AsRef<Path>) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Makes a FIFO at `path`: opened for reading, it blocks until a writer comes, which no test
 /// provides, so code that must refuse it without opening it is caught if it does not.
 pub(crate) fn mkfifo(path: impl AsRef<Path>) {

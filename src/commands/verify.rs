@@ -557,6 +557,7 @@ mod tests {
     use crate::commands::chain::{self, diff, sha256, S0, S1, S2};
     use crate::folder::write::checksum_line;
     use crate::output::capture;
+    use crate::test_fixtures::names_in;
     use std::fs;
 
     /// A folder with a full and two diffs, each with its checksum file.
@@ -567,11 +568,7 @@ mod tests {
     }
 
     fn problems(dir: &Path, strict: bool) -> Vec<(String, Severity, String)> {
-        let names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let layout = Layout::build("vm", &names);
+        let layout = Layout::build("vm", &names_in(dir));
         let mut report = ImageReport::default();
         for finding in &layout.findings {
             report.problem(&finding.name, Severity::Error, finding.message.clone());

@@ -58,16 +58,8 @@ mod tests {
     use crate::commands::chain::S0;
     use crate::commands::restore::steps::file_steps;
     use crate::folder::chain::Layout;
+    use crate::test_fixtures::names_in;
     use std::fs;
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
 
     /// A folder holding a full backup of `len` bytes of data, and its layout.
     fn one_full(len: usize) -> (tempfile::TempDir, Layout) {

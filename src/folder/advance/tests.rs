@@ -4,7 +4,7 @@ use crate::folder::naming::SnapName;
 use std::fs::OpenOptions;
 use std::io::Write;
 
-use crate::test_fixtures::{diff_stream, sha256, Rec, S0, S1, S2, S3};
+use crate::test_fixtures::{diff_stream, names_in, sha256, Rec, S0, S1, S2, S3};
 
 const KIB: u64 = 1024;
 
@@ -146,12 +146,7 @@ impl Folder {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
+        names_in(self.dir.path())
     }
 }
 
@@ -580,11 +575,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     )
     .unwrap();
     assert_eq!(outcome, Outcome::Obsolete);
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, std::slice::from_ref(&target));
+    assert_eq!(names_in(dir.path()), std::slice::from_ref(&target));
     assert_eq!(
         std::fs::read(dir.path().join(&target)).unwrap(),
         target.as_bytes()
