@@ -557,7 +557,7 @@ mod tests {
     use crate::commands::chain::{self, diff, sha256, S0, S1, S2};
     use crate::folder::write::checksum_line;
     use crate::output::capture;
-    use crate::test_fixtures::names_in;
+    use crate::test_fixtures::{diff_file, full_file, names_in};
     use std::fs;
 
     /// A folder with a full and two diffs, each with its checksum file.
@@ -595,9 +595,9 @@ mod tests {
 
     #[test]
     fn each_kind_of_damage_is_one_line_naming_its_file() {
-        let d1 = format!("vm@{S1}.diff_from_{S0}");
-        let d2 = format!("vm@{S2}.diff_from_{S1}");
-        let full = format!("vm@{S0}.full");
+        let d1 = diff_file(S0, S1);
+        let d2 = diff_file(S1, S2);
+        let full = full_file(S0);
         type Damage = Box<dyn Fn(&Path)>;
         let cases: Vec<(&str, Damage, &str, &str)> = vec![
             (
@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn a_missing_checksum_file_is_a_warning_unless_strict() {
         let dir = folder();
-        let d1 = format!("vm@{S1}.diff_from_{S0}");
+        let d1 = diff_file(S0, S1);
         fs::remove_file(dir.path().join(format!("{d1}.sha256"))).unwrap();
         for (strict, severity) in [(false, Severity::Warning), (true, Severity::Error)] {
             let found = problems(dir.path(), strict);
@@ -685,7 +685,7 @@ mod tests {
     #[test]
     fn a_full_without_checksum_must_have_the_size_its_chain_records() {
         let dir = folder();
-        let full = format!("vm@{S0}.full");
+        let full = full_file(S0);
         fs::remove_file(dir.path().join(format!("{full}.sha256"))).unwrap();
         // The right length: only the missing checksum is said.
         let found = problems(dir.path(), false);

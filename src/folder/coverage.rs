@@ -161,10 +161,9 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
 mod tests {
     use super::*;
     use crate::config::parse_str;
+    use crate::test_fixtures::{diff_file, full_file, S0, S1};
     use std::fs;
     use std::path::Path;
-
-    use crate::test_fixtures::{S0, S1};
 
     fn config(text: &str) -> Config {
         parse_str(text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
@@ -175,8 +174,8 @@ mod tests {
         let dest = tempfile::tempdir().unwrap();
         let vm = dest.path().join("rbd/vm");
         fs::create_dir_all(&vm).unwrap();
-        fs::write(vm.join(format!("vm@{S0}.full")), b"x").unwrap();
-        fs::write(vm.join(format!("vm@{S1}.diff_from_{S0}")), b"yz").unwrap();
+        fs::write(vm.join(full_file(S0)), b"x").unwrap();
+        fs::write(vm.join(diff_file(S0, S1)), b"yz").unwrap();
         fs::create_dir_all(dest.path().join("ssd/db")).unwrap();
         let text = format!(
             "[DEFAULT]\ndestination directory = {}\nbackup mode = full\n\

@@ -817,7 +817,7 @@ pub fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{diff_file, diff_stream, mkfifo, sha256, S0, S1, S2, S3};
+    use crate::test_fixtures::{diff_file, diff_stream, full_file, mkfifo, sha256, S0, S1, S2, S3};
     use std::io::Write;
 
     /// A gzip'd tar with the given members, each a regular file.
@@ -1071,8 +1071,8 @@ mod tests {
         use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
         let (s0, s1) = (S0, S1);
-        let full = format!("vm@{s0}.full");
-        let diff = format!("vm@{s1}.diff_from_{s0}");
+        let full = full_file(s0);
+        let diff = diff_file(s0, s1);
         let header = DiffHeader {
             from_snap: Some(s0.into()),
             to_snap: Some(s1.into()),
@@ -1126,8 +1126,8 @@ mod tests {
             name
         };
         // The image had 4 MiB at s0 and s1, then shrank to 1 MiB before s2.
-        let full0 = format!("vm@{s0}.full");
-        let full1 = format!("vm@{s1}.full");
+        let full0 = full_file(s0);
+        let full1 = full_file(s1);
         let d01 = write_diff(s0, s1, 4 << 20);
         let d12 = write_diff(s1, s2, 1 << 20);
         let sha = |n: &str| format!("{n}.sha256");
@@ -1223,16 +1223,16 @@ mod tests {
         let folder = image_dir.path();
         std::fs::create_dir_all(&folder).unwrap();
         let (s0, s1, s2, s3) = (S0, S1, S2, S3);
-        let full = format!("vm@{s0}.full");
-        let d1 = format!("vm@{s1}.diff_from_{s0}");
-        let d2 = format!("vm@{s2}.diff_from_{s1}");
-        let d3 = format!("vm@{s3}.diff_from_{s2}");
+        let full = full_file(s0);
+        let d1 = diff_file(s0, s1);
+        let d2 = diff_file(s1, s2);
+        let d3 = diff_file(s2, s3);
         std::fs::write(folder.join(&full), vec![0u8; 4096]).unwrap();
         std::fs::write(folder.join(&d1), b"d1").unwrap();
         std::fs::write(folder.join(&d2), b"d2").unwrap();
         mkfifo(folder.join(format!("{d2}.sha256")));
         std::os::unix::fs::symlink("/nonexistent", folder.join(&d3)).unwrap();
-        std::fs::create_dir(folder.join(format!("vm@{s3}.full"))).unwrap();
+        std::fs::create_dir(folder.join(full_file(s3))).unwrap();
         std::os::unix::fs::symlink("/etc", folder.join("notes")).unwrap();
         let scanned = scan(&image_dir, "vm").unwrap();
         let entries: Vec<(&str, EntryKind)> = scanned
@@ -1241,7 +1241,7 @@ mod tests {
             .map(|e| (e.name.as_str(), e.kind))
             .collect();
         let d2_sum = format!("{d2}.sha256");
-        let full3 = format!("vm@{s3}.full");
+        let full3 = full_file(s3);
         assert_eq!(
             entries,
             [

@@ -58,13 +58,13 @@ mod tests {
     use crate::commands::chain::S0;
     use crate::commands::restore::steps::file_steps;
     use crate::folder::chain::Layout;
-    use crate::test_fixtures::names_in;
+    use crate::test_fixtures::{full_file, names_in};
     use std::fs;
 
     /// A folder holding a full backup of `len` bytes of data, and its layout.
     fn one_full(len: usize) -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
-        let name = format!("vm@{S0}.full");
+        let name = full_file(S0);
         let data: Vec<u8> = (0..len)
             .map(|i| u8::try_from(i % 251).unwrap() | 1)
             .collect();

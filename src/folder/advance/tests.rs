@@ -1,10 +1,9 @@
 use super::*;
 use crate::folder::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
+use crate::test_fixtures::{diff_stream, names_in, sha256, Rec, S0, S1, S2, S3};
 use std::fs::OpenOptions;
 use std::io::Write;
-
-use crate::test_fixtures::{diff_stream, names_in, sha256, Rec, S0, S1, S2, S3};
 
 const KIB: u64 = 1024;
 
