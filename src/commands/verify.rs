@@ -740,7 +740,7 @@ mod tests {
             files_checked: 2,
             bytes_read: 4096,
             source: Some(SourceCheck {
-                snapshot: "BACKUPUTC20261120T020000".into(),
+                snapshot: S0.into(),
                 rebuilt_sha256: "ab".into(),
                 cluster_sha256: "ab".into(),
                 matches: true,

@@ -637,6 +637,13 @@ mod tests {
             .collect()
     }
 
+    /// Asserts that `layout` found exactly `expected`, in order; `what` names the case.
+    fn assert_findings(layout: &Layout, expected: &[(String, FindingKind)], what: &str) {
+        let expected: Vec<(&str, FindingKind)> =
+            expected.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+        assert_eq!(findings(layout), expected, "{what}");
+    }
+
     fn route(layout: &Layout, point: &str) -> Vec<String> {
         layout
             .route(&snap(point))
@@ -760,12 +767,7 @@ mod tests {
         for case in cases {
             let layout = build(&case.names);
             assert_eq!(chains(&layout), case.chains, "{}", case.what);
-            let expected: Vec<(&str, FindingKind)> = case
-                .findings
-                .iter()
-                .map(|(n, k)| (n.as_str(), *k))
-                .collect();
-            assert_eq!(findings(&layout), expected, "{}", case.what);
+            assert_findings(&layout, &case.findings, case.what);
         }
     }
 
@@ -840,12 +842,7 @@ mod tests {
         for case in cases {
             let layout = build(&case.names);
             assert_eq!(route(&layout, S2), case.route, "{}", case.what);
-            let expected: Vec<(&str, FindingKind)> = case
-                .findings
-                .iter()
-                .map(|(n, k)| (n.as_str(), *k))
-                .collect();
-            assert_eq!(findings(&layout), expected, "{}", case.what);
+            assert_findings(&layout, &case.findings, case.what);
         }
     }
 
