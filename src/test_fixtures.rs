@@ -1,4 +1,5 @@
-//! Fixtures the unit tests of several modules share, so that each is written once: the snapshot
+//! Fixtures the unit tests of several modules share, so that each is written once: a parsed
+//! configuration, the snapshot
 //! names of a daily chain and its backup file names, the SHA-256 digest a checksum file records,
 //! an export-diff stream built from records, and a FIFO planted where a test needs an entry that
 //! blocks its reader.
@@ -8,6 +9,11 @@ use std::path::Path;
 
 use crate::folder::diffstream::{DiffHeader, DiffWriter};
 use crate::folder::write::Hashing;
+
+/// Parses configuration `text` as if read from the default configuration path.
+pub(crate) fn parse_config(text: &str) -> crate::config::Config {
+    crate::config::parse_str(text, Path::new(crate::config::DEFAULT_CONFIG_PATH)).unwrap()
+}
 
 /// Five daily backup snapshots, 02:00 UTC on 20 to 24 November 2026, oldest first.
 pub(crate) const S0: &str = "BACKUPUTC20261120T020000";

@@ -107,7 +107,7 @@ pub(crate) mod chain {
             dest.display()
         );
         Backups {
-            config: crate::config::parse_str(&text, Path::new("test.conf")).unwrap(),
+            config: crate::test_fixtures::parse_config(&text),
             locking: crate::lock::Locking {
                 dir: locks,
                 wait: std::time::Duration::ZERO,

@@ -160,14 +160,8 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
-    use crate::test_fixtures::{diff_file, full_file, S0, S1};
+    use crate::test_fixtures::{diff_file, full_file, parse_config, S0, S1};
     use std::fs;
-    use std::path::Path;
-
-    fn config(text: &str) -> Config {
-        parse_str(text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
-    }
 
     #[test]
     fn named_images_without_a_folder_are_covered_by_nothing() {
@@ -184,7 +178,7 @@ mod tests {
             dest.path().display(),
             dest.path().join("not-mounted").display()
         );
-        let config = config(&text);
+        let config = parse_config(&text);
         let coverage = survey(&config, &Narrow::default()).unwrap();
         let shown: Vec<(String, usize, usize, u64)> = coverage
             .images
