@@ -1,5 +1,5 @@
 //! Fixtures the unit tests of several modules share, so that each is written once: a parsed
-//! configuration, the snapshot
+//! configuration, UTC hours, the snapshot
 //! names of a daily chain and its backup file names, the SHA-256 digest a checksum file records,
 //! an export-diff stream built from records, and a FIFO planted where a test needs an entry that
 //! blocks its reader.
@@ -7,7 +7,10 @@
 use std::io;
 use std::path::Path;
 
+use chrono::{DateTime, TimeZone, Utc};
+
 use crate::folder::diffstream::{DiffHeader, DiffWriter};
+use crate::folder::naming::SnapName;
 use crate::folder::write::Hashing;
 
 /// Parses configuration `text` as if read from the default configuration path.
@@ -21,6 +24,16 @@ pub(crate) const S1: &str = "BACKUPUTC20261121T020000";
 pub(crate) const S2: &str = "BACKUPUTC20261122T020000";
 pub(crate) const S3: &str = "BACKUPUTC20261123T020000";
 pub(crate) const S4: &str = "BACKUPUTC20261124T020000";
+
+/// `name` parsed as a backup snapshot's name.
+pub(crate) fn snap(name: &str) -> SnapName {
+    SnapName::parse(name).unwrap()
+}
+
+/// The start of hour `h` of day `d` of month `mo` of year `y`, UTC.
+pub(crate) fn utc_hour(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
+}
 
 /// The file name of image `vm`'s full export at snapshot `snap`.
 pub(crate) fn full_file(snap: &str) -> String {

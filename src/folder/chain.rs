@@ -610,14 +610,10 @@ impl Layout {
 mod tests {
     use super::*;
 
-    use crate::test_fixtures::{diff_file as diff, full_file as full, S0, S1, S2, S3, S4};
+    use crate::test_fixtures::{diff_file as diff, full_file as full, snap, S0, S1, S2, S3, S4};
 
     fn build(names: &[String]) -> Layout {
         Layout::build("vm", names)
-    }
-
-    fn snap(s: &str) -> SnapName {
-        SnapName::parse(s).unwrap()
     }
 
     /// Each chain as its file names.
