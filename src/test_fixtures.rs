@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::folder::diffstream::{DiffHeader, DiffWriter};
 use crate::folder::naming::SnapName;
-use crate::folder::write::Hashing;
+use crate::folder::write::{checksum_line, Hashing};
 
 /// Parses configuration `text` as if read from the default configuration path.
 pub(crate) fn parse_config(text: &str) -> crate::config::Config {
@@ -51,6 +51,14 @@ pub(crate) fn sha256(data: &[u8]) -> String {
     let mut h = Hashing::new(data);
     io::copy(&mut h, &mut io::sink()).unwrap();
     h.hex_digest()
+}
+
+/// Writes `data` as file `name` into folder `dir`, with the checksum file the backup writer would
+/// give it.
+pub(crate) fn write_with_checksum(dir: &Path, name: &str, data: &[u8]) {
+    std::fs::write(dir.join(name), data).unwrap();
+    let line = checksum_line(&sha256(data), name);
+    std::fs::write(dir.join(format!("{name}.sha256")), line).unwrap();
 }
 
 /// A record of a test diff: data written at an offset, or a zeroed range (offset, length).

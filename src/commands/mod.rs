@@ -43,8 +43,7 @@ pub(crate) mod schema_check {
 pub(crate) mod chain {
     use std::path::Path;
 
-    use crate::folder::write::checksum_line;
-    use crate::test_fixtures::{diff_file, diff_stream, full_file, Rec};
+    use crate::test_fixtures::{diff_file, diff_stream, full_file, write_with_checksum, Rec};
     pub(crate) use crate::test_fixtures::{sha256, S0, S1, S2};
 
     /// The image's size at every point.
@@ -77,9 +76,7 @@ pub(crate) mod chain {
             (diff_file(S1, S2), diff(S1, S2)),
         ];
         for (name, data) in files {
-            std::fs::write(dir.join(&name), &data).unwrap();
-            let line = checksum_line(&sha256(&data), &name);
-            std::fs::write(dir.join(format!("{name}.sha256")), line).unwrap();
+            write_with_checksum(dir, &name, &data);
         }
     }
 

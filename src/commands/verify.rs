@@ -555,9 +555,8 @@ mod tests {
     use super::*;
     use crate::cluster::fake::{Call, Fail, Fake};
     use crate::commands::chain::{self, diff, sha256, S0, S1, S2};
-    use crate::folder::write::checksum_line;
     use crate::output::capture;
-    use crate::test_fixtures::{diff_file, full_file, names_in};
+    use crate::test_fixtures::{diff_file, full_file, names_in, write_with_checksum};
     use std::fs;
 
     /// A folder with a full and two diffs, each with its checksum file.
@@ -632,10 +631,7 @@ mod tests {
                 Box::new({
                     let d2 = d2.clone();
                     move |dir: &Path| {
-                        let data = diff(S0, S1);
-                        fs::write(dir.join(&d2), &data).unwrap();
-                        let line = checksum_line(&sha256(&data), &d2);
-                        fs::write(dir.join(format!("{d2}.sha256")), line).unwrap();
+                        write_with_checksum(dir, &d2, &diff(S0, S1));
                     }
                 }),
                 d2.as_str(),

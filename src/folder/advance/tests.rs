@@ -1,7 +1,9 @@
 use super::*;
 use crate::folder::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
-use crate::test_fixtures::{diff_stream, names_in, sha256, Rec, S0, S1, S2, S3};
+use crate::test_fixtures::{
+    diff_stream, names_in, sha256, write_with_checksum, Rec, S0, S1, S2, S3,
+};
 use std::fs::OpenOptions;
 use std::io::Write;
 
@@ -88,12 +90,7 @@ impl Folder {
             raw.to_vec()
         };
         let _ = full;
-        std::fs::write(self.path(name), &bytes).unwrap();
-        std::fs::write(
-            self.path(&format!("{name}.sha256")),
-            write::checksum_line(&sha256(&bytes), name),
-        )
-        .unwrap();
+        write_with_checksum(self.dir.path(), name, &bytes);
     }
 
     /// What `rbd export` of the last snapshot holds: the base with every diff applied.
