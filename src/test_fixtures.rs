@@ -1,8 +1,8 @@
 //! Fixtures the unit tests of several modules share, so that each is written once: a parsed
-//! configuration, UTC hours, the snapshot
-//! names of a daily chain and its backup file names, the SHA-256 digest a checksum file records,
-//! an export-diff stream built from records, and a FIFO planted where a test needs an entry that
-//! blocks its reader.
+//! configuration, whole UTC hours, the snapshot names of a daily chain and image `vm`'s backup file
+//! names, the SHA-256 digest a checksum file records, a file written with its checksum file, an
+//! export-diff stream built from records, a folder's sorted listing, and a FIFO planted where a
+//! test needs an entry that blocks its reader.
 
 use std::io;
 use std::path::Path;
