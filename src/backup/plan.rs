@@ -887,6 +887,7 @@ fn removal_reason(file: &BackupFile, base: &SnapName, policy: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::WindowUnit;
+    use crate::test_fixtures::utc_hour as utc;
     use chrono::TimeZone;
 
     fn at(day: u32, hour: u32, sec: u32) -> DateTime<Utc> {
@@ -1755,10 +1756,6 @@ mod tests {
     fn with_minimum(mut settings: Settings, minimum: u32) -> Settings {
         settings.keep_minimum = minimum;
         settings
-    }
-
-    fn utc(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
     }
 
     /// Runs like [`World::run`], then writes the checksum file of every file the run exported,

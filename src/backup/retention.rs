@@ -417,11 +417,8 @@ fn not_a_candidate(layout: &Layout, point: &SnapName) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::utc_hour as t;
     use chrono::TimeZone;
-
-    fn t(y: i32, mo: u32, d: u32, h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap()
-    }
 
     fn snap(at: DateTime<Utc>) -> SnapName {
         SnapName::at(at)

@@ -119,7 +119,7 @@ mod tests {
             metrics.display(),
             dest.display()
         );
-        let config = crate::config::parse_str(&text, std::path::Path::new("t.conf")).unwrap();
+        let config = crate::test_fixtures::parse_config(&text);
         let fake = Fake::default();
         fake.add_image("rbd", "vm", vec![7; 8192]);
         let cluster = {

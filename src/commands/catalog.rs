@@ -162,7 +162,7 @@ fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
+    use crate::test_fixtures::parse_config;
     use std::path::Path;
 
     fn config(dest: &Path) -> Config {
@@ -170,7 +170,7 @@ mod tests {
             "[DEFAULT]\ndestination directory = {}\nbackup mode = full\nimages = *\n[rbd]\n[ssd]\n",
             dest.display()
         );
-        parse_str(&text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
+        parse_config(&text)
     }
 
     fn labels(folders: &[ImageFolder]) -> Vec<String> {

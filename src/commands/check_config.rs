@@ -145,6 +145,7 @@ fn writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::parse_config;
     use std::fmt::Write as _;
 
     fn config_for(dest: &Path, ceph: &Path, keyring: Option<&Path>) -> Config {
@@ -160,7 +161,7 @@ mod tests {
                 keyring.display()
             );
         }
-        config::parse_str(&text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
+        parse_config(&text)
     }
 
     #[test]

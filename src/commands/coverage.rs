@@ -160,24 +160,16 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
+    use crate::test_fixtures::{diff_file, full_file, parse_config, S0, S1};
     use std::fs;
-    use std::path::Path;
-
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-
-    fn config(text: &str) -> Config {
-        parse_str(text, Path::new("/etc/cephbackup/cephbackup.conf")).unwrap()
-    }
 
     #[test]
     fn named_images_without_a_folder_are_covered_by_nothing() {
         let dest = tempfile::tempdir().unwrap();
         let vm = dest.path().join("rbd/vm");
         fs::create_dir_all(&vm).unwrap();
-        fs::write(vm.join(format!("vm@{S0}.full")), b"x").unwrap();
-        fs::write(vm.join(format!("vm@{S1}.diff_from_{S0}")), b"yz").unwrap();
+        fs::write(vm.join(full_file(S0)), b"x").unwrap();
+        fs::write(vm.join(diff_file(S0, S1)), b"yz").unwrap();
         fs::create_dir_all(dest.path().join("ssd/db")).unwrap();
         let text = format!(
             "[DEFAULT]\ndestination directory = {}\nbackup mode = full\n\
@@ -186,7 +178,7 @@ mod tests {
             dest.path().display(),
             dest.path().join("not-mounted").display()
         );
-        let config = config(&text);
+        let config = parse_config(&text);
         let coverage = survey(&config, &Narrow::default()).unwrap();
         let shown: Vec<(String, usize, usize, u64)> = coverage
             .images

@@ -514,7 +514,7 @@ fn document(listings: &[Listing], now: DateTime<Utc>) -> Document<'_> {
 mod tests {
     use super::*;
 
-    use crate::test_fixtures::{S0, S1, S2, S3};
+    use crate::test_fixtures::{diff_file, full_file, S0, S1, S2, S3};
 
     fn now() -> DateTime<Utc> {
         use chrono::TimeZone;
@@ -526,7 +526,7 @@ mod tests {
             format!("vm@{S0}.full.tar.gz"),
             format!("vm@{S0}.full.tar.gz.sha256"),
             format!("vm@{S1}.diff_from_{S0}.tar.gz"),
-            format!("vm@{S3}.diff_from_{S2}"),
+            diff_file(S2, S3),
             ".cephbackup-tmp.Ab12".to_string(),
         ];
         let mut layout = Layout::build("vm", &names);
@@ -607,17 +607,14 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
 
     #[test]
     fn entries_that_are_not_regular_files_and_control_characters_are_flagged_visibly() {
-        let names = [
-            format!("vm@{S0}.full"),
-            "evil\x1b[2J\nerror: forged".to_string(),
-        ];
+        let names = [full_file(S0), "evil\x1b[2J\nerror: forged".to_string()];
         let mut listing = Listing {
             pool: "rbd".into(),
             image: "vm".into(),
             folder: "/b/rbd/vm".into(),
             layout: Layout::build("vm", &names),
             not_regular: vec![NotRegularEntry {
-                name: format!("vm@{S1}.full"),
+                name: full_file(S1),
                 kind: EntryKind::Symlink,
             }],
             expiry: None,
@@ -646,7 +643,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
         assert!(!json.contains('\x1b'), "{json}");
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let findings = &value["images"][0]["findings"];
-        assert_eq!(findings[0]["file"], format!("vm@{S1}.full"));
+        assert_eq!(findings[0]["file"], full_file(S1));
         assert_eq!(findings[0]["kind"], "not_regular");
         assert_eq!(findings[0]["entry"], "symlink");
         assert_eq!(findings[0]["severity"], "error");

@@ -47,35 +47,18 @@ pub(crate) mod schema_check {
 /// full of `vm` at [`S0`](chain::S0) and diffs to `S1` and `S2`, each with its checksum file.
 #[cfg(test)]
 pub(crate) mod chain {
-    use std::io;
     use std::path::Path;
 
-    use crate::folder::diffstream::{DiffHeader, DiffWriter};
-    use crate::folder::write::{checksum_line, Hashing};
+    use crate::test_fixtures::{diff_file, diff_stream, full_file, write_with_checksum, Rec};
+    pub(crate) use crate::test_fixtures::{sha256, S0, S1, S2};
 
-    pub const S0: &str = "BACKUPUTC20261120T020000";
-    pub const S1: &str = "BACKUPUTC20261121T020000";
-    pub const S2: &str = "BACKUPUTC20261122T020000";
     /// The image's size at every point.
     pub const SIZE: usize = 1 << 20;
 
-    pub fn sha256(data: &[u8]) -> String {
-        let mut h = Hashing::new(data);
-        io::copy(&mut h, &mut io::sink()).unwrap();
-        h.hex_digest()
-    }
-
     /// A diff from `from` to `to` that writes 4 KiB of 9s at 4096 and zeros 4 KiB at 65536.
     pub fn diff(from: &str, to: &str) -> Vec<u8> {
-        let header = DiffHeader {
-            from_snap: Some(from.into()),
-            to_snap: Some(to.into()),
-            size: SIZE as u64,
-        };
-        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-        w.write_data(4096, &[9u8; 4096]).unwrap();
-        w.write_zero(65536, 4096).unwrap();
-        w.finish().unwrap()
+        let records = [Rec::W(4096, vec![9u8; 4096]), Rec::Z(65536, 4096)];
+        diff_stream(from, to, SIZE as u64, &records)
     }
 
     /// The image at `S0`: all ones.
@@ -94,14 +77,12 @@ pub(crate) mod chain {
     /// Writes the full, the two diffs and their checksum files into `dir` (which exists).
     pub fn write(dir: &Path) {
         let files = [
-            (format!("vm@{S0}.full"), full()),
-            (format!("vm@{S1}.diff_from_{S0}"), diff(S0, S1)),
-            (format!("vm@{S2}.diff_from_{S1}"), diff(S1, S2)),
+            (full_file(S0), full()),
+            (diff_file(S0, S1), diff(S0, S1)),
+            (diff_file(S1, S2), diff(S1, S2)),
         ];
         for (name, data) in files {
-            std::fs::write(dir.join(&name), &data).unwrap();
-            let line = checksum_line(&sha256(&data), &name);
-            std::fs::write(dir.join(format!("{name}.sha256")), line).unwrap();
+            write_with_checksum(dir, &name, &data);
         }
     }
 
@@ -129,7 +110,7 @@ pub(crate) mod chain {
             dest.display()
         );
         Backups {
-            config: crate::config::parse_str(&text, Path::new("test.conf")).unwrap(),
+            config: crate::test_fixtures::parse_config(&text),
             locking: crate::lock::Locking {
                 dir: locks,
                 wait: std::time::Duration::ZERO,

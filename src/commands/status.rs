@@ -505,7 +505,7 @@ mod tests {
              destination directory = /c\nbackup mode = full\n",
             prom.display()
         );
-        let config = crate::config::parse_str(&text, std::path::Path::new("c.conf")).unwrap();
+        let config = crate::test_fixtures::parse_config(&text);
         let ssd = Narrow {
             pool: Some("ssd".into()),
             image: None,

@@ -550,8 +550,8 @@ mod tests {
     use super::*;
     use crate::cluster::fake::{Call, Fail, Fake};
     use crate::commands::chain::{self, diff, sha256, S0, S1, S2};
-    use crate::folder::write::checksum_line;
     use crate::output::capture;
+    use crate::test_fixtures::{diff_file, full_file, names_in, write_with_checksum};
     use std::fs;
 
     /// A folder with a full and two diffs, each with its checksum file.
@@ -562,11 +562,7 @@ mod tests {
     }
 
     fn problems(dir: &Path, strict: bool) -> Vec<(String, Severity, String)> {
-        let names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let layout = Layout::build("vm", &names);
+        let layout = Layout::build("vm", &names_in(dir));
         let mut report = ImageReport::default();
         for finding in &layout.findings {
             report.problem(&finding.name, Severity::Error, finding.message.clone());
@@ -593,9 +589,9 @@ mod tests {
 
     #[test]
     fn each_kind_of_damage_is_one_line_naming_its_file() {
-        let d1 = format!("vm@{S1}.diff_from_{S0}");
-        let d2 = format!("vm@{S2}.diff_from_{S1}");
-        let full = format!("vm@{S0}.full");
+        let d1 = diff_file(S0, S1);
+        let d2 = diff_file(S1, S2);
+        let full = full_file(S0);
         type Damage = Box<dyn Fn(&Path)>;
         let cases: Vec<(&str, Damage, &str, &str)> = vec![
             (
@@ -630,10 +626,7 @@ mod tests {
                 Box::new({
                     let d2 = d2.clone();
                     move |dir: &Path| {
-                        let data = diff(S0, S1);
-                        fs::write(dir.join(&d2), &data).unwrap();
-                        let line = checksum_line(&sha256(&data), &d2);
-                        fs::write(dir.join(format!("{d2}.sha256")), line).unwrap();
+                        write_with_checksum(dir, &d2, &diff(S0, S1));
                     }
                 }),
                 d2.as_str(),
@@ -670,7 +663,7 @@ mod tests {
     #[test]
     fn a_missing_checksum_file_is_a_warning_unless_strict() {
         let dir = folder();
-        let d1 = format!("vm@{S1}.diff_from_{S0}");
+        let d1 = diff_file(S0, S1);
         fs::remove_file(dir.path().join(format!("{d1}.sha256"))).unwrap();
         for (strict, severity) in [(false, Severity::Warning), (true, Severity::Error)] {
             let found = problems(dir.path(), strict);
@@ -683,7 +676,7 @@ mod tests {
     #[test]
     fn a_full_without_checksum_must_have_the_size_its_chain_records() {
         let dir = folder();
-        let full = format!("vm@{S0}.full");
+        let full = full_file(S0);
         fs::remove_file(dir.path().join(format!("{full}.sha256"))).unwrap();
         // The right length: only the missing checksum is said.
         let found = problems(dir.path(), false);
@@ -738,7 +731,7 @@ mod tests {
             files_checked: 2,
             bytes_read: 4096,
             source: Some(SourceCheck {
-                snapshot: "BACKUPUTC20261120T020000".into(),
+                snapshot: S0.into(),
                 rebuilt_sha256: "ab".into(),
                 cluster_sha256: "ab".into(),
                 matches: true,

@@ -564,26 +564,10 @@ impl Layout {
 mod tests {
     use super::*;
 
-    const S0: &str = "BACKUPUTC20261120T020000";
-    const S1: &str = "BACKUPUTC20261121T020000";
-    const S2: &str = "BACKUPUTC20261122T020000";
-    const S3: &str = "BACKUPUTC20261123T020000";
-    const S4: &str = "BACKUPUTC20261124T020000";
-
-    fn full(s: &str) -> String {
-        format!("vm@{s}.full")
-    }
-
-    fn diff(base: &str, s: &str) -> String {
-        format!("vm@{s}.diff_from_{base}")
-    }
+    use crate::test_fixtures::{diff_file as diff, full_file as full, snap, S0, S1, S2, S3, S4};
 
     fn build(names: &[String]) -> Layout {
         Layout::build("vm", names)
-    }
-
-    fn snap(s: &str) -> SnapName {
-        SnapName::parse(s).unwrap()
     }
 
     /// Each chain as its file names.
@@ -601,6 +585,13 @@ mod tests {
             .iter()
             .map(|f| (f.name.as_str(), f.kind))
             .collect()
+    }
+
+    /// Asserts that `layout` found exactly `expected`, in order; `what` names the case.
+    fn assert_findings(layout: &Layout, expected: &[(String, FindingKind)], what: &str) {
+        let expected: Vec<(&str, FindingKind)> =
+            expected.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+        assert_eq!(findings(layout), expected, "{what}");
     }
 
     fn route(layout: &Layout, point: &str) -> Vec<String> {
@@ -726,12 +717,7 @@ mod tests {
         for case in cases {
             let layout = build(&case.names);
             assert_eq!(chains(&layout), case.chains, "{}", case.what);
-            let expected: Vec<(&str, FindingKind)> = case
-                .findings
-                .iter()
-                .map(|(n, k)| (n.as_str(), *k))
-                .collect();
-            assert_eq!(findings(&layout), expected, "{}", case.what);
+            assert_findings(&layout, &case.findings, case.what);
         }
     }
 
@@ -806,12 +792,7 @@ mod tests {
         for case in cases {
             let layout = build(&case.names);
             assert_eq!(route(&layout, S2), case.route, "{}", case.what);
-            let expected: Vec<(&str, FindingKind)> = case
-                .findings
-                .iter()
-                .map(|(n, k)| (n.as_str(), *k))
-                .collect();
-            assert_eq!(findings(&layout), expected, "{}", case.what);
+            assert_findings(&layout, &case.findings, case.what);
         }
     }
 

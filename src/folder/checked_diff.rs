@@ -129,19 +129,15 @@ impl<R: Read> Read for CheckedDiff<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folder::diffstream::DiffWriter;
+    use crate::test_fixtures::{diff_stream, Rec};
 
     fn stream() -> Vec<u8> {
-        let header = DiffHeader {
-            from_snap: Some("a".into()),
-            to_snap: Some("b".into()),
-            size: 8 << 20,
-        };
-        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-        w.write_data(4096, &vec![7u8; 700_000]).unwrap();
-        w.write_zero(1 << 20, 4096).unwrap();
-        w.write_data(2 << 20, b"tail").unwrap();
-        w.finish().unwrap()
+        let records = [
+            Rec::W(4096, vec![7u8; 700_000]),
+            Rec::Z(1 << 20, 4096),
+            Rec::W(2 << 20, b"tail".to_vec()),
+        ];
+        diff_stream("a", "b", 8 << 20, &records)
     }
 
     fn pass(bytes: &[u8]) -> (Vec<u8>, io::Result<usize>) {

@@ -410,11 +410,8 @@ pub fn is_snapshotless_full_name(image: &str, file_name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::snap;
     use chrono::TimeZone;
-
-    fn snap(s: &str) -> SnapName {
-        SnapName::parse(s).unwrap()
-    }
 
     #[test]
     fn snapshot_names_round_trip_with_second_resolution() {

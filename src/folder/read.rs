@@ -818,13 +818,8 @@ pub fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_fixtures::{diff_file, diff_stream, full_file, mkfifo, sha256, S0, S1, S2, S3};
     use std::io::Write;
-
-    fn sha256(data: &[u8]) -> String {
-        let mut h = Hashing::new(data);
-        io::copy(&mut h, &mut io::sink()).unwrap();
-        h.hex_digest()
-    }
 
     /// A gzip'd tar with the given members, each a regular file.
     fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {
@@ -1032,17 +1027,6 @@ mod tests {
         assert!(err.contains("g.sha256: "), "{err}");
     }
 
-    fn mkfifo(path: &Path) {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-    }
-
     #[test]
     fn a_sparse_member_declaring_an_absurd_size_is_refused_before_any_reading() {
         let dir = tempfile::tempdir().unwrap();
@@ -1087,9 +1071,9 @@ mod tests {
     fn a_full_may_not_be_larger_than_its_chain_records() {
         use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
-        let (s0, s1) = ("BACKUPUTC20261120T020000", "BACKUPUTC20261121T020000");
-        let full = format!("vm@{s0}.full");
-        let diff = format!("vm@{s1}.diff_from_{s0}");
+        let (s0, s1) = (S0, S1);
+        let full = full_file(s0);
+        let diff = diff_file(s0, s1);
         let header = DiffHeader {
             from_snap: Some(s0.into()),
             to_snap: Some(s1.into()),
@@ -1134,30 +1118,17 @@ mod tests {
 
     #[test]
     fn a_full_is_bounded_by_its_own_size_not_by_later_shrinks() {
-        use crate::folder::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
-        let (s0, s1, s2) = (
-            "BACKUPUTC20261120T020000",
-            "BACKUPUTC20261121T020000",
-            "BACKUPUTC20261122T020000",
-        );
+        let (s0, s1, s2) = (S0, S1, S2);
         let write_diff = |from: &str, to: &str, size: u64| {
-            let name = format!("vm@{to}.diff_from_{from}");
-            let header = DiffHeader {
-                from_snap: Some(from.into()),
-                to_snap: Some(to.into()),
-                size,
-            };
-            let stream = DiffWriter::new(Vec::new(), &header)
-                .unwrap()
-                .finish()
-                .unwrap();
+            let name = diff_file(from, to);
+            let stream = diff_stream(from, to, size, &[]);
             std::fs::write(dir.path().join(&name), stream).unwrap();
             name
         };
         // The image had 4 MiB at s0 and s1, then shrank to 1 MiB before s2.
-        let full0 = format!("vm@{s0}.full");
-        let full1 = format!("vm@{s1}.full");
+        let full0 = full_file(s0);
+        let full1 = full_file(s1);
         let d01 = write_diff(s0, s1, 4 << 20);
         let d12 = write_diff(s1, s2, 1 << 20);
         let sha = |n: &str| format!("{n}.sha256");
@@ -1232,7 +1203,7 @@ mod tests {
         }
         // A FIFO as a checksum file would block a plain open() forever.
         std::fs::write(dir.path().join("f"), b"x").unwrap();
-        mkfifo(&dir.path().join("f.sha256"));
+        mkfifo(dir.path().join("f.sha256"));
         let err = recorded_digest(dir.path(), "f").unwrap_err();
         assert_eq!(
             format!("{err:#}"),
@@ -1252,22 +1223,17 @@ mod tests {
         let image_dir = crate::folder::door::LocalFolder::image(dir.path(), "rbd", "vm");
         let folder = image_dir.path();
         std::fs::create_dir_all(&folder).unwrap();
-        let (s0, s1, s2, s3) = (
-            "BACKUPUTC20261120T020000",
-            "BACKUPUTC20261121T020000",
-            "BACKUPUTC20261122T020000",
-            "BACKUPUTC20261123T020000",
-        );
-        let full = format!("vm@{s0}.full");
-        let d1 = format!("vm@{s1}.diff_from_{s0}");
-        let d2 = format!("vm@{s2}.diff_from_{s1}");
-        let d3 = format!("vm@{s3}.diff_from_{s2}");
+        let (s0, s1, s2, s3) = (S0, S1, S2, S3);
+        let full = full_file(s0);
+        let d1 = diff_file(s0, s1);
+        let d2 = diff_file(s1, s2);
+        let d3 = diff_file(s2, s3);
         std::fs::write(folder.join(&full), vec![0u8; 4096]).unwrap();
         std::fs::write(folder.join(&d1), b"d1").unwrap();
         std::fs::write(folder.join(&d2), b"d2").unwrap();
-        mkfifo(&folder.join(format!("{d2}.sha256")));
+        mkfifo(folder.join(format!("{d2}.sha256")));
         std::os::unix::fs::symlink("/nonexistent", folder.join(&d3)).unwrap();
-        std::fs::create_dir(folder.join(format!("vm@{s3}.full"))).unwrap();
+        std::fs::create_dir(folder.join(full_file(s3))).unwrap();
         std::os::unix::fs::symlink("/etc", folder.join("notes")).unwrap();
         let scanned = scan(&image_dir, "vm").unwrap();
         let entries: Vec<(&str, EntryKind)> = scanned
@@ -1276,7 +1242,7 @@ mod tests {
             .map(|e| (e.name.as_str(), e.kind))
             .collect();
         let d2_sum = format!("{d2}.sha256");
-        let full3 = format!("vm@{s3}.full");
+        let full3 = full_file(s3);
         assert_eq!(
             entries,
             [

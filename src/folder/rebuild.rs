@@ -182,26 +182,16 @@ pub fn sync(out: &File, target: &str) -> Result<(), TargetFailed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folder::diffstream::{apply_to_file, DiffHeader, DiffWriter};
+    use crate::folder::diffstream::apply_to_file;
     use crate::folder::sparse::BLOCK;
+    use crate::test_fixtures::{diff_stream, Rec};
     use std::os::unix::fs::MetadataExt;
 
     const MIB: u64 = 1 << 20;
 
-    fn diff(size: u64, records: &[(u64, Option<Vec<u8>>, u64)]) -> Vec<u8> {
-        let header = DiffHeader {
-            from_snap: Some("a".into()),
-            to_snap: Some("b".into()),
-            size,
-        };
-        let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-        for (offset, data, length) in records {
-            match data {
-                Some(data) => w.write_data(*offset, data).unwrap(),
-                None => w.write_zero(*offset, *length).unwrap(),
-            }
-        }
-        w.finish().unwrap()
+    /// A diff of an image of `size` bytes carrying `records`.
+    fn diff(size: u64, records: &[Rec]) -> Vec<u8> {
+        diff_stream("a", "b", size, records)
     }
 
     fn apply(stream: &[u8], file: &File) {
@@ -227,19 +217,19 @@ mod tests {
         let mut with_zeros = vec![0u8; 3 * BLOCK + 100];
         with_zeros[BLOCK + 5] = 9;
         let streams = [
-            diff(4 * MIB, &[(0, Some(base.clone()), 0)]),
+            diff(4 * MIB, &[Rec::W(0, base.clone())]),
             diff(
                 6 * MIB,
                 &[
-                    (100, Some(vec![3u8; 10]), 0),
-                    (8192, None, 2 * MIB),
-                    (3 * MIB + 17, Some(with_zeros.clone()), 0),
-                    (5 * MIB, Some(vec![4u8; 1000]), 0),
+                    Rec::W(100, vec![3u8; 10]),
+                    Rec::Z(8192, 2 * MIB),
+                    Rec::W(3 * MIB + 17, with_zeros.clone()),
+                    Rec::W(5 * MIB, vec![4u8; 1000]),
                 ],
             ),
             // Shrinks, then the next grows again: the cut-off part must come back as zeros.
-            diff(2 * MIB, &[(MIB, None, 4096)]),
-            diff(5 * MIB, &[(4 * MIB, Some(vec![0u8; 2 * BLOCK]), 0)]),
+            diff(2 * MIB, &[Rec::Z(MIB, 4096)]),
+            diff(5 * MIB, &[Rec::W(4 * MIB, vec![0u8; 2 * BLOCK])]),
         ];
         for stream in &streams {
             apply(stream, &ours);

@@ -100,13 +100,11 @@ mod tests {
     use super::*;
     use crate::commands::chain::{S0, S1};
     use crate::folder::chain::Layout;
+    use crate::test_fixtures::diff_file;
 
     #[test]
     fn the_json_document_names_the_point_its_time_the_target_and_the_files() {
-        let names = [
-            format!("vm@{S0}.full.tar.gz"),
-            format!("vm@{S1}.diff_from_{S0}"),
-        ];
+        let names = [format!("vm@{S0}.full.tar.gz"), diff_file(S0, S1)];
         let mut layout = Layout::build("vm", &names);
         layout.files[0].size = 1000;
         layout.files[1].size = 20;

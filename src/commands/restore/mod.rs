@@ -289,6 +289,7 @@ mod tests {
     use crate::cluster::fake::{Call, Fail, Fake};
     use crate::commands::chain::{self, Backups, S0, S1, S2};
     use crate::output::capture;
+    use crate::test_fixtures::diff_file;
 
     /// Restores the newest point of `backups` into `rbd/vm-restored` of `fake`: the result and
     /// what was printed.
@@ -342,7 +343,7 @@ mod tests {
         let backups = chain::backups();
         let (result, _) = restore_into(&fake, &backups);
         // Not the file's fault: no older point is offered instead.
-        let first_diff = backups.dir.join(format!("vm@{S1}.diff_from_{S0}"));
+        let first_diff = backups.dir.join(diff_file(S0, S1));
         assert_eq!(
             format!("{:#}", result.unwrap_err()),
             format!("{}: timed out", first_diff.display())
@@ -364,7 +365,7 @@ mod tests {
     #[test]
     fn a_truncated_diff_leaves_no_image_and_names_the_point_to_restore_instead() {
         let backups = chain::backups();
-        let last = backups.dir.join(format!("vm@{S2}.diff_from_{S1}"));
+        let last = backups.dir.join(diff_file(S1, S2));
         let data = fs::read(&last).unwrap();
         fs::write(&last, &data[..data.len() - 10]).unwrap();
         let fake = Fake::default();

@@ -175,6 +175,7 @@ mod tests {
     use crate::commands::chain::{S0, S1, S2};
     use crate::folder::read::NotRegularEntry;
     use crate::folder::untrusted::EntryKind;
+    use crate::test_fixtures::{diff_file, full_file};
 
     /// A folder of regular files only.
     fn folder(names: &[String]) -> Folder {
@@ -216,7 +217,7 @@ mod tests {
 
     #[test]
     fn no_point_is_explained() {
-        let names = [format!("vm@{S0}.full"), format!("vm@{S1}.diff_from_{S0}")];
+        let names = [full_file(S0), diff_file(S0, S1)];
         let folder = folder(&names);
         let (point, route) = choose(&folder, "rbd/vm", None).unwrap();
         assert_eq!(point.as_str(), S1);
@@ -240,9 +241,9 @@ mod tests {
 
     #[test]
     fn a_point_only_an_entry_that_is_not_a_regular_file_offers_is_refused_by_name() {
-        let full = format!("vm@{S0}.full");
-        let d1 = format!("vm@{S1}.diff_from_{S0}");
-        let d2 = format!("vm@{S2}.diff_from_{S1}");
+        let full = full_file(S0);
+        let d1 = diff_file(S0, S1);
+        let d2 = diff_file(S1, S2);
         let all = [full.clone(), d1.clone(), d2.clone()];
         let mut folder = folder(&all[..2]);
         folder.claimed = Layout::build("vm", &all);

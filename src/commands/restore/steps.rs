@@ -132,13 +132,11 @@ mod tests {
     use super::*;
     use crate::commands::chain::{S0, S1};
     use crate::folder::chain::Layout;
+    use crate::test_fixtures::diff_file;
 
     #[test]
     fn the_steps_say_what_is_done_and_show_no_command() {
-        let names = [
-            format!("vm@{S0}.full.tar.gz"),
-            format!("vm@{S1}.diff_from_{S0}"),
-        ];
+        let names = [format!("vm@{S0}.full.tar.gz"), diff_file(S0, S1)];
         let layout = Layout::build("vm", &names);
         let route = layout.route(layout.points()[1]).unwrap();
         let image = Target::Image {

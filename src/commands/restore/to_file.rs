@@ -58,21 +58,13 @@ mod tests {
     use crate::commands::chain::S0;
     use crate::commands::restore::steps::file_steps;
     use crate::folder::chain::Layout;
+    use crate::test_fixtures::{full_file, names_in};
     use std::fs;
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
 
     /// A folder holding a full backup of `len` bytes of data, and its layout.
     fn one_full(len: usize) -> (tempfile::TempDir, Layout) {
         let dir = tempfile::tempdir().unwrap();
-        let name = format!("vm@{S0}.full");
+        let name = full_file(S0);
         let data: Vec<u8> = (0..len)
             .map(|i| u8::try_from(i % 251).unwrap() | 1)
             .collect();

@@ -1,7 +1,9 @@
 use super::*;
-use crate::folder::diffstream::{apply_to_file, DiffHeader, DiffWriter};
+use crate::folder::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
-use sha2::{Digest, Sha256};
+use crate::test_fixtures::{
+    diff_stream, names_in, sha256, write_with_checksum, Rec, S0, S1, S2, S3,
+};
 use std::fs::OpenOptions;
 use std::io::Write;
 
@@ -12,41 +14,7 @@ fn key() -> SealKey {
     SealKey::new([3; seal::KEY_BYTES])
 }
 const MIB: u64 = 1 << 20;
-const SNAPS: [&str; 4] = [
-    "BACKUPUTC20261120T020000",
-    "BACKUPUTC20261121T020000",
-    "BACKUPUTC20261122T020000",
-    "BACKUPUTC20261123T020000",
-];
-
-/// A record of a test diff: data written at an offset, or a zeroed range.
-enum Rec {
-    W(u64, Vec<u8>),
-    Z(u64, u64),
-}
-
-fn diff_stream(from: &str, to: &str, size: u64, records: &[Rec]) -> Vec<u8> {
-    let header = DiffHeader {
-        from_snap: Some(from.into()),
-        to_snap: Some(to.into()),
-        size,
-    };
-    let mut w = DiffWriter::new(Vec::new(), &header).unwrap();
-    for record in records {
-        match record {
-            Rec::W(offset, data) => w.write_data(*offset, data).unwrap(),
-            Rec::Z(offset, length) => w.write_zero(*offset, *length).unwrap(),
-        }
-    }
-    w.finish().unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+const SNAPS: [&str; 4] = [S0, S1, S2, S3];
 
 fn patterned(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
@@ -122,12 +90,7 @@ impl Folder {
             raw.to_vec()
         };
         let _ = full;
-        std::fs::write(self.path(name), &bytes).unwrap();
-        std::fs::write(
-            self.path(&format!("{name}.sha256")),
-            write::checksum_line(&hex(&bytes), name),
-        )
-        .unwrap();
+        write_with_checksum(self.dir.path(), name, &bytes);
     }
 
     /// What `rbd export` of the last snapshot holds: the base with every diff applied.
@@ -182,12 +145,7 @@ impl Folder {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
+        names_in(self.dir.path())
     }
 }
 
@@ -331,7 +289,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
         format: FORMAT,
         image: "vm".into(),
         old: folder.full_name(),
-        old_sha256: hex(&folder.base),
+        old_sha256: sha256(&folder.base),
         working: working_name(&target),
         target,
         size: proven.last().unwrap().size,
@@ -343,7 +301,7 @@ fn interrupted(folder: &Folder, streams: &[Vec<u8>], applied: usize) -> Marker {
             })
             .collect(),
         applied,
-        new_sha256: Some(hex(&folder.expected())),
+        new_sha256: Some(sha256(&folder.expected())),
     };
     write_marker(&LocalFolder::at(dir), &marker, &key()).unwrap();
     let working = folder.path(&marker.working);
@@ -550,14 +508,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
     let file = BackupFile::full(Folder::snap(1), false);
     let working = working_name(&file.file_name("vm"));
     std::fs::write(dir.path().join(&working), b"x").unwrap();
-    for (text, says) in [
-        ("{", "not readable"),
-        (
-            r#"{"format":1,"image":"vm","old":"a","old_sha256":"b","working":"w","target":"t","size":1,"diffs":[],"applied":0}"#,
-            "carries no seal",
-        ),
-    ] {
-        std::fs::write(dir.path().join(ADVANCE_MARKER), text).unwrap();
+    let assert_unproven = |says: &str| {
         let outcome = finish(
             &LocalFolder::at(dir.path()),
             "vm",
@@ -570,6 +521,16 @@ fn a_marker_that_is_not_ours_is_not_used() {
             matches!(&outcome, Outcome::Unproven(why) if why.contains(says)),
             "{outcome:?}"
         );
+    };
+    for (text, says) in [
+        ("{", "not readable"),
+        (
+            r#"{"format":1,"image":"vm","old":"a","old_sha256":"b","working":"w","target":"t","size":1,"diffs":[],"applied":0}"#,
+            "carries no seal",
+        ),
+    ] {
+        std::fs::write(dir.path().join(ADVANCE_MARKER), text).unwrap();
+        assert_unproven(says);
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
@@ -577,18 +538,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
-    let outcome = finish(
-        &LocalFolder::at(dir.path()),
-        "vm",
-        &file,
-        &working,
-        Some(&key()),
-    )
-    .unwrap();
-    assert!(
-        matches!(&outcome, Outcome::Unproven(why) if why.contains("mode")),
-        "{outcome:?}"
-    );
+    assert_unproven("mode");
     discard(
         &LocalFolder::at(dir.path()),
         &working,
@@ -616,11 +566,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     )
     .unwrap();
     assert_eq!(outcome, Outcome::Obsolete);
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, std::slice::from_ref(&target));
+    assert_eq!(names_in(dir.path()), std::slice::from_ref(&target));
     assert_eq!(
         std::fs::read(dir.path().join(&target)).unwrap(),
         target.as_bytes()

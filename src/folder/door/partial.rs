@@ -283,6 +283,7 @@ pub fn remove_stale_partials(dir: &Path) {
 #[allow(clippy::disallowed_methods)] // tests lay out folders by hand
 mod tests {
     use super::*;
+    use crate::test_fixtures::names_in;
 
     #[test]
     fn partial_names_are_recognisable_and_fit() {
@@ -291,15 +292,6 @@ mod tests {
         assert!(name.ends_with(".vm.raw"), "{name}");
         assert_eq!(name.len(), PARTIAL_PREFIX.len() + 8 + 7);
         assert_eq!(partial_name(&"x".repeat(255)).len(), 255);
-    }
-
-    fn names_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
