@@ -130,15 +130,15 @@ pub mod test_support {
     pub use crate::cluster::rbd::Snapshot;
     pub use crate::config::{BackupMode, KeepRules, Window, WindowUnit};
     pub use crate::folder::access::FileGroup;
-    pub use crate::folder::archive::MAX_SPARSE_EXTENTS;
     pub use crate::folder::chain::FolderEntry;
-    pub use crate::folder::diffstream::{DiffHeader, DiffReader, DiffWriter, Record};
+    pub use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
+    pub use crate::folder::format::diffstream::{DiffHeader, DiffReader, DiffWriter, Record};
+    pub use crate::folder::format::untar::sparse_tar;
+    pub use crate::folder::format::write::checksum_line;
     pub use crate::folder::naming::Compression;
     pub use crate::folder::naming::LAST_RUN_FILE;
     pub use crate::folder::read::sparse_bomb;
     pub use crate::folder::record::ImageRecord;
-    pub use crate::folder::untar::sparse_tar;
-    pub use crate::folder::write::checksum_line;
     pub use crate::output::{escaped, human_bytes};
     pub use crate::report::RunReport;
 }

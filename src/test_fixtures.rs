@@ -9,9 +9,9 @@ use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::folder::diffstream::{DiffHeader, DiffWriter};
+use crate::folder::format::diffstream::{DiffHeader, DiffWriter};
+use crate::folder::format::write::{checksum_line, Hashing};
 use crate::folder::naming::SnapName;
-use crate::folder::write::{checksum_line, Hashing};
 
 /// Parses configuration `text` as if read from the default configuration path.
 pub(crate) fn parse_config(text: &str) -> crate::config::Config {

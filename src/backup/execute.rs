@@ -47,15 +47,15 @@ use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
-use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
+use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
+use crate::folder::format::write::{self, DataOfExtents, Member, SparseMapBuilder};
 use crate::folder::naming::{
     self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
 };
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
 use crate::folder::untrusted;
-use crate::folder::write::{self, DataOfExtents, Member, SparseMapBuilder};
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{

@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::cluster::process::CommandError;
 use crate::cluster::rbd::{spec, ClusterOps, ExtentSink, Op, Snapshot};
-use crate::folder::diffstream::{DiffError, DiffReader, Record};
+use crate::folder::format::diffstream::{DiffError, DiffReader, Record};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -520,7 +520,7 @@ impl ClusterOps for Rbd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folder::archive::{SparseMapBuilder, MAX_SPARSE_EXTENTS};
+    use crate::folder::format::archive::{SparseMapBuilder, MAX_SPARSE_EXTENTS};
 
     fn rbd(user: Option<&str>) -> Rbd {
         Rbd::new(Cluster {

@@ -7,8 +7,8 @@ use super::keep::KeepRules;
 use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
+use crate::folder::format::write::Compressor;
 use crate::folder::naming::Compression;
-use crate::folder::write::Compressor;
 
 use super::ConfigProblem;
 

@@ -31,9 +31,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::folder::format::write::Compressor;
 use crate::folder::naming::Compression;
 use crate::folder::untrusted::{EntryKind, NotRegular};
-use crate::folder::write::Compressor;
 use crate::report::Severity;
 
 mod ini;

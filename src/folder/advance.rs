@@ -44,20 +44,20 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::folder::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::chain::FolderFile;
-use crate::folder::diffstream::{DiffReader, Record};
 use crate::folder::door::{Door, LocalFolder, Sharing};
+use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
+use crate::folder::format::diffstream::{DiffReader, Record};
+use crate::folder::format::rebuild::{self, TargetFailed};
+use crate::folder::format::write::{
+    self, Compressor, DataOfExtents, Hashing, Member, SparseMap, SparseMapBuilder,
+};
 use crate::folder::naming::{
     self, checksum_name, working_name, BackupFile, Compression, ADVANCE_MARKER,
 };
 use crate::folder::read::{self, Limit, Limits};
-use crate::folder::rebuild::{self, TargetFailed};
 use crate::folder::record::seal::{self, SealKey};
-use crate::folder::write::{
-    self, Compressor, DataOfExtents, Hashing, Member, SparseMap, SparseMapBuilder,
-};
-use crate::folder::{sparse, untrusted};
+use crate::folder::{format::sparse, untrusted};
 use crate::output::escaped;
 
 /// The marker is a few hundred bytes per diff; anything far larger is not ours.
@@ -849,7 +849,7 @@ impl<'a, D: Read> Merge<'a, D> {
     }
 }
 
-fn invalid(err: crate::folder::diffstream::DiffError) -> io::Error {
+fn invalid(err: crate::folder::format::diffstream::DiffError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::folder::diffstream::DiffHeader;
+use crate::folder::format::diffstream::DiffHeader;
 use crate::folder::naming::{self, BackupFile, Entry, SnapName};
 use crate::folder::shared::EntryKind;
 

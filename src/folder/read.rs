@@ -4,7 +4,7 @@
 //! A stored file is either the raw stream itself or a tar archive holding it as the one member,
 //! compressed with gzip (`.tar.gz`) or zstd (`.tar.zst`): the file's name says which. Several
 //! gzip members (zstd frames) one after the other are one stream, as `pigz`, `zstd -T` and
-//! concatenation write it. The archive's headers are read by [`crate::folder::untar`]. The
+//! concatenation write it. The archive's headers are read by [`crate::folder::format::untar`]. The
 //! member's name does not matter: ours is the bare file name, the original tool's is the absolute path without its leading `/` (and GNU tar may have stored it as a sparse
 //! member). Everything streams through bounded buffers; nothing is extracted to disk.
 //!
@@ -39,13 +39,13 @@ use tracing::debug;
 
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FolderFile, Layout};
-use crate::folder::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::door::Door;
+use crate::folder::format::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
+use crate::folder::format::untar::{self, MemberHeader};
+use crate::folder::format::write::Hashing;
 use crate::folder::naming::{self, Compression, Entry};
 use crate::folder::shared::EntryKind;
-use crate::folder::untar::{self, MemberHeader};
 use crate::folder::untrusted::{self, NotRegular};
-use crate::folder::write::Hashing;
 use crate::output::human_bytes;
 use crate::output::{escaped, escaped_path};
 use crate::{interrupt, progress};
@@ -66,7 +66,7 @@ pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
 const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 
 /// Tar header bytes allowed before the member's data: ten times the largest sparse map read
-/// (about 6 MiB, [`crate::folder::untar`]), and a bound on what the tar reader keeps in memory
+/// (about 6 MiB, [`crate::folder::format::untar`]), and a bound on what the tar reader keeps in memory
 /// for long names and PAX records.
 const MAX_ARCHIVE_HEADERS: u64 = 64 << 20;
 /// Bytes allowed after the member's data: the end-of-archive blocks and the padding to a whole
@@ -1069,7 +1069,7 @@ mod tests {
 
     #[test]
     fn a_full_may_not_be_larger_than_its_chain_records() {
-        use crate::folder::diffstream::{DiffHeader, DiffWriter};
+        use crate::folder::format::diffstream::{DiffHeader, DiffWriter};
         let dir = tempfile::tempdir().unwrap();
         let (s0, s1) = (S0, S1);
         let full = full_file(s0);

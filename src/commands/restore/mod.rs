@@ -20,7 +20,7 @@
 //! point that only such an entry offers is refused, never quietly replaced by an older one, while
 //! older points whose routes do not need it restore as usual.
 //!
-//! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::folder::rebuild`]),
+//! `--to-file` rebuilds the point as a new local sparse raw file instead ([`crate::folder::format::rebuild`]),
 //! with no cluster at all. The file is written under a recognisable name in the target's folder
 //! ([`PARTIAL_PREFIX`](crate::folder::naming::PARTIAL_PREFIX), [`PartialFile`](crate::folder::door::PartialFile)) while its writer holds an flock on it, and renamed to the target only when
 //! complete; a restore killed outright leaves that file unlocked, and the next restore into the

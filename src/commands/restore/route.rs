@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use crate::cluster::process::CommandError;
 use crate::cluster::rbd::spec;
 use crate::folder::chain::{FolderFile, Layout};
+use crate::folder::format::rebuild::TargetFailed;
 use crate::folder::naming::{self, SnapName};
 use crate::folder::read::Folder;
-use crate::folder::rebuild::TargetFailed;
 use crate::output::{self, escaped, escaped_path};
 use crate::{interrupt, UsageError};
 

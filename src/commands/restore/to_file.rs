@@ -10,8 +10,8 @@ use super::steps::{Action, Step};
 use super::{Say, Target};
 use crate::folder::chain::FolderFile;
 use crate::folder::door::PartialFile;
+use crate::folder::format::rebuild;
 use crate::folder::read::Limits;
-use crate::folder::rebuild;
 use crate::interrupt;
 use crate::output::escaped_path;
 

@@ -13,7 +13,7 @@ use super::{blame_signal, Say, Target};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, ClusterOps};
 use crate::folder::chain::FolderFile;
-use crate::folder::checked_diff::CheckedDiff;
+use crate::folder::format::checked_diff::CheckedDiff;
 use crate::folder::read::{self, FirstError, Limits};
 use crate::interrupt;
 use crate::output::escaped_path;

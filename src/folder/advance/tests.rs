@@ -1,5 +1,5 @@
 use super::*;
-use crate::folder::diffstream::apply_to_file;
+use crate::folder::format::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
 use crate::test_fixtures::{
     diff_stream, names_in, sha256, write_with_checksum, Rec, S0, S1, S2, S3,
@@ -258,7 +258,7 @@ fn a_build_in_place_keeps_holes() {
     let sparse = folder.path("sparse");
     {
         let file = File::create(&sparse).unwrap();
-        let mut writer = crate::folder::sparse::SparseWriter::new(&file).unwrap();
+        let mut writer = crate::folder::format::sparse::SparseWriter::new(&file).unwrap();
         writer.write_all(&folder.base).unwrap();
         writer.finish().unwrap();
     }

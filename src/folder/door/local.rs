@@ -19,9 +19,9 @@ use tempfile::NamedTempFile;
 use super::{Door, Published, Sharing};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
+use crate::folder::format::write::checksum_line;
 use crate::folder::naming::{checksum_name, TEMP_PREFIX};
 use crate::folder::untrusted::{self, kind_of, EntryKind};
-use crate::folder::write::checksum_line;
 
 /// The mode of a file everyone may read ([`Sharing::Everyone`]).
 const READABLE_BY_ALL: u32 = 0o644;

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
+use crate::folder::format::rebuild::TargetFailed;
 use crate::folder::naming::{NAME_MAX, PARTIAL_PREFIX};
-use crate::folder::rebuild::TargetFailed;
 use crate::output::escaped_path;
 
 /// A `--to-file` target being written: a file named [`PARTIAL_PREFIX`]… in the target's folder,

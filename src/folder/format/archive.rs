@@ -32,8 +32,8 @@ use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use gzp::ZWriter;
 
 use crate::cluster::rbd::ExtentSink;
+use crate::folder::format::write::Hashing;
 use crate::folder::naming::Compression;
-use crate::folder::write::Hashing;
 
 const BLOCK: u64 = 512;
 /// The tar header's name field.

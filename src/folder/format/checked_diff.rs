@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use crate::folder::diffstream::{DiffError, DiffHeader, DiffReader, Record};
+use crate::folder::format::diffstream::{DiffError, DiffHeader, DiffReader, Record};
 
 const PAYLOAD_CHUNK: usize = 256 * 1024;
 

@@ -5,7 +5,7 @@
 //! Writing streams: an export is copied from `rbd` to disk in bounded chunks, whatever the image
 //! size. Raw full images keep their holes (all-zero blocks are skipped, as `rbd export` does when it
 //! writes a file itself), and compressed files are a tar archive with one member, compressed on
-//! the fly ([`crate::folder::archive`]).
+//! the fly ([`crate::folder::format::archive`]).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, Write};
@@ -13,10 +13,10 @@ use std::io::{self, BufReader, Read, Seek, Write};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-pub use crate::folder::archive::{
+pub use crate::folder::format::archive::{
     write_archive, Compressor, DataOfExtents, Member, SparseMap, SparseMapBuilder,
 };
-use crate::folder::sparse::SparseWriter;
+use crate::folder::format::sparse::SparseWriter;
 
 const COPY_CHUNK: usize = 1 << 20;
 

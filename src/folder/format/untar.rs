@@ -18,7 +18,7 @@ use std::io::{self, Read};
 
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
-use crate::folder::archive::MAX_SPARSE_EXTENTS;
+use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
 use crate::output::escaped;
 
 const BLOCK: u64 = 512;

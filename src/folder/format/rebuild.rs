@@ -17,9 +17,9 @@ use anyhow::{Context, Result};
 use tracing::info;
 
 use crate::folder::chain::FolderFile;
-use crate::folder::diffstream::{DiffReader, Record};
+use crate::folder::format::diffstream::{DiffReader, Record};
+use crate::folder::format::sparse::SparseFile as SparseImage;
 use crate::folder::read::{self, Limits};
-use crate::folder::sparse::SparseFile as SparseImage;
 use crate::interrupt;
 use crate::output::{escaped, escaped_path};
 
@@ -182,8 +182,8 @@ pub fn sync(out: &File, target: &str) -> Result<(), TargetFailed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folder::diffstream::apply_to_file;
-    use crate::folder::sparse::BLOCK;
+    use crate::folder::format::diffstream::apply_to_file;
+    use crate::folder::format::sparse::BLOCK;
     use crate::test_fixtures::{diff_stream, Rec};
     use std::os::unix::fs::MetadataExt;
 

@@ -1,6 +1,6 @@
 //! The `rbd diff v1` stream format as produced by `rbd export-diff`: a strict
 //! streaming reader that validates while it reads. Restores and verify read
-//! every diff through it ([`crate::folder::checked_diff`], [`crate::folder::rebuild`], which
+//! every diff through it ([`crate::folder::format::checked_diff`], [`crate::folder::format::rebuild`], which
 //! replays diffs onto a sparse local file).
 //!
 //! For tests only (unit tests, and the integration tests through the
