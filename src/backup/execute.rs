@@ -43,8 +43,9 @@ use tracing::{debug, info, warn};
 
 use crate::backup::plan::{plan_image, Found, Plan, Settings, SnapshotExists, Step};
 use crate::backup::snap_limit;
+use crate::cluster::check::CheckCluster;
 use crate::cluster::process::{CommandError, FailureKind};
-use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
+use crate::cluster::rbd::{spec, Change, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
 use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
@@ -60,6 +61,7 @@ use crate::output::{escaped, human_bytes};
 use crate::report::{
     self, Action, Envelope, FileReport, ImageReport, RunReport, SectionFailureReport,
 };
+use crate::state::{CheckNotes, HostState, Notes};
 use crate::{interrupt, lock};
 
 /// How many times an image's run waits for the next second when its snapshot name is taken: once
@@ -491,9 +493,15 @@ impl<'a> Section<'a> {
         config_path: &'a Path,
     ) -> Section<'a> {
         let cluster = job.cluster();
-        let rbd = match options.cluster {
+        let real: Box<dyn ClusterOps> = match options.cluster {
             Some(make) => make(job),
             None => Box::new(Rbd::new(cluster.clone(), options.progress)),
+        };
+        // The one place the mode picks how the cluster is changed: check mode's twin takes
+        // each change and makes none.
+        let rbd: Box<dyn ClusterOps> = match mode {
+            Mode::Run => real,
+            Mode::Check => Box::new(CheckCluster::new(real)),
         };
         Section {
             job,
@@ -517,6 +525,15 @@ impl<'a> Section<'a> {
         match self.mode {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),
+        }
+    }
+
+    /// Where an image's completed snapshot is noted: the host's state, or in check mode its
+    /// twin that keeps nothing (the state is shared with the run's real sections).
+    fn notes<'h>(&self, state: &'h HostState) -> &'h dyn Notes {
+        match self.mode {
+            Mode::Run => state,
+            Mode::Check => &CheckNotes,
         }
     }
 
@@ -1064,9 +1081,7 @@ impl<'s> ImageRun<'s> {
                 reason,
             } => {
                 info!("{pool}/{image}: forgetting the pending snapshot {snap}: {reason}");
-                if self.section.mode == Mode::Run {
-                    self.settle_record(snap, completed.as_ref())?;
-                }
+                self.settle_record(snap, completed.as_ref())?;
             }
             Step::UnexpectedFile { name } => {
                 outln!(
@@ -1099,25 +1114,28 @@ impl<'s> ImageRun<'s> {
             },
         );
         outln!("# {shown}");
-        if self.section.mode == Mode::Check {
-            return Ok(());
-        }
         self.dir.create()?;
         let at = (self.section.options.now)();
         self.record
             .snapshot_planned(snap.as_str(), &backs.file_name(image), temporary, at);
         self.save_record()?;
-        if let Err(err) = rbd.create_snapshot(&pool, image, snap.as_str()) {
-            // Unless the cluster may have created it before going silent, the snapshot is not
-            // ours (it existed already) or does not exist: forget the intent, so that no later
-            // run removes a snapshot on its account.
-            if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
-                self.save_record()?;
+        match rbd.create_snapshot(&pool, image, snap.as_str()) {
+            Ok(Change::Applied) => {
+                self.done.snapshots_created.push(snap.to_string());
+                self.unbacked_snapshot = Some(snap.clone());
             }
-            return Err(err.into());
+            // Check mode: no snapshot, so none to report or roll back.
+            Ok(Change::Skipped) => {}
+            Err(err) => {
+                // Unless the cluster may have created it before going silent, the snapshot is
+                // not ours (it existed already) or does not exist: forget the intent, so that no
+                // later run removes a snapshot on its account.
+                if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
+                    self.save_record()?;
+                }
+                return Err(err.into());
+            }
         }
-        self.done.snapshots_created.push(snap.to_string());
-        self.unbacked_snapshot = Some(snap.clone());
         Ok(())
     }
 
@@ -1166,11 +1184,10 @@ impl<'s> ImageRun<'s> {
             },
         );
         outln!("# {shown}");
-        if self.section.mode == Mode::Check {
-            return Ok(());
-        }
         match rbd.remove_snapshot(&pool, image, snap.as_str()) {
-            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Applied) => self.done.snapshots_removed.push(snap.to_string()),
+            // Check mode: the snapshot and its record stay as they are.
+            Ok(Change::Skipped) => return Ok(()),
             Err(err) if err.kind() == FailureKind::NotFound => {
                 info!("{pool}/{image}: snapshot {snap} was gone already");
             }
@@ -1205,10 +1222,9 @@ impl<'s> ImageRun<'s> {
         let (Some(state), Ok(ready)) = (destination.state(), &destination.decision) else {
             bail!("internal error: a record written for a destination that was refused");
         };
-        let Some(key) = state.key() else {
-            bail!("internal error: no record key in a real run");
-        };
-        if !self.record_blocked {
+        // Only a state opened read-only before any run made the key lacks one: every section is
+        // in check mode, and its door would take the record and keep nothing anyway.
+        if let (false, Some(key)) = (self.record_blocked, state.key()) {
             let written =
                 record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
             match written {
@@ -1225,7 +1241,7 @@ impl<'s> ImageRun<'s> {
             if let Some(newest) = &self.record.newest {
                 // The file is complete and the image record says so: a host that cannot note it
                 // loses only the chance to continue after the files are shipped.
-                let noted = state.image_completed(
+                let noted = self.section.notes(state).image_completed(
                     &self.section.job.destination,
                     &ready.id,
                     self.pool(),
@@ -1615,7 +1631,8 @@ impl<'s> ImageRun<'s> {
             .rbd
             .remove_snapshot(&pool, image, snap.as_str())
         {
-            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Applied) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Skipped) => return,
             Err(err) if err.kind() == FailureKind::NotFound => {}
             Err(err) => {
                 warn!(
