@@ -1322,7 +1322,8 @@ impl<'s> ImageRun<'s> {
         }
     }
 
-    /// Check mode's build: reading is allowed, so it shows the fallback a real run would take.
+    /// The build a door that changes nothing in place (check mode's) is asked for: reading is
+    /// allowed, so it shows the fallback a real run would take.
     fn check_build(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let doubt = if naming::is_working_name(from) {
@@ -1377,12 +1378,11 @@ impl<'s> ImageRun<'s> {
         let name = file.file_name(image);
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
-        if self.section.mode == Mode::Check {
+        // The planner plans a build only for a folder that builds in place; check mode's door
+        // says it does but hands out nothing to change, and the build is only proven.
+        let Some(local) = self.dir.in_place().cloned() else {
             return self.check_build(file, from, diffs);
-        }
-        let local = self.dir.in_place().cloned().context(
-            "internal error: a build in place planned for a folder that cannot change files in place",
-        )?;
+        };
         let key = self
             .destination()?
             .state()
@@ -1446,9 +1446,12 @@ impl<'s> ImageRun<'s> {
     fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let (cmd, base) = self.announce_export(file);
-        if self.section.mode == Mode::Check {
+        self.dir.create()?;
+        let name = file.file_name(image);
+        // Check mode's door stages nothing: there is nothing to read from the cluster.
+        let Some(mut pending) = self.dir.stage(&name)? else {
             return Ok(());
-        }
+        };
         let rbd = &self.section.rbd;
         let snap = file.snap.as_str();
         let snap_spec = format!("{image}@{snap}");
@@ -1457,13 +1460,10 @@ impl<'s> ImageRun<'s> {
             Content::Full => Some(rbd.size(&pool, image, snap)?),
             Content::DiffFrom(_) => None,
         };
-        self.dir.create()?;
-        let name = file.file_name(image);
         let final_path = self.dir.location_of(&name);
         if !replace {
             self.refuse_foreign(&name)?;
         }
-        let mut pending = self.dir.stage(&name)?;
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)
                 .with_context(|| format!("cannot export {snap_spec}"))?,
