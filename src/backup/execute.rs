@@ -1,10 +1,15 @@
 //! Carries out the backup described by a configuration: section by section, image by image.
 //!
 //! For each image it takes the image's lock, reads what exists (snapshots, folder entries, the
-//! image record), asks the planner what to do, and performs the steps. Check mode is a mode of
-//! this executor: every step is announced the same way, and only the doing is skipped, so a dry
-//! run shows exactly what a real run would do and changes nothing. Reading (listing snapshots and
-//! files, proving a file it would reuse) happens in both modes.
+//! image record), asks the planner what to do, and performs the steps. Check mode is the same
+//! executor talking to twins: every step is announced and called the same way, and the twins
+//! check mode is given ([`CheckCluster`], [`CheckFolder`], [`CheckNotes`], picked per section in
+//! [`Section::new`], [`Section::door`] and [`Section::notes`]) take each change and make none,
+//! saying so ([`Change::Skipped`], a door that stages no file), so a dry run shows exactly what
+//! a real run would do and changes nothing. Reading (listing snapshots and files, proving a file
+//! it would reuse) happens in both modes. The few other things check mode decides (a shared
+//! lock, asking the snapshot limit up front, the "checked" status, no last-run file) ask
+//! [`Section::checking`].
 //!
 //! Before any section starts, every destination is decided once ([`destinations`], with the rules
 //! of [`crate::backup::destination`]): from its records and from this host's memory of it
@@ -364,7 +369,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Outcome {
             if interrupt::received().is_some() {
                 break;
             }
-            outcome.checked_only &= section.mode == Mode::Check;
+            outcome.checked_only &= section.checking();
             section.run(&mut outcome);
         }
     }
@@ -411,7 +416,7 @@ pub fn nothing_backed_up(config: &Config, force_check: bool, report: &RunReport)
 /// cannot take it costs a warning on stderr, never the run.
 fn write_last_run_records(sections: &[Section], report: &RunReport) {
     let mut written: Vec<&Path> = Vec::new();
-    for section in sections.iter().filter(|s| s.mode == Mode::Run) {
+    for section in sections.iter().filter(|s| !s.checking()) {
         let job = section.job;
         if written.contains(&job.destination.as_path()) {
             continue;
@@ -526,6 +531,13 @@ impl<'a> Section<'a> {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),
         }
+    }
+
+    /// Whether this section only checks. The twins above carry out what that means for each
+    /// change; this answers the few decisions that are not a change (the lock, the snapshot
+    /// limit, the status and summary lines, the last-run file).
+    fn checking(&self) -> bool {
+        self.mode == Mode::Check
     }
 
     /// Where an image's completed snapshot is noted: the host's state, or in check mode its
@@ -724,13 +736,13 @@ impl<'a> Section<'a> {
         }
         outln!("Backup folder: {}", self.job.destination_text);
         outln!("Compression: {}", compression_shown(self.job.compress));
-        outln!("Check mode: {}", py_bool(self.mode == Mode::Check));
+        outln!("Check mode: {}", py_bool(self.checking()));
         if self.job.mode == BackupMode::Full {
             outln!(
                 "Taking full backup of images: {}",
                 escaped(&images.join(", "))
             );
-            if self.mode == Mode::Check {
+            if self.checking() {
                 outln!(
                     "Running in check mode: backup commands will just be printed and not executed"
                 );
@@ -831,7 +843,7 @@ impl<'s> ImageRun<'s> {
         let mut busy = false;
         let failure = match result {
             Ok(()) => {
-                if section.mode == Mode::Check {
+                if section.checking() {
                     report.status = "checked".into();
                 }
                 None
@@ -870,9 +882,10 @@ impl<'s> ImageRun<'s> {
         let diffs = self.section.job.mode == BackupMode::Incremental;
         naming::check_name_length(self.image, diffs).map_err(anyhow::Error::msg)?;
         let options = self.section.options;
-        let kind = match self.section.mode {
-            Mode::Run => lock::Kind::Exclusive,
-            Mode::Check => lock::Kind::Shared,
+        let kind = if self.section.checking() {
+            lock::Kind::Shared
+        } else {
+            lock::Kind::Exclusive
         };
         let _lock = lock::lock_image(
             &options.lock_dir,
@@ -951,9 +964,10 @@ impl<'s> ImageRun<'s> {
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
-        let limit = match self.section.mode {
-            Mode::Check => self.snapshot_limit()?,
-            Mode::Run => limit,
+        let limit = if self.section.checking() {
+            self.snapshot_limit()?
+        } else {
+            limit
         };
         self.done.listed_owned = Some(
             snapshots
