@@ -489,6 +489,54 @@ fn create_private(dir: &Path) -> Result<()> {
     }
 }
 
+/// Where the backup executor notes an image's newest completed snapshot the moment it completes:
+/// the host's state in a real run, [`CheckNotes`] in check mode. The executor notes without
+/// asking which mode it is in; the pick is per section, since one run may mix sections of both
+/// modes over one (then writable) state.
+pub trait Notes: Send + Sync {
+    /// [`HostState::image_completed`].
+    fn image_completed(
+        &self,
+        dest: &Path,
+        id: &str,
+        pool: &str,
+        image: &str,
+        completed: &Completed,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+impl Notes for HostState {
+    fn image_completed(
+        &self,
+        dest: &Path,
+        id: &str,
+        pool: &str,
+        image: &str,
+        completed: &Completed,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        HostState::image_completed(self, dest, id, pool, image, completed, at)
+    }
+}
+
+/// Check mode's twin of the host's notes: takes each note and keeps nothing.
+pub struct CheckNotes;
+
+impl Notes for CheckNotes {
+    fn image_completed(
+        &self,
+        _dest: &Path,
+        _id: &str,
+        _pool: &str,
+        _image: &str,
+        _completed: &Completed,
+        _at: DateTime<Utc>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,15 @@
 //! Carries out the backup described by a configuration: section by section, image by image.
 //!
 //! For each image it takes the image's lock, reads what exists (snapshots, folder entries, the
-//! image record), asks the planner what to do, and performs the steps. Check mode is a mode of
-//! this executor: every step is announced the same way, and only the doing is skipped, so a dry
-//! run shows exactly what a real run would do and changes nothing. Reading (listing snapshots and
-//! files, proving a file it would reuse) happens in both modes.
+//! image record), asks the planner what to do, and performs the steps. Check mode is the same
+//! executor talking to twins: every step is announced and called the same way, and the twins
+//! check mode is given ([`CheckCluster`], [`CheckFolder`], [`CheckNotes`], picked per section in
+//! [`Section::new`], [`Section::door`] and [`Section::notes`]) take each change and make none,
+//! saying so ([`Change::Skipped`], a door that stages no file), so a dry run shows exactly what
+//! a real run would do and changes nothing. Reading (listing snapshots and files, proving a file
+//! it would reuse) happens in both modes. The few other things check mode decides (a shared
+//! lock, asking the snapshot limit up front, the "checked" status, no last-run file) ask
+//! [`Section::checking`].
 //!
 //! Before any section starts, every destination is decided once ([`destinations`], with the rules
 //! of [`crate::backup::destination`]): from its records and from this host's memory of it
@@ -43,8 +48,9 @@ use tracing::{debug, info, warn};
 
 use crate::backup::plan::{plan_image, Found, Plan, Settings, SnapshotExists, Step};
 use crate::backup::snap_limit;
+use crate::cluster::check::CheckCluster;
 use crate::cluster::process::{CommandError, FailureKind};
-use crate::cluster::rbd::{spec, Cluster, ClusterOps, Op, Rbd};
+use crate::cluster::rbd::{spec, Change, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
 use crate::folder::advance;
 use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
@@ -61,6 +67,7 @@ use crate::output::{escaped, human_bytes};
 use crate::report::{
     self, Action, Envelope, FileReport, ImageReport, ImageStatus, RunReport, SectionFailureReport,
 };
+use crate::state::{CheckNotes, HostState, Notes};
 use crate::{interrupt, lock};
 
 /// How many times an image's run waits for the next second when its snapshot name is taken: once
@@ -361,7 +368,7 @@ pub fn run(config: &Config, options: &RunOptions) -> Outcome {
             if interrupt::received().is_some() {
                 break;
             }
-            outcome.checked_only &= section.mode == Mode::Check;
+            outcome.checked_only &= section.checking();
             section.run(&mut outcome);
         }
     }
@@ -408,7 +415,7 @@ pub fn nothing_backed_up(config: &Config, force_check: bool, report: &RunReport)
 /// cannot take it costs a warning on stderr, never the run.
 fn write_last_run_records(sections: &[Section], report: &RunReport) {
     let mut written: Vec<&Path> = Vec::new();
-    for section in sections.iter().filter(|s| s.mode == Mode::Run) {
+    for section in sections.iter().filter(|s| !s.checking()) {
         let job = section.job;
         if written.contains(&job.destination.as_path()) {
             continue;
@@ -490,9 +497,15 @@ impl<'a> Section<'a> {
         config_path: &'a Path,
     ) -> Section<'a> {
         let cluster = job.cluster();
-        let rbd = match options.cluster {
+        let real: Box<dyn ClusterOps> = match options.cluster {
             Some(make) => make(job),
             None => Box::new(Rbd::new(cluster.clone())),
+        };
+        // The one place the mode picks how the cluster is changed: check mode's twin takes
+        // each change and makes none.
+        let rbd: Box<dyn ClusterOps> = match mode {
+            Mode::Run => real,
+            Mode::Check => Box::new(CheckCluster::new(real)),
         };
         Section {
             job,
@@ -516,6 +529,22 @@ impl<'a> Section<'a> {
         match self.mode {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),
+        }
+    }
+
+    /// Whether this section only checks. The twins above carry out what that means for each
+    /// change; this answers the few decisions that are not a change (the lock, the snapshot
+    /// limit, the status and summary lines, the last-run file).
+    fn checking(&self) -> bool {
+        self.mode == Mode::Check
+    }
+
+    /// Where an image's completed snapshot is noted: the host's state, or in check mode its
+    /// twin that keeps nothing (the state is shared with the run's real sections).
+    fn notes<'h>(&self, state: &'h HostState) -> &'h dyn Notes {
+        match self.mode {
+            Mode::Run => state,
+            Mode::Check => &CheckNotes,
         }
     }
 
@@ -706,13 +735,13 @@ impl<'a> Section<'a> {
         }
         outln!("Backup folder: {}", self.job.destination_text);
         outln!("Compression: {}", compression_shown(self.job.compress));
-        outln!("Check mode: {}", py_bool(self.mode == Mode::Check));
+        outln!("Check mode: {}", py_bool(self.checking()));
         if self.job.mode == BackupMode::Full {
             outln!(
                 "Taking full backup of images: {}",
                 escaped(&images.join(", "))
             );
-            if self.mode == Mode::Check {
+            if self.checking() {
                 outln!(
                     "Running in check mode: backup commands will just be printed and not executed"
                 );
@@ -813,7 +842,7 @@ impl<'s> ImageRun<'s> {
         let mut busy = false;
         let failure = match result {
             Ok(()) => {
-                if section.mode == Mode::Check {
+                if section.checking() {
                     report.status = ImageStatus::Checked;
                 }
                 None
@@ -856,9 +885,10 @@ impl<'s> ImageRun<'s> {
         let diffs = self.section.job.mode == BackupMode::Incremental;
         naming::check_name_length(self.image, diffs).map_err(anyhow::Error::msg)?;
         let options = self.section.options;
-        let kind = match self.section.mode {
-            Mode::Run => lock::Kind::Exclusive,
-            Mode::Check => lock::Kind::Shared,
+        let kind = if self.section.checking() {
+            lock::Kind::Shared
+        } else {
+            lock::Kind::Exclusive
         };
         let _lock = lock::lock_image(
             &options.lock_dir,
@@ -937,9 +967,10 @@ impl<'s> ImageRun<'s> {
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
-        let limit = match self.section.mode {
-            Mode::Check => self.snapshot_limit()?,
-            Mode::Run => limit,
+        let limit = if self.section.checking() {
+            self.snapshot_limit()?
+        } else {
+            limit
         };
         self.done.listed_owned = Some(
             snapshots
@@ -1067,9 +1098,7 @@ impl<'s> ImageRun<'s> {
                 reason,
             } => {
                 info!("{pool}/{image}: forgetting the pending snapshot {snap}: {reason}");
-                if self.section.mode == Mode::Run {
-                    self.settle_record(snap, completed.as_ref())?;
-                }
+                self.settle_record(snap, completed.as_ref())?;
             }
             Step::UnexpectedFile { name } => {
                 outln!(
@@ -1102,25 +1131,28 @@ impl<'s> ImageRun<'s> {
             },
         );
         outln!("# {shown}");
-        if self.section.mode == Mode::Check {
-            return Ok(());
-        }
         self.dir.create()?;
         let at = (self.section.options.now)();
         self.record
             .snapshot_planned(snap.as_str(), &backs.file_name(image), temporary, at);
         self.save_record()?;
-        if let Err(err) = rbd.create_snapshot(&pool, image, snap.as_str()) {
-            // Unless the cluster may have created it before going silent, the snapshot is not
-            // ours (it existed already) or does not exist: forget the intent, so that no later
-            // run removes a snapshot on its account.
-            if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
-                self.save_record()?;
+        match rbd.create_snapshot(&pool, image, snap.as_str()) {
+            Ok(Change::Applied) => {
+                self.done.snapshots_created.push(snap.to_string());
+                self.unbacked_snapshot = Some(snap.clone());
             }
-            return Err(err.into());
+            // Check mode: no snapshot, so none to report or roll back.
+            Ok(Change::Skipped) => {}
+            Err(err) => {
+                // Unless the cluster may have created it before going silent, the snapshot is
+                // not ours (it existed already) or does not exist: forget the intent, so that no
+                // later run removes a snapshot on its account.
+                if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
+                    self.save_record()?;
+                }
+                return Err(err.into());
+            }
         }
-        self.done.snapshots_created.push(snap.to_string());
-        self.unbacked_snapshot = Some(snap.clone());
         Ok(())
     }
 
@@ -1169,11 +1201,10 @@ impl<'s> ImageRun<'s> {
             },
         );
         outln!("# {shown}");
-        if self.section.mode == Mode::Check {
-            return Ok(());
-        }
         match rbd.remove_snapshot(&pool, image, snap.as_str()) {
-            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Applied) => self.done.snapshots_removed.push(snap.to_string()),
+            // Check mode: the snapshot and its record stay as they are.
+            Ok(Change::Skipped) => return Ok(()),
             Err(err) if err.kind() == FailureKind::NotFound => {
                 info!("{pool}/{image}: snapshot {snap} was gone already");
             }
@@ -1208,10 +1239,9 @@ impl<'s> ImageRun<'s> {
         let (Some(state), Ok(ready)) = (destination.state(), &destination.decision) else {
             bail!("internal error: a record written for a destination that was refused");
         };
-        let Some(key) = state.key() else {
-            bail!("internal error: no record key in a real run");
-        };
-        if !self.record_blocked {
+        // Only a state opened read-only before any run made the key lacks one: every section is
+        // in check mode, and its door would take the record and keep nothing anyway.
+        if let (false, Some(key)) = (self.record_blocked, state.key()) {
             let written =
                 record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
             match written {
@@ -1228,7 +1258,7 @@ impl<'s> ImageRun<'s> {
             if let Some(newest) = &self.record.newest {
                 // The file is complete and the image record says so: a host that cannot note it
                 // loses only the chance to continue after the files are shipped.
-                let noted = state.image_completed(
+                let noted = self.section.notes(state).image_completed(
                     &self.section.job.destination,
                     &ready.id,
                     self.pool(),
@@ -1309,7 +1339,8 @@ impl<'s> ImageRun<'s> {
         }
     }
 
-    /// Check mode's build: reading is allowed, so it shows the fallback a real run would take.
+    /// The build a door that changes nothing in place (check mode's) is asked for: reading is
+    /// allowed, so it shows the fallback a real run would take.
     fn check_build(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let doubt = if naming::is_working_name(from) {
@@ -1364,12 +1395,11 @@ impl<'s> ImageRun<'s> {
         let name = file.file_name(image);
         // In the report a new base is a new full backup, whichever way it is made.
         self.done.full = true;
-        if self.section.mode == Mode::Check {
+        // The planner plans a build only for a folder that builds in place; check mode's door
+        // says it does but hands out nothing to change, and the build is only proven.
+        let Some(local) = self.dir.in_place().cloned() else {
             return self.check_build(file, from, diffs);
-        }
-        let local = self.dir.in_place().cloned().context(
-            "internal error: a build in place planned for a folder that cannot change files in place",
-        )?;
+        };
         let key = self
             .destination()?
             .state()
@@ -1433,9 +1463,12 @@ impl<'s> ImageRun<'s> {
     fn export(&mut self, file: &BackupFile, replace: bool) -> Result<()> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let (cmd, base) = self.announce_export(file);
-        if self.section.mode == Mode::Check {
+        self.dir.create()?;
+        let name = file.file_name(image);
+        // Check mode's door stages nothing: there is nothing to read from the cluster.
+        let Some(mut pending) = self.dir.stage(&name)? else {
             return Ok(());
-        }
+        };
         let rbd = &self.section.rbd;
         let snap = file.snap.as_str();
         let snap_spec = format!("{image}@{snap}");
@@ -1444,13 +1477,10 @@ impl<'s> ImageRun<'s> {
             Content::Full => Some(rbd.size(&pool, image, snap)?),
             Content::DiffFrom(_) => None,
         };
-        self.dir.create()?;
-        let name = file.file_name(image);
         let final_path = self.dir.location_of(&name);
         if !replace {
             self.refuse_foreign(&name)?;
         }
-        let mut pending = self.dir.stage(&name)?;
         let mut stream = crate::progress::reader(
             rbd.open_export(&pool, image, base, snap)
                 .with_context(|| format!("cannot export {snap_spec}"))?,
@@ -1618,7 +1648,8 @@ impl<'s> ImageRun<'s> {
             .rbd
             .remove_snapshot(&pool, image, snap.as_str())
         {
-            Ok(()) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Applied) => self.done.snapshots_removed.push(snap.to_string()),
+            Ok(Change::Skipped) => return,
             Err(err) if err.kind() == FailureKind::NotFound => {}
             Err(err) => {
                 warn!(

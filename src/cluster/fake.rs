@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::cluster::process::CommandError;
-use crate::cluster::rbd::{spec, ClusterOps, ExtentSink, Op, Snapshot};
+use crate::cluster::rbd::{spec, Change, ClusterOps, ExtentSink, Op, Snapshot};
 use crate::folder::format::diffstream::{DiffError, DiffReader, Record};
 
 /// The kinds of call the fake answers, for failure injection and the call log.
@@ -382,7 +382,7 @@ impl ClusterOps for Fake {
         }
     }
 
-    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {
         let target = spec(pool, image, None);
         let shown = self.show(pool, image, Op::CreateSnapshot { snap });
         self.enter(Call::CreateSnapshot, &target, shown.clone())
@@ -410,10 +410,10 @@ impl ClusterOps for Fake {
         let found = state.images.get_mut(&target).unwrap();
         let data = found.data.clone();
         found.snaps.push((id, snap.to_string(), data));
-        Ok(())
+        Ok(Change::Applied)
     }
 
-    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {
         let target = spec(pool, image, None);
         let shown = self.show(pool, image, Op::RemoveSnapshot { snap });
         self.enter(Call::RemoveSnapshot, &target, shown.clone())
@@ -428,7 +428,7 @@ impl ClusterOps for Fake {
         if found.snaps.len() == before {
             return Err(Fake::missing(&shown));
         }
-        Ok(())
+        Ok(Change::Applied)
     }
 
     fn open_export(

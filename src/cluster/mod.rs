@@ -1,9 +1,10 @@
 //! The cluster: the one module that starts processes ([`process`]), what Ceph's tools say when
 //! they fail ([`ceph`]: exit statuses, log lines, refused logins), and how each `rbd` verb is
 //! spelled ([`rbd`]). The unit tests talk to an in-memory cluster instead (`fake`, built for
-//! tests only).
+//! tests only); check mode to its twin that changes nothing ([`check`]).
 
 pub mod ceph;
+pub mod check;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod process;

@@ -413,9 +413,8 @@ impl CommandError {
     }
 
     /// The error of a command that exited with `code` after writing `stderr`: how a stand-in for
-    /// a program (the executor tests' fake cluster) reports a failure that must be told apart
+    /// a program (the fake cluster of the unit tests, check mode's twin) reports a failure that must be told apart
     /// exactly like the real program's ([`CommandError::kind`]).
-    #[cfg(test)]
     pub fn exited(command: impl Into<String>, code: i32, stderr: &str) -> CommandError {
         use std::os::unix::process::ExitStatusExt;
         let command = command.into();

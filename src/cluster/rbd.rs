@@ -360,6 +360,17 @@ pub enum Op<'a> {
     },
 }
 
+/// What a changing verb of [`ClusterOps`] did: the executor announces every change and calls the
+/// cluster without asking which mode it is in, and notes (in the report, in what it would roll
+/// back) only a change that was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Applied,
+    /// Check mode's twin ([`crate::cluster::check::CheckCluster`]) took the call and changed
+    /// nothing.
+    Skipped,
+}
+
 /// Exactly what the tool asks of a cluster: the backup executor ([`crate::backup::execute`]),
 /// `restore` into an image and `verify --source`. [`Rbd`] does it by running `rbd`; their unit
 /// tests use an in-memory stand-in (`cluster/fake.rs`).
@@ -391,8 +402,11 @@ pub trait ClusterOps: Send + Sync {
     ) -> Result<()>;
     /// How `op` is shown on a `# <command>` line.
     fn show(&self, pool: &str, image: &str, op: Op) -> String;
-    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
-    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError>;
+    /// Creates a snapshot; [`Change::Skipped`] when this cluster changes nothing (check mode's
+    /// twin), so the caller notes only a snapshot that now exists.
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError>;
+    /// Removes a snapshot; [`Change::Skipped`] when this cluster changes nothing.
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError>;
     /// Starts an export ([`Op::Export`]). Reading the stream to its end reports a failure of the
     /// export as an `io::Error` wrapping its [`CommandError`], like [`crate::cluster::process::ChildReader`];
     /// dropping it early abandons the export.
@@ -472,14 +486,16 @@ impl ClusterOps for Rbd {
         self.command_for(pool, image, op).to_string()
     }
 
-    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+    fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {
         self.forget(pool, image, snap);
-        self.snap_create_command(pool, image, snap).run()
+        self.snap_create_command(pool, image, snap).run()?;
+        Ok(Change::Applied)
     }
 
-    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<(), CommandError> {
+    fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {
         self.forget(pool, image, snap);
-        self.snap_remove_command(pool, image, snap).run()
+        self.snap_remove_command(pool, image, snap).run()?;
+        Ok(Change::Applied)
     }
 
     fn open_export(

@@ -911,3 +911,118 @@ fn a_configuration_that_backs_up_nothing_says_why() {
     let (outcome, _) = w.run(&real, false);
     assert_eq!(outcome.warnings, 0, "{outcome:?}");
 }
+
+/// Every file under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_check_mode_section_beside_a_real_one_changes_nothing_through_its_twins() {
+    let w = World::new();
+    w.image("rbd", "a", 30_000, 1);
+    w.image("other", "x", 20_000, 2);
+    let real = w.config(&[
+        ("rbd", "images = a\nbackup mode = incremental"),
+        ("other", "images = x\nbackup mode = incremental"),
+    ]);
+    w.backup(&real);
+    // The host forgets what completed (its image notes gone, its key and destination kept):
+    // each record then names a newest snapshot the host has no note of, which a save notes.
+    let notes: Vec<PathBuf> = files_under(&w.state)
+        .into_iter()
+        .filter(|p| {
+            p.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .ends_with("destinations")
+        })
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    for note in &notes {
+        fs::remove_file(note).unwrap();
+    }
+    w.hours_later(1);
+    w.fake.write("rbd", "a", 0, b"new");
+    w.fake.write("other", "x", 0, b"new");
+
+    // One run, one (writable) state: `other` in check mode beside a real `rbd`.
+    let mixed = w.config(&[
+        ("rbd", "images = a\nbackup mode = incremental"),
+        (
+            "other",
+            "images = x\nbackup mode = incremental\ncheck mode = yes",
+        ),
+    ]);
+    let folder = |image: &str| {
+        w.tree()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with(w.dest.join(image)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let x_folder = folder("other");
+    let x_snapshots = w.fake.snapshots("other", "x");
+    let a_snapshots = w.fake.snapshots("rbd", "a");
+    let (outcome, shown) = w.run(&mixed, false);
+    assert!(outcome.succeeded(), "{outcome:?}\n{shown}");
+    // The real section did its work, and its completion is noted again.
+    assert_eq!(w.fake.snapshots("rbd", "a").len(), a_snapshots.len() + 1);
+    let noted = files_under(&w.state)
+        .into_iter()
+        .filter(|p| {
+            p.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .ends_with("destinations")
+        })
+        .count();
+    assert_eq!(noted, 1, "only the real section noted its image");
+    // The checked one: cluster, folder and report untouched.
+    assert_eq!(w.fake.snapshots("other", "x"), x_snapshots);
+    assert_eq!(folder("other"), x_folder);
+    let x = outcome
+        .report
+        .images
+        .iter()
+        .find(|image| image.pool == "other")
+        .unwrap();
+    assert_eq!((x.action, x.status.as_str()), (Action::Diff, "checked"));
+    assert!(
+        x.files_written.is_empty() && x.snapshots_created.is_empty(),
+        "{x:?}"
+    );
+    assert!(
+        x.snapshots_removed.is_empty() && x.files_removed.is_empty(),
+        "{x:?}"
+    );
+    // It showed what a real run of it does.
+    let x_steps = |stdout: &str| -> Vec<String> {
+        step_lines(stdout)
+            .into_iter()
+            .filter(|l| l.contains("other/x") || l.contains("x@"))
+            .map(str::to_string)
+            .collect()
+    };
+    let checked = x_steps(&shown);
+    assert!(checked
+        .iter()
+        .any(|l| l.starts_with("# snap create other/x@")));
+    let x_only = w.config(&[("other", "images = x\nbackup mode = incremental")]);
+    let printed = w.backup(&x_only);
+    assert_eq!(x_steps(&printed), checked);
+}

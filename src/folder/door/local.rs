@@ -120,6 +120,12 @@ impl LocalFolder {
     pub fn sync(&self) -> Result<()> {
         sync_dir(&self.path())
     }
+
+    /// A new file for `name`, staged out of sight ([`Door::stage`]): a local folder always
+    /// stages one.
+    pub fn stage(&self, name: &str) -> Result<PendingFile> {
+        Ok(PendingFile::create(&self.path(), name)?.with_access(self.access))
+    }
 }
 
 impl Door for LocalFolder {
@@ -206,8 +212,8 @@ impl Door for LocalFolder {
         Ok(())
     }
 
-    fn stage(&self, name: &str) -> Result<PendingFile> {
-        Ok(PendingFile::create(&self.path(), name)?.with_access(self.access))
+    fn stage(&self, name: &str) -> Result<Option<PendingFile>> {
+        LocalFolder::stage(self, name).map(Some)
     }
 
     fn scratch(&self) -> Result<File> {

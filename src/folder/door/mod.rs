@@ -81,8 +81,9 @@ pub trait Door: Send + Sync {
     fn create(&self) -> Result<()>;
 
     /// A new file for `name`, staged out of sight until it is published; it disappears unless
-    /// it is.
-    fn stage(&self, name: &str) -> Result<PendingFile>;
+    /// it is. `None` from a door that writes no file (check mode's twin): the caller has
+    /// nothing to write, and need not read what it would have written.
+    fn stage(&self, name: &str) -> Result<Option<PendingFile>>;
 
     /// A nameless scratch file near the folder's files, gone when it is closed.
     fn scratch(&self) -> Result<File>;
