@@ -413,8 +413,8 @@ impl CommandError {
     }
 
     /// The error of a command that exited with `code` after writing `stderr`: how a stand-in for
-    /// a program (the fake cluster of the unit tests, check mode's twin) reports a failure that must be told apart
-    /// exactly like the real program's ([`CommandError::kind`]).
+    /// a program (the unit tests' fake cluster, check mode's twin) reports a failure that must be
+    /// told apart exactly like the real program's ([`CommandError::kind`]).
     pub fn exited(command: impl Into<String>, code: i32, stderr: &str) -> CommandError {
         use std::os::unix::process::ExitStatusExt;
         let command = command.into();
