@@ -80,7 +80,7 @@ fn main() {
                     files.insert(file.file_name("vm"));
                     record.file_completed(&file.snap, &file.file_name("vm"));
                 }
-                Step::BuildBase {
+                Step::SlideBase {
                     file, from, reason, ..
                 } => {
                     println!("  build  {:60} {reason}", file.file_name("vm"));

@@ -28,7 +28,7 @@
 //! stdout carries the original tool's messages, so existing log scraping keeps working.
 //!
 //! As it goes, the run fills a [`RunReport`] (what each image's run did: the action, the files
-//! and snapshots written and removed, sizes, durations, the error), returned in the [`Outcome`];
+//! and snapshots written and removed, sizes, durations, the error), returned in the [`RunOutcome`];
 //! a real run also leaves it, per destination, as that destination's last-run record
 //! ([`LAST_RUN_FILE`]). With `parallel images` above 1, images run at once (see
 //! [`parallel`]); everything shared between them (the clusters found unreachable, the cluster
@@ -52,7 +52,6 @@ use crate::cluster::check::CheckCluster;
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Change, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::folder::advance;
 use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
 use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::format::write::{self, DataOfExtents, Member, SparseMapBuilder};
@@ -61,6 +60,7 @@ use crate::folder::naming::{
 };
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
+use crate::folder::slide;
 use crate::folder::untrusted;
 use crate::outln;
 use crate::output::{escaped, human_bytes};
@@ -103,7 +103,7 @@ pub type ClusterFactory = dyn Fn(&PoolJob) -> Box<dyn ClusterOps> + Sync;
 
 /// What a run achieved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct RunOutcome {
     pub images_done: usize,
     /// `pool/image` (or `pool` when the pool could not be listed) and the error, one line.
     pub failures: Vec<(String, String)>,
@@ -121,9 +121,9 @@ pub struct Outcome {
     pub report: RunReport,
 }
 
-impl Outcome {
-    fn new(started_at: DateTime<Utc>) -> Outcome {
-        Outcome {
+impl RunOutcome {
+    fn new(started_at: DateTime<Utc>) -> RunOutcome {
+        RunOutcome {
             images_done: 0,
             failures: Vec::new(),
             busy: 0,
@@ -342,9 +342,9 @@ impl Unreachable {
 /// Backs up every section of `config`: in file order, image by image, or with `parallel images`
 /// above 1, that many images at once (see [`parallel`]). Every failure is per image or per pool
 /// and recorded in the outcome. A real run then leaves the report in each destination it used.
-pub fn run(config: &Config, options: &RunOptions) -> Outcome {
+pub fn run(config: &Config, options: &RunOptions) -> RunOutcome {
     let started = Instant::now();
-    let mut outcome = Outcome::new((options.now)());
+    let mut outcome = RunOutcome::new((options.now)());
     outcome.checked_only = !config.pools.is_empty();
     let unreachable = Unreachable::default();
     let sections: Vec<Section> = config
@@ -549,7 +549,7 @@ impl<'a> Section<'a> {
     }
 
     /// The whole section, image after image.
-    fn run(&self, outcome: &mut Outcome) {
+    fn run(&self, outcome: &mut RunOutcome) {
         self.print_header();
         let images = match self.start() {
             Ok(images) => images,
@@ -1064,7 +1064,7 @@ impl<'s> ImageRun<'s> {
                     self.unbacked_snapshot = None;
                 }
             }
-            Step::BuildBase {
+            Step::SlideBase {
                 file,
                 from,
                 diffs,
@@ -1345,9 +1345,9 @@ impl<'s> ImageRun<'s> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let doubt = if naming::is_working_name(from) {
             let key = self.destination()?.state().and_then(|state| state.key());
-            advance::would_finish(&self.dir.location(), image, file, from, key)
+            slide::would_finish(&self.dir.location(), image, file, from, key)
         } else {
-            advance::would_build(&*self.dir, image, file, from, diffs)
+            slide::would_build(&*self.dir, image, file, from, diffs)
         };
         match doubt {
             None => Self::announce_build(image, file, from, diffs),
@@ -1387,7 +1387,7 @@ impl<'s> ImageRun<'s> {
     }
 
     /// Writes the full backup `file` of a new base from the old base `from` and `diffs` in the
-    /// folder ([`advance`]), or finishes such a build an interrupted run left (`from` is then its
+    /// folder ([`slide`]), or finishes such a build an interrupted run left (`from` is then its
     /// working file). When the files cannot be proven, `file` is exported from the cluster as
     /// the original did, and `from` removed.
     fn build_base(&mut self, file: &BackupFile, from: &str, diffs: &[String]) -> Result<()> {
@@ -1406,9 +1406,9 @@ impl<'s> ImageRun<'s> {
             .and_then(|state| state.key())
             .context("internal error: no record key in a real run")?;
         let outcome = if naming::is_working_name(from) {
-            advance::finish(&local, image, file, from, Some(key))
+            slide::finish(&local, image, file, from, Some(key))
         } else {
-            advance::build(
+            slide::build(
                 &local,
                 image,
                 file,
@@ -1420,23 +1420,23 @@ impl<'s> ImageRun<'s> {
         }
         .with_context(|| format!("cannot build {}", self.dir.location_of(&name).display()))?;
         match outcome {
-            advance::Outcome::Built { size, sha256 } => {
+            slide::BuildOutcome::Built { size, sha256 } => {
                 self.note_built(&name, size, &sha256)?;
                 Self::announce_build(image, file, from, diffs);
                 self.note_consumed(from);
             }
-            advance::Outcome::Unproven(why) => {
+            slide::BuildOutcome::Unproven(why) => {
                 warn!(
                     "{pool}/{image}: {name} cannot be built from the folder: {why}; exporting it \
                      from the cluster instead"
                 );
                 self.export(file, false)?;
                 outln!("Removing file {}", self.dir.location_of(from).display());
-                advance::discard(&local, from, &name)?;
+                slide::discard(&local, from, &name)?;
                 self.note_consumed(from);
                 return Ok(());
             }
-            advance::Outcome::Obsolete => {
+            slide::BuildOutcome::Obsolete => {
                 info!(
                     "{pool}/{image}: {name} was written already; the interrupted build is cleared"
                 );

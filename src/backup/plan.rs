@@ -38,13 +38,13 @@ use crate::backup::retention::{self, Policy};
 use crate::cluster::rbd::Snapshot;
 use crate::config::job::{BackupMode, PoolJob};
 use crate::config::{KeepRules, Window};
-use crate::folder::advance;
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FindingKind, FolderFile, Layout};
 use crate::folder::naming::{
-    checksum_name, BackupFile, Compression, Content, SnapName, ADVANCE_MARKER,
+    checksum_name, BackupFile, Compression, Content, SnapName, SLIDE_MARKER,
 };
 use crate::folder::record::state::ImageRecord;
+use crate::folder::slide;
 
 /// The parts of a pool's configuration that shape a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +124,12 @@ pub enum Step {
     },
     /// Write the full backup `file` of a new base without reading the cluster: from the old
     /// full backup `from` and the diffs leading from it to `file`'s snapshot, all in the folder
-    /// ([`crate::folder::advance`]). `from` is consumed (it becomes `file`, or is replaced by it);
+    /// ([`crate::folder::slide`]). `from` is consumed (it becomes `file`, or is replaced by it);
     /// the diffs are removed by later steps. When `from` is the working name of a build an
     /// interrupted run left ([`WORKING_PREFIX`](crate::folder::naming::WORKING_PREFIX)), `diffs` is empty and the build is
     /// finished from its marker. When a file cannot be proven, the executor exports `file` from
     /// the cluster instead and removes `from`.
-    BuildBase {
+    SlideBase {
         file: BackupFile,
         from: String,
         diffs: Vec<String>,
@@ -257,7 +257,7 @@ pub fn plan_image(
 }
 
 /// The folder entries as the rest of the plan sees them. When a run died while it built a new
-/// base in place (its working file and marker are there, [`crate::folder::advance`]), a step
+/// base in place (its working file and marker are there, [`crate::folder::slide`]), a step
 /// finishes that build first, and the entries show the finished file and its checksum instead
 /// of the working file and the marker. A marker without a working file is what a build left
 /// that finished, or that died before it changed anything: it is removed. A working file without
@@ -268,12 +268,12 @@ fn finish_interrupted_build(found: &Found, steps: &mut Vec<Step>) -> Vec<FolderE
     let mut marker = None;
     let mut building = None;
     for entry in found.entries {
-        if entry.is_usable_file() && entry.name == ADVANCE_MARKER {
+        if entry.is_usable_file() && entry.name == SLIDE_MARKER {
             marker = Some(entry.clone());
             continue;
         }
         if entry.is_usable_file() && building.is_none() {
-            if let Some(target) = advance::working_target(found.image, &entry.name) {
+            if let Some(target) = slide::working_target(found.image, &entry.name) {
                 building = Some((entry.clone(), target));
                 continue;
             }
@@ -283,7 +283,7 @@ fn finish_interrupted_build(found: &Found, steps: &mut Vec<Step>) -> Vec<FolderE
     match (building, marker) {
         (Some((working, file)), Some(_)) => {
             let name = file.file_name(found.image);
-            steps.push(Step::BuildBase {
+            steps.push(Step::SlideBase {
                 file,
                 from: working.name,
                 diffs: Vec::new(),
@@ -701,7 +701,7 @@ impl Incremental<'_> {
             None => {
                 let file = BackupFile::full(base.clone(), self.settings.compress);
                 if let Some((from, diffs)) = self.local_route(base) {
-                    steps.push(Step::BuildBase {
+                    steps.push(Step::SlideBase {
                         file: file.clone(),
                         from: from.clone(),
                         diffs,
@@ -971,11 +971,11 @@ mod tests {
                         self.files.insert(name.clone());
                         self.record.file_completed(&file.snap, &name);
                     }
-                    Step::BuildBase { file, from, .. } => {
+                    Step::SlideBase { file, from, .. } => {
                         let name = file.file_name("img");
                         assert!(self.files.remove(from), "{from}");
                         if crate::folder::naming::is_working_name(from) {
-                            assert!(self.files.remove(ADVANCE_MARKER));
+                            assert!(self.files.remove(SLIDE_MARKER));
                         }
                         self.files.insert(name.clone());
                         self.record.file_completed(&file.snap, &name);
@@ -1045,7 +1045,7 @@ mod tests {
         plan.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Export { file, .. } | Step::BuildBase { file, .. } => {
+                Step::Export { file, .. } | Step::SlideBase { file, .. } => {
                     Some(file.file_name("img"))
                 }
                 _ => None,
@@ -1058,7 +1058,7 @@ mod tests {
         plan.steps
             .iter()
             .filter_map(|s| match s {
-                Step::BuildBase {
+                Step::SlideBase {
                     file, from, diffs, ..
                 } => Some((file.file_name("img"), from.clone(), diffs.clone())),
                 _ => None,
@@ -2076,7 +2076,7 @@ mod tests {
             [name(at(4, 2, 0)), name(at(5, 2, 0)), name(at(12, 2, 0))]
         );
         let base_reason = match &plan.steps[1] {
-            Step::BuildBase { reason, .. } => reason.clone(),
+            Step::SlideBase { reason, .. } => reason.clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(
@@ -2271,7 +2271,7 @@ mod slide_tests {
         plan.steps
             .iter()
             .find_map(|step| match step {
-                Step::BuildBase {
+                Step::SlideBase {
                     file, from, diffs, ..
                 } => Some(format!(
                     "build {} from {from} + {}",
@@ -2471,7 +2471,7 @@ mod slide_tests {
         let build = plan
             .steps
             .iter()
-            .position(|s| matches!(s, Step::BuildBase { .. }))
+            .position(|s| matches!(s, Step::SlideBase { .. }))
             .unwrap();
         for (index, step) in plan.steps.iter().enumerate() {
             if let Step::RemoveFile { .. } | Step::RemoveSnapshot { .. } = step {
@@ -2492,8 +2492,8 @@ mod slide_tests {
         let cases = [
             Case {
                 what: "working file and marker: finished, then the slide reuses the result",
-                extra: vec![working.clone(), ADVANCE_MARKER.into()],
-                first: Step::BuildBase {
+                extra: vec![working.clone(), SLIDE_MARKER.into()],
+                first: Step::SlideBase {
                     file: BackupFile::full(SnapName::parse(S).unwrap(), false),
                     from: working.clone(),
                     diffs: vec![],
@@ -2505,9 +2505,9 @@ mod slide_tests {
             },
             Case {
                 what: "a marker alone (the build finished, or never changed anything): removed",
-                extra: vec![ADVANCE_MARKER.into(), full(S1, false)],
+                extra: vec![SLIDE_MARKER.into(), full(S1, false)],
                 first: Step::RemoveFile {
-                    name: ADVANCE_MARKER.into(),
+                    name: SLIDE_MARKER.into(),
                     reason: "marker of a build of a new base that finished, or that stopped \
                              before it changed anything"
                         .into(),
@@ -2531,7 +2531,7 @@ mod slide_tests {
         // and removes the diff it superseded.
         let files = vec![
             working.clone(),
-            ADVANCE_MARKER.into(),
+            SLIDE_MARKER.into(),
             diff(S1, S, false),
             diff(S, T, false),
         ];

@@ -87,7 +87,7 @@ pub fn fit(plan: Plan, snapshots: usize, limit: Option<u64>) -> Result<Plan, Lim
 /// whose size proves a reused file or a built base).
 fn relies_on(step: &Step) -> Vec<&SnapName> {
     let file = match step {
-        Step::Export { file, .. } | Step::Reuse { file, .. } | Step::BuildBase { file, .. } => file,
+        Step::Export { file, .. } | Step::Reuse { file, .. } | Step::SlideBase { file, .. } => file,
         _ => return Vec::new(),
     };
     let mut snaps = vec![&file.snap];

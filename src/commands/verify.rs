@@ -59,7 +59,7 @@ pub struct SourceCheck {
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-pub struct ImageReport {
+pub struct ImageVerdict {
     pub pool: String,
     pub image: String,
     pub folder: String,
@@ -69,7 +69,7 @@ pub struct ImageReport {
     pub source: Option<SourceCheck>,
 }
 
-impl ImageReport {
+impl ImageVerdict {
     fn problem(&mut self, file: impl Into<String>, severity: Severity, message: impl Into<String>) {
         self.problems.push(Problem {
             file: file.into(),
@@ -93,7 +93,7 @@ struct Document<'a> {
     ok: bool,
     errors: usize,
     warnings: usize,
-    images: &'a [ImageReport],
+    images: &'a [ImageVerdict],
 }
 
 /// What `verify` is asked for.
@@ -170,7 +170,7 @@ fn run_on(
 }
 
 /// The problems of one image (and its comparison with the cluster), one line each.
-fn report_lines(report: &ImageReport) -> String {
+fn report_lines(report: &ImageVerdict) -> String {
     let mut out = String::new();
     for problem in &report.problems {
         let severity = match problem.severity {
@@ -196,7 +196,7 @@ fn report_lines(report: &ImageReport) -> String {
     out
 }
 
-fn summary(reports: &[ImageReport], errors: usize, warnings: usize, took: &str) -> String {
+fn summary(reports: &[ImageVerdict], errors: usize, warnings: usize, took: &str) -> String {
     let files: usize = reports.iter().map(|r| r.files_checked).sum();
     let bytes: u64 = reports.iter().map(|r| r.bytes_read).sum();
     let verdict = match (errors, warnings) {
@@ -215,13 +215,13 @@ fn verify_image(
     folder: &ImageFolder,
     args: &VerifyOptions,
     cluster: &ClusterFactory,
-) -> ImageReport {
+) -> ImageVerdict {
     let dir = folder.dir.path();
-    let mut report = ImageReport {
+    let mut report = ImageVerdict {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
         folder: dir.display().to_string(),
-        ..ImageReport::default()
+        ..ImageVerdict::default()
     };
     let scanned = match read::scan(&folder.dir, &folder.image) {
         Ok(scanned) => scanned,
@@ -289,7 +289,7 @@ fn verify_image(
 /// Adds to the first error of each bad file the restore points that need it (its own and every
 /// later one of its chain), which `restore` cannot rebuild any more, and the newest point that
 /// needs no bad file: what the administrator restores instead, or backs up afresh from.
-fn name_unusable_points(layout: &Layout, bad: &[(&str, usize)], report: &mut ImageReport) {
+fn name_unusable_points(layout: &Layout, bad: &[(&str, usize)], report: &mut ImageVerdict) {
     const SHOWN: usize = 5;
     let names: Vec<&str> = bad.iter().map(|(name, _)| *name).collect();
     let newest_good = layout.newest_avoiding(&names, None);
@@ -327,7 +327,7 @@ fn check_file(
     stored: &FolderFile,
     limits: &Limits,
     strict: bool,
-    report: &mut ImageReport,
+    report: &mut ImageVerdict,
 ) {
     let path = dir.join(&stored.name);
     let shown = path.display().to_string();
@@ -426,7 +426,7 @@ fn check_source(
     layout: &Layout,
     limits: &Limits,
     rbd: &dyn ClusterOps,
-    report: &mut ImageReport,
+    report: &mut ImageVerdict,
 ) {
     let (pool, image) = (folder.job.pool.as_str(), folder.image.as_str());
     let label = spec(pool, image, None);
@@ -563,7 +563,7 @@ mod tests {
 
     fn problems(dir: &Path, strict: bool) -> Vec<(String, Severity, String)> {
         let layout = Layout::build("vm", &names_in(dir));
-        let mut report = ImageReport::default();
+        let mut report = ImageVerdict::default();
         for finding in &layout.findings {
             report.problem(&finding.name, Severity::Error, finding.message.clone());
         }
@@ -707,10 +707,10 @@ mod tests {
 
     #[test]
     fn the_summary_counts() {
-        let report = ImageReport {
+        let report = ImageVerdict {
             files_checked: 3,
             bytes_read: 3 << 20,
-            ..ImageReport::default()
+            ..ImageVerdict::default()
         };
         assert_eq!(
             summary(&[report], 0, 0, "1.5 s"),
@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn the_json_document_matches_its_schema() {
-        let mut report = ImageReport {
+        let mut report = ImageVerdict {
             pool: "rbd".into(),
             image: "vm".into(),
             folder: "/b/rbd/vm".into(),
@@ -736,7 +736,7 @@ mod tests {
                 cluster_sha256: "ab".into(),
                 matches: true,
             }),
-            ..ImageReport::default()
+            ..ImageVerdict::default()
         };
         report.problem("vm@x.full", Severity::Warning, "no .sha256 file");
         let reports = [report];

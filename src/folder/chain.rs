@@ -69,7 +69,7 @@ pub struct FolderFile {
 impl FolderFile {
     /// Checks that a diff stream's snapshot names are the ones its file name promises: a stream
     /// from another image or chain, or a renamed file, must not be applied.
-    pub fn check_diff_header(&self, header: &DiffHeader) -> Result<(), String> {
+    pub fn check_diff_names(&self, header: &DiffHeader) -> Result<(), String> {
         let expected_from = self.file.base().map(SnapName::as_str);
         let expected_to = Some(self.file.snap.as_str());
         if header.from_snap.as_deref() == expected_from && header.to_snap.as_deref() == expected_to
@@ -825,17 +825,14 @@ mod tests {
             to_snap: to.map(Into::into),
             size: 1,
         };
-        assert_eq!(
-            stored.check_diff_header(&header(Some(S0), Some(S1))),
-            Ok(())
-        );
+        assert_eq!(stored.check_diff_names(&header(Some(S0), Some(S1))), Ok(()));
         for (from, to) in [
             (Some(S1), Some(S2)),
             (None, Some(S1)),
             (Some(S0), None),
             (Some("UTC20261120T020000"), Some(S1)),
         ] {
-            let err = stored.check_diff_header(&header(from, to)).unwrap_err();
+            let err = stored.check_diff_names(&header(from, to)).unwrap_err();
             assert!(err.ends_with(&format!("says from {S0} to {S1}")), "{err}");
         }
     }

@@ -4,7 +4,6 @@
 //! its one door ([`door`]); the formats of the files themselves are in [`format`](mod@format).
 
 pub mod access;
-pub mod advance;
 pub mod chain;
 pub mod door;
 pub mod format;
@@ -12,4 +11,5 @@ pub mod naming;
 pub mod read;
 pub mod record;
 pub mod shared;
+pub mod slide;
 pub mod untrusted;

@@ -22,8 +22,8 @@ pub const ZSTD_SUFFIX: &str = ".tar.zst";
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 /// Prefix of the temporary files a run writes before renaming them to their final name.
 pub const TEMP_PREFIX: &str = ".cephbackup-tmp.";
-/// The marker of a build in place ([`crate::folder::advance`]), in the image folder.
-pub const ADVANCE_MARKER: &str = ".cephbackup-advance.json";
+/// The marker of a build in place ([`crate::folder::slide`]), in the image folder.
+pub const SLIDE_MARKER: &str = ".cephbackup-advance.json";
 /// The old base of a build in place is renamed to this followed by the target's name while it
 /// is changed.
 pub const WORKING_PREFIX: &str = ".cephbackup-advancing.";

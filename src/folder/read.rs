@@ -275,7 +275,7 @@ impl Limits {
 /// Checks a diff's header before any record is read: its snapshot names must be the ones its
 /// file name promises, and its image size (which bounds its payload) must be believable.
 pub fn check_diff_header(stored: &FolderFile, header: &DiffHeader) -> Result<(), String> {
-    stored.check_diff_header(header)?;
+    stored.check_diff_names(header)?;
     if header.size > MAX_IMAGE_BYTES {
         return Err(format!(
             "the diff records an image size of {} bytes, more than the largest image read ({}); \

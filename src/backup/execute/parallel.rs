@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Mutex, PoisonError};
 
-use super::{ImageDone, Mode, Outcome, Section, SectionFailed};
+use super::{ImageDone, Mode, RunOutcome, Section, SectionFailed};
 use crate::interrupt;
 use crate::out;
 use crate::output::capture;
@@ -30,7 +30,7 @@ enum Piece {
 }
 
 /// Runs `sections` with up to `workers` images at once; counts into `outcome`.
-pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut Outcome) {
+pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) {
     let mut pieces = Vec::new();
     for (index, section) in sections.iter().enumerate() {
         if interrupt::received().is_some() {
@@ -113,7 +113,7 @@ struct Printer {
 }
 
 impl Printer {
-    fn print_ready(&mut self, outcome: &mut Outcome) {
+    fn print_ready(&mut self, outcome: &mut RunOutcome) {
         while let Some(piece) = self.pieces.get_mut(self.next) {
             match piece.take() {
                 Some(Piece::Section(text, failed)) => {

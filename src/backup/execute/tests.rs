@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{run, Outcome, RunOptions};
+use super::{run, RunOptions, RunOutcome};
 use crate::cluster::fake::{Call, Fail, Fake};
 use crate::cluster::rbd::ClusterOps;
 use crate::config::{self, Config, PoolJob};
@@ -86,7 +86,7 @@ impl World {
     }
 
     /// Runs the executor; returns its outcome and what it printed.
-    fn run(&self, config: &Config, check: bool) -> (Outcome, String) {
+    fn run(&self, config: &Config, check: bool) -> (RunOutcome, String) {
         let fake = self.fake.clone();
         let make = move |_: &PoolJob| -> Box<dyn ClusterOps> { Box::new(fake.clone()) };
         let now = || *self.now.lock().unwrap();

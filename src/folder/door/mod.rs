@@ -6,7 +6,7 @@
 //! a new file staged out of sight and then published whole under its final name (its checksum
 //! file first, so every backup file that exists has one), small files replaced whole, and
 //! removals. No file is ever renamed in place through it. What only a local folder can do (the
-//! slide that changes an old base in place, [`crate::folder::advance`]) is a capability a caller
+//! slide that changes an old base in place, [`crate::folder::slide`]) is a capability a caller
 //! asks for with [`Door::in_place`]; a door without it has the new base exported instead.
 //!
 //! [`CheckFolder`] is check mode's twin of a local folder: it reads the real one and changes

@@ -110,7 +110,7 @@ impl Folder {
         BackupFile::full(Folder::snap(self.streams.len()), compressed)
     }
 
-    fn build(&self, compressed: bool) -> Outcome {
+    fn build(&self, compressed: bool) -> BuildOutcome {
         let target = self.target(compressed);
         // As a section that compresses with this kind would decide it: the kind's defaults.
         let compressor = Compressor::new(target.compression, None, None);
@@ -219,7 +219,7 @@ fn builds_are_what_the_diffs_applied_to_the_base_give_in_every_format() {
             let expected = folder.expected();
             let outcome = folder.build(target);
             let name = folder.target(target).file_name("vm");
-            let Outcome::Built { sha256, .. } = outcome else {
+            let BuildOutcome::Built { sha256, .. } = outcome else {
                 panic!("{what} ({stored}, {target}): {outcome:?}")
             };
             let raw = folder.raw_of(&name, target);
@@ -263,7 +263,7 @@ fn a_build_in_place_keeps_holes() {
         writer.finish().unwrap();
     }
     std::fs::rename(&sparse, folder.path(&folder.full_name())).unwrap();
-    assert!(matches!(folder.build(false), Outcome::Built { .. }));
+    assert!(matches!(folder.build(false), BuildOutcome::Built { .. }));
     let name = folder.target(false).file_name("vm");
     let allocated = std::fs::metadata(folder.path(&name)).unwrap().blocks() * 512;
     // MIB + 12345 bytes, of which 8 KiB were written as zeros and 12345 zeroed.
@@ -325,9 +325,7 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             let dir = folder.dir.path();
             let marker = interrupted(&folder, &streams, applied);
             let working = folder.path(&marker.working);
-            let mode = std::fs::metadata(folder.path(ADVANCE_MARKER))
-                .unwrap()
-                .mode();
+            let mode = std::fs::metadata(folder.path(SLIDE_MARKER)).unwrap().mode();
             assert_eq!(mode & 0o777, 0o600);
             let outcome = finish(
                 &LocalFolder::at(dir),
@@ -338,14 +336,14 @@ fn an_interrupted_build_in_place_is_finished_by_applying_the_diffs_again() {
             )
             .unwrap();
             assert!(
-                matches!(outcome, Outcome::Built { .. }),
+                matches!(outcome, BuildOutcome::Built { .. }),
                 "{what}: {outcome:?}"
             );
             assert!(
                 folder.raw_of(&marker.target, false) == folder.expected(),
                 "{what}, {applied}"
             );
-            assert!(!folder.path(ADVANCE_MARKER).exists());
+            assert!(!folder.path(SLIDE_MARKER).exists());
             assert!(!working.exists());
         }
     }
@@ -388,7 +386,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
         ),
         (
             "the marker rewritten without a seal",
-            |f, m| std::fs::write(f.path(ADVANCE_MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
+            |f, m| std::fs::write(f.path(SLIDE_MARKER), serde_json::to_vec(m).unwrap()).unwrap(),
             "carries no seal",
         ),
         (
@@ -415,7 +413,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
             &marker.working,
             Some(&key()),
         );
-        let Ok(Outcome::Unproven(why)) = outcome else {
+        let Ok(BuildOutcome::Unproven(why)) = outcome else {
             panic!("{what}: {outcome:?}")
         };
         assert!(why.contains(says), "{what}: {why}");
@@ -435,7 +433,7 @@ fn a_resumed_build_proves_its_working_file_and_its_marker() {
         )
         .unwrap();
         assert!(
-            matches!(outcome, Outcome::Unproven(_)),
+            matches!(outcome, BuildOutcome::Unproven(_)),
             "{what}: {outcome:?}"
         );
     }
@@ -490,7 +488,7 @@ fn files_that_cannot_be_proven_are_left_alone() {
             spoil(&folder);
             let before = folder.names();
             let outcome = folder.build(target);
-            let Outcome::Unproven(why) = outcome else {
+            let BuildOutcome::Unproven(why) = outcome else {
                 panic!("{what}: {outcome:?}")
             };
             assert!(why.contains(says), "{what}: {why}");
@@ -518,7 +516,7 @@ fn a_marker_that_is_not_ours_is_not_used() {
         )
         .unwrap();
         assert!(
-            matches!(&outcome, Outcome::Unproven(why) if why.contains(says)),
+            matches!(&outcome, BuildOutcome::Unproven(why) if why.contains(says)),
             "{outcome:?}"
         );
     };
@@ -529,12 +527,12 @@ fn a_marker_that_is_not_ours_is_not_used() {
             "carries no seal",
         ),
     ] {
-        std::fs::write(dir.path().join(ADVANCE_MARKER), text).unwrap();
+        std::fs::write(dir.path().join(SLIDE_MARKER), text).unwrap();
         assert_unproven(says);
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
-        dir.path().join(ADVANCE_MARKER),
+        dir.path().join(SLIDE_MARKER),
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
@@ -554,7 +552,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
     let file = BackupFile::full(Folder::snap(1), false);
     let target = file.file_name("vm");
     let working = working_name(&target);
-    for name in [&working, &ADVANCE_MARKER.to_string(), &target] {
+    for name in [&working, &SLIDE_MARKER.to_string(), &target] {
         std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
     }
     let outcome = finish(
@@ -565,7 +563,7 @@ fn a_build_whose_target_was_written_meanwhile_is_cleared_not_finished() {
         Some(&key()),
     )
     .unwrap();
-    assert_eq!(outcome, Outcome::Obsolete);
+    assert_eq!(outcome, BuildOutcome::Obsolete);
     assert_eq!(names_in(dir.path()), std::slice::from_ref(&target));
     assert_eq!(
         std::fs::read(dir.path().join(&target)).unwrap(),

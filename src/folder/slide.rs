@@ -1,5 +1,6 @@
-//! Advancing a full backup to a later snapshot with the diffs in the folder, so that a window
-//! slide never reads the cluster for its new base.
+//! The window slide in the folder: a full backup advanced to a later snapshot with the diffs
+//! beside it, so that a slide never reads the cluster for its new base (the plan's
+//! `Step::SlideBase`).
 //!
 //! The new base `S.full` is what `rbd export` of S writes: the old base with every diff leading
 //! to S replayed onto it (writes and zero records are absolute, each size record sets the
@@ -9,7 +10,7 @@
 //! the finished file is hashed for its own checksum file like every file the tool writes.
 //!
 //! Uncompressed to uncompressed, the old base is changed in place, with the diff files as the
-//! journal. Before the first byte changes, a marker ([`ADVANCE_MARKER`]) is written and synced naming
+//! journal. Before the first byte changes, a marker ([`SLIDE_MARKER`]) is written and synced naming
 //! the old file, the target, the diffs with their checksums, and how many diffs are applied;
 //! then the old base is renamed to a hidden working name ([`naming::WORKING_PREFIX`] + the target's
 //! name). From that moment no reader sees it: `list`, `verify`, `restore` and the planner only
@@ -53,7 +54,7 @@ use crate::folder::format::write::{
     self, Compressor, DataOfExtents, Hashing, Member, SparseMap, SparseMapBuilder,
 };
 use crate::folder::naming::{
-    self, checksum_name, working_name, BackupFile, Compression, ADVANCE_MARKER,
+    self, checksum_name, working_name, BackupFile, Compression, SLIDE_MARKER,
 };
 use crate::folder::read::{self, Limit, Limits};
 use crate::folder::record::seal::{self, SealKey};
@@ -106,7 +107,7 @@ struct Marker {
 
 /// What a build achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum BuildOutcome {
     /// The new base is there under its final name, with its checksum file.
     Built { size: u64, sha256: String },
     /// It could not be built from the folder, for this reason; the cluster must serve it. When
@@ -132,10 +133,10 @@ pub fn build(
     diffs: &[String],
     compressor: Option<&Compressor>,
     key: &SealKey,
-) -> Result<Outcome> {
+) -> Result<BuildOutcome> {
     let (old, proven) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
-        Err(why) => return Ok(Outcome::Unproven(why)),
+        Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
     let target = file.file_name(image);
     if !old.file.compressed() && !file.compressed() {
@@ -192,7 +193,7 @@ pub fn would_finish(
     let target = file.file_name(image);
     match read_marker(dir, image, key) {
         Ok(marker) if marker.working == working && marker.target == target => None,
-        Ok(_) => Some(format!("{ADVANCE_MARKER} describes another build")),
+        Ok(_) => Some(format!("{SLIDE_MARKER} describes another build")),
         Err(why) => Some(why),
     }
 }
@@ -230,32 +231,32 @@ fn prepare(
 
 /// Finishes the build in place that an interrupted run left: `working` is its working file. The
 /// marker must carry a seal under `key`, and the finished file must be the one the marker's
-/// proven inputs give; else the outcome is [`Outcome::Unproven`].
+/// proven inputs give; else the outcome is [`BuildOutcome::Unproven`].
 pub fn finish(
     folder: &LocalFolder,
     image: &str,
     file: &BackupFile,
     working: &str,
     key: Option<&SealKey>,
-) -> Result<Outcome> {
+) -> Result<BuildOutcome> {
     let dir = &folder.path();
     let target = file.file_name(image);
     if folder.kind_of(&target).is_ok() {
         discard(folder, working, &target)?;
-        return Ok(Outcome::Obsolete);
+        return Ok(BuildOutcome::Obsolete);
     }
     let Some(key) = key else {
-        return Ok(Outcome::Unproven(format!(
-            "{ADVANCE_MARKER} cannot be checked: this host has no record key"
+        return Ok(BuildOutcome::Unproven(format!(
+            "{SLIDE_MARKER} cannot be checked: this host has no record key"
         )));
     };
     let marker = match read_marker(dir, image, Some(key)) {
         Ok(marker) => marker,
-        Err(why) => return Ok(Outcome::Unproven(why)),
+        Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
     if marker.working != working || marker.target != target {
-        return Ok(Outcome::Unproven(format!(
-            "{ADVANCE_MARKER} describes the build of {} in {}, not of {target} in {working}",
+        return Ok(BuildOutcome::Unproven(format!(
+            "{SLIDE_MARKER} describes the build of {} in {}, not of {target} in {working}",
             escaped(&marker.target),
             escaped(&marker.working)
         )));
@@ -272,7 +273,7 @@ pub fn finish(
 /// Removes what a build that was not finished leaves once its target was written another way:
 /// the old base `from`, the working file it may have become, and the marker.
 pub fn discard(folder: &LocalFolder, from: &str, target: &str) -> Result<()> {
-    folder.remove_present(&[from, &working_name(target), ADVANCE_MARKER])
+    folder.remove_present(&[from, &working_name(target), SLIDE_MARKER])
 }
 
 fn stored(name: &str, file: BackupFile) -> FolderFile {
@@ -367,11 +368,11 @@ fn build_in_place(
     target: &str,
     diffs: &[ProvenDiff],
     key: &SealKey,
-) -> Result<Outcome> {
+) -> Result<BuildOutcome> {
     let dir = &folder.path();
     let old_sha256 = match recorded(dir, from) {
         Ok(digest) => digest,
-        Err(why) => return Ok(Outcome::Unproven(why)),
+        Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
     // One pass over the old base proves it against its checksum and, with the diffs laid over
     // it, gives the finished file's checksum too: the file is then read once, not twice.
@@ -391,7 +392,7 @@ fn build_in_place(
             (len == size).then_some(new_sha256)
         }
         Ok((_, facts)) => {
-            return Ok(Outcome::Unproven(format!(
+            return Ok(BuildOutcome::Unproven(format!(
                 "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says \
                  {old_sha256}",
                 escaped(from),
@@ -399,7 +400,12 @@ fn build_in_place(
             )))
         }
         Err(err) if crate::interrupt::received().is_some() => return Err(err),
-        Err(err) => return Ok(Outcome::Unproven(format!("{}: {err:#}", escaped(from)))),
+        Err(err) => {
+            return Ok(BuildOutcome::Unproven(format!(
+                "{}: {err:#}",
+                escaped(from)
+            )))
+        }
     };
     let marker = Marker {
         format: FORMAT,
@@ -439,15 +445,15 @@ fn apply_in_place(
     mut marker: Marker,
     key: &SealKey,
     resumed: bool,
-) -> Result<Outcome> {
+) -> Result<BuildOutcome> {
     let dir = &folder.path();
     let working = dir.join(&marker.working);
     let out = folder.open_in_place(&marker.working)?;
     while marker.applied < marker.diffs.len() {
         let link = marker.diffs[marker.applied].clone();
         let Some(file) = BackupFile::parse(&marker.image, &link.name) else {
-            return Ok(Outcome::Unproven(format!(
-                "{ADVANCE_MARKER} names {}, which is not a diff of {}",
+            return Ok(BuildOutcome::Unproven(format!(
+                "{SLIDE_MARKER} names {}, which is not a diff of {}",
                 escaped(&link.name),
                 marker.image
             )));
@@ -456,13 +462,13 @@ fn apply_in_place(
         match recorded(dir, &link.name) {
             Ok(digest) if digest == link.sha256 => {}
             Ok(digest) => {
-                return Ok(Outcome::Unproven(format!(
+                return Ok(BuildOutcome::Unproven(format!(
                     "the checksum file of {} says {digest}, not {} as when the build started",
                     escaped(&link.name),
                     link.sha256
                 )))
             }
-            Err(why) => return Ok(Outcome::Unproven(why)),
+            Err(why) => return Ok(BuildOutcome::Unproven(why)),
         }
         let applied = rebuild::apply_link(
             dir,
@@ -475,7 +481,7 @@ fn apply_in_place(
             Ok(_) => {}
             Err(err) if err.downcast_ref::<TargetFailed>().is_some() => return Err(err),
             Err(err) if crate::interrupt::received().is_some() => return Err(err),
-            Err(err) => return Ok(Outcome::Unproven(format!("{err:#}"))),
+            Err(err) => return Ok(BuildOutcome::Unproven(format!("{err:#}"))),
         }
         rebuild::sync(&out, &marker.working)?;
         marker.applied += 1;
@@ -489,7 +495,7 @@ fn apply_in_place(
     let sha256 = if resumed {
         match prove_working(&working, &marker) {
             Ok(sha256) => sha256,
-            Err(why) => return Ok(Outcome::Unproven(why)),
+            Err(why) => return Ok(BuildOutcome::Unproven(why)),
         }
     } else {
         match marker.new_sha256.clone().filter(|_| length == marker.size) {
@@ -530,8 +536,8 @@ fn apply_in_place(
             target.display()
         )
     })?;
-    folder.remove(ADVANCE_MARKER)?;
-    Ok(Outcome::Built {
+    folder.remove(SLIDE_MARKER)?;
+    Ok(BuildOutcome::Built {
         size: length,
         sha256,
     })
@@ -542,7 +548,7 @@ fn apply_in_place(
 fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
     let Some(expected) = &marker.new_sha256 else {
         return Err(format!(
-            "{ADVANCE_MARKER} records no checksum of the finished file, so {} cannot be proven",
+            "{SLIDE_MARKER} records no checksum of the finished file, so {} cannot be proven",
             escaped(&marker.working)
         ));
     };
@@ -581,11 +587,11 @@ fn build_streaming(
     image: &str,
     diffs: Vec<ProvenDiff>,
     compressor: Option<&Compressor>,
-) -> Result<Outcome> {
+) -> Result<BuildOutcome> {
     let dir = &folder.path();
     let old_sha256 = match recorded(dir, &old.name) {
         Ok(digest) => digest,
-        Err(why) => return Ok(Outcome::Unproven(why)),
+        Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
     let size = diffs.last().map_or(0, |d| d.size);
     // An archive's sparse map comes before its data: a first pass over the merged image finds
@@ -602,7 +608,7 @@ fn build_streaming(
                 Ok((map, _)) => Some(map),
                 Err(err) if crate::interrupt::received().is_some() => return Err(err),
                 Err(err) => {
-                    return Ok(Outcome::Unproven(format!(
+                    return Ok(BuildOutcome::Unproven(format!(
                         "{}: {err:#}",
                         escaped(&old.name)
                     )))
@@ -642,14 +648,14 @@ fn build_streaming(
         Ok(written) => written,
         Err(err) if crate::interrupt::received().is_some() => return Err(err),
         Err(err) => {
-            return Ok(Outcome::Unproven(format!(
+            return Ok(BuildOutcome::Unproven(format!(
                 "{}: {err:#}",
                 escaped(&old.name)
             )))
         }
     };
     if facts.sha256 != old_sha256 {
-        return Ok(Outcome::Unproven(format!(
+        return Ok(BuildOutcome::Unproven(format!(
             "{}: checksum mismatch: the file's SHA-256 is {}, its .sha256 file says {old_sha256}",
             escaped(&old.name),
             facts.sha256
@@ -657,7 +663,7 @@ fn build_streaming(
     }
     let size = folder.publish(pending, &sha256, false)?.size;
     folder.remove(&old.name)?;
-    Ok(Outcome::Built { size, sha256 })
+    Ok(BuildOutcome::Built { size, sha256 })
 }
 
 /// The old base's raw stream with every diff laid over it in turn: the new base's image.
@@ -728,13 +734,13 @@ fn write_checksum(folder: &LocalFolder, target: &str, sha256: &str) -> Result<()
 
 fn write_marker(folder: &LocalFolder, marker: &Marker, key: &SealKey) -> Result<()> {
     let text = seal::seal(key, MARKER_KIND, marker).context("cannot encode the marker")?;
-    folder.put(ADVANCE_MARKER, &text, Sharing::Private)
+    folder.put(SLIDE_MARKER, &text, Sharing::Private)
 }
 
 /// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
 /// cannot be used.
 fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
-    let path = dir.join(ADVANCE_MARKER);
+    let path = dir.join(SLIDE_MARKER);
     let shown = path.display();
     let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
     let meta = file.metadata().map_err(|err| format!("{shown}: {err}"))?;
