@@ -802,7 +802,7 @@ fn the_summary_gives_the_duration_for_people() {
         (7380.0, "2 h 03 min"),
     ] {
         assert_eq!(
-            super::human_duration(Duration::from_secs_f64(seconds)),
+            super::outcome::human_duration(Duration::from_secs_f64(seconds)),
             shown
         );
     }
