@@ -491,7 +491,11 @@ impl<'a> Section<'a> {
         }
         let images = self.images().map_err(whole)?;
         destination
-            .record_once(self.mode, (self.options.now)(), self.job.file_access())
+            .record_once(
+                self.checking(),
+                (self.options.now)(),
+                self.job.file_access(),
+            )
             .map_err(whole)?;
         Ok(images)
     }

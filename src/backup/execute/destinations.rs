@@ -14,7 +14,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use super::{cluster_failed, Mode, Section};
+use super::{cluster_failed, Section};
 use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
 use crate::folder::access::FileAccess;
@@ -67,13 +67,18 @@ impl DestinationUse {
     /// In a real run, the first section to start writes the record (unless it is there and
     /// believed; readable as `access` says) and notes the destination in the host's memory;
     /// check mode only says so.
-    pub fn record_once(&self, mode: Mode, now: DateTime<Utc>, access: FileAccess) -> Result<()> {
+    pub fn record_once(
+        &self,
+        checking: bool,
+        now: DateTime<Utc>,
+        access: FileAccess,
+    ) -> Result<()> {
         let Ok(ready) = &self.decision else {
             return Ok(());
         };
         let shown = self.path.display();
         let rewrite = ready.how != Use::Recorded && !ready.leave_record;
-        if mode == Mode::Check {
+        if checking {
             if rewrite {
                 info!(
                     "destination {shown} has no cephbackup record yet; a real run writes one ({})",
@@ -128,7 +133,7 @@ impl DestinationUse {
 /// warnings that cost (records not believed, records that cannot be written).
 pub(super) fn prepare(sections: &[Section], state_dir: &Path) -> usize {
     let mut warnings = 0;
-    let access = if sections.iter().any(|s| s.mode == Mode::Run) {
+    let access = if sections.iter().any(|s| !s.checking()) {
         Access::ReadWrite
     } else {
         Access::ReadOnly

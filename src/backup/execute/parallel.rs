@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Mutex, PoisonError};
 
-use super::{ImageDone, Mode, RunOutcome, Section, SectionFailed};
+use super::{ImageDone, RunOutcome, Section, SectionFailed};
 use crate::interrupt;
 use crate::out;
 use crate::output::capture;
@@ -36,7 +36,7 @@ pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) 
         if interrupt::received().is_some() {
             break;
         }
-        outcome.checked_only &= section.mode == Mode::Check;
+        outcome.checked_only &= section.checking();
         let (started, text) = capture::stdout(|| {
             section.print_header();
             section.start()
