@@ -34,6 +34,52 @@ fn check_mode_on_a_first_run_changes_nothing() {
     assert!(!w.image_dir("a").exists());
 }
 
+/// `text` with what differs from run to run (the pool, the folders, the snapshot names) named
+/// instead.
+fn stable_transcript(w: &World, conf: &std::path::Path, text: &str) -> String {
+    let mut text = text
+        .replace(&w.dest.display().to_string(), "[DEST]")
+        .replace(&cluster().conf.display().to_string(), "[CEPH_CONF]")
+        .replace(&conf.display().to_string(), "[CONF]")
+        .replace(&w.pool, "[POOL]");
+    while let Some(at) = text.find("BACKUPUTC2") {
+        text.replace_range(at..at + "BACKUPUTC20261203T081500".len(), "[SNAPSHOT]");
+    }
+    if let Some(start) = text.find(" written in ") {
+        let from = start + " written in ".len();
+        let end = from + text[from..].find(" (").unwrap();
+        text.replace_range(from..end, "[DURATION]");
+    }
+    text
+}
+
+/// What check mode prints, word for word, for a first incremental run and the full-mode run
+/// that follows a backup: the original's lines, the `rbd` commands a real run would run, and
+/// nothing else on stdout.
+#[test]
+fn check_mode_transcripts_stay_word_for_word() {
+    let w = World::new();
+    w.create_image("a", 8 * MIB, 73);
+    let conf = w.config("images = a\nbackup mode = incremental\ncompress = yes");
+    let first = assert_changes_nothing(&w, "a", &conf, &["--check"]);
+    insta::assert_snapshot!(
+        "first_incremental_run",
+        stable_transcript(&w, &conf, &first.stdout)
+    );
+    let full = w.config_named(
+        "full.conf",
+        &w.dest,
+        "images = a\nbackup mode = full\nkeep last = 1",
+    );
+    w.backup(&full).success();
+    next_second();
+    let again = assert_changes_nothing(&w, "a", &full, &["--check"]);
+    insta::assert_snapshot!(
+        "full_run_after_a_full",
+        stable_transcript(&w, &full, &again.stdout)
+    );
+}
+
 #[test]
 fn check_mode_in_full_mode_prints_the_banner_and_changes_nothing() {
     let w = World::new();

@@ -30,21 +30,33 @@ pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         // A fresh folder, never one named after this process: process ids are reused, and a
         // folder left by an earlier test binary with the same id would stop this one starting.
-        let dir = tempfile::Builder::new()
-            .prefix("cephbackup-test-cluster-")
-            .tempdir()
-            .expect("a folder for the test cluster")
-            .keep();
+        // A start that fails (a port taken between the check and the monitor's bind) is tried
+        // again in a new folder.
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-sandbox");
-        let out = Command::new(script)
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/ceph-sandbox");
-        assert!(out.status.success(), "the test cluster did not start");
+        let start = || {
+            let dir = tempfile::Builder::new()
+                .prefix("cephbackup-test-cluster-")
+                .tempdir()
+                .expect("a folder for the test cluster")
+                .keep();
+            let out = Command::new(&script)
+                .arg("start")
+                .arg(&dir)
+                .arg(std::process::id().to_string())
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run scripts/ceph-sandbox");
+            if !out.status.success() {
+                // Whatever daemon did start goes with its folder.
+                let _ = Command::new(&script).arg("stop").arg(&dir).status();
+            }
+            out
+        };
+        let out = (0..3)
+            .map(|_| start())
+            .find(|out| out.status.success())
+            .expect("the test cluster did not start (three tries)");
         let conf = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Cluster { conf: conf.into() }
     })
