@@ -489,8 +489,14 @@ impl<'s> ImageRun<'s> {
             bail!("internal error: a record written for a destination that was refused");
         };
         // Only a state opened read-only before any run made the key lacks one: every section is
-        // in check mode, and its door would take the record and keep nothing anyway.
-        if let (false, Some(key)) = (self.record_blocked, state.key()) {
+        // in check mode, and its door would take the record and keep nothing anyway. A real run
+        // without a key would leave its snapshots unrecorded: that is a bug, said as one.
+        let key = match state.key() {
+            Some(key) => Some(key),
+            None if self.section.checking() => None,
+            None => bail!("internal error: no record key in a real run"),
+        };
+        if let (false, Some(key)) = (self.record_blocked, key) {
             let written =
                 record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
             match written {
