@@ -107,3 +107,15 @@ pub(crate) fn mkfifo(path: impl AsRef<Path>) {
     )
     .unwrap();
 }
+
+/// [`crate::folder::read::read_raw`] of the file at `path`, through the door of its folder.
+pub(crate) fn read_raw_at<T>(
+    path: &Path,
+    compression: crate::folder::naming::Compression,
+    limit: &crate::folder::read::Limit,
+    consume: impl FnOnce(&mut dyn io::Read) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, crate::folder::read::Facts)> {
+    let folder = crate::folder::door::LocalFolder::at(path.parent().expect("a file in a folder"));
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    crate::folder::read::read_raw(&folder, &name, compression, limit, consume)
+}

@@ -66,8 +66,8 @@ use crate::folder::naming::{
 };
 use crate::folder::read;
 use crate::folder::record::{self, Blocked, Completed, ImageRecord};
+use crate::folder::shared::EntryKind;
 use crate::folder::slide;
-use crate::folder::untrusted;
 use crate::outln;
 use crate::output::{escaped, human_bytes};
 use crate::report::{

@@ -59,7 +59,10 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                 job.pool,
                 kind.described()
             ),
-            Destination::Recorded => match record::read_destination_record(dest, state.key()) {
+            Destination::Recorded => match record::read_destination_record(
+                &crate::folder::door::LocalFolder::at(dest),
+                state.key(),
+            ) {
                 Ok(id) => id,
                 Err(unusable) => {
                     warn!("{}: {}; it is replaced", unusable.path, unusable.problem);

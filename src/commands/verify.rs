@@ -29,6 +29,7 @@ use crate::cluster::rbd::{spec, ClusterOps, Op, Rbd};
 use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::config::Config;
 use crate::folder::chain::{FolderFile, Layout};
+use crate::folder::door::Door;
 use crate::folder::format::diffstream::DiffReader;
 use crate::folder::format::rebuild;
 use crate::folder::format::write::Hashing;
@@ -255,7 +256,7 @@ fn verify_image(
         let path = dir.join(&finding.name).display().to_string();
         report.problem(path, severity, finding.message.clone());
     }
-    let limits = Limits::learn(&dir, layout);
+    let limits = Limits::learn(&folder.dir, layout);
     // Each file found bad, with its first error: that line also says what it costs.
     let mut bad: Vec<(&str, usize)> = Vec::new();
     for stored in &layout.files {
@@ -265,7 +266,7 @@ fn verify_image(
         info!("checking {}", escaped(&stored.name));
         let before = report.problems.len();
         check_file(
-            &dir,
+            &folder.dir,
             &layout.image,
             stored,
             &limits,
@@ -322,15 +323,14 @@ fn name_unusable_points(layout: &Layout, bad: &[(&str, usize)], report: &mut Ima
 
 /// Reads one file whole: checksum, archive shape, diff structure and names.
 fn check_file(
-    dir: &Path,
+    dir: &dyn Door,
     image: &str,
     stored: &FolderFile,
     limits: &Limits,
     strict: bool,
     report: &mut ImageVerdict,
 ) {
-    let path = dir.join(&stored.name);
-    let shown = path.display().to_string();
+    let shown = dir.location_of(&stored.name).display().to_string();
     let recorded = match &stored.checksum {
         None => {
             let severity = if strict {
@@ -357,18 +357,24 @@ fn check_file(
             }
         },
     };
-    let read = read::read_raw(&path, stored.file.compression, &limits.of(stored), |raw| {
-        if stored.file.is_full() {
-            io::copy(raw, &mut io::sink())?;
-            return Ok(());
-        }
-        // The header is checked before any record is read: its size bounds the payload.
-        let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
-        read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
-        while diff.next_record()?.is_some() {}
-        diff.finish()?;
-        Ok(())
-    });
+    let read = read::read_raw(
+        dir,
+        &stored.name,
+        stored.file.compression,
+        &limits.of(stored),
+        |raw| {
+            if stored.file.is_full() {
+                io::copy(raw, &mut io::sink())?;
+                return Ok(());
+            }
+            // The header is checked before any record is read: its size bounds the payload.
+            let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
+            read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
+            while diff.next_record()?.is_some() {}
+            diff.finish()?;
+            Ok(())
+        },
+    );
     if interrupt::received().is_some() {
         // Whatever failed, failed because of the signal; the run ends without a verdict.
         return;
@@ -471,7 +477,7 @@ fn check_source(
     };
     info!("rebuilding {} from {} file(s)", escaped(&at), route.len());
     let snapshot = (pool, image, point.as_str());
-    match compare(&folder.dir.path(), &route, limits, rbd, snapshot) {
+    match compare(&folder.dir, &route, limits, rbd, snapshot) {
         Ok((rebuilt, cluster)) => {
             let matches = rebuilt == cluster;
             if !matches {
@@ -498,7 +504,7 @@ fn check_source(
 /// SHA-256 of the point rebuilt from `route` and of the cluster's export of `snapshot` (pool,
 /// image, snapshot), computed side by side.
 fn compare(
-    dir: &Path,
+    dir: &dyn Door,
     route: &[&FolderFile],
     limits: &Limits,
     rbd: &dyn ClusterOps,
@@ -567,9 +573,10 @@ mod tests {
         for finding in &layout.findings {
             report.problem(&finding.name, Severity::Error, finding.message.clone());
         }
-        let limits = Limits::learn(dir, &layout);
+        let folder = crate::folder::door::LocalFolder::at(dir);
+        let limits = Limits::learn(&folder, &layout);
         for stored in &layout.files {
-            check_file(dir, "vm", stored, &limits, strict, &mut report);
+            check_file(&folder, "vm", stored, &limits, strict, &mut report);
         }
         report
             .problems

@@ -12,9 +12,11 @@
 //! same pass that restores or verifies the file, and the archive's shape is checked too: exactly
 //! one regular member whose length matches its header, nothing after the end of the archive.
 //!
-//! Nothing in a destination is trusted. Every file is opened through
-//! [`untrusted::open_regular`], so a symlink, FIFO, device or folder named like a backup file is
-//! reported as what it is and never read, and [`scan`] keeps such entries out of the chains. A
+//! Every file is read through the folder's [`Door`], so the same readers serve any kind of
+//! destination. Nothing in a destination is trusted: a door opens only regular files (a local
+//! folder through [`untrusted::open_regular`]), so a symlink, FIFO, device or folder named like a
+//! backup file is reported as what it is and never read, and [`scan`] keeps such entries out of
+//! the chains. A
 //! raw stream's length is checked before any of it is read ([`Limits`]): a full backup may be no
 //! larger than the image at its own snapshot, as a diff ending at that snapshot records it (a
 //! full without a checksum file must be exactly that long); a proven full whose size nothing
@@ -28,9 +30,9 @@
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
+
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
@@ -39,7 +41,7 @@ use tracing::debug;
 
 use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FolderFile, Layout};
-use crate::folder::door::Door;
+use crate::folder::door::{Door, Opened};
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::format::untar::{self, MemberHeader};
 use crate::folder::format::write::Hashing;
@@ -160,7 +162,7 @@ pub struct Limits {
 impl Limits {
     /// Reads the header of every diff in `layout` (a few KiB each). A diff whose header cannot
     /// be read tells nothing here; it is reported when it is read itself.
-    pub fn learn(dir: &Path, layout: &Layout) -> Limits {
+    pub fn learn(dir: &dyn Door, layout: &Layout) -> Limits {
         let mut limits = Limits::default();
         let mut sizes: HashMap<usize, u64> = HashMap::new();
         for (index, diff) in layout.files.iter().enumerate() {
@@ -170,13 +172,15 @@ impl Limits {
             if interrupt::received().is_some() {
                 return limits;
             }
-            let path = dir.join(&diff.name);
-            match peek_diff_header(&path, diff.file.compression) {
+            match peek_diff_header(dir, &diff.name, diff.file.compression) {
                 Ok(header) if header.size <= MAX_IMAGE_BYTES => {
                     sizes.insert(index, header.size);
                 }
                 Ok(_) => {}
-                Err(err) => debug!("no image size from {}: {err:#}", escaped_path(&path)),
+                Err(err) => debug!(
+                    "no image size from {}: {err:#}",
+                    escaped_path(&dir.location_of(&diff.name))
+                ),
             }
         }
         for full in layout.files.iter().filter(|f| f.file.is_full()) {
@@ -368,10 +372,10 @@ impl<R: Read> Read for FirstError<R> {
     }
 }
 
-/// Opens a file of a destination for reading: a regular file, never through a symlink. The
-/// error says what the entry is instead, or why it cannot be opened; it does not name the path.
-fn open(path: &Path) -> Result<File> {
-    untrusted::open_regular(path).map_err(|err| {
+/// The file `name` of `dir` opened for reading: a regular file, never through a symlink. The
+/// error says what the entry is instead, or why it cannot be opened; it does not name the file.
+fn open(dir: &dyn Door, name: &str) -> Result<Opened> {
+    dir.open(name).map_err(|err| {
         if untrusted::is_not_regular(&err) {
             anyhow::Error::new(err)
         } else {
@@ -380,29 +384,26 @@ fn open(path: &Path) -> Result<File> {
     })
 }
 
-/// Opens the stored file at `path` and hands its raw stream to `consume`, which should read it
-/// to the end. The stream's declared length is checked against `limit` first. Afterwards the rest
-/// of the file is read too, so the digest covers every byte, and the archive's shape is checked.
-/// Errors do not name the file; callers add it.
+/// What a stored file is read through: its bytes counted and hashed as they pass.
+type Source = Counting<Hashing<progress::Reader<Box<dyn Read + Send>>>>;
+
+/// Opens the stored file `name` of `dir` and hands its raw stream to `consume`, which should
+/// read it to the end. The stream's declared length is checked against `limit` first.
+/// Afterwards the rest of the file is read too, so the digest covers every byte, and the
+/// archive's shape is checked. Errors do not name the file; callers add it.
 pub fn read_raw<T>(
-    path: &Path,
+    dir: &dyn Door,
+    name: &str,
     compression: Compression,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
-    let file = open(path)?;
-    // The file was opened as a regular file, so its length is what will be read (the holes
-    // of a sparse file read as zeros, and cost time all the same).
-    let len = file
-        .metadata()
-        .context("cannot read the file's length")?
-        .len();
+    let Opened { reader, len } = open(dir, name)?;
     if !compression.is_compressed() {
         limit.check("the file holds", len)?;
     }
     // On a terminal, a bar of the file's bytes (verify and restore read every file whole).
-    let name = path.file_name().map(|n| escaped_path(Path::new(n)));
-    let file = progress::reader(file, Some(len), name.as_deref().unwrap_or_default());
+    let file = progress::reader(reader, Some(len), &escaped(name));
     let counted = Counting {
         inner: Hashing::new(file),
         count: 0,
@@ -465,7 +466,7 @@ impl<R: BufRead> Read for Decompressed<R> {
 }
 
 fn read_plain<T>(
-    counted: Counting<Hashing<progress::Reader<File>>>,
+    counted: Source,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
     let mut buffered = BufReader::with_capacity(BUFFER, StopOnSignal(counted));
@@ -503,7 +504,7 @@ fn first_member(archive: &mut impl Read) -> Result<MemberHeader> {
 }
 
 fn read_archive<T>(
-    counted: Counting<Hashing<progress::Reader<File>>>,
+    counted: Source,
     compression: Compression,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
@@ -577,22 +578,24 @@ fn read_archive<T>(
     ))
 }
 
-/// Opens the stored file at `path`, checks the raw stream's declared length against `limit`
-/// (when given) and hands the start of the stream to `peek`, which reads only a little of it.
+/// Opens the stored file `name` of `dir`, checks the raw stream's declared length against
+/// `limit` (when given) and hands the start of the stream to `peek`, which reads only a little
+/// of it.
 fn open_start<T>(
-    path: &Path,
+    dir: &dyn Door,
+    name: &str,
     compression: Compression,
     limit: Option<&Limit>,
     peek: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
-    let file = open(path)?;
+    let Opened { reader, len } = open(dir, name)?;
     if !compression.is_compressed() {
         if let Some(limit) = limit {
-            limit.check("the file holds", file.metadata()?.len())?;
+            limit.check("the file holds", len)?;
         }
-        return peek(&mut StopOnSignal(file));
+        return peek(&mut StopOnSignal(reader));
     }
-    let decompressed = Decompressed::new(BufReader::new(file), compression)?;
+    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
     let mut metered = Metered {
         inner: decompressed,
         allowance: Rc::new(Cell::new(Some((
@@ -611,10 +614,14 @@ fn open_start<T>(
     peek(&mut header.data(&mut metered))
 }
 
-/// The header of the diff stored at `path`, reading no more than the header (and, compressed,
-/// the archive's headers before it).
-pub fn peek_diff_header(path: &Path, compression: Compression) -> Result<DiffHeader> {
-    open_start(path, compression, None, |raw| {
+/// The header of the diff stored as `name` in `dir`, reading no more than the header (and,
+/// compressed, the archive's headers before it).
+pub fn peek_diff_header(
+    dir: &dyn Door,
+    name: &str,
+    compression: Compression,
+) -> Result<DiffHeader> {
+    open_start(dir, name, compression, None, |raw| {
         let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
         Ok(DiffReader::new(reader)?.header().clone())
     })
@@ -623,27 +630,32 @@ pub fn peek_diff_header(path: &Path, compression: Compression) -> Result<DiffHea
 /// What can be checked of a file without reading it, before anything is created from it: it and
 /// its checksum file are regular files, its declared length is within `limit`, and a diff's
 /// header names the right snapshots and a believable size. The error names the file.
-pub fn precheck(dir: &Path, stored: &FolderFile, limit: &Limit) -> Result<()> {
+pub fn precheck(dir: &dyn Door, stored: &FolderFile, limit: &Limit) -> Result<()> {
     recorded_digest(dir, &stored.name)?;
-    let path = dir.join(&stored.name);
-    open_start(&path, stored.file.compression, Some(limit), |raw| {
-        if stored.file.is_full() {
-            return Ok(());
-        }
-        let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
-        let diff = DiffReader::new(reader)?;
-        check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)
-    })
-    .with_context(|| escaped_path(&path))
+    open_start(
+        dir,
+        &stored.name,
+        stored.file.compression,
+        Some(limit),
+        |raw| {
+            if stored.file.is_full() {
+                return Ok(());
+            }
+            let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
+            let diff = DiffReader::new(reader)?;
+            check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)
+        },
+    )
+    .with_context(|| escaped_path(&dir.location_of(&stored.name)))
 }
 
 /// The digest recorded for `file_name` in its `.sha256` file in `dir`, or `None` when it has no
 /// such file. The error names the checksum file.
-pub fn recorded_digest(dir: &Path, file_name: &str) -> Result<Option<String>> {
+pub fn recorded_digest(dir: &dyn Door, file_name: &str) -> Result<Option<String>> {
     let name = naming::checksum_name(file_name);
-    let path = dir.join(&name);
+    let path = dir.location_of(&name);
     let shown = || escaped_path(&path);
-    let bytes = match untrusted::read_small(&path, MAX_CHECKSUM_FILE) {
+    let bytes = match dir.read_small(&name, MAX_CHECKSUM_FILE) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return Ok(None),
         Err(err) if untrusted::is_not_regular(&err) => {
@@ -694,8 +706,8 @@ impl Folder {
     /// Leaves out of the routes every full without a checksum file whose length is known to be
     /// wrong, so that a point it offers is reached another way when the folder has one (the
     /// original's chain beside a stray empty `.full`); returns the bounds learnt for what is left.
-    pub fn refuse_wrong_sized(&mut self) -> Limits {
-        let limits = Limits::learn(&self.path, &self.layout);
+    pub fn refuse_wrong_sized(&mut self, dir: &dyn Door) -> Limits {
+        let limits = Limits::learn(dir, &self.layout);
         let refused = limits.wrong_sized(&self.layout);
         if refused.is_empty() {
             return limits;
@@ -703,7 +715,7 @@ impl Folder {
         let names: Vec<&str> = refused.iter().map(|(name, _)| name.as_str()).collect();
         self.layout = self.layout.without(&names);
         self.refused = refused;
-        Limits::learn(&self.path, &self.layout)
+        Limits::learn(dir, &self.layout)
     }
 }
 
@@ -818,7 +830,10 @@ pub fn sparse_bomb(member: &str, declared: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_fixtures::{diff_file, diff_stream, full_file, mkfifo, sha256, S0, S1, S2, S3};
+    use crate::folder::door::LocalFolder;
+    use crate::test_fixtures::{
+        diff_file, diff_stream, full_file, mkfifo, read_raw_at, sha256, S0, S1, S2, S3,
+    };
     use std::io::Write;
 
     /// A gzip'd tar with the given members, each a regular file.
@@ -835,8 +850,8 @@ mod tests {
         builder.into_inner().unwrap().finish().unwrap()
     }
 
-    fn read_all(path: &Path, compressed: bool) -> Result<(Vec<u8>, Facts)> {
-        read_raw(path, compressed.into(), &Limit::absolute(), |raw| {
+    fn read_all(path: &std::path::Path, compressed: bool) -> Result<(Vec<u8>, Facts)> {
+        read_raw_at(path, compressed.into(), &Limit::absolute(), |raw| {
             let mut out = Vec::new();
             raw.read_to_end(&mut out)?;
             Ok(out)
@@ -886,7 +901,7 @@ mod tests {
         let mut data = vec![0u8; 8 << 20];
         data[1 << 20..(1 << 20) + 5000].fill(0xab);
         data[(8 << 20) - 1] = 1;
-        let file = File::create(&raw).unwrap();
+        let file = std::fs::File::create(&raw).unwrap();
         file.set_len(data.len() as u64).unwrap();
         use std::os::unix::fs::FileExt;
         file.write_all_at(&data[1 << 20..(1 << 20) + 5000], 1 << 20)
@@ -969,7 +984,7 @@ mod tests {
             let path = dir.path().join(name);
             let read = |bytes: &[u8]| {
                 std::fs::write(&path, bytes).unwrap();
-                read_raw(&path, compression, &Limit::absolute(), |raw| {
+                read_raw_at(&path, compression, &Limit::absolute(), |raw| {
                     let mut out = Vec::new();
                     raw.read_to_end(&mut out)?;
                     Ok(out)
@@ -1017,13 +1032,21 @@ mod tests {
     #[test]
     fn recorded_digests_are_read_from_the_sidecar() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(recorded_digest(dir.path(), "f").unwrap(), None);
+        assert_eq!(
+            recorded_digest(&LocalFolder::at(dir.path()), "f").unwrap(),
+            None
+        );
         let digest = sha256(b"abc");
-        let mut sidecar = File::create(dir.path().join("f.sha256")).unwrap();
+        let mut sidecar = std::fs::File::create(dir.path().join("f.sha256")).unwrap();
         writeln!(sidecar, "{digest}  f").unwrap();
-        assert_eq!(recorded_digest(dir.path(), "f").unwrap(), Some(digest));
+        assert_eq!(
+            recorded_digest(&LocalFolder::at(dir.path()), "f").unwrap(),
+            Some(digest)
+        );
         std::fs::write(dir.path().join("g.sha256"), "nonsense").unwrap();
-        let err = recorded_digest(dir.path(), "g").unwrap_err().to_string();
+        let err = recorded_digest(&LocalFolder::at(dir.path()), "g")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("g.sha256: "), "{err}");
     }
 
@@ -1037,7 +1060,7 @@ mod tests {
         // Without the check, this reads 2^62 zeros: months.
         let started = std::time::Instant::now();
         let mut consumed = false;
-        let err = read_raw(&path, Compression::Gzip, &Limit::absolute(), |_| {
+        let err = read_raw_at(&path, Compression::Gzip, &Limit::absolute(), |_| {
             consumed = true;
             Ok(())
         })
@@ -1055,7 +1078,7 @@ mod tests {
         );
         assert!(err.ends_with("it is not read"), "{err}");
         // As a diff, the same: no diff stream of a believable image is that long.
-        let err = read_raw(&path, Compression::Gzip, &Limit::diff(), |_| Ok(())).unwrap_err();
+        let err = read_raw_at(&path, Compression::Gzip, &Limit::diff(), |_| Ok(())).unwrap_err();
         assert!(
             format!("{err:#}").contains("the longest diff stream"),
             "{err:#}"
@@ -1085,13 +1108,13 @@ mod tests {
             .unwrap();
         std::fs::write(dir.path().join(&diff), &stream).unwrap();
         let layout = Layout::build("vm", &[full.clone(), diff.clone()]);
-        let limits = Limits::learn(dir.path(), &layout);
+        let limits = Limits::learn(&LocalFolder::at(dir.path()), &layout);
         let limit = limits.of(&layout.files[0]);
         assert_eq!(limit.bytes, 1 << 20);
         for (len, ok) in [(1 << 20, true), ((1 << 20) + 1, false)] {
-            let file = File::create(dir.path().join(&full)).unwrap();
+            let file = std::fs::File::create(dir.path().join(&full)).unwrap();
             file.set_len(len).unwrap();
-            let read = read_raw(&dir.path().join(&full), Compression::None, &limit, |raw| {
+            let read = read_raw_at(&dir.path().join(&full), Compression::None, &limit, |raw| {
                 io::copy(raw, &mut io::sink())?;
                 Ok(())
             });
@@ -1135,25 +1158,25 @@ mod tests {
         // A proven full whose chain only records the size after the shrink: nothing but the
         // absolute bound (its checksum file proves it).
         let layout = Layout::build("vm", &[full1.clone(), sha(&full1), d12.clone()]);
-        let limits = Limits::learn(dir.path(), &layout);
+        let limits = Limits::learn(&LocalFolder::at(dir.path()), &layout);
         assert_eq!(limits.of(&layout.files[0]), Limit::absolute());
         // The same without its checksum file: its chain's largest size, as before.
         let layout = Layout::build("vm", &[full1.clone(), d12.clone()]);
-        let limits = Limits::learn(dir.path(), &layout);
+        let limits = Limits::learn(&LocalFolder::at(dir.path()), &layout);
         assert_eq!(limits.of(&layout.files[0]).bytes, 1 << 20);
         assert!(!limits.of(&layout.files[0]).exact);
         // A diff that ends at the full's snapshot records its size: a bound for a proven full,
         // the exact length of an unproven one (used or not).
         let names = [full0.clone(), sha(&full0), d01.clone(), d12, full1.clone()];
         let layout = Layout::build("vm", &names);
-        let limits = Limits::learn(dir.path(), &layout);
+        let limits = Limits::learn(&LocalFolder::at(dir.path()), &layout);
         let of = |name: &str| limits.of(layout.files.iter().find(|f| f.name == name).unwrap());
         assert_eq!((of(&full1).bytes, of(&full1).exact), (4 << 20, true));
         assert_eq!(of(&full0), Limit::absolute());
         for (len, ok) in [(0, false), (4 << 20, true), ((4 << 20) - 1, false)] {
-            let file = File::create(dir.path().join(&full1)).unwrap();
+            let file = std::fs::File::create(dir.path().join(&full1)).unwrap();
             file.set_len(len).unwrap();
-            let read = read_raw(
+            let read = read_raw_at(
                 &dir.path().join(&full1),
                 Compression::None,
                 &of(&full1),
@@ -1204,7 +1227,7 @@ mod tests {
         // A FIFO as a checksum file would block a plain open() forever.
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         mkfifo(dir.path().join("f.sha256"));
-        let err = recorded_digest(dir.path(), "f").unwrap_err();
+        let err = recorded_digest(&LocalFolder::at(dir.path()), "f").unwrap_err();
         assert_eq!(
             format!("{err:#}"),
             format!(
@@ -1213,7 +1236,7 @@ mod tests {
             )
         );
         std::fs::write(dir.path().join("g.sha256"), vec![b'a'; 70_000]).unwrap();
-        let err = recorded_digest(dir.path(), "g").unwrap_err();
+        let err = recorded_digest(&LocalFolder::at(dir.path()), "g").unwrap_err();
         assert!(format!("{err:#}").contains("is larger than"), "{err:#}");
     }
 

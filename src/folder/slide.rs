@@ -38,8 +38,6 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -155,17 +153,17 @@ pub fn would_build(
     from: &str,
     diffs: &[String],
 ) -> Option<String> {
-    let dir = &folder.location();
     let (old, _) = match prepare(folder, image, file, from, diffs) {
         Ok(prepared) => prepared,
         Err(why) => return Some(why),
     };
-    let expected = match recorded(dir, from) {
+    let expected = match recorded(folder, from) {
         Ok(digest) => digest,
         Err(why) => return Some(why),
     };
     let read = read::read_raw(
-        &dir.join(from),
+        folder,
+        from,
         old.file.compression,
         &Limit::absolute(),
         |raw| Ok(io::copy(raw, &mut io::sink())?),
@@ -184,14 +182,14 @@ pub fn would_build(
 /// What [`finish`] would do, for check mode: `None` when the marker is usable for this build
 /// (the working file itself is proven only when the build is finished).
 pub fn would_finish(
-    dir: &Path,
+    folder: &dyn Door,
     image: &str,
     file: &BackupFile,
     working: &str,
     key: Option<&SealKey>,
 ) -> Option<String> {
     let target = file.file_name(image);
-    match read_marker(dir, image, key) {
+    match read_marker(folder, image, key) {
         Ok(marker) if marker.working == working && marker.target == target => None,
         Ok(_) => Some(format!("{SLIDE_MARKER} describes another build")),
         Err(why) => Some(why),
@@ -239,7 +237,6 @@ pub fn finish(
     working: &str,
     key: Option<&SealKey>,
 ) -> Result<BuildOutcome> {
-    let dir = &folder.path();
     let target = file.file_name(image);
     if folder.kind_of(&target).is_ok() {
         discard(folder, working, &target)?;
@@ -250,7 +247,7 @@ pub fn finish(
             "{SLIDE_MARKER} cannot be checked: this host has no record key"
         )));
     };
-    let marker = match read_marker(dir, image, Some(key)) {
+    let marker = match read_marker(folder, image, Some(key)) {
         Ok(marker) => marker,
         Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
@@ -297,7 +294,7 @@ struct ProvenDiff {
 }
 
 /// The checksum its checksum file records for `name`, or why there is none to use.
-fn recorded(dir: &Path, name: &str) -> Result<String, String> {
+fn recorded(dir: &dyn Door, name: &str) -> Result<String, String> {
     match read::recorded_digest(dir, name) {
         Ok(Some(digest)) => Ok(digest),
         Ok(None) => Err(format!(
@@ -310,30 +307,36 @@ fn recorded(dir: &Path, name: &str) -> Result<String, String> {
 }
 
 fn prove_diff(folder: &dyn Door, stored: &FolderFile) -> Result<ProvenDiff, String> {
-    let dir = &folder.location();
     let name = &stored.name;
-    let expected = recorded(dir, name)?;
-    let path = dir.join(name);
+    let expected = recorded(folder, name)?;
     let failed = |err: anyhow::Error| format!("{}: {err:#}", escaped(name));
-    let (raw, sha256) = if stored.file.compressed() {
-        let (raw, facts) =
-            read::read_raw(&path, stored.file.compression, &Limit::diff(), |member| {
-                let mut copy = folder.scratch()?;
-                io::copy(member, &mut copy)?;
-                Ok(copy)
-            })
-            .map_err(failed)?;
-        (raw, facts.sha256)
-    } else {
-        let file = untrusted::open_regular(&path)
-            .context("cannot open")
-            .map_err(failed)?;
+    let in_place = match stored.file.compressed() {
+        false => folder.open_file(name),
+        true => None,
+    };
+    let (raw, sha256) = if let Some(file) = in_place {
+        let file = file.context("cannot open").map_err(failed)?;
         let mut hashing = Hashing::new(&file);
         let _ = io::copy(&mut hashing, &mut io::sink())
             .context("cannot read")
             .map_err(failed)?;
         let digest = hashing.hex_digest();
         (file, digest)
+    } else {
+        // A copy of the raw stream, which is read more than once.
+        let (raw, facts) = read::read_raw(
+            folder,
+            name,
+            stored.file.compression,
+            &Limit::diff(),
+            |member| {
+                let mut copy = folder.scratch()?;
+                io::copy(member, &mut copy)?;
+                Ok(copy)
+            },
+        )
+        .map_err(failed)?;
+        (raw, facts.sha256)
     };
     if sha256 != expected {
         return Err(format!(
@@ -369,23 +372,17 @@ fn build_in_place(
     diffs: &[ProvenDiff],
     key: &SealKey,
 ) -> Result<BuildOutcome> {
-    let dir = &folder.path();
-    let old_sha256 = match recorded(dir, from) {
+    let old_sha256 = match recorded(folder, from) {
         Ok(digest) => digest,
         Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
     // One pass over the old base proves it against its checksum and, with the diffs laid over
     // it, gives the finished file's checksum too: the file is then read once, not twice.
-    let read = read::read_raw(
-        &dir.join(from),
-        Compression::None,
-        &Limit::absolute(),
-        |raw| {
-            let mut new = Hashing::new(merged(raw, diffs)?);
-            let len = io::copy(&mut new, &mut io::sink())?;
-            Ok((len, new.hex_digest()))
-        },
-    );
+    let read = read::read_raw(folder, from, Compression::None, &Limit::absolute(), |raw| {
+        let mut new = Hashing::new(merged(raw, diffs)?);
+        let len = io::copy(&mut new, &mut io::sink())?;
+        Ok((len, new.hex_digest()))
+    });
     let new_sha256 = match read {
         Ok(((len, new_sha256), facts)) if facts.sha256 == old_sha256 => {
             let size = diffs.last().map_or(0, |d| d.size);
@@ -446,8 +443,7 @@ fn apply_in_place(
     key: &SealKey,
     resumed: bool,
 ) -> Result<BuildOutcome> {
-    let dir = &folder.path();
-    let working = dir.join(&marker.working);
+    let working = folder.file(&marker.working);
     let out = folder.open_in_place(&marker.working)?;
     while marker.applied < marker.diffs.len() {
         let link = marker.diffs[marker.applied].clone();
@@ -459,7 +455,7 @@ fn apply_in_place(
             )));
         };
         // The diff must still be the one proven before the old base was touched.
-        match recorded(dir, &link.name) {
+        match recorded(folder, &link.name) {
             Ok(digest) if digest == link.sha256 => {}
             Ok(digest) => {
                 return Ok(BuildOutcome::Unproven(format!(
@@ -471,7 +467,7 @@ fn apply_in_place(
             Err(why) => return Ok(BuildOutcome::Unproven(why)),
         }
         let applied = rebuild::apply_link(
-            dir,
+            folder,
             &stored(&link.name, file),
             &Limits::default(),
             &out,
@@ -493,7 +489,7 @@ fn apply_in_place(
         .len();
     drop(out);
     let sha256 = if resumed {
-        match prove_working(&working, &marker) {
+        match prove_working(folder, &marker) {
             Ok(sha256) => sha256,
             Err(why) => return Ok(BuildOutcome::Unproven(why)),
         }
@@ -501,11 +497,14 @@ fn apply_in_place(
         match marker.new_sha256.clone().filter(|_| length == marker.size) {
             Some(known) => known,
             None => {
-                let (_, facts) =
-                    read::read_raw(&working, Compression::None, &Limit::absolute(), |raw| {
-                        Ok(io::copy(raw, &mut io::sink())?)
-                    })
-                    .with_context(|| format!("cannot read back {}", working.display()))?;
+                let (_, facts) = read::read_raw(
+                    folder,
+                    &marker.working,
+                    Compression::None,
+                    &Limit::absolute(),
+                    |raw| Ok(io::copy(raw, &mut io::sink())?),
+                )
+                .with_context(|| format!("cannot read back {}", working.display()))?;
                 if facts.raw_bytes != marker.size {
                     bail!(
                         "{} holds {} bytes after the diffs, where the last diff records {}",
@@ -519,8 +518,8 @@ fn apply_in_place(
         }
     };
     write_checksum(folder, &marker.target, &sha256)?;
-    let target = dir.join(&marker.target);
-    match untrusted::kind_of(&target) {
+    let target = folder.file(&marker.target);
+    match folder.kind_of(&marker.target) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", target.display())),
         Ok(kind) => bail!(
@@ -545,16 +544,20 @@ fn apply_in_place(
 
 /// The SHA-256 of the finished working file of a resumed build, when it is the one the marker's
 /// proven inputs give; else why it is not.
-fn prove_working(working: &Path, marker: &Marker) -> Result<String, String> {
+fn prove_working(folder: &LocalFolder, marker: &Marker) -> Result<String, String> {
     let Some(expected) = &marker.new_sha256 else {
         return Err(format!(
             "{SLIDE_MARKER} records no checksum of the finished file, so {} cannot be proven",
             escaped(&marker.working)
         ));
     };
-    let read = read::read_raw(working, Compression::None, &Limit::absolute(), |raw| {
-        Ok(io::copy(raw, &mut io::sink())?)
-    });
+    let read = read::read_raw(
+        folder,
+        &marker.working,
+        Compression::None,
+        &Limit::absolute(),
+        |raw| Ok(io::copy(raw, &mut io::sink())?),
+    );
     let facts = match read {
         Ok((_, facts)) => facts,
         Err(err) => {
@@ -588,8 +591,7 @@ fn build_streaming(
     diffs: Vec<ProvenDiff>,
     compressor: Option<&Compressor>,
 ) -> Result<BuildOutcome> {
-    let dir = &folder.path();
-    let old_sha256 = match recorded(dir, &old.name) {
+    let old_sha256 = match recorded(folder, &old.name) {
         Ok(digest) => digest,
         Err(why) => return Ok(BuildOutcome::Unproven(why)),
     };
@@ -599,7 +601,8 @@ fn build_streaming(
     let map = match compressor {
         Some(_) => {
             let mapped = read::read_raw(
-                &dir.join(&old.name),
+                folder,
+                &old.name,
                 old.file.compression,
                 &Limit::absolute(),
                 |base| data_map(merged(base, &diffs)?, size),
@@ -620,7 +623,8 @@ fn build_streaming(
     let mut pending = folder.stage(target)?;
     let member_name = file.raw_name(image);
     let written = read::read_raw(
-        &dir.join(&old.name),
+        folder,
+        &old.name,
         old.file.compression,
         &Limit::absolute(),
         |base| {
@@ -739,20 +743,18 @@ fn write_marker(folder: &LocalFolder, marker: &Marker, key: &SealKey) -> Result<
 
 /// Reads the marker of `image`'s folder, believed only under its seal; the error says why it
 /// cannot be used.
-fn read_marker(dir: &Path, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
-    let path = dir.join(SLIDE_MARKER);
+fn read_marker(dir: &dyn Door, image: &str, key: Option<&SealKey>) -> Result<Marker, String> {
+    let path = dir.location_of(SLIDE_MARKER);
     let shown = path.display();
-    let file = untrusted::open_regular(&path).map_err(|err| format!("{shown}: {err}"))?;
-    let meta = file.metadata().map_err(|err| format!("{shown}: {err}"))?;
-    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{shown} belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
-    }
-    let bytes =
-        untrusted::read_bounded(file, MAX_MARKER_BYTES).map_err(|err| format!("{shown}: {err}"))?;
+    let bytes = match dir.read_own(SLIDE_MARKER, MAX_MARKER_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let missing = io::Error::from_raw_os_error(libc::ENOENT);
+            return Err(format!("{shown}: {missing}"));
+        }
+        Err(err) if untrusted::is_not_own(&err) => return Err(format!("{shown} {err}")),
+        Err(err) => return Err(format!("{shown}: {err}")),
+    };
     let marker: Marker = seal::open(key, MARKER_KIND, &bytes).map_err(|why| {
         format!("{shown}: {why}; without proof of the build, its working file is not used")
     })?;

@@ -18,6 +18,35 @@ pub use crate::folder::shared::EntryKind;
 #[error("is {}, not a regular file; it is not read", .0.described())]
 pub struct NotRegular(pub EntryKind);
 
+/// The file may have been written by another user: it belongs to one, or others may write it;
+/// carried inside an `io::Error`. What the tool itself wrote and must believe is refused so.
+#[derive(Debug, thiserror::Error)]
+#[error("belongs to uid {uid} with mode {mode:o}, so this run cannot be sure it wrote it")]
+pub struct NotOwn {
+    pub uid: u32,
+    pub mode: u32,
+}
+
+/// Reads `path` whole, within `limit` bytes, when it is a regular file of this process's user
+/// that nobody else may write ([`NotOwn`] otherwise); `None` when it does not exist. The bytes
+/// come through the handle whose owner was checked, not a second open of the path.
+pub fn read_own(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match open_regular(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let meta = file.metadata()?;
+    if meta.uid() != effective_uid() || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::other(NotOwn {
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        }));
+    }
+    read_bounded(file, limit).map(Some)
+}
+
 /// The kind of a path's final component, without following it.
 pub fn kind_of(path: &Path) -> io::Result<EntryKind> {
     Ok(EntryKind::of(std::fs::symlink_metadata(path)?.file_type()))
@@ -68,7 +97,7 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Reads an open file whole, refusing one larger than `limit` bytes.
-pub fn read_bounded(file: File, limit: u64) -> io::Result<Vec<u8>> {
+pub fn read_bounded(file: impl Read, limit: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -78,6 +107,13 @@ pub fn read_bounded(file: File, limit: u64) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// True when `err` says the file may have been written by another user ([`NotOwn`]).
+pub fn is_not_own(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(
+        <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<NotOwn>,
+    )
 }
 
 /// True when `err` says the entry exists but is not a regular file.

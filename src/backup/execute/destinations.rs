@@ -257,7 +257,10 @@ fn look_at(
         Ok(Destination::NotAFolder(kind)) => Folder::WrongKind(kind),
         Ok(Destination::Adoptable) => Folder::Adoptable,
         Ok(Destination::Empty) => Folder::Empty,
-        Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
+        Ok(Destination::Recorded) => match record::read_destination_record(
+            &crate::folder::door::LocalFolder::at(dest),
+            state.key(),
+        ) {
             Ok(Some(id)) => Folder::Recorded(id),
             // Gone since it was looked at: as if it had never been there.
             Ok(None) => Folder::Adoptable,

@@ -10,8 +10,8 @@ impl ImageRun<'_> {
     pub(super) fn proof_of(&self, file: &BackupFile) -> Result<Option<String>> {
         let (pool, image) = (self.pool(), self.image);
         let name = file.file_name(image);
-        let folder = self.dir.location();
-        let recorded = match read::recorded_digest(&folder, &name) {
+        let folder = self.dir.as_ref();
+        let recorded = match read::recorded_digest(folder, &name) {
             Ok(Some(digest)) => digest,
             Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
             Err(err) => return Ok(Some(format!("its checksum file cannot be used: {err:#}"))),
@@ -23,7 +23,7 @@ impl ImageRun<'_> {
             why: format!("the size of snapshot {}", file.snap),
             exact: false,
         };
-        let read = read::read_raw(&folder.join(&name), file.compression, &limit, |raw| {
+        let read = read::read_raw(folder, &name, file.compression, &limit, |raw| {
             Ok(io::copy(raw, &mut io::sink())?)
         });
         let facts = match read {
@@ -77,7 +77,7 @@ impl ImageRun<'_> {
         let (pool, image) = (self.pool().to_string(), self.image);
         let doubt = if naming::is_working_name(from) {
             let key = self.destination()?.state().and_then(|state| state.key());
-            slide::would_finish(&self.dir.location(), image, file, from, key)
+            slide::would_finish(self.dir.as_ref(), image, file, from, key)
         } else {
             slide::would_build(&*self.dir, image, file, from, diffs)
         };

@@ -233,11 +233,11 @@ impl<'s> ImageRun<'s> {
         let state = destination.state();
         let key = state.and_then(|state| state.key());
         self.record =
-            match record::read_image_record(&self.dir.location(), self.pool(), self.image, key) {
+            match record::read_image_record(self.dir.as_ref(), self.pool(), self.image, key) {
                 Ok(record) => record,
                 Err(unusable) if unusable.not_a_file => {
-                    let kind = untrusted::kind_of(Path::new(&unusable.path))
-                        .map_or("not a regular file", untrusted::EntryKind::described);
+                    let kind = (self.dir.kind_of(naming::IMAGE_RECORD))
+                        .map_or("not a regular file", EntryKind::described);
                     let blocked = Blocked {
                         path: unusable.path,
                         kind,

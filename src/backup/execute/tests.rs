@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use crate::folder::door::LocalFolder;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -127,7 +129,13 @@ impl World {
 
     fn record(&self, pool: &str, image: &str) -> ImageRecord {
         let state = HostState::open(&self.state, Access::ReadOnly).unwrap();
-        record::read_image_record(&self.image_dir(pool, image), pool, image, state.key()).unwrap()
+        record::read_image_record(
+            &LocalFolder::at(&self.image_dir(pool, image)),
+            pool,
+            image,
+            state.key(),
+        )
+        .unwrap()
     }
 
     /// Every file under the destination with its bytes.

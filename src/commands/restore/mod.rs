@@ -59,7 +59,7 @@ use crate::cluster::rbd::{spec, ClusterOps, Rbd};
 use crate::commands::catalog;
 use crate::config::Config;
 use crate::folder::chain::FolderFile;
-use crate::folder::door::LocalFolder;
+use crate::folder::door::{Door, LocalFolder};
 use crate::folder::naming;
 use crate::folder::read::{self, Folder, Limits};
 use crate::output::{self, escaped, escaped_path};
@@ -132,13 +132,14 @@ fn run_on(
     let (point, route) = choose(&scanned, &label, args.at)?;
     let rbd = cluster(job);
     let folder = dir.path();
+    let door: &dyn Door = &dir;
     refuse_existing(&*rbd, &target)?;
     let instead = |err: anyhow::Error, link: &FolderFile| {
         instead_of_bad_file(err, &scanned.layout, link, point, args.at)
     };
     for link in &route {
         interrupt::check()?;
-        read::precheck(&folder, link, &limits.of(link)).map_err(|err| instead(err, link))?;
+        read::precheck(door, link, &limits.of(link)).map_err(|err| instead(err, link))?;
     }
     warn_unproven(&folder, &route);
     say.line(&format!(
@@ -168,15 +169,7 @@ fn run_on(
     }
 
     let mut failed_at = None;
-    let done = perform(
-        &*rbd,
-        &target,
-        &folder,
-        &steps,
-        &limits,
-        say,
-        &mut failed_at,
-    );
+    let done = perform(&*rbd, &target, door, &steps, &limits, say, &mut failed_at);
     let checked = match (done, failed_at) {
         (Ok(checked), _) => checked,
         (Err(err), Some(link)) => return Err(instead(err, link)),
@@ -196,7 +189,7 @@ fn run_on(
 /// these bounds; a full known to be of the wrong length is no route at all, and named.
 fn scan(dir: &LocalFolder, image: &str) -> Result<(Folder, Limits)> {
     let mut scanned = read::scan(dir, image)?;
-    let limits = scanned.refuse_wrong_sized();
+    let limits = scanned.refuse_wrong_sized(dir);
     for (name, why) in &scanned.refused {
         warn!(
             "{}: {why}; no route uses it",
@@ -211,7 +204,7 @@ fn scan(dir: &LocalFolder, image: &str) -> Result<(Folder, Limits)> {
 fn perform<'a>(
     rbd: &dyn ClusterOps,
     target: &Target,
-    folder: &Path,
+    folder: &dyn Door,
     steps: &[Step<'a>],
     limits: &Limits,
     say: Say,

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use super::steps::{Action, Step};
 use super::{Say, Target};
 use crate::folder::chain::FolderFile;
-use crate::folder::door::PartialFile;
+use crate::folder::door::{Door, PartialFile};
 use crate::folder::format::rebuild;
 use crate::folder::read::Limits;
 use crate::interrupt;
@@ -19,7 +19,7 @@ use crate::output::escaped_path;
 /// there unless it succeeds.
 pub(super) fn into_file<'a>(
     path: &Path,
-    folder: &Path,
+    folder: &dyn Door,
     steps: &[Step<'a>],
     limits: &Limits,
     say: Say,
@@ -31,7 +31,7 @@ pub(super) fn into_file<'a>(
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        say.line(&step.describe(folder, &target));
+        say.line(&step.describe(&folder.location(), &target));
         step.log();
         let Action::Rebuild = step.action else {
             bail!("an image step in a file restore (a bug)");
@@ -78,7 +78,7 @@ mod tests {
         let route = layout.route(layout.points()[0]).unwrap();
         into_file(
             target,
-            backups,
+            &crate::folder::door::LocalFolder::at(backups),
             &file_steps(&route),
             &Limits::default(),
             Say::Stdout,

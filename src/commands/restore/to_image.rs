@@ -2,7 +2,7 @@
 //! `rbd import-diff` (through [`ClusterOps`]), and the image removed again when that fails.
 
 use std::io::BufReader;
-use std::path::Path;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,7 @@ use super::{blame_signal, Say, Target};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, ClusterOps};
 use crate::folder::chain::FolderFile;
+use crate::folder::door::Door;
 use crate::folder::format::checked_diff::CheckedDiff;
 use crate::folder::read::{self, FirstError, Limits};
 use crate::interrupt;
@@ -28,7 +29,7 @@ const WATCH_EXPIRY: Duration = Duration::from_secs(45);
 pub(super) fn into_image<'a>(
     rbd: &dyn ClusterOps,
     (pool, name): (&str, &str),
-    folder: &Path,
+    folder: &dyn Door,
     steps: &[Step<'a>],
     limits: &Limits,
     say: Say,
@@ -55,7 +56,7 @@ pub(super) fn into_image<'a>(
 /// file whose step failed.
 fn replay<'a>(
     rbd: &dyn ClusterOps,
-    folder: &Path,
+    folder: &dyn Door,
     target: &Target,
     steps: &[Step<'a>],
     limits: &Limits,
@@ -68,7 +69,7 @@ fn replay<'a>(
     let mut checked = 0;
     for step in steps {
         interrupt::check()?;
-        say.line(&step.describe(folder, target));
+        say.line(&step.describe(&folder.location(), target));
         step.log();
         match &step.action {
             Action::Feed => {
@@ -91,13 +92,13 @@ fn replay<'a>(
 /// when there was a checksum to check.
 fn feed(
     (rbd, pool, name): (&dyn ClusterOps, &str, &str),
-    folder: &Path,
+    folder: &dyn Door,
     link: &FolderFile,
     limit: &read::Limit,
 ) -> Result<bool> {
-    let path = folder.join(&link.name);
+    let path = folder.location_of(&link.name);
     let recorded = read::recorded_digest(folder, &link.name)?;
-    let ((), facts) = read::read_raw(&path, link.file.compression, limit, |raw| {
+    let ((), facts) = read::read_raw(folder, &link.name, link.file.compression, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = rbd.import(pool, name, &mut input);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::{Door, LocalFolder, PendingFile, Published, Sharing};
+use super::{Door, LocalFolder, Opened, PendingFile, Published, Sharing};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::untrusted::EntryKind;
@@ -41,6 +41,18 @@ impl Door for CheckFolder {
 
     fn kind_of(&self, name: &str) -> io::Result<EntryKind> {
         self.real.kind_of(name)
+    }
+
+    fn open(&self, name: &str) -> io::Result<Opened> {
+        self.real.open(name)
+    }
+
+    fn read_own(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        self.real.read_own(name, limit)
+    }
+
+    fn open_file(&self, name: &str) -> Option<io::Result<File>> {
+        self.real.open_file(name)
     }
 
     /// Nothing is created: check mode must not make a folder on a destination that is not

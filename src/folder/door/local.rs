@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tempfile::NamedTempFile;
 
-use super::{Door, Published, Sharing};
+use super::{Door, Opened, Published, Sharing};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::format::write::checksum_line;
@@ -181,6 +181,25 @@ impl Door for LocalFolder {
 
     fn kind_of(&self, name: &str) -> io::Result<EntryKind> {
         kind_of(&self.file(name))
+    }
+
+    fn open(&self, name: &str) -> io::Result<Opened> {
+        let file = untrusted::open_regular(&self.file(name))?;
+        // Opened as a regular file, so its length is what will be read (the holes of a sparse
+        // file read as zeros, and cost time all the same).
+        let len = file.metadata()?.len();
+        Ok(Opened {
+            reader: Box::new(file),
+            len,
+        })
+    }
+
+    fn read_own(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        untrusted::read_own(&self.file(name), limit)
+    }
+
+    fn open_file(&self, name: &str) -> Option<io::Result<File>> {
+        Some(untrusted::open_regular(&self.file(name)))
     }
 
     /// Creates the pool and image folders (0700, or 0750 for a group). The destination itself

@@ -20,14 +20,14 @@
 //! and the metrics file, and [`PartialFile`] is `restore --to-file`'s target being written.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 use anyhow::Result;
 
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
-use crate::folder::untrusted::EntryKind;
+use crate::folder::untrusted::{read_bounded, EntryKind};
 
 mod check;
 mod local;
@@ -57,6 +57,14 @@ pub struct Published {
     pub checksum_size: u64,
 }
 
+/// A file of a folder opened for a streaming read ([`Door::open`]).
+pub struct Opened {
+    /// Its bytes, from the first.
+    pub reader: Box<dyn Read + Send>,
+    /// How many bytes it holds.
+    pub len: u64,
+}
+
 /// One folder of a destination (an image's folder, or the destination's top), as every part of
 /// the tool reads and changes it.
 pub trait Door: Send + Sync {
@@ -76,6 +84,33 @@ pub trait Door: Send + Sync {
 
     /// What sits at `name`, not following a link; `NotFound` when nothing does.
     fn kind_of(&self, name: &str) -> io::Result<EntryKind>;
+
+    /// Opens the file `name` for a streaming read: a regular file only, never through a link.
+    /// The error says what sits there instead ([`crate::folder::untrusted::NotRegular`] inside),
+    /// or why it cannot be opened; it does not name the file.
+    fn open(&self, name: &str) -> io::Result<Opened>;
+
+    /// The small file `name` whole, refused when it is longer than `limit` bytes; `None` when
+    /// nothing is there.
+    fn read_small(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        match self.open(name) {
+            Ok(opened) => read_bounded(opened.reader, limit).map(Some),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The small file `name` whole, as [`Door::read_small`], when nobody but this process's
+    /// user can have written it: the tool's records and markers, which decide what is removed
+    /// or believed. Otherwise the error carries [`crate::folder::untrusted::NotOwn`].
+    fn read_own(&self, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>>;
+
+    /// The file `name` as a local file that can be read from any position, when the door has
+    /// one: a caller that must read a file more than once copies it to [`Door::scratch`]
+    /// otherwise. Read only: check mode's twin gives it too.
+    fn open_file(&self, _name: &str) -> Option<io::Result<File>> {
+        None
+    }
 
     /// Makes the folder ready to take files.
     fn create(&self) -> Result<()>;
@@ -111,3 +146,6 @@ pub trait Door: Send + Sync {
     /// do (change a file in place, rename one) is asked for here, never assumed.
     fn in_place(&self) -> Option<&LocalFolder>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -646,7 +646,8 @@ impl<R: Read> Read for DataOfExtents<'_, R> {
 mod tests {
     use super::*;
     use crate::folder::door::PendingFile;
-    use crate::folder::read::{read_raw, Limit};
+    use crate::folder::read::Limit;
+    use crate::test_fixtures::read_raw_at;
 
     fn gzip(threads: u32) -> Compressor {
         Compressor::new(Compression::Gzip, None, Some(threads)).unwrap()
@@ -699,7 +700,7 @@ mod tests {
         };
         pending.commit().unwrap();
         let path = dir.path().join(&name);
-        let (back, facts) = read_raw(&path, compressor.compression, &Limit::absolute(), |raw| {
+        let (back, facts) = read_raw_at(&path, compressor.compression, &Limit::absolute(), |raw| {
             let mut out = Vec::new();
             raw.read_to_end(&mut out)?;
             Ok(out)
@@ -848,7 +849,7 @@ mod tests {
         let mut data = DataOfExtents::new(&bytes[..], &map);
         write_archive(&mut data, &member, &zstd(), pending.file()).unwrap();
         pending.commit().unwrap();
-        let ((), facts) = read_raw(
+        let ((), facts) = read_raw_at(
             &dir.path().join("a.tar.zst"),
             Compression::Zstd,
             &Limit::absolute(),

@@ -11,12 +11,12 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use tracing::info;
 
 use crate::folder::chain::FolderFile;
+use crate::folder::door::Door;
 use crate::folder::format::diffstream::{DiffReader, Record};
 use crate::folder::format::sparse::SparseFile as SparseImage;
 use crate::folder::read::{self, Limits};
@@ -112,7 +112,7 @@ fn apply_diff<R: Read>(mut diff: DiffReader<R>, target: &mut Target) -> Result<(
 /// file to check them against. An error names the backup file that caused it, or the target when
 /// writing it failed.
 pub fn rebuild(
-    dir: &Path,
+    dir: &dyn Door,
     route: &[&FolderFile],
     limits: &Limits,
     out: &File,
@@ -137,30 +137,35 @@ pub fn rebuild(
 /// into the empty file, a diff replayed onto it. True when the file had a checksum file to check
 /// it against. An error names the backup file, or the target when writing it failed.
 pub fn apply_link(
-    dir: &Path,
+    dir: &dyn Door,
     link: &FolderFile,
     limits: &Limits,
     out: &File,
     target: &str,
 ) -> Result<bool> {
-    let path = dir.join(&link.name);
-    let shown = escaped_path(&path);
+    let shown = escaped_path(&dir.location_of(&link.name));
     let recorded = read::recorded_digest(dir, &link.name)?;
-    let read = read::read_raw(&path, link.file.compression, &limits.of(link), |raw| {
-        let mut image = Target {
-            image: SparseImage::new(out).map_err(|e| TargetFailed {
-                target: target.to_string(),
-                source: e,
-            })?,
-            name: target,
-        };
-        if link.file.is_full() {
-            return write_full(raw, &mut image);
-        }
-        let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
-        read::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
-        apply_diff(diff, &mut image)
-    });
+    let read = read::read_raw(
+        dir,
+        &link.name,
+        link.file.compression,
+        &limits.of(link),
+        |raw| {
+            let mut image = Target {
+                image: SparseImage::new(out).map_err(|e| TargetFailed {
+                    target: target.to_string(),
+                    source: e,
+                })?,
+                name: target,
+            };
+            if link.file.is_full() {
+                return write_full(raw, &mut image);
+            }
+            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+            read::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+            apply_diff(diff, &mut image)
+        },
+    );
     let ((), facts) = match read {
         Ok(read) => read,
         // The target's own failure is not about the backup file: say only what failed.

@@ -26,7 +26,6 @@
 //! stay in the host's state folder.
 
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -83,21 +82,26 @@ pub fn inspect(dest: &Path) -> Result<Destination> {
     if kind != EntryKind::Directory {
         return Ok(Destination::NotAFolder(kind));
     }
-    let record = dest.join(DESTINATION_RECORD);
-    match untrusted::kind_of(&record) {
+    let top = LocalFolder::at(dest);
+    match top.kind_of(DESTINATION_RECORD) {
         Ok(EntryKind::File) => return Ok(Destination::Recorded),
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", record.display())),
-    }
-    let entries = std::fs::read_dir(dest)
-        .with_context(|| format!("cannot list destination {}", dest.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list destination {}", dest.display()))?;
-        // A freshly made filesystem has lost+found and nothing else: still empty.
-        if entry.file_name() != "lost+found" {
-            return Ok(Destination::Adoptable);
+        Err(err) => {
+            return Err(err).with_context(|| {
+                format!(
+                    "cannot read {}",
+                    top.location_of(DESTINATION_RECORD).display()
+                )
+            })
         }
+    }
+    let entries = top
+        .list()
+        .with_context(|| format!("cannot list destination {}", dest.display()))?;
+    // A freshly made filesystem has lost+found and nothing else: still empty.
+    if entries.iter().any(|entry| entry.name != "lost+found") {
+        return Ok(Destination::Adoptable);
     }
     Ok(Destination::Empty)
 }
@@ -147,11 +151,11 @@ pub fn write_destination_record(
 /// Reads the destination record of `dest` and returns its identity when the record proves it was
 /// written by this host's tool; an [`UnusableRecord`] otherwise (no record is `Ok(None)`).
 pub fn read_destination_record(
-    dest: &Path,
+    top: &dyn Door,
     key: Option<&SealKey>,
 ) -> Result<Option<String>, UnusableRecord> {
-    let path = dest.join(DESTINATION_RECORD);
-    let Some(bytes) = read_record_bytes(&path)? else {
+    let path = top.location_of(DESTINATION_RECORD);
+    let Some(bytes) = read_record_bytes(top, DESTINATION_RECORD)? else {
         return Ok(None);
     };
     let doc: DestinationDoc = seal::open(key, DESTINATION_KIND, &bytes)
@@ -218,49 +222,28 @@ pub struct Blocked {
     pub kind: &'static str,
 }
 
-/// The bytes of the record at `path`, read through a handle that was checked to be a regular
-/// file of this user that nobody else can write, within the size bound.
-fn read_record_bytes(path: &Path) -> Result<Option<Vec<u8>>, UnusableRecord> {
-    let file = match untrusted::open_regular(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            let mut unusable = UnusableRecord::new(path, err.to_string());
-            unusable.not_a_file = untrusted::is_not_regular(&err);
-            return Err(unusable);
-        }
-    };
-    let meta = file
-        .metadata()
-        .map_err(|err| UnusableRecord::new(path, err.to_string()))?;
-    if meta.uid() != untrusted::effective_uid() || meta.mode() & 0o022 != 0 {
-        return Err(UnusableRecord::new(
-            path,
-            format!(
-                "belongs to uid {} with mode {:o}, so this run cannot be sure it wrote it",
-                meta.uid(),
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    // Read through the handle whose owner was checked, not a second open of the path.
-    untrusted::read_bounded(file, MAX_RECORD_BYTES)
-        .map(Some)
-        .map_err(|err| UnusableRecord::new(path, err.to_string()))
+/// The bytes of the record `name` of `folder`, when it is a regular file nobody but this user
+/// can have written ([`Door::read_own`]), within the size bound.
+fn read_record_bytes(folder: &dyn Door, name: &str) -> Result<Option<Vec<u8>>, UnusableRecord> {
+    folder.read_own(name, MAX_RECORD_BYTES).map_err(|err| {
+        let mut unusable = UnusableRecord::new(&folder.location_of(name), err.to_string());
+        unusable.not_a_file = untrusted::is_not_regular(&err);
+        unusable
+    })
 }
 
 /// Reads the record of `pool/image` from its folder: empty when there is none, an
 /// [`UnusableRecord`] when what is there cannot be trusted (its seal included, checked under
 /// `key`).
 pub fn read_image_record(
-    folder: &Path,
+    folder: &dyn Door,
     pool: &str,
     image: &str,
     key: Option<&SealKey>,
 ) -> Result<ImageRecord, UnusableRecord> {
-    let path = folder.join(IMAGE_RECORD);
+    let path = folder.location_of(IMAGE_RECORD);
     let unusable = |problem: String| UnusableRecord::new(&path, problem);
-    let Some(bytes) = read_record_bytes(&path)? else {
+    let Some(bytes) = read_record_bytes(folder, IMAGE_RECORD)? else {
         return Ok(ImageRecord::default());
     };
     let doc: ImageDoc =
@@ -361,11 +344,11 @@ mod tests {
         .unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
         assert_eq!(
-            read_destination_record(&dest, Some(&key)).unwrap(),
+            read_destination_record(&LocalFolder::at(&dest), Some(&key)).unwrap(),
             Some("id-1".to_string())
         );
         let other = SealKey::new([2; seal::KEY_BYTES]);
-        let err = read_destination_record(&dest, Some(&other)).unwrap_err();
+        let err = read_destination_record(&LocalFolder::at(&dest), Some(&other)).unwrap_err();
         assert!(err.problem.contains("does not match"), "{err}");
         let mode = std::fs::metadata(dest.join(DESTINATION_RECORD))
             .unwrap()
@@ -379,7 +362,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = SealKey::new([1; seal::KEY_BYTES]);
         let read_image_record = |dir: &Path, pool: &str, image: &str| {
-            super::read_image_record(dir, pool, image, Some(&key))
+            super::read_image_record(&LocalFolder::at(dir), pool, image, Some(&key))
         };
         assert_eq!(
             read_image_record(dir.path(), "rbd", "vm").unwrap(),
@@ -394,7 +377,8 @@ mod tests {
         write_image_record(&LocalFolder::at(dir.path()), "rbd", "vm", &record, &key).unwrap();
         assert_eq!(read_image_record(dir.path(), "rbd", "vm").unwrap(), record);
         let other = SealKey::new([2; seal::KEY_BYTES]);
-        let err = super::read_image_record(dir.path(), "rbd", "vm", Some(&other)).unwrap_err();
+        let err = super::read_image_record(&LocalFolder::at(dir.path()), "rbd", "vm", Some(&other))
+            .unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         assert!(err.to_string().contains("no snapshot is removed"), "{err}");
 
@@ -438,7 +422,8 @@ mod tests {
         let key = SealKey::new([1; seal::KEY_BYTES]);
         std::fs::create_dir(dir.path().join(IMAGE_RECORD)).unwrap();
         std::fs::create_dir(dir.path().join(DESTINATION_RECORD)).unwrap();
-        let err = read_image_record(dir.path(), "rbd", "vm", Some(&key)).unwrap_err();
+        let err =
+            read_image_record(&LocalFolder::at(dir.path()), "rbd", "vm", Some(&key)).unwrap_err();
         assert!(err.not_a_file, "{err}");
         let err = write_image_record(
             &LocalFolder::at(dir.path()),

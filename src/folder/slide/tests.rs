@@ -2,10 +2,11 @@ use super::*;
 use crate::folder::format::diffstream::apply_to_file;
 use crate::folder::naming::SnapName;
 use crate::test_fixtures::{
-    diff_stream, names_in, sha256, write_with_checksum, Rec, S0, S1, S2, S3,
+    diff_stream, names_in, read_raw_at, sha256, write_with_checksum, Rec, S0, S1, S2, S3,
 };
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 
 const KIB: u64 = 1024;
 
@@ -128,8 +129,8 @@ impl Folder {
 
     /// The raw image of the file `name`, read and checked like any backup.
     fn raw_of(&self, name: &str, compressed: bool) -> Vec<u8> {
-        let recorded = read::recorded_digest(self.dir.path(), name).unwrap();
-        let (raw, facts) = read::read_raw(
+        let recorded = read::recorded_digest(&LocalFolder::at(self.dir.path()), name).unwrap();
+        let (raw, facts) = read_raw_at(
             &self.path(name),
             Compression::from(compressed),
             &Limit::absolute(),
@@ -244,7 +245,8 @@ fn builds_are_what_the_diffs_applied_to_the_base_give_in_every_format() {
                 ],
                 "{what} ({stored} -> {target})"
             );
-            let recorded = read::recorded_digest(folder.dir.path(), &name).unwrap();
+            let recorded =
+                read::recorded_digest(&LocalFolder::at(folder.dir.path()), &name).unwrap();
             assert_eq!(recorded, Some(sha256), "{what}");
         }
     }
