@@ -320,8 +320,7 @@ impl<'a> Section<'a> {
     /// The door into `image`'s folder: the real one, or in check mode its twin that changes
     /// nothing. The one place the mode picks how the destination is changed.
     fn door(&self, image: &str) -> Box<dyn Door> {
-        let folder = LocalFolder::image(&self.job.destination, &self.job.pool, image)
-            .with_access(self.job.file_access());
+        let folder = self.job.image_folder(image);
         match self.mode {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),

@@ -4,17 +4,13 @@
 //! there is an image's backup folder, whether or not the image is still in the cluster or still
 //! named by `images`. `--pool` narrows to one section and `--image` to one folder name.
 
-use std::fs;
-use std::io;
-use std::path::PathBuf;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::config::{Config, PoolJob};
-use crate::folder::door::LocalFolder;
+use crate::folder::door::{Door, LocalFolder};
 use crate::folder::naming;
 use crate::folder::record::{self, Destination};
-use crate::folder::shared::UNMOUNTED_HINT;
+use crate::folder::shared::{EntryKind, UNMOUNTED_HINT};
 use crate::UsageError;
 
 /// Which backed-up images a command looks at: one pool (a section), one image, or all.
@@ -80,7 +76,7 @@ pub fn select<'a>(
             if image.is_none_or(|wanted| wanted == name) {
                 folders.push(ImageFolder {
                     job,
-                    dir: LocalFolder::image(&job.destination, &job.pool, &name),
+                    dir: job.image_folder(&name),
                     image: name,
                 });
             }
@@ -140,29 +136,21 @@ fn unmarked_empty_message(job: &PoolJob) -> String {
 
 /// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
 fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
-    let pool_dir: PathBuf = job.destination.join(&job.pool);
-    let entries = match fs::read_dir(&pool_dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", pool_dir.display())),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", pool_dir.display()))?;
-        // A link planted in the destination is not followed, not even to list it.
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if let (true, Ok(name)) = (is_dir, entry.file_name().into_string()) {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
+    let entries = job.pool_folder().list()?;
+    // A link planted in the destination is not followed, not even to list it; a name that is
+    // not UTF-8 names no image.
+    Ok(entries
+        .into_iter()
+        .filter(|entry| entry.kind == EntryKind::Directory && entry.exact_name)
+        .map(|entry| entry.name)
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_fixtures::parse_config;
+    use std::fs;
     use std::path::Path;
 
     fn config(dest: &Path) -> Config {
@@ -184,6 +172,9 @@ mod tests {
             fs::create_dir_all(dest.path().join(dir)).unwrap();
         }
         fs::write(dest.path().join("rbd/stray-file"), "").unwrap();
+        // A link planted among the image folders is no image folder.
+        std::os::unix::fs::symlink(dest.path().join("ssd/db"), dest.path().join("rbd/linked"))
+            .unwrap();
         let config = config(dest.path());
         assert_eq!(
             labels(&select(&config, None, None).unwrap()),

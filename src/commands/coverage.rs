@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 
 use crate::commands::catalog::{self, Narrow};
 use crate::config::{Config, ImageSelection, PoolJob};
-use crate::folder::door::LocalFolder;
 use crate::folder::naming::SnapName;
 use crate::folder::read;
 use crate::UsageError;
@@ -118,7 +117,7 @@ pub fn survey(config: &Config, narrow: &Narrow) -> Result<Coverage> {
 }
 
 fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
-    let dir = LocalFolder::image(&job.destination, &job.pool, image);
+    let dir = job.image_folder(image);
     let mut coverage = ImageCoverage {
         pool: job.pool.clone(),
         image: image.to_string(),

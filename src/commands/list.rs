@@ -28,6 +28,7 @@ use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::commands::status::{age, PointDoc};
 use crate::config::{Config, ImageSelection, PoolJob};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
+use crate::folder::door::Door;
 use crate::folder::naming::{Compression, SnapName};
 use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
@@ -154,7 +155,7 @@ fn never_backed_up<'a>(
                 never.push(ImageFolder {
                     job,
                     image: name.clone(),
-                    dir: crate::folder::door::LocalFolder::image(&job.destination, &job.pool, name),
+                    dir: job.image_folder(name),
                 });
             }
         }
@@ -163,7 +164,7 @@ fn never_backed_up<'a>(
 }
 
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
-    let folder_exists = std::fs::symlink_metadata(folder.dir.path()).is_ok();
+    let folder_exists = folder.job.pool_folder().kind_of(&folder.image).is_ok();
     let scanned = read::scan(&folder.dir, &folder.image)?;
     let policy = Settings::of(folder.job).policy();
     let age = scanned

@@ -7,6 +7,7 @@ use super::keep::KeepRules;
 use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
+use crate::folder::door::LocalFolder;
 use crate::folder::format::write::Compressor;
 use crate::folder::naming::Compression;
 
@@ -89,6 +90,18 @@ impl PoolJob {
     pub fn compressor_for(&self, compression: Compression) -> Option<Compressor> {
         let level = self.compress_level.filter(|_| compression == self.compress);
         Compressor::new(compression, level, self.compress_threads)
+    }
+
+    /// The door into the folder of this section's pool in its destination, which holds one
+    /// folder per image: with [`PoolJob::image_folder`], the one place that says where and
+    /// what kind a section's destination is.
+    pub fn pool_folder(&self) -> LocalFolder {
+        LocalFolder::pool(&self.destination, &self.pool).with_access(self.file_access())
+    }
+
+    /// The door into `image`'s folder of this section's destination.
+    pub fn image_folder(&self, image: &str) -> LocalFolder {
+        LocalFolder::image(&self.destination, &self.pool, image).with_access(self.file_access())
     }
 
     /// Who may read the files and folders this section writes.

@@ -57,11 +57,12 @@ use tracing::warn;
 use crate::backup::execute::ClusterFactory;
 use crate::cluster::rbd::{spec, ClusterOps, Rbd};
 use crate::commands::catalog;
-use crate::config::Config;
+use crate::config::{Config, PoolJob};
 use crate::folder::chain::FolderFile;
 use crate::folder::door::{Door, LocalFolder};
 use crate::folder::naming;
 use crate::folder::read::{self, Folder, Limits};
+use crate::folder::shared::EntryKind;
 use crate::output::{self, escaped, escaped_path};
 use crate::{interrupt, lock, progress, UsageError};
 use document::restore_doc;
@@ -124,8 +125,8 @@ fn run_on(
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
     let label = spec(&job.pool, &args.image, None);
-    let dir = LocalFolder::image(&job.destination, &job.pool, &args.image);
-    check_folder(&dir, &label)?;
+    let dir = job.image_folder(&args.image);
+    check_folder(job, &args.image, &label)?;
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
     let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
     let (scanned, limits) = scan(&dir, &args.image)?;
@@ -222,11 +223,14 @@ fn perform<'a>(
 
 /// The image's backup folder must be one: a folder that is missing is no backups, one that
 /// cannot be read is said as such.
-fn check_folder(dir: &LocalFolder, label: &str) -> Result<()> {
-    let shown_dir = escaped_path(&dir.path());
-    match fs::metadata(dir.path()) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => bail!("no backups of {label}: {shown_dir} is not a folder"),
+fn check_folder(job: &PoolJob, image: &str, label: &str) -> Result<()> {
+    let shown_dir = escaped_path(&job.image_folder(image).path());
+    match job.pool_folder().kind_of(image) {
+        Ok(EntryKind::Directory) => Ok(()),
+        Ok(kind) => bail!(
+            "no backups of {label}: {shown_dir} is {}, not a folder",
+            kind.described()
+        ),
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             bail!("no backups of {label}: {shown_dir} does not exist")
         }

@@ -47,6 +47,15 @@ impl LocalFolder {
         }
     }
 
+    /// The folder of `pool` in the destination `root`, which holds its images' folders.
+    pub fn pool(root: &Path, pool: &str) -> LocalFolder {
+        LocalFolder {
+            root: root.to_path_buf(),
+            below: vec![pool.to_string()],
+            access: FileAccess::PRIVATE,
+        }
+    }
+
     /// The folder `path` itself (a destination's top, a restore target's folder).
     pub fn at(path: &Path) -> LocalFolder {
         LocalFolder {
