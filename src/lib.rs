@@ -9,8 +9,9 @@
 //! - [`backup`]: the executor (unit tests against an in-memory cluster), the planner (pure, the
 //!   clock passed in, each step with its reason), retention policies and the window.
 //! - [`folder`]: everything about a backup folder: names, the one folder model (chains and
-//!   restore points), the tool's records, the one door every change to a destination goes
-//!   through ([`folder::door`]), writing files, reading them back, sparse files,
+//!   restore points), the tool's records, the one door every read and change of a destination
+//!   goes through ([`folder::door`]; a section's doors come from
+//!   [`config::PoolJob::image_folder`]), writing files, reading them back, sparse files,
 //!   checksums, the `rbd diff v1` format, and opening files on untrusted ground.
 //! - [`cluster`]: the one module that starts processes, what Ceph's failures mean, and the `rbd`
 //!   verbs.
