@@ -47,7 +47,9 @@ pub trait Interpreter: fmt::Debug + Send + Sync {
     fn stalled(&self, stderr: &[u8]) -> bool;
 }
 
-/// What a failed command's exit status says happened, as far as its [`Interpreter`] knows.
+/// What a failed command's exit status says happened, as far as its [`Interpreter`] knows: the
+/// kinds the callers tell apart, named after the errno `rbd` exits with for each
+/// ([`super::ceph`] reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// ENOENT: no such pool, image or snapshot.
@@ -353,11 +355,12 @@ fn drain_stderr(mut stderr: impl Read, mut stop: Option<(u32, Arc<dyn Interprete
         tail.extend_from_slice(&buf[..n]);
         // The phrase may straddle two reads: look back a little before the new bytes.
         let from = tail.len().saturating_sub(n + STALL_LOOKBACK_BYTES);
-        let stalled = matches!(&stop, Some((_, reader)) if reader.stalled(&tail[from..]));
-        if let (true, Some((pid, _))) = (stalled, &stop) {
-            debug!("stopping process {pid}: an operation timed out");
-            stop_child(*pid);
-            stop = None;
+        if let Some((pid, interpreter)) = &stop {
+            if interpreter.stalled(&tail[from..]) {
+                debug!("stopping process {pid}: an operation timed out");
+                stop_child(*pid);
+                stop = None;
+            }
         }
         if tail.len() > 2 * STDERR_TAIL_BYTES {
             tail.drain(..tail.len() - STDERR_TAIL_BYTES);
