@@ -2,7 +2,8 @@
 //! manual pages render with `man`, the completions load in bash (and zsh and fish where
 //! installed), `systemd-analyze verify` accepts the units, `--version` names the git revision,
 //! and the Debian package that `scripts/package` built (`CEPHBACKUP_DEB`, set by scripts/test)
-//! holds every file, with the configuration as a conffile.
+//! holds every file, with the configuration as a conffile. The `--help` of the tool and of each
+//! command is an insta snapshot (tests/snapshots/), reviewed word for word.
 //!
 //! No cluster is needed; `man` must be installed (scripts/test installs man-db), zsh, fish and
 //! systemd-analyze are used where present and skipped with a printed reason otherwise.
@@ -217,6 +218,34 @@ const UNITS: [&str; 5] = [
     "cephbackup-verify.timer",
     "cephbackup-failure@.service",
 ];
+
+/// `cephbackup --help` and each command's, as a reader sees them: a change to any option's
+/// words shows in the review of the snapshot. The width is fixed (clap reads `COLUMNS` before
+/// the terminal's), so the wrapping is the same on every machine.
+#[test]
+fn help_of_the_tool_and_of_each_command() {
+    for command in [
+        "",
+        "list",
+        "status",
+        "restore",
+        "verify",
+        "init-destination",
+    ] {
+        let args: Vec<&str> = [command, "--help"]
+            .into_iter()
+            .filter(|arg| !arg.is_empty())
+            .collect();
+        let mut help = Command::new(BIN);
+        help.args(&args).env("COLUMNS", "100").env_remove("LINES");
+        let shown = text(&run(&mut help).stdout);
+        let name = match command {
+            "" => "help".to_string(),
+            command => format!("help_{command}"),
+        };
+        insta::assert_snapshot!(name, shown, &format!("cephbackup {}", args.join(" ")));
+    }
+}
 
 fn unit(name: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join("dist/systemd").join(name)).unwrap()

@@ -7,6 +7,7 @@ use std::io::Read;
 
 use anyhow::Result;
 
+use crate::cluster::ceph::CephTool;
 use crate::cluster::process::CommandError;
 use crate::cluster::rbd::{Change, ClusterOps, ExtentSink, Op, Snapshot};
 
@@ -23,7 +24,7 @@ impl CheckCluster {
     /// The restore verbs are never asked in check mode (it backs up only): asking one is a bug,
     /// said as a failed command rather than an image quietly not written.
     fn refused(&self, pool: &str, image: &str, what: &str) -> CommandError {
-        CommandError::exited(
+        CephTool::failure(
             format!("rbd {what} {pool}/{image}"),
             1,
             "internal error: check mode changes no image",

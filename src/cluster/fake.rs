@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::cluster::ceph::CephTool;
 use crate::cluster::process::CommandError;
 use crate::cluster::rbd::{spec, Change, ClusterOps, ExtentSink, Op, Snapshot};
 use crate::folder::format::diffstream::{DiffError, DiffReader, Record};
@@ -56,7 +57,7 @@ impl Fail {
     }
 
     fn error(self, shown: &str) -> CommandError {
-        CommandError::exited(shown, self.code(), &format!("rbd: injected {self:?}\n"))
+        CephTool::failure(shown, self.code(), &format!("rbd: injected {self:?}\n"))
     }
 }
 
@@ -395,12 +396,12 @@ impl ClusterOps for Fake {
             .get_mut(&target)
             .ok_or_else(|| Fake::missing(&shown))?;
         if found.snaps.iter().any(|(_, name, _)| name == snap) {
-            return Err(CommandError::exited(shown, libc::EEXIST, "rbd: exists"));
+            return Err(CephTool::failure(shown, libc::EEXIST, "rbd: exists"));
         }
         if let Some(&limit) = state.limits.get(&target) {
             let found = &state.images[&target];
             if found.snaps.len() as u64 >= limit {
-                return Err(CommandError::exited(
+                return Err(CephTool::failure(
                     shown,
                     libc::EDQUOT,
                     "rbd: failed to create snapshot: (122) Disk quota exceeded",
@@ -479,18 +480,14 @@ impl ClusterOps for Fake {
         self.enter(Call::Import, &target, shown.clone())
             .map_err(|(_, err)| err)?;
         if self.0.lock().unwrap().images.contains_key(&target) {
-            return Err(CommandError::exited(
-                shown,
-                libc::EEXIST,
-                "rbd: image exists",
-            ));
+            return Err(CephTool::failure(shown, libc::EEXIST, "rbd: image exists"));
         }
         // Like rbd reading stdin: the image holds what arrived, also when the input broke off.
         let mut data = Vec::new();
         let read = input.read_to_end(&mut data);
         self.add_image(pool, image, data);
         read.map(drop).map_err(|err| {
-            CommandError::exited(shown, libc::EIO, &format!("rbd: reading stdin: {err}\n"))
+            CephTool::failure(shown, libc::EIO, &format!("rbd: reading stdin: {err}\n"))
         })
     }
 
@@ -505,7 +502,7 @@ impl ClusterOps for Fake {
         self.enter(Call::ImportDiff, &target, shown.clone())
             .map_err(|(_, err)| err)?;
         let invalid = |err: DiffError| {
-            CommandError::exited(
+            CephTool::failure(
                 shown.clone(),
                 libc::EINVAL,
                 &format!("rbd: import-diff failed: {err}\n"),
@@ -524,7 +521,7 @@ impl ClusterOps for Fake {
                 return Err(Fake::missing(&shown));
             }
             if header.to_snap.as_ref().is_some_and(has) {
-                return Err(CommandError::exited(
+                return Err(CephTool::failure(
                     shown,
                     libc::EEXIST,
                     "rbd: snapshot exists",
@@ -568,7 +565,7 @@ impl ClusterOps for Fake {
             .get(&target)
             .ok_or_else(|| Fake::missing(&shown))?;
         if !found.snaps.is_empty() {
-            return Err(CommandError::exited(
+            return Err(CephTool::failure(
                 shown,
                 libc::ENOTEMPTY,
                 "rbd: image has snapshots - not removing",

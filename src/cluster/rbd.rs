@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::cluster::ceph::CephTool;
 use crate::cluster::process::{CommandError, CommandLine};
 
 /// A snapshot as `rbd snap ls --format json` reports it.
@@ -95,7 +96,14 @@ impl Rbd {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
+        // Its failures are read as Ceph's: the errno of its exit status, its words restated,
+        // the cephx identity of a refused login.
+        let ceph = CephTool::new(
+            self.cluster.user.as_deref(),
+            self.cluster.keyring.as_deref(),
+        );
         let mut cmd = CommandLine::new("rbd")
+            .interpreted_by(Arc::new(ceph))
             .arg("--conf")
             .arg(&self.cluster.conf);
         if let Some(user) = &self.cluster.user {
@@ -536,6 +544,7 @@ impl ClusterOps for Rbd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::process::FailureKind;
     use crate::folder::format::archive::{SparseMapBuilder, MAX_SPARSE_EXTENTS};
 
     fn rbd(user: Option<&str>) -> Rbd {
@@ -561,6 +570,26 @@ mod tests {
              --client-mount-timeout 30 --rados-mon-op-timeout 30 --rados-osd-op-timeout 30 \
              --no-progress export-diff --from-snap S0 p/i@S1 -"
         );
+    }
+
+    #[test]
+    fn every_command_has_its_failures_read_as_cephs() {
+        let refused = "rbd: couldn't connect to the cluster!\n";
+        let err = rbd(Some("backup"))
+            .snap_create_command("p", "i", "S1")
+            .failure(libc::EACCES, refused);
+        assert_eq!(err.kind(), FailureKind::Unauthenticated);
+        assert_eq!(
+            err.to_string(),
+            "authentication failed: the cluster refused ceph user 'backup' with the key in \
+             /etc/ceph/k (an unknown user or a wrong key; see `ceph user` and `ceph keyring`)"
+        );
+        let missing = "rbd: error opening image i: (2) No such file or directory\n";
+        let err = rbd(None)
+            .export("p", "i", "S1")
+            .failure(libc::ENOENT, missing);
+        assert_eq!(err.kind(), FailureKind::NotFound);
+        assert_eq!(err.to_string(), "image 'i' does not exist");
     }
 
     #[test]
