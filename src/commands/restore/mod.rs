@@ -67,7 +67,7 @@ use crate::{interrupt, lock, progress, UsageError};
 use document::restore_doc;
 use route::instead_of_bad_file;
 pub use route::{choose, Target};
-use steps::{file_steps, image_steps, Step};
+use steps::{file_steps, image_steps, RestoreStep};
 use to_file::into_file;
 use to_image::into_image;
 
@@ -212,7 +212,7 @@ fn perform<'a>(
     rbd: &dyn ClusterOps,
     target: &Target,
     folder: &Path,
-    steps: &[Step<'a>],
+    steps: &[RestoreStep<'a>],
     limits: &Limits,
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,
