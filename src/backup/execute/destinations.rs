@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::{cluster_failed, Section};
-use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
+use crate::backup::destination::{self, Decision, Facts, FolderShows, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
 use crate::folder::access::FileAccess;
 use crate::folder::naming::{self, SnapName, DESTINATION_RECORD};
@@ -179,9 +179,9 @@ fn decide(
     let line = |text: String| Refused::Line(text);
     let shown = dest.display();
     let (folder, foreign_record) = look_at(dest, state, warnings)?;
-    let record_blocked = matches!(folder, Folder::Adoptable) && record_blocked(dest, warnings);
+    let record_blocked = matches!(folder, FolderShows::Adoptable) && record_blocked(dest, warnings);
     let filesystem = match folder {
-        Folder::Missing | Folder::WrongKind(_) => None,
+        FolderShows::Missing | FolderShows::WrongKind(_) => None,
         _ => match Filesystem::of(dest) {
             Ok(filesystem) => Some(filesystem),
             Err(err) => {
@@ -251,16 +251,16 @@ fn look_at(
     dest: &Path,
     state: &HostState,
     warnings: &mut usize,
-) -> Result<(Folder, bool), Refused> {
+) -> Result<(FolderShows, bool), Refused> {
     let folder = match record::inspect(dest) {
-        Ok(Destination::Missing) => Folder::Missing,
-        Ok(Destination::NotAFolder(kind)) => Folder::WrongKind(kind),
-        Ok(Destination::Adoptable) => Folder::Adoptable,
-        Ok(Destination::Empty) => Folder::Empty,
+        Ok(Destination::Missing) => FolderShows::Missing,
+        Ok(Destination::NotAFolder(kind)) => FolderShows::WrongKind(kind),
+        Ok(Destination::Adoptable) => FolderShows::Adoptable,
+        Ok(Destination::Empty) => FolderShows::Empty,
         Ok(Destination::Recorded) => match record::read_destination_record(dest, state.key()) {
-            Ok(Some(id)) => Folder::Recorded(id),
+            Ok(Some(id)) => FolderShows::Recorded(id),
             // Gone since it was looked at: as if it had never been there.
-            Ok(None) => Folder::Adoptable,
+            Ok(None) => FolderShows::Adoptable,
             // Another host's record, in a destination shared between hosts: both write
             // there, so neither overwrites the other's. Nothing rests on it either way.
             Err(unusable) if unusable.foreign => {
@@ -269,7 +269,7 @@ fn look_at(
                      alone",
                     unusable.path, unusable.problem
                 );
-                return Ok((Folder::Adoptable, true));
+                return Ok((FolderShows::Adoptable, true));
             }
             Err(unusable) => {
                 warn!(
@@ -278,7 +278,7 @@ fn look_at(
                     unusable.path, unusable.problem
                 );
                 *warnings += 1;
-                Folder::Adoptable
+                FolderShows::Adoptable
             }
         },
         Err(err) => return Err(Refused::Line(format!("{err:#}"))),

@@ -12,7 +12,7 @@
 //! with a `.sha256` file) whenever the folder offers one; an unproven file it still uses (the
 //! original tool's files have no checksum) is named on stderr, and is `proven: false` in `--json`.
 //! A full without a checksum whose length is not the image size a diff records at its snapshot
-//! is left out of every route ([`Folder::refuse_wrong_sized`](crate::folder::read::Folder::refuse_wrong_sized)), and named.
+//! is left out of every route ([`ScannedFolder::refuse_wrong_sized`](crate::folder::read::ScannedFolder::refuse_wrong_sized)), and named.
 //!
 //! The backup folder is untrusted ground ([`crate::folder::read`]): only regular files are read, and
 //! before anything is created every file of the route is opened and its declared length checked,
@@ -61,7 +61,7 @@ use crate::config::Config;
 use crate::folder::chain::FolderFile;
 use crate::folder::door::LocalFolder;
 use crate::folder::naming;
-use crate::folder::read::{self, Folder, Limits};
+use crate::folder::read::{self, Limits, ScannedFolder};
 use crate::output::{self, escaped, escaped_path};
 use crate::{interrupt, lock, progress, UsageError};
 use document::restore_doc;
@@ -194,7 +194,7 @@ fn run_on(
 /// Reads the image's backup folder, and the bounds every file of a route is held to. Every file
 /// of the route is opened and its length checked before anything is created or planned, with
 /// these bounds; a full known to be of the wrong length is no route at all, and named.
-fn scan(dir: &LocalFolder, image: &str) -> Result<(Folder, Limits)> {
+fn scan(dir: &LocalFolder, image: &str) -> Result<(ScannedFolder, Limits)> {
     let mut scanned = read::scan(dir, image)?;
     let limits = scanned.refuse_wrong_sized();
     for (name, why) in &scanned.refused {
