@@ -318,10 +318,24 @@ impl<'a> Section<'a> {
     }
 
     /// The door into `image`'s folder: the real one, or in check mode its twin that changes
-    /// nothing. The one place the mode picks how the destination is changed.
+    /// nothing.
     fn door(&self, image: &str) -> Box<dyn Door> {
-        let folder = LocalFolder::image(&self.job.destination, &self.job.pool, image)
-            .with_access(self.job.file_access());
+        self.door_into(LocalFolder::image(
+            &self.job.destination,
+            &self.job.pool,
+            image,
+        ))
+    }
+
+    /// The door into the destination's top folder, where its record is.
+    fn top_door(&self) -> Box<dyn Door> {
+        self.door_into(LocalFolder::at(&self.job.destination))
+    }
+
+    /// `folder`, or in check mode its twin that changes nothing: the one place the mode picks
+    /// how the destination is changed.
+    fn door_into(&self, folder: LocalFolder) -> Box<dyn Door> {
+        let folder = folder.with_access(self.job.file_access());
         match self.mode {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),
@@ -335,12 +349,13 @@ impl<'a> Section<'a> {
         self.mode == Mode::Check
     }
 
-    /// Where an image's completed snapshot is noted: the host's state, or in check mode its
-    /// twin that keeps nothing (the state is shared with the run's real sections).
-    fn notes<'h>(&self, state: &'h HostState) -> &'h dyn Notes {
+    /// Where the run's notes go (an image's completed snapshot, the destination's memory and
+    /// record): the host's state, or in check mode its twin that keeps nothing (the state is
+    /// shared with the run's real sections).
+    fn notes<'h>(&self, state: &'h HostState) -> Box<dyn Notes + 'h> {
         match self.mode {
-            Mode::Run => state,
-            Mode::Check => &CheckNotes,
+            Mode::Run => Box::new(state),
+            Mode::Check => Box::new(CheckNotes::new(state)),
         }
     }
 
@@ -490,13 +505,11 @@ impl<'a> Section<'a> {
             return Err(whole(anyhow::anyhow!("{why}")));
         }
         let images = self.images().map_err(whole)?;
-        destination
-            .record_once(
-                self.checking(),
-                (self.options.now)(),
-                self.job.file_access(),
-            )
-            .map_err(whole)?;
+        if let Some(state) = destination.state() {
+            destination
+                .record_once(&*self.top_door(), &*self.notes(state), (self.options.now)())
+                .map_err(whole)?;
+        }
         Ok(images)
     }
 
