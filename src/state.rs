@@ -32,6 +32,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::info;
 
 use crate::folder::door::PendingFile;
 use crate::folder::record::seal::{random_bytes, KEY_BYTES};
@@ -489,10 +490,11 @@ fn create_private(dir: &Path) -> Result<()> {
     }
 }
 
-/// Where the backup executor notes an image's newest completed snapshot the moment it completes:
-/// the host's state in a real run, [`CheckNotes`] in check mode. The executor notes without
-/// asking which mode it is in; the pick is per section, since one run may mix sections of both
-/// modes over one (then writable) state.
+/// Where the backup executor notes what a run did beyond the image's folder: an image's newest
+/// completed snapshot the moment it completes, and the destination it writes to (this host's
+/// memory of it, and its record, sealed under the host's key): the host's state in a real run,
+/// [`CheckNotes`] in check mode. The executor notes without asking which mode it is in; the pick
+/// is per section, since one run may mix sections of both modes over one (then writable) state.
 pub trait Notes: Send + Sync {
     /// [`HostState::image_completed`].
     fn image_completed(
@@ -504,9 +506,25 @@ pub trait Notes: Send + Sync {
         completed: &Completed,
         at: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// [`HostState::destination_used`].
+    fn destination_used(&self, dest: &Path, known: &Known, at: DateTime<Utc>) -> Result<()>;
+
+    /// The key the run's records are sealed under, when there is one to seal with.
+    fn record_key(&self) -> Result<Option<&SealKey>>;
+
+    /// Says that the record of destination `dest` is written now, as `how` (the record's
+    /// `how`), before it is.
+    fn announce_record(&self, dest: &Path, how: &str);
+
+    /// Marks the record and memory of a destination written for this run (`written`, shared by
+    /// the sections using it), so that no other section writes them again.
+    fn mark_written(&self, written: &mut bool);
 }
 
-impl Notes for HostState {
+/// The real notes: the host's state. On a reference, so that [`CheckNotes`], which borrows
+/// the state, and it are handed out alike.
+impl Notes for &HostState {
     fn image_completed(
         &self,
         dest: &Path,
@@ -518,12 +536,45 @@ impl Notes for HostState {
     ) -> Result<()> {
         HostState::image_completed(self, dest, id, pool, image, completed, at)
     }
+
+    fn destination_used(&self, dest: &Path, known: &Known, at: DateTime<Utc>) -> Result<()> {
+        HostState::destination_used(self, dest, known, at)
+    }
+
+    /// A real run opens the state writable, which makes the key: one without it would leave
+    /// its destination and snapshots unrecorded, a bug said as one.
+    fn record_key(&self) -> Result<Option<&SealKey>> {
+        match self.key() {
+            Some(key) => Ok(Some(key)),
+            None => bail!("internal error: no record key in a real run"),
+        }
+    }
+
+    fn announce_record(&self, dest: &Path, how: &str) {
+        info!(
+            "destination {}: writing its cephbackup record ({how})",
+            dest.display()
+        );
+    }
+
+    fn mark_written(&self, written: &mut bool) {
+        *written = true;
+    }
 }
 
-/// Check mode's twin of the host's notes: takes each note and keeps nothing.
-pub struct CheckNotes;
+/// Check mode's twin of the host's notes: reads the host's key as the real notes do, takes each
+/// note and keeps nothing.
+pub struct CheckNotes<'h> {
+    real: &'h HostState,
+}
 
-impl Notes for CheckNotes {
+impl<'h> CheckNotes<'h> {
+    pub fn new(real: &'h HostState) -> CheckNotes<'h> {
+        CheckNotes { real }
+    }
+}
+
+impl Notes for CheckNotes<'_> {
     fn image_completed(
         &self,
         _dest: &Path,
@@ -535,6 +586,29 @@ impl Notes for CheckNotes {
     ) -> Result<()> {
         Ok(())
     }
+
+    fn destination_used(&self, _dest: &Path, _known: &Known, _at: DateTime<Utc>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The host's key when it has one: a record sealed under it goes to a door that keeps
+    /// nothing, but meets what a real run's would (a non-file at its name). A state opened
+    /// read-only, for check sections alone, may have no key yet: then nothing is sealed.
+    fn record_key(&self) -> Result<Option<&SealKey>> {
+        Ok(self.real.key())
+    }
+
+    /// What a real run would do.
+    fn announce_record(&self, dest: &Path, how: &str) {
+        info!(
+            "destination {} has no cephbackup record yet; a real run writes one ({how})",
+            dest.display()
+        );
+    }
+
+    /// Nothing was written: each check section using the destination says again what a real
+    /// run would write, and a real section sharing it still writes it.
+    fn mark_written(&self, _written: &mut bool) {}
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::state::{Filesystem, Known};
 
 /// What the destination folder shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Folder {
+pub enum FolderShows {
     Missing,
     WrongKind(EntryKind),
     /// It carries a destination record whose seal this host verified, with this identity.
@@ -49,7 +49,7 @@ pub enum Snapshots {
 /// What a destination's rules are decided from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
-    pub folder: Folder,
+    pub folder: FolderShows,
     /// The filesystem the folder is on (`None` when it could not be told, or is missing).
     pub filesystem: Option<Filesystem>,
     /// What this host remembers of the destination.
@@ -129,16 +129,16 @@ pub fn decide(facts: &Facts) -> Decision {
         id: id.cloned(),
     };
     match &facts.folder {
-        Folder::Missing => Decision::Refuse(Refusal::Missing),
-        Folder::WrongKind(kind) => Decision::Refuse(Refusal::NotAFolder(*kind)),
-        Folder::Recorded(id) => proceed(Use::Recorded, Some(id)),
+        FolderShows::Missing => Decision::Refuse(Refusal::Missing),
+        FolderShows::WrongKind(kind) => Decision::Refuse(Refusal::NotAFolder(*kind)),
+        FolderShows::Recorded(id) => proceed(Use::Recorded, Some(id)),
         // The host's identity is kept when it is the same filesystem: the record was lost or
         // cannot be written, not the destination replaced.
-        Folder::Adoptable => match same_filesystem {
+        FolderShows::Adoptable => match same_filesystem {
             Some(true) => proceed(Use::Adopt, known.map(|k| &k.id)),
             _ => proceed(Use::Adopt, None),
         },
-        Folder::Empty => match (known, same_filesystem, &facts.filesystem) {
+        FolderShows::Empty => match (known, same_filesystem, &facts.filesystem) {
             (Some(_), Some(true), _) => proceed(Use::Continue, known.map(|k| &k.id)),
             (Some(known), Some(false), Some(now)) => Decision::Refuse(Refusal::OtherFilesystem {
                 was: known.filesystem.clone(),
@@ -194,7 +194,7 @@ mod tests {
 
     struct Case {
         what: &'static str,
-        folder: Folder,
+        folder: FolderShows,
         on: Option<&'static str>,
         known: Option<Known>,
         incremental: bool,
@@ -204,7 +204,7 @@ mod tests {
 
     fn case(
         what: &'static str,
-        folder: Folder,
+        folder: FolderShows,
         on: Option<&'static str>,
         known: Option<Known>,
         incremental: bool,
@@ -239,7 +239,7 @@ mod tests {
     /// A destination that is no folder is refused, whatever the host remembers.
     #[test]
     fn a_missing_folder_or_a_file_in_its_place_is_refused() {
-        use Folder::*;
+        use FolderShows::*;
         use Snapshots::*;
         assert_decided([
             case(
@@ -267,7 +267,7 @@ mod tests {
     /// record is the one the host knows.
     #[test]
     fn a_recorded_folder_is_used_and_trusted_only_where_the_host_knows_it() {
-        use Folder::*;
+        use FolderShows::*;
         use Snapshots::*;
         assert_decided([
             case(
@@ -303,7 +303,7 @@ mod tests {
     /// Backup files without the tool's record (the original's, or a lost record) are adopted.
     #[test]
     fn backups_without_a_record_are_adopted() {
-        use Folder::*;
+        use FolderShows::*;
         use Snapshots::*;
         assert_decided([
             case(
@@ -339,7 +339,7 @@ mod tests {
     /// An emptied folder the host knows continues on its own filesystem, and is refused on another.
     #[test]
     fn an_empty_folder_continues_only_on_the_filesystem_it_was_on() {
-        use Folder::*;
+        use FolderShows::*;
         use Snapshots::*;
         assert_decided([
             case(
@@ -382,7 +382,7 @@ mod tests {
     /// the image say that another destination holds its chain.
     #[test]
     fn a_new_folder_asks_for_the_snapshots_only_when_incremental() {
-        use Folder::*;
+        use FolderShows::*;
         use Snapshots::*;
         assert_decided([
             case(

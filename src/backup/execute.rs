@@ -318,9 +318,19 @@ impl<'a> Section<'a> {
     }
 
     /// The door into `image`'s folder: the real one, or in check mode its twin that changes
-    /// nothing. The one place the mode picks how the destination is changed.
+    /// nothing.
     fn door(&self, image: &str) -> Box<dyn Door> {
-        let folder = self.job.image_folder(image);
+        self.door_into(self.job.image_folder(image))
+    }
+
+    /// The door into the destination's top folder, where its record is.
+    fn top_door(&self) -> Box<dyn Door> {
+        self.door_into(self.job.destination_folder())
+    }
+
+    /// `folder`, or in check mode its twin that changes nothing: the one place the mode picks
+    /// how the destination is changed.
+    fn door_into(&self, folder: LocalFolder) -> Box<dyn Door> {
         match self.mode {
             Mode::Run => Box::new(folder),
             Mode::Check => Box::new(CheckFolder::new(folder)),
@@ -334,12 +344,13 @@ impl<'a> Section<'a> {
         self.mode == Mode::Check
     }
 
-    /// Where an image's completed snapshot is noted: the host's state, or in check mode its
-    /// twin that keeps nothing (the state is shared with the run's real sections).
-    fn notes<'h>(&self, state: &'h HostState) -> &'h dyn Notes {
+    /// Where the run's notes go (an image's completed snapshot, the destination's memory and
+    /// record): the host's state, or in check mode its twin that keeps nothing (the state is
+    /// shared with the run's real sections).
+    fn notes<'h>(&self, state: &'h HostState) -> Box<dyn Notes + 'h> {
         match self.mode {
-            Mode::Run => state,
-            Mode::Check => &CheckNotes,
+            Mode::Run => Box::new(state),
+            Mode::Check => Box::new(CheckNotes::new(state)),
         }
     }
 
@@ -489,13 +500,11 @@ impl<'a> Section<'a> {
             return Err(whole(anyhow::anyhow!("{why}")));
         }
         let images = self.images().map_err(whole)?;
-        destination
-            .record_once(
-                self.checking(),
-                (self.options.now)(),
-                self.job.file_access(),
-            )
-            .map_err(whole)?;
+        if let Some(state) = destination.state() {
+            destination
+                .record_once(&*self.top_door(), &*self.notes(state), (self.options.now)())
+                .map_err(whole)?;
+        }
         Ok(images)
     }
 

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::commands::catalog;
 use crate::config::{Config, PoolJob};
+use crate::folder::door::LocalFolder;
 use crate::folder::record::{self, Blocked, Destination};
 use crate::outln;
 use crate::state::{Access, Filesystem, HostState, Known};
@@ -91,13 +92,13 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                     bail!("internal error: no record key in {}", state.dir().display());
                 };
                 let now = Utc::now();
+                let top = LocalFolder::at(dest).with_access(job.file_access());
                 match record::write_destination_record(
-                    dest,
+                    &top,
                     &known.id,
                     "init-destination",
                     now,
                     key,
-                    job.file_access(),
                 ) {
                     Ok(()) => {}
                     Err(err) if err.downcast_ref::<Blocked>().is_some() => warn!("{err:#}"),

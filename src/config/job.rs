@@ -92,8 +92,14 @@ impl PoolJob {
         Compressor::new(compression, level, self.compress_threads)
     }
 
+    /// The door into this section's destination folder itself, where the destination's record
+    /// is.
+    pub fn destination_folder(&self) -> LocalFolder {
+        LocalFolder::at(&self.destination).with_access(self.file_access())
+    }
+
     /// The door into the folder of this section's pool in its destination, which holds one
-    /// folder per image: with [`PoolJob::image_folder`], the one place that says where and
+    /// folder per image: with [`PoolJob::destination_folder`] and [`PoolJob::image_folder`], the one place that says where and
     /// what kind a section's destination is.
     pub fn pool_folder(&self) -> LocalFolder {
         LocalFolder::pool(&self.destination, &self.pool).with_access(self.file_access())

@@ -686,7 +686,7 @@ impl NotRegularEntry {
 
 /// An image's backup folder as the read side sees it.
 #[derive(Debug, Clone)]
-pub struct Folder {
+pub struct ScannedFolder {
     pub path: PathBuf,
     /// The chains of the backup files that are regular files with, when they have one, a regular
     /// checksum file: what can be read.
@@ -698,11 +698,11 @@ pub struct Folder {
     /// Entries named like backup or checksum files that are not regular files, by name.
     pub not_regular: Vec<NotRegularEntry>,
     /// Backup files left out of `layout` because reading showed they cannot be what they claim
-    /// ([`Folder::refuse_wrong_sized`]), each with why.
+    /// ([`ScannedFolder::refuse_wrong_sized`]), each with why.
     pub refused: Vec<(String, String)>,
 }
 
-impl Folder {
+impl ScannedFolder {
     /// Leaves out of the routes every full without a checksum file whose length is known to be
     /// wrong, so that a point it offers is reached another way when the folder has one (the
     /// original's chain beside a stray empty `.full`); returns the bounds learnt for what is left.
@@ -721,7 +721,7 @@ impl Folder {
 
 /// Reads `image`'s folder through [`Door::list`] (what each entry is, without following it,
 /// and the sizes of the regular files). A folder that does not exist reads as empty.
-pub fn scan(dir: &dyn Door, image: &str) -> Result<Folder> {
+pub fn scan(dir: &dyn Door, image: &str) -> Result<ScannedFolder> {
     let entries = dir.list()?;
     let mut not_regular = Vec::new();
     let mut unusable: HashSet<&str> = HashSet::new();
@@ -760,7 +760,7 @@ pub fn scan(dir: &dyn Door, image: &str) -> Result<Folder> {
             ..entry.clone()
         })
         .collect();
-    Ok(Folder {
+    Ok(ScannedFolder {
         claimed: Layout::from_entries(image, &claimed),
         path: dir.location(),
         layout: Layout::from_entries(image, &usable),

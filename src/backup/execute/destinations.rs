@@ -15,13 +15,13 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::{cluster_failed, Section};
-use crate::backup::destination::{self, Decision, Facts, Folder, Refusal, Snapshots, Use};
+use crate::backup::destination::{self, Decision, Facts, FolderShows, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
-use crate::folder::access::FileAccess;
+use crate::folder::door::{Door, LocalFolder};
 use crate::folder::naming::{self, SnapName, DESTINATION_RECORD};
 use crate::folder::record::{self, Blocked, Destination};
-use crate::folder::untrusted::{self, EntryKind};
-use crate::state::{Access, Filesystem, HostState, Known};
+use crate::folder::untrusted::EntryKind;
+use crate::state::{Access, Filesystem, HostState, Known, Notes};
 
 /// What a run does with one destination, shared by the sections that use it.
 pub(super) struct DestinationUse {
@@ -29,7 +29,7 @@ pub(super) struct DestinationUse {
     /// How the destination is used, or why not.
     pub decision: Result<Ready, Refused>,
     state: Option<Arc<HostState>>,
-    /// The record and the host's memory were written (a real run does it once).
+    /// The record and the host's memory were written (by the first real section to start).
     written: Mutex<bool>,
 }
 
@@ -64,67 +64,38 @@ impl DestinationUse {
         self.state.as_deref()
     }
 
-    /// In a real run, the first section to start writes the record (unless it is there and
-    /// believed; readable as `access` says) and notes the destination in the host's memory;
-    /// check mode only says so.
-    pub fn record_once(
-        &self,
-        checking: bool,
-        now: DateTime<Utc>,
-        access: FileAccess,
-    ) -> Result<()> {
+    /// The first section to start writes the record through `top`, the door of the
+    /// destination's top folder (unless it is there and believed, or must be left alone), and
+    /// notes the destination in the host's memory through `notes`. Check mode's twins take both
+    /// and keep nothing, so each check section says again what a real run would write.
+    pub fn record_once(&self, top: &dyn Door, notes: &dyn Notes, now: DateTime<Utc>) -> Result<()> {
         let Ok(ready) = &self.decision else {
             return Ok(());
         };
-        let shown = self.path.display();
-        let rewrite = ready.how != Use::Recorded && !ready.leave_record;
-        if checking {
-            if rewrite {
-                info!(
-                    "destination {shown} has no cephbackup record yet; a real run writes one ({})",
-                    ready.how.how()
-                );
-            }
-            return Ok(());
-        }
         let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
         if *written {
             return Ok(());
         }
-        let Some(state) = self.state() else {
-            return Ok(());
-        };
         // The host's memory first: if it cannot be kept, the destination stays as it was.
         if let Some(filesystem) = &ready.filesystem {
             let known = Known {
                 id: ready.id.clone(),
                 filesystem: filesystem.clone(),
             };
-            state.destination_used(&self.path, &known, now)?;
+            notes.destination_used(&self.path, &known, now)?;
         }
-        if rewrite {
-            let Some(key) = state.key() else {
-                anyhow::bail!("internal error: no record key in a real run");
-            };
-            info!(
-                "destination {shown}: writing its cephbackup record ({})",
-                ready.how.how()
-            );
-            let written = record::write_destination_record(
-                &self.path,
-                &ready.id,
-                ready.how.how(),
-                now,
-                key,
-                access,
-            );
-            match written {
-                Ok(()) => {}
-                Err(err) if err.downcast_ref::<Blocked>().is_some() => debug!("{err:#}"),
-                Err(err) => return Err(err),
+        if ready.how != Use::Recorded && !ready.leave_record {
+            let key = notes.record_key()?;
+            notes.announce_record(&self.path, ready.how.how());
+            if let Some(key) = key {
+                match record::write_destination_record(top, &ready.id, ready.how.how(), now, key) {
+                    Ok(()) => {}
+                    Err(err) if err.downcast_ref::<Blocked>().is_some() => debug!("{err:#}"),
+                    Err(err) => return Err(err),
+                }
             }
         }
-        *written = true;
+        notes.mark_written(&mut written);
         Ok(())
     }
 }
@@ -179,9 +150,9 @@ fn decide(
     let line = |text: String| Refused::Line(text);
     let shown = dest.display();
     let (folder, foreign_record) = look_at(dest, state, warnings)?;
-    let record_blocked = matches!(folder, Folder::Adoptable) && record_blocked(dest, warnings);
+    let record_blocked = matches!(folder, FolderShows::Adoptable) && record_blocked(dest, warnings);
     let filesystem = match folder {
-        Folder::Missing | Folder::WrongKind(_) => None,
+        FolderShows::Missing | FolderShows::WrongKind(_) => None,
         _ => match Filesystem::of(dest) {
             Ok(filesystem) => Some(filesystem),
             Err(err) => {
@@ -251,39 +222,38 @@ fn look_at(
     dest: &Path,
     state: &HostState,
     warnings: &mut usize,
-) -> Result<(Folder, bool), Refused> {
+) -> Result<(FolderShows, bool), Refused> {
     let folder = match record::inspect(dest) {
-        Ok(Destination::Missing) => Folder::Missing,
-        Ok(Destination::NotAFolder(kind)) => Folder::WrongKind(kind),
-        Ok(Destination::Adoptable) => Folder::Adoptable,
-        Ok(Destination::Empty) => Folder::Empty,
-        Ok(Destination::Recorded) => match record::read_destination_record(
-            &crate::folder::door::LocalFolder::at(dest),
-            state.key(),
-        ) {
-            Ok(Some(id)) => Folder::Recorded(id),
-            // Gone since it was looked at: as if it had never been there.
-            Ok(None) => Folder::Adoptable,
-            // Another host's record, in a destination shared between hosts: both write
-            // there, so neither overwrites the other's. Nothing rests on it either way.
-            Err(unusable) if unusable.foreign => {
-                info!(
+        Ok(Destination::Missing) => FolderShows::Missing,
+        Ok(Destination::NotAFolder(kind)) => FolderShows::WrongKind(kind),
+        Ok(Destination::Adoptable) => FolderShows::Adoptable,
+        Ok(Destination::Empty) => FolderShows::Empty,
+        Ok(Destination::Recorded) => {
+            match record::read_destination_record(&LocalFolder::at(dest), state.key()) {
+                Ok(Some(id)) => FolderShows::Recorded(id),
+                // Gone since it was looked at: as if it had never been there.
+                Ok(None) => FolderShows::Adoptable,
+                // Another host's record, in a destination shared between hosts: both write
+                // there, so neither overwrites the other's. Nothing rests on it either way.
+                Err(unusable) if unusable.foreign => {
+                    info!(
                     "{}: {}; this host takes the destination on as it is and leaves the record \
                      alone",
                     unusable.path, unusable.problem
                 );
-                return Ok((Folder::Adoptable, true));
-            }
-            Err(unusable) => {
-                warn!(
-                    "{}: {}; it is not believed: the destination is taken on as it is and its \
+                    return Ok((FolderShows::Adoptable, true));
+                }
+                Err(unusable) => {
+                    warn!(
+                        "{}: {}; it is not believed: the destination is taken on as it is and its \
                      record written again",
-                    unusable.path, unusable.problem
-                );
-                *warnings += 1;
-                Folder::Adoptable
+                        unusable.path, unusable.problem
+                    );
+                    *warnings += 1;
+                    FolderShows::Adoptable
+                }
             }
-        },
+        }
         Err(err) => return Err(Refused::Line(format!("{err:#}"))),
     };
     Ok((folder, false))
@@ -292,8 +262,9 @@ fn look_at(
 /// True (and said) when something other than a file holds the destination record's name, so
 /// that no record can be written there.
 fn record_blocked(dest: &Path, warnings: &mut usize) -> bool {
-    let record_path = dest.join(DESTINATION_RECORD);
-    let Ok(kind) = untrusted::kind_of(&record_path) else {
+    let top = LocalFolder::at(dest);
+    let record_path = top.location_of(DESTINATION_RECORD);
+    let Ok(kind) = top.kind_of(DESTINATION_RECORD) else {
         return false;
     };
     if kind == EntryKind::File {
@@ -376,4 +347,98 @@ fn snapshots_elsewhere(sharing: &[&Section]) -> Result<Snapshots, Refused> {
         }
     }
     Ok(Snapshots::NoneFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::door::{CheckFolder, LocalFolder};
+    use crate::state::CheckNotes;
+
+    /// A destination used for the first time, shared by the sections that use it.
+    fn first_use(dest: &Path, state: &Arc<HostState>) -> DestinationUse {
+        DestinationUse {
+            path: dest.to_path_buf(),
+            decision: Ok(Ready {
+                how: Use::First,
+                id: "id-1".into(),
+                trust_memory: false,
+                filesystem: Some(Filesystem::of(dest).unwrap()),
+                leave_record: false,
+            }),
+            state: Some(Arc::clone(state)),
+            written: Mutex::new(false),
+        }
+    }
+
+    fn written(share: &DestinationUse) -> bool {
+        *share.written.lock().unwrap()
+    }
+
+    #[test]
+    fn the_record_and_memory_are_written_once_through_the_real_twins_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let state =
+            Arc::new(HostState::open(&root.path().join("state"), Access::ReadWrite).unwrap());
+        let share = first_use(&dest, &state);
+        let top = LocalFolder::at(&dest);
+        let now = Utc::now();
+        // A check section: nothing reaches the folder or the host's memory, and the
+        // destination is not marked written, so a real section sharing it still writes.
+        let check_top = CheckFolder::new(top.clone());
+        share
+            .record_once(&check_top, &CheckNotes::new(&state), now)
+            .unwrap();
+        assert!(!dest.join(DESTINATION_RECORD).exists());
+        assert_eq!(state.destination(&dest).unwrap(), None);
+        assert!(!written(&share));
+        // A real section: the record through the door, the memory through the notes.
+        share.record_once(&top, &&*state, now).unwrap();
+        assert_eq!(
+            record::read_destination_record(&LocalFolder::at(&dest), state.key()).unwrap(),
+            Some("id-1".to_string())
+        );
+        assert_eq!(state.destination(&dest).unwrap().unwrap().id, "id-1");
+        assert!(written(&share));
+        // Once: the next section sharing it writes nothing again.
+        std::fs::remove_file(dest.join(DESTINATION_RECORD)).unwrap();
+        share.record_once(&top, &&*state, now).unwrap();
+        assert!(!dest.join(DESTINATION_RECORD).exists());
+    }
+
+    #[test]
+    fn without_a_key_a_real_run_fails_and_check_mode_goes_on() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        // Read-only, before any real run made the key: there is none.
+        let state =
+            Arc::new(HostState::open(&root.path().join("state"), Access::ReadOnly).unwrap());
+        assert!(state.key().is_none());
+        let share = first_use(&dest, &state);
+        let top = LocalFolder::at(&dest);
+        share
+            .record_once(
+                &CheckFolder::new(top.clone()),
+                &CheckNotes::new(&state),
+                Utc::now(),
+            )
+            .unwrap();
+        assert!(!dest.join(DESTINATION_RECORD).exists());
+        // A read-only state cannot note the destination: use one with no filesystem to get as
+        // far as the key.
+        let mut share = first_use(&dest, &state);
+        if let Ok(ready) = &mut share.decision {
+            ready.filesystem = None;
+        }
+        let err = share.record_once(&top, &&*state, Utc::now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: no record key in a real run"
+        );
+        assert!(!dest.join(DESTINATION_RECORD).exists());
+        assert!(!written(&share));
+    }
 }

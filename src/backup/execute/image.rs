@@ -488,14 +488,10 @@ impl<'s> ImageRun<'s> {
         let (Some(state), Ok(ready)) = (destination.state(), &destination.decision) else {
             bail!("internal error: a record written for a destination that was refused");
         };
-        // Only a state opened read-only before any run made the key lacks one: every section is
-        // in check mode, and its door would take the record and keep nothing anyway. A real run
-        // without a key would leave its snapshots unrecorded: that is a bug, said as one.
-        let key = match state.key() {
-            Some(key) => Some(key),
-            None if self.section.checking() => None,
-            None => bail!("internal error: no record key in a real run"),
-        };
+        // A real run without a key fails there (its snapshots would go unrecorded); check
+        // mode's notes go on without one, as its door would keep no record anyway.
+        let notes = self.section.notes(state);
+        let key = notes.record_key()?;
         if let (false, Some(key)) = (self.record_blocked, key) {
             let written =
                 record::write_image_record(&*self.dir, self.pool(), self.image, &self.record, key);
@@ -513,7 +509,7 @@ impl<'s> ImageRun<'s> {
             if let Some(newest) = &self.record.newest {
                 // The file is complete and the image record says so: a host that cannot note it
                 // loses only the chance to continue after the files are shipped.
-                let noted = self.section.notes(state).image_completed(
+                let noted = notes.image_completed(
                     &self.section.job.destination,
                     &ready.id,
                     self.pool(),

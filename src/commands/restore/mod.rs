@@ -12,7 +12,7 @@
 //! with a `.sha256` file) whenever the folder offers one; an unproven file it still uses (the
 //! original tool's files have no checksum) is named on stderr, and is `proven: false` in `--json`.
 //! A full without a checksum whose length is not the image size a diff records at its snapshot
-//! is left out of every route ([`Folder::refuse_wrong_sized`](crate::folder::read::Folder::refuse_wrong_sized)), and named.
+//! is left out of every route ([`ScannedFolder::refuse_wrong_sized`](crate::folder::read::ScannedFolder::refuse_wrong_sized)), and named.
 //!
 //! The backup folder is untrusted ground ([`crate::folder::read`]): only regular files are read, and
 //! before anything is created every file of the route is opened and its declared length checked,
@@ -61,14 +61,14 @@ use crate::config::{Config, PoolJob};
 use crate::folder::chain::FolderFile;
 use crate::folder::door::{Door, LocalFolder};
 use crate::folder::naming;
-use crate::folder::read::{self, Folder, Limits};
+use crate::folder::read::{self, Limits, ScannedFolder};
 use crate::folder::shared::EntryKind;
 use crate::output::{self, escaped, escaped_path};
 use crate::{interrupt, lock, progress, UsageError};
 use document::restore_doc;
 use route::instead_of_bad_file;
 pub use route::{choose, Target};
-use steps::{file_steps, image_steps, Step};
+use steps::{file_steps, image_steps, RestoreStep};
 use to_file::into_file;
 use to_image::into_image;
 
@@ -188,7 +188,7 @@ fn run_on(
 /// Reads the image's backup folder, and the bounds every file of a route is held to. Every file
 /// of the route is opened and its length checked before anything is created or planned, with
 /// these bounds; a full known to be of the wrong length is no route at all, and named.
-fn scan(dir: &LocalFolder, image: &str) -> Result<(Folder, Limits)> {
+fn scan(dir: &LocalFolder, image: &str) -> Result<(ScannedFolder, Limits)> {
     let mut scanned = read::scan(dir, image)?;
     let limits = scanned.refuse_wrong_sized(dir);
     for (name, why) in &scanned.refused {
@@ -206,7 +206,7 @@ fn perform<'a>(
     rbd: &dyn ClusterOps,
     target: &Target,
     folder: &dyn Door,
-    steps: &[Step<'a>],
+    steps: &[RestoreStep<'a>],
     limits: &Limits,
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,

@@ -12,7 +12,7 @@ use crate::cluster::rbd::spec;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::format::rebuild::TargetFailed;
 use crate::folder::naming::{self, SnapName};
-use crate::folder::read::Folder;
+use crate::folder::read::ScannedFolder;
 use crate::output::{self, escaped, escaped_path};
 use crate::{interrupt, UsageError};
 
@@ -63,7 +63,7 @@ impl std::fmt::Display for Target {
 /// are used; when the point asked for is one that only an entry that is not a regular file
 /// offers, the error names that entry and the newest point that can be restored instead.
 pub fn choose<'a>(
-    folder: &'a Folder,
+    folder: &'a ScannedFolder,
     label: &str,
     at: Option<DateTime<Utc>>,
 ) -> Result<(&'a SnapName, Vec<&'a FolderFile>)> {
@@ -102,7 +102,7 @@ pub fn choose<'a>(
 
 /// The error for a point whose route needs an entry that is not a regular file.
 fn blocked(
-    folder: &Folder,
+    folder: &ScannedFolder,
     label: &str,
     point: &SnapName,
     usable: Option<&SnapName>,
@@ -178,8 +178,8 @@ mod tests {
     use crate::test_fixtures::{diff_file, full_file};
 
     /// A folder of regular files only.
-    fn folder(names: &[String]) -> Folder {
-        Folder {
+    fn folder(names: &[String]) -> ScannedFolder {
+        ScannedFolder {
             path: "/b/rbd/vm".into(),
             layout: Layout::build("vm", names),
             claimed: Layout::build("vm", names),

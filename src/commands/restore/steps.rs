@@ -11,17 +11,17 @@ use crate::output::{escaped, escaped_path};
 
 /// One thing a restore does. The one list of steps is what `--check` prints and what a real run
 /// prints, step by step, as it performs it.
-pub(super) struct Step<'a> {
+pub(super) struct RestoreStep<'a> {
     pub(super) link: &'a FolderFile,
     /// Which file of the route `link` is, from 1, of how many.
     pub(super) number: (usize, usize),
     /// What is done with the file, for people: `Importing`, `Applying`, `Writing`; none for a
     /// step that reads no file.
     pub(super) verb: Option<&'static str>,
-    pub(super) action: Action,
+    pub(super) action: RestoreAction,
 }
 
-pub(super) enum Action {
+pub(super) enum RestoreAction {
     /// The file's raw content (unpacked on the fly when compressed, checked record by record
     /// when a diff) is streamed into `rbd import` (a full) or `rbd import-diff` (a diff).
     Feed,
@@ -33,29 +33,29 @@ pub(super) enum Action {
 
 /// Into a new image: `rbd import -` of the full, `rbd snap create` of its snapshot (the next
 /// diff starts from it), then `rbd import-diff -` of each diff in order.
-pub(super) fn image_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
+pub(super) fn image_steps<'a>(route: &[&'a FolderFile]) -> Vec<RestoreStep<'a>> {
     let mut steps = Vec::new();
     for (index, link) in route.iter().enumerate() {
         let number = (index + 1, route.len());
         if link.file.is_full() {
-            steps.push(Step {
+            steps.push(RestoreStep {
                 link,
                 number,
                 verb: Some("Importing"),
-                action: Action::Feed,
+                action: RestoreAction::Feed,
             });
-            steps.push(Step {
+            steps.push(RestoreStep {
                 link,
                 number,
                 verb: None,
-                action: Action::CreateSnapshot,
+                action: RestoreAction::CreateSnapshot,
             });
         } else {
-            steps.push(Step {
+            steps.push(RestoreStep {
                 link,
                 number,
                 verb: Some("Applying"),
-                action: Action::Feed,
+                action: RestoreAction::Feed,
             });
         }
     }
@@ -63,11 +63,11 @@ pub(super) fn image_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
 }
 
 /// Into a new local file: the full written with holes, then each diff replayed onto it.
-pub(super) fn file_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
+pub(super) fn file_steps<'a>(route: &[&'a FolderFile]) -> Vec<RestoreStep<'a>> {
     route
         .iter()
         .enumerate()
-        .map(|(index, link)| Step {
+        .map(|(index, link)| RestoreStep {
             link,
             number: (index + 1, route.len()),
             verb: Some(if link.file.is_full() {
@@ -75,12 +75,12 @@ pub(super) fn file_steps<'a>(route: &[&'a FolderFile]) -> Vec<Step<'a>> {
             } else {
                 "Applying"
             }),
-            action: Action::Rebuild,
+            action: RestoreAction::Rebuild,
         })
         .collect()
 }
 
-impl Step<'_> {
+impl RestoreStep<'_> {
     /// The step for people, one line: what is done with which file (`[2/5]` of the route), and
     /// into what. Never a shell command: none runs (files are unpacked, checked and streamed by
     /// this process); the `rbd` verb named is the one that does run, and `-v` logs its full
@@ -95,22 +95,22 @@ impl Step<'_> {
             ""
         };
         match &self.action {
-            Action::Feed if self.link.file.is_full() => format!(
+            RestoreAction::Feed if self.link.file.is_full() => format!(
                 "[{number}/{total}] {verb} {path} into {target}: {unpacked}streamed to rbd import"
             ),
-            Action::Feed => format!(
+            RestoreAction::Feed => format!(
                 "[{number}/{total}] {verb} {path} to {target}: {unpacked}checked record by \
                  record, streamed to rbd import-diff"
             ),
-            Action::CreateSnapshot => format!(
+            RestoreAction::CreateSnapshot => format!(
                 "Creating snapshot {}@{} (the next diff starts from it): rbd snap create",
                 target,
                 escaped(self.link.file.snap.as_str())
             ),
-            Action::Rebuild if self.link.file.is_full() => {
+            RestoreAction::Rebuild if self.link.file.is_full() => {
                 format!("[{number}/{total}] {verb} {path} into {target}")
             }
-            Action::Rebuild => format!("[{number}/{total}] {verb} {path} to {target}"),
+            RestoreAction::Rebuild => format!("[{number}/{total}] {verb} {path} to {target}"),
         }
     }
 
@@ -144,7 +144,7 @@ mod tests {
             name: "new".into(),
         };
         let file = Target::File("/r/vm.raw".into());
-        let shown = |steps: Vec<Step>, target: &Target| -> Vec<String> {
+        let shown = |steps: Vec<RestoreStep>, target: &Target| -> Vec<String> {
             steps
                 .iter()
                 .map(|step| step.describe(Path::new("/b/rbd/vm"), target))

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::steps::{Action, Step};
+use super::steps::{RestoreAction, RestoreStep};
 use super::{Say, Target};
 use crate::folder::chain::FolderFile;
 use crate::folder::door::{Door, PartialFile};
@@ -20,7 +20,7 @@ use crate::output::escaped_path;
 pub(super) fn into_file<'a>(
     path: &Path,
     folder: &dyn Door,
-    steps: &[Step<'a>],
+    steps: &[RestoreStep<'a>],
     limits: &Limits,
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,
@@ -33,7 +33,7 @@ pub(super) fn into_file<'a>(
         interrupt::check()?;
         say.line(&step.describe(&folder.location(), &target));
         step.log();
-        let Action::Rebuild = step.action else {
+        let RestoreAction::Rebuild = step.action else {
             bail!("an image step in a file restore (a bug)");
         };
         *failed_at = Some(step.link);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tracing::warn;
 
-use super::steps::{Action, Step};
+use super::steps::{RestoreAction, RestoreStep};
 use super::{blame_signal, Say, Target};
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, ClusterOps};
@@ -30,7 +30,7 @@ pub(super) fn into_image<'a>(
     rbd: &dyn ClusterOps,
     (pool, name): (&str, &str),
     folder: &dyn Door,
-    steps: &[Step<'a>],
+    steps: &[RestoreStep<'a>],
     limits: &Limits,
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,
@@ -58,7 +58,7 @@ fn replay<'a>(
     rbd: &dyn ClusterOps,
     folder: &dyn Door,
     target: &Target,
-    steps: &[Step<'a>],
+    steps: &[RestoreStep<'a>],
     limits: &Limits,
     say: Say,
     failed_at: &mut Option<&'a FolderFile>,
@@ -72,16 +72,16 @@ fn replay<'a>(
         say.line(&step.describe(&folder.location(), target));
         step.log();
         match &step.action {
-            Action::Feed => {
+            RestoreAction::Feed => {
                 *failed_at = Some(step.link);
                 let into = (rbd, pool.as_str(), name.as_str());
                 checked += usize::from(feed(into, folder, step.link, &limits.of(step.link))?);
                 *failed_at = None;
             }
-            Action::CreateSnapshot => {
+            RestoreAction::CreateSnapshot => {
                 rbd.create_snapshot(pool, name, step.link.file.snap.as_str())?;
             }
-            Action::Rebuild => bail!("a file step in an image restore (a bug)"),
+            RestoreAction::Rebuild => bail!("a file step in an image restore (a bug)"),
         }
     }
     Ok(checked)

@@ -32,7 +32,6 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::folder::access::FileAccess;
 use crate::folder::door::{Door, LocalFolder, Sharing};
 
 pub mod seal;
@@ -127,15 +126,15 @@ pub fn new_destination_id() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes the destination record (replacing one that is there), sealed under `key`. A non-file
+/// Writes the destination record through `top`, the door of the destination's top folder
+/// (replacing one that is there), sealed under `key`. A non-file
 /// at its name is left alone: the error is a [`Blocked`].
 pub fn write_destination_record(
-    dest: &Path,
+    top: &dyn Door,
     id: &str,
     how: &str,
     at: DateTime<Utc>,
     key: &SealKey,
-    access: FileAccess,
 ) -> Result<()> {
     let doc = DestinationDoc {
         format: FORMAT,
@@ -144,8 +143,7 @@ pub fn write_destination_record(
         at,
         by: format!("cephbackup {}", env!("CARGO_PKG_VERSION")),
     };
-    let top = LocalFolder::at(dest).with_access(access);
-    write_sealed(&top, DESTINATION_RECORD, DESTINATION_KIND, &doc, key)
+    write_sealed(top, DESTINATION_RECORD, DESTINATION_KIND, &doc, key)
 }
 
 /// Reads the destination record of `dest` and returns its identity when the record proves it was
@@ -313,6 +311,7 @@ fn write_sealed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::folder::door::LocalFolder;
     use crate::folder::naming::SnapName;
     use std::os::unix::fs::PermissionsExt;
 
@@ -333,15 +332,8 @@ mod tests {
         std::fs::create_dir(dest.join("rbd")).unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Adoptable);
         let key = SealKey::new([1; seal::KEY_BYTES]);
-        write_destination_record(
-            &dest,
-            "id-1",
-            "adopted",
-            Utc::now(),
-            &key,
-            FileAccess::PRIVATE,
-        )
-        .unwrap();
+        write_destination_record(&LocalFolder::at(&dest), "id-1", "adopted", Utc::now(), &key)
+            .unwrap();
         assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
         assert_eq!(
             read_destination_record(&LocalFolder::at(&dest), Some(&key)).unwrap(),
@@ -436,12 +428,11 @@ mod tests {
         let blocked = err.downcast_ref::<Blocked>().unwrap();
         assert_eq!(blocked.kind, "a folder");
         let err = write_destination_record(
-            dir.path(),
+            &LocalFolder::at(dir.path()),
             "x",
             "adopted",
             Utc::now(),
             &key,
-            FileAccess::PRIVATE,
         )
         .unwrap_err();
         assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
