@@ -111,16 +111,17 @@ pub fn read_bounded(file: impl Read, limit: u64) -> io::Result<Vec<u8>> {
 
 /// True when `err` says the file may have been written by another user ([`NotOwn`]).
 pub fn is_not_own(err: &io::Error) -> bool {
-    err.get_ref().is_some_and(
-        <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<NotOwn>,
-    )
+    carries::<NotOwn>(err)
 }
 
 /// True when `err` says the entry exists but is not a regular file.
 pub fn is_not_regular(err: &io::Error) -> bool {
-    err.get_ref().is_some_and(
-        <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<NotRegular>,
-    )
+    carries::<NotRegular>(err)
+}
+
+fn carries<E: std::error::Error + 'static>(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(<dyn std::error::Error + Send + Sync>::is::<E>)
 }
 
 #[cfg(test)]
@@ -171,5 +172,29 @@ mod tests {
         assert_eq!(read_small(&file, 100).unwrap().unwrap().len(), 100);
         assert!(read_small(&file, 99).is_err());
         assert_eq!(read_small(&dir.path().join("none"), 10).unwrap(), None);
+    }
+
+    #[test]
+    fn only_a_file_nobody_else_may_write_is_read_as_our_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("record");
+        std::fs::write(&file, b"{}").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_own(&file, 10).unwrap().unwrap(), b"{}");
+        assert_eq!(read_own(&dir.path().join("none"), 10).unwrap(), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+        let err = read_own(&file, 10).unwrap_err();
+        assert!(is_not_own(&err) && !is_not_regular(&err), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "belongs to uid {} with mode 620, so this run cannot be sure it wrote it",
+                effective_uid()
+            )
+        );
+        mkfifo(dir.path().join("fifo"));
+        let err = read_own(&dir.path().join("fifo"), 10).unwrap_err();
+        assert!(is_not_regular(&err) && !is_not_own(&err), "{err}");
     }
 }
