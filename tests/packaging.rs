@@ -658,6 +658,15 @@ fn debian_package_scripts_register_the_units_and_never_start_them() {
             .arg("-n")
             .arg(scripts.dir.path().join("DEBIAN").join(name)));
     }
+    // Every unit of dist/systemd is known here, so a new one cannot miss the scripts' lists.
+    let mut shipped: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("dist/systemd"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    let mut known: Vec<String> = UNITS.iter().map(ToString::to_string).collect();
+    known.sort();
+    assert_eq!(shipped, known, "dist/systemd and UNITS differ");
     // The units with an [Install] section are the ones an administrator enables (the timers).
     let enableable: Vec<&str> = UNITS
         .into_iter()
