@@ -1,9 +1,12 @@
 //! What an administrator installs besides the binary, checked with the system's own tools: the
 //! manual pages render with `man`, the completions load in bash (and zsh and fish where
 //! installed), `systemd-analyze verify` accepts the units, `--version` names the git revision,
-//! and the Debian package that `scripts/package` built (`CEPHBACKUP_DEB`, set by scripts/test)
-//! holds every file, with the configuration as a conffile. The `--help` of the tool and of each
-//! command is an insta snapshot (tests/snapshots/), reviewed word for word.
+//! and the Debian package that `scripts/package` built with dpkg-deb (`CEPHBACKUP_DEB`, set by
+//! scripts/test) holds every file, with the configuration as a conffile, complete control fields
+//! and md5sums, and maintainer scripts that, run with stand-ins for deb-systemd-helper, register
+//! the units without ever enabling or starting them and stop and disable them on removal. The
+//! `--help` of the tool and of each command is an insta snapshot (tests/snapshots/), reviewed word
+//! for word.
 //!
 //! No cluster is needed; `man` must be installed (scripts/test installs man-db), zsh, fish and
 //! systemd-analyze are used where present and skipped with a printed reason otherwise.
@@ -444,4 +447,309 @@ fn elf_section_names(elf: &[u8]) -> Vec<String> {
             String::from_utf8_lossy(&elf[start..end]).into_owned()
         })
         .collect()
+}
+
+/// A control file field of the package (`dpkg-deb --field`), trimmed.
+fn control_field(deb: &Path, field: &str) -> String {
+    let value = text(&run(Command::new("dpkg-deb").arg("--field").arg(deb).arg(field)).stdout);
+    value.trim().to_string()
+}
+
+#[test]
+fn debian_package_control_fields_are_complete_and_dpkg_reads_them_cleanly() {
+    let Some(deb) = package() else { return };
+    // dpkg-deb parses the control file and warns (on stderr) about anything malformed.
+    let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    assert!(
+        info.stderr.is_empty(),
+        "dpkg-deb --info warns:\n{}",
+        text(&info.stderr)
+    );
+    let arch = text(&run(Command::new("dpkg").arg("--print-architecture")).stdout);
+    for (field, expected) in [
+        ("Package", "cephbackup".to_string()),
+        ("Version", format!("{}-1", env!("CARGO_PKG_VERSION"))),
+        ("Architecture", arch.trim().to_string()),
+        ("Section", "admin".to_string()),
+        ("Priority", "optional".to_string()),
+    ] {
+        assert_eq!(control_field(&deb, field), expected, "{field}");
+    }
+    assert!(
+        control_field(&deb, "Maintainer").contains('<'),
+        "Maintainer"
+    );
+    assert_eq!(
+        deb.file_name().unwrap().to_string_lossy(),
+        format!(
+            "cephbackup_{}-1_{}.deb",
+            env!("CARGO_PKG_VERSION"),
+            arch.trim()
+        )
+    );
+
+    // Depends: the C library the binary links to (dpkg-shlibdeps) and rbd's package.
+    let depends = control_field(&deb, "Depends");
+    let names: Vec<&str> = depends
+        .split(',')
+        .map(|dep| dep.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert!(names.contains(&"libc6"), "{depends}");
+    assert!(names.contains(&"ceph-common"), "{depends}");
+    assert!(!names.contains(&""), "an empty dependency: {depends}");
+
+    // Installed-Size is in KiB: a few MB, most of it the binary.
+    let size: u64 = control_field(&deb, "Installed-Size").parse().unwrap();
+    assert!(size > 1000 && size < 64 << 10, "Installed-Size {size}");
+
+    // A one-line synopsis under 80 characters, then the extended description.
+    let description = control_field(&deb, "Description");
+    let mut lines = description.lines();
+    let synopsis = lines.next().unwrap();
+    assert!(synopsis.len() < 80, "synopsis too long: {synopsis:?}");
+    assert!(synopsis.contains("Ceph RBD"), "{synopsis:?}");
+    let extended: Vec<&str> = lines.collect();
+    assert!(
+        extended.len() >= 2 && extended[0].trim_start().starts_with("cephbackup snapshots"),
+        "{description}"
+    );
+}
+
+#[test]
+fn debian_package_md5sums_list_every_file_but_the_conffile() {
+    let Some(deb) = package() else { return };
+    let root = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(root.path()));
+    let control = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(control.path().join("DEBIAN")));
+    let md5sums = control.path().join("DEBIAN/md5sums");
+    // Every checksum matches the file it names...
+    run(Command::new("md5sum")
+        .args(["--check", "--strict", "--quiet"])
+        .arg(&md5sums)
+        .current_dir(root.path()));
+    // ...and every regular file is named, but the conffile (dpkg records its checksum itself).
+    let listed: Vec<String> = std::fs::read_to_string(&md5sums)
+        .unwrap()
+        .lines()
+        .map(|line| line.split_once("  ").unwrap().1.to_string())
+        .collect();
+    let listing = text(&run(Command::new("dpkg-deb").arg("-c").arg(&deb)).stdout);
+    let mut files = 0;
+    for line in listing.lines().filter(|line| line.starts_with('-')) {
+        let path = line
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_start_matches("./");
+        if path.starts_with("etc/") {
+            assert!(!listed.iter().any(|p| p == path), "conffile {path} listed");
+        } else {
+            assert!(listed.iter().any(|p| p == path), "{path} not in md5sums");
+            files += 1;
+        }
+    }
+    assert_eq!(files, listed.len(), "{listed:?}");
+    // Everything belongs to root.
+    for line in listing.lines() {
+        let owner = line.split_whitespace().nth(1).unwrap();
+        assert!(owner == "root/root" || owner == "0/0", "{line}");
+    }
+}
+
+/// The maintainer scripts of the package, run as dpkg would with stand-ins for
+/// deb-systemd-helper, deb-systemd-invoke and systemctl that log their arguments: the log of what
+/// the script asked of systemd. `installed` and `enabled` are what the stand-in
+/// `deb-systemd-helper debian-installed` and `was-enabled` answer. The scripts' checks for a
+/// running systemd (/run/systemd/system) and for deb-systemd-helper are pointed at the sandbox,
+/// which has both.
+struct MaintainerScripts {
+    dir: tempfile::TempDir,
+}
+
+impl MaintainerScripts {
+    fn extract(deb: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(deb)
+            .arg(dir.path().join("DEBIAN")));
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.path().join("run-systemd-system")).unwrap();
+        let logger = r#"#!/bin/sh
+echo "${0##*/} $*" >>"$FAKE_LOG"
+case "$1 $2" in
+    "debian-installed "*) exit "$FAKE_INSTALLED" ;;
+    "--quiet was-enabled") exit "$FAKE_ENABLED" ;;
+esac
+exit 0
+"#;
+        for tool in ["deb-systemd-helper", "deb-systemd-invoke", "systemctl"] {
+            std::fs::write(bin.join(tool), logger).unwrap();
+            run(Command::new("chmod").arg("755").arg(bin.join(tool)));
+        }
+        Self { dir }
+    }
+
+    fn script(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("DEBIAN").join(name)).unwrap()
+    }
+
+    fn run(&self, name: &str, args: &[&str], installed: bool, enabled: bool) -> Vec<String> {
+        let dir = self.dir.path();
+        let body = self
+            .script(name)
+            .replace(
+                "/run/systemd/system",
+                &dir.join("run-systemd-system").to_string_lossy(),
+            )
+            .replace(
+                "/usr/bin/deb-systemd-helper",
+                &dir.join("bin/deb-systemd-helper").to_string_lossy(),
+            );
+        let script = dir.join(format!("{name}.sandboxed"));
+        std::fs::write(&script, body).unwrap();
+        let log = dir.join("log");
+        std::fs::write(&log, "").unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(Command::new("sh")
+            .arg(&script)
+            .args(args)
+            .env("PATH", path)
+            .env("FAKE_LOG", &log)
+            .env("FAKE_INSTALLED", if installed { "0" } else { "1" })
+            .env("FAKE_ENABLED", if enabled { "0" } else { "1" }));
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Whether the log has a call of `tool` with `action` naming `unit`.
+fn called(log: &[String], tool: &str, action: &str, unit: &str) -> bool {
+    log.iter().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.first() == Some(&tool) && words.contains(&action) && words.contains(&unit)
+    })
+}
+
+#[test]
+fn debian_package_scripts_register_the_units_and_never_start_them() {
+    let Some(deb) = package() else { return };
+    let scripts = MaintainerScripts::extract(&deb);
+    for name in ["postinst", "prerm", "postrm"] {
+        let body = scripts.script(name);
+        assert!(body.starts_with("#!/bin/sh\n"), "{name}");
+        assert!(!body.contains("#DEBHELPER#"), "{name} still has the marker");
+        run(Command::new("sh")
+            .arg("-n")
+            .arg(scripts.dir.path().join("DEBIAN").join(name)));
+    }
+    // Every unit of dist/systemd is known here, so a new one cannot miss the scripts' lists.
+    let mut shipped: Vec<String> = std::fs::read_dir(Path::new(ROOT).join("dist/systemd"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    shipped.sort();
+    let mut known: Vec<String> = UNITS.iter().map(ToString::to_string).collect();
+    known.sort();
+    assert_eq!(shipped, known, "dist/systemd and UNITS differ");
+    // The units with an [Install] section are the ones an administrator enables (the timers).
+    let enableable: Vec<&str> = UNITS
+        .into_iter()
+        .filter(|name| unit(name).lines().any(|line| line == "[Install]"))
+        .collect();
+    assert_eq!(enableable, ["cephbackup.timer", "cephbackup-verify.timer"]);
+    let starts = |log: &[String]| {
+        log.iter().any(|line| {
+            [
+                "enable",
+                "start",
+                "restart",
+                "try-restart",
+                "reload-or-restart",
+            ]
+            .iter()
+            .any(|action| line.split_whitespace().any(|word| word == *action))
+        })
+    };
+
+    // First install: each timer registered, nothing enabled or started, systemd reloaded.
+    let log = scripts.run("postinst", &["configure"], false, false);
+    for name in &enableable {
+        assert!(
+            called(&log, "deb-systemd-helper", "update-state", name),
+            "{log:?}"
+        );
+    }
+    assert!(!starts(&log), "{log:?}");
+    assert!(
+        called(&log, "systemctl", "daemon-reload", "--system"),
+        "{log:?}"
+    );
+    // Upgrade, timers left disabled: they stay so.
+    let log = scripts.run("postinst", &["configure", "0.0.1-1"], true, false);
+    assert!(!starts(&log), "{log:?}");
+    for name in &enableable {
+        assert!(
+            called(&log, "deb-systemd-helper", "unmask", name),
+            "{log:?}"
+        );
+    }
+    // Upgrade, timers enabled by the administrator: they stay enabled, none is (re)started.
+    let log = scripts.run("postinst", &["configure", "0.0.1-1"], true, true);
+    for name in &enableable {
+        assert!(
+            called(&log, "deb-systemd-helper", "enable", name),
+            "{log:?}"
+        );
+    }
+    assert!(
+        !log.iter()
+            .any(|line| line.starts_with("deb-systemd-invoke")),
+        "{log:?}"
+    );
+
+    // An upgrade stops nothing: a running backup finishes.
+    for args in [&["upgrade", "0.2.0-1"][..], &["failed-upgrade", "0.2.0-1"]] {
+        let log = scripts.run("prerm", args, true, true);
+        assert!(log.is_empty(), "prerm {args:?}: {log:?}");
+        let log = scripts.run("postrm", args, true, true);
+        assert!(
+            log.iter().all(|line| line.contains("daemon-reload")),
+            "postrm {args:?}: {log:?}"
+        );
+    }
+    // Removal stops every unit that is not a template, and masks the timers...
+    let log = scripts.run("prerm", &["remove"], true, true);
+    for name in UNITS.iter().filter(|name| !name.contains('@')) {
+        assert!(called(&log, "deb-systemd-invoke", "stop", name), "{log:?}");
+    }
+    let log = scripts.run("postrm", &["remove"], true, true);
+    for name in &enableable {
+        assert!(called(&log, "deb-systemd-helper", "mask", name), "{log:?}");
+    }
+    // ...and purging disables them for good.
+    let log = scripts.run("postrm", &["purge"], true, true);
+    for name in &enableable {
+        assert!(called(&log, "deb-systemd-helper", "purge", name), "{log:?}");
+        assert!(
+            called(&log, "deb-systemd-helper", "unmask", name),
+            "{log:?}"
+        );
+    }
+    assert!(!starts(&log), "{log:?}");
 }
