@@ -374,27 +374,22 @@ impl HostState {
 }
 
 fn read_key(path: &Path) -> Result<Option<SealKey>> {
-    let file = match untrusted::open_regular(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    let bytes = match untrusted::read_owned(path, KEY_BYTES as u64, 0o077) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(err) => match untrusted::not_own(&err) {
+            Some(owner) => bail!(
+                "{} belongs to uid {} with mode {:o}: a record key others can read or write \
+                 proves nothing; remove it (records are then rewritten under a new one) or make \
+                 it a file of uid {} with mode 600",
+                path.display(),
+                owner.uid,
+                owner.mode,
+                effective_uid()
+            ),
+            None => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        },
     };
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.uid() != effective_uid() || meta.mode() & 0o077 != 0 {
-        bail!(
-            "{} belongs to uid {} with mode {:o}: a record key others can read or write proves \
-             nothing; remove it (records are then rewritten under a new one) or make it a file \
-             of uid {} with mode 600",
-            path.display(),
-            meta.uid(),
-            meta.mode() & 0o7777,
-            effective_uid()
-        );
-    }
-    let bytes = untrusted::read_bounded(file, KEY_BYTES as u64)
-        .with_context(|| format!("cannot read {}", path.display()))?;
     let bytes: [u8; KEY_BYTES] = bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("{} is not a record key: too short", path.display()))?;

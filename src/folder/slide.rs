@@ -310,11 +310,13 @@ fn prove_diff(folder: &dyn Door, stored: &FolderFile) -> Result<ProvenDiff, Stri
     let name = &stored.name;
     let expected = recorded(folder, name)?;
     let failed = |err: anyhow::Error| format!("{}: {err:#}", escaped(name));
-    let in_place = match stored.file.compressed() {
-        false => folder.open_file(name),
-        true => None,
+    // A plain diff is read where it lies when the door has it as a local file.
+    let local = if stored.file.compressed() {
+        None
+    } else {
+        folder.open_file(name)
     };
-    let (raw, sha256) = if let Some(file) = in_place {
+    let (raw, sha256) = if let Some(file) = local {
         let file = file.context("cannot open").map_err(failed)?;
         let mut hashing = Hashing::new(&file);
         let _ = io::copy(&mut hashing, &mut io::sink())

@@ -31,6 +31,12 @@ pub struct NotOwn {
 /// that nobody else may write ([`NotOwn`] otherwise); `None` when it does not exist. The bytes
 /// come through the handle whose owner was checked, not a second open of the path.
 pub fn read_own(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    read_owned(path, limit, 0o022)
+}
+
+/// [`read_own`], refusing also a file whose mode has any of the `forbidden` bits (`0o077`: a
+/// secret nobody else may even read).
+pub fn read_owned(path: &Path, limit: u64, forbidden: u32) -> io::Result<Option<Vec<u8>>> {
     use std::os::unix::fs::MetadataExt;
     let file = match open_regular(path) {
         Ok(file) => file,
@@ -38,7 +44,7 @@ pub fn read_own(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
         Err(err) => return Err(err),
     };
     let meta = file.metadata()?;
-    if meta.uid() != effective_uid() || meta.mode() & 0o022 != 0 {
+    if meta.uid() != effective_uid() || meta.mode() & (forbidden | 0o022) != 0 {
         return Err(io::Error::other(NotOwn {
             uid: meta.uid(),
             mode: meta.mode() & 0o7777,
@@ -111,7 +117,12 @@ pub fn read_bounded(file: impl Read, limit: u64) -> io::Result<Vec<u8>> {
 
 /// True when `err` says the file may have been written by another user ([`NotOwn`]).
 pub fn is_not_own(err: &io::Error) -> bool {
-    carries::<NotOwn>(err)
+    not_own(err).is_some()
+}
+
+/// Who owns the file `err` refused, and its mode, when it is a [`NotOwn`].
+pub fn not_own(err: &io::Error) -> Option<&NotOwn> {
+    err.get_ref()?.downcast_ref::<NotOwn>()
 }
 
 /// True when `err` says the entry exists but is not a regular file.
