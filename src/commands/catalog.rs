@@ -107,7 +107,7 @@ pub fn select<'a>(
 fn check_destination(job: &PoolJob) -> Result<()> {
     let shown = job.destination.display();
     let pool = &job.pool;
-    match record::inspect(&job.destination)? {
+    match record::inspect(&job.destination_folder())? {
         Destination::Recorded | Destination::Adoptable => Ok(()),
         Destination::Empty => {
             tracing::warn!("{}", unmarked_empty_message(job));

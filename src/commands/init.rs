@@ -15,7 +15,6 @@ use tracing::warn;
 
 use crate::commands::catalog;
 use crate::config::{Config, PoolJob};
-use crate::folder::door::LocalFolder;
 use crate::folder::record::{self, Blocked, Destination};
 use crate::outln;
 use crate::state::{Access, Filesystem, HostState, Known};
@@ -49,7 +48,8 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
         }
         done.push(dest);
         let shown = dest.display();
-        let recorded = match record::inspect(dest)? {
+        let top = job.destination_folder();
+        let recorded = match record::inspect(&top)? {
             Destination::Missing => bail!(
                 "destination directory {shown} of [{}] does not exist{}",
                 job.pool,
@@ -60,10 +60,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                 job.pool,
                 kind.described()
             ),
-            Destination::Recorded => match record::read_destination_record(
-                &crate::folder::door::LocalFolder::at(dest),
-                state.key(),
-            ) {
+            Destination::Recorded => match record::read_destination_record(&top, state.key()) {
                 Ok(id) => id,
                 Err(unusable) => {
                     warn!("{}: {}; it is replaced", unusable.path, unusable.problem);
@@ -92,7 +89,6 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                     bail!("internal error: no record key in {}", state.dir().display());
                 };
                 let now = Utc::now();
-                let top = LocalFolder::at(dest).with_access(job.file_access());
                 match record::write_destination_record(
                     &top,
                     &known.id,

@@ -149,8 +149,9 @@ fn decide(
 ) -> Result<Ready, Refused> {
     let line = |text: String| Refused::Line(text);
     let shown = dest.display();
-    let (folder, foreign_record) = look_at(dest, state, warnings)?;
-    let record_blocked = matches!(folder, FolderShows::Adoptable) && record_blocked(dest, warnings);
+    let top = LocalFolder::at(dest);
+    let (folder, foreign_record) = look_at(&top, state, warnings)?;
+    let record_blocked = matches!(folder, FolderShows::Adoptable) && record_blocked(&top, warnings);
     let filesystem = match folder {
         FolderShows::Missing | FolderShows::WrongKind(_) => None,
         _ => match Filesystem::of(dest) {
@@ -217,19 +218,20 @@ fn decide(
     }
 }
 
-/// What the folder at `dest` holds, and whether its record is another host's (left alone).
+/// What the destination folder `top` holds, and whether its record is another host's (left
+/// alone).
 fn look_at(
-    dest: &Path,
+    top: &LocalFolder,
     state: &HostState,
     warnings: &mut usize,
 ) -> Result<(FolderShows, bool), Refused> {
-    let folder = match record::inspect(dest) {
+    let folder = match record::inspect(top) {
         Ok(Destination::Missing) => FolderShows::Missing,
         Ok(Destination::NotAFolder(kind)) => FolderShows::WrongKind(kind),
         Ok(Destination::Adoptable) => FolderShows::Adoptable,
         Ok(Destination::Empty) => FolderShows::Empty,
         Ok(Destination::Recorded) => {
-            match record::read_destination_record(&LocalFolder::at(dest), state.key()) {
+            match record::read_destination_record(top, state.key()) {
                 Ok(Some(id)) => FolderShows::Recorded(id),
                 // Gone since it was looked at: as if it had never been there.
                 Ok(None) => FolderShows::Adoptable,
@@ -261,8 +263,7 @@ fn look_at(
 
 /// True (and said) when something other than a file holds the destination record's name, so
 /// that no record can be written there.
-fn record_blocked(dest: &Path, warnings: &mut usize) -> bool {
-    let top = LocalFolder::at(dest);
+fn record_blocked(top: &LocalFolder, warnings: &mut usize) -> bool {
     let record_path = top.location_of(DESTINATION_RECORD);
     let Ok(kind) = top.kind_of(DESTINATION_RECORD) else {
         return false;

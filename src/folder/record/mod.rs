@@ -68,8 +68,9 @@ pub enum Destination {
     Empty,
 }
 
-/// Looks at `dest` without changing anything.
-pub fn inspect(dest: &Path) -> Result<Destination> {
+/// Looks at the destination `top` without changing anything.
+pub fn inspect(top: &LocalFolder) -> Result<Destination> {
+    let dest = &top.path();
     let meta = match std::fs::metadata(dest) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Destination::Missing),
@@ -81,7 +82,6 @@ pub fn inspect(dest: &Path) -> Result<Destination> {
     if kind != EntryKind::Directory {
         return Ok(Destination::NotAFolder(kind));
     }
-    let top = LocalFolder::at(dest);
     match top.kind_of(DESTINATION_RECORD) {
         Ok(EntryKind::File) => return Ok(Destination::Recorded),
         Ok(_) => {}
@@ -319,22 +319,34 @@ mod tests {
     fn destinations_are_told_apart() {
         let root = tempfile::tempdir().unwrap();
         let dest = root.path().join("dest");
-        assert_eq!(inspect(&dest).unwrap(), Destination::Missing);
+        assert_eq!(
+            inspect(&LocalFolder::at(&dest)).unwrap(),
+            Destination::Missing
+        );
         std::fs::write(&dest, "").unwrap();
         assert_eq!(
-            inspect(&dest).unwrap(),
+            inspect(&LocalFolder::at(&dest)).unwrap(),
             Destination::NotAFolder(EntryKind::File)
         );
         std::fs::remove_file(&dest).unwrap();
         std::fs::create_dir(&dest).unwrap();
         std::fs::create_dir(dest.join("lost+found")).unwrap();
-        assert_eq!(inspect(&dest).unwrap(), Destination::Empty);
+        assert_eq!(
+            inspect(&LocalFolder::at(&dest)).unwrap(),
+            Destination::Empty
+        );
         std::fs::create_dir(dest.join("rbd")).unwrap();
-        assert_eq!(inspect(&dest).unwrap(), Destination::Adoptable);
+        assert_eq!(
+            inspect(&LocalFolder::at(&dest)).unwrap(),
+            Destination::Adoptable
+        );
         let key = SealKey::new([1; seal::KEY_BYTES]);
         write_destination_record(&LocalFolder::at(&dest), "id-1", "adopted", Utc::now(), &key)
             .unwrap();
-        assert_eq!(inspect(&dest).unwrap(), Destination::Recorded);
+        assert_eq!(
+            inspect(&LocalFolder::at(&dest)).unwrap(),
+            Destination::Recorded
+        );
         assert_eq!(
             read_destination_record(&LocalFolder::at(&dest), Some(&key)).unwrap(),
             Some("id-1".to_string())
@@ -438,7 +450,10 @@ mod tests {
         assert!(err.downcast_ref::<Blocked>().is_some(), "{err}");
         assert!(dir.path().join(IMAGE_RECORD).is_dir());
         assert!(dir.path().join(DESTINATION_RECORD).is_dir());
-        assert_eq!(inspect(dir.path()).unwrap(), Destination::Adoptable);
+        assert_eq!(
+            inspect(&LocalFolder::at(dir.path())).unwrap(),
+            Destination::Adoptable
+        );
     }
 
     #[test]
