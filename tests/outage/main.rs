@@ -127,9 +127,13 @@ fn a_cluster_that_stops_during_an_export_costs_at_most_two_timeouts_and_one_line
     ]);
     next_second();
 
+    let snapshots_before = w.backup_snapshots("vm").len();
     let mut child = w.spawn(&["-c", conf.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !export_started(&w.image_dir("vm")) {
+    // A temporary file alone is not the export: the record noting the snapshot about to be
+    // taken passes through one first. The new snapshot must exist too.
+    while !(export_started(&w.image_dir("vm")) && w.backup_snapshots("vm").len() > snapshots_before)
+    {
         assert!(Instant::now() < deadline, "the export never started");
         assert!(child.try_wait().unwrap().is_none(), "the run ended first");
         sleep(Duration::from_millis(5));
