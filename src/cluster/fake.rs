@@ -44,6 +44,9 @@ pub(crate) enum Fail {
     /// An export during which the whole process dies (a panic stands in for SIGKILL: nothing
     /// after it in the run happens).
     Die,
+    /// The call takes effect on the cluster, then its `rbd` ends without saying so (stopped by
+    /// a signal just after the cluster acted): the caller cannot tell what happened.
+    AfterEffect,
 }
 
 impl Fail {
@@ -53,6 +56,8 @@ impl Fail {
             Fail::NotFound => libc::ENOENT,
             Fail::Busy => libc::EBUSY,
             Fail::HalfWay | Fail::Die => libc::EIO,
+            // What `rbd` exits with for a failure it has no errno for.
+            Fail::AfterEffect => 1,
         }
     }
 
@@ -386,8 +391,11 @@ impl ClusterOps for Fake {
     fn create_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {
         let target = spec(pool, image, None);
         let shown = self.show(pool, image, Op::CreateSnapshot { snap });
-        self.enter(Call::CreateSnapshot, &target, shown.clone())
-            .map_err(|(_, err)| err)?;
+        let after_effect = match self.enter(Call::CreateSnapshot, &target, shown.clone()) {
+            Err((Fail::AfterEffect, err)) => Some(err),
+            Err((_, err)) => return Err(err),
+            Ok(()) => None,
+        };
         let mut state = self.0.lock().unwrap();
         state.next_id += 1;
         let id = state.next_id;
@@ -411,7 +419,10 @@ impl ClusterOps for Fake {
         let found = state.images.get_mut(&target).unwrap();
         let data = found.data.clone();
         found.snaps.push((id, snap.to_string(), data));
-        Ok(Change::Applied)
+        match after_effect {
+            Some(err) => Err(err),
+            None => Ok(Change::Applied),
+        }
     }
 
     fn remove_snapshot(&self, pool: &str, image: &str, snap: &str) -> Result<Change, CommandError> {

@@ -258,6 +258,68 @@ fn sigterm_during_an_export_stops_cleanly_with_143() {
     assert_consistent(&w, "after");
 }
 
+/// A `PATH` whose `rbd` makes snapshots like the real one, then marks `made` and hangs until it
+/// is stopped: a signal that lands after the cluster made the snapshot, before `rbd` said so.
+fn path_with_rbd_hanging_after_snap_create(w: &World) -> (String, std::path::PathBuf) {
+    let bin = w.tmp.path().join("hanging-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let made = w.tmp.path().join("snapshot-made");
+    let script = bin.join("rbd");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+case \"$*\" in *'snap create'*)
+  '{real}' \"$@\" || exit $?
+  \
+             : > '{made}'
+  exec sleep 120;;
+esac
+exec '{real}' \"$@\"
+",
+            real = real_rbd(),
+            made = made.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (path, made)
+}
+
+#[test]
+fn sigterm_after_the_cluster_made_the_snapshot_but_before_rbd_said_so_removes_it() {
+    let w = World::new();
+    w.create_image("img", 8 * MIB, 502);
+    let conf = w.config("images = img\nbackup mode = incremental");
+    let (path, made) = path_with_rbd_hanging_after_snap_create(&w);
+    let child = w.spawn_with_env(&["-c", conf.to_str().unwrap()], &[("PATH", &path)]);
+    assert!(
+        wait_until(Duration::from_secs(60), || made.exists()),
+        "rbd snap create never ran"
+    );
+    let snaps = w.backup_snapshots("img");
+    assert_eq!(snaps.len(), 1, "the snapshot is made, rbd has not returned");
+    assert!(
+        w.image_record("img")["pending"][0]["snapshot"] == snaps[0].as_str(),
+        "the run is still waiting for rbd"
+    );
+    signal(&child, "-TERM");
+    let run = finish_within(child, Duration::from_secs(60)).code(143);
+    assert!(
+        run.stderr
+            .contains(&format!("removing snapshot {}", snaps[0])),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.backup_snapshots("img"), Vec::<String>::new());
+    assert_eq!(w.image_record("img")["pending"], serde_json::json!([]));
+    assert_eq!(w.all_files("img"), Vec::<String>::new());
+    next_second();
+    w.backup(&conf).success();
+    assert_consistent(&w, "img");
+}
+
 #[test]
 fn overlapping_runs_are_refused_or_wait_for_the_lock() {
     let w = World::new();

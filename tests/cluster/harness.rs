@@ -337,8 +337,14 @@ impl World {
 
     /// Starts the real binary without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// Starts the real binary with `env` added to its environment, without waiting for it.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_cephbackup"))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("CEPHBACKUP_LOG")
             .env("STATE_DIRECTORY", &self.state)
             .stdin(Stdio::null())
@@ -351,20 +357,7 @@ impl World {
     /// Runs the real binary, SIGKILLing it (and failing the test) if it is still running after
     /// `limit`: a hang becomes a failure, never a stuck test.
     pub fn run_within(&self, args: &[&str], limit: std::time::Duration) -> Run {
-        let mut child = self.spawn(args);
-        let deadline = std::time::Instant::now() + limit;
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "{args:?} hung; killed after {limit:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Run::from(child.wait_with_output().unwrap())
+        finish_within(self.spawn(args), limit)
     }
 
     /// A Ceph configuration whose monitor nobody answers for.
@@ -424,6 +417,33 @@ impl World {
 }
 
 /// Runs the binary with `-c conf` and the given arguments.
+/// Waits for a started run, SIGKILLing it (and failing the test) if it is still running after
+/// `limit`: a hang becomes a failure, never a stuck test.
+pub fn finish_within(mut child: std::process::Child, limit: std::time::Duration) -> Run {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the run hung; killed after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// The path of the real `rbd`, for wrappers put ahead of it on `PATH`.
+pub fn real_rbd() -> String {
+    let out = Command::new("sh")
+        .args(["-c", "command -v rbd"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn with_conf(w: &World, conf: &Path, args: &[&str]) -> Run {
     let mut all = vec!["-c", conf.to_str().unwrap()];
     all.extend_from_slice(args);

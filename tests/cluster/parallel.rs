@@ -233,14 +233,7 @@ fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) 
     fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("rbd-calls.log");
     let _ = fs::remove_file(&log);
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v rbd"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = real_rbd();
     let wrapper = bin.join("rbd");
     fs::write(
         &wrapper,
@@ -248,7 +241,7 @@ fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) 
             "#!/bin/sh\necho \"begin $$ $*\" >> '{log}'\n{delay}'{real}' \"$@\"\nstatus=$?\n\
              echo \"end $$\" >> '{log}'\nexit $status\n",
             log = log.display(),
-            real = real.trim(),
+            real = real,
             delay = if slow_exports {
                 "case \"$*\" in *export*) sleep 1;; esac\n"
             } else {

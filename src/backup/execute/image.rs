@@ -389,14 +389,43 @@ impl<'s> ImageRun<'s> {
             // Check mode: no snapshot, so none to report or roll back.
             Ok(Change::Skipped) => {}
             Err(err) => {
-                // Unless the cluster may have created it before going silent, the snapshot is
-                // not ours (it existed already) or does not exist: forget the intent, so that no
-                // later run removes a snapshot on its account.
-                if err.kind() != FailureKind::TimedOut && self.record.snapshot_gone(snap.as_str()) {
-                    self.save_record()?;
-                }
+                self.settle_failed_snapshot(snap, err.kind())?;
                 return Err(err.into());
             }
+        }
+        Ok(())
+    }
+
+    /// After `rbd snap create` failed: makes the image record and the roll-back agree with what
+    /// the cluster holds, so that no snapshot of this run outlives it unnamed.
+    fn settle_failed_snapshot(&mut self, snap: &SnapName, kind: FailureKind) -> Result<()> {
+        let (pool, image) = (self.pool().to_string(), self.image);
+        let created = match kind {
+            // The cluster may have made it before going silent, and asking would cost another
+            // timeout: the record keeps the intent, and the next run removes the snapshot.
+            FailureKind::TimedOut => return Ok(()),
+            // An `rbd` that ended without a reason (stopped by a signal, or crashed) may have
+            // ended after the cluster made the snapshot: only the cluster can say.
+            FailureKind::Other => match self.section.rbd.list_snapshots(&pool, image) {
+                Ok(snapshots) => snapshots.iter().any(|s| s.name == snap.as_str()),
+                Err(err) => {
+                    info!(
+                        "{pool}/{image}: cannot tell whether snapshot {snap} was made ({err:#}); \
+                         its record keeps it for the next run to remove"
+                    );
+                    return Ok(());
+                }
+            },
+            // Refused: it existed already (not ours) or was never made.
+            _ => false,
+        };
+        if created {
+            // Planned as new (its name was free), so it is this run's, and rolled back with it.
+            self.done.snapshots_created.push(snap.to_string());
+            self.unbacked_snapshot = Some(snap.clone());
+        } else if self.record.snapshot_gone(snap.as_str()) {
+            // Forget the intent, so that no later run removes a snapshot on its account.
+            self.save_record()?;
         }
         Ok(())
     }

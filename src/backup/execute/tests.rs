@@ -495,6 +495,34 @@ fn a_busy_snapshot_that_cannot_be_removed_is_a_warning_not_a_failure() {
 }
 
 #[test]
+fn a_snapshot_made_by_an_rbd_that_then_failed_is_found_and_rolled_back() {
+    let w = World::new();
+    w.image("rbd", "a", 10_000, 12);
+    let conf = w.config(&[("rbd", "images = a\nbackup mode = incremental")]);
+    w.backup(&conf);
+    let first = w.fake.snapshots("rbd", "a");
+    w.hours_later(1);
+    // `rbd snap create` stopped (by a signal, say) after the cluster made the snapshot.
+    w.fake
+        .fail(Call::CreateSnapshot, "rbd/a", Fail::AfterEffect);
+    let (outcome, _) = w.run(&conf, false);
+    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+    let calls = w.fake.calls();
+    let created = calls
+        .iter()
+        .rposition(|c| c.starts_with("snap create rbd/a@"))
+        .unwrap();
+    let asked = &calls[created + 1];
+    assert_eq!(asked, "snap ls rbd/a", "the cluster is asked: {calls:#?}");
+    assert!(
+        calls[created + 2].starts_with("snap rm rbd/a@"),
+        "and the snapshot it made is removed: {calls:#?}"
+    );
+    assert_eq!(w.fake.snapshots("rbd", "a"), first);
+    assert_eq!(w.record("rbd", "a").pending, []);
+}
+
+#[test]
 fn a_pending_record_left_by_a_killed_run_makes_the_next_run_remove_exactly_that_snapshot() {
     let w = World::new();
     w.image("rbd", "a", 40_000, 11);
