@@ -21,12 +21,14 @@
 
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cluster::process;
 use crate::folder::untrusted::{self, effective_uid, EntryKind};
 use crate::interrupt;
 
@@ -83,6 +85,8 @@ pub enum Kind {
 /// A held image lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct ImageLock {
+    // Before the file: it must stop being passed on before it is closed.
+    _inherited: process::Inherited,
     _file: File,
 }
 
@@ -167,9 +171,14 @@ pub fn lock_image(
             .and_then(|()| writeln!(file, "{}", holder_line()))
             .with_context(|| format!("cannot write lock file {}", path.display()))?;
     }
-    share_with_children(&file)
-        .with_context(|| format!("cannot prepare lock file {}", path.display()))?;
-    Ok(ImageLock { _file: file })
+    // The `rbd` processes this image's run starts inherit the lock. A flock belongs to the open
+    // file, so it is only released once every process holding it has exited: if this run is
+    // killed, the next one cannot start while an `rbd` of ours is still finishing (say, creating
+    // a snapshot) unseen.
+    Ok(ImageLock {
+        _inherited: process::inherit_on_this_thread(file.as_fd()),
+        _file: file,
+    })
 }
 
 /// Creates `dir` (0700) when missing, and refuses one that is not a private folder of ours.
@@ -232,14 +241,6 @@ fn open_lock_file(path: &Path) -> Result<File> {
         );
     }
     Ok(file)
-}
-
-/// Lets the `rbd` processes we start inherit the lock. A flock belongs to the open file, so it is
-/// only released once every process holding it has exited: if this run is killed, the next one
-/// cannot start while an `rbd` of ours is still finishing (say, creating a snapshot) unseen.
-fn share_with_children(file: &File) -> io::Result<()> {
-    // Clears close-on-exec, the only descriptor flag there is.
-    rustix::io::fcntl_setfd(file, rustix::io::FdFlags::empty()).map_err(io::Error::from)
 }
 
 /// What an exclusive holder writes into the lock file: its pid and what it runs, so that a

@@ -15,10 +15,11 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -69,6 +70,38 @@ pub enum FailureKind {
     QuotaExceeded,
     /// Anything else, and every failure of a command without an [`Interpreter`].
     Other,
+}
+
+/// Descriptors the children of a thread inherit, with that thread ([`inherit_on_this_thread`]).
+static INHERITED: Mutex<Vec<(ThreadId, RawFd)>> = Mutex::new(Vec::new());
+
+fn inherited() -> std::sync::MutexGuard<'static, Vec<(ThreadId, RawFd)>> {
+    INHERITED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Lets the children this thread starts inherit `fd` (every descriptor of ours is otherwise
+/// closed on exec) until the guard is dropped. Only this thread's: an image's lock goes to its
+/// own `rbd` processes, not to those another image starts at the same time, which would hold it
+/// past its run.
+pub fn inherit_on_this_thread(fd: BorrowedFd<'_>) -> Inherited {
+    let fd = fd.as_raw_fd();
+    inherited().push((std::thread::current().id(), fd));
+    Inherited { fd }
+}
+
+/// Ends [`inherit_on_this_thread`] when dropped (on any thread); drop it before the descriptor
+/// is closed.
+#[derive(Debug)]
+pub struct Inherited {
+    fd: RawFd,
+}
+
+impl Drop for Inherited {
+    fn drop(&mut self) {
+        inherited().retain(|&(_, fd)| fd != self.fd);
+    }
 }
 
 /// Process ids of the children running now, so an interrupted run can stop them.
@@ -208,18 +241,31 @@ impl CommandLine {
         #[allow(clippy::disallowed_methods)] // this is the one door
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        let this_thread = std::thread::current().id();
+        let inherited: Vec<RawFd> = (inherited().iter())
+            .filter(|(thread, _)| *thread == this_thread)
+            .map(|&(_, fd)| fd)
+            .collect();
         // The one `unsafe` of the crate: `pre_exec` is unsafe because its closure runs in the
         // child between fork and exec, where only async-signal-safe calls are allowed. Ours only
-        // makes the prctl(2) system call (no allocation, no lock, no memory of ours touched), and
-        // std offers no safe way to ask for a parent-death signal.
-        // SAFETY: see above.
+        // makes the prctl(2) and fcntl(2) system calls (no allocation, no lock; it reads the
+        // list made before the fork), and std offers no safe way to ask for a parent-death
+        // signal or to pass one descriptor to one child.
+        // SAFETY: see above; each descriptor in `inherited` stays open while its guard lives
+        // ([`Inherited`]), and this thread is the one starting the child.
         #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 rustix::process::set_parent_process_death_signal(Some(
                     rustix::process::Signal::TERM,
-                ))
-                .map_err(io::Error::from)
+                ))?;
+                for &fd in &inherited {
+                    rustix::io::fcntl_setfd(
+                        BorrowedFd::borrow_raw(fd),
+                        rustix::io::FdFlags::empty(),
+                    )?;
+                }
+                Ok(())
             });
         }
         command
@@ -593,9 +639,25 @@ fn plain_summary(stderr: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     fn sh(script: &str) -> CommandLine {
         CommandLine::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn a_descriptor_goes_to_the_children_of_its_thread_only_while_its_guard_lives() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = file.as_raw_fd();
+        let probe = format!("test -e /proc/self/fd/{fd} && echo open || echo closed");
+        let seen = |script: &str| String::from_utf8(sh(script).output().unwrap()).unwrap();
+        assert_eq!(seen(&probe), "closed\n", "closed on exec by default");
+        let guard = inherit_on_this_thread(file.as_fd());
+        assert_eq!(seen(&probe), "open\n");
+        let other_thread = std::thread::scope(|scope| scope.spawn(|| seen(&probe)).join());
+        assert_eq!(other_thread.unwrap(), "closed\n");
+        drop(guard);
+        assert_eq!(seen(&probe), "closed\n");
     }
 
     #[test]
