@@ -416,7 +416,6 @@ impl World {
     }
 }
 
-/// Runs the binary with `-c conf` and the given arguments.
 /// Waits for a started run, SIGKILLing it (and failing the test) if it is still running after
 /// `limit`: a hang becomes a failure, never a stuck test.
 pub fn finish_within(mut child: std::process::Child, limit: std::time::Duration) -> Run {
@@ -444,6 +443,7 @@ pub fn real_rbd() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Runs the binary with `-c conf` and the given arguments.
 pub fn with_conf(w: &World, conf: &Path, args: &[&str]) -> Run {
     let mut all = vec!["-c", conf.to_str().unwrap()];
     all.extend_from_slice(args);
