@@ -60,6 +60,8 @@ pub struct Settings {
     /// Incremental mode: a window slide exports the new base from the cluster, as the original
     /// did, instead of building it from the files in the folder.
     pub slide_from_cluster: bool,
+    /// `encrypt to` is set: new files are age files.
+    pub encrypt: bool,
 }
 
 impl Settings {
@@ -71,7 +73,18 @@ impl Settings {
             keep: job.keep,
             keep_minimum: job.keep_minimum.max(1),
             slide_from_cluster: job.slide_from_cluster,
+            encrypt: job.encrypt_to.is_some(),
         }
+    }
+
+    /// A new full backup of `snap`, as this section writes them.
+    pub fn full(&self, snap: SnapName) -> BackupFile {
+        BackupFile::full(snap, self.compress).encrypted(self.encrypt)
+    }
+
+    /// A new diff from `base` to `snap`, as this section writes them.
+    pub fn diff(&self, base: SnapName, snap: SnapName) -> BackupFile {
+        BackupFile::diff(base, snap, self.compress).encrypted(self.encrypt)
     }
 
     /// The settings for a folder that can, or cannot, change files in place
@@ -214,7 +227,7 @@ pub fn plan_image(
     let create_at = steps.len();
     let (backs, temporary) = match settings.mode {
         BackupMode::Full => {
-            let file = BackupFile::full(new.clone(), settings.compress);
+            let file = settings.full(new.clone());
             steps.push(Step::Export {
                 file: file.clone(),
                 reason: "full backup mode".into(),
@@ -449,9 +462,8 @@ struct Incremental<'a> {
 impl Incremental<'_> {
     /// Adds the steps after the snapshot is created; returns the file that backs it.
     fn plan(self, steps: &mut Vec<Step>) -> BackupFile {
-        let compress = self.settings.compress;
         let Some(oldest) = self.owned.first() else {
-            let file = BackupFile::full(self.new.clone(), compress);
+            let file = self.settings.full(self.new.clone());
             steps.push(Step::Export {
                 file: file.clone(),
                 reason: "first backup of this image: it has no backup snapshot yet".into(),
@@ -578,7 +590,7 @@ impl Incremental<'_> {
             .filter(|name| !removed.contains(name))
             .collect();
         names.push(
-            BackupFile::full(base_snap.clone(), self.settings.compress).file_name(self.found.image),
+            self.settings.full(base_snap.clone()).file_name(self.found.image),
         );
         let survivors = self.survivors(&Slide {
             base,
@@ -699,7 +711,7 @@ impl Incremental<'_> {
                 (file, None)
             }
             None => {
-                let file = BackupFile::full(base.clone(), self.settings.compress);
+                let file = self.settings.full(base.clone());
                 if let Some((from, diffs)) = self.local_route(base) {
                     steps.push(Step::SlideBase {
                         file: file.clone(),
@@ -731,7 +743,9 @@ impl Incremental<'_> {
         }
         let route = self.layout.route(base)?;
         let (full, diffs) = route.split_first()?;
-        if diffs.is_empty() {
+        // Encrypted files are read with a private key, which a backup host does not hold; a
+        // new base that is to be encrypted is written by an export.
+        if diffs.is_empty() || self.settings.encrypt || route.iter().any(|f| f.file.encrypted) {
             return None;
         }
         let removed: BTreeSet<String> = self
@@ -796,7 +810,6 @@ impl Incremental<'_> {
         survivors: &[SnapName],
         kept: &BTreeSet<String>,
     ) -> (BackupFile, String) {
-        let compress = self.settings.compress;
         let kept_entries: Vec<FolderEntry> = kept.iter().map(|n| FolderEntry::file(n, 0)).collect();
         let restorable: BTreeSet<&SnapName> = Layout::from_entries(self.found.image, &kept_entries)
             .points()
@@ -806,7 +819,7 @@ impl Incremental<'_> {
         let local = survivors.iter().rev().find(|s| restorable.contains(s));
         if let Some(shipped) = self.shipped_newest(survivors, local) {
             return (
-                BackupFile::diff(shipped.clone(), self.new.clone(), compress),
+                self.settings.diff(shipped.clone(), self.new.clone()),
                 format!(
                     "changes since {shipped}, the newest snapshot this destination backed up (its \
                      image record says so); the files up to it are not in this destination any \
@@ -817,7 +830,7 @@ impl Incremental<'_> {
         let newest = survivors.last();
         match local {
             Some(base) => (
-                BackupFile::diff(base.clone(), self.new.clone(), compress),
+                self.settings.diff(base.clone(), self.new.clone()),
                 match newest.filter(|n| *n != base) {
                     None => format!("changes since the newest backup snapshot {base}"),
                     Some(newest) => format!(
@@ -828,7 +841,7 @@ impl Incremental<'_> {
                 },
             ),
             None => (
-                BackupFile::full(self.new.clone(), compress),
+                self.settings.full(self.new.clone()),
                 format!(
                     "the newest backup snapshot {} has no complete chain of backup files back to \
                      a full backup in this destination, nor has an older one, and the image \
@@ -906,6 +919,7 @@ mod tests {
             keep: KeepRules::default(),
             keep_minimum: 1,
             slide_from_cluster: false,
+            encrypt: false,
         }
     }
 
@@ -1078,6 +1092,7 @@ mod tests {
             keep: KeepRules::default(),
             keep_minimum: 1,
             slide_from_cluster: false,
+            encrypt: false,
         };
         let old = name(at(1, 2, 0));
         let mut w = World::with(&[&old], &["img@BACKUPUTC20170801T020000.full"]);
@@ -1641,6 +1656,7 @@ mod tests {
             keep: KeepRules::default(),
             keep_minimum: 1,
             slide_from_cluster: false,
+            encrypt: false,
         };
         // The incremental job's snapshots, and a temporary one our own killed run left.
         let mut w = World::with(
@@ -1743,6 +1759,7 @@ mod tests {
             keep,
             keep_minimum: 1,
             slide_from_cluster: false,
+            encrypt: false,
         }
     }
 
@@ -2220,6 +2237,7 @@ mod slide_tests {
             keep: KeepRules::default(),
             keep_minimum: minimum,
             slide_from_cluster: from_cluster,
+            encrypt: false,
         }
     }
 

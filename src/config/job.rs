@@ -8,6 +8,7 @@ use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
 use crate::folder::door::LocalFolder;
+use crate::folder::format::encrypt::Recipients;
 use crate::folder::format::write::Compressor;
 use crate::folder::naming::Compression;
 
@@ -79,6 +80,8 @@ pub struct PoolJob {
     pub slide_from_cluster: bool,
     /// `file group`: the group that may read what this section writes; `None`: its owner only.
     pub file_group: Option<FileGroup>,
+    /// `encrypt to`: the age public keys new backup files are encrypted to; `None`: in clear.
+    pub encrypt_to: Option<Recipients>,
 }
 
 impl PoolJob {

@@ -115,9 +115,11 @@ pub const MAX_PARALLEL_IMAGES: u32 = 64;
 const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 /// A group that may read the backups (files 0640, folders 0750) instead of their owner only.
 const FILE_GROUP: &str = "file group";
+/// New backup files are age files for these public keys ([`crate::folder::format::encrypt`]).
+const ENCRYPT_TO: &str = "encrypt to";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 24] = [
+const KNOWN_KEYS: [&str; 25] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -138,6 +140,7 @@ const KNOWN_KEYS: [&str; 24] = [
     KEEP_MINIMUM,
     SLIDE_FROM_CLUSTER,
     FILE_GROUP,
+    ENCRYPT_TO,
     PARALLEL_IMAGES,
     METRICS_FILE,
     STATE_DIRECTORY,

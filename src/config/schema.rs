@@ -4,6 +4,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::folder::access::FileGroup;
+use crate::folder::format::encrypt::Recipients;
 
 /// Marks a field whose problem has already been recorded.
 pub(super) struct Reported;
@@ -27,8 +28,12 @@ impl<'a> PoolReader<'a, '_> {
         let images = self.required(IMAGES, parse_images);
         let destination = self.required(DESTINATION, parse_required_text);
         let mode = self.required(BACKUP_MODE, parse_backup_mode);
+        let encrypt_to = self.optional(ENCRYPT_TO, Recipients::parse);
         let images = match (images, &mode) {
-            (Ok(images), Ok(mode)) => self.image_name_lengths(images, *mode),
+            (Ok(images), Ok(mode)) => {
+                let encrypted = !matches!(encrypt_to, Ok(None));
+                self.image_name_lengths(images, *mode, encrypted)
+            }
             (images, _) => images,
         };
         let ceph_config = self.optional(CEPH_CONFIG, parse_optional_text);
@@ -77,6 +82,7 @@ impl<'a> PoolReader<'a, '_> {
             keep_minimum: keep_minimum?,
             slide_from_cluster: slide_from_cluster?.unwrap_or(false),
             file_group: file_group?,
+            encrypt_to: encrypt_to?,
         })
     }
 
@@ -87,6 +93,7 @@ impl<'a> PoolReader<'a, '_> {
         &mut self,
         images: ImageSelection,
         mode: BackupMode,
+        encrypted: bool,
     ) -> Result<ImageSelection, Reported> {
         let ImageSelection::Named(names) = &images else {
             return Ok(images);
@@ -94,7 +101,7 @@ impl<'a> PoolReader<'a, '_> {
         let diffs = mode == BackupMode::Incremental;
         let problems: Vec<String> = names
             .iter()
-            .filter_map(|name| crate::folder::naming::check_name_length(name, diffs).err())
+            .filter_map(|name| crate::folder::naming::check_name_length(name, diffs, encrypted).err())
             .collect();
         if problems.is_empty() {
             return Ok(images);

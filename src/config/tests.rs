@@ -80,6 +80,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         keep_minimum: DEFAULT_KEEP_MINIMUM,
         slide_from_cluster: false,
         file_group: None,
+        encrypt_to: None,
     }
 }
 
@@ -776,7 +777,7 @@ fn unknown_keys() {
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
          daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
-         parallel images, metrics file, state directory, wait)"
+         encrypt to, parallel images, metrics file, state directory, wait)"
     );
 }
 

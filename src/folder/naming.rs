@@ -18,6 +18,8 @@ const DIFF_MARKER: &str = ".diff_from_";
 pub const COMPRESSED_SUFFIX: &str = ".tar.gz";
 /// The same archive compressed with zstd (`compress = zstd`).
 pub const ZSTD_SUFFIX: &str = ".tar.zst";
+/// What an encrypted file's name adds last (`encrypt to`; [`crate::folder::format::encrypt`]).
+pub const ENCRYPTED_SUFFIX: &str = ".age";
 /// Checksum files written beside each backup file, in `sha256sum` format.
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 /// Prefix of the temporary files a run writes before renaming them to their final name.
@@ -86,8 +88,9 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
 pub const NAME_MAX: usize = 255;
 
 /// The longest file name the tool writes in an image's folder, in bytes: the checksum file of a
-/// compressed diff when `diffs` (incremental mode), else that of a compressed full backup.
-pub fn longest_file_name(image: &str, diffs: bool) -> usize {
+/// compressed diff when `diffs` (incremental mode), else that of a compressed full backup; with
+/// the encrypted suffix when the section encrypts.
+pub fn longest_file_name(image: &str, diffs: bool, encrypted: bool) -> usize {
     // Every snapshot name has the same length; any instant gives it.
     let snap = SnapName::at(DateTime::<Utc>::UNIX_EPOCH);
     let longest_suffix = Compression::SUFFIXED
@@ -100,13 +103,14 @@ pub fn longest_file_name(image: &str, diffs: bool) -> usize {
     } else {
         BackupFile::full(snap, Compression::None)
     };
-    file.file_name(image).len() + longest_suffix + CHECKSUM_SUFFIX.len()
+    let sealed = if encrypted { ENCRYPTED_SUFFIX.len() } else { 0 };
+    file.file_name(image).len() + longest_suffix + sealed + CHECKSUM_SUFFIX.len()
 }
 
 /// Refuses an image name so long that a file the tool writes for it would exceed [`NAME_MAX`]
 /// ("File name too long" only after a snapshot was taken and exported for nothing).
-pub fn check_name_length(image: &str, diffs: bool) -> Result<(), String> {
-    let longest = longest_file_name(image, diffs);
+pub fn check_name_length(image: &str, diffs: bool, encrypted: bool) -> Result<(), String> {
+    let longest = longest_file_name(image, diffs, encrypted);
     if longest <= NAME_MAX {
         return Ok(());
     }
@@ -288,12 +292,14 @@ impl From<bool> for Compression {
 }
 
 /// One backup file of an image: `<image>@<snap>.full` or `<image>@<snap>.diff_from_<base>`,
-/// optionally with `.tar.gz` or `.tar.zst`.
+/// optionally with `.tar.gz` or `.tar.zst`, then `.age` when encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackupFile {
     pub snap: SnapName,
     pub content: Content,
     pub compression: Compression,
+    /// An age file ([`ENCRYPTED_SUFFIX`]): its clear bytes are what the name says without it.
+    pub encrypted: bool,
 }
 
 impl BackupFile {
@@ -303,6 +309,7 @@ impl BackupFile {
             snap,
             content: Content::Full,
             compression: compression.into(),
+            encrypted: false,
         }
     }
 
@@ -311,7 +318,14 @@ impl BackupFile {
             snap,
             content: Content::DiffFrom(base),
             compression: compression.into(),
+            encrypted: false,
         }
+    }
+
+    /// The same file, encrypted or not as `encrypted` says.
+    #[must_use]
+    pub fn encrypted(self, encrypted: bool) -> BackupFile {
+        BackupFile { encrypted, ..self }
     }
 
     /// True when the file is a tar archive rather than the raw stream.
@@ -329,7 +343,8 @@ impl BackupFile {
 
     /// The name of the file on disk.
     pub fn file_name(&self, image: &str) -> String {
-        self.raw_name(image) + self.compression.suffix()
+        let sealed = if self.encrypted { ENCRYPTED_SUFFIX } else { "" };
+        self.raw_name(image) + self.compression.suffix() + sealed
     }
 
     pub fn is_full(&self) -> bool {
@@ -347,16 +362,18 @@ impl BackupFile {
     /// file of that image.
     pub fn parse(image: &str, file_name: &str) -> Option<BackupFile> {
         let rest = file_name.strip_prefix(image)?.strip_prefix('@')?;
+        let (rest, encrypted) = match rest.strip_suffix(ENCRYPTED_SUFFIX) {
+            Some(clear) => (clear, true),
+            None => (rest, false),
+        };
         let (rest, compression) = Compression::split(rest);
-        if let Some(snap) = rest.strip_suffix(FULL_SUFFIX) {
-            return Some(BackupFile::full(SnapName::parse(snap)?, compression));
-        }
-        let (snap, base) = rest.split_once(DIFF_MARKER)?;
-        Some(BackupFile::diff(
-            SnapName::parse(base)?,
-            SnapName::parse(snap)?,
-            compression,
-        ))
+        let file = if let Some(snap) = rest.strip_suffix(FULL_SUFFIX) {
+            BackupFile::full(SnapName::parse(snap)?, compression)
+        } else {
+            let (snap, base) = rest.split_once(DIFF_MARKER)?;
+            BackupFile::diff(SnapName::parse(base)?, SnapName::parse(snap)?, compression)
+        };
+        Some(file.encrypted(encrypted))
     }
 }
 
@@ -457,23 +474,26 @@ mod tests {
     #[test]
     fn image_names_are_bounded_by_the_longest_file_name_they_give() {
         // `<image>@<S>.diff_from_<B>.tar.zst.sha256`: 75 bytes besides the image name.
-        assert_eq!(longest_file_name("vm", true), 77);
-        assert_eq!(longest_file_name("vm", false), 47);
+        assert_eq!(longest_file_name("vm", true, false), 77);
+        assert_eq!(longest_file_name("vm", false, false), 47);
         let fits = "v".repeat(180);
-        assert_eq!(longest_file_name(&fits, true), NAME_MAX);
-        assert!(check_name_length(&fits, true).is_ok());
+        assert_eq!(longest_file_name(&fits, true, false), NAME_MAX);
+        assert!(check_name_length(&fits, true, false).is_ok());
         let over = "v".repeat(181);
-        let err = check_name_length(&over, true).unwrap_err();
+        let err = check_name_length(&over, true, false).unwrap_err();
         assert!(
             err.contains("181 bytes long") && err.contains("at most 180"),
             "{err}"
         );
         // A full backup's names are shorter: the same name fits a full-mode section.
-        assert!(check_name_length(&over, false).is_ok());
-        let err = check_name_length(&"v".repeat(250), false).unwrap_err();
+        assert!(check_name_length(&over, false, false).is_ok());
+        let err = check_name_length(&"v".repeat(250), false, false).unwrap_err();
         assert!(err.contains("at most 210") && !err.contains('\n'), "{err}");
+        // An encrypting section's names are 4 bytes longer (`.age`).
+        assert_eq!(longest_file_name("vm", true, true), 81);
+        assert!(check_name_length(&fits, true, true).is_err());
         // Bytes, not characters: 'é' is two.
-        assert!(check_name_length(&"é".repeat(91), true).is_err());
+        assert!(check_name_length(&"é".repeat(91), true, false).is_err());
     }
 
     #[test]
@@ -502,8 +522,16 @@ mod tests {
                 "img@BACKUPUTC20170801T020000.full.tar.zst",
             ),
             (
-                BackupFile::diff(s0, s1, Compression::Zstd),
+                BackupFile::diff(s0.clone(), s1.clone(), Compression::Zstd),
                 "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000.tar.zst",
+            ),
+            (
+                BackupFile::full(s0.clone(), false).encrypted(true),
+                "img@BACKUPUTC20170801T020000.full.age",
+            ),
+            (
+                BackupFile::diff(s0, s1, Compression::Zstd).encrypted(true),
+                "img@BACKUPUTC20170802T020000.diff_from_BACKUPUTC20170801T020000.tar.zst.age",
             ),
         ];
         for (file, name) in cases {

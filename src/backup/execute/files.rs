@@ -324,12 +324,29 @@ impl ImageRun<'_> {
     ) -> Result<String> {
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
+        let recipients = match (file.encrypted, &self.section.job.encrypt_to) {
+            (false, _) => None,
+            (true, Some(recipients)) => Some(recipients),
+            (true, None) => anyhow::bail!(
+                "{} is an encrypted file, and `encrypt to` is not set",
+                file.file_name(self.image)
+            ),
+        };
         let Some(compressor) = self.section.job.compressor_for(file.compression) else {
-            let (len, digest) = write::write_raw(stream, out)?;
+            let (len, digest) = match recipients {
+                Some(recipients) => write::write_encrypted(stream, recipients, out)?,
+                None => write::write_raw(stream, out)?,
+            };
             if let Some(expected) = expected_size.filter(|&e| e != len) {
                 anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
             }
             return Ok(digest);
+        };
+        let mut archive = |data: &mut dyn Read, member: &Member| match recipients {
+            Some(recipients) => {
+                write::write_encrypted_archive(data, member, &compressor, recipients, out)
+            }
+            None => write::write_archive(data, member, &compressor, out),
         };
         let digest = match expected_size {
             Some(size) => {
@@ -345,8 +362,7 @@ impl ImageRun<'_> {
                     mtime,
                     sparse: Some(&map),
                 };
-                let mut data = DataOfExtents::new(stream, &map);
-                write::write_archive(&mut data, &member, &compressor, out)?
+                archive(&mut DataOfExtents::new(stream, &map), &member)?
             }
             None => {
                 let (mut spooled, size) = write::spool(stream, self.dir.scratch()?)?;
@@ -356,7 +372,7 @@ impl ImageRun<'_> {
                     mtime,
                     sparse: None,
                 };
-                write::write_archive(&mut spooled, &member, &compressor, out)?
+                archive(&mut spooled, &member)?
             }
         };
         Ok(digest)

@@ -128,7 +128,8 @@ impl<'s> ImageRun<'s> {
         // Listed names were checked when the configuration loaded; `images = *` finds its here,
         // before any snapshot is taken for a file that could not be written.
         let diffs = self.section.job.mode == BackupMode::Incremental;
-        naming::check_name_length(self.image, diffs).map_err(anyhow::Error::msg)?;
+        naming::check_name_length(self.image, diffs, self.section.job.encrypt_to.is_some())
+            .map_err(anyhow::Error::msg)?;
         let options = self.section.options;
         let kind = if self.section.checking() {
             lock::Kind::Shared

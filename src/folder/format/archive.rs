@@ -273,6 +273,33 @@ pub fn write_archive(
     file: &mut File,
 ) -> io::Result<String> {
     let meta = file.metadata()?;
+    // The parallel compressor's writer thread needs a file of its own: a second handle on it.
+    let sink = Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file.try_clone()?));
+    let owner = Owner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    };
+    let mut sink = write_archive_into(data, member, compressor, sink, owner)?;
+    sink.flush()?;
+    Ok(sink.hex_digest())
+}
+
+/// Who the archive's member says owns it (GNU tar restores it when run as root).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// [`write_archive`] into any byte sink (an encrypting writer, say); returns the sink, for its
+/// owner to finish.
+pub fn write_archive_into<W: Write + Send + 'static>(
+    data: &mut dyn Read,
+    member: &Member,
+    compressor: &Compressor,
+    sink: W,
+    owner: Owner,
+) -> io::Result<W> {
     let sparse = member.sparse.filter(|map| map.has_holes());
     if let Some(map) = sparse {
         if map.size() != member.size {
@@ -287,11 +314,9 @@ pub fn write_archive(
         }
     }
     let stored = sparse.map_or(member.size, SparseMap::data_bytes);
-    // The parallel compressor's writer thread needs a file of its own: a second handle on it.
-    let sink = Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file.try_clone()?));
     let mut out = Encoder::new(sink, compressor)?;
     let written = (|| {
-        out.write_all(&headers(member, sparse, stored, meta.uid(), meta.gid()))?;
+        out.write_all(&headers(member, sparse, stored, owner.uid, owner.gid))?;
         let mut exact = ExactLength {
             inner: data,
             expected: stored,
@@ -305,15 +330,13 @@ pub fn write_archive(
             usize::try_from(padding + 2 * BLOCK).unwrap_or(0)
         ])
     })();
-    let mut sink = match written {
-        Ok(()) => out.finish()?,
+    match written {
+        Ok(()) => out.finish(),
         Err(err) => {
             out.abandon();
-            return Err(err);
+            Err(err)
         }
-    };
-    sink.flush()?;
-    Ok(sink.hex_digest())
+    }
 }
 
 /// The header blocks before the member's data: a GNU long-name entry when the name does not fit,

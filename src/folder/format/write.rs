@@ -8,7 +8,7 @@
 //! the fly ([`crate::folder::format::archive`]).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 pub use crate::folder::format::archive::{
     write_archive, Compressor, DataOfExtents, Member, SparseMap, SparseMapBuilder,
 };
+use crate::folder::format::archive::{write_archive_into, Owner};
+use crate::folder::format::encrypt::Recipients;
 use crate::folder::format::sparse::SparseWriter;
 
 const COPY_CHUNK: usize = 1 << 20;
@@ -81,6 +83,46 @@ pub fn write_raw(stream: &mut impl Read, file: &mut File) -> io::Result<(u64, St
         &mut sparse,
     )?;
     Ok((sparse.finish()?, hashing.hex_digest()))
+}
+
+/// Writes `stream` to `file` as an age file for `recipients` (no holes: every byte is
+/// encrypted); returns the stream's length and the SHA-256 of the file's (encrypted) bytes.
+pub fn write_encrypted(
+    stream: &mut impl Read,
+    recipients: &Recipients,
+    file: &File,
+) -> io::Result<(u64, String)> {
+    let mut sealed = recipients.encrypt(Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file)))?;
+    let len = io::copy(
+        &mut BufReader::with_capacity(COPY_CHUNK, stream),
+        &mut sealed,
+    )?;
+    let mut hashing = sealed.finish()?;
+    hashing.flush()?;
+    Ok((len, hashing.hex_digest()))
+}
+
+/// [`write_archive`], the archive encrypted for `recipients` as it is written; returns the
+/// SHA-256 of the file's (encrypted) bytes.
+pub fn write_encrypted_archive(
+    data: &mut dyn Read,
+    member: &Member,
+    compressor: &Compressor,
+    recipients: &Recipients,
+    file: &mut File,
+) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    let owner = Owner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    };
+    // The parallel compressor's writer thread needs a file of its own: a second handle on it.
+    let sink = Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file.try_clone()?));
+    let sealed = recipients.encrypt(sink)?;
+    let mut hashing = write_archive_into(data, member, compressor, sealed, owner)?.finish()?;
+    hashing.flush()?;
+    Ok(hashing.hex_digest())
 }
 
 /// Copies a stream of unknown length to `scratch` (the door's scratch file beside the final one,
