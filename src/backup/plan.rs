@@ -590,7 +590,9 @@ impl Incremental<'_> {
             .filter(|name| !removed.contains(name))
             .collect();
         names.push(
-            self.settings.full(base_snap.clone()).file_name(self.found.image),
+            self.settings
+                .full(base_snap.clone())
+                .file_name(self.found.image),
         );
         let survivors = self.survivors(&Slide {
             base,

@@ -357,24 +357,18 @@ fn check_file(
             }
         },
     };
-    let read = read::read_raw(
-        dir,
-        &stored.name,
-        stored.file.compression,
-        &limits.of(stored),
-        |raw| {
-            if stored.file.is_full() {
-                io::copy(raw, &mut io::sink())?;
-                return Ok(());
-            }
-            // The header is checked before any record is read: its size bounds the payload.
-            let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
-            read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
-            while diff.next_record()?.is_some() {}
-            diff.finish()?;
-            Ok(())
-        },
-    );
+    let read = read::read_raw(dir, &stored.name, &stored.file, &limits.of(stored), |raw| {
+        if stored.file.is_full() {
+            io::copy(raw, &mut io::sink())?;
+            return Ok(());
+        }
+        // The header is checked before any record is read: its size bounds the payload.
+        let mut diff = DiffReader::new(BufReader::with_capacity(BUFFER, raw))?;
+        read::check_diff_header(stored, diff.header()).map_err(anyhow::Error::msg)?;
+        while diff.next_record()?.is_some() {}
+        diff.finish()?;
+        Ok(())
+    });
     if interrupt::received().is_some() {
         // Whatever failed, failed because of the signal; the run ends without a verdict.
         return;

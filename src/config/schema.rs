@@ -101,7 +101,9 @@ impl<'a> PoolReader<'a, '_> {
         let diffs = mode == BackupMode::Incremental;
         let problems: Vec<String> = names
             .iter()
-            .filter_map(|name| crate::folder::naming::check_name_length(name, diffs, encrypted).err())
+            .filter_map(|name| {
+                crate::folder::naming::check_name_length(name, diffs, encrypted).err()
+            })
             .collect();
         if problems.is_empty() {
             return Ok(images);

@@ -31,9 +31,10 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use flate2::bufread::MultiGzDecoder;
@@ -43,9 +44,10 @@ use crate::folder::chain::FolderEntry;
 use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::door::{Door, Opened};
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
+use crate::folder::format::encrypt;
 use crate::folder::format::untar::{self, MemberHeader};
 use crate::folder::format::write::Hashing;
-use crate::folder::naming::{self, Compression, Entry};
+use crate::folder::naming::{self, BackupFile, Compression, Entry};
 use crate::folder::shared::EntryKind;
 use crate::folder::untrusted::{self, NotRegular};
 use crate::output::human_bytes;
@@ -172,7 +174,7 @@ impl Limits {
             if interrupt::received().is_some() {
                 return limits;
             }
-            match peek_diff_header(dir, &diff.name, diff.file.compression) {
+            match peek_diff_header(dir, &diff.name, &diff.file) {
                 Ok(header) if header.size <= MAX_IMAGE_BYTES => {
                     sizes.insert(index, header.size);
                 }
@@ -387,6 +389,116 @@ fn open(dir: &dyn Door, name: &str) -> Result<Opened> {
 /// What a stored file is read through: its bytes counted and hashed as they pass.
 type Source = Counting<Hashing<progress::Reader<Box<dyn Read + Send>>>>;
 
+/// How a stored file's bytes become its raw stream: decrypted, then unpacked from its archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub compression: Compression,
+    pub encrypted: bool,
+}
+
+impl From<Compression> for Stored {
+    fn from(compression: Compression) -> Stored {
+        Stored {
+            compression,
+            encrypted: false,
+        }
+    }
+}
+
+impl From<&BackupFile> for Stored {
+    fn from(file: &BackupFile) -> Stored {
+        Stored {
+            compression: file.compression,
+            encrypted: file.encrypted,
+        }
+    }
+}
+
+/// The count and SHA-256 of the bytes a [`Tally`] passed, shared with whoever reads through it
+/// (the decryptor keeps its reader to itself), and how many more header bytes may pass.
+#[derive(Clone)]
+struct Seen(Arc<Mutex<(u64, Hashing<io::Sink>, Option<u64>)>>);
+
+impl Seen {
+    fn new(header_allowance: u64) -> Seen {
+        Seen(Arc::new(Mutex::new((
+            0,
+            Hashing::new(io::sink()),
+            Some(header_allowance),
+        ))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Hashing<io::Sink>, Option<u64>)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.lock().0
+    }
+
+    /// The header is read: no bound from now on.
+    fn header_done(&self) {
+        self.lock().2 = None;
+    }
+
+    /// The bytes seen and their SHA-256.
+    fn finish(&self) -> (u64, String) {
+        let mut seen = self.lock();
+        let hashing = std::mem::replace(&mut seen.1, Hashing::new(io::sink()));
+        (seen.0, hashing.hex_digest())
+    }
+}
+
+/// A stored file's bytes, counted and hashed into a [`Seen`] as they pass.
+struct Tally<R> {
+    inner: R,
+    seen: Seen,
+}
+
+impl<R: Read> Read for Tally<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        interrupt::check().map_err(io::Error::other)?;
+        let allowance = self.seen.lock().2;
+        let want = match allowance {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the age header is too long",
+                ))
+            }
+            Some(left) => buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        let n = self.inner.read(&mut buf[..want])?;
+        let mut seen = self.seen.lock();
+        seen.0 += n as u64;
+        seen.1.write_all(&buf[..n])?;
+        if let Some(left) = &mut seen.2 {
+            *left -= n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// The clear bytes of the age file `reader` of `len` bytes, their length, and the tally of the
+/// stored bytes.
+fn decrypt(reader: Box<dyn Read + Send>, len: u64) -> Result<(Box<dyn Read + Send>, u64, Seen)> {
+    let identities = encrypt::identities().ok_or(encrypt::NoIdentity)?;
+    let seen = Seen::new(encrypt::MAX_HEADER);
+    let tally = Tally {
+        inner: reader,
+        seen: seen.clone(),
+    };
+    // age's unbuffered parser reads the header and nonce and not a byte more: what the tally
+    // has seen then is their length.
+    let clear = identities.decrypt(tally)?;
+    seen.header_done();
+    let clear_len = encrypt::clear_len(len.saturating_sub(seen.bytes()));
+    Ok((Box::new(clear), clear_len, seen))
+}
+
 /// Opens the stored file `name` of `dir` and hands its raw stream to `consume`, which should
 /// read it to the end. The stream's declared length is checked against `limit` first.
 /// Afterwards the rest of the file is read too, so the digest covers every byte, and the
@@ -394,11 +506,53 @@ type Source = Counting<Hashing<progress::Reader<Box<dyn Read + Send>>>>;
 pub fn read_raw<T>(
     dir: &dyn Door,
     name: &str,
+    stored: impl Into<Stored>,
+    limit: &Limit,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<(T, Facts)> {
+    let Stored {
+        compression,
+        encrypted,
+    } = stored.into();
+    let Opened { reader, len } = open(dir, name)?;
+    // An encrypted file is read in clear from here on; its own bytes are tallied on the way.
+    let (reader, len, sealed) = if encrypted {
+        let (clear, len, seen) = decrypt(reader, len)?;
+        (clear, len, Some(seen))
+    } else {
+        (reader, len, None)
+    };
+    let (value, mut facts) = read_clear(reader, len, name, compression, limit, consume)?;
+    if let Some(sealed) = sealed {
+        (facts.file_bytes, facts.sha256) = sealed.finish();
+    }
+    Ok((value, facts))
+}
+
+/// The length and SHA-256 of the stored bytes of the encrypted file `name`, whose age header is
+/// checked on the way: what can be proven of it without its private key.
+pub fn read_sealed_bytes(dir: &dyn Door, name: &str) -> Result<(u64, String)> {
+    let Opened { reader, .. } = open(dir, name)?;
+    let seen = Seen::new(encrypt::MAX_HEADER);
+    let mut tally = Tally {
+        inner: reader,
+        seen: seen.clone(),
+    };
+    encrypt::check_header(&mut tally)?;
+    seen.header_done();
+    io::copy(&mut tally, &mut io::sink())?;
+    Ok(seen.finish())
+}
+
+/// [`read_raw`] of a file's clear bytes.
+fn read_clear<T>(
+    reader: Box<dyn Read + Send>,
+    len: u64,
+    name: &str,
     compression: Compression,
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
-    let Opened { reader, len } = open(dir, name)?;
     if !compression.is_compressed() {
         limit.check("the file holds", len)?;
     }
@@ -584,11 +738,21 @@ fn read_archive<T>(
 fn open_start<T>(
     dir: &dyn Door,
     name: &str,
-    compression: Compression,
+    stored: Stored,
     limit: Option<&Limit>,
     peek: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
     let Opened { reader, len } = open(dir, name)?;
+    let Stored {
+        compression,
+        encrypted,
+    } = stored;
+    let (reader, len) = if encrypted {
+        let (clear, len, _) = decrypt(reader, len)?;
+        (clear, len)
+    } else {
+        (reader, len)
+    };
     if !compression.is_compressed() {
         if let Some(limit) = limit {
             limit.check("the file holds", len)?;
@@ -619,9 +783,9 @@ fn open_start<T>(
 pub fn peek_diff_header(
     dir: &dyn Door,
     name: &str,
-    compression: Compression,
+    stored: impl Into<Stored>,
 ) -> Result<DiffHeader> {
-    open_start(dir, name, compression, None, |raw| {
+    open_start(dir, name, stored.into(), None, |raw| {
         let reader = BufReader::new(raw.take(MAX_DIFF_HEADER));
         Ok(DiffReader::new(reader)?.header().clone())
     })
@@ -635,7 +799,7 @@ pub fn precheck(dir: &dyn Door, stored: &FolderFile, limit: &Limit) -> Result<()
     open_start(
         dir,
         &stored.name,
-        stored.file.compression,
+        Stored::from(&stored.file),
         Some(limit),
         |raw| {
             if stored.file.is_full() {
@@ -835,6 +999,96 @@ mod tests {
         diff_file, diff_stream, full_file, mkfifo, read_raw_at, sha256, S0, S1, S2, S3,
     };
     use std::io::Write;
+
+    #[test]
+    fn an_encrypted_file_reads_in_clear_with_its_key_and_proves_its_stored_bytes_without() {
+        use crate::folder::format::encrypt::{self, Identities, Recipients};
+        use crate::folder::format::write::{self, Compressor, Member};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let key = dir.path().join("key");
+        let secret = age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string();
+        std::fs::write(&key, secret).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let recipients = Recipients::parse(&identity.to_public().to_string()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let folder = LocalFolder::at(dir.path());
+
+        let mut plain = std::fs::File::create(dir.path().join("a.full.age")).unwrap();
+        let (len, plain_digest) =
+            write::write_encrypted(&mut &data[..], &recipients, &plain).unwrap();
+        assert_eq!(len, data.len() as u64);
+        plain.flush().unwrap();
+        let mut archive = std::fs::File::create(dir.path().join("a.full.tar.zst.age")).unwrap();
+        let member = Member {
+            name: "a.full",
+            size: data.len() as u64,
+            mtime: chrono::Utc::now(),
+            sparse: None,
+        };
+        let zstd = Compressor::new(Compression::Zstd, None, Some(1)).unwrap();
+        let archive_digest = write::write_encrypted_archive(
+            &mut &data[..],
+            &member,
+            &zstd,
+            &recipients,
+            &mut archive,
+        )
+        .unwrap();
+
+        let cases = [
+            ("a.full.age", Compression::None, &plain_digest),
+            ("a.full.tar.zst.age", Compression::Zstd, &archive_digest),
+        ];
+        // Without the key: the stored bytes and the header only.
+        for (name, compression, digest) in cases {
+            let (bytes, sha256) = read_sealed_bytes(&folder, name).unwrap();
+            assert_eq!(&sha256, digest);
+            assert_eq!(
+                bytes,
+                std::fs::metadata(dir.path().join(name)).unwrap().len()
+            );
+            let stored = Stored {
+                compression,
+                encrypted: true,
+            };
+            if encrypt::identities().is_none() {
+                let err =
+                    read_raw(&folder, name, stored, &Limit::absolute(), |_| Ok(())).unwrap_err();
+                assert!(err.is::<encrypt::NoIdentity>(), "{err:#}");
+            }
+        }
+        encrypt::use_identities(Identities::read(&key).unwrap());
+        for (name, compression, digest) in cases {
+            let stored = Stored {
+                compression,
+                encrypted: true,
+            };
+            // The image's exact size is the bound a plain file is held to: met, not exceeded.
+            let exact = Limit {
+                bytes: data.len() as u64,
+                why: "the image".into(),
+                exact: true,
+            };
+            let (clear, facts) = read_raw(&folder, name, stored, &exact, |raw| {
+                let mut clear = Vec::new();
+                raw.read_to_end(&mut clear)?;
+                Ok(clear)
+            })
+            .unwrap();
+            assert_eq!(clear, data, "{name}");
+            assert_eq!(&facts.sha256, digest, "{name}");
+            assert_eq!(facts.raw_bytes, data.len() as u64);
+            assert_eq!(
+                facts.file_bytes,
+                std::fs::metadata(dir.path().join(name)).unwrap().len()
+            );
+        }
+        // Not an age file at all.
+        std::fs::write(dir.path().join("b.full.age"), b"plain bytes").unwrap();
+        assert!(read_sealed_bytes(&folder, "b.full.age").is_err());
+    }
 
     /// A gzip'd tar with the given members, each a regular file.
     fn archive(members: &[(&str, &[u8])]) -> Vec<u8> {

@@ -16,6 +16,17 @@ impl ImageRun<'_> {
             Ok(None) => return Ok(Some("it has no checksum file to prove it".into())),
             Err(err) => return Ok(Some(format!("its checksum file cannot be used: {err:#}"))),
         };
+        if file.encrypted {
+            // A backup host holds no private key: the checksum of the stored bytes and a sound
+            // age header are the proof it has.
+            return Ok(match read::read_sealed_bytes(folder, &name) {
+                Err(err) => Some(format!("it cannot be read back: {err:#}")),
+                Ok((_, sha256)) if sha256 != recorded => Some(format!(
+                    "its SHA-256 is {sha256}, its checksum file says {recorded}"
+                )),
+                Ok(_) => None,
+            });
+        }
         let size = self.section.rbd.size(pool, image, file.snap.as_str())?;
         // The snapshot's size bounds what the file may claim to hold.
         let limit = read::Limit {

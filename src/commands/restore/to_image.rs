@@ -98,7 +98,7 @@ fn feed(
 ) -> Result<bool> {
     let path = folder.location_of(&link.name);
     let recorded = read::recorded_digest(folder, &link.name)?;
-    let ((), facts) = read::read_raw(folder, &link.name, link.file.compression, limit, |raw| {
+    let ((), facts) = read::read_raw(folder, &link.name, &link.file, limit, |raw| {
         if link.file.is_full() {
             let mut input = FirstError::new(raw);
             let ran = rbd.import(pool, name, &mut input);

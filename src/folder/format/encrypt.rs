@@ -6,6 +6,7 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use age::stream::{StreamReader, StreamWriter};
 
@@ -28,8 +29,9 @@ impl Recipients {
     pub fn parse(text: &str) -> Result<Recipients, String> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("no recipient given (an age1… public key, or the path of a file of them)"
-                .into());
+            return Err(
+                "no recipient given (an age1… public key, or the path of a file of them)".into(),
+            );
         }
         if text.starts_with("age1") {
             return Ok(Recipients(vec![recipient(text)?]));
@@ -128,6 +130,39 @@ impl Identities {
     }
 }
 
+/// The private keys of this run (`--identity`), set once before any file is read.
+static IDENTITIES: OnceLock<Identities> = OnceLock::new();
+
+/// Makes `identities` the keys every encrypted file of this run is read with.
+pub fn use_identities(identities: Identities) {
+    // Set once, from the command line; a second call could only repeat it.
+    let _ = IDENTITIES.set(identities);
+}
+
+/// The keys [`use_identities`] gave, if any.
+pub fn identities() -> Option<&'static Identities> {
+    IDENTITIES.get()
+}
+
+/// Reading an encrypted file without a private key.
+#[derive(Debug, thiserror::Error)]
+#[error("it is encrypted: reading it takes the private key it was encrypted to (--identity FILE)")]
+pub struct NoIdentity;
+
+/// The most header bytes an age file may have before its payload: a stanza per recipient, each
+/// well under 200 bytes, for at most [`MAX_RECIPIENTS`], and the MAC.
+pub const MAX_HEADER: u64 = 64 * 1024;
+/// age's payload: chunks of this many clear bytes, each followed by a 16-byte tag.
+const CHUNK: u64 = 64 * 1024;
+const TAG: u64 = 16;
+
+/// The clear bytes of an age payload (what follows the header and nonce) of `payload` bytes:
+/// every chunk, the last (possibly empty) one included, carries a tag.
+pub fn clear_len(payload: u64) -> u64 {
+    let chunks = payload.div_ceil(CHUNK + TAG).max(1);
+    payload.saturating_sub(chunks * TAG)
+}
+
 /// Reads the header of the age file `input` (all that can be checked without a private key).
 pub fn check_header(input: impl Read) -> io::Result<()> {
     age::Decryptor::new(input).map(drop).map_err(not_age)
@@ -209,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn the_clear_length_follows_from_the_stored_one() {
+        for len in [0usize, 1, 65_535, 65_536, 65_537, 3 * 65_536, 200_001] {
+            let mut writer = Recipients::parse(&key_pair().0)
+                .unwrap()
+                .encrypt(Vec::new())
+                .unwrap();
+            writer.write_all(&vec![1u8; len]).unwrap();
+            let sealed = writer.finish().unwrap();
+            // The header ends with its MAC line; the 16-byte nonce follows it.
+            let header = sealed.windows(4).position(|w| w == b"--- ").unwrap();
+            let header = header + sealed[header..].iter().position(|&b| b == b'\n').unwrap() + 1;
+            let payload = (sealed.len() - header - 16) as u64;
+            assert_eq!(clear_len(payload), len as u64, "{len}");
+        }
+    }
+
+    #[test]
     fn a_changed_byte_fails_the_read() {
         let dir = tempfile::tempdir().unwrap();
         let (public, secret) = key_pair();
@@ -221,7 +273,10 @@ mod tests {
         let last = sealed.len() - 10;
         sealed[last] ^= 1;
         let key = write_key_file(dir.path(), "key", &secret, 0o600);
-        let mut reader = Identities::read(&key).unwrap().decrypt(&sealed[..]).unwrap();
+        let mut reader = Identities::read(&key)
+            .unwrap()
+            .decrypt(&sealed[..])
+            .unwrap();
         let err = reader.read_to_end(&mut Vec::new()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(check_header(&b"not age"[..]).is_err());
@@ -233,8 +288,14 @@ mod tests {
         let (public, secret) = key_pair();
         let cases = [
             ("", "no recipient given".to_string()),
-            ("age1nope", "\"age1nope\" is not an age X25519 public key".to_string()),
-            ("keys.txt", "neither an age1… public key nor the absolute path".to_string()),
+            (
+                "age1nope",
+                "\"age1nope\" is not an age X25519 public key".to_string(),
+            ),
+            (
+                "keys.txt",
+                "neither an age1… public key nor the absolute path".to_string(),
+            ),
             (
                 "/nonexistent/keys",
                 "/nonexistent/keys: no such file".to_string(),
@@ -244,16 +305,26 @@ mod tests {
             let err = Recipients::parse(text).unwrap_err();
             assert!(err.contains(&expected), "{text:?}: {err}");
         }
-        let bad_line = write_key_file(dir.path(), "r", &format!("{public}\nssh-ed25519 AAAA\n"), 0o644);
+        let bad_line = write_key_file(
+            dir.path(),
+            "r",
+            &format!("{public}\nssh-ed25519 AAAA\n"),
+            0o644,
+        );
         let err = Recipients::parse(bad_line.to_str().unwrap()).unwrap_err();
-        assert!(err.contains(&format!("{}:2: ", bad_line.display())), "{err}");
+        assert!(
+            err.contains(&format!("{}:2: ", bad_line.display())),
+            "{err}"
+        );
         let writable = write_key_file(dir.path(), "w", &public, 0o666);
         let err = Recipients::parse(writable.to_str().unwrap()).unwrap_err();
         assert!(err.starts_with("cannot read"), "{err}");
         let empty = write_key_file(dir.path(), "e", "# nothing\n", 0o644);
         let err = Recipients::parse(empty.to_str().unwrap()).unwrap_err();
         assert!(err.contains("holds no key"), "{err}");
-        let many: String = (0..=MAX_RECIPIENTS).map(|_| format!("{public}\n")).collect();
+        let many: String = (0..=MAX_RECIPIENTS)
+            .map(|_| format!("{public}\n"))
+            .collect();
         let many = write_key_file(dir.path(), "m", &many, 0o644);
         let err = Recipients::parse(many.to_str().unwrap()).unwrap_err();
         assert!(err.contains("at most 64"), "{err}");

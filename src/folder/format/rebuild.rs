@@ -145,27 +145,21 @@ pub fn apply_link(
 ) -> Result<bool> {
     let shown = escaped_path(&dir.location_of(&link.name));
     let recorded = read::recorded_digest(dir, &link.name)?;
-    let read = read::read_raw(
-        dir,
-        &link.name,
-        link.file.compression,
-        &limits.of(link),
-        |raw| {
-            let mut image = Target {
-                image: SparseImage::new(out).map_err(|e| TargetFailed {
-                    target: target.to_string(),
-                    source: e,
-                })?,
-                name: target,
-            };
-            if link.file.is_full() {
-                return write_full(raw, &mut image);
-            }
-            let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
-            read::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
-            apply_diff(diff, &mut image)
-        },
-    );
+    let read = read::read_raw(dir, &link.name, &link.file, &limits.of(link), |raw| {
+        let mut image = Target {
+            image: SparseImage::new(out).map_err(|e| TargetFailed {
+                target: target.to_string(),
+                source: e,
+            })?,
+            name: target,
+        };
+        if link.file.is_full() {
+            return write_full(raw, &mut image);
+        }
+        let diff = DiffReader::new(BufReader::with_capacity(CHUNK, raw))?;
+        read::check_diff_header(link, diff.header()).map_err(anyhow::Error::msg)?;
+        apply_diff(diff, &mut image)
+    });
     let ((), facts) = match read {
         Ok(read) => read,
         // The target's own failure is not about the backup file: say only what failed.

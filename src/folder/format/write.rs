@@ -92,7 +92,8 @@ pub fn write_encrypted(
     recipients: &Recipients,
     file: &File,
 ) -> io::Result<(u64, String)> {
-    let mut sealed = recipients.encrypt(Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file)))?;
+    let mut sealed =
+        recipients.encrypt(Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file)))?;
     let len = io::copy(
         &mut BufReader::with_capacity(COPY_CHUNK, stream),
         &mut sealed,
