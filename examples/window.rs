@@ -47,6 +47,7 @@ fn main() {
         keep: KeepRules::default(),
         keep_minimum: keep_minimum.max(1),
         slide_from_cluster: false,
+        encrypt: false,
     };
     println!(
         "incremental backups every {every} h with a window of {window}, keep minimum = \

@@ -235,6 +235,10 @@ pub struct RestoreArgs {
     /// Print one JSON document instead of the text (the steps then go to stderr)
     #[arg(long)]
     pub json: bool,
+    /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
+    /// `age-keygen` writes it, readable by its owner only
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -255,6 +259,10 @@ pub struct VerifyArgs {
     /// Print one JSON document instead of text
     #[arg(long)]
     pub json: bool,
+    /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
+    /// `age-keygen` writes it, readable by its owner only
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 impl Cli {
@@ -327,6 +335,7 @@ impl VerifyArgs {
             strict: self.strict,
             json: self.json,
             quiet: false,
+            identity: self.identity.clone(),
         }
     }
 }
@@ -341,6 +350,7 @@ impl RestoreArgs {
             at: self.at,
             check,
             json: self.json,
+            identity: self.identity.clone(),
         }
     }
 }

@@ -417,37 +417,44 @@ impl From<&BackupFile> for Stored {
 /// The count and SHA-256 of the bytes a [`Tally`] passed, shared with whoever reads through it
 /// (the decryptor keeps its reader to itself), and how many more header bytes may pass.
 #[derive(Clone)]
-struct Seen(Arc<Mutex<(u64, Hashing<io::Sink>, Option<u64>)>>);
+struct Seen(Arc<Mutex<SeenSoFar>>);
+
+struct SeenSoFar {
+    bytes: u64,
+    hashing: Hashing<io::Sink>,
+    /// `None` once the header is read.
+    header_left: Option<u64>,
+}
 
 impl Seen {
     fn new(header_allowance: u64) -> Seen {
-        Seen(Arc::new(Mutex::new((
-            0,
-            Hashing::new(io::sink()),
-            Some(header_allowance),
-        ))))
+        Seen(Arc::new(Mutex::new(SeenSoFar {
+            bytes: 0,
+            hashing: Hashing::new(io::sink()),
+            header_left: Some(header_allowance),
+        })))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Hashing<io::Sink>, Option<u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SeenSoFar> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn bytes(&self) -> u64 {
-        self.lock().0
+        self.lock().bytes
     }
 
     /// The header is read: no bound from now on.
     fn header_done(&self) {
-        self.lock().2 = None;
+        self.lock().header_left = None;
     }
 
     /// The bytes seen and their SHA-256.
     fn finish(&self) -> (u64, String) {
         let mut seen = self.lock();
-        let hashing = std::mem::replace(&mut seen.1, Hashing::new(io::sink()));
-        (seen.0, hashing.hex_digest())
+        let hashing = std::mem::replace(&mut seen.hashing, Hashing::new(io::sink()));
+        (seen.bytes, hashing.hex_digest())
     }
 }
 
@@ -460,7 +467,7 @@ struct Tally<R> {
 impl<R: Read> Read for Tally<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         interrupt::check().map_err(io::Error::other)?;
-        let allowance = self.seen.lock().2;
+        let allowance = self.seen.lock().header_left;
         let want = match allowance {
             Some(0) => {
                 return Err(io::Error::new(
@@ -473,9 +480,9 @@ impl<R: Read> Read for Tally<R> {
         };
         let n = self.inner.read(&mut buf[..want])?;
         let mut seen = self.seen.lock();
-        seen.0 += n as u64;
-        seen.1.write_all(&buf[..n])?;
-        if let Some(left) = &mut seen.2 {
+        seen.bytes += n as u64;
+        seen.hashing.write_all(&buf[..n])?;
+        if let Some(left) = &mut seen.header_left {
             *left -= n as u64;
         }
         Ok(n)

@@ -11,6 +11,7 @@ mod chains;
 mod check_mode;
 mod compression;
 mod config_errors;
+mod encryption;
 mod faults;
 mod host_state;
 mod hostile_backup;

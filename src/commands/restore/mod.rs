@@ -88,6 +88,8 @@ pub struct RestoreOptions {
     pub check: bool,
     /// One JSON document on stdout; the steps on stderr.
     pub json: bool,
+    /// The identity file that opens encrypted files.
+    pub identity: Option<PathBuf>,
 }
 
 /// Where the restore's own lines go: stdout, unless stdout carries the JSON document.
@@ -107,6 +109,7 @@ impl Say {
 }
 
 pub fn run(config: &Config, args: &RestoreOptions, locking: &lock::Locking) -> Result<()> {
+    crate::folder::format::encrypt::use_identity_file(args.identity.as_deref())?;
     run_on(config, args, locking, &|job| {
         Box::new(Rbd::new(job.cluster()))
     })

@@ -139,6 +139,16 @@ pub fn use_identities(identities: Identities) {
     let _ = IDENTITIES.set(identities);
 }
 
+/// [`use_identities`] of the identity file `path` (`--identity`), when one is given.
+pub fn use_identity_file(path: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let identities =
+            Identities::read(path).map_err(|err| anyhow::anyhow!("--identity: {err}"))?;
+        use_identities(identities);
+    }
+    Ok(())
+}
+
 /// The keys [`use_identities`] gave, if any.
 pub fn identities() -> Option<&'static Identities> {
     IDENTITIES.get()
