@@ -261,30 +261,19 @@ fn sigterm_during_an_export_stops_cleanly_with_143() {
 /// A `PATH` whose `rbd` makes snapshots like the real one, then marks `made` and hangs until it
 /// is stopped: a signal that lands after the cluster made the snapshot, before `rbd` said so.
 fn path_with_rbd_hanging_after_snap_create(w: &World) -> (String, std::path::PathBuf) {
-    let bin = w.tmp.path().join("hanging-bin");
-    fs::create_dir_all(&bin).unwrap();
     let made = w.tmp.path().join("snapshot-made");
-    let script = bin.join("rbd");
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh
-case \"$*\" in *'snap create'*)
-  '{real}' \"$@\" || exit $?
-  \
-             : > '{made}'
-  exec sleep 120;;
-esac
-exec '{real}' \"$@\"
-",
-            real = real_rbd(),
-            made = made.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    (path, made)
+    let script = format!(
+        "#!/bin/sh\n\
+         case \"$*\" in *'snap create'*)\n\
+         \x20 '{real}' \"$@\" || exit $?\n\
+         \x20 : > '{made}'\n\
+         \x20 exec sleep 120;;\n\
+         esac\n\
+         exec '{real}' \"$@\"\n",
+        real = real_rbd(),
+        made = made.display()
+    );
+    (path_with_rbd_script(w, "hanging-bin", &script), made)
 }
 
 #[test]

@@ -434,6 +434,21 @@ pub fn finish_within(mut child: std::process::Child, limit: std::time::Duration)
     Run::from(child.wait_with_output().unwrap())
 }
 
+/// A `PATH` whose `rbd` is `script` (a shell script, put in `w`'s folder `dir`), ahead of the
+/// rest of the test's `PATH`.
+pub fn path_with_rbd_script(w: &World, dir: &str, script: &str) -> String {
+    let bin = w.tmp.path().join(dir);
+    std::fs::create_dir_all(&bin).unwrap();
+    let rbd = bin.join("rbd");
+    std::fs::write(&rbd, script).unwrap();
+    std::fs::set_permissions(&rbd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// The path of the real `rbd`, for wrappers put ahead of it on `PATH`.
 pub fn real_rbd() -> String {
     let out = Command::new("sh")

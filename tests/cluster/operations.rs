@@ -5,7 +5,6 @@
 //! configuration check that never contacts the cluster.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
 use crate::chains::*;
@@ -36,22 +35,9 @@ fn run_with_env(args: &[&str], env: &[(&str, String)]) -> Run {
 
 /// A `PATH` whose `rbd` only leaves a mark that it was run (and fails), ahead of the real one.
 fn path_with_marking_rbd(w: &World) -> (String, std::path::PathBuf) {
-    let bin = w.tmp.path().join("marking-bin");
-    fs::create_dir_all(&bin).unwrap();
     let mark = w.tmp.path().join("rbd-was-run");
-    let script = bin.join("rbd");
-    fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n", mark.display()),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    (path, mark)
+    let script = format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 1\n", mark.display());
+    (path_with_rbd_script(w, "marking-bin", &script), mark)
 }
 
 /// True when `line` starts with an RFC 3339 UTC time (`2026-11-26T12:00:00.123Z `).

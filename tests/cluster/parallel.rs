@@ -2,7 +2,6 @@
 //! how many `rbd` processes one image costs.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -229,29 +228,20 @@ fn counted_run(w: &World, conf: &Path) -> Vec<String> {
 /// ends (`end PID`); with `slow_exports`, an export only starts after a second, so that exports
 /// that can overlap do. Returns the run and the log.
 fn logged_run(w: &World, conf: &Path, slow_exports: bool) -> (Run, Vec<String>) {
-    let bin = w.tmp.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
     let log = w.tmp.path().join("rbd-calls.log");
     let _ = fs::remove_file(&log);
-    let real = real_rbd();
-    let wrapper = bin.join("rbd");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"begin $$ $*\" >> '{log}'\n{delay}'{real}' \"$@\"\nstatus=$?\n\
-             echo \"end $$\" >> '{log}'\nexit $status\n",
-            log = log.display(),
-            real = real,
-            delay = if slow_exports {
-                "case \"$*\" in *export*) sleep 1;; esac\n"
-            } else {
-                ""
-            },
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let script = format!(
+        "#!/bin/sh\necho \"begin $$ $*\" >> '{log}'\n{delay}'{real}' \"$@\"\nstatus=$?\n\
+         echo \"end $$\" >> '{log}'\nexit $status\n",
+        log = log.display(),
+        real = real_rbd(),
+        delay = if slow_exports {
+            "case \"$*\" in *export*) sleep 1;; esac\n"
+        } else {
+            ""
+        },
+    );
+    let path = path_with_rbd_script(w, "bin", &script);
     let out = Command::new(env!("CARGO_BIN_EXE_cephbackup"))
         .args(["-c", conf.to_str().unwrap()])
         .env("PATH", path)
