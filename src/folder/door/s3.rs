@@ -123,7 +123,10 @@ impl S3Bucket {
             let page = ListObjectsV2::parse_response(&body).map_err(io::Error::other)?;
             for object in page.contents {
                 let name = object.key.strip_prefix(prefix).unwrap_or(&object.key);
-                objects.push((name.to_string(), object.size.unwrap_or(0)));
+                // A "folder marker" (an empty object named like the prefix) is no file.
+                if !name.is_empty() {
+                    objects.push((name.to_string(), object.size.unwrap_or(0)));
+                }
             }
             for folder in page.common_prefixes {
                 let name = folder.prefix.strip_prefix(prefix).unwrap_or(&folder.prefix);
@@ -486,8 +489,15 @@ impl Door for S3Folder {
     fn publish(&self, mut file: PendingFile, sha256: &str, replace: bool) -> Result<Published> {
         let name = file.name().to_string();
         let location = self.location_of(&name);
-        if !replace && self.kind_of(&name).is_ok() {
-            bail!("{}: already there", location.display());
+        if !replace {
+            match self.kind_of(&name) {
+                Ok(_) => bail!("{}: already there", location.display()),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("cannot publish {}", location.display()))
+                }
+            }
         }
         let line = checksum_line(sha256, &name);
         let checksum = checksum_name(&name);

@@ -91,6 +91,8 @@ fn a_chain_in_a_bucket_is_scanned_bounded_and_rebuilt_bit_for_bit() {
     // Something beside the folder, and below it, is not one of its files.
     let other = S3Folder::new(bucket.clone(), "rbd");
     other.put("stray", b"x", Sharing::Folder).unwrap();
+    // An empty object named like the folder (what some tools make for a folder) is no file.
+    other.put("vm/", b"", Sharing::Folder).unwrap();
     let below = S3Folder::new(bucket, "rbd/vm/old");
     below.put("file", b"y", Sharing::Folder).unwrap();
 
