@@ -62,6 +62,51 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// The S3 gateway (radosgw) beside the shared cluster, started on first use by the tests that
+/// need one.
+pub struct Rgw {
+    /// `http://127.0.0.1:PORT`, path-style requests.
+    pub endpoint: String,
+    /// The AWS shared-credentials file of its one user (`[default]`, mode 0600).
+    pub credentials: PathBuf,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn rgw() -> &'static Rgw {
+    static RGW: OnceLock<Rgw> = OnceLock::new();
+    RGW.get_or_init(|| {
+        let dir = cluster().conf.parent().unwrap().to_path_buf();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-sandbox");
+        let started = std::time::Instant::now();
+        let out = Command::new(&script)
+            .arg("rgw")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/ceph-sandbox rgw");
+        assert!(out.status.success(), "radosgw did not start");
+        eprintln!("radosgw ready after {:?}", started.elapsed());
+        let endpoint = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let credentials = dir.join("rgw/credentials");
+        let text = fs::read_to_string(&credentials).unwrap();
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("{key} in {}", credentials.display()))
+        };
+        Rgw {
+            endpoint,
+            access_key: value("aws_access_key_id"),
+            secret_key: value("aws_secret_access_key"),
+            credentials,
+        }
+    })
+}
+
 /// Runs `rbd` against the test cluster; panics with its stderr on failure.
 pub fn rbd(args: &[&str]) -> Vec<u8> {
     let out = rbd_output(args);

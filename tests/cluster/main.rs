@@ -25,6 +25,7 @@ mod rbd_life;
 mod report;
 mod restore;
 mod retention;
+mod s3;
 mod selection;
 mod slide;
 mod verify;

@@ -32,6 +32,8 @@ use crate::folder::untrusted::{read_bounded, EntryKind};
 mod check;
 mod local;
 mod partial;
+#[cfg(test)]
+mod s3;
 
 pub use check::CheckFolder;
 pub use local::{set_mode, LocalFolder, PendingFile};

@@ -19,7 +19,7 @@ use crate::test_fixtures::{diff_file, diff_stream, full_file, sha256, snap, Rec,
 
 /// A folder held in memory: names and bytes, nothing on disk but what a caller stages.
 #[derive(Default)]
-struct MemoryFolder {
+pub(super) struct MemoryFolder {
     files: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
@@ -38,6 +38,12 @@ impl MemoryFolder {
             checksum_line(&sha256(bytes), name).as_bytes(),
         );
         self.insert(name, bytes);
+    }
+
+    /// Every file, by name (to copy the folder into another kind of door).
+    pub(super) fn files(&self) -> Vec<(String, Vec<u8>)> {
+        let files = self.files.lock().unwrap();
+        files.iter().map(|(n, b)| (n.clone(), b.clone())).collect()
     }
 
     fn bytes(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -124,10 +130,10 @@ impl Door for MemoryFolder {
     }
 }
 
-const SIZE: u64 = 64 * 1024;
+pub(super) const SIZE: u64 = 64 * 1024;
 
 /// A chain of image `vm` in memory: a full at S0 and diffs to S1 and S2; the image at S2.
-fn chain() -> (MemoryFolder, Vec<u8>) {
+pub(super) fn chain() -> (MemoryFolder, Vec<u8>) {
     let folder = MemoryFolder::default();
     let mut image: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
     folder.insert_proven(&full_file(S0), &image);
@@ -142,7 +148,7 @@ fn chain() -> (MemoryFolder, Vec<u8>) {
 }
 
 /// The newest point of `folder` rebuilt into a file, read back.
-fn rebuilt(folder: &MemoryFolder) -> Result<Vec<u8>> {
+pub(super) fn rebuilt(folder: &dyn Door) -> Result<Vec<u8>> {
     let mut scanned = read::scan(folder, "vm")?;
     let limits = scanned.refuse_wrong_sized(folder);
     let point = *scanned.layout.points().last().unwrap();
