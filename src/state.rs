@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
-use crate::folder::door::PendingFile;
+use crate::folder::door::{ObjectStore, PendingFile};
 use crate::folder::record::seal::{random_bytes, KEY_BYTES};
 use crate::folder::record::{Completed, SealKey};
 use crate::folder::untrusted::{self, effective_uid, EntryKind};
@@ -88,7 +88,32 @@ pub struct Filesystem {
     pub kind: u64,
 }
 
+/// The kind [`Filesystem::of_destination`] gives an object store: no filesystem has it.
+const OBJECT_STORE_KIND: u64 = 0x5333_5333;
+
 impl Filesystem {
+    /// Where a destination keeps its files: the filesystem of the folder, or for an object
+    /// store its service and bucket (which, unlike a backup disk, cannot fail to mount).
+    pub fn of_destination(path: &Path, store: Option<&ObjectStore>) -> Result<Filesystem> {
+        match store {
+            Some(store) => Ok(Filesystem::object_store(&store.identity())),
+            None => Filesystem::of(path),
+        }
+    }
+
+    /// The bucket `identity` (its service and name) of an object store.
+    pub fn object_store(identity: &str) -> Filesystem {
+        Filesystem {
+            id: format!("s3:{identity}"),
+            kind: OBJECT_STORE_KIND,
+        }
+    }
+
+    /// Whether this is an object store's bucket, which cannot fail to mount as a disk can.
+    pub fn is_object_store(&self) -> bool {
+        self.kind == OBJECT_STORE_KIND
+    }
+
     pub fn of(path: &Path) -> Result<Filesystem> {
         let context = || format!("cannot read the filesystem of {}", path.display());
         let kind = rustix::fs::statfs(path).with_context(context)?.f_type;
@@ -112,6 +137,7 @@ impl Filesystem {
             0x5846_5342 => "xfs".to_string(),
             0x9123_683E => "btrfs".to_string(),
             0x0102_1994 => "tmpfs".to_string(),
+            OBJECT_STORE_KIND => "object store".to_string(),
             0x794C_7630 => "overlay".to_string(),
             0x6969 => "nfs".to_string(),
             0x2FC1_2FC1 => "zfs".to_string(),

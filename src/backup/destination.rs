@@ -145,6 +145,15 @@ pub fn decide(facts: &Facts) -> Decision {
                 now: now.clone(),
             }),
             _ if !facts.incremental => proceed(Use::First, None),
+            // A bucket cannot fail to mount: an empty prefix there is a new destination, even
+            // for images that have backup snapshots from another one.
+            _ if facts
+                .filesystem
+                .as_ref()
+                .is_some_and(Filesystem::is_object_store) =>
+            {
+                proceed(Use::First, None)
+            }
             _ => match &facts.snapshots {
                 Snapshots::NotLooked => Decision::LookForSnapshots,
                 Snapshots::NoneFound => proceed(Use::First, None),
@@ -298,6 +307,36 @@ mod tests {
                 go(Use::Recorded, Some("b"), false),
             ),
         ]);
+    }
+
+    /// An empty bucket prefix is a first use even where an empty folder would be refused (the
+    /// images have backup snapshots): nothing can fail to mount there. A known bucket emptied is
+    /// continued, as a folder is.
+    #[test]
+    fn an_empty_bucket_prefix_is_a_first_use_or_continued() {
+        let bucket = Filesystem::object_store("http://rgw/backups");
+        let facts = |known: Option<Known>| Facts {
+            folder: FolderShows::Empty,
+            filesystem: Some(bucket.clone()),
+            known,
+            incremental: true,
+            snapshots: found(),
+        };
+        assert_eq!(decide(&facts(None)), go(Use::First, None, false));
+        let remembered = Known {
+            id: "a".into(),
+            filesystem: bucket.clone(),
+        };
+        assert_eq!(
+            decide(&facts(Some(remembered))),
+            go(Use::Continue, Some("a"), true)
+        );
+        // The same facts on a disk are refused.
+        let disk = Facts {
+            filesystem: Some(fs("disk")),
+            ..facts(None)
+        };
+        assert!(matches!(decide(&disk), Decision::Refuse(_)));
     }
 
     /// Backup files without the tool's record (the original's, or a lost record) are adopted.

@@ -58,8 +58,8 @@ use crate::cluster::check::CheckCluster;
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Change, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
-use crate::folder::door::{CheckFolder, Door, LocalFolder, Sharing};
-use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
+use crate::folder::door::{CheckFolder, Door, Sharing, Staged};
+use crate::folder::format::archive::{Owner, MAX_SPARSE_EXTENTS};
 use crate::folder::format::write::{self, DataOfExtents, Member, SparseMapBuilder};
 use crate::folder::naming::{
     self, checksum_name, BackupFile, Compression, Content, SnapName, LAST_RUN_FILE,
@@ -330,9 +330,9 @@ impl<'a> Section<'a> {
 
     /// `folder`, or in check mode its twin that changes nothing: the one place the mode picks
     /// how the destination is changed.
-    fn door_into(&self, folder: LocalFolder) -> Box<dyn Door> {
+    fn door_into(&self, folder: Box<dyn Door>) -> Box<dyn Door> {
         match self.mode {
-            Mode::Run => Box::new(folder),
+            Mode::Run => folder,
             Mode::Check => Box::new(CheckFolder::new(folder)),
         }
     }

@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 
 use crate::config::{Config, PoolJob};
-use crate::folder::door::{Door, LocalFolder};
+use crate::folder::door::Door;
 use crate::folder::naming;
 use crate::folder::record::{self, Destination};
 use crate::folder::shared::{EntryKind, UNMOUNTED_HINT};
@@ -21,11 +21,20 @@ pub struct Narrow {
 }
 
 /// One image's backup folder, and the section it was backed up by.
-#[derive(Debug, Clone)]
 pub struct ImageFolder<'a> {
     pub job: &'a PoolJob,
     pub image: String,
-    pub dir: LocalFolder,
+    pub dir: Box<dyn Door>,
+}
+
+impl std::fmt::Debug for ImageFolder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFolder")
+            .field("pool", &self.job.pool)
+            .field("image", &self.image)
+            .field("dir", &self.dir.location())
+            .finish()
+    }
 }
 
 impl ImageFolder<'_> {
@@ -107,7 +116,7 @@ pub fn select<'a>(
 fn check_destination(job: &PoolJob) -> Result<()> {
     let shown = job.destination.display();
     let pool = &job.pool;
-    match record::inspect(&job.destination_folder())? {
+    match record::inspect(&*job.destination_folder())? {
         Destination::Recorded | Destination::Adoptable => Ok(()),
         Destination::Empty => {
             tracing::warn!("{}", unmarked_empty_message(job));

@@ -71,7 +71,7 @@ pub fn run(config: &Config) -> Verdict {
 fn check_destination(job: &PoolJob) -> Result<&'static str, String> {
     let dest = &job.destination;
     let shown = escaped_path(dest);
-    let state = match record::inspect(&job.destination_folder()) {
+    let state = match record::inspect(&*job.destination_folder()) {
         Ok(state) => state,
         Err(err) => return Err(format!("{shown}: {err:#}")),
     };

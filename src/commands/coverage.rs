@@ -121,7 +121,7 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
     let mut coverage = ImageCoverage {
         pool: job.pool.clone(),
         image: image.to_string(),
-        folder: dir.path(),
+        folder: dir.location(),
         points: Vec::new(),
         files: 0,
         bytes: 0,
@@ -129,7 +129,7 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
         newest_completed: None,
         error: None,
     };
-    match read::scan(&dir, image) {
+    match read::scan(&*dir, image) {
         Ok(folder) => {
             let layout = &folder.layout;
             coverage.points = layout.points().into_iter().cloned().collect();
@@ -144,9 +144,11 @@ fn image_coverage(job: &PoolJob, image: &str) -> ImageCoverage {
                 + folder.not_regular.len();
             coverage.newest_completed = coverage.points.last().and_then(|newest| {
                 let stored = layout.files.iter().find(|f| f.file.snap == *newest)?;
-                // Not followed: only the entry itself, which the scan found a regular file.
-                let modified = std::fs::symlink_metadata(dir.file(&stored.name))
-                    .and_then(|meta| meta.modified())
+                // Opened as the regular file the scan found, never through a link; a door with
+                // no local file (a bucket) says no time.
+                let modified = dir
+                    .open_file(&stored.name)?
+                    .and_then(|file| file.metadata()?.modified())
                     .ok()?;
                 Some(DateTime::<Utc>::from(modified))
             });

@@ -49,7 +49,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
         done.push(dest);
         let shown = dest.display();
         let top = job.destination_folder();
-        let recorded = match record::inspect(&top)? {
+        let recorded = match record::inspect(&*top)? {
             Destination::Missing => bail!(
                 "destination directory {shown} of [{}] does not exist{}",
                 job.pool,
@@ -60,7 +60,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                 job.pool,
                 kind.described()
             ),
-            Destination::Recorded => match record::read_destination_record(&top, state.key()) {
+            Destination::Recorded => match record::read_destination_record(&*top, state.key()) {
                 Ok(id) => id,
                 Err(unusable) => {
                     warn!("{}: {}; it is replaced", unusable.path, unusable.problem);
@@ -69,7 +69,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
             },
             Destination::Adoptable | Destination::Empty => None,
         };
-        let filesystem = Filesystem::of(dest)?;
+        let filesystem = Filesystem::of_destination(dest, job.store.as_ref())?;
         match recorded {
             Some(_) if check => outln!("{shown}: a cephbackup destination already"),
             Some(id) => {
@@ -90,7 +90,7 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
                 };
                 let now = Utc::now();
                 match record::write_destination_record(
-                    &top,
+                    &*top,
                     &known.id,
                     "init-destination",
                     now,

@@ -28,7 +28,7 @@ use crate::commands::catalog::{self, ImageFolder, Narrow};
 use crate::commands::status::{age, PointDoc};
 use crate::config::{Config, ImageSelection, PoolJob};
 use crate::folder::chain::{Finding, FindingKind, FolderFile, Layout};
-use crate::folder::door::Door;
+
 use crate::folder::naming::{Compression, SnapName};
 use crate::folder::read::{self, NotRegularEntry};
 use crate::folder::untrusted::EntryKind;
@@ -165,7 +165,7 @@ fn never_backed_up<'a>(
 
 fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
     let folder_exists = folder.job.pool_folder().kind_of(&folder.image).is_ok();
-    let scanned = read::scan(&folder.dir, &folder.image)?;
+    let scanned = read::scan(&*folder.dir, &folder.image)?;
     let policy = Settings::of(folder.job).policy();
     let age = scanned
         .layout
@@ -175,7 +175,7 @@ fn scan(folder: &ImageFolder, now: DateTime<Utc>) -> Result<Listing> {
     Ok(Listing {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
-        folder: folder.dir.path().display().to_string(),
+        folder: folder.dir.location().display().to_string(),
         expiry: Some(Expiries::of(policy, &scanned.layout, now)),
         layout: scanned.layout,
         not_regular: scanned.not_regular,

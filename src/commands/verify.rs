@@ -232,14 +232,14 @@ fn verify_image(
     args: &VerifyOptions,
     cluster: &ClusterFactory,
 ) -> ImageVerdict {
-    let dir = folder.dir.path();
+    let dir = folder.dir.location();
     let mut report = ImageVerdict {
         pool: folder.job.pool.clone(),
         image: folder.image.clone(),
         folder: dir.display().to_string(),
         ..ImageVerdict::default()
     };
-    let scanned = match read::scan(&folder.dir, &folder.image) {
+    let scanned = match read::scan(&*folder.dir, &folder.image) {
         Ok(scanned) => scanned,
         Err(err) => {
             report.problem(
@@ -271,7 +271,7 @@ fn verify_image(
         let path = dir.join(&finding.name).display().to_string();
         report.problem(path, severity, finding.message.clone());
     }
-    let limits = Limits::learn(&folder.dir, layout);
+    let limits = Limits::learn(&*folder.dir, layout);
     // Each file found bad, with its first error: that line also says what it costs.
     let mut bad: Vec<(&str, usize)> = Vec::new();
     for stored in &layout.files {
@@ -281,7 +281,7 @@ fn verify_image(
         info!("checking {}", escaped(&stored.name));
         let before = report.problems.len();
         check_file(
-            &folder.dir,
+            &*folder.dir,
             &layout.image,
             stored,
             &limits,
@@ -522,7 +522,7 @@ fn check_source(
     };
     info!("rebuilding {} from {} file(s)", escaped(&at), route.len());
     let snapshot = (pool, image, point.as_str());
-    match compare(&folder.dir, &route, limits, rbd, snapshot) {
+    match compare(&*folder.dir, &route, limits, rbd, snapshot) {
         Ok((rebuilt, cluster)) => {
             let matches = rebuilt == cluster;
             if !matches {

@@ -7,7 +7,7 @@ use super::keep::KeepRules;
 use super::window::Window;
 use crate::cluster::rbd::Cluster;
 use crate::folder::access::{FileAccess, FileGroup};
-use crate::folder::door::LocalFolder;
+use crate::folder::door::{Door, LocalFolder, ObjectStore};
 use crate::folder::format::encrypt::Recipients;
 use crate::folder::format::write::Compressor;
 use crate::folder::naming::Compression;
@@ -82,6 +82,8 @@ pub struct PoolJob {
     pub file_group: Option<FileGroup>,
     /// `encrypt to`: the age public keys new backup files are encrypted to; `None`: in clear.
     pub encrypt_to: Option<Recipients>,
+    /// The bucket when `destination directory` is `s3://…`; `None`: a local folder.
+    pub store: Option<ObjectStore>,
 }
 
 impl PoolJob {
@@ -97,20 +99,34 @@ impl PoolJob {
 
     /// The door into this section's destination folder itself, where the destination's record
     /// is.
-    pub fn destination_folder(&self) -> LocalFolder {
-        LocalFolder::at(&self.destination).with_access(self.file_access())
+    pub fn destination_folder(&self) -> Box<dyn Door> {
+        match &self.store {
+            Some(store) => Box::new(store.folder(&[])),
+            None => Box::new(LocalFolder::at(&self.destination).with_access(self.file_access())),
+        }
     }
 
     /// The door into the folder of this section's pool in its destination, which holds one
-    /// folder per image: with [`PoolJob::destination_folder`] and [`PoolJob::image_folder`], the one place that says where and
-    /// what kind a section's destination is.
-    pub fn pool_folder(&self) -> LocalFolder {
-        LocalFolder::pool(&self.destination, &self.pool).with_access(self.file_access())
+    /// folder per image: with [`PoolJob::destination_folder`] and [`PoolJob::image_folder`],
+    /// the one place that says where and what kind a section's destination is.
+    pub fn pool_folder(&self) -> Box<dyn Door> {
+        match &self.store {
+            Some(store) => Box::new(store.folder(&[&self.pool])),
+            None => Box::new(
+                LocalFolder::pool(&self.destination, &self.pool).with_access(self.file_access()),
+            ),
+        }
     }
 
     /// The door into `image`'s folder of this section's destination.
-    pub fn image_folder(&self, image: &str) -> LocalFolder {
-        LocalFolder::image(&self.destination, &self.pool, image).with_access(self.file_access())
+    pub fn image_folder(&self, image: &str) -> Box<dyn Door> {
+        match &self.store {
+            Some(store) => Box::new(store.folder(&[&self.pool, image])),
+            None => Box::new(
+                LocalFolder::image(&self.destination, &self.pool, image)
+                    .with_access(self.file_access()),
+            ),
+        }
     }
 
     /// Who may read the files and folders this section writes.

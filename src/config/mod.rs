@@ -79,7 +79,7 @@ pub const MAX_REPORTED_PROBLEMS: usize = 100;
 /// Characters of a name or quoted text shown in a problem, so every problem stays a short line.
 const MAX_QUOTED_CHARS: usize = 80;
 /// Characters of a problem's message shown: a backstop for messages built elsewhere.
-const MAX_MESSAGE_CHARS: usize = 400;
+const MAX_MESSAGE_CHARS: usize = 500;
 
 const IMAGES: &str = "images";
 const DESTINATION: &str = "destination directory";
@@ -117,9 +117,16 @@ const SLIDE_FROM_CLUSTER: &str = "slide from cluster";
 const FILE_GROUP: &str = "file group";
 /// New backup files are age files for these public keys ([`crate::folder::format::encrypt`]).
 const ENCRYPT_TO: &str = "encrypt to";
+/// An object-store destination (`destination directory = s3://BUCKET/PREFIX`): the service's URL,
+/// the region requests are signed for, and the file of the keys.
+const S3_ENDPOINT: &str = "s3 endpoint";
+const S3_REGION: &str = "s3 region";
+const S3_CREDENTIALS: &str = "s3 credentials";
+/// The region signed for when `s3 region` is not set: what radosgw and most services accept.
+const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 25] = [
+const KNOWN_KEYS: [&str; 28] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -141,6 +148,9 @@ const KNOWN_KEYS: [&str; 25] = [
     SLIDE_FROM_CLUSTER,
     FILE_GROUP,
     ENCRYPT_TO,
+    S3_ENDPOINT,
+    S3_REGION,
+    S3_CREDENTIALS,
     PARALLEL_IMAGES,
     METRICS_FILE,
     STATE_DIRECTORY,

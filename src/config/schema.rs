@@ -4,6 +4,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::folder::access::FileGroup;
+use crate::folder::door::{CredentialSource, ObjectStore, StoreKey};
 use crate::folder::format::encrypt::Recipients;
 
 /// Marks a field whose problem has already been recorded.
@@ -49,6 +50,7 @@ impl<'a> PoolReader<'a, '_> {
         let keep_minimum = self.keep_minimum(mode.as_ref().ok().copied());
         let slide_from_cluster = self.optional(SLIDE_FROM_CLUSTER, parse_bool);
         let file_group = self.optional(FILE_GROUP, FileGroup::lookup);
+        let store = self.object_store(destination.as_deref().ok());
         if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
@@ -83,7 +85,58 @@ impl<'a> PoolReader<'a, '_> {
             slide_from_cluster: slide_from_cluster?.unwrap_or(false),
             file_group: file_group?,
             encrypt_to: encrypt_to?,
+            store: store?,
         })
+    }
+
+    /// The object store an `s3://` destination names, with its `s3 …` keys; `None` for a folder.
+    pub(super) fn object_store(
+        &mut self,
+        destination: Option<&str>,
+    ) -> Result<Option<ObjectStore>, Reported> {
+        let endpoint = self.optional(S3_ENDPOINT, parse_optional_text)?;
+        let region = self.optional(S3_REGION, parse_optional_text)?;
+        let credentials = self.optional(S3_CREDENTIALS, parse_optional_text)?;
+        let Some(destination) = destination.filter(|d| ObjectStore::is_named_by(d)) else {
+            return Ok(None);
+        };
+        let section = self.pool.name.clone();
+        let Some(endpoint) = endpoint else {
+            let message =
+                "required key is missing (the destination is an S3 bucket: its service's URL)";
+            self.record(
+                Severity::Error,
+                self.pool.line,
+                &section,
+                S3_ENDPOINT,
+                message.into(),
+            );
+            return Err(Reported);
+        };
+        let source = match &credentials {
+            Some(path) => CredentialSource::File(Path::new(path)),
+            None => CredentialSource::Environment,
+        };
+        let region = region.as_deref().unwrap_or(DEFAULT_S3_REGION);
+        ObjectStore::new(destination, &endpoint, region, &source)
+            .map(Some)
+            .map_err(|(key, message)| {
+                let key = match (key, &credentials) {
+                    (StoreKey::Destination, _) => DESTINATION,
+                    (StoreKey::Endpoint, _) => S3_ENDPOINT,
+                    (StoreKey::Credentials, Some(_)) => S3_CREDENTIALS,
+                    // From the environment: said where the store is named.
+                    (StoreKey::Credentials, None) => DESTINATION,
+                };
+                let line = self
+                    .written(key)
+                    .map_or(self.pool.line, |(entry, _)| entry.line);
+                let at = self
+                    .written(key)
+                    .map_or(section.clone(), |(_, s)| s.to_string());
+                self.record(Severity::Error, line, &at, key, message);
+                Reported
+            })
     }
 
     /// Refuses the listed images whose backup files would have names too long for the

@@ -81,6 +81,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         slide_from_cluster: false,
         file_group: None,
         encrypt_to: None,
+        store: None,
     }
 }
 
@@ -777,8 +778,107 @@ fn unknown_keys() {
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
          daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
-         encrypt to, parallel images, metrics file, state directory, wait)"
+         encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, metrics file, \
+         state directory, wait)"
     );
+}
+
+/// An `s3://` destination with its keys; `credentials` is the file's text, written 0600 (or
+/// `mode`) beside the configuration.
+fn s3_section(
+    destination: &str,
+    extra: &str,
+    credentials: &str,
+    mode: u32,
+) -> (String, tempfile::TempDir) {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s3.credentials");
+    #[allow(clippy::disallowed_methods)] // a test's own file
+    fs::write(&path, credentials).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    let text = format!(
+        "[rbd]\nimages = a\ndestination directory = {destination}\nbackup mode = full\n\
+         s3 credentials = {}\n{extra}",
+        path.display()
+    );
+    (text, dir)
+}
+
+const KEYS: &str = "[default]\naws_access_key_id = K\naws_secret_access_key = S\n";
+
+#[test]
+fn an_s3_destination_names_its_bucket_endpoint_and_credentials() {
+    let (text, _dir) = s3_section(
+        "s3://backups/site-a",
+        "s3 endpoint = http://127.0.0.1:7480\n",
+        KEYS,
+        0o600,
+    );
+    let job = only_pool(&text);
+    let store = job.store.as_ref().expect("an object store");
+    assert_eq!(store.identity(), "http://127.0.0.1:7480/backups");
+    assert_eq!(
+        job.image_folder("vm").location(),
+        Path::new("s3://backups/site-a/rbd/vm")
+    );
+    // A folder destination has none, whatever `s3 …` keys [DEFAULT] holds.
+    let job = only_pool(&format!(
+        "[DEFAULT]\ns3 endpoint = http://h\n{}",
+        minimal("")
+    ));
+    assert!(job.store.is_none());
+}
+
+#[test]
+fn s3_problems_name_the_key_that_is_wrong() {
+    let endpoint = "s3 endpoint = http://127.0.0.1:7480\n";
+    let cases = [
+        (
+            "s3://backups",
+            "",
+            KEYS,
+            0o600,
+            "t.conf:1: [rbd] s3 endpoint: required key is missing",
+        ),
+        (
+            "s3://Backups",
+            endpoint,
+            KEYS,
+            0o600,
+            "t.conf:3: [rbd] destination directory: \"Backups\" is not a bucket name",
+        ),
+        (
+            "s3://backups",
+            "s3 endpoint = 127.0.0.1:7480\n",
+            KEYS,
+            0o600,
+            "t.conf:6: [rbd] s3 endpoint: \"127.0.0.1:7480\" is not a URL",
+        ),
+        (
+            "s3://backups",
+            endpoint,
+            KEYS,
+            0o644,
+            "t.conf:5: [rbd] s3 credentials: cannot read",
+        ),
+        (
+            "s3://backups",
+            endpoint,
+            "[default]\naws_access_key_id = K\n",
+            0o600,
+            "t.conf:5: [rbd] s3 credentials:",
+        ),
+    ];
+    for (destination, extra, credentials, mode, expected) in cases {
+        let (text, _dir) = s3_section(destination, extra, credentials, mode);
+        let found = problems(&text);
+        assert!(
+            found.starts_with(expected),
+            "{destination} {extra}: {found}"
+        );
+    }
 }
 
 #[test]

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::folder::chain::FolderFile;
-use crate::folder::door::{Door, LocalFolder, Sharing};
+use crate::folder::door::{Door, LocalFolder, Sharing, Staged};
 use crate::folder::format::archive::MAX_SPARSE_EXTENTS;
 use crate::folder::format::diffstream::{DiffReader, Record};
 use crate::folder::format::rebuild::{self, TargetFailed};
@@ -667,7 +667,7 @@ fn build_streaming(
             facts.sha256
         )));
     }
-    let size = folder.publish(pending, &sha256, false)?.size;
+    let size = folder.publish(Staged::File(pending), &sha256, false)?.size;
     folder.remove(&old.name)?;
     Ok(BuildOutcome::Built { size, sha256 })
 }

@@ -1,131 +1,125 @@
-//! The spike of issue 18 (an object-store destination): the S3 client the tool would use
-//! (`rusty-s3` signing requests, `ureq` carrying them, both synchronous) against the radosgw
-//! beside the test cluster: a streaming multipart upload whose memory stays at one part whatever
-//! the object's size, a listing, a ranged read, an unfinished upload listed and then aborted.
+//! Destinations in an S3 bucket (`destination directory = s3://BUCKET/PREFIX`), against the
+//! radosgw that `scripts/ceph-sandbox rgw` starts beside the test cluster: chains written into
+//! the bucket, listed, verified and restored bit for bit, encrypted ones restored with stock
+//! tools from the objects, a window slide, a run killed mid-upload, and the errors an admin
+//! meets (no bucket, wrong keys, no service).
 //!
-//! The upload runs in a child process (this test binary again, running only
-//! [`upload_child`]), so that its peak resident memory is its own and not that of the tests
-//! running beside it in this process.
+//! The bucket is looked at through a small S3 client of the tests' own (`rusty-s3` signing,
+//! `ureq` carrying), not through the tool.
 
-use std::io::Read;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
+use rusty_s3::actions::{ListObjectsV2, ListParts};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::harness::*;
 
 /// How long a signed request stays valid.
 const TTL: Duration = Duration::from_secs(300);
-const PART: usize = 8 << 20;
-const TOTAL: u64 = 64 * MIB;
-const OBJECT: &str = "rbd/vm/vm@BACKUP-full.tar";
 
-/// One bucket of the gateway, through a client as small as the tool's would be.
-struct S3 {
+/// One bucket of the gateway, as the tests see it.
+struct TestBucket {
     agent: ureq::Agent,
     bucket: Bucket,
     credentials: Credentials,
 }
 
-impl S3 {
-    fn new(endpoint: &str, bucket: &str, key: &str, secret: &str) -> S3 {
-        S3 {
+impl TestBucket {
+    /// A new bucket named after `w`'s pool.
+    fn create(w: &World) -> TestBucket {
+        let rgw = rgw();
+        let bucket = TestBucket {
             agent: ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(60)))
+                .timeout_global(Some(Duration::from_secs(120)))
                 .build()
                 .into(),
             bucket: Bucket::new(
-                endpoint.parse().unwrap(),
+                rgw.endpoint.parse().unwrap(),
                 UrlStyle::Path,
-                bucket.to_string(),
+                w.pool.clone(),
                 "us-east-1",
             )
             .unwrap(),
-            credentials: Credentials::new(key, secret),
-        }
+            credentials: Credentials::new(&rgw.access_key, &rgw.secret_key),
+        };
+        let url = bucket.bucket.create_bucket(&bucket.credentials).sign(TTL);
+        bucket.agent.put(url.as_str()).send_empty().unwrap();
+        bucket
     }
 
-    fn create_bucket(&self) {
-        let url = self.bucket.create_bucket(&self.credentials).sign(TTL);
-        self.agent.put(url.as_str()).send_empty().unwrap();
+    fn name(&self) -> &str {
+        self.bucket.name()
     }
 
-    fn delete_bucket(&self) {
-        let url = self.bucket.delete_bucket(&self.credentials).sign(TTL);
-        self.agent.delete(url.as_str()).call().unwrap();
-    }
-
-    /// Uploads everything `from` gives as the object `key`, one part of `PART` bytes at a time
-    /// from one buffer: the memory it takes is one part's, whatever the object's size.
-    fn upload(&self, key: &str, from: &mut dyn Read) -> usize {
-        let id = self.create_upload(key);
-        let mut buffer = vec![0; PART];
-        let mut etags = Vec::new();
-        loop {
-            let n = read_full(from, &mut buffer);
-            if n == 0 && !etags.is_empty() {
-                break;
-            }
-            etags.push(self.upload_part(key, &id, etags.len() + 1, &buffer[..n]));
-            if n < PART {
-                break;
-            }
-        }
-        let complete = self.bucket.complete_multipart_upload(
-            Some(&self.credentials),
-            key,
-            &id,
-            etags.iter().map(String::as_str),
-        );
-        let url = complete.sign(TTL);
-        self.agent.post(url.as_str()).send(complete.body()).unwrap();
-        etags.len()
-    }
-
-    /// Starts a multipart upload of `key`; its id.
-    fn create_upload(&self, key: &str) -> String {
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&self.credentials), key)
-            .sign(TTL);
+    /// Every object under `prefix`, as (key, size), at every depth.
+    fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        action.with_prefix(prefix);
+        let url = action.sign(TTL);
         let body = self
             .agent
-            .post(url.as_str())
-            .send_empty()
+            .get(url.as_str())
+            .call()
             .unwrap()
             .into_body()
             .read_to_string()
             .unwrap();
-        CreateMultipartUpload::parse_response(&body)
+        let page = ListObjectsV2::parse_response(&body).unwrap();
+        assert!(page.next_continuation_token.is_none(), "one page is enough");
+        page.contents
+            .into_iter()
+            .map(|o| (o.key, o.size.unwrap_or(0)))
+            .collect()
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.objects(prefix).into_iter().map(|(k, _)| k).collect()
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(TTL);
+        self.agent
+            .get(url.as_str())
+            .call()
             .unwrap()
-            .upload_id()
-            .to_string()
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
     }
 
-    /// Uploads part `number` (from 1); its ETag.
-    fn upload_part(&self, key: &str, id: &str, number: usize, bytes: &[u8]) -> String {
-        let number = u16::try_from(number).unwrap();
+    fn put(&self, key: &str, bytes: &[u8]) {
         let url = self
             .bucket
-            .upload_part(Some(&self.credentials), key, number, id)
+            .put_object(Some(&self.credentials), key)
             .sign(TTL);
-        let response = self.agent.put(url.as_str()).send(bytes).unwrap();
-        response.headers()["etag"].to_str().unwrap().to_string()
+        self.agent.put(url.as_str()).send(bytes).unwrap();
     }
 
-    fn abort_upload(&self, key: &str, id: &str) {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.credentials), key, id)
-            .sign(TTL);
-        self.agent.delete(url.as_str()).call().unwrap();
+    /// How many parts the unfinished upload `id` of `key` has.
+    fn parts(&self, key: &str, id: &str) -> usize {
+        let url = ListParts::new(&self.bucket, Some(&self.credentials), key, id).sign(TTL);
+        let body = self
+            .agent
+            .get(url.as_str())
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        ListParts::parse_response(&body).unwrap().parts.len()
     }
 
-    /// The unfinished multipart uploads under `prefix`, as (key, id). rusty-s3 has no action for
-    /// ListMultipartUploads: the request is signed with its public signer.
+    /// The unfinished multipart uploads under `prefix`, as (key, id).
     fn uploads(&self, prefix: &str) -> Vec<(String, String)> {
         let query = [("prefix", prefix), ("uploads", "")];
         let url = rusty_s3::signing::sign(
@@ -150,74 +144,11 @@ impl S3 {
             .unwrap();
         body.split("<Upload>")
             .skip(1)
-            .map(|upload| (element(upload, "Key"), element(upload, "UploadId")))
+            .map(|u| (element(u, "Key"), element(u, "UploadId")))
             .collect()
-    }
-
-    /// The objects under `prefix`, as (key, size).
-    fn list(&self, prefix: &str) -> Vec<(String, u64)> {
-        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
-        action.with_prefix(prefix);
-        let url = action.sign(TTL);
-        let body = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        ListObjectsV2::parse_response(&body)
-            .unwrap()
-            .contents
-            .into_iter()
-            .map(|object| (object.key, object.size.unwrap()))
-            .collect()
-    }
-
-    /// The bytes `range` of `key` (a ranged GET).
-    fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Vec<u8> {
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), key)
-            .sign(TTL);
-        let mut bytes = Vec::new();
-        self.agent
-            .get(url.as_str())
-            .header("range", format!("bytes={}-{}", range.start, range.end - 1))
-            .call()
-            .unwrap()
-            .into_body()
-            .into_reader()
-            .read_to_end(&mut bytes)
-            .unwrap();
-        bytes
-    }
-
-    /// `key` as a stream: its bytes are read as they come, never held whole.
-    fn open(&self, key: &str) -> impl Read {
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), key)
-            .sign(TTL);
-        self.agent
-            .get(url.as_str())
-            .call()
-            .unwrap()
-            .into_body()
-            .into_reader()
-    }
-
-    fn delete(&self, key: &str) {
-        let url = self
-            .bucket
-            .delete_object(Some(&self.credentials), key)
-            .sign(TTL);
-        self.agent.delete(url.as_str()).call().unwrap();
     }
 }
 
-/// The text of the first `<name>` element in `xml`.
 fn element(xml: &str, name: &str) -> String {
     let open = format!("<{name}>");
     let start = xml.find(&open).unwrap() + open.len();
@@ -225,159 +156,430 @@ fn element(xml: &str, name: &str) -> String {
     xml[start..end].to_string()
 }
 
-/// Fills `buffer` from `from` as far as it goes; how many bytes it got.
-fn read_full(from: &mut dyn Read, buffer: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buffer.len() {
-        match from.read(&mut buffer[n..]).unwrap() {
-            0 => break,
-            k => n += k,
-        }
-    }
-    n
-}
-
-/// Byte `i` of the test object: not compressible, not periodic within a part.
-fn byte_at(i: u64) -> u8 {
-    (i.wrapping_mul(0x9E37_79B9).rotate_right(13) % 251) as u8
-}
-
-/// `len` generated bytes, made as they are read.
-struct Generated {
-    at: u64,
-    len: u64,
-}
-
-impl Read for Generated {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf
-            .len()
-            .min(usize::try_from(self.len - self.at).unwrap_or(usize::MAX));
-        for (k, byte) in buf[..n].iter_mut().enumerate() {
-            *byte = byte_at(self.at + k as u64);
-        }
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
-/// The peak resident memory of this process so far, in KiB.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The child's side of [`a_streaming_multipart_upload_holds_one_part_in_memory`]: uploads
-/// `TOTAL` generated bytes to the bucket it is given and prints its peak memory before and after.
-/// Ignored: only that test runs it, in a process of its own.
-#[test]
-#[ignore = "run by a_streaming_multipart_upload_holds_one_part_in_memory"]
-fn upload_child() {
-    let var = |name: &str| std::env::var(name).unwrap();
-    let s3 = S3::new(
-        &var("S3_PROOF_ENDPOINT"),
-        &var("S3_PROOF_BUCKET"),
-        &var("S3_PROOF_KEY"),
-        &var("S3_PROOF_SECRET"),
-    );
-    let before = peak_rss_kib();
-    let started = Instant::now();
-    let parts = s3.upload(OBJECT, &mut Generated { at: 0, len: TOTAL });
-    let took = started.elapsed();
-    println!(
-        "S3_PROOF parts={parts} before_kib={before} peak_kib={} ms={}",
-        peak_rss_kib(),
-        took.as_millis()
-    );
-}
-
-#[test]
-fn a_streaming_multipart_upload_holds_one_part_in_memory() {
+/// A config backing `w`'s pool up into `bucket` under the prefix `site`, with `extra` lines.
+fn s3_config(w: &World, bucket: &TestBucket, extra: &str) -> PathBuf {
     let rgw = rgw();
-    let mode = std::fs::metadata(&rgw.credentials)
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(
-        mode & 0o777,
-        0o600,
-        "the credentials file is the owner's only"
-    );
-    let bucket = format!("proof-{}", std::process::id());
-    let s3 = S3::new(&rgw.endpoint, &bucket, &rgw.access_key, &rgw.secret_key);
-    let started = Instant::now();
-    s3.create_bucket();
-    eprintln!("bucket created in {:?}", started.elapsed());
+    let dest = format!("s3://{}/site", bucket.name());
+    w.config_named(
+        "s3.conf",
+        Path::new(&dest),
+        &format!(
+            "s3 endpoint = {}\ns3 credentials = {}\n{extra}",
+            rgw.endpoint,
+            rgw.credentials.display()
+        ),
+    )
+}
 
-    // 64 MiB in 8 MiB parts, uploaded by a process of its own whose peak memory is measured.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["s3::upload_child", "--exact", "--ignored", "--nocapture"])
-        .env("S3_PROOF_ENDPOINT", &rgw.endpoint)
-        .env("S3_PROOF_BUCKET", &bucket)
-        .env("S3_PROOF_KEY", &rgw.access_key)
-        .env("S3_PROOF_SECRET", &rgw.secret_key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().find(|l| l.starts_with("S3_PROOF ")).unwrap();
-    eprintln!("{line}");
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert_eq!(field("parts"), TOTAL / PART as u64);
-    // One part in memory and the client's own: far below the 64 MiB that went through.
-    let peak_mib = field("peak_kib") / 1024;
-    assert!(peak_mib < 32, "{line}");
+/// The key prefix of `image`'s folder in the bucket.
+fn image_prefix(w: &World, image: &str) -> String {
+    format!("site/{}/{image}/", w.pool)
+}
 
-    // Listed whole, under its final name.
-    assert_eq!(s3.list("rbd/"), [(OBJECT.to_string(), TOTAL)]);
-    // A byte range across a part boundary.
-    let range = 3 * PART as u64 - 50..3 * PART as u64 + 50;
-    let bytes = s3.read_range(OBJECT, range.clone());
-    let expected: Vec<u8> = range.map(byte_at).collect();
-    assert!(same_bytes(&bytes, &expected));
-    // The whole, streamed back and compared as it comes.
-    let mut reader = s3.open(OBJECT);
-    let mut chunk = vec![0; 1 << 16];
-    let mut at = 0;
-    loop {
-        let n = reader.read(&mut chunk).unwrap();
-        if n == 0 {
-            break;
-        }
-        assert!(chunk[..n].iter().zip(at..).all(|(b, i)| *b == byte_at(i)));
-        at += n as u64;
+/// The backup files of `image` in the bucket (no checksums, no records), by name.
+fn backup_objects(w: &World, bucket: &TestBucket, image: &str) -> Vec<String> {
+    let prefix = image_prefix(w, image);
+    bucket
+        .keys(&prefix)
+        .into_iter()
+        .map(|k| k[prefix.len()..].to_string())
+        .filter(|n| n.contains('@') && !n.ends_with(".sha256"))
+        .collect()
+}
+
+/// Each object's `.sha256` object holds its SHA-256, in `sha256sum`'s format.
+fn assert_checksums_hold(w: &World, bucket: &TestBucket, image: &str) {
+    let prefix = image_prefix(w, image);
+    for name in backup_objects(w, bucket, image) {
+        let line = String::from_utf8(bucket.get(&format!("{prefix}{name}.sha256"))).unwrap();
+        let sum = sha256_hex(&bucket.get(&format!("{prefix}{name}")));
+        assert_eq!(line, format!("{sum}  {name}\n"), "{name}");
     }
-    assert_eq!(at, TOTAL);
+}
 
-    // An unfinished upload (a run killed mid-file) is listed, holds no object under its name,
-    // and is gone once aborted.
-    let unfinished = "rbd/vm/vm@BACKUP-diff.tar";
-    let id = s3.create_upload(unfinished);
-    s3.upload_part(unfinished, &id, 1, &vec![7; 5 << 20]);
-    assert_eq!(
-        s3.uploads("rbd/vm/"),
-        [(unfinished.to_string(), id.clone())]
-    );
-    assert_eq!(
-        s3.list("rbd/").len(),
-        1,
-        "no object under the unfinished name"
-    );
-    s3.abort_upload(unfinished, &id);
-    assert!(s3.uploads("rbd/vm/").is_empty());
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
-    s3.delete(OBJECT);
-    assert!(s3.list("rbd/").is_empty());
-    s3.delete_bucket();
+/// Restores every restore point of `image` into a file and compares it with the snapshot.
+fn assert_every_point_restores(w: &World, conf: &Path, image: &str, extra: &[&str]) {
+    let snapshots = w.backup_snapshots(image);
+    assert!(!snapshots.is_empty());
+    for snap in &snapshots {
+        let target = w.tmp.path().join(format!("{image}-{snap}.raw"));
+        let mut restore = w.restore(conf, image).into_file(&target).at(snap);
+        for arg in extra {
+            restore = restore.arg(arg);
+        }
+        restore.run().success();
+        assert!(
+            same_bytes(&fs::read(&target).unwrap(), &w.export(image, Some(snap))),
+            "{image}@{snap}"
+        );
+        fs::remove_file(&target).unwrap();
+    }
+}
+
+#[test]
+fn chains_in_a_bucket_are_listed_verified_and_restored_bit_for_bit() {
+    for compress in ["no", "yes", "zstd"] {
+        let w = World::new();
+        let bucket = TestBucket::create(&w);
+        w.create_image("vm", 24 * MIB, 1200);
+        let conf = s3_config(
+            &w,
+            &bucket,
+            &format!("images = vm\nbackup mode = incremental\ncompress = {compress}"),
+        );
+        // Check mode reads the bucket and writes nothing to it.
+        w.cephbackup(&["-c", conf.to_str().unwrap(), "--check"])
+            .success();
+        assert_eq!(bucket.keys(""), Vec::<String>::new(), "{compress}");
+        for round in 0..3 {
+            if round > 0 {
+                w.write_data("vm", 1200 + round);
+                next_second();
+            }
+            let run = w.backup(&conf).success();
+            assert!(run.stdout.contains("s3://"), "{}", run.stdout);
+        }
+        let files = backup_objects(&w, &bucket, "vm");
+        assert_eq!(files.len(), 3, "{compress}: {files:?}");
+        let suffix = match compress {
+            "zstd" => ".tar.zst",
+            "yes" => ".tar.gz",
+            _ => "",
+        };
+        assert!(
+            files.iter().all(|f| f.ends_with(suffix)),
+            "{compress}: {files:?}"
+        );
+        assert_checksums_hold(&w, &bucket, "vm");
+        // Nothing went to a local folder, and no upload was left unfinished.
+        assert_eq!(w.dest_tree().len(), 0);
+        assert_eq!(bucket.uploads(""), []);
+
+        let listing = w.list_json(&conf, &[], 0);
+        assert_eq!(listing.points(0).len(), 3, "{compress}");
+        w.verify(&conf, &[]).success();
+        assert_every_point_restores(&w, &conf, "vm", &[]);
+        let target = format!("vm-back-{}", compress);
+        w.restore(&conf, "vm").into_image(&target).run().success();
+        let newest = w.backup_snapshots("vm").pop().unwrap();
+        assert!(same_bytes(
+            &w.export(&target, None),
+            &w.export("vm", Some(&newest))
+        ));
+    }
+}
+
+#[test]
+fn full_mode_keeps_its_rules_in_a_bucket_and_status_reads_it() {
+    let w = World::new();
+    let bucket = TestBucket::create(&w);
+    w.create_image("vm", 8 * MIB, 1300);
+    let conf = s3_config(
+        &w,
+        &bucket,
+        "images = vm\nbackup mode = full\ncompress = yes\nkeep last = 2",
+    );
+    for round in 0..3 {
+        w.write_data("vm", 1300 + round);
+        next_second();
+        w.backup(&conf).success();
+    }
+    let files = backup_objects(&w, &bucket, "vm");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().all(|f| f.ends_with(".full.tar.gz")),
+        "{files:?}"
+    );
+    // Full mode leaves no snapshot behind; the files are the points.
+    assert_eq!(w.backup_snapshots("vm"), Vec::<String>::new());
+    assert_checksums_hold(&w, &bucket, "vm");
+    let status = with_conf(&w, &conf, &["status"]).success();
+    assert!(status.stdout.contains("OK"), "{}", status.stdout);
+    // The last run's report is in the bucket, as it is in a folder.
+    let report = bucket.get("site/.cephbackup-last-run.json");
+    assert!(
+        String::from_utf8_lossy(&report).contains("\"success\": true"),
+        "{}",
+        String::from_utf8_lossy(&report)
+    );
+}
+
+/// A key pair: the public key, and the identity file (0600) holding the private key.
+fn key_pair(w: &World) -> (String, PathBuf) {
+    let identity = age::x25519::Identity::generate();
+    let secret = age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string();
+    let path = w.tmp.path().join("backup.key");
+    fs::write(&path, format!("{secret}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    (identity.to_public().to_string(), path)
+}
+
+#[test]
+fn an_encrypted_chain_in_a_bucket_restores_with_the_key_and_with_stock_tools() {
+    let w = World::new();
+    let bucket = TestBucket::create(&w);
+    let (public, key) = key_pair(&w);
+    w.create_image("vm", 16 * MIB, 1400);
+    let conf = s3_config(
+        &w,
+        &bucket,
+        &format!("images = vm\nbackup mode = incremental\ncompress = zstd\nencrypt to = {public}"),
+    );
+    w.backup(&conf).success();
+    w.write_data("vm", 1401);
+    next_second();
+    w.backup(&conf).success();
+    let mut files = backup_objects(&w, &bucket, "vm");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().all(|f| f.ends_with(".tar.zst.age")),
+        "{files:?}"
+    );
+    assert_checksums_hold(&w, &bucket, "vm");
+    let proven = w.verify(&conf, &[]).success();
+    assert!(
+        proven
+            .stdout
+            .contains("2 encrypted file(s) proven by checksum"),
+        "{}",
+        proven.stdout
+    );
+    assert_every_point_restores(&w, &conf, "vm", &["--identity", key.to_str().unwrap()]);
+
+    // Stock tools: each object fetched from the bucket, then age, tar and rbd.
+    files.sort_by_key(|f| !f.contains(".full"));
+    let target = w.spec("vm-stock");
+    for (i, name) in files.iter().enumerate() {
+        let local = w.tmp.path().join(name);
+        fs::write(
+            &local,
+            bucket.get(&format!("{}{name}", image_prefix(&w, "vm"))),
+        )
+        .unwrap();
+        let snap = name.split_once('@').unwrap().1.split('.').next().unwrap();
+        let rbd_step = if i == 0 {
+            format!("rbd import - {target} && rbd snap create {target}@{snap}")
+        } else {
+            format!("rbd import-diff - {target}")
+        };
+        let script = format!(
+            "set -o pipefail; age -d -i '{}' '{}' | tar --zstd -xO | {rbd_step}",
+            key.display(),
+            local.display()
+        );
+        let status = Command::new("bash")
+            .args(["-c", &script])
+            .env("CEPH_CONF", &cluster().conf)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+        assert!(same_bytes(
+            &w.export("vm-stock", Some(snap)),
+            &w.export("vm", Some(snap))
+        ));
+    }
+}
+
+#[test]
+fn a_window_slide_on_a_bucket_exports_the_new_base_from_the_cluster() {
+    let w = World::new();
+    let bucket = TestBucket::create(&w);
+    // The original's chain, ten and one days old, shipped into the bucket as it was.
+    w.create_image("vm", 8 * MIB, 1450);
+    let old = history(&w, "vm", &[240, 24]);
+    for name in w.all_files("vm") {
+        let bytes = fs::read(w.image_dir("vm").join(&name)).unwrap();
+        bucket.put(&format!("{}{name}", image_prefix(&w, "vm")), &bytes);
+    }
+    fs::remove_dir_all(w.dest.join(&w.pool)).unwrap();
+    let conf = s3_config(
+        &w,
+        &bucket,
+        "images = vm\nbackup mode = incremental\nwindow size = 3\nwindow unit = days",
+    );
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stdout
+            .contains(&format!("Exporting image vm@{}", old[1])),
+        "the new base comes from the cluster:\n{}",
+        run.stdout
+    );
+    let files = backup_objects(&w, &bucket, "vm");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().any(|f| f == &format!("vm@{}.full", old[1])),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.contains(&old[0])), "{files:?}");
+    assert_every_point_restores(&w, &conf, "vm", &[]);
+}
+
+#[test]
+fn a_run_killed_mid_upload_publishes_nothing_and_the_next_run_aborts_its_upload() {
+    let w = World::new();
+    let bucket = TestBucket::create(&w);
+    w.create_image("vm", 40 * MIB, 1500);
+    let conf = s3_config(&w, &bucket, "images = vm\nbackup mode = incremental");
+    // The export sends 20 MiB (two parts go out), then stalls until the test releases it (the
+    // stalled `rbd` holds the image's lock, so the next run would wait for it).
+    let release = w.tmp.path().join("release");
+    let script = format!(
+        "#!/bin/sh\n\
+         case \"$*\" in *' export '*)\n\
+         \x20 '{real}' \"$@\" | {{ head -c 20971520; until [ -e '{release}' ]; do sleep 0.1; done; cat; }}\n\
+         \x20 exit 0;;\n\
+         esac\n\
+         exec '{real}' \"$@\"\n",
+        real = real_rbd(),
+        release = release.display()
+    );
+    let path = path_with_rbd_script(&w, "slow-bin", &script);
+    let mut child = w.spawn_with_env(&["-c", conf.to_str().unwrap()], &[("PATH", &path)]);
+    let prefix = image_prefix(&w, "vm");
+    // In progress: the upload has sent the two whole parts of what the export gave so far.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (key, id) = loop {
+        let uploads = bucket.uploads(&prefix);
+        if let [(key, id)] = uploads.as_slice() {
+            if bucket.parts(key, id) == 2 {
+                break (key.clone(), id.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upload did not get under way"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
+    // No object under a final name; the upload is left, and the image's record names it.
+    assert_eq!(backup_objects(&w, &bucket, "vm"), Vec::<String>::new());
+    assert_eq!(bucket.uploads(&prefix), [(key, id.clone())]);
+    let record = bucket.get(&format!("{prefix}.cephbackup-image.json"));
+    assert!(
+        String::from_utf8_lossy(&record).contains(&id),
+        "{}",
+        String::from_utf8_lossy(&record)
+    );
+
+    fs::write(&release, "").unwrap();
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stderr.contains("aborting the unfinished upload"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bucket.uploads(""), []);
+    assert_eq!(backup_objects(&w, &bucket, "vm").len(), 1);
+    assert!(
+        !String::from_utf8_lossy(&bucket.get(&format!("{prefix}.cephbackup-image.json")))
+            .contains(&id)
+    );
+    assert_every_point_restores(&w, &conf, "vm", &[]);
+}
+
+#[test]
+fn a_missing_bucket_wrong_keys_or_no_service_is_one_line_and_writes_nothing() {
+    let w = World::new();
+    w.create_image("vm", 4 * MIB, 1600);
+    let rgw = rgw();
+    let write_conf = |dest: &str, endpoint: &str, credentials: &Path| {
+        w.config_named(
+            "s3.conf",
+            Path::new(dest),
+            &format!(
+                "images = vm\nbackup mode = incremental\ns3 endpoint = {endpoint}\n\
+                 s3 credentials = {}",
+                credentials.display()
+            ),
+        )
+    };
+    let wrong = w.tmp.path().join("wrong.credentials");
+    fs::write(
+        &wrong,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = not-the-secret\n",
+            rgw.access_key
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).unwrap();
+    let bucket = TestBucket::create(&w);
+    let existing = format!("s3://{}/site", bucket.name());
+    let cases = [
+        (
+            "s3://no-such-bucket-here/site",
+            rgw.endpoint.as_str(),
+            &rgw.credentials,
+            "there is no such bucket",
+        ),
+        (existing.as_str(), rgw.endpoint.as_str(), &wrong, "403"),
+        (
+            existing.as_str(),
+            "http://127.0.0.1:9",
+            &rgw.credentials,
+            "Connection refused",
+        ),
+    ];
+    for (dest, endpoint, credentials, expected) in cases {
+        let conf = write_conf(dest, endpoint, credentials);
+        let run = w.run_within(&["-c", conf.to_str().unwrap()], Duration::from_secs(120));
+        assert_ne!(run.code, 0, "{dest} {endpoint}");
+        let error = run.first_error();
+        assert!(
+            error.contains(expected),
+            "{dest} {endpoint}: {}",
+            run.stderr
+        );
+        assert!(error.contains(dest), "the destination is named: {error}");
+        // No snapshot was taken for a destination that cannot take the file.
+        assert_eq!(w.backup_snapshots("vm"), Vec::<String>::new(), "{dest}");
+    }
+    assert_eq!(bucket.keys(""), Vec::<String>::new());
+}
+
+#[test]
+fn objects_another_writer_planted_are_not_believed_and_left_alone() {
+    let w = World::new();
+    let bucket = TestBucket::create(&w);
+    w.create_image("vm", 4 * MIB, 1700);
+    let conf = s3_config(&w, &bucket, "images = vm\nbackup mode = incremental");
+    w.backup(&conf).success();
+    let prefix = image_prefix(&w, "vm");
+    // A record with no seal of this host, and a backup file with no checksum.
+    let record = bucket.get(&format!("{prefix}.cephbackup-image.json"));
+    let mut forged: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    forged["newest"] = serde_json::Value::Null;
+    bucket.put(
+        &format!("{prefix}.cephbackup-image.json"),
+        forged.to_string().as_bytes(),
+    );
+    let planted = "vm@BACKUPUTC20200101T000000.full";
+    bucket.put(&format!("{prefix}{planted}"), b"not an image");
+    w.write_data("vm", 1701);
+    next_second();
+    let run = w.backup(&conf).success();
+    assert!(run.stderr.contains("seal does not match"), "{}", run.stderr);
+    // Nothing rests on what is not believed: the planted file stays, the chain goes on.
+    assert!(bucket.keys(&prefix).contains(&format!("{prefix}{planted}")));
+    assert_eq!(backup_objects(&w, &bucket, "vm").len(), 3);
+    assert_every_point_restores(&w, &conf, "vm", &[]);
+    let verified = w.verify(&conf, &[]);
+    assert!(
+        verified.stdout.contains(planted) || verified.stderr.contains(planted),
+        "{}{}",
+        verified.stdout,
+        verified.stderr
+    );
 }

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::{cluster_failed, Section};
 use crate::backup::destination::{self, Decision, Facts, FolderShows, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
-use crate::folder::door::{Door, LocalFolder};
+use crate::folder::door::Door;
 use crate::folder::naming::{self, SnapName, DESTINATION_RECORD};
 use crate::folder::record::{self, Blocked, Destination};
 use crate::folder::untrusted::EntryKind;
@@ -149,12 +149,14 @@ fn decide(
 ) -> Result<Ready, Refused> {
     let line = |text: String| Refused::Line(text);
     let shown = dest.display();
-    let top = LocalFolder::at(dest);
-    let (folder, foreign_record) = look_at(&top, state, warnings)?;
-    let record_blocked = matches!(folder, FolderShows::Adoptable) && record_blocked(&top, warnings);
+    let job = sharing[0].job;
+    let top = job.destination_folder();
+    let (folder, foreign_record) = look_at(&*top, state, warnings)?;
+    let record_blocked =
+        matches!(folder, FolderShows::Adoptable) && record_blocked(&*top, warnings);
     let filesystem = match folder {
         FolderShows::Missing | FolderShows::WrongKind(_) => None,
-        _ => match Filesystem::of(dest) {
+        _ => match Filesystem::of_destination(dest, job.store.as_ref()) {
             Ok(filesystem) => Some(filesystem),
             Err(err) => {
                 warn!("{err:#}");
@@ -210,6 +212,10 @@ fn decide(
         Decision::LookForSnapshots => Err(line(format!(
             "internal error: destination {shown} still undecided"
         ))),
+        Decision::Refuse(Refusal::Missing) if job.store.is_some() => Err(line(format!(
+            "destination directory {shown}: there is no such bucket, or these credentials may not \
+             see it"
+        ))),
         Decision::Refuse(refusal) => Err(line(refusal_line(
             &refusal,
             &shown.to_string(),
@@ -221,7 +227,7 @@ fn decide(
 /// What the destination folder `top` holds, and whether its record is another host's (left
 /// alone).
 fn look_at(
-    top: &LocalFolder,
+    top: &dyn Door,
     state: &HostState,
     warnings: &mut usize,
 ) -> Result<(FolderShows, bool), Refused> {
@@ -263,7 +269,7 @@ fn look_at(
 
 /// True (and said) when something other than a file holds the destination record's name, so
 /// that no record can be written there.
-fn record_blocked(top: &LocalFolder, warnings: &mut usize) -> bool {
+fn record_blocked(top: &dyn Door, warnings: &mut usize) -> bool {
     let record_path = top.location_of(DESTINATION_RECORD);
     let Ok(kind) = top.kind_of(DESTINATION_RECORD) else {
         return false;
@@ -388,7 +394,7 @@ mod tests {
         let now = Utc::now();
         // A check section: nothing reaches the folder or the host's memory, and the
         // destination is not marked written, so a real section sharing it still writes.
-        let check_top = CheckFolder::new(top.clone());
+        let check_top = CheckFolder::new(Box::new(top.clone()));
         share
             .record_once(&check_top, &CheckNotes::new(&state), now)
             .unwrap();
@@ -422,7 +428,7 @@ mod tests {
         let top = LocalFolder::at(&dest);
         share
             .record_once(
-                &CheckFolder::new(top.clone()),
+                &CheckFolder::new(Box::new(top.clone())),
                 &CheckNotes::new(&state),
                 Utc::now(),
             )

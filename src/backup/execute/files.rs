@@ -214,9 +214,16 @@ impl ImageRun<'_> {
         self.dir.create()?;
         let name = file.file_name(image);
         // Check mode's door stages nothing: there is nothing to read from the cluster.
-        let Some(mut pending) = self.dir.stage(&name)? else {
+        let Some(staged) = self.dir.stage(&name)? else {
             return Ok(());
         };
+        // An upload a kill would leave unfinished is named in the record first, so the next
+        // run can take it back.
+        let upload = staged.leftover().map(str::to_string);
+        if let Some(id) = &upload {
+            self.record.upload_started(&name, id);
+            self.save_record()?;
+        }
         let rbd = &self.section.rbd;
         let snap = file.snap.as_str();
         let snap_spec = format!("{image}@{snap}");
@@ -239,8 +246,8 @@ impl ImageRun<'_> {
         // could be stopped by it) must not let the export run to its end: with several images
         // at once, another image's step may have been that check's last chance.
         interrupt::check()?;
-        let digest = self
-            .write(file, &mut stream, expected_size, pending.file())
+        let (digest, staged) = self
+            .write(file, &mut stream, expected_size, staged)
             // A failed rbd explains itself (and stays typed, so a timeout marks the cluster
             // unreachable). A full disk is said in so many words; the export's command line,
             // hundreds of characters of options, is only for the debug log (`-v`).
@@ -257,7 +264,10 @@ impl ImageRun<'_> {
                 err.context(format!("cannot write {}", final_path.display()))
             })?;
         // The checksum goes first: then every backup file that exists has one.
-        let published = self.dir.publish(pending, &digest, replace)?;
+        let published = self.dir.publish(staged, &digest, replace)?;
+        if let Some(id) = &upload {
+            self.record.upload_ended(id);
+        }
         let size = published.size;
         self.bytes_written += size;
         self.done.files_written.push(FileReport {
@@ -324,17 +334,16 @@ impl ImageRun<'_> {
         }
     }
 
-    /// Streams one export into `out` in the file's format; returns the SHA-256 of the file. A
-    /// compressed full stores only the ranges `rbd diff` says hold data (a sparse member).
+    /// Streams one export into `out` in the file's format; returns the SHA-256 of the file and
+    /// `out`, to be published. A compressed full stores only the ranges `rbd diff` says hold
+    /// data (a sparse member).
     pub(super) fn write(
         &self,
         file: &BackupFile,
         stream: &mut impl Read,
         expected_size: Option<u64>,
-        out: &mut std::fs::File,
-    ) -> Result<String> {
-        let member_name = file.raw_name(self.image);
-        let mtime = file.snap.taken();
+        out: Staged,
+    ) -> Result<(String, Staged)> {
         let recipients = match (file.encrypted, &self.section.job.encrypt_to) {
             (false, _) => None,
             (true, Some(recipients)) => Some(recipients),
@@ -344,21 +353,56 @@ impl ImageRun<'_> {
             ),
         };
         let Some(compressor) = self.section.job.compressor_for(file.compression) else {
-            let (len, digest) = match recipients {
-                Some(recipients) => write::write_encrypted(stream, recipients, out)?,
-                None => write::write_raw(stream, out)?,
+            let (len, digest, out) = match out {
+                Staged::File(mut pending) => {
+                    let (len, digest) = match recipients {
+                        Some(recipients) => {
+                            write::write_encrypted(stream, recipients, pending.file())?
+                        }
+                        None => write::write_raw(stream, pending.file())?,
+                    };
+                    (len, digest, Staged::File(pending))
+                }
+                Staged::Stream(upload) => {
+                    let (len, digest, upload) = write::write_stream(stream, recipients, upload)?;
+                    (len, digest, Staged::Stream(upload))
+                }
             };
             if let Some(expected) = expected_size.filter(|&e| e != len) {
                 anyhow::bail!("the export had {len} bytes but the snapshot has {expected}");
             }
-            return Ok(digest);
+            return Ok((digest, out));
         };
-        let mut archive = |data: &mut dyn Read, member: &Member| match recipients {
-            Some(recipients) => {
-                write::write_encrypted_archive(data, member, &compressor, recipients, out)
-            }
-            None => write::write_archive(data, member, &compressor, out),
+        let mut out = Some(out);
+        let mut archive = |data: &mut dyn Read, member: &Member| -> Result<String> {
+            let (digest, staged) = match out.take() {
+                Some(Staged::File(mut pending)) => {
+                    let file = pending.file();
+                    let digest = match recipients {
+                        Some(recipients) => write::write_encrypted_archive(
+                            data,
+                            member,
+                            &compressor,
+                            recipients,
+                            file,
+                        )?,
+                        None => write::write_archive(data, member, &compressor, file)?,
+                    };
+                    (digest, Staged::File(pending))
+                }
+                Some(Staged::Stream(upload)) => {
+                    let sink = (upload, Owner::this_process());
+                    let (digest, upload) =
+                        write::write_archive_stream(data, member, &compressor, recipients, sink)?;
+                    (digest, Staged::Stream(upload))
+                }
+                None => anyhow::bail!("internal error: an archive written twice"),
+            };
+            out = Some(staged);
+            Ok(digest)
         };
+        let member_name = file.raw_name(self.image);
+        let mtime = file.snap.taken();
         let digest = match expected_size {
             Some(size) => {
                 let (pool, snap) = (self.pool(), file.snap.as_str());
@@ -386,6 +430,7 @@ impl ImageRun<'_> {
                 archive(&mut spooled, &member)?
             }
         };
-        Ok(digest)
+        let out = out.context("internal error: no archive written")?;
+        Ok((digest, out))
     }
 }

@@ -288,9 +288,27 @@ impl<'s> ImageRun<'s> {
     }
 
     pub(super) fn perform(&mut self, plan: &Plan) -> Result<()> {
+        self.take_back_unfinished_uploads()?;
         for step in &plan.steps {
             interrupt::check()?;
             self.step(step, &plan.snapshot)?;
+        }
+        Ok(())
+    }
+
+    /// Aborts the uploads the record names, which a killed run left unfinished (only those:
+    /// another writer's uploads in the bucket are not this run's to judge).
+    fn take_back_unfinished_uploads(&mut self) -> Result<()> {
+        for upload in self.record.uploads.clone() {
+            info!(
+                "{}/{}: aborting the unfinished upload of {} that an interrupted run left",
+                self.pool(),
+                self.image,
+                escaped(&upload.file)
+            );
+            self.dir.abandon(&upload.file, &upload.id)?;
+            self.record.upload_ended(&upload.id);
+            self.save_record()?;
         }
         Ok(())
     }

@@ -19,17 +19,17 @@ pub(super) fn write_last_run_records(sections: &[Section], report: &RunReport) {
         }
         written.push(&job.destination);
         let restricted = report.restricted_to(&job.destination_text);
-        if let Err(err) = write_last_run(&job.destination, &restricted) {
+        if let Err(err) = write_last_run(&*job.destination_folder(), &restricted) {
             warn!("{err:#}");
         }
     }
 }
 
-/// Writes [`LAST_RUN_FILE`] in `destination`: complete and synced before it takes the
-/// final name, which it takes by rename (so a symlink planted there is replaced, never followed),
-/// readable by all (monitoring runs as another user).
-pub(super) fn write_last_run(destination: &Path, report: &RunReport) -> Result<()> {
+/// Writes [`LAST_RUN_FILE`] through the door of the destination's top, replaced whole (in a
+/// folder: complete and synced before it takes the final name by rename, so a symlink planted
+/// there is replaced, never followed), readable by all (monitoring runs as another user).
+pub(super) fn write_last_run(top: &dyn Door, report: &RunReport) -> Result<()> {
     let mut text = crate::output::json(report).context("cannot render the run report")?;
     text.push('\n');
-    LocalFolder::at(destination).put(LAST_RUN_FILE, text.as_bytes(), Sharing::Everyone)
+    top.put(LAST_RUN_FILE, text.as_bytes(), Sharing::Everyone)
 }

@@ -59,7 +59,7 @@ use crate::cluster::rbd::{spec, ClusterOps, Rbd};
 use crate::commands::catalog;
 use crate::config::{Config, PoolJob};
 use crate::folder::chain::FolderFile;
-use crate::folder::door::{Door, LocalFolder};
+use crate::folder::door::Door;
 use crate::folder::naming;
 use crate::folder::read::{self, Limits, ScannedFolder};
 use crate::folder::shared::EntryKind;
@@ -132,11 +132,11 @@ fn run_on(
     check_folder(job, &args.image, &label)?;
     // Shared: other restores and checks may read along, but no backup may prune meanwhile.
     let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
-    let (scanned, limits) = scan(&dir, &args.image)?;
+    let (scanned, limits) = scan(&*dir, &args.image)?;
     let (point, route) = choose(&scanned, &label, args.at)?;
     let rbd = cluster(job);
-    let folder = dir.path();
-    let door: &dyn Door = &dir;
+    let folder = dir.location();
+    let door: &dyn Door = &*dir;
     refuse_existing(&*rbd, &target)?;
     let instead = |err: anyhow::Error, link: &FolderFile| {
         instead_of_bad_file(err, &scanned.layout, link, point, args.at)
@@ -191,7 +191,7 @@ fn run_on(
 /// Reads the image's backup folder, and the bounds every file of a route is held to. Every file
 /// of the route is opened and its length checked before anything is created or planned, with
 /// these bounds; a full known to be of the wrong length is no route at all, and named.
-fn scan(dir: &LocalFolder, image: &str) -> Result<(ScannedFolder, Limits)> {
+fn scan(dir: &dyn Door, image: &str) -> Result<(ScannedFolder, Limits)> {
     let mut scanned = read::scan(dir, image)?;
     let limits = scanned.refuse_wrong_sized(dir);
     for (name, why) in &scanned.refused {
@@ -227,7 +227,7 @@ fn perform<'a>(
 /// The image's backup folder must be one: a folder that is missing is no backups, one that
 /// cannot be read is said as such.
 fn check_folder(job: &PoolJob, image: &str, label: &str) -> Result<()> {
-    let shown_dir = escaped_path(&job.image_folder(image).path());
+    let shown_dir = escaped_path(&job.image_folder(image).location());
     match job.pool_folder().kind_of(image) {
         Ok(EntryKind::Directory) => Ok(()),
         Ok(kind) => bail!(

@@ -9,19 +9,18 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::{Door, LocalFolder, Opened, PendingFile, Published, Sharing};
+use super::{Door, LocalFolder, Opened, Published, Sharing, Staged};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::untrusted::EntryKind;
 
 /// A folder seen in check mode: every read goes to the real folder, no change reaches it.
-#[derive(Debug, Clone)]
 pub struct CheckFolder {
-    real: LocalFolder,
+    real: Box<dyn Door>,
 }
 
 impl CheckFolder {
-    pub fn new(real: LocalFolder) -> CheckFolder {
+    pub fn new(real: Box<dyn Door>) -> CheckFolder {
         CheckFolder { real }
     }
 }
@@ -33,6 +32,10 @@ impl Door for CheckFolder {
 
     fn access(&self) -> FileAccess {
         self.real.access()
+    }
+
+    fn kind(&self) -> io::Result<EntryKind> {
+        self.real.kind()
     }
 
     fn list(&self) -> Result<Vec<FolderEntry>> {
@@ -62,7 +65,7 @@ impl Door for CheckFolder {
     }
 
     /// Stages nothing, and says so: the export that asked reads nothing from the cluster.
-    fn stage(&self, _name: &str) -> Result<Option<PendingFile>> {
+    fn stage(&self, _name: &str) -> Result<Option<Staged>> {
         Ok(None)
     }
 
@@ -72,7 +75,7 @@ impl Door for CheckFolder {
         self.real.scratch()
     }
 
-    fn publish(&self, file: PendingFile, _sha256: &str, _replace: bool) -> Result<Published> {
+    fn publish(&self, file: Staged, _sha256: &str, _replace: bool) -> Result<Published> {
         bail!(
             "internal error: check mode published {}, but it writes no file",
             file.name()
@@ -109,7 +112,7 @@ mod tests {
         let real = LocalFolder::image(dest.path(), "rbd", "vm");
         real.create().unwrap();
         real.put("a", b"1", Sharing::Private).unwrap();
-        let check = CheckFolder::new(real.clone());
+        let check = CheckFolder::new(Box::new(real.clone()));
         assert_eq!(check.list().unwrap(), real.list().unwrap());
         assert_eq!(check.kind_of("a").unwrap(), EntryKind::File);
         // Every change is taken and leaves the folder as it was.
@@ -120,7 +123,7 @@ mod tests {
         assert_eq!(std::fs::read(real.file("a")).unwrap(), b"1");
         assert_eq!(real.list().unwrap().len(), 1);
         // Nor is a folder made where there is none.
-        let elsewhere = CheckFolder::new(LocalFolder::image(dest.path(), "rbd", "new"));
+        let elsewhere = CheckFolder::new(Box::new(LocalFolder::image(dest.path(), "rbd", "new")));
         elsewhere.create().unwrap();
         assert!(!dest.path().join("rbd/new").exists());
         // It plans as the real folder does, but hands out nothing to change in place.

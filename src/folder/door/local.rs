@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tempfile::NamedTempFile;
 
-use super::{Door, Opened, Published, Sharing};
+use super::{Door, Opened, Published, Sharing, Staged};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::format::write::checksum_line;
@@ -146,6 +146,11 @@ impl Door for LocalFolder {
         self.access
     }
 
+    fn kind(&self) -> io::Result<EntryKind> {
+        // Followed when a link: a destination may be a link to the backup disk's mount point.
+        fs::metadata(self.path()).map(|meta| EntryKind::of(meta.file_type()))
+    }
+
     /// A pool or image folder that is a symlink or not a folder is refused: the tool never reads
     /// or writes through a link someone else may have planted in the destination.
     fn list(&self) -> Result<Vec<FolderEntry>> {
@@ -240,8 +245,8 @@ impl Door for LocalFolder {
         Ok(())
     }
 
-    fn stage(&self, name: &str) -> Result<Option<PendingFile>> {
-        LocalFolder::stage(self, name).map(Some)
+    fn stage(&self, name: &str) -> Result<Option<Staged>> {
+        LocalFolder::stage(self, name).map(|file| Some(Staged::File(file)))
     }
 
     fn scratch(&self) -> Result<File> {
@@ -253,7 +258,10 @@ impl Door for LocalFolder {
         scratch.with_context(|| format!("cannot create a temporary file in {}", dir.display()))
     }
 
-    fn publish(&self, file: PendingFile, sha256: &str, replace: bool) -> Result<Published> {
+    fn publish(&self, file: Staged, sha256: &str, replace: bool) -> Result<Published> {
+        let Staged::File(file) = file else {
+            bail!("internal error: a local folder was given a stream to publish");
+        };
         let name = file.name().to_string();
         let checksum = checksum_name(&name);
         let line = checksum_line(sha256, &name);
@@ -434,7 +442,7 @@ mod tests {
         staged.file().write_all(b"abc").unwrap();
         // sha256("abc")
         let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        let published = folder.publish(staged, sha, false).unwrap();
+        let published = folder.publish(Staged::File(staged), sha, false).unwrap();
         assert_eq!(published.size, 3);
         assert_eq!(
             fs::read_to_string(dir.path().join("f.sha256")).unwrap(),
@@ -444,12 +452,12 @@ mod tests {
         // A file in the way: nothing is replaced, and no checksum is left beside it.
         fs::write(dir.path().join("g"), b"theirs").unwrap();
         let staged = folder.stage("g").unwrap();
-        assert!(folder.publish(staged, sha, false).is_err());
+        assert!(folder.publish(Staged::File(staged), sha, false).is_err());
         assert_eq!(fs::read(dir.path().join("g")).unwrap(), b"theirs");
         assert!(!dir.path().join("g.sha256").exists());
         // Asked to replace it (an unproven file written again), it does.
         let staged = folder.stage("g").unwrap();
-        folder.publish(staged, sha, true).unwrap();
+        folder.publish(Staged::File(staged), sha, true).unwrap();
         assert_eq!(fs::read(dir.path().join("g")).unwrap(), b"");
     }
 

@@ -9,6 +9,9 @@
 //! slide that changes an old base in place, [`crate::folder::slide`]) is a capability a caller
 //! asks for with [`Door::in_place`]; a door without it has the new base exported instead.
 //!
+//! [`S3Folder`] is the other kind: the objects under a prefix of an S3 bucket. It stages a backup
+//! file as a multipart upload ([`Staged::Stream`]), written front to back and published whole.
+//!
 //! [`CheckFolder`] is check mode's twin of a local folder: it reads the real one and changes
 //! nothing, so the executor announces and calls without asking which mode it is in.
 //!
@@ -20,7 +23,7 @@
 //! and the metrics file, and [`PartialFile`] is `restore --to-file`'s target being written.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -32,12 +35,12 @@ use crate::folder::untrusted::{read_bounded, EntryKind};
 mod check;
 mod local;
 mod partial;
-#[cfg(test)]
 mod s3;
 
 pub use check::CheckFolder;
 pub use local::{set_mode, LocalFolder, PendingFile};
 pub use partial::PartialFile;
+pub use s3::{CredentialSource, ObjectStore, StoreKey};
 
 /// Who may read a small file once it is replaced ([`Door::put`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +70,51 @@ pub struct Opened {
     pub len: u64,
 }
 
+/// A new backup file being written, out of sight until it is published ([`Door::publish`]); it
+/// disappears unless it is.
+pub enum Staged {
+    /// A local file: written with holes where the image has them, and readable before it is
+    /// published.
+    File(PendingFile),
+    /// A stream written front to back that takes its final name only when published (an object
+    /// store's multipart upload).
+    Stream(Box<dyn Upload>),
+}
+
+impl Staged {
+    /// The name the file takes when published.
+    pub fn name(&self) -> &str {
+        match self {
+            Staged::File(file) => file.name(),
+            Staged::Stream(upload) => upload.name(),
+        }
+    }
+
+    /// What a run killed while writing this file would leave behind out of sight, for the
+    /// image's record to name so that the next run takes it back ([`Door::abandon`]); `None`
+    /// when nothing needs that (a local temporary file is found by its name).
+    pub fn leftover(&self) -> Option<&str> {
+        match self {
+            Staged::File(_) => None,
+            Staged::Stream(upload) => Some(upload.id()),
+        }
+    }
+}
+
+/// A backup file streamed to a store that publishes it whole: its bytes go out as they are
+/// written, and it appears under its name only when completed. Dropped uncompleted, it is taken
+/// back.
+pub trait Upload: Write + Send {
+    /// The name it takes when completed.
+    fn name(&self) -> &str;
+
+    /// The store's name for the unfinished upload (what [`Staged::leftover`] records).
+    fn id(&self) -> &str;
+
+    /// Sends what is left and makes the file appear under its name, complete; its size.
+    fn complete(self: Box<Self>) -> io::Result<u64>;
+}
+
 /// One folder of a destination (an image's folder, or the destination's top), as every part of
 /// the tool reads and changes it.
 pub trait Door: Send + Sync {
@@ -80,6 +128,10 @@ pub trait Door: Send + Sync {
 
     /// Who may read what is written here.
     fn access(&self) -> FileAccess;
+
+    /// What the folder itself is; `NotFound` when it is not there (a missing mount point, a
+    /// missing bucket).
+    fn kind(&self) -> io::Result<EntryKind>;
 
     /// The entries of the folder, sorted by name; none when it does not exist yet.
     fn list(&self) -> Result<Vec<FolderEntry>>;
@@ -120,7 +172,14 @@ pub trait Door: Send + Sync {
     /// A new file for `name`, staged out of sight until it is published; it disappears unless
     /// it is. `None` from a door that writes no file (check mode's twin): the caller has
     /// nothing to write, and need not read what it would have written.
-    fn stage(&self, name: &str) -> Result<Option<PendingFile>>;
+    fn stage(&self, name: &str) -> Result<Option<Staged>>;
+
+    /// Takes back what a run killed while it staged `name` left out of sight, which that run's
+    /// record names as `leftover` ([`Staged::leftover`]); nothing to do for a door whose staging
+    /// leaves nothing that needs a record.
+    fn abandon(&self, _name: &str, _leftover: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// A nameless scratch file near the folder's files, gone when it is closed.
     fn scratch(&self) -> Result<File>;
@@ -129,7 +188,7 @@ pub trait Door: Send + Sync {
     /// every backup file that exists has one), then the file under its final name, complete. A
     /// file already there is replaced only when `replace` (an unproven file written again);
     /// otherwise publishing fails and the checksum just written is taken back.
-    fn publish(&self, file: PendingFile, sha256: &str, replace: bool) -> Result<Published>;
+    fn publish(&self, file: Staged, sha256: &str, replace: bool) -> Result<Published>;
 
     /// Replaces the small file `name` with `bytes`, whole: a reader sees the old or the new one.
     fn put(&self, name: &str, bytes: &[u8], sharing: Sharing) -> Result<()>;

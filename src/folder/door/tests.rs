@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read, Seek};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::folder::format::rebuild;
@@ -17,10 +17,46 @@ use crate::folder::record::{self, ImageRecord};
 use crate::folder::slide;
 use crate::test_fixtures::{diff_file, diff_stream, full_file, sha256, snap, Rec, S0, S1, S2};
 
-/// A folder held in memory: names and bytes, nothing on disk but what a caller stages.
+type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// A folder held in memory: names and bytes. Like an object store, it stages a new file as a
+/// stream that appears whole when completed.
 #[derive(Default)]
-pub(super) struct MemoryFolder {
-    files: Mutex<BTreeMap<String, Vec<u8>>>,
+struct MemoryFolder {
+    files: Files,
+}
+
+/// A file being streamed into a [`MemoryFolder`].
+struct MemoryUpload {
+    files: Files,
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Write for MemoryUpload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Upload for MemoryUpload {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn id(&self) -> &str {
+        "memory"
+    }
+
+    fn complete(self: Box<Self>) -> io::Result<u64> {
+        let size = self.bytes.len() as u64;
+        self.files.lock().unwrap().insert(self.name, self.bytes);
+        Ok(size)
+    }
 }
 
 impl MemoryFolder {
@@ -40,12 +76,6 @@ impl MemoryFolder {
         self.insert(name, bytes);
     }
 
-    /// Every file, by name (to copy the folder into another kind of door).
-    pub(super) fn files(&self) -> Vec<(String, Vec<u8>)> {
-        let files = self.files.lock().unwrap();
-        files.iter().map(|(n, b)| (n.clone(), b.clone())).collect()
-    }
-
     fn bytes(&self, name: &str) -> io::Result<Vec<u8>> {
         let files = self.files.lock().unwrap();
         files
@@ -62,6 +92,10 @@ impl Door for MemoryFolder {
 
     fn access(&self) -> FileAccess {
         FileAccess::PRIVATE
+    }
+
+    fn kind(&self) -> io::Result<EntryKind> {
+        Ok(EntryKind::Directory)
     }
 
     fn list(&self) -> Result<Vec<FolderEntry>> {
@@ -93,25 +127,27 @@ impl Door for MemoryFolder {
         Ok(())
     }
 
-    fn stage(&self, name: &str) -> Result<Option<PendingFile>> {
-        let spool = std::env::temp_dir();
-        PendingFile::create(&spool, name).map(Some)
+    fn stage(&self, name: &str) -> Result<Option<Staged>> {
+        Ok(Some(Staged::Stream(Box::new(MemoryUpload {
+            files: Arc::clone(&self.files),
+            name: name.to_string(),
+            bytes: Vec::new(),
+        }))))
     }
 
     fn scratch(&self) -> Result<File> {
         Ok(tempfile::tempfile()?)
     }
 
-    fn publish(&self, mut file: PendingFile, sha256: &str, _replace: bool) -> Result<Published> {
-        let name = file.name().to_string();
+    fn publish(&self, file: Staged, sha256: &str, _replace: bool) -> Result<Published> {
+        let Staged::Stream(upload) = file else {
+            anyhow::bail!("a memory folder stages streams");
+        };
+        let name = upload.name().to_string();
         let line = checksum_line(sha256, &name);
-        let mut bytes = Vec::new();
-        file.file().rewind()?;
-        file.file().read_to_end(&mut bytes)?;
         self.insert(&checksum_name(&name), line.as_bytes());
-        self.insert(&name, &bytes);
         Ok(Published {
-            size: bytes.len() as u64,
+            size: upload.complete()?,
             checksum_size: line.len() as u64,
         })
     }
@@ -130,10 +166,10 @@ impl Door for MemoryFolder {
     }
 }
 
-pub(super) const SIZE: u64 = 64 * 1024;
+const SIZE: u64 = 64 * 1024;
 
 /// A chain of image `vm` in memory: a full at S0 and diffs to S1 and S2; the image at S2.
-pub(super) fn chain() -> (MemoryFolder, Vec<u8>) {
+fn chain() -> (MemoryFolder, Vec<u8>) {
     let folder = MemoryFolder::default();
     let mut image: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
     folder.insert_proven(&full_file(S0), &image);
@@ -148,7 +184,7 @@ pub(super) fn chain() -> (MemoryFolder, Vec<u8>) {
 }
 
 /// The newest point of `folder` rebuilt into a file, read back.
-pub(super) fn rebuilt(folder: &dyn Door) -> Result<Vec<u8>> {
+fn rebuilt(folder: &MemoryFolder) -> Result<Vec<u8>> {
     let mut scanned = read::scan(folder, "vm")?;
     let limits = scanned.refuse_wrong_sized(folder);
     let point = *scanned.layout.points().last().unwrap();

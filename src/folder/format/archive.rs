@@ -291,6 +291,16 @@ pub struct Owner {
     pub gid: u32,
 }
 
+impl Owner {
+    /// The user and group this process writes as: the owner a local file would have.
+    pub fn this_process() -> Owner {
+        Owner {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        }
+    }
+}
+
 /// [`write_archive`] into any byte sink (an encrypting writer, say); returns the sink, for its
 /// owner to finish.
 pub fn write_archive_into<W: Write + Send + 'static>(

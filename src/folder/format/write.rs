@@ -38,11 +38,18 @@ impl<T> Hashing<T> {
 
     /// The lowercase hex digest of everything that passed.
     pub fn hex_digest(self) -> String {
-        self.hasher
+        self.into_parts().1
+    }
+
+    /// What it passed the stream to, and the lowercase hex digest of everything that passed.
+    pub fn into_parts(self) -> (T, String) {
+        let digest = self
+            .hasher
             .finalize()
             .iter()
             .map(|b| format!("{b:02x}"))
-            .collect()
+            .collect();
+        (self.inner, digest)
     }
 }
 
@@ -92,15 +99,60 @@ pub fn write_encrypted(
     recipients: &Recipients,
     file: &File,
 ) -> io::Result<(u64, String)> {
-    let mut sealed =
-        recipients.encrypt(Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file)))?;
-    let len = io::copy(
-        &mut BufReader::with_capacity(COPY_CHUNK, stream),
-        &mut sealed,
+    let (len, digest, _) = write_stream(
+        stream,
+        Some(recipients),
+        BufWriter::with_capacity(COPY_CHUNK, file),
     )?;
-    let mut hashing = sealed.finish()?;
+    Ok((len, digest))
+}
+
+/// Writes `stream` into `sink` front to back (an upload: no holes, every byte is sent), as an
+/// age file when `recipients` are given; returns the stream's length, the SHA-256 of what was
+/// written, and the sink, flushed.
+pub fn write_stream<W: Write>(
+    stream: &mut impl Read,
+    recipients: Option<&Recipients>,
+    sink: W,
+) -> io::Result<(u64, String, W)> {
+    let mut input = BufReader::with_capacity(COPY_CHUNK, stream);
+    let mut hashing = match recipients {
+        Some(recipients) => {
+            let mut sealed = recipients.encrypt(Hashing::new(sink))?;
+            let len = io::copy(&mut input, &mut sealed)?;
+            return finished(len, sealed.finish()?);
+        }
+        None => Hashing::new(sink),
+    };
+    let len = io::copy(&mut input, &mut hashing)?;
+    finished(len, hashing)
+}
+
+fn finished<W: Write>(len: u64, mut hashing: Hashing<W>) -> io::Result<(u64, String, W)> {
     hashing.flush()?;
-    Ok((len, hashing.hex_digest()))
+    let (sink, digest) = hashing.into_parts();
+    Ok((len, digest, sink))
+}
+
+/// Writes an archive of `data` as `member`, owned by `owner`, into `sink` front to back,
+/// encrypted for `recipients` when given; returns the SHA-256 of what was written and the sink,
+/// flushed.
+pub fn write_archive_stream<W: Write + Send + 'static>(
+    data: &mut dyn Read,
+    member: &Member,
+    compressor: &Compressor,
+    recipients: Option<&Recipients>,
+    (sink, owner): (W, Owner),
+) -> io::Result<(String, W)> {
+    let hashing = match recipients {
+        Some(recipients) => {
+            let sealed = recipients.encrypt(Hashing::new(sink))?;
+            write_archive_into(data, member, compressor, sealed, owner)?.finish()?
+        }
+        None => write_archive_into(data, member, compressor, Hashing::new(sink), owner)?,
+    };
+    let (_, digest, sink) = finished(0, hashing)?;
+    Ok((digest, sink))
 }
 
 /// [`write_archive`], the archive encrypted for `recipients` as it is written; returns the
@@ -119,11 +171,10 @@ pub fn write_encrypted_archive(
         gid: meta.gid(),
     };
     // The parallel compressor's writer thread needs a file of its own: a second handle on it.
-    let sink = Hashing::new(BufWriter::with_capacity(COPY_CHUNK, file.try_clone()?));
-    let sealed = recipients.encrypt(sink)?;
-    let mut hashing = write_archive_into(data, member, compressor, sealed, owner)?.finish()?;
-    hashing.flush()?;
-    Ok(hashing.hex_digest())
+    let sink = BufWriter::with_capacity(COPY_CHUNK, file.try_clone()?);
+    let (digest, _) =
+        write_archive_stream(data, member, compressor, Some(recipients), (sink, owner))?;
+    Ok(digest)
 }
 
 /// Copies a stream of unknown length to `scratch` (the door's scratch file beside the final one,

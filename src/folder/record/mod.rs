@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::folder::door::{Door, LocalFolder, Sharing};
+use crate::folder::door::{Door, Sharing};
 
 pub mod seal;
 pub mod state;
@@ -69,16 +69,15 @@ pub enum Destination {
 }
 
 /// Looks at the destination `top` without changing anything.
-pub fn inspect(top: &LocalFolder) -> Result<Destination> {
-    let dest = &top.path();
-    let meta = match std::fs::metadata(dest) {
-        Ok(meta) => meta,
+pub fn inspect(top: &dyn Door) -> Result<Destination> {
+    let dest = &top.location();
+    let kind = match top.kind() {
+        Ok(kind) => kind,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Destination::Missing),
         Err(err) => {
             return Err(err).with_context(|| format!("cannot read destination {}", dest.display()))
         }
     };
-    let kind = EntryKind::of(meta.file_type());
     if kind != EntryKind::Directory {
         return Ok(Destination::NotAFolder(kind));
     }

@@ -25,6 +25,15 @@ pub struct Completed {
     pub file: String,
 }
 
+/// A file a run started to upload and had not published yet: a kill leaves the store holding
+/// its parts out of sight, which the next run takes back by `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unfinished {
+    pub file: String,
+    /// The store's id of the upload.
+    pub id: String,
+}
+
 /// What the image record holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
@@ -32,6 +41,9 @@ pub struct ImageRecord {
     pub pending: Vec<Pending>,
     #[serde(default)]
     pub newest: Option<Completed>,
+    /// Absent from records of local folders, which never have any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<Unfinished>,
 }
 
 impl ImageRecord {
@@ -51,6 +63,20 @@ impl ImageRecord {
             pid: std::process::id(),
             started: at,
         });
+    }
+
+    /// Before the first byte of `file` is sent: its upload `id`, which a kill would leave
+    /// unfinished.
+    pub fn upload_started(&mut self, file: &str, id: &str) {
+        self.uploads.push(Unfinished {
+            file: file.to_string(),
+            id: id.to_string(),
+        });
+    }
+
+    /// After the upload `id` was completed or taken back.
+    pub fn upload_ended(&mut self, id: &str) {
+        self.uploads.retain(|upload| upload.id != id);
     }
 
     /// After `file` was completed: the snapshot it backs is settled (unless it is a temporary
