@@ -111,7 +111,11 @@ pub trait Upload: Write + Send {
     /// The store's name for the unfinished upload (what [`Staged::leftover`] records).
     fn id(&self) -> &str;
 
-    /// Sends what is left and makes the file appear under its name, complete; its size.
+    /// Sends the last of the bytes, so that only making the file appear is left: a publisher
+    /// calls it before it writes the checksum file, so that a failure here leaves none.
+    fn send_rest(&mut self) -> io::Result<()>;
+
+    /// Makes the file appear under its name, complete; its size.
     fn complete(self: Box<Self>) -> io::Result<u64>;
 }
 

@@ -52,6 +52,10 @@ impl Upload for MemoryUpload {
         "memory"
     }
 
+    fn send_rest(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     fn complete(self: Box<Self>) -> io::Result<u64> {
         let size = self.bytes.len() as u64;
         self.files.lock().unwrap().insert(self.name, self.bytes);
