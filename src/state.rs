@@ -145,6 +145,9 @@ impl Filesystem {
             0x6573_5546 => "fuse".to_string(),
             other => format!("type {other:#x}"),
         };
+        if self.is_object_store() {
+            return format!("bucket {}", &self.id["s3:".len()..]);
+        }
         format!("{kind} filesystem {}", self.id)
     }
 }

@@ -301,11 +301,15 @@ fn refusal_line(refusal: &Refusal, shown: &str, config: &str) -> String {
         ),
         Refusal::OtherFilesystem { was, now } => format!(
             "destination directory {shown} is empty and on {}, not on {} where this host wrote \
-             its backups before{}; nothing was changed. To start it afresh on this filesystem \
-             on purpose, run `cephbackup init-destination -c {config}` once",
+             its backups before{}; nothing was changed. To start it afresh there on purpose, run \
+             `cephbackup init-destination -c {config}` once",
             now.described(),
             was.described(),
-            record::UNMOUNTED_HINT
+            if now.is_object_store() {
+                ""
+            } else {
+                record::UNMOUNTED_HINT
+            }
         ),
         Refusal::SnapshotsElsewhere { image, snapshot } => format!(
             "destination directory {shown} is empty and carries no cephbackup record, but \
