@@ -373,6 +373,8 @@ struct FileDoc<'a> {
     time: String,
     bytes: u64,
     compressed: bool,
+    /// An age file: read with the private key (`--identity`).
+    encrypted: bool,
     checksum_file: Option<&'a str>,
     /// When the restore point this file gives will be removed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -443,6 +445,7 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
         time: rfc3339(stored.file.snap.taken()),
         bytes: stored.size,
         compressed: stored.file.compressed(),
+        encrypted: stored.file.encrypted,
         checksum_file: stored.checksum.as_deref(),
         expiry: listing.expiry_of(stored).map(expiry_doc),
     }
@@ -587,6 +590,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
         assert_eq!(full["time"], "2026-11-20T02:00:00Z");
         assert_eq!(full["bytes"], 33_554_432);
         assert_eq!(full["compressed"], true);
+        assert_eq!(full["encrypted"], false);
         assert_eq!(full["checksum_file"], format!("vm@{S0}.full.tar.gz.sha256"));
         assert_eq!(image["chains"][0]["files"][1]["base"], S0);
         let kinds: Vec<(&str, &str)> = image["findings"]

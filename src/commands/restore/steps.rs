@@ -89,10 +89,11 @@ impl RestoreStep<'_> {
         let path = escaped_path(&folder.join(&self.link.name));
         let (number, total) = self.number;
         let verb = self.verb.unwrap_or_default();
-        let unpacked = if self.link.file.compressed() {
-            "its tar member unpacked, "
-        } else {
-            ""
+        let unpacked = match (self.link.file.encrypted, self.link.file.compressed()) {
+            (true, true) => "decrypted, its tar member unpacked, ",
+            (true, false) => "decrypted, ",
+            (false, true) => "its tar member unpacked, ",
+            (false, false) => "",
         };
         match &self.action {
             RestoreAction::Feed if self.link.file.is_full() => format!(
@@ -168,6 +169,22 @@ mod tests {
                      by record, streamed to rbd import-diff"
                 ),
             ]
+        );
+        // An encrypted file says it is decrypted too.
+        let names = [
+            format!("vm@{S0}.full.tar.zst.age"),
+            format!("{}.age", diff_file(S0, S1)),
+        ];
+        let sealed = Layout::build("vm", &names);
+        let sealed_route = sealed.route(sealed.points()[1]).unwrap();
+        let lines = shown(image_steps(&sealed_route), &image);
+        assert!(
+            lines[0].ends_with("decrypted, its tar member unpacked, streamed to rbd import"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].contains("to rbd/new: decrypted, checked record by record"),
+            "{lines:?}"
         );
         assert_eq!(
             shown(file_steps(&route), &file),
