@@ -9,7 +9,7 @@
 //! slide that changes an old base in place, [`crate::folder::slide`]) is a capability a caller
 //! asks for with [`Door::in_place`]; a door without it has the new base exported instead.
 //!
-//! [`S3Folder`] is the other kind: the objects under a prefix of an S3 bucket. It stages a backup
+//! [`s3::S3Folder`] is the other kind: the objects under a prefix of an S3 bucket. It stages a backup
 //! file as a multipart upload ([`Staged::Stream`]), written front to back and published whole.
 //!
 //! [`CheckFolder`] is check mode's twin of a local folder: it reads the real one and changes
