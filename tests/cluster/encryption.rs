@@ -19,13 +19,19 @@ fn key_pair(w: &World, name: &str) -> (String, PathBuf) {
     (identity.to_public().to_string(), path)
 }
 
-/// Restores `chain` (oldest first) of `image` into the new image `target` with the stock tools
-/// only: `age -d`, `tar` (for archives) and `rbd import`/`import-diff`, each snapshot checked
+/// Restores `chain` (oldest first) of `image`, files in `dir`, into the new image `target` with
+/// the stock tools only: `age -d`, `tar` (for archives) and `rbd import`/`import-diff`, each snapshot checked
 /// against the source.
-fn restore_with_stock_tools(w: &World, image: &str, chain: &[String], key: &Path, target: &str) {
+pub fn restore_with_stock_tools(
+    w: &World,
+    (image, dir): (&str, &Path),
+    chain: &[String],
+    key: &Path,
+    target: &str,
+) {
     let target_spec = w.spec(target);
     for (i, name) in chain.iter().enumerate() {
-        let path = w.image_dir(image).join(name);
+        let path = dir.join(name);
         let clear = name.strip_suffix(".age").unwrap();
         let unpack = match clear.rsplit_once(".tar.") {
             Some((_, "zst")) => "| tar --zstd -xO",
@@ -123,7 +129,13 @@ fn an_encrypted_chain_restores_with_its_key_and_is_proven_without_it() {
         ));
         let mut chain = files.clone();
         chain.sort_by_key(|f| !f.contains(".full"));
-        restore_with_stock_tools(&w, "vm", &chain, &key, &format!("vm-stock-{compress}"));
+        restore_with_stock_tools(
+            &w,
+            ("vm", &w.image_dir("vm")),
+            &chain,
+            &key,
+            &format!("vm-stock-{compress}"),
+        );
     }
 }
 

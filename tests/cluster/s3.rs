@@ -11,7 +11,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rusty_s3::actions::{ListObjectsV2, ListParts};
@@ -56,19 +55,22 @@ impl TestBucket {
         self.bucket.name()
     }
 
-    /// Every object under `prefix`, as (key, size), at every depth.
-    fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
-        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
-        action.with_prefix(prefix);
-        let url = action.sign(TTL);
-        let body = self
-            .agent
+    /// The answer to a GET of `url`, as text.
+    fn text(&self, url: &url::Url) -> String {
+        self.agent
             .get(url.as_str())
             .call()
             .unwrap()
             .into_body()
             .read_to_string()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Every object under `prefix`, as (key, size), at every depth.
+    fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+        action.with_prefix(prefix);
+        let body = self.text(&action.sign(TTL));
         let page = ListObjectsV2::parse_response(&body).unwrap();
         assert!(page.next_continuation_token.is_none(), "one page is enough");
         page.contents
@@ -108,15 +110,10 @@ impl TestBucket {
     /// How many parts the unfinished upload `id` of `key` has.
     fn parts(&self, key: &str, id: &str) -> usize {
         let url = ListParts::new(&self.bucket, Some(&self.credentials), key, id).sign(TTL);
-        let body = self
-            .agent
-            .get(url.as_str())
-            .call()
+        ListParts::parse_response(&self.text(&url))
             .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        ListParts::parse_response(&body).unwrap().parts.len()
+            .parts
+            .len()
     }
 
     /// The unfinished multipart uploads under `prefix`, as (key, id).
@@ -134,15 +131,8 @@ impl TestBucket {
             query.iter().copied(),
             std::iter::empty(),
         );
-        let body = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        body.split("<Upload>")
+        self.text(&url)
+            .split("<Upload>")
             .skip(1)
             .map(|u| (element(u, "Key"), element(u, "UploadId")))
             .collect()
@@ -352,40 +342,30 @@ fn an_encrypted_chain_in_a_bucket_restores_with_the_key_and_with_stock_tools() {
         "{}",
         proven.stdout
     );
-    assert_every_point_restores(&w, &conf, "vm", &["--identity", key.to_str().unwrap()]);
+    let key_arg = key.to_str().unwrap();
+    assert_every_point_restores(&w, &conf, "vm", &["--identity", key_arg]);
+    // With the key, verify rebuilds the newest point from the bucket and compares it with the
+    // cluster's snapshot.
+    let source = w
+        .verify(&conf, &["--source", "--identity", key_arg])
+        .success();
+    assert!(
+        source
+            .stdout
+            .contains("rebuilt from the backups, same SHA-256 as rbd export of the snapshot"),
+        "{}",
+        source.stdout
+    );
 
     // Stock tools: each object fetched from the bucket, then age, tar and rbd.
     files.sort_by_key(|f| !f.contains(".full"));
-    let target = w.spec("vm-stock");
-    for (i, name) in files.iter().enumerate() {
-        let local = w.tmp.path().join(name);
-        fs::write(
-            &local,
-            bucket.get(&format!("{}{name}", image_prefix(&w, "vm"))),
-        )
-        .unwrap();
-        let snap = name.split_once('@').unwrap().1.split('.').next().unwrap();
-        let rbd_step = if i == 0 {
-            format!("rbd import - {target} && rbd snap create {target}@{snap}")
-        } else {
-            format!("rbd import-diff - {target}")
-        };
-        let script = format!(
-            "set -o pipefail; age -d -i '{}' '{}' | tar --zstd -xO | {rbd_step}",
-            key.display(),
-            local.display()
-        );
-        let status = Command::new("bash")
-            .args(["-c", &script])
-            .env("CEPH_CONF", &cluster().conf)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{script}");
-        assert!(same_bytes(
-            &w.export("vm-stock", Some(snap)),
-            &w.export("vm", Some(snap))
-        ));
+    let fetched = w.tmp.path().join("fetched");
+    fs::create_dir(&fetched).unwrap();
+    for name in &files {
+        let object = bucket.get(&format!("{}{name}", image_prefix(&w, "vm")));
+        fs::write(fetched.join(name), object).unwrap();
     }
+    crate::encryption::restore_with_stock_tools(&w, ("vm", &fetched), &files, &key, "vm-stock");
 }
 
 #[test]
