@@ -219,7 +219,7 @@ fn chains_in_a_bucket_are_listed_verified_and_restored_bit_for_bit() {
     for compress in ["no", "yes", "zstd"] {
         let w = World::new();
         let bucket = TestBucket::create(&w);
-        w.create_image("vm", 24 * MIB, 1200);
+        w.create_image("vm", 12 * MIB, 1200);
         let conf = s3_config(
             &w,
             &bucket,
@@ -229,7 +229,7 @@ fn chains_in_a_bucket_are_listed_verified_and_restored_bit_for_bit() {
         w.cephbackup(&["-c", conf.to_str().unwrap(), "--check"])
             .success();
         assert_eq!(bucket.keys(""), Vec::<String>::new(), "{compress}");
-        for round in 0..3 {
+        for round in 0..2 {
             if round > 0 {
                 w.write_data("vm", 1200 + round);
                 next_second();
@@ -238,7 +238,7 @@ fn chains_in_a_bucket_are_listed_verified_and_restored_bit_for_bit() {
             assert!(run.stdout.contains("s3://"), "{}", run.stdout);
         }
         let files = backup_objects(&w, &bucket, "vm");
-        assert_eq!(files.len(), 3, "{compress}: {files:?}");
+        assert_eq!(files.len(), 2, "{compress}: {files:?}");
         let suffix = match compress {
             "zstd" => ".tar.zst",
             "yes" => ".tar.gz",
@@ -254,10 +254,13 @@ fn chains_in_a_bucket_are_listed_verified_and_restored_bit_for_bit() {
         assert_eq!(bucket.uploads(""), []);
 
         let listing = w.list_json(&conf, &[], 0);
-        assert_eq!(listing.points(0).len(), 3, "{compress}");
+        assert_eq!(listing.points(0).len(), 2, "{compress}");
         w.verify(&conf, &[]).success();
         assert_every_point_restores(&w, &conf, "vm", &[]);
-        let target = format!("vm-back-{}", compress);
+        if compress != "zstd" {
+            continue;
+        }
+        let target = format!("vm-back-{compress}");
         w.restore(&conf, "vm").into_image(&target).run().success();
         let newest = w.backup_snapshots("vm").pop().unwrap();
         assert!(same_bytes(
