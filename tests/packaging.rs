@@ -411,7 +411,9 @@ fn debian_package_holds_the_binary_pages_completions_units_and_conffile() {
     );
     let binary = root.path().join("usr/bin/cephbackup");
     let size = std::fs::metadata(&binary).unwrap().len();
-    assert!(size < 10 << 20, "{size} bytes: not stripped?");
+    // A test build's binary is about 32 MiB unstripped and 11 MiB stripped (a release build
+    // about 9 MiB).
+    assert!(size < 20 << 20, "{size} bytes: not stripped?");
     let sections = elf_section_names(&std::fs::read(&binary).unwrap());
     assert!(sections.iter().any(|name| name == ".text"), "{sections:?}");
     assert!(
