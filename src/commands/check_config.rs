@@ -91,6 +91,14 @@ fn check_destination(job: &PoolJob) -> Result<&'static str, String> {
              init-destination` marks it on purpose"
         }
     };
+    // A bucket: reached, and there (or `Missing` above). Whether these keys may write to it is
+    // the bucket's policy, which only a write would tell.
+    if job.store.is_some() {
+        return Ok(match state {
+            Destination::Empty => "an empty bucket prefix: a run starts it",
+            _ => described,
+        });
+    }
     if let Err(err) = writable(dest) {
         return Err(format!("{shown} cannot be written: {err}"));
     }

@@ -294,6 +294,15 @@ fn full_mode_keeps_its_rules_in_a_bucket_and_status_reads_it() {
     // Full mode leaves no snapshot behind; the files are the points.
     assert_eq!(w.backup_snapshots("vm"), Vec::<String>::new());
     assert_checksums_hold(&w, &bucket, "vm");
+    // The other commands that look at a destination take a bucket too.
+    let checked = with_conf(&w, &conf, &["--check", "--offline"]).success();
+    assert!(checked.stdout.contains("s3://"), "{}", checked.stdout);
+    let init = with_conf(&w, &conf, &["init-destination"]).success();
+    assert!(
+        init.stdout.contains("a cephbackup destination already"),
+        "{}",
+        init.stdout
+    );
     let status = with_conf(&w, &conf, &["status"]).success();
     assert!(status.stdout.contains("OK"), "{}", status.stdout);
     // The last run's report is in the bucket, as it is in a folder.
