@@ -3,6 +3,7 @@
 //! proof of a file it would reuse.
 
 use super::*;
+use crate::folder::format::encrypt::Recipients;
 
 impl ImageRun<'_> {
     /// Why an existing file may not be relied on (`None` when its checksum file exists and
@@ -373,64 +374,65 @@ impl ImageRun<'_> {
             }
             return Ok((digest, out));
         };
-        let mut out = Some(out);
-        let mut archive = |data: &mut dyn Read, member: &Member| -> Result<String> {
-            let (digest, staged) = match out.take() {
-                Some(Staged::File(mut pending)) => {
-                    let file = pending.file();
-                    let digest = match recipients {
-                        Some(recipients) => write::write_encrypted_archive(
-                            data,
-                            member,
-                            &compressor,
-                            recipients,
-                            file,
-                        )?,
-                        None => write::write_archive(data, member, &compressor, file)?,
-                    };
-                    (digest, Staged::File(pending))
-                }
-                Some(Staged::Stream(upload)) => {
-                    let sink = (upload, Owner::this_process());
-                    let (digest, upload) =
-                        write::write_archive_stream(data, member, &compressor, recipients, sink)?;
-                    (digest, Staged::Stream(upload))
-                }
-                None => anyhow::bail!("internal error: an archive written twice"),
-            };
-            out = Some(staged);
-            Ok(digest)
-        };
         let member_name = file.raw_name(self.image);
         let mtime = file.snap.taken();
-        let digest = match expected_size {
+        let map;
+        let (mut data, size, sparse): (Box<dyn Read + '_>, u64, _) = match expected_size {
             Some(size) => {
                 let (pool, snap) = (self.pool(), file.snap.as_str());
-                let mut map = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
+                let mut builder = SparseMapBuilder::new(size, MAX_SPARSE_EXTENTS);
                 self.section
                     .rbd
-                    .allocated(pool, self.image, snap, &mut map)?;
-                let map = map.finish();
-                let member = Member {
-                    name: &member_name,
-                    size,
-                    mtime,
-                    sparse: Some(&map),
-                };
-                archive(&mut DataOfExtents::new(stream, &map), &member)?
+                    .allocated(pool, self.image, snap, &mut builder)?;
+                map = builder.finish();
+                (Box::new(DataOfExtents::new(stream, &map)), size, Some(&map))
             }
             None => {
-                let (mut spooled, size) = write::spool(stream, self.dir.scratch()?)?;
-                let member = Member {
-                    name: &member_name,
-                    size,
-                    mtime,
-                    sparse: None,
-                };
-                archive(&mut spooled, &member)?
+                let (spooled, size) = write::spool(stream, self.dir.scratch()?)?;
+                (Box::new(spooled), size, None)
             }
         };
-        let out = out.context("internal error: no archive written")?;
-        Ok((digest, out))
+        let member = Member {
+            name: &member_name,
+            size,
+            mtime,
+            sparse,
+        };
+        Ok(write_archive_to(
+            out,
+            &mut data,
+            &member,
+            &compressor,
+            recipients,
+        )?)
+    }
+}
+
+/// Writes an archive of `data` as `member` into `out`, encrypted for `recipients` when given;
+/// returns the SHA-256 of what was written and `out`, to be published.
+fn write_archive_to(
+    out: Staged,
+    data: &mut dyn Read,
+    member: &Member,
+    compressor: &write::Compressor,
+    recipients: Option<&Recipients>,
+) -> io::Result<(String, Staged)> {
+    match out {
+        Staged::File(mut pending) => {
+            let file = pending.file();
+            let digest = match recipients {
+                Some(recipients) => {
+                    write::write_encrypted_archive(data, member, compressor, recipients, file)?
+                }
+                None => write::write_archive(data, member, compressor, file)?,
+            };
+            Ok((digest, Staged::File(pending)))
+        }
+        Staged::Stream(upload) => {
+            let sink = (upload, Owner::this_process());
+            let (digest, upload) =
+                write::write_archive_stream(data, member, compressor, recipients, sink)?;
+            Ok((digest, Staged::Stream(upload)))
+        }
     }
 }
