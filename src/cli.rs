@@ -113,6 +113,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
+    /// Backup run with `coordination pool`: the name this host goes by among the hosts sharing
+    /// the configuration, in leases, reports and `status` [default: its hostname]
+    #[arg(long, value_name = "NAME", value_parser = host_name)]
+    pub host: Option<String>,
+
     /// Backup run: print one JSON document, the run report (schema/run.schema.json), on stdout
     /// instead of the text; stderr is unchanged. Before `list`, `status`, `verify` or `restore`,
     /// the same as their own --json
@@ -121,6 +126,19 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--host`: a name another host's run can show in one line (a lease's cookie).
+fn host_name(text: &str) -> Result<String, String> {
+    let fits = (1..=64).contains(&text.len())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if fits {
+        Ok(text.to_string())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-', '_' or '.'".to_string())
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,7 +33,7 @@
 //!
 //! Layers, lowest first; each imports only layers before it (`src/layers.rs` checks that no
 //! two modules import each other): [`output`], [`progress`], [`report`]; [`cluster`];
-//! [`interrupt`]; [`folder`]; [`state`], [`lock`]; [`config`]; [`backup`]; [`commands`] (the
+//! [`interrupt`]; [`folder`]; [`coordinate`]; [`state`], [`lock`]; [`config`]; [`backup`]; [`commands`] (the
 //! metrics textfile among them); [`cli`]; [`assets`].
 //!
 //! Every module is private to the crate; the programs built from it reach in through [`bin`],
@@ -52,6 +52,7 @@ pub(crate) mod clock;
 pub(crate) mod cluster;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod coordinate;
 pub(crate) mod folder;
 pub(crate) mod interrupt;
 #[cfg(test)]

@@ -93,6 +93,7 @@ fn run(cli: &Cli) -> Status {
         quiet: cli.quiet,
         json: cli.json,
         metrics_file: cli.metrics_file.clone(),
+        host: cli.host.clone(),
     };
     match backup::run(&config, &options) {
         backup::Ended::Succeeded => Status::Success,

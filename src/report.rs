@@ -87,9 +87,12 @@ impl RunReport {
     ) -> bool {
         interrupted.is_none()
             && section_failures.is_empty()
-            && images
-                .iter()
-                .all(|image| matches!(image.status, ImageStatus::Ok | ImageStatus::Checked))
+            && images.iter().all(|image| {
+                matches!(
+                    image.status,
+                    ImageStatus::Ok | ImageStatus::Checked | ImageStatus::Elsewhere
+                )
+            })
     }
 
     /// The document as one destination's last-run record: only the images and section failures
@@ -144,6 +147,10 @@ pub struct ImageReport {
     pub duration_seconds: f64,
     /// The error, one line, when the image failed.
     pub error: Option<String>,
+    /// With coordination: the host that backed the image up (this one, or with status
+    /// `elsewhere` the other host that did or does).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<String>,
 }
 
 /// The main thing a run did to an image.
@@ -174,6 +181,8 @@ pub enum ImageStatus {
     NotAttempted,
     /// Check mode: what would be done was shown, nothing was changed.
     Checked,
+    /// With coordination: another host backed it up in this round, or holds its lease.
+    Elsewhere,
 }
 
 impl ImageStatus {
@@ -185,6 +194,7 @@ impl ImageStatus {
             ImageStatus::Busy => "busy",
             ImageStatus::NotAttempted => "not_attempted",
             ImageStatus::Checked => "checked",
+            ImageStatus::Elsewhere => "elsewhere",
         }
     }
 }
@@ -232,6 +242,7 @@ mod tests {
             ImageStatus::Busy,
             ImageStatus::NotAttempted,
             ImageStatus::Checked,
+            ImageStatus::Elsewhere,
         ] {
             let json = serde_json::to_value(status).unwrap();
             assert_eq!(json, status.as_str());

@@ -12,8 +12,12 @@
 //!
 //! A few verbs make the whole interface ([`HostState::destination`],
 //! [`HostState::destination_used`], [`HostState::image_completed`],
-//! [`HostState::newest_completed`]): the same facts could be kept elsewhere (in the cluster, for
-//! several hosts) without the executor knowing.
+//! [`HostState::newest_completed`]), so the same facts live elsewhere without the executor
+//! knowing: with `coordination pool` ([`crate::coordinate`]) they are entries of an omap object
+//! in that pool instead of files, under the same names, and the record key is the pool's, so any
+//! host continues any chain and proves the records any other host sealed. Only the filesystem a
+//! host saw a destination on stays that host's own (a shared folder can look different from
+//! each host), and each image's note also says which host completed it in which round.
 //!
 //! The folder is `state directory` of the configuration, else `$STATE_DIRECTORY` (what systemd's
 //! `StateDirectory=` sets), else `/var/lib/cephbackup` for root and a private folder of the user
@@ -27,6 +31,7 @@ use std::fs::{DirBuilder, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -34,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
+use crate::coordinate::{Coordination, KEY_OBJECT, STATE_OBJECT};
 use crate::folder::door::{ObjectStore, PendingFile};
 use crate::folder::record::seal::{random_bytes, KEY_BYTES};
 use crate::folder::record::{Completed, SealKey};
@@ -174,6 +180,14 @@ pub struct HostState {
     dir: PathBuf,
     access: Access,
     key: Option<SealKey>,
+    /// Where the facts live when hosts share them: the coordination pool.
+    shared: Option<Arc<Coordination>>,
+}
+
+impl std::fmt::Debug for Coordination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "coordination pool {}", self.settings().pool)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -197,11 +211,38 @@ struct ImageDoc {
     snapshot: String,
     file: String,
     at: DateTime<Utc>,
+    /// With coordination: the host that completed it, and in which round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    round: Option<String>,
+}
+
+/// An image's newest completed backup as the shared memory has it: by which host, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedBy {
+    pub pool: String,
+    pub image: String,
+    pub snapshot: String,
+    pub host: String,
+    pub at: DateTime<Utc>,
+    /// Whether it was completed in the round this run belongs to.
+    pub this_round: bool,
 }
 
 impl HostState {
     /// Opens (and with [`Access::ReadWrite`] creates) the state folder `dir` and its key.
     pub fn open(dir: &Path, access: Access) -> Result<HostState> {
+        HostState::open_shared(dir, access, None)
+    }
+
+    /// [`HostState::open`], with the facts and the key kept in the coordination pool when
+    /// `shared` is given.
+    pub fn open_shared(
+        dir: &Path,
+        access: Access,
+        shared: Option<Arc<Coordination>>,
+    ) -> Result<HostState> {
         let exists = match check_private(dir) {
             Ok(()) => true,
             Err(Problem::Missing) if access == Access::ReadOnly => false,
@@ -216,9 +257,13 @@ impl HostState {
             dir: dir.to_path_buf(),
             access,
             key: None,
+            shared,
         };
         if exists {
             state.key = state.load_or_create_key()?;
+        }
+        if let Some(shared) = &state.shared {
+            state.key = shared_key(shared, state.key.as_ref(), access)?;
         }
         Ok(state)
     }
@@ -274,6 +319,8 @@ impl HostState {
             snapshot: completed.snapshot.clone(),
             file: completed.file.clone(),
             at,
+            host: self.shared.as_ref().map(|s| s.host().to_string()),
+            round: self.shared.as_ref().and_then(|s| s.round()),
         };
         self.write(&self.image_file(dest, pool, image), &doc)
     }
@@ -300,19 +347,51 @@ impl HostState {
             }))
     }
 
+    /// Who completed the newest backup of `pool/image` into `dest`, and whether in this run's
+    /// round: known only when hosts share their memory.
+    pub fn completed_by(
+        &self,
+        dest: &Path,
+        pool: &str,
+        image: &str,
+    ) -> Result<Option<CompletedBy>> {
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let doc = self.read::<ImageDoc>(&self.image_file(dest, pool, image))?;
+        Ok(doc
+            .filter(|doc| doc.format == FORMAT && doc.pool == pool && doc.image == image)
+            .and_then(|doc| {
+                let this_round = doc.round.is_some() && doc.round == shared.round();
+                Some(CompletedBy {
+                    pool: doc.pool,
+                    image: doc.image,
+                    snapshot: doc.snapshot,
+                    host: doc.host?,
+                    at: doc.at,
+                    this_round,
+                })
+            }))
+    }
+
     /// `<dir>/destinations/<hash of the path>.json`: any path, however long or odd, makes one
     /// short, safe name.
     fn destination_file(&self, dest: &Path) -> PathBuf {
-        self.dir
-            .join(DESTINATIONS)
-            .join(format!("{}.json", name_of(&[&path_key(dest)])))
+        let name = name_of(&[&path_key(dest)]);
+        match &self.shared {
+            // The filesystem a host saw the destination on is that host's own.
+            Some(shared) => Path::new(DESTINATIONS).join(format!(
+                "{name}@{}.json",
+                name_of(&[shared.host().as_bytes()])
+            )),
+            None => Path::new(DESTINATIONS).join(format!("{name}.json")),
+        }
     }
 
     /// One file per image, so that two runs backing up different images into one destination
     /// (each under its image lock) never overwrite each other's facts.
     fn image_file(&self, dest: &Path, pool: &str, image: &str) -> PathBuf {
-        self.dir
-            .join(DESTINATIONS)
+        Path::new(DESTINATIONS)
             .join(name_of(&[&path_key(dest)]))
             .join(format!(
                 "{}.json",
@@ -320,7 +399,23 @@ impl HostState {
             ))
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+    /// Reads the fact named `name` (a path below the state folder, or the same name as an
+    /// omap key of the shared memory).
+    fn read<T: serde::de::DeserializeOwned>(&self, name: &Path) -> Result<Option<T>> {
+        if let Some(shared) = &self.shared {
+            let key = name.display().to_string();
+            let found = shared
+                .pool()
+                .omap_get(STATE_OBJECT, &key)
+                .with_context(|| format!("cannot read {key} of the shared memory"))?;
+            let Some((_, bytes)) = found.into_iter().find(|(k, _)| *k == key) else {
+                return Ok(None);
+            };
+            return serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!("cannot read {key} of the shared memory: not the tool's state")
+            });
+        }
+        let path = &self.dir.join(name);
         let bytes = match untrusted::read_small(path, MAX_FILE_BYTES) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(None),
@@ -333,13 +428,23 @@ impl HostState {
             .with_context(|| format!("cannot read {}: not the tool's state", path.display()))
     }
 
-    fn write(&self, path: &Path, doc: &impl Serialize) -> Result<()> {
+    fn write(&self, name: &Path, doc: &impl Serialize) -> Result<()> {
         if self.access == Access::ReadOnly {
             bail!(
                 "internal error: the state folder {} was opened read-only",
                 self.dir.display()
             );
         }
+        let mut text = serde_json::to_vec_pretty(doc).context("cannot encode the host state")?;
+        text.push(b'\n');
+        if let Some(shared) = &self.shared {
+            let key = name.display().to_string();
+            return shared
+                .pool()
+                .omap_set(STATE_OBJECT, &[(&key, &text)], false)
+                .with_context(|| format!("cannot write {key} of the shared memory"));
+        }
+        let path = &self.dir.join(name);
         let parent = path.parent().unwrap_or(&self.dir);
         let mut level = self.dir.clone();
         for part in parent.strip_prefix(&self.dir).unwrap_or(Path::new("")) {
@@ -349,8 +454,6 @@ impl HostState {
             }
             check_private(&level).map_err(|problem| problem.into_error(&level))?;
         }
-        let mut text = serde_json::to_vec_pretty(doc).context("cannot encode the host state")?;
-        text.push(b'\n');
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -400,6 +503,57 @@ impl HostState {
             .map(Some)
             .with_context(|| format!("{} vanished as it was created", path.display()))
     }
+}
+
+/// The record key the hosts share, from the coordination pool: made on first use from this
+/// host's own key when it has one (so the records it sealed alone stay proven), else new.
+/// Created in one exclusive step, so hosts starting together agree on one key.
+fn shared_key(
+    shared: &Coordination,
+    own: Option<&SealKey>,
+    access: Access,
+) -> Result<Option<SealKey>> {
+    let read = || -> Result<Option<SealKey>> {
+        let found = shared
+            .pool()
+            .omap_get(KEY_OBJECT, KEY_FILE)
+            .context("cannot read the shared record key")?;
+        let Some((_, bytes)) = found.into_iter().find(|(k, _)| k == KEY_FILE) else {
+            return Ok(None);
+        };
+        let bytes: [u8; KEY_BYTES] = bytes.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{KEY_OBJECT} in coordination pool {} holds no record key",
+                shared.settings().pool
+            )
+        })?;
+        Ok(Some(SealKey::new(bytes)))
+    };
+    if let Some(key) = read()? {
+        return Ok(Some(key));
+    }
+    if access == Access::ReadOnly {
+        return Ok(None);
+    }
+    let bytes = match own {
+        Some(key) => *key.bytes(),
+        None => {
+            let mut bytes = [0u8; KEY_BYTES];
+            random_bytes(&mut bytes)?;
+            bytes
+        }
+    };
+    match shared
+        .pool()
+        .omap_set(KEY_OBJECT, &[(KEY_FILE, &bytes)], true)
+    {
+        Ok(()) => {}
+        Err(err) if err.errno == libc::EEXIST => {}
+        Err(err) => return Err(err).context("cannot create the shared record key"),
+    }
+    read()?
+        .map(Some)
+        .context("the shared record key vanished as it was created")
 }
 
 fn read_key(path: &Path) -> Result<Option<SealKey>> {

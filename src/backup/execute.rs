@@ -58,6 +58,7 @@ use crate::cluster::check::CheckCluster;
 use crate::cluster::process::{CommandError, FailureKind};
 use crate::cluster::rbd::{spec, Change, Cluster, ClusterOps, Op, Rbd};
 use crate::config::{BackupMode, Config, ImageSelection, PoolJob};
+use crate::coordinate::{Coordination, Elsewhere, Lease};
 use crate::folder::door::{CheckFolder, Door, Sharing, Staged};
 use crate::folder::format::archive::{Owner, MAX_SPARSE_EXTENTS};
 use crate::folder::format::write::{self, DataOfExtents, Member, SparseMapBuilder};
@@ -102,6 +103,11 @@ pub struct RunOptions<'a> {
     /// What a section's cluster calls go to; `None` runs `rbd` against the section's cluster.
     /// Tests put a fake cluster here.
     pub cluster: Option<&'a ClusterFactory>,
+    /// With `coordination pool`: the connection through which this host takes each image's
+    /// lease and shares its memory with the other hosts ([`crate::coordinate`]).
+    pub coordination: Option<Arc<Coordination>>,
+    /// How long to wait for an image whose lease another host holds (0: it is theirs).
+    pub lease_wait: Duration,
 }
 
 /// Makes the [`ClusterOps`] a section talks to.
@@ -218,7 +224,7 @@ pub fn run(config: &Config, options: &RunOptions) -> RunOutcome {
             )
         })
         .collect();
-    outcome.warnings += destinations::prepare(&sections, &options.state_dir);
+    outcome.warnings += destinations::prepare(&sections, options);
     if config.parallel_images > 1 {
         parallel::run(&sections, config.parallel_images, &mut outcome);
     } else {
@@ -456,6 +462,7 @@ impl<'a> Section<'a> {
             bytes_written: 0,
             duration_seconds: 0.0,
             error: None,
+            host: None,
         }
     }
     /// Checks the destination and lists the images; an error fails the whole section.

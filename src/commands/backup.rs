@@ -3,11 +3,13 @@
 //! metrics published, and how it ended, for the exit status.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backup::execute::{self, ClusterFactory};
 use crate::commands::metrics;
-use crate::config::Config;
+use crate::config::{BackupMode, Config};
+use crate::coordinate::{self, Coordination};
 use crate::output::{self, capture};
 use crate::{clock, lock, outln};
 
@@ -26,6 +28,9 @@ pub struct BackupOptions {
     pub json: bool,
     /// Where the run's metrics go (`--metrics-file`); the configuration's without it.
     pub metrics_file: Option<PathBuf>,
+    /// Who this host is among those sharing the configuration (`--host`); its hostname
+    /// without it.
+    pub host: Option<String>,
 }
 
 /// How a backup run ended.
@@ -48,6 +53,23 @@ pub fn run(config: &Config, options: &BackupOptions) -> Ended {
 
 /// [`run`], against the clusters `cluster` makes (`rbd` without it).
 fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFactory>) -> Ended {
+    let metrics_file = options
+        .metrics_file
+        .as_ref()
+        .or(config.metrics_file.as_ref());
+    let coordination = match coordinate(config, options) {
+        Ok(coordination) => coordination,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if let Some(path) = metrics_file {
+                let text = metrics::render_config_error(clock::now());
+                if let Err(err) = metrics::write(path, &text) {
+                    eprintln!("error: {err:#}");
+                }
+            }
+            return Ended::Failed;
+        }
+    };
     let run_options = execute::RunOptions {
         force_check: options.check,
         now: &clock::now,
@@ -58,6 +80,9 @@ fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFact
         lock_dir: options.lock_dir.clone(),
         state_dir: config.state_dir(),
         cluster,
+        // Another host's image is waited for only when asked: by default it is theirs.
+        lease_wait: options.wait.or(config.wait).unwrap_or(Duration::ZERO),
+        coordination,
     };
     // Quiet: the run's stdout (the original's lines) is held back; its errors and warnings still
     // reach stderr, and a run that did not fully succeed also prints its summary.
@@ -79,11 +104,7 @@ fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFact
         outln!("{}", outcome.summary());
         outcome
     };
-    let metrics_written = match options
-        .metrics_file
-        .as_ref()
-        .or(config.metrics_file.as_ref())
-    {
+    let metrics_written = match metrics_file {
         Some(path) => metrics::publish(config, path, &outcome.report)
             .inspect_err(|err| eprintln!("error: {err:#}"))
             .is_ok(),
@@ -96,6 +117,34 @@ fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFact
         (None, false) if outcome.only_busy() => Ended::Busy,
         (None, false) => Ended::Failed,
     }
+}
+
+/// The connection to the coordination pool when the configuration sets one: a real run joins
+/// the round of its hosts, check mode only reads.
+fn coordinate(
+    config: &Config,
+    options: &BackupOptions,
+) -> anyhow::Result<Option<Arc<Coordination>>> {
+    let Some(shared) = &config.coordination else {
+        return Ok(None);
+    };
+    let host = options.host.clone().unwrap_or_else(coordinate::hostname);
+    let identity = coordinate::identity(config.pools.iter().map(|job| {
+        let mode = match job.mode {
+            BackupMode::Full => "full",
+            BackupMode::Incremental => "incremental",
+        };
+        (job.pool.as_str(), job.destination_text.as_str(), mode)
+    }));
+    let settings = coordinate::Settings {
+        pool: shared.pool.clone(),
+        lease: shared.lease,
+        host,
+        cluster: shared.cluster.clone(),
+        identity,
+    };
+    let checking = options.check || config.pools.iter().all(|job| job.check_mode);
+    Coordination::connect(settings, !checking).map(Some)
 }
 
 #[cfg(test)]

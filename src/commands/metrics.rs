@@ -426,6 +426,7 @@ mod tests {
             bytes_written: if ok { 4096 } else { 0 },
             duration_seconds: 2.5,
             error: (!ok).then(|| "cannot open image".to_string()),
+            host: None,
         }
     }
 

@@ -33,6 +33,18 @@ pub struct Config {
     /// `wait` of `[DEFAULT]`: how long a backup waits for another run using one of its images
     /// (`--wait` overrides it; [`crate::lock::DEFAULT_BACKUP_WAIT`] when neither is given).
     pub wait: Option<std::time::Duration>,
+    /// `coordination pool` and `coordination lease` of `[DEFAULT]`: several hosts share this
+    /// configuration ([`crate::coordinate`]).
+    pub coordination: Option<Coordination>,
+}
+
+/// Where the hosts sharing a configuration coordinate, and for how long a lease holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordination {
+    pub pool: String,
+    pub lease: std::time::Duration,
+    /// The cluster of `[DEFAULT]`, where the pool is.
+    pub cluster: crate::cluster::rbd::Cluster,
 }
 
 impl Config {

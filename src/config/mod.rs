@@ -46,7 +46,7 @@ mod values;
 pub mod window;
 
 use ini::*;
-pub use job::{BackupMode, Config, ImageSelection, PoolJob};
+pub use job::{BackupMode, Config, Coordination, ImageSelection, PoolJob};
 pub use keep::KeepRules;
 use schema::*;
 use values::*;
@@ -107,6 +107,10 @@ const METRICS_FILE: &str = "metrics file";
 const STATE_DIRECTORY: &str = "state directory";
 /// `[DEFAULT]` only: how long a backup waits for another run's image ([`crate::lock`]).
 const WAIT: &str = "wait";
+/// `[DEFAULT]` only: several hosts share the configuration, through leases and a shared memory
+/// in this pool ([`crate::coordinate`]), and how long a lease lasts unless renewed.
+const COORDINATION_POOL: &str = "coordination pool";
+const COORDINATION_LEASE: &str = "coordination lease";
 /// The most images backed up at once: each costs an `rbd` process and a stream to the disk, and
 /// more than this would only make them wait on each other.
 pub const MAX_PARALLEL_IMAGES: u32 = 64;
@@ -126,7 +130,7 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 28] = [
+const KNOWN_KEYS: [&str; 30] = [
     IMAGES,
     DESTINATION,
     CEPH_CONFIG,
@@ -155,6 +159,8 @@ const KNOWN_KEYS: [&str; 28] = [
     METRICS_FILE,
     STATE_DIRECTORY,
     WAIT,
+    COORDINATION_POOL,
+    COORDINATION_LEASE,
 ];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
@@ -356,9 +362,86 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
     let metrics_file = metrics_file(path, &ini, &mut findings);
     let state_directory = state_directory(path, &ini, &mut findings);
     let wait = wait(path, &ini, &mut findings);
+    let coordination = coordination(path, &ini, &mut findings);
     findings
         .into_result(path, pools, parallel_images, metrics_file, state_directory)
-        .map(|config| Config { wait, ..config })
+        .map(|config| Config {
+            wait,
+            coordination,
+            ..config
+        })
+}
+
+/// `coordination pool` and `coordination lease`: one set for all the hosts of the run, so read
+/// from `[DEFAULT]` only, with the cluster settings of `[DEFAULT]` (where the pool is).
+fn coordination(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Coordination> {
+    let in_pool = "the hosts share one coordination pool: set it in [DEFAULT]";
+    let pool = default_only(path, ini, findings, COORDINATION_POOL, in_pool, |text| {
+        let name = python_trim(text);
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(format!("{} is not a pool name", quoted(text)));
+        }
+        Ok(name.to_string())
+    });
+    let lease = default_only(
+        path,
+        ini,
+        findings,
+        COORDINATION_LEASE,
+        in_pool,
+        parse_lease,
+    );
+    if pool.is_none() {
+        if let Some(entry) = ini.defaults.get(COORDINATION_LEASE) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: entry.line,
+                section: Some(DEFAULT_SECTION.to_string()),
+                key: Some(COORDINATION_LEASE.to_string()),
+                message: "has no effect without `coordination pool`".to_string(),
+            };
+            findings.add(Severity::Warning, problem);
+        }
+    }
+    let mut reader = PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    };
+    let conf = reader.optional(CEPH_CONFIG, parse_optional_text).ok()?;
+    let user = reader.optional(CEPH_USER, parse_optional_text).ok()?;
+    let keyring = reader.optional(CEPH_KEYRING, parse_optional_text).ok()?;
+    let timeout = reader.optional(CEPH_TIMEOUT, parse_ceph_timeout).ok()?;
+    Some(Coordination {
+        pool: pool?,
+        lease: lease.map_or(
+            crate::coordinate::DEFAULT_LEASE,
+            std::time::Duration::from_secs,
+        ),
+        cluster: crate::cluster::rbd::Cluster {
+            conf: PathBuf::from(conf.as_deref().unwrap_or(DEFAULT_CEPH_CONFIG)),
+            user,
+            keyring: keyring.map(PathBuf::from),
+            timeout: timeout.unwrap_or(DEFAULT_CEPH_TIMEOUT),
+        },
+    })
+}
+
+/// `coordination lease`: whole seconds, within [`crate::coordinate::MIN_LEASE_SECONDS`] and
+/// [`crate::coordinate::MAX_LEASE_SECONDS`].
+fn parse_lease(text: &str) -> Result<u64, String> {
+    use crate::coordinate::{MAX_LEASE_SECONDS, MIN_LEASE_SECONDS};
+    unsigned_digits(text)?
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .filter(|seconds| (MIN_LEASE_SECONDS..=MAX_LEASE_SECONDS).contains(seconds))
+        .ok_or_else(|| {
+            format!(
+                "invalid value {} (expected whole seconds from {MIN_LEASE_SECONDS} to \
+                 {MAX_LEASE_SECONDS})",
+                quoted(text)
+            )
+        })
 }
 
 /// `wait`: whole seconds a backup waits for another run using one of its images; one value for
@@ -536,6 +619,7 @@ impl Findings {
                 metrics_file,
                 state_directory,
                 wait: None,
+                coordination: None,
             })
         } else {
             Err(ConfigErrors {

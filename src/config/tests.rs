@@ -779,7 +779,7 @@ fn unknown_keys() {
          compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
          daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
          encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, metrics file, \
-         state directory, wait)"
+         state directory, wait, coordination pool, coordination lease)"
     );
 }
 
@@ -2159,6 +2159,50 @@ fn wait_is_whole_seconds_up_to_a_week_in_default() {
     assert_eq!(
         problems(&minimal("wait = 60\n")),
         "t.conf:5: [rbd] wait: a run waits the same for every image: set it in [DEFAULT]"
+    );
+}
+
+#[test]
+fn coordination_is_one_pool_and_lease_in_default_with_its_cluster() {
+    let with = |defaults: &str| format!("[DEFAULT]\n{defaults}\n{}", minimal(""));
+    assert_eq!(parse(&minimal("")).unwrap().coordination, None);
+    let config = parse(&with(
+        "coordination pool = backup-coord\nceph config = /etc/ceph/b.conf\nceph user = backup",
+    ))
+    .unwrap();
+    let coordination = config.coordination.unwrap();
+    assert_eq!(coordination.pool, "backup-coord");
+    assert_eq!(coordination.lease, crate::coordinate::DEFAULT_LEASE);
+    assert_eq!(coordination.cluster.conf, PathBuf::from("/etc/ceph/b.conf"));
+    assert_eq!(coordination.cluster.user.as_deref(), Some("backup"));
+    let config = parse(&with("coordination pool = c\ncoordination lease = 30")).unwrap();
+    assert_eq!(
+        config.coordination.unwrap().lease,
+        std::time::Duration::from_secs(30)
+    );
+    for bad in ["2", "3601", "1m"] {
+        assert_eq!(
+            problems(&with(&format!(
+                "coordination pool = c\ncoordination lease = {bad}"
+            ))),
+            format!(
+                "t.conf:3: [DEFAULT] coordination lease: invalid value '{bad}' (expected whole \
+                 seconds from 3 to 3600)"
+            )
+        );
+    }
+    assert_eq!(
+        problems(&with("coordination pool = a\x07b")),
+        "t.conf:2: [DEFAULT] coordination pool: 'a\\u{7}b' is not a pool name"
+    );
+    assert_eq!(
+        problems(&minimal("coordination pool = c\n")),
+        "t.conf:5: [rbd] coordination pool: the hosts share one coordination pool: set it in \
+         [DEFAULT]"
+    );
+    assert_eq!(
+        warnings(&with("coordination lease = 30")),
+        "t.conf:2: [DEFAULT] coordination lease: has no effect without `coordination pool`"
     );
 }
 

@@ -16,6 +16,7 @@ mod faults;
 mod host_state;
 mod hostile_backup;
 mod hostile_read;
+mod hosts;
 mod list;
 mod monitoring;
 mod operations;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// Every error the schema finds in `doc`.
-fn schema_errors(doc: &Value) -> Vec<String> {
+pub fn schema_errors(doc: &Value) -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/run.schema.json");
     let schema: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema compiles");

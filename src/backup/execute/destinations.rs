@@ -14,7 +14,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
-use super::{cluster_failed, Section};
+use super::{cluster_failed, RunOptions, Section};
 use crate::backup::destination::{self, Decision, Facts, FolderShows, Refusal, Snapshots, Use};
 use crate::config::BackupMode;
 use crate::folder::door::Door;
@@ -102,14 +102,15 @@ impl DestinationUse {
 
 /// Decides every destination of `sections` and hands each section its share; returns how many
 /// warnings that cost (records not believed, records that cannot be written).
-pub(super) fn prepare(sections: &[Section], state_dir: &Path) -> usize {
+pub(super) fn prepare(sections: &[Section], options: &RunOptions) -> usize {
     let mut warnings = 0;
     let access = if sections.iter().any(|s| !s.checking()) {
         Access::ReadWrite
     } else {
         Access::ReadOnly
     };
-    let state = HostState::open(state_dir, access).map(Arc::new);
+    let state = HostState::open_shared(&options.state_dir, access, options.coordination.clone())
+        .map(Arc::new);
     let mut uses: Vec<Arc<DestinationUse>> = Vec::new();
     for section in sections {
         let dest = section.job.destination.as_path();

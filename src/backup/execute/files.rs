@@ -154,6 +154,7 @@ impl ImageRun<'_> {
             .state()
             .and_then(|state| state.key())
             .context("internal error: no record key in a real run")?;
+        self.keep_lease()?;
         let outcome = if naming::is_working_name(from) {
             slide::finish(&local, image, file, from, Some(key))
         } else {
@@ -264,6 +265,8 @@ impl ImageRun<'_> {
                 };
                 err.context(format!("cannot write {}", final_path.display()))
             })?;
+        // Only the lease holder publishes: a host that stalled past its lease stops here.
+        self.keep_lease()?;
         // The checksum goes first: then every backup file that exists has one.
         let published = self.dir.publish(staged, &digest, replace)?;
         if let Some(id) = &upload {

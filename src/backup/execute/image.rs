@@ -24,6 +24,8 @@ pub(super) struct ImageRun<'s> {
     /// The newest completed snapshot the host's memory holds for the image, as last read or
     /// written.
     pub(super) remembered: Option<Completed>,
+    /// With coordination: the image's lease, renewed before every change.
+    pub(super) lease: Option<Lease>,
 }
 
 /// What an image's run did (or, in check mode, would do), as the report tells it.
@@ -54,6 +56,7 @@ impl<'s> ImageRun<'s> {
             done: Done::default(),
             record_blocked: false,
             remembered: None,
+            lease: None,
         }
     }
 
@@ -85,10 +88,25 @@ impl<'s> ImageRun<'s> {
         report.bytes_written = self.bytes_written;
         report.duration_seconds = seconds(started.elapsed());
         let mut busy = false;
+        report.host = section
+            .options
+            .coordination
+            .as_ref()
+            .map(|c| c.host().to_string());
         let failure = match result {
             Ok(()) => {
                 if section.checking() {
                     report.status = ImageStatus::Checked;
+                }
+                None
+            }
+            // Another host's in this round: not a failure of this run.
+            Err(err) if err.is::<Elsewhere>() => {
+                let shown = escaped(&format!("{}/{}", section.job.pool, self.image)).into_owned();
+                outln!("Image {shown}: {err}");
+                report.status = ImageStatus::Elsewhere;
+                if let Some(elsewhere) = err.downcast_ref::<Elsewhere>() {
+                    report.host = Some(elsewhere.host.clone());
                 }
                 None
             }
@@ -143,6 +161,13 @@ impl<'s> ImageRun<'s> {
             kind,
             Instant::now() + options.wait,
         )?;
+        if let (Some(coordination), false) = (&options.coordination, self.section.checking()) {
+            let lease = coordination.take_image(self.pool(), self.image, options.lease_wait)?;
+            self.lease = Some(lease?);
+            if let Some(done) = self.completed_this_round()? {
+                return Err(done.into());
+            }
+        }
         let mut result = self
             .plan_in_a_free_second(None)
             .and_then(|plan| self.perform(&plan));
@@ -291,9 +316,32 @@ impl<'s> ImageRun<'s> {
         self.take_back_unfinished_uploads()?;
         for step in &plan.steps {
             interrupt::check()?;
+            self.keep_lease()?;
             self.step(step, &plan.snapshot)?;
         }
         Ok(())
+    }
+
+    /// With coordination: renews the image's lease now, so that what follows is done while no
+    /// other host may have taken the image over; fails once the lease lapsed.
+    pub(super) fn keep_lease(&self) -> Result<()> {
+        match &self.lease {
+            Some(lease) => lease.confirm(),
+            None => Ok(()),
+        }
+    }
+
+    /// With coordination: the host that completed this image's backup in this run's round
+    /// already (its lease was released when it finished), if one did.
+    fn completed_this_round(&self) -> Result<Option<Elsewhere>> {
+        let Some(state) = self.destination()?.state() else {
+            return Ok(None);
+        };
+        let done = state.completed_by(&self.section.job.destination, self.pool(), self.image)?;
+        Ok(done.filter(|done| done.this_round).map(|done| Elsewhere {
+            host: done.host,
+            in_progress: false,
+        }))
     }
 
     /// Aborts the uploads the record names, which a killed run left unfinished (only those:
@@ -532,6 +580,8 @@ impl<'s> ImageRun<'s> {
     /// Writes the image record (unless a non-file sits at its name) and, when the newest
     /// completed snapshot changed, the host's memory of it: both at the moment a file completes.
     pub(super) fn save_record(&mut self) -> Result<()> {
+        // The record is the image's: only the lease holder writes it.
+        self.keep_lease()?;
         let destination = self.destination()?;
         let (Some(state), Ok(ready)) = (destination.state(), &destination.decision) else {
             bail!("internal error: a record written for a destination that was refused");
@@ -612,6 +662,10 @@ impl<'s> ImageRun<'s> {
                 );
                 return;
             }
+        }
+        // A lost lease leaves the record to the host that took the image over.
+        if self.lease.as_ref().is_some_and(Lease::lost) {
+            return;
         }
         if self.record.snapshot_gone(snap.as_str()) {
             if let Err(err) = self.save_record() {

@@ -7,6 +7,8 @@ use super::*;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
     pub images_done: usize,
+    /// Images another host backed up in this round (coordination).
+    pub elsewhere: usize,
     /// `pool/image` (or `pool` when the pool could not be listed) and the error, one line.
     pub failures: Vec<(String, String)>,
     /// How many of the failures were images another run was using.
@@ -27,6 +29,7 @@ impl RunOutcome {
     pub(super) fn new(started_at: DateTime<Utc>) -> RunOutcome {
         RunOutcome {
             images_done: 0,
+            elsewhere: 0,
             failures: Vec::new(),
             busy: 0,
             bytes_written: 0,
@@ -60,9 +63,16 @@ impl RunOutcome {
     /// The closing line of a run.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "Summary: {} image(s) backed up, {} failed, {} written in {}",
+            "Summary: {} image(s) backed up, {} failed, ",
             self.images_done,
             self.failures.len(),
+        );
+        if self.elsewhere > 0 {
+            let _ = write!(line, "{} by other hosts, ", self.elsewhere);
+        }
+        let _ = write!(
+            line,
+            "{} written in {}",
             human_bytes(self.bytes_written),
             human_duration(self.duration)
         );
@@ -95,6 +105,7 @@ impl RunOutcome {
                 }
                 self.failures.push((label, error));
             }
+            None if done.report.status == ImageStatus::Elsewhere => self.elsewhere += 1,
             None => self.images_done += 1,
         }
         self.bytes_written += done.report.bytes_written;

@@ -99,6 +99,8 @@ impl World {
             lock_dir: self.locks.clone(),
             state_dir: self.state.clone(),
             cluster: Some(&make),
+            coordination: None,
+            lease_wait: Duration::ZERO,
         };
         capture::stdout(|| run(config, &options))
     }

@@ -43,6 +43,11 @@ impl SealKey {
         SealKey(bytes)
     }
 
+    /// The key itself, to hand it to the hosts that share it ([`crate::state`]).
+    pub fn bytes(&self) -> &[u8; KEY_BYTES] {
+        &self.0
+    }
+
     fn mac(&self, kind: &str, body: &Map<String, Value>) -> Hmac<Sha256> {
         // Any key length is valid for HMAC; this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
