@@ -155,6 +155,16 @@ pub enum Command {
     /// Mark the configured destinations as cephbackup's on purpose, so that a first run into an
     /// empty one is not refused as a backup disk that did not mount
     InitDestination(InitArgs),
+    /// With `coordination pool`: the hosts running the configuration now, the images being
+    /// backed up and by whom until when, and which host last backed up each image
+    Hosts(HostsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HostsArgs {
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -298,6 +308,7 @@ impl Cli {
             Some(Command::List(_)) if self.check => "list",
             Some(Command::Status(_)) if self.check => "status",
             Some(Command::Verify(_)) if self.check => "verify",
+            Some(Command::Hosts(_)) if self.check => "hosts",
             Some(_) if self.metrics_file.is_some() => {
                 return Err(UsageError(
                     "--metrics-file is only for a backup run (no command)".to_string(),

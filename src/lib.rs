@@ -84,6 +84,9 @@ pub mod bin {
         pub mod check_config {
             pub use crate::commands::check_config::{run, Verdict};
         }
+        pub mod hosts {
+            pub use crate::commands::hosts::run;
+        }
         pub mod init {
             pub use crate::commands::init::run;
         }

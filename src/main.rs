@@ -10,7 +10,9 @@ use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::bin::commands::{backup, check_config, init, list, restore, status, verify};
+use cephbackup::bin::commands::{
+    backup, check_config, hosts, init, list, restore, status, verify,
+};
 use cephbackup::bin::{config, interrupt, lock, metrics, progress};
 use cephbackup::bin::{Cli, Command, Outcome, Status};
 
@@ -124,7 +126,7 @@ fn publish_config_error(cli: &Cli, from_config: impl FnOnce() -> Option<PathBuf>
 /// the destination and work on a host without any Ceph configuration.
 fn needs_cluster(cli: &Cli) -> bool {
     match &cli.command {
-        None => true,
+        None | Some(Command::Hosts(_)) => true,
         Some(Command::Restore(args)) => args.to.is_some(),
         Some(Command::Verify(args)) => args.source,
         Some(Command::List(_) | Command::Status(_) | Command::InitDestination(_)) => false,
@@ -181,7 +183,12 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
             verify::run(config, &options, &locking)
         }
         Command::InitDestination(args) => {
-            init::run(config, &args.options(cli.check), &config.state_dir()).map(|()| Outcome::Done)
+            let options = args.options(cli.check);
+            init::run(config, &options, &config.state_dir(), cli.host.as_deref())
+                .map(|()| Outcome::Done)
+        }
+        Command::Hosts(args) => {
+            hosts::run(config, args.json || cli.json, &config.state_dir()).map(|()| Outcome::Done)
         }
     };
     match result {

@@ -232,6 +232,7 @@ pub struct CompletedBy {
 
 impl HostState {
     /// Opens (and with [`Access::ReadWrite`] creates) the state folder `dir` and its key.
+    #[cfg(test)]
     pub fn open(dir: &Path, access: Access) -> Result<HostState> {
         HostState::open_shared(dir, access, None)
     }
@@ -372,6 +373,35 @@ impl HostState {
                     this_round,
                 })
             }))
+    }
+
+    /// Every image's newest completed backup the hosts' shared memory holds, by pool and image
+    /// (empty without coordination).
+    pub fn all_completed(&self) -> Result<Vec<CompletedBy>> {
+        let Some(shared) = &self.shared else {
+            return Ok(Vec::new());
+        };
+        let entries = shared
+            .pool()
+            .omap_get(STATE_OBJECT, &format!("{DESTINATIONS}/"))
+            .context("cannot read the shared memory")?;
+        let round = shared.round();
+        let mut found: Vec<CompletedBy> = entries
+            .iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice::<ImageDoc>(bytes).ok())
+            .filter_map(|doc| {
+                Some(CompletedBy {
+                    this_round: doc.round.is_some() && doc.round == round,
+                    pool: doc.pool,
+                    image: doc.image,
+                    snapshot: doc.snapshot,
+                    host: doc.host?,
+                    at: doc.at,
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| (&a.pool, &a.image, a.at).cmp(&(&b.pool, &b.image, b.at)));
+        Ok(found)
     }
 
     /// `<dir>/destinations/<hash of the path>.json`: any path, however long or odd, makes one

@@ -44,6 +44,37 @@ pub struct Cluster {
     pub timeout: u32,
 }
 
+/// A command of Ceph's (`rbd`, `rados`) against `cluster`: its configuration, identity and
+/// time limits.
+pub(super) fn ceph_command(program: &str, cluster: &Cluster) -> CommandLine {
+    // Its failures are read as Ceph's: the errno of its exit status, its words restated, the
+    // cephx identity of a refused login.
+    let ceph = CephTool::new(cluster.user.as_deref(), cluster.keyring.as_deref());
+    let mut cmd = CommandLine::new(program)
+        .interpreted_by(Arc::new(ceph))
+        .arg("--conf")
+        .arg(&cluster.conf);
+    if let Some(user) = &cluster.user {
+        cmd = cmd.arg("--id").arg(user);
+    }
+    if let Some(keyring) = &cluster.keyring {
+        cmd = cmd.arg("--keyring").arg(keyring);
+    }
+    if cluster.timeout > 0 {
+        // Without these a monitor that does not answer or an OSD that is down makes rbd wait
+        // forever, and cron piles up runs behind it.
+        let seconds = cluster.timeout.to_string();
+        for option in [
+            "--client-mount-timeout",
+            "--rados-mon-op-timeout",
+            "--rados-osd-op-timeout",
+        ] {
+            cmd = cmd.arg(option).arg(&seconds);
+        }
+    }
+    cmd
+}
+
 /// Builds and runs `rbd` commands against one cluster.
 #[derive(Debug, Clone)]
 pub struct Rbd {
@@ -96,35 +127,7 @@ impl Rbd {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        // Its failures are read as Ceph's: the errno of its exit status, its words restated,
-        // the cephx identity of a refused login.
-        let ceph = CephTool::new(
-            self.cluster.user.as_deref(),
-            self.cluster.keyring.as_deref(),
-        );
-        let mut cmd = CommandLine::new("rbd")
-            .interpreted_by(Arc::new(ceph))
-            .arg("--conf")
-            .arg(&self.cluster.conf);
-        if let Some(user) = &self.cluster.user {
-            cmd = cmd.arg("--id").arg(user);
-        }
-        if let Some(keyring) = &self.cluster.keyring {
-            cmd = cmd.arg("--keyring").arg(keyring);
-        }
-        if self.cluster.timeout > 0 {
-            // Without these a monitor that does not answer or an OSD that is down makes rbd
-            // wait forever, and cron piles up runs behind it.
-            let seconds = self.cluster.timeout.to_string();
-            for option in [
-                "--client-mount-timeout",
-                "--rados-mon-op-timeout",
-                "--rados-osd-op-timeout",
-            ] {
-                cmd = cmd.arg(option).arg(&seconds);
-            }
-        }
-        cmd.args(args.into_iter().map(Into::into))
+        ceph_command("rbd", &self.cluster).args(args.into_iter().map(Into::into))
     }
 
     /// A command that changes or streams something, always without `rbd`'s own percentage: the

@@ -3,13 +3,12 @@
 //! metrics published, and how it ended, for the exit status.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backup::execute::{self, ClusterFactory};
 use crate::commands::metrics;
-use crate::config::{BackupMode, Config};
-use crate::coordinate::{self, Coordination};
+use crate::commands::hosts;
+use crate::config::Config;
 use crate::output::{self, capture};
 use crate::{clock, lock, outln};
 
@@ -57,7 +56,9 @@ fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFact
         .metrics_file
         .as_ref()
         .or(config.metrics_file.as_ref());
-    let coordination = match coordinate(config, options) {
+    // A real run joins the round of its hosts; check mode only reads.
+    let checking = options.check || config.pools.iter().all(|job| job.check_mode);
+    let coordination = match hosts::connect(config, options.host.as_deref(), !checking) {
         Ok(coordination) => coordination,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -117,34 +118,6 @@ fn run_on(config: &Config, options: &BackupOptions, cluster: Option<&ClusterFact
         (None, false) if outcome.only_busy() => Ended::Busy,
         (None, false) => Ended::Failed,
     }
-}
-
-/// The connection to the coordination pool when the configuration sets one: a real run joins
-/// the round of its hosts, check mode only reads.
-fn coordinate(
-    config: &Config,
-    options: &BackupOptions,
-) -> anyhow::Result<Option<Arc<Coordination>>> {
-    let Some(shared) = &config.coordination else {
-        return Ok(None);
-    };
-    let host = options.host.clone().unwrap_or_else(coordinate::hostname);
-    let identity = coordinate::identity(config.pools.iter().map(|job| {
-        let mode = match job.mode {
-            BackupMode::Full => "full",
-            BackupMode::Incremental => "incremental",
-        };
-        (job.pool.as_str(), job.destination_text.as_str(), mode)
-    }));
-    let settings = coordinate::Settings {
-        pool: shared.pool.clone(),
-        lease: shared.lease,
-        host,
-        cluster: shared.cluster.clone(),
-        identity,
-    };
-    let checking = options.check || config.pools.iter().all(|job| job.check_mode);
-    Coordination::connect(settings, !checking).map(Some)
 }
 
 #[cfg(test)]

@@ -28,7 +28,12 @@ pub struct InitOptions {
     pub check: bool,
 }
 
-pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) -> Result<()> {
+pub fn run(
+    config: &Config,
+    options: &InitOptions,
+    state_dir: &std::path::Path,
+    host: Option<&str>,
+) -> Result<()> {
     let check = options.check;
     let jobs: Vec<&PoolJob> = match &options.pool {
         Some(pool) => vec![catalog::section(config, pool)?],
@@ -39,7 +44,10 @@ pub fn run(config: &Config, options: &InitOptions, state_dir: &std::path::Path) 
     } else {
         Access::ReadWrite
     };
-    let state = HostState::open(state_dir, access)?;
+    // With coordination the record is sealed under the hosts' shared key, so every host
+    // believes it.
+    let shared = crate::commands::hosts::connect(config, host, false)?;
+    let state = HostState::open_shared(state_dir, access, shared)?;
     let mut done: Vec<&std::path::Path> = Vec::new();
     for job in jobs {
         let dest = job.destination.as_path();

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod catalog;
 pub mod check_config;
 pub mod coverage;
+pub mod hosts;
 pub mod init;
 pub mod list;
 pub mod metrics;

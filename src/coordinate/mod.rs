@@ -41,8 +41,8 @@ pub mod librados;
 use librados::{Holder, Login, Pool, RadosError};
 
 /// The lock name on every object: what `rados lock list` shows.
-const LOCK_NAME: &str = "cephbackup";
-const ROUND_LOCK: &str = "round";
+pub const LOCK_NAME: &str = "cephbackup";
+pub const ROUND_LOCK: &str = "round";
 /// The shared memory's object, and the record key's.
 pub const STATE_OBJECT: &str = "cephbackup.state";
 pub const KEY_OBJECT: &str = "cephbackup.key";
@@ -255,7 +255,8 @@ impl Coordination {
         }
     }
 
-    fn round_object(&self) -> String {
+    /// The object whose shared lease makes the round of this configuration.
+    pub fn round_object(&self) -> String {
         format!("cephbackup.round.{}", self.settings.identity)
     }
 

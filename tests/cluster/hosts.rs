@@ -251,6 +251,13 @@ fn a_stalled_host_publishes_nothing_once_it_resumes() {
     let (path, started, release) = stalling_rbd(&w, "s1");
     let mut stalled = worker(&w, &conf, "stalled", &[], Some(&path));
     wait_for(&started, &mut stalled);
+    // `hosts` shows who runs and who holds the image's lease, until when.
+    let shown = with_conf(&w, &conf, &["hosts", "--json"]).success().json();
+    assert_eq!(hosts_schema_errors(&shown), Vec::<String>::new(), "{shown}");
+    assert_eq!(shown["running"][0]["host"], "stalled", "{shown}");
+    assert_eq!(shown["leases"][0]["image"], "s1", "{shown}");
+    assert_eq!(shown["leases"][0]["host"], "stalled", "{shown}");
+    assert!(shown["leases"][0]["expires"].as_str().unwrap().starts_with("20"));
     let pid = rustix::process::Pid::from_child(&stalled);
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     // Past its lease, another host takes the image over and backs it up.
@@ -282,8 +289,17 @@ fn a_stalled_host_publishes_nothing_once_it_resumes() {
         resumed.stderr
     );
     assert_eq!(w.files("s1"), files, "the other host's chain is untouched");
+    let shown = with_conf(&w, &conf, &["hosts"]).success().stdout;
+    assert!(shown.contains(&format!("{}/s1  by other at ", w.pool)), "{shown}");
     assert_eq!(w.backup_snapshots("s1"), snapshots, "no snapshot leaked");
     restore_by_hand(&w, "s1", &[files[0].as_str()], "s1-restored");
+}
+
+fn hosts_schema_errors(doc: &serde_json::Value) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/hosts.schema.json");
+    let schema: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator.iter_errors(doc).map(|e| e.to_string()).collect()
 }
 
 #[test]
