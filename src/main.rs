@@ -10,9 +10,7 @@ use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::bin::commands::{
-    backup, check_config, hosts, init, list, restore, status, verify,
-};
+use cephbackup::bin::commands::{backup, check_config, hosts, init, list, restore, status, verify};
 use cephbackup::bin::{config, interrupt, lock, metrics, progress};
 use cephbackup::bin::{Cli, Command, Outcome, Status};
 

@@ -234,6 +234,7 @@ fn help_of_the_tool_and_of_each_command() {
         "restore",
         "verify",
         "init-destination",
+        "hosts",
     ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()

@@ -33,7 +33,9 @@ pub fn lock_holders(
     lock: &str,
 ) -> Result<Vec<LockHolder>> {
     let out = ceph_command("rados", cluster)
-        .args(["--pool", pool, "--format", "json", "lock", "info", object, lock])
+        .args([
+            "--pool", pool, "--format", "json", "lock", "info", object, lock,
+        ])
         .output()?;
     let info: LockInfo = serde_json::from_slice(&out)
         .with_context(|| format!("unexpected output from `rados lock info {object} {lock}`"))?;

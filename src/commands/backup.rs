@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backup::execute::{self, ClusterFactory};
-use crate::commands::metrics;
 use crate::commands::hosts;
+use crate::commands::metrics;
 use crate::config::Config;
 use crate::output::{self, capture};
 use crate::{clock, lock, outln};

@@ -111,8 +111,10 @@ pub fn run(config: &Config, json: bool, state_dir: &std::path::Path) -> Result<(
     let (pool, cluster) = (&settings.pool, &settings.cluster);
     let state = HostState::open_shared(state_dir, Access::ReadOnly, Some(coordination.clone()))?;
     let last = state.all_completed()?;
-    let mut images: Vec<(String, String)> =
-        last.iter().map(|d| (d.pool.clone(), d.image.clone())).collect();
+    let mut images: Vec<(String, String)> = last
+        .iter()
+        .map(|d| (d.pool.clone(), d.image.clone()))
+        .collect();
     for job in &config.pools {
         if let crate::config::ImageSelection::Named(names) = &job.images {
             images.extend(names.iter().map(|name| (job.pool.clone(), name.clone())));
@@ -124,7 +126,12 @@ pub fn run(config: &Config, json: bool, state_dir: &std::path::Path) -> Result<(
     for (image_pool, image) in images {
         let object = lease_object(&image_pool, &image);
         // Asking librados first keeps the `rados` runs to the leases actually held.
-        if coordination.pool().lockers(&object, LOCK_NAME)?.cookies.is_empty() {
+        if coordination
+            .pool()
+            .lockers(&object, LOCK_NAME)?
+            .cookies
+            .is_empty()
+        {
             continue;
         }
         for holder in holders(lock_holders(cluster, pool, &object, LOCK_NAME)?) {

@@ -99,7 +99,7 @@ pub fn render(report: &RunReport, coverage: &[ImageCoverage]) -> String {
         report
             .images
             .iter()
-            .filter(|image| image.status != ImageStatus::Ok)
+            .filter(|image| !backed_up(image))
             .count()
             .to_string(),
     );
@@ -190,14 +190,35 @@ fn image_metrics(
     }
 }
 
+/// Whether the run backed the image up: itself, or (with coordination) another host did in
+/// this round, which is no failure of this host's.
+fn backed_up(run: &ImageReport) -> bool {
+    matches!(run.status, ImageStatus::Ok | ImageStatus::Elsewhere)
+}
+
 /// What the last run did to the image.
 fn run_metrics(families: &mut Families, labels: &str, run: &ImageReport) {
     families.add(
         "cephbackup_image_last_run_success",
         IMAGE_SUCCESS_HELP,
         labels,
-        flag(run.status == ImageStatus::Ok),
+        flag(backed_up(run)),
     );
+    if let Some(host) = &run.host {
+        // With coordination: which host backed it up (this one or, status elsewhere, another),
+        // as an info series so the image's other series keep their identity across hosts.
+        families.add(
+            "cephbackup_image_last_run_host",
+            "With coordination pool: the host that backed the image up in the last run (this \
+             one or another), in the host label; always 1.",
+            &format!(
+                "{},host=\"{}\"}}",
+                labels.trim_end_matches('}'),
+                escape(host)
+            ),
+            "1".to_string(),
+        );
+    }
     let with_status = format!(
         "{},status=\"{}\"",
         labels.trim_end_matches('}'),
@@ -205,8 +226,8 @@ fn run_metrics(families: &mut Families, labels: &str, run: &ImageReport) {
     );
     families.add(
         "cephbackup_image_last_run_status",
-        "The outcome of the image in the last backup run (ok, failed, busy, not_attempted), \
-         in the status label; always 1.",
+        "The outcome of the image in the last backup run (ok, failed, busy, not_attempted, \
+         elsewhere), in the status label; always 1.",
         &format!("{with_status}}}"),
         "1".to_string(),
     );
@@ -540,6 +561,31 @@ mod tests {
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn an_image_another_host_backed_up_is_no_failure_and_names_that_host() {
+        let mut shared = report();
+        shared.section_failures.clear();
+        let mut theirs = image_report("theirs", ImageStatus::Elsewhere);
+        theirs.host = Some("backup-2".into());
+        let mut ours = image_report("ours", ImageStatus::Ok);
+        ours.host = Some("backup-1".into());
+        shared.images = vec![theirs, ours];
+        let text = render(&shared, &[]);
+        assert_eq!(value(&text, "cephbackup_run_failed_images"), "0");
+        for (image, host) in [("theirs", "backup-2"), ("ours", "backup-1")] {
+            let labels = format!("{{pool=\"rbd\",image=\"{image}\"}}");
+            assert_eq!(
+                value(&text, &format!("cephbackup_image_last_run_success{labels}")),
+                "1"
+            );
+            let host_series = format!(
+                "cephbackup_image_last_run_host{{pool=\"rbd\",image=\"{image}\",host=\"{host}\"}}"
+            );
+            assert_eq!(value(&text, &host_series), "1", "{text}");
+        }
+        assert!(text.contains("status=\"elsewhere\"} 1"), "{text}");
     }
 
     #[test]

@@ -257,7 +257,10 @@ fn a_stalled_host_publishes_nothing_once_it_resumes() {
     assert_eq!(shown["running"][0]["host"], "stalled", "{shown}");
     assert_eq!(shown["leases"][0]["image"], "s1", "{shown}");
     assert_eq!(shown["leases"][0]["host"], "stalled", "{shown}");
-    assert!(shown["leases"][0]["expires"].as_str().unwrap().starts_with("20"));
+    assert!(shown["leases"][0]["expires"]
+        .as_str()
+        .unwrap()
+        .starts_with("20"));
     let pid = rustix::process::Pid::from_child(&stalled);
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     // Past its lease, another host takes the image over and backs it up.
@@ -290,7 +293,10 @@ fn a_stalled_host_publishes_nothing_once_it_resumes() {
     );
     assert_eq!(w.files("s1"), files, "the other host's chain is untouched");
     let shown = with_conf(&w, &conf, &["hosts"]).success().stdout;
-    assert!(shown.contains(&format!("{}/s1  by other at ", w.pool)), "{shown}");
+    assert!(
+        shown.contains(&format!("{}/s1  by other at ", w.pool)),
+        "{shown}"
+    );
     assert_eq!(w.backup_snapshots("s1"), snapshots, "no snapshot leaked");
     restore_by_hand(&w, "s1", &[files[0].as_str()], "s1-restored");
 }
