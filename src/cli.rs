@@ -73,7 +73,9 @@ pub struct Cli {
 
     /// Wait up to SECONDS (at most 604800, a week) for another run using one of the same images
     /// to finish; 0 exits at once (status 75) [default: for a backup `wait` of [DEFAULT], else
-    /// 21600 (6 h); for restore and verify 30]
+    /// 21600 (6 h); for restore and verify 30]. With `coordination pool`, also how long a backup
+    /// waits for an image another host holds, to take it over if that host dies [default: not
+    /// at all, it is that host's]
     // This doc comment is the `--help` text, where brackets are literal, not doc links.
     #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(
