@@ -18,6 +18,7 @@
 //! news); with no configured image found at all it is UNKNOWN. The text puts that verdict on the
 //! first line (the plugin convention: monitoring shows the first line), then one line per image.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -107,6 +108,7 @@ pub fn run(config: &Config, options: &StatusOptions) -> Result<Health> {
     let now = Utc::now();
     let mut judged = judge(&coverage, options, now);
     judged.note_check_mode(check_mode_notes(config, &options.narrow));
+    judged.backed_up_by = backed_up_by(config);
     if options.json {
         outln!("{}", output::json(&document(&judged, options, now))?);
     } else {
@@ -122,6 +124,45 @@ pub struct Judged<'a> {
     pub unreadable: &'a [SectionProblem],
     /// Why runs back nothing up: check mode by the configuration or in the last run.
     pub check_mode: Vec<String>,
+    /// With coordination: which host completed each image's newest backup, by pool, image and
+    /// snapshot, as the hosts' shared memory tells.
+    pub backed_up_by: HashMap<(String, String, String), String>,
+}
+
+impl Judged<'_> {
+    /// The host that completed `image`'s newest point, when the shared memory knows it.
+    fn host_of(&self, image: &ImageCoverage) -> Option<&str> {
+        let newest = image.newest()?.as_str().to_string();
+        self.backed_up_by
+            .get(&(image.pool.clone(), image.image.clone(), newest))
+            .map(String::as_str)
+    }
+}
+
+/// With `coordination pool`: who completed each image's newest backup. A coordination pool that
+/// cannot be read costs only this detail (said on stderr), never the verdict.
+fn backed_up_by(config: &Config) -> HashMap<(String, String, String), String> {
+    let read = || -> Result<Vec<crate::state::CompletedBy>> {
+        let Some(shared) = crate::commands::hosts::connect(config, None, false)? else {
+            return Ok(Vec::new());
+        };
+        let state = crate::state::HostState::open_shared(
+            &config.state_dir(),
+            crate::state::Access::ReadOnly,
+            Some(shared),
+        )?;
+        state.all_completed()
+    };
+    match read() {
+        Ok(done) => done
+            .into_iter()
+            .map(|d| ((d.pool, d.image, d.snapshot), d.host))
+            .collect(),
+        Err(err) => {
+            tracing::warn!("cannot tell which host backed up each image: {err:#}");
+            HashMap::new()
+        }
+    }
 }
 
 impl Judged<'_> {
@@ -212,6 +253,7 @@ pub fn judge<'a>(
         images,
         unreadable: &coverage.unreadable,
         check_mode: Vec::new(),
+        backed_up_by: HashMap::new(),
     }
 }
 
@@ -274,6 +316,9 @@ pub fn text(judged: &Judged, options: &StatusOptions, now: DateTime<Utc>) -> Str
                         let _ = write!(detail, ", older than --warn-age {}", age(limit));
                     }
                     _ => {}
+                }
+                if let Some(host) = judged.host_of(image) {
+                    let _ = write!(detail, ", by {}", escaped(host));
                 }
                 let points = image.points.len();
                 let _ = write!(
@@ -388,6 +433,9 @@ struct ImageDoc<'a> {
     bytes: u64,
     unusable_files: usize,
     error: Option<&'a str>,
+    /// With coordination: the host that completed the newest point.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
 }
 
 /// A restore point: its snapshot and when it was taken.
@@ -436,6 +484,7 @@ fn document<'a>(judged: &'a Judged, options: &StatusOptions, now: DateTime<Utc>)
                 bytes: image.bytes,
                 unusable_files: image.unusable,
                 error: image.error.as_deref(),
+                host: judged.host_of(image),
             })
             .collect(),
         unreadable: judged

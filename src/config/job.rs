@@ -43,7 +43,8 @@ pub struct Config {
 pub struct Coordination {
     pub pool: String,
     pub lease: std::time::Duration,
-    /// The cluster of `[DEFAULT]`, where the pool is.
+    /// The cluster of `[DEFAULT]`, where the pool is (the first section's when `[DEFAULT]` names
+    /// no `ceph config`).
     pub cluster: crate::cluster::rbd::Cluster,
 }
 

@@ -362,7 +362,15 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
     let metrics_file = metrics_file(path, &ini, &mut findings);
     let state_directory = state_directory(path, &ini, &mut findings);
     let wait = wait(path, &ini, &mut findings);
-    let coordination = coordination(path, &ini, &mut findings);
+    let mut coordination = coordination(path, &ini, &mut findings);
+    // Without a cluster in [DEFAULT], the pool is in the cluster of the first section.
+    if let (Some(coordination), None, Some(first)) = (
+        coordination.as_mut(),
+        ini.defaults.get(CEPH_CONFIG),
+        pools.first(),
+    ) {
+        coordination.cluster = first.cluster();
+    }
     findings
         .into_result(path, pools, parallel_images, metrics_file, state_directory)
         .map(|config| Config {
@@ -373,7 +381,8 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
 }
 
 /// `coordination pool` and `coordination lease`: one set for all the hosts of the run, so read
-/// from `[DEFAULT]` only, with the cluster settings of `[DEFAULT]` (where the pool is).
+/// from `[DEFAULT]` only, with the cluster settings of `[DEFAULT]` (where the pool is; the
+/// caller takes the first section's when `[DEFAULT]` names no `ceph config`).
 fn coordination(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Coordination> {
     let in_pool = "the hosts share one coordination pool: set it in [DEFAULT]";
     let pool = default_only(path, ini, findings, COORDINATION_POOL, in_pool, |text| {
@@ -403,12 +412,7 @@ fn coordination(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Co
             findings.add(Severity::Warning, problem);
         }
     }
-    let mut reader = PoolReader {
-        file: path,
-        pool: &ini.defaults,
-        defaults: &ini.defaults,
-        findings,
-    };
+    let mut reader = defaults_reader(path, ini, findings);
     let conf = reader.optional(CEPH_CONFIG, parse_optional_text).ok()?;
     let user = reader.optional(CEPH_USER, parse_optional_text).ok()?;
     let keyring = reader.optional(CEPH_KEYRING, parse_optional_text).ok()?;
@@ -426,6 +430,20 @@ fn coordination(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Co
             timeout: timeout.unwrap_or(DEFAULT_CEPH_TIMEOUT),
         },
     })
+}
+
+/// A reader of `[DEFAULT]` itself, for the keys that belong to the whole run.
+fn defaults_reader<'a>(
+    path: &'a Path,
+    ini: &'a RawIni,
+    findings: &'a mut Findings,
+) -> PoolReader<'a, 'a> {
+    PoolReader {
+        file: path,
+        pool: &ini.defaults,
+        defaults: &ini.defaults,
+        findings,
+    }
 }
 
 /// `coordination lease`: whole seconds, within [`crate::coordinate::MIN_LEASE_SECONDS`] and
@@ -527,12 +545,7 @@ fn default_only<T>(
             findings.add(Severity::Error, problem);
         }
     }
-    let mut reader = PoolReader {
-        file: path,
-        pool: &ini.defaults,
-        defaults: &ini.defaults,
-        findings,
-    };
+    let mut reader = defaults_reader(path, ini, findings);
     reader.optional(key, parse).ok().flatten()
 }
 

@@ -2175,11 +2175,15 @@ fn coordination_is_one_pool_and_lease_in_default_with_its_cluster() {
     assert_eq!(coordination.lease, crate::coordinate::DEFAULT_LEASE);
     assert_eq!(coordination.cluster.conf, PathBuf::from("/etc/ceph/b.conf"));
     assert_eq!(coordination.cluster.user.as_deref(), Some("backup"));
-    let config = parse(&with("coordination pool = c\ncoordination lease = 30")).unwrap();
-    assert_eq!(
-        config.coordination.unwrap().lease,
-        std::time::Duration::from_secs(30)
-    );
+    let config = parse(&format!(
+        "[DEFAULT]\ncoordination pool = c\ncoordination lease = 30\n{}",
+        minimal("ceph config = /etc/ceph/s.conf\n")
+    ))
+    .unwrap();
+    let coordination = config.coordination.unwrap();
+    assert_eq!(coordination.lease, std::time::Duration::from_secs(30));
+    // No cluster in [DEFAULT]: the first section's.
+    assert_eq!(coordination.cluster.conf, PathBuf::from("/etc/ceph/s.conf"));
     for bad in ["2", "3601", "1m"] {
         assert_eq!(
             problems(&with(&format!(

@@ -185,6 +185,15 @@ fn c(text: &str) -> Result<CString, RadosError> {
     })
 }
 
+/// librados could not allocate an operation.
+fn out_of_memory(call: &'static str, object: &str) -> RadosError {
+    RadosError {
+        call,
+        object: object.to_string(),
+        errno: libc::ENOMEM,
+    }
+}
+
 fn check(call: &'static str, object: &str, code: c_int) -> Result<(), RadosError> {
     if code < 0 {
         return Err(RadosError {
@@ -429,11 +438,7 @@ impl Pool {
         let code = unsafe {
             let op = (self.api.create_write_op)();
             if op.is_null() {
-                return Err(RadosError {
-                    call: "omap set",
-                    object: object.to_string(),
-                    errno: libc::ENOMEM,
-                });
+                return Err(out_of_memory("omap set", object));
             }
             if create_only {
                 (self.api.write_op_create)(op, CREATE_EXCLUSIVE, ptr::null());
@@ -470,11 +475,7 @@ impl Pool {
         let code = unsafe {
             let op = (self.api.create_read_op)();
             if op.is_null() {
-                return Err(RadosError {
-                    call: "omap get",
-                    object: object.to_string(),
-                    errno: libc::ENOMEM,
-                });
+                return Err(out_of_memory("omap get", object));
             }
             (self.api.read_op_omap_get_vals2)(
                 op,
