@@ -231,14 +231,14 @@ pub struct CompletedBy {
 }
 
 impl HostState {
-    /// Opens (and with [`Access::ReadWrite`] creates) the state folder `dir` and its key.
+    /// [`HostState::open_shared`] of a host that backs up alone.
     #[cfg(test)]
     pub fn open(dir: &Path, access: Access) -> Result<HostState> {
         HostState::open_shared(dir, access, None)
     }
 
-    /// [`HostState::open`], with the facts and the key kept in the coordination pool when
-    /// `shared` is given.
+    /// Opens (and with [`Access::ReadWrite`] creates) the state folder `dir` and its key; with
+    /// `shared`, the facts and the key are kept in the coordination pool instead.
     pub fn open_shared(
         dir: &Path,
         access: Access,

@@ -360,7 +360,11 @@ fn a_missing_or_unwritable_coordination_pool_is_one_line_at_load() {
     let keyring_path = keyring.to_str().unwrap();
     let caps = ["mon", "allow r", "osd", &read_only, "-o", keyring_path];
     let out = ceph(&[&["auth", "get-or-create", &user][..], &caps].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let conf = w.write_config(&format!(
         "[DEFAULT]\ncoordination pool = {pool}\nceph config = {conf}\nceph user = {name}\n\
          ceph keyring = {keyring}\n[{pool}]\ndestination directory = {dest}\nimages = m1\n\
