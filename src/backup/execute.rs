@@ -301,7 +301,7 @@ impl<'a> Section<'a> {
         let cluster = job.cluster();
         let real: Box<dyn ClusterOps> = match options.cluster {
             Some(make) => make(job),
-            None => Box::new(Rbd::new(cluster.clone())),
+            None => Box::new(Rbd::new(cluster.clone()).with_quiesce(job.quiesce)),
         };
         // The one place the mode picks how the cluster is changed: check mode's twin takes
         // each change and makes none.
@@ -533,12 +533,48 @@ impl<'a> Section<'a> {
     }
 
     fn images(&self) -> Result<Vec<String>> {
+        let pool = &self.job.pool;
         match &self.job.images {
             ImageSelection::Named(names) => Ok(names.clone()),
-            ImageSelection::All => self
-                .rbd
-                .list_images(&self.job.pool)
-                .with_context(|| format!("cannot list the images of pool {}", self.job.pool)),
+            ImageSelection::All => {
+                let listed = self
+                    .rbd
+                    .list_images(pool)
+                    .with_context(|| format!("cannot list the images of pool {pool}"))?;
+                let (images, excluded): (Vec<String>, Vec<String>) = listed
+                    .into_iter()
+                    .partition(|image| !self.job.exclude.matches(image));
+                if !excluded.is_empty() {
+                    info!(
+                        "{pool}: left out by `exclude`: {}",
+                        escaped(&excluded.join(", "))
+                    );
+                }
+                self.warn_of_vanished(&images, &excluded);
+                Ok(images)
+            }
+        }
+    }
+
+    /// `images = *`: the images this destination holds backups of that the pool no longer has
+    /// (removed, moved to the trash, renamed), in one warning; their backups stay.
+    fn warn_of_vanished(&self, images: &[String], excluded: &[String]) {
+        let Ok(entries) = self.job.pool_folder().list() else {
+            return;
+        };
+        let gone: Vec<&str> = entries
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::Directory && !entry.name.starts_with('.'))
+            .map(|entry| entry.name.as_str())
+            .filter(|name| !images.iter().chain(excluded).any(|image| image == name))
+            .collect();
+        if !gone.is_empty() {
+            warn!(
+                "{}: {} backed up before, no longer in the pool (removed, in the trash or \
+                 renamed?); their backups stay",
+                self.job.pool,
+                escaped(&gone.join(", "))
+            );
         }
     }
 

@@ -84,6 +84,21 @@ pub struct Rbd {
     /// `rbd info` for a snapshot already listed. Forgotten when this tool creates or removes a
     /// snapshot of that name. Shared by clones (and by the images a run backs up at once).
     sizes: Arc<Mutex<HashMap<String, u64>>>,
+    /// What `rbd snap create` asks of the clients that map the image.
+    quiesce: Quiesce,
+}
+
+/// Whether `rbd snap create` first asks the clients mapping the image (rbd-nbd with a quiesce
+/// hook) to quiesce it, and whether their failure to do so fails the snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Quiesce {
+    /// rbd's default: notify them, and fail when one cannot quiesce.
+    #[default]
+    Required,
+    /// Notify them, and take the snapshot even when one cannot (`--ignore-quiesce-error`).
+    IgnoreErrors,
+    /// Do not notify them (`--skip-quiesce`).
+    Skip,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +130,14 @@ impl Rbd {
         Rbd {
             cluster,
             sizes: Arc::default(),
+            quiesce: Quiesce::default(),
         }
+    }
+
+    /// The same, with `rbd snap create` quiescing as `quiesce` says.
+    pub fn with_quiesce(mut self, quiesce: Quiesce) -> Rbd {
+        self.quiesce = quiesce;
+        self
     }
 
     fn sizes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
@@ -230,7 +252,14 @@ impl Rbd {
 
     /// The command that creates a snapshot (the [`ClusterOps`] method of the same purpose runs it).
     pub fn snap_create_command(&self, pool: &str, image: &str, snap: &str) -> CommandLine {
-        self.action(["snap", "create", &spec(pool, image, Some(snap))])
+        let spec = spec(pool, image, Some(snap));
+        match self.quiesce {
+            Quiesce::Required => self.action(["snap", "create", &spec]),
+            Quiesce::IgnoreErrors => {
+                self.action(["snap", "create", "--ignore-quiesce-error", &spec])
+            }
+            Quiesce::Skip => self.action(["snap", "create", "--skip-quiesce", &spec]),
+        }
     }
 
     /// The command that removes a snapshot.

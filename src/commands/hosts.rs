@@ -44,6 +44,36 @@ pub fn connect(
     Coordination::connect(settings, join).map(Some)
 }
 
+/// Which host completed a backup, by pool, image and snapshot (the newest of each image, as
+/// the hosts' shared memory holds it).
+pub type BackedUpBy = std::collections::HashMap<(String, String, String), String>;
+
+/// With `coordination pool`: who completed each image's newest backup. A coordination pool that
+/// cannot be read costs only this detail (said on stderr), never the verdict.
+pub fn backed_up_by(config: &Config) -> BackedUpBy {
+    let read = || -> Result<Vec<crate::state::CompletedBy>> {
+        let Some(shared) = connect(config, None, false)? else {
+            return Ok(Vec::new());
+        };
+        let state = crate::state::HostState::open_shared(
+            &config.state_dir(),
+            crate::state::Access::ReadOnly,
+            Some(shared),
+        )?;
+        state.all_completed()
+    };
+    match read() {
+        Ok(done) => done
+            .into_iter()
+            .map(|d| ((d.pool, d.image, d.snapshot), d.host))
+            .collect(),
+        Err(err) => {
+            tracing::warn!("cannot tell which host backed up each image: {err:#}");
+            BackedUpBy::new()
+        }
+    }
+}
+
 /// A host holding a lease, and until when.
 #[derive(Debug, Serialize)]
 struct Holder {

@@ -122,7 +122,9 @@ pub fn run(config: &Config, options: &ListOptions) -> Result<Outcome> {
         outcome = Outcome::FoundProblems;
     }
     if options.json {
-        outln!("{}", output::json(&document(&listings, now))?);
+        // With coordination, each point's host, where the hosts' shared memory knows it.
+        let hosts = crate::commands::hosts::backed_up_by(config);
+        outln!("{}", output::json(&document(&listings, now, &hosts))?);
     } else if listings.is_empty() && outcome == Outcome::Done {
         outln!("No backups found.");
     } else {
@@ -352,6 +354,10 @@ struct ImageDoc<'a> {
 struct PointEntry {
     snapshot: String,
     time: String,
+    /// With coordination: the host that backed this point up, where the hosts' shared memory
+    /// knows it (an image's newest point).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expiry: Option<ExpiryDoc>,
 }
@@ -451,7 +457,11 @@ fn file_doc<'a>(stored: &'a FolderFile, listing: &Listing) -> FileDoc<'a> {
     }
 }
 
-fn document(listings: &[Listing], now: DateTime<Utc>) -> Document<'_> {
+fn document<'a>(
+    listings: &'a [Listing],
+    now: DateTime<Utc>,
+    hosts: &crate::commands::hosts::BackedUpBy,
+) -> Document<'a> {
     Document {
         envelope: Envelope::new("list", now),
         images: listings
@@ -472,6 +482,13 @@ fn document(listings: &[Listing], now: DateTime<Utc>) -> Document<'_> {
                         .map(|point| PointEntry {
                             snapshot: point.as_str().to_string(),
                             time: rfc3339(point.taken()),
+                            host: hosts
+                                .get(&(
+                                    listing.pool.clone(),
+                                    listing.image.clone(),
+                                    point.as_str().to_string(),
+                                ))
+                                .cloned(),
                             expiry: listing
                                 .expiry
                                 .as_ref()
@@ -568,7 +585,8 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
 
     #[test]
     fn json_names_every_file_and_point() {
-        let json = serde_json::to_value(document(&[listing()], now())).unwrap();
+        let json =
+            serde_json::to_value(document(&[listing()], now(), &Default::default())).unwrap();
         assert_eq!(json["schema_version"], 1);
         assert_eq!(json["kind"], "list");
         assert_eq!(json["generated_at"], "2026-11-21T05:02:05Z");
@@ -644,7 +662,12 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             "{text}"
         );
         assert!(!text.contains('\x1b'), "{text}");
-        let json = output::json(&document(std::slice::from_ref(&listing), now())).unwrap();
+        let json = output::json(&document(
+            std::slice::from_ref(&listing),
+            now(),
+            &Default::default(),
+        ))
+        .unwrap();
         assert!(!json.contains('\x1b'), "{json}");
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let findings = &value["images"][0]["findings"];
@@ -692,7 +715,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
             "      kept while fewer than 2 newer restore points exist (0 now, keep minimum = 2); \
              left the window of 7 days after 2026-11-28 02:00:00 UTC"
         );
-        let json = serde_json::to_value(document(&[listing], now)).unwrap();
+        let json = serde_json::to_value(document(&[listing], now, &Default::default())).unwrap();
         let image = &json["images"][0];
         assert_eq!(
             image["retention"],
@@ -757,7 +780,7 @@ rbd/vm: 2 restore points, 2026-11-20 02:00:00 UTC to 2026-11-21 02:00:00 UTC, 32
                 "{line:?} missing in\n{shown}"
             );
         }
-        let json = serde_json::to_value(document(&[never], now())).unwrap();
+        let json = serde_json::to_value(document(&[never], now(), &Default::default())).unwrap();
         let image = &json["images"][0];
         assert_eq!(image["configured"], true);
         assert_eq!(image["backed_up"], false);

@@ -18,7 +18,6 @@
 //! news); with no configured image found at all it is UNKNOWN. The text puts that verdict on the
 //! first line (the plugin convention: monitoring shows the first line), then one line per image.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -108,7 +107,7 @@ pub fn run(config: &Config, options: &StatusOptions) -> Result<Health> {
     let now = Utc::now();
     let mut judged = judge(&coverage, options, now);
     judged.note_check_mode(check_mode_notes(config, &options.narrow));
-    judged.backed_up_by = backed_up_by(config);
+    judged.backed_up_by = crate::commands::hosts::backed_up_by(config);
     if options.json {
         outln!("{}", output::json(&document(&judged, options, now))?);
     } else {
@@ -126,7 +125,7 @@ pub struct Judged<'a> {
     pub check_mode: Vec<String>,
     /// With coordination: which host completed each image's newest backup, by pool, image and
     /// snapshot, as the hosts' shared memory tells.
-    pub backed_up_by: HashMap<(String, String, String), String>,
+    pub backed_up_by: crate::commands::hosts::BackedUpBy,
 }
 
 impl Judged<'_> {
@@ -136,32 +135,6 @@ impl Judged<'_> {
         self.backed_up_by
             .get(&(image.pool.clone(), image.image.clone(), newest))
             .map(String::as_str)
-    }
-}
-
-/// With `coordination pool`: who completed each image's newest backup. A coordination pool that
-/// cannot be read costs only this detail (said on stderr), never the verdict.
-fn backed_up_by(config: &Config) -> HashMap<(String, String, String), String> {
-    let read = || -> Result<Vec<crate::state::CompletedBy>> {
-        let Some(shared) = crate::commands::hosts::connect(config, None, false)? else {
-            return Ok(Vec::new());
-        };
-        let state = crate::state::HostState::open_shared(
-            &config.state_dir(),
-            crate::state::Access::ReadOnly,
-            Some(shared),
-        )?;
-        state.all_completed()
-    };
-    match read() {
-        Ok(done) => done
-            .into_iter()
-            .map(|d| ((d.pool, d.image, d.snapshot), d.host))
-            .collect(),
-        Err(err) => {
-            tracing::warn!("cannot tell which host backed up each image: {err:#}");
-            HashMap::new()
-        }
     }
 }
 
@@ -253,7 +226,7 @@ pub fn judge<'a>(
         images,
         unreadable: &coverage.unreadable,
         check_mode: Vec::new(),
-        backed_up_by: HashMap::new(),
+        backed_up_by: crate::commands::hosts::BackedUpBy::new(),
     }
 }
 

@@ -65,6 +65,8 @@ pub struct PoolJob {
     /// 1-based line of the section's first header.
     pub line: usize,
     pub images: ImageSelection,
+    /// `exclude`: images `images = *` leaves out (and listed names dropped, with a warning).
+    pub exclude: Exclude,
     pub destination: PathBuf,
     /// `destination directory` exactly as written, for messages that echo it.
     pub destination_text: String,
@@ -83,6 +85,8 @@ pub struct PoolJob {
     /// `compress threads`; `None`: one per core.
     pub compress_threads: Option<u32>,
     pub check_mode: bool,
+    /// `quiesce`: what `rbd snap create` asks of the clients mapping the image.
+    pub quiesce: crate::cluster::rbd::Quiesce,
     pub window: Window,
     /// Full mode only: which full backups a successful run keeps (none set: every one).
     pub keep: KeepRules,
@@ -157,6 +161,17 @@ impl PoolJob {
             keyring: self.ceph_keyring.clone(),
             timeout: self.ceph_timeout,
         }
+    }
+}
+
+/// Shell-style patterns (`*`, `?`, `[…]`) of image names a section leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclude(pub Vec<glob::Pattern>);
+
+impl Exclude {
+    /// Whether `image` is left out.
+    pub fn matches(&self, image: &str) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(image))
     }
 }
 

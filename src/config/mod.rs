@@ -46,7 +46,7 @@ mod values;
 pub mod window;
 
 use ini::*;
-pub use job::{BackupMode, Config, Coordination, ImageSelection, PoolJob};
+pub use job::{BackupMode, Config, Coordination, Exclude, ImageSelection, PoolJob};
 pub use keep::KeepRules;
 use schema::*;
 use values::*;
@@ -82,6 +82,8 @@ const MAX_QUOTED_CHARS: usize = 80;
 const MAX_MESSAGE_CHARS: usize = 500;
 
 const IMAGES: &str = "images";
+/// Shell-style patterns of image names a section leaves out.
+const EXCLUDE: &str = "exclude";
 const DESTINATION: &str = "destination directory";
 const CEPH_CONFIG: &str = "ceph config";
 const CEPH_USER: &str = "ceph user";
@@ -91,6 +93,8 @@ const COMPRESS: &str = "compress";
 const COMPRESS_LEVEL: &str = "compress level";
 const COMPRESS_THREADS: &str = "compress threads";
 const CHECK_MODE: &str = "check mode";
+/// Whether `rbd snap create` quiesces the image's clients first (`yes`, `no`, `ignore errors`).
+const QUIESCE: &str = "quiesce";
 const WINDOW_SIZE: &str = "window size";
 const WINDOW_UNIT: &str = "window unit";
 const CEPH_TIMEOUT: &str = "ceph timeout";
@@ -130,8 +134,9 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 30] = [
+const KNOWN_KEYS: [&str; 32] = [
     IMAGES,
+    EXCLUDE,
     DESTINATION,
     CEPH_CONFIG,
     CEPH_USER,
@@ -141,6 +146,7 @@ const KNOWN_KEYS: [&str; 30] = [
     COMPRESS_LEVEL,
     COMPRESS_THREADS,
     CHECK_MODE,
+    QUIESCE,
     WINDOW_SIZE,
     WINDOW_UNIT,
     CEPH_TIMEOUT,

@@ -27,6 +27,11 @@ pub(super) struct PoolReader<'a, 'p> {
 impl<'a> PoolReader<'a, '_> {
     pub(super) fn job(mut self) -> Result<PoolJob, Reported> {
         let images = self.required(IMAGES, parse_images);
+        let exclude = self.optional(EXCLUDE, parse_exclude);
+        let images = match (images, &exclude) {
+            (Ok(images), Ok(Some(exclude))) => self.drop_excluded(images, exclude),
+            (images, _) => images,
+        };
         let destination = self.required(DESTINATION, parse_required_text);
         let mode = self.required(BACKUP_MODE, parse_backup_mode);
         let encrypt_to = self.optional(ENCRYPT_TO, Recipients::parse);
@@ -44,6 +49,7 @@ impl<'a> PoolReader<'a, '_> {
         let compress_level = self.compress_level(compress.as_ref().ok().copied().flatten());
         let compress_threads = self.optional(COMPRESS_THREADS, parse_threads);
         let check_mode = self.optional(CHECK_MODE, parse_bool);
+        let quiesce = self.optional(QUIESCE, parse_quiesce);
         let window = self.window(mode.as_ref().ok().copied());
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
         let keep = self.keep_rules(mode.as_ref().ok().copied());
@@ -68,6 +74,7 @@ impl<'a> PoolReader<'a, '_> {
             pool: self.pool.name.clone(),
             line: self.pool.line,
             images: images?,
+            exclude: exclude?.unwrap_or_default(),
             destination: PathBuf::from(&destination_text),
             destination_text,
             ceph_config: PathBuf::from(ceph_config?.as_deref().unwrap_or(DEFAULT_CEPH_CONFIG)),
@@ -79,6 +86,7 @@ impl<'a> PoolReader<'a, '_> {
             compress_level: compress_level?,
             compress_threads: compress_threads?,
             check_mode: check_mode?.unwrap_or(false),
+            quiesce: quiesce?.unwrap_or_default(),
             window: window?,
             keep: keep?,
             keep_minimum: keep_minimum?,
@@ -137,6 +145,42 @@ impl<'a> PoolReader<'a, '_> {
                 self.record(Severity::Error, line, &at, key, message);
                 Reported
             })
+    }
+
+    /// Drops the listed images that `exclude` leaves out, each with a warning (a name written
+    /// and excluded is a contradiction, but the exclusion is the safer reading); an error when
+    /// none is left.
+    pub(super) fn drop_excluded(
+        &mut self,
+        images: ImageSelection,
+        exclude: &Exclude,
+    ) -> Result<ImageSelection, Reported> {
+        let ImageSelection::Named(names) = images else {
+            return Ok(images);
+        };
+        let (kept, dropped): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|name| !exclude.matches(name));
+        if dropped.is_empty() {
+            return Ok(ImageSelection::Named(kept));
+        }
+        let (entry, section) = self.written(EXCLUDE).ok_or(Reported)?;
+        let (line, section) = (entry.line, section.to_string());
+        if kept.is_empty() {
+            let message = "leaves out every image `images` lists: nothing would be backed up";
+            self.record(
+                Severity::Error,
+                line,
+                &section,
+                EXCLUDE,
+                message.to_string(),
+            );
+            return Err(Reported);
+        }
+        for name in dropped {
+            let message = format!("leaves out {}, which `images` lists", quoted(&name));
+            self.record(Severity::Warning, line, &section, EXCLUDE, message);
+        }
+        Ok(ImageSelection::Named(kept))
     }
 
     /// Refuses the listed images whose backup files would have names too long for the

@@ -64,6 +64,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
                 .map(std::string::ToString::to_string)
                 .collect(),
         ),
+        exclude: Exclude::default(),
         destination: PathBuf::from(destination),
         destination_text: destination.to_string(),
         ceph_config: PathBuf::from(DEFAULT_CEPH_CONFIG),
@@ -75,6 +76,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         compress_level: None,
         compress_threads: None,
         check_mode: false,
+        quiesce: crate::cluster::rbd::Quiesce::default(),
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
@@ -774,10 +776,10 @@ fn unknown_keys() {
     // Far from every known key: ignored with a warning, as the original ignored it.
     assert_eq!(
         warnings(&minimal("retention = 3")),
-        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, destination \
+        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, exclude, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
-         compress threads, check mode, window size, window unit, ceph timeout, keep last, keep \
-         daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
+         compress threads, check mode, quiesce, window size, window unit, ceph timeout, keep \
+         last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
          encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, metrics file, \
          state directory, wait, coordination pool, coordination lease)"
     );
@@ -2159,6 +2161,67 @@ fn wait_is_whole_seconds_up_to_a_week_in_default() {
     assert_eq!(
         problems(&minimal("wait = 60\n")),
         "t.conf:5: [rbd] wait: a run waits the same for every image: set it in [DEFAULT]"
+    );
+}
+
+#[test]
+fn quiesce_is_yes_no_or_ignore_errors() {
+    use crate::cluster::rbd::Quiesce;
+    for (value, expected) in [
+        ("yes", Quiesce::Required),
+        ("no", Quiesce::Skip),
+        ("off", Quiesce::Skip),
+        ("ignore errors", Quiesce::IgnoreErrors),
+        ("Ignore-Errors", Quiesce::IgnoreErrors),
+    ] {
+        let pool = only_pool(&minimal(&format!("quiesce = {value}\n")));
+        assert_eq!(pool.quiesce, expected, "{value}");
+    }
+    assert_eq!(only_pool(&minimal("")).quiesce, Quiesce::Required);
+    assert_eq!(
+        problems(&minimal("quiesce = sometimes\n")),
+        "t.conf:5: [rbd] quiesce: invalid value 'sometimes' (expected yes, no or ignore errors)"
+    );
+}
+
+#[test]
+fn exclude_leaves_out_images_by_pattern() {
+    let section = |images: &str, exclude: &str| {
+        format!(
+            "[rbd]\nimages = {images}\ndestination directory = /b\nbackup mode = full\n\
+             exclude = {exclude}\n"
+        )
+    };
+    let pool = only_pool(&section("*", "scratch-*, tmp?"));
+    for (image, left_out) in [
+        ("scratch-1", true),
+        ("tmp1", true),
+        ("tmp10", false),
+        ("vm", false),
+    ] {
+        assert_eq!(pool.exclude.matches(image), left_out, "{image}");
+    }
+    assert!(!only_pool(&minimal("")).exclude.matches("a"));
+    // A listed name that is excluded is dropped, with a warning naming it.
+    let text = section("vm, scratch-1, db", "scratch-*");
+    assert_eq!(
+        only_pool(&text).images,
+        ImageSelection::Named(vec!["vm".into(), "db".into()])
+    );
+    assert_eq!(
+        warnings(&text),
+        "t.conf:5: [rbd] exclude: leaves out 'scratch-1', which `images` lists"
+    );
+    assert_eq!(
+        problems(&section("scratch-1", "scratch-*")),
+        "t.conf:5: [rbd] exclude: leaves out every image `images` lists: nothing would be \
+         backed up"
+    );
+    assert!(problems(&section("*", "[abc"))
+        .starts_with("t.conf:5: [rbd] exclude: pattern '[abc' is not valid: "));
+    assert_eq!(
+        problems(&section("*", "a,,b")),
+        "t.conf:5: [rbd] exclude: empty pattern in 'a,,b' (doubled or trailing comma?)"
     );
 }
 

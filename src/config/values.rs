@@ -3,6 +3,23 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// `exclude`: comma-separated shell-style patterns (`*`, `?`, `[…]`) of image names.
+pub(super) fn parse_exclude(text: &str) -> Result<Exclude, String> {
+    let mut patterns = Vec::new();
+    for part in text.split(',').map(python_trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "empty pattern in {} (doubled or trailing comma?)",
+                quoted(text)
+            ));
+        }
+        let pattern = glob::Pattern::new(part)
+            .map_err(|err| format!("pattern {} is not valid: {}", quoted(part), err.msg))?;
+        patterns.push(pattern);
+    }
+    Ok(Exclude(patterns))
+}
+
 pub(super) fn parse_images(text: &str) -> Result<ImageSelection, String> {
     let names: Vec<&str> = text.split(',').map(python_trim).collect();
     if names == [""] {
@@ -110,6 +127,27 @@ pub(super) fn parse_backup_mode(text: &str) -> Result<BackupMode, String> {
         "incremental" => Ok(BackupMode::Incremental),
         _ => Err(format!(
             "invalid value {} (expected 'full' or 'incremental')",
+            quoted(text)
+        )),
+    }
+}
+
+/// `quiesce`: a yes/no word, or `ignore errors`.
+pub(super) fn parse_quiesce(text: &str) -> Result<crate::cluster::rbd::Quiesce, String> {
+    use crate::cluster::rbd::Quiesce;
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words == ["ignore", "errors"] || words == ["ignore", "error"] {
+        return Ok(Quiesce::IgnoreErrors);
+    }
+    match parse_bool(text) {
+        Ok(true) => Ok(Quiesce::Required),
+        Ok(false) => Ok(Quiesce::Skip),
+        Err(_) => Err(format!(
+            "invalid value {} (expected yes, no or ignore errors)",
             quoted(text)
         )),
     }

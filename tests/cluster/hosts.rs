@@ -160,6 +160,15 @@ fn three_hosts_back_up_every_image_exactly_once_per_round() {
         let host = &done_by[name].iter().find(|s| s.1 == "ok").unwrap().0;
         assert_eq!(image["host"].as_str(), Some(host.as_str()), "{image}");
     }
+    // `list --json` names it on each image's newest point.
+    let listing = w.list_json(&conf, &[], 0);
+    assert_eq!(listing.images().len(), images.len());
+    for image in listing.images() {
+        let name = image["image"].as_str().unwrap();
+        let host = &done_by[name].iter().find(|s| s.1 == "ok").unwrap().0;
+        let newest = image["restore_points"].as_array().unwrap().last().unwrap();
+        assert_eq!(newest["host"].as_str(), Some(host.as_str()), "{image}");
+    }
     // Every chain restores what its source snapshot holds, bit for bit.
     w.verify(&conf, &["--source"]).success();
     let chain: Vec<String> = w.files(&images[7]);

@@ -104,3 +104,47 @@ fn two_pools_in_one_file_run_in_file_order_and_a_missing_pool_does_not_stop_the_
         run.stderr
     );
 }
+
+#[test]
+fn exclude_leaves_images_out_of_a_wildcard_and_a_vanished_image_is_named_once_quiesce_skipped() {
+    let w = World::new();
+    for (seed, image) in ["vm1", "vm2", "scratch-a", "scratch-b"].iter().enumerate() {
+        w.create_image(image, 4 * MIB, 120 + seed as u64);
+    }
+    // `quiesce = no` reaches rbd, which takes it: no client is asked to quiesce.
+    let conf = w.config("images = *\nexclude = scratch-*\nbackup mode = incremental\nquiesce = no");
+    let run = w.backup(&conf).success();
+    assert!(
+        run.stdout.contains(" snap create --skip-quiesce "),
+        "{}",
+        run.stdout
+    );
+    for image in ["vm1", "vm2"] {
+        assert_eq!(w.backup_snapshots(image).len(), 1, "{image}");
+        assert!(run.stdout.contains(&format!("\t{}/{image}\n", w.pool)));
+    }
+    for image in ["scratch-a", "scratch-b"] {
+        assert!(w.backup_snapshots(image).is_empty(), "{image}");
+        assert!(!w.image_dir(image).exists(), "{image}");
+        assert!(!run.stdout.contains(image), "{}", run.stdout);
+    }
+    assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+
+    // vm2 is removed from the pool: the next run says so once, and keeps its backups.
+    rbd(&["snap", "purge", &w.spec("vm2")]);
+    rbd(&["rm", &w.spec("vm2")]);
+    next_second();
+    let run = w.backup(&conf).success();
+    let warnings: Vec<&str> = run.stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].contains(&format!(
+            "{}: vm2 backed up before, no longer in the pool",
+            w.pool
+        )),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.files("vm2").len(), 1);
+    assert_eq!(w.files("vm1").len(), 2);
+}
