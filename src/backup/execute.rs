@@ -38,7 +38,8 @@
 //! [`destinations`] decides each destination once; [`image`] is one image's run, its plan and
 //! its steps; [`files`] writes an image's files (an export published with its checksum first,
 //! a slide's new base); [`outcome`] is what the run achieved; [`last_run`] leaves the report in
-//! each destination; [`parallel`] runs images at once.
+//! each destination; [`parallel`] runs images at once; [`hooks`] runs the commands around a
+//! snapshot.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -612,6 +613,7 @@ fn compression_shown(compression: Compression) -> &'static str {
 
 mod destinations;
 mod files;
+mod hooks;
 mod image;
 mod last_run;
 mod outcome;

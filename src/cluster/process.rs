@@ -27,6 +27,12 @@ use tracing::debug;
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
 
+/// How much of a bounded command's output is read back ([`CommandLine::run_within`]).
+const OUTPUT_BYTES: u64 = 64 * 1024;
+
+/// How long a command stopped at its deadline has to end before it is killed.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// How far back before newly read stderr [`Interpreter::stalled`] is asked to look, so that a
 /// phrase straddling two reads is still seen whole.
 const STALL_LOOKBACK_BYTES: usize = 256;
@@ -177,6 +183,8 @@ pub struct CommandLine {
     /// Stop the child as soon as its interpreter reads in its stderr that an operation timed out
     /// (see [`CommandLine::stop_on_timeout`]).
     stop_on_timeout: bool,
+    /// Added to the child's environment.
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl CommandLine {
@@ -186,7 +194,14 @@ impl CommandLine {
             args: Vec::new(),
             interpreter: None,
             stop_on_timeout: false,
+            envs: Vec::new(),
         }
+    }
+
+    /// Adds `key=value` to the child's environment.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> CommandLine {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// Has the program's failures read by `interpreter` (`rbd`'s by [`super::ceph`]).
@@ -241,6 +256,7 @@ impl CommandLine {
         #[allow(clippy::disallowed_methods)] // this is the one door
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        command.envs(self.envs.iter().map(|(key, value)| (key, value)));
         let this_thread = std::thread::current().id();
         let inherited: Vec<RawFd> = (inherited().iter())
             .filter(|(thread, _)| *thread == this_thread)
@@ -322,6 +338,66 @@ impl CommandLine {
             Ok(_) => Ok(()),
             Err(err) => Err(CommandError::new(self, Failure::Input(err))),
         }
+    }
+
+    /// Runs the command to its end, stopping it (SIGTERM, then SIGKILL [`GRACE`] later) once
+    /// `limit` has passed, and returns what it wrote (stdout and stderr, at most
+    /// [`OUTPUT_BYTES`]). Its output goes to a file, never a pipe: a command that leaves a
+    /// process of its own behind holding its output (an admin's hook) cannot keep us waiting.
+    pub fn run_within(&self, limit: Duration) -> Result<Vec<u8>, CommandError> {
+        let started = Instant::now();
+        let result = self.run_bounded(limit);
+        log_end(&self.to_string(), started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    fn run_bounded(&self, limit: Duration) -> Result<Vec<u8>, CommandError> {
+        let spawn_failed = |err| CommandError::new(self, Failure::Spawn(err));
+        let output = tempfile::tempfile().map_err(spawn_failed)?;
+        // A group of its own, so that stopping it stops whatever it started too.
+        let mut child = self
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().map_err(spawn_failed)?)
+            .stderr(output.try_clone().map_err(spawn_failed)?)
+            .spawn()
+            .map_err(spawn_failed)?;
+        track(&child);
+        let (finished, watch) = std::sync::mpsc::channel::<()>();
+        let pid = child.id();
+        let watchdog = std::thread::spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError::Timeout;
+            if watch.recv_timeout(limit) != Err(Timeout) {
+                return false;
+            }
+            signal_group(pid, rustix::process::Signal::TERM);
+            if watch.recv_timeout(GRACE) == Err(Timeout) {
+                signal_group(pid, rustix::process::Signal::KILL);
+            }
+            true
+        });
+        let status = wait_and_untrack(&mut child);
+        drop(finished);
+        let stopped = watchdog.join().unwrap_or(false);
+        let mut said = Vec::new();
+        let mut output = output;
+        let _ = io::Seek::rewind(&mut output)
+            .and_then(|()| output.take(OUTPUT_BYTES).read_to_end(&mut said));
+        let status = status.map_err(|err| CommandError::new(self, Failure::Read(err)))?;
+        if stopped {
+            return Err(CommandError::new(self, Failure::Deadline(limit)));
+        }
+        if !status.success() {
+            return Err(CommandError::new(
+                self,
+                Failure::Exit {
+                    status,
+                    stderr: said,
+                },
+            ));
+        }
+        Ok(said)
     }
 
     /// Starts the command with its stdout available as a stream. Reading to the end also waits
@@ -424,6 +500,14 @@ fn stop_child(pid: u32) {
     }
 }
 
+/// Sends `signal` to the process group a child still running leads (see [`stop_child`]).
+fn signal_group(pid: u32, signal: rustix::process::Signal) {
+    let running = running();
+    if let (true, Some(pid)) = (running.contains(&pid), pid_of(pid)) {
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
 /// The stdout of a running child. Dropping it before the end kills the child.
 pub struct ChildReader {
     started: Instant,
@@ -500,6 +584,8 @@ enum Failure {
     Read(io::Error),
     /// Reading what we were feeding the command failed (it exited successfully regardless).
     Input(io::Error),
+    /// It ran longer than it may ([`CommandLine::run_within`]) and was stopped.
+    Deadline(Duration),
 }
 
 /// A command that could not be started, failed, or whose output could not be read.
@@ -593,6 +679,11 @@ impl fmt::Display for CommandError {
             Failure::Spawn(err) => write!(f, "cannot run {program}: {err}"),
             Failure::Read(err) => write!(f, "cannot read the output of {program}: {err}"),
             Failure::Input(err) => write!(f, "cannot feed the input of {program}: {err}"),
+            Failure::Deadline(limit) => write!(
+                f,
+                "{program} did not finish within {} and was stopped",
+                crate::progress::duration(*limit)
+            ),
             Failure::Exit { status, stderr } => {
                 let interpreter = self.interpreter.as_deref();
                 if let Some(cause) = interpreter.and_then(|i| i.cause(*status, stderr)) {
@@ -643,6 +734,45 @@ mod tests {
 
     fn sh(script: &str) -> CommandLine {
         CommandLine::new("sh").args(["-c", script])
+    }
+
+    #[test]
+    fn a_bounded_command_gets_its_environment_and_its_output_is_read_back() {
+        let said = sh("echo \"$CEPHBACKUP_IMAGE\"; echo to-stderr >&2")
+            .env("CEPHBACKUP_IMAGE", "vm 1")
+            .run_within(Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&said), "vm 1\nto-stderr\n");
+        let err = sh("echo frozen; echo 'cannot freeze' >&2; exit 3")
+            .run_within(Duration::from_secs(30))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "frozen / cannot freeze (sh exit status 3)");
+    }
+
+    #[test]
+    fn a_bounded_command_is_stopped_at_its_deadline_and_a_straggler_does_not_hold_us() {
+        let started = Instant::now();
+        let err = sh("sleep 30")
+            .run_within(Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sh did not finish within 0.3 s and was stopped"
+        );
+        // A command that ignores SIGTERM is killed after the grace period.
+        let err = sh("trap '' TERM; sleep 30")
+            .run_within(Duration::from_millis(300))
+            .unwrap_err();
+        assert!(err.to_string().contains("was stopped"), "{err}");
+        // A background process left holding the output does not keep us waiting.
+        sh("sleep 30 & echo started")
+            .run_within(Duration::from_secs(30))
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

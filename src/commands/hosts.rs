@@ -24,9 +24,15 @@ pub fn connect(
     host: Option<&str>,
     join: bool,
 ) -> Result<Option<Arc<Coordination>>> {
-    let Some(shared) = &config.coordination else {
-        return Ok(None);
-    };
+    match settings(config, host) {
+        Some(settings) => Coordination::connect(settings, join).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How to reach the configuration's coordination pool, when it sets one.
+fn settings(config: &Config, host: Option<&str>) -> Option<coordinate::Settings> {
+    let shared = config.coordination.as_ref()?;
     let identity = coordinate::identity(config.pools.iter().map(|job| {
         let mode = match job.mode {
             BackupMode::Full => "full",
@@ -34,15 +40,18 @@ pub fn connect(
         };
         (job.pool.as_str(), job.destination_text.as_str(), mode)
     }));
-    let settings = coordinate::Settings {
+    Some(coordinate::Settings {
         pool: shared.pool.clone(),
         lease: shared.lease,
         host: host.map_or_else(coordinate::hostname, str::to_string),
         cluster: shared.cluster.clone(),
         identity,
-    };
-    Coordination::connect(settings, join).map(Some)
+    })
 }
+
+/// The longest `list` and `status` wait for the coordination pool, in seconds: monitoring calls
+/// them with short deadlines of its own, and the hosts are only a detail of their answers.
+const DETAIL_TIMEOUT: u32 = 10;
 
 /// Which host completed a backup, by pool, image and snapshot (the newest of each image, as
 /// the hosts' shared memory holds it).
@@ -52,9 +61,16 @@ pub type BackedUpBy = std::collections::HashMap<(String, String, String), String
 /// cannot be read costs only this detail (said on stderr), never the verdict.
 pub fn backed_up_by(config: &Config) -> BackedUpBy {
     let read = || -> Result<Vec<crate::state::CompletedBy>> {
-        let Some(shared) = connect(config, None, false)? else {
+        let Some(mut settings) = settings(config, None) else {
             return Ok(Vec::new());
         };
+        let timeout = settings.cluster.timeout;
+        settings.cluster.timeout = if timeout == 0 {
+            DETAIL_TIMEOUT
+        } else {
+            timeout.min(DETAIL_TIMEOUT)
+        };
+        let shared = Coordination::connect(settings, false)?;
         let state = crate::state::HostState::open_shared(
             &config.state_dir(),
             crate::state::Access::ReadOnly,

@@ -87,6 +87,8 @@ pub struct PoolJob {
     pub check_mode: bool,
     /// `quiesce`: what `rbd snap create` asks of the clients mapping the image.
     pub quiesce: crate::cluster::rbd::Quiesce,
+    /// `pre snapshot command`, `post snapshot command` and `hook timeout`.
+    pub hooks: Hooks,
     pub window: Window,
     /// Full mode only: which full backups a successful run keeps (none set: every one).
     pub keep: KeepRules,
@@ -160,6 +162,25 @@ impl PoolJob {
             user: self.ceph_user.clone(),
             keyring: self.ceph_keyring.clone(),
             timeout: self.ceph_timeout,
+        }
+    }
+}
+
+/// Commands run around each snapshot the section takes: argument vectors (no shell unless the
+/// admin writes `sh -c`), each given at most `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    pub pre: Option<Vec<String>>,
+    pub post: Option<Vec<String>>,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            pre: None,
+            post: None,
+            timeout: std::time::Duration::from_secs(u64::from(super::DEFAULT_HOOK_TIMEOUT)),
         }
     }
 }

@@ -46,7 +46,7 @@ mod values;
 pub mod window;
 
 use ini::*;
-pub use job::{BackupMode, Config, Coordination, Exclude, ImageSelection, PoolJob};
+pub use job::{BackupMode, Config, Coordination, Exclude, Hooks, ImageSelection, PoolJob};
 pub use keep::KeepRules;
 use schema::*;
 use values::*;
@@ -79,7 +79,7 @@ pub const MAX_REPORTED_PROBLEMS: usize = 100;
 /// Characters of a name or quoted text shown in a problem, so every problem stays a short line.
 const MAX_QUOTED_CHARS: usize = 80;
 /// Characters of a problem's message shown: a backstop for messages built elsewhere.
-const MAX_MESSAGE_CHARS: usize = 500;
+const MAX_MESSAGE_CHARS: usize = 600;
 
 const IMAGES: &str = "images";
 /// Shell-style patterns of image names a section leaves out.
@@ -95,6 +95,13 @@ const COMPRESS_THREADS: &str = "compress threads";
 const CHECK_MODE: &str = "check mode";
 /// Whether `rbd snap create` quiesces the image's clients first (`yes`, `no`, `ignore errors`).
 const QUIESCE: &str = "quiesce";
+/// Commands run just before and just after an image's snapshot ([`Hooks`]), and how long each
+/// may take.
+const PRE_SNAPSHOT_COMMAND: &str = "pre snapshot command";
+const POST_SNAPSHOT_COMMAND: &str = "post snapshot command";
+const HOOK_TIMEOUT: &str = "hook timeout";
+/// Seconds a hook may run unless `hook timeout` says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT: u32 = 300;
 const WINDOW_SIZE: &str = "window size";
 const WINDOW_UNIT: &str = "window unit";
 const CEPH_TIMEOUT: &str = "ceph timeout";
@@ -134,7 +141,7 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 32] = [
+const KNOWN_KEYS: [&str; 35] = [
     IMAGES,
     EXCLUDE,
     DESTINATION,
@@ -147,6 +154,9 @@ const KNOWN_KEYS: [&str; 32] = [
     COMPRESS_THREADS,
     CHECK_MODE,
     QUIESCE,
+    PRE_SNAPSHOT_COMMAND,
+    POST_SNAPSHOT_COMMAND,
+    HOOK_TIMEOUT,
     WINDOW_SIZE,
     WINDOW_UNIT,
     CEPH_TIMEOUT,

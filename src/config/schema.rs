@@ -50,6 +50,9 @@ impl<'a> PoolReader<'a, '_> {
         let compress_threads = self.optional(COMPRESS_THREADS, parse_threads);
         let check_mode = self.optional(CHECK_MODE, parse_bool);
         let quiesce = self.optional(QUIESCE, parse_quiesce);
+        let pre_hook = self.optional(PRE_SNAPSHOT_COMMAND, parse_command);
+        let post_hook = self.optional(POST_SNAPSHOT_COMMAND, parse_command);
+        let hook_timeout = self.optional(HOOK_TIMEOUT, parse_hook_timeout);
         let window = self.window(mode.as_ref().ok().copied());
         let ceph_timeout = self.optional(CEPH_TIMEOUT, parse_ceph_timeout);
         let keep = self.keep_rules(mode.as_ref().ok().copied());
@@ -87,6 +90,13 @@ impl<'a> PoolReader<'a, '_> {
             compress_threads: compress_threads?,
             check_mode: check_mode?.unwrap_or(false),
             quiesce: quiesce?.unwrap_or_default(),
+            hooks: Hooks {
+                pre: pre_hook?,
+                post: post_hook?,
+                timeout: std::time::Duration::from_secs(u64::from(
+                    hook_timeout?.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+                )),
+            },
             window: window?,
             keep: keep?,
             keep_minimum: keep_minimum?,

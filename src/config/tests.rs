@@ -77,6 +77,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         compress_threads: None,
         check_mode: false,
         quiesce: crate::cluster::rbd::Quiesce::default(),
+        hooks: Hooks::default(),
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
@@ -778,8 +779,8 @@ fn unknown_keys() {
         warnings(&minimal("retention = 3")),
         "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, exclude, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
-         compress threads, check mode, quiesce, window size, window unit, ceph timeout, keep \
-         last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
+         compress threads, check mode, quiesce, pre snapshot command, post snapshot command, \
+         hook timeout, window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
          encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, metrics file, \
          state directory, wait, coordination pool, coordination lease)"
     );
@@ -2161,6 +2162,31 @@ fn wait_is_whole_seconds_up_to_a_week_in_default() {
     assert_eq!(
         problems(&minimal("wait = 60\n")),
         "t.conf:5: [rbd] wait: a run waits the same for every image: set it in [DEFAULT]"
+    );
+}
+
+#[test]
+fn hooks_are_argument_vectors_with_a_timeout() {
+    let pool = only_pool(&minimal(
+        "pre snapshot command = /usr/local/bin/freeze --vm 'web 1'\n\
+         post snapshot command = virsh domfsthaw web\nhook timeout = 120\n",
+    ));
+    let words = |list: &[&str]| Some(list.iter().map(|w| (*w).to_string()).collect());
+    assert_eq!(
+        pool.hooks.pre,
+        words(&["/usr/local/bin/freeze", "--vm", "web 1"])
+    );
+    assert_eq!(pool.hooks.post, words(&["virsh", "domfsthaw", "web"]));
+    assert_eq!(pool.hooks.timeout, std::time::Duration::from_secs(120));
+    assert_eq!(only_pool(&minimal("")).hooks, Hooks::default());
+    assert_eq!(
+        problems(&minimal("pre snapshot command = sh -c 'echo\n")),
+        "t.conf:5: [rbd] pre snapshot command: 'sh -c 'echo' has an unclosed quote"
+    );
+    assert_eq!(
+        problems(&minimal("hook timeout = 0\n")),
+        "t.conf:5: [rbd] hook timeout: invalid value '0' (expected whole seconds from 1 to \
+         86400, a day)"
     );
 }
 

@@ -132,6 +132,31 @@ pub(super) fn parse_backup_mode(text: &str) -> Result<BackupMode, String> {
     }
 }
 
+/// A hook: a command line split into words as a POSIX shell would (quotes, backslashes), but
+/// run as that argument vector, without a shell.
+pub(super) fn parse_command(text: &str) -> Result<Vec<String>, String> {
+    reject_line_breaks(text)?;
+    let words = shell_words::split(python_trim(text))
+        .map_err(|_| format!("{} has an unclosed quote", quoted(text)))?;
+    if words.is_empty() {
+        return Err("is empty (leave the key out for no command)".to_string());
+    }
+    Ok(words)
+}
+
+/// `hook timeout`: whole seconds from 1 to one day.
+pub(super) fn parse_hook_timeout(text: &str) -> Result<u32, String> {
+    unsigned_digits(text)?
+        .and_then(|digits| digits.parse::<u32>().ok())
+        .filter(|seconds| (1..=MAX_CEPH_TIMEOUT).contains(seconds))
+        .ok_or_else(|| {
+            format!(
+                "invalid value {} (expected whole seconds from 1 to {MAX_CEPH_TIMEOUT}, a day)",
+                quoted(text)
+            )
+        })
+}
+
 /// `quiesce`: a yes/no word, or `ignore errors`.
 pub(super) fn parse_quiesce(text: &str) -> Result<crate::cluster::rbd::Quiesce, String> {
     use crate::cluster::rbd::Quiesce;

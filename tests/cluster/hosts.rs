@@ -101,8 +101,9 @@ fn assert_once_each(reports: &[serde_json::Value], images: &[String], action: &s
             .collect();
         assert_eq!(done.len(), 1, "{image} backed up once: {seen:?}");
         assert_eq!(done[0].2, action, "{image}: {seen:?}");
-        for (host, status, _) in seen.iter().filter(|(_, status, _)| status != "ok") {
+        for (host, status, action) in seen.iter().filter(|(_, status, _)| status != "ok") {
             assert_eq!(status, "elsewhere", "{image}: {seen:?}");
+            assert_eq!(action, "skipped", "{image}: {seen:?}");
             assert_eq!(
                 host, &done[0].0,
                 "{image} is reported as its host's: {seen:?}"

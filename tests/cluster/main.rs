@@ -13,6 +13,7 @@ mod compression;
 mod config_errors;
 mod encryption;
 mod faults;
+mod hooks;
 mod host_state;
 mod hostile_backup;
 mod hostile_read;

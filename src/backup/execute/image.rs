@@ -67,6 +67,8 @@ impl<'s> ImageRun<'s> {
         let mut report = section.image_report(self.image);
         let done = self.done;
         report.action = match (&result, done.full, done.diff) {
+            // Another host's image: this run did nothing to it.
+            (Err(err), _, _) if err.is::<Elsewhere>() => Action::Skipped,
             (Err(_), _, _) => Action::Failed,
             (Ok(()), true, true) => Action::Slide,
             (Ok(()), true, false) => Action::Full,
@@ -427,7 +429,7 @@ impl<'s> ImageRun<'s> {
 
     /// Takes the run's snapshot, its intent recorded first: if this run dies, the next one knows
     /// the snapshot is its own leftover.
-    pub(super) fn create_snapshot(
+    pub(super) fn take_snapshot(
         &mut self,
         snap: &SnapName,
         backs: &BackupFile,
