@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// Seconds a lease lasts in these tests: a dead worker's image is taken over after this.
-const LEASE: u64 = 5;
+const LEASE: u64 = 8;
 
 /// A config for the world's pool whose hosts coordinate in that same pool.
 fn shared_config(w: &World, images: &str) -> PathBuf {

@@ -62,8 +62,14 @@ impl RunOutcome {
 
     /// The closing line of a run.
     pub fn summary(&self) -> String {
+        // A check-mode run backed nothing up: it says what a real run would have.
+        let done = if self.checked_only {
+            "would be backed up"
+        } else {
+            "backed up"
+        };
         let mut line = format!(
-            "Summary: {} image(s) backed up, {} failed, ",
+            "Summary: {} image(s) {done}, {} failed, ",
             self.images_done,
             self.failures.len(),
         );

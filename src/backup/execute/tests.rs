@@ -244,6 +244,13 @@ fn check_mode_changes_nothing_and_shows_the_steps_a_real_run_takes() {
     let snapshots = [w.fake.snapshots("rbd", "a"), w.fake.snapshots("rbd", "b")];
     let (checked, shown) = w.run(&conf, true);
     assert!(checked.succeeded() && checked.checked_only, "{checked:?}");
+    assert!(
+        checked
+            .summary()
+            .starts_with("Summary: 3 image(s) would be backed up, 0 failed, "),
+        "{}",
+        checked.summary()
+    );
     assert_eq!(checked.bytes_written, 0);
     assert_eq!(w.tree(), tree, "the destination is byte-identical");
     assert_eq!(
