@@ -20,6 +20,8 @@
 //!   configured image's coverage.
 //! - [`state`]: the host's own memory of its destinations (identity, filesystem, each image's
 //!   newest completed snapshot) and the key that seals the tool's records.
+//! - [`coordinate`]: several hosts sharing one configuration: each image's lease and the round
+//!   in a RADOS pool (librados, loaded when asked for), where [`state`] then keeps its facts.
 //! - [`clock`] (the wall clock a run reads, startable at a given second in test builds),
 //!   [`lock`] (per-image locks), [`interrupt`] (SIGINT/SIGTERM), [`output`] (stdout that never
 //!   panics, escaping, sizes and times for people), [`progress`] (bars on a terminal, durations),
@@ -33,8 +35,8 @@
 //!
 //! Layers, lowest first; each imports only layers before it (`src/layers.rs` checks that no
 //! two modules import each other): [`output`], [`progress`], [`report`]; [`cluster`];
-//! [`interrupt`]; [`folder`]; [`coordinate`]; [`state`], [`lock`]; [`config`]; [`backup`]; [`commands`] (the
-//! metrics textfile among them); [`cli`]; [`assets`].
+//! [`interrupt`]; [`folder`]; [`coordinate`]; [`state`], [`lock`]; [`config`]; [`backup`];
+//! [`commands`] (the metrics textfile among them); [`cli`]; [`assets`].
 //!
 //! Every module is private to the crate; the programs built from it reach in through [`bin`],
 //! the integration tests and examples through [`test_support`] (feature `test-support`).

@@ -1,7 +1,8 @@
-//! The cluster: the one module that starts processes ([`process`]), what Ceph's tools say when
-//! they fail ([`ceph`]: exit statuses, log lines, refused logins), and how each `rbd` verb is
-//! spelled ([`rbd`]), and the one `rados` query ([`rados`]). The unit tests talk to an in-memory cluster instead (`fake`, built for
-//! tests only); check mode to its twin that changes nothing ([`check`]).
+//! The cluster: the one module that starts processes ([`process`]: `rbd`, `tar`, the
+//! administrator's hooks), what Ceph's tools say when they fail ([`ceph`]: exit statuses, log
+//! lines, refused logins), how each `rbd` verb is spelled ([`rbd`]), and the one `rados` query
+//! ([`rados`]). The unit tests talk to an in-memory cluster instead (`fake`, built for tests
+//! only); check mode to its twin that changes nothing ([`check`]).
 
 pub mod ceph;
 pub mod check;
