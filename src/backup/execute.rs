@@ -8,8 +8,8 @@
 //! saying so ([`Change::Skipped`], a door that stages no file), so a dry run shows exactly what
 //! a real run would do and changes nothing. Reading (listing snapshots and files, proving a file
 //! it would reuse) happens in both modes. The few other things check mode decides (a shared
-//! lock, asking the snapshot limit up front, the "checked" status, no last-run file) ask
-//! [`Section::checking`].
+//! lock and no coordination lease, asking the snapshot limit up front, hooks shown and not run,
+//! the "checked" status, no last-run file) ask [`Section::checking`].
 //!
 //! Before any section starts, every destination is decided once ([`destinations`], with the rules
 //! of [`crate::backup::destination`]): from its records and from this host's memory of it
@@ -448,11 +448,7 @@ impl<'a> Section<'a> {
             pool: self.job.pool.clone(),
             image: image.to_string(),
             destination: self.job.destination_text.clone(),
-            mode: match self.job.mode {
-                BackupMode::Full => "full",
-                BackupMode::Incremental => "incremental",
-            }
-            .into(),
+            mode: self.job.mode.as_str().into(),
             action: Action::Skipped,
             status: ImageStatus::Ok,
             files_written: Vec::new(),

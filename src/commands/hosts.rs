@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::cluster::rados::{lock_holders, LockHolder};
-use crate::config::{BackupMode, Config};
+use crate::config::Config;
 use crate::coordinate::{self, lease_object, Coordination, LOCK_NAME, ROUND_LOCK};
 use crate::output::escaped;
 use crate::report::Envelope;
@@ -34,11 +34,11 @@ pub fn connect(
 fn settings(config: &Config, host: Option<&str>) -> Option<coordinate::Settings> {
     let shared = config.coordination.as_ref()?;
     let identity = coordinate::identity(config.pools.iter().map(|job| {
-        let mode = match job.mode {
-            BackupMode::Full => "full",
-            BackupMode::Incremental => "incremental",
-        };
-        (job.pool.as_str(), job.destination_text.as_str(), mode)
+        (
+            job.pool.as_str(),
+            job.destination_text.as_str(),
+            job.mode.as_str(),
+        )
     }));
     Some(coordinate::Settings {
         pool: shared.pool.clone(),

@@ -209,3 +209,13 @@ pub enum BackupMode {
     Full,
     Incremental,
 }
+
+impl BackupMode {
+    /// The mode as the configuration and the reports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMode::Full => "full",
+            BackupMode::Incremental => "incremental",
+        }
+    }
+}

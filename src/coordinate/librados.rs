@@ -355,7 +355,8 @@ impl Pool {
     pub fn lockers(&self, object: &str, name: &str) -> Result<Lockers, RadosError> {
         let (oid, lock_name) = (c(object)?, c(name)?);
         let mut sizes = [256usize; 4];
-        // Two rounds at most: the first says how much room the lists need when it was short.
+        // A short buffer makes librados say how much room the lists need, and the next round
+        // has it; a third covers holders that came between the two.
         for _ in 0..3 {
             let mut buffers: Vec<Vec<u8>> = sizes.iter().map(|&size| vec![0u8; size]).collect();
             let mut exclusive: c_int = 0;
