@@ -396,3 +396,78 @@ fn a_missing_or_unwritable_coordination_pool_is_one_line_at_load() {
     assert!(w.backup_snapshots("m1").is_empty());
     let _ = ceph(&["auth", "rm", &user]);
 }
+
+/// `rados --pool POOL ARGS` against the test cluster; panics with its stderr when it fails.
+fn rados(pool: &str, args: &[&str]) -> String {
+    let out = Command::new("rados")
+        .arg("--conf")
+        .arg(&cluster().conf)
+        .args(["--pool", pool])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rados {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_host_that_holds_a_lease_only_to_look_is_never_named_as_the_backer() {
+    let w = World::new();
+    w.create_image("t1", 4 * MIB, 1);
+    let conf = shared_config(&w, "t1");
+    let first = finish_within(worker(&w, &conf, "w0", &[], None), Duration::from_secs(120));
+    assert_eq!(first.success().json()["images"][0]["status"], "ok");
+    // A round the test keeps open: every worker below joins it.
+    let objects = rados(&w.pool, &["ls"]);
+    let round_object = objects
+        .lines()
+        .find(|name| name.starts_with("cephbackup.round."))
+        .expect("the round's object");
+    rados(
+        &w.pool,
+        &[
+            "lock",
+            "get",
+            round_object,
+            "round",
+            "--lock-type",
+            "shared",
+            "--lock-tag",
+            "test-round",
+            "--lock-cookie",
+            "keeper",
+            "--lock-duration",
+            "120",
+        ],
+    );
+    w.write_data("t1", 2);
+    next_second();
+    let done = finish_within(worker(&w, &conf, "w3", &[], None), Duration::from_secs(120));
+    assert_eq!(done.success().json()["images"][0]["status"], "ok");
+    // w2 holds the image's lease now, as a host does while it reads that w3 completed it.
+    let lease = format!("cephbackup.lease.{}/t1", w.pool);
+    rados(
+        &w.pool,
+        &[
+            "lock",
+            "get",
+            &lease,
+            "cephbackup",
+            "--lock-cookie",
+            "w2",
+            "--lock-duration",
+            "120",
+        ],
+    );
+    let report = finish_within(worker(&w, &conf, "w1", &[], None), Duration::from_secs(120))
+        .success()
+        .json();
+    let image = &report["images"][0];
+    assert_eq!(image["status"], "elsewhere", "{report}");
+    assert_eq!(image["host"], "w3", "the host that backed it up: {report}");
+    assert_eq!(w.files("t1").len(), 2, "{:?}", w.files("t1"));
+}

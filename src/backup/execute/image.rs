@@ -164,8 +164,12 @@ impl<'s> ImageRun<'s> {
             Instant::now() + options.wait,
         )?;
         if let (Some(coordination), false) = (&options.coordination, self.section.checking()) {
-            let lease = coordination.take_image(self.pool(), self.image, options.lease_wait)?;
-            self.lease = Some(lease?);
+            match coordination.take_image(self.pool(), self.image, options.lease_wait)? {
+                Ok(lease) => self.lease = Some(lease),
+                // The holder may only be looking at what a third host completed in this round:
+                // that host is the one that backed it up.
+                Err(held) => return Err(self.completed_this_round()?.unwrap_or(held).into()),
+            }
             if let Some(done) = self.completed_this_round()? {
                 return Err(done.into());
             }
