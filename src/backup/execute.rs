@@ -222,6 +222,7 @@ pub fn run(config: &Config, options: &RunOptions) -> RunOutcome {
                 options,
                 &unreachable,
                 &config.path,
+                config.parallel_images,
             )
         })
         .collect();
@@ -289,6 +290,15 @@ struct Section<'a> {
     /// How its destination is used this run, shared with the other sections using it; set
     /// before any section runs.
     destination: OnceLock<Arc<DestinationUse>>,
+    /// `parallel images`: also how many of a group's members export at once.
+    parallel: u32,
+}
+
+/// What a run backs up in one turn: an image, or a group's images snapshotted together.
+#[derive(Debug, Clone, Copy)]
+enum Unit<'j> {
+    Image(&'j str),
+    Group(&'j crate::config::ImageGroup),
 }
 
 impl<'a> Section<'a> {
@@ -298,6 +308,7 @@ impl<'a> Section<'a> {
         options: &'a RunOptions,
         unreachable: &'a Unreachable,
         config_path: &'a Path,
+        parallel: u32,
     ) -> Section<'a> {
         let cluster = job.cluster();
         let real: Box<dyn ClusterOps> = match options.cluster {
@@ -321,6 +332,7 @@ impl<'a> Section<'a> {
             config_path,
             started: AtomicBool::new(false),
             destination: OnceLock::new(),
+            parallel,
         }
     }
 
@@ -368,11 +380,40 @@ impl<'a> Section<'a> {
             Ok(images) => images,
             Err(failed) => return outcome.absorb_section(failed),
         };
-        for image in &images {
+        for unit in self.units(&images) {
             if interrupt::received().is_some() {
                 break;
             }
-            outcome.absorb(self.back_up(image));
+            for done in self.back_up_unit(unit) {
+                outcome.absorb(done);
+            }
+        }
+    }
+
+    /// The run's turns for `images`, in their order: a group takes the place of its first
+    /// member.
+    fn units<'i>(&'i self, images: &'i [String]) -> Vec<Unit<'i>> {
+        let mut units = Vec::new();
+        for image in images {
+            match self.job.group_of(image) {
+                None => units.push(Unit::Image(image)),
+                Some(group) => {
+                    if !units
+                        .iter()
+                        .any(|unit| matches!(unit, Unit::Group(g) if std::ptr::eq(*g, group)))
+                    {
+                        units.push(Unit::Group(group));
+                    }
+                }
+            }
+        }
+        units
+    }
+
+    fn back_up_unit(&self, unit: Unit<'_>) -> Vec<ImageDone> {
+        match unit {
+            Unit::Image(image) => vec![self.back_up(image)],
+            Unit::Group(group) => self.back_up_group(group),
         }
     }
 
@@ -548,6 +589,15 @@ impl<'a> Section<'a> {
                     );
                 }
                 self.warn_of_vanished(&images, &excluded);
+                // A group's member the pool lacks is missed like a listed image: it fails.
+                let mut images = images;
+                for group in &self.job.groups {
+                    for member in &group.images {
+                        if !images.contains(member) {
+                            images.push(member.clone());
+                        }
+                    }
+                }
                 Ok(images)
             }
         }
@@ -609,6 +659,7 @@ fn compression_shown(compression: Compression) -> &'static str {
 
 mod destinations;
 mod files;
+mod group;
 mod hooks;
 mod image;
 mod last_run;

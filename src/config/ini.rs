@@ -225,7 +225,7 @@ impl<'a> IniReader<'a> {
             let message = "option outside any section (add a '[pool]' header above it)";
             self.report(number, Some(&key), message.to_string());
         }
-        if !KNOWN_KEYS.contains(&key.as_str()) {
+        if !KNOWN_KEYS.contains(&key.as_str()) && group_name(&key).is_none() {
             if let Some(section) = self.current_section() {
                 self.unknown_keys.push(UnknownKey {
                     line: number,

@@ -89,6 +89,8 @@ pub struct PoolJob {
     pub quiesce: crate::cluster::rbd::Quiesce,
     /// `pre snapshot command`, `post snapshot command` and `hook timeout`.
     pub hooks: Hooks,
+    /// `group NAME = images`: images whose snapshots are taken together, in file order.
+    pub groups: Vec<ImageGroup>,
     pub window: Window,
     /// Full mode only: which full backups a successful run keeps (none set: every one).
     pub keep: KeepRules,
@@ -163,6 +165,26 @@ impl PoolJob {
             keyring: self.ceph_keyring.clone(),
             timeout: self.ceph_timeout,
         }
+    }
+}
+
+/// Images snapshotted together (a virtual machine's disks): one pre command, their snapshots
+/// back to back under one name, one post command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageGroup {
+    /// The name after `group` (lowercase, as the reader keeps keys).
+    pub name: String,
+    /// Distinct image names, each an image the section backs up, in the order written.
+    pub images: Vec<String>,
+    pub line: usize,
+}
+
+impl PoolJob {
+    /// The group `image` belongs to, if any.
+    pub fn group_of(&self, image: &str) -> Option<&ImageGroup> {
+        self.groups
+            .iter()
+            .find(|group| group.images.iter().any(|member| member == image))
     }
 }
 

@@ -46,7 +46,9 @@ mod values;
 pub mod window;
 
 use ini::*;
-pub use job::{BackupMode, Config, Coordination, Exclude, Hooks, ImageSelection, PoolJob};
+pub use job::{
+    BackupMode, Config, Coordination, Exclude, Hooks, ImageGroup, ImageSelection, PoolJob,
+};
 pub use keep::KeepRules;
 use schema::*;
 use values::*;
@@ -98,6 +100,8 @@ const QUIESCE: &str = "quiesce";
 /// Commands run just before and just after an image's snapshot ([`Hooks`]), and how long each
 /// may take.
 const PRE_SNAPSHOT_COMMAND: &str = "pre snapshot command";
+/// `group NAME = image, image`: a key whose name is this prefix and the group's name.
+const GROUP_PREFIX: &str = "group ";
 const POST_SNAPSHOT_COMMAND: &str = "post snapshot command";
 const HOOK_TIMEOUT: &str = "hook timeout";
 /// Seconds a hook may run unless `hook timeout` says otherwise.
@@ -178,6 +182,11 @@ const KNOWN_KEYS: [&str; 35] = [
     COORDINATION_POOL,
     COORDINATION_LEASE,
 ];
+/// The group a `group NAME` key names, when `key` is one.
+fn group_name(key: &str) -> Option<&str> {
+    key.strip_prefix(GROUP_PREFIX).map(python_trim)
+}
+
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
 /// are set would then remove what the admin meant that one to keep.

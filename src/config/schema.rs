@@ -32,6 +32,10 @@ impl<'a> PoolReader<'a, '_> {
             (Ok(images), Ok(Some(exclude))) => self.drop_excluded(images, exclude),
             (images, _) => images,
         };
+        let groups = self.groups(
+            images.as_ref().ok(),
+            exclude.as_ref().ok().and_then(Option::as_ref),
+        );
         let destination = self.required(DESTINATION, parse_required_text);
         let mode = self.required(BACKUP_MODE, parse_backup_mode);
         let encrypt_to = self.optional(ENCRYPT_TO, Recipients::parse);
@@ -97,6 +101,7 @@ impl<'a> PoolReader<'a, '_> {
                     hook_timeout?.unwrap_or(DEFAULT_HOOK_TIMEOUT),
                 )),
             },
+            groups: groups?,
             window: window?,
             keep: keep?,
             keep_minimum: keep_minimum?,
@@ -155,6 +160,100 @@ impl<'a> PoolReader<'a, '_> {
                 self.record(Severity::Error, line, &at, key, message);
                 Reported
             })
+    }
+
+    /// The section's `group NAME` keys: each member an image the section backs up (listed, or
+    /// any with `images = *`), not excluded, and in one group only. A group in `[DEFAULT]` would
+    /// name images of every pool, so it is refused there.
+    pub(super) fn groups(
+        &mut self,
+        images: Option<&ImageSelection>,
+        exclude: Option<&Exclude>,
+    ) -> Result<Vec<ImageGroup>, Reported> {
+        let defaults = self.defaults;
+        let mut failed = false;
+        for entry in defaults
+            .entries
+            .iter()
+            .filter(|e| group_name(&e.key).is_some())
+        {
+            let message = "a group names images of one pool: write it in that pool's section";
+            self.record(
+                Severity::Error,
+                entry.line,
+                &defaults.name,
+                &entry.key,
+                message.to_string(),
+            );
+            failed = true;
+        }
+        let pool = self.pool;
+        let mut groups: Vec<ImageGroup> = Vec::new();
+        for entry in pool.entries.iter() {
+            let Some(name) = group_name(&entry.key) else {
+                continue;
+            };
+            let members = match self.group_members(entry, name, images, exclude, &groups) {
+                Ok(members) => members,
+                Err(message) => {
+                    self.record(Severity::Error, entry.line, &pool.name, &entry.key, message);
+                    failed = true;
+                    continue;
+                }
+            };
+            groups.push(ImageGroup {
+                name: name.to_string(),
+                images: members,
+                line: entry.line,
+            });
+        }
+        if failed {
+            return Err(Reported);
+        }
+        Ok(groups)
+    }
+
+    fn group_members(
+        &mut self,
+        entry: &RawEntry,
+        name: &str,
+        images: Option<&ImageSelection>,
+        exclude: Option<&Exclude>,
+        earlier: &[ImageGroup],
+    ) -> Result<Vec<String>, String> {
+        if name.is_empty() {
+            return Err("a group needs a name: `group NAME = image, image`".to_string());
+        }
+        let text = self.expand_references(&entry.value)?;
+        let ImageSelection::Named(members) = parse_images(&text)? else {
+            return Err("'*' cannot be a group's member: name the images".to_string());
+        };
+        for member in &members {
+            if let Some(ImageSelection::Named(listed)) = images {
+                if !listed.contains(member) {
+                    return Err(format!(
+                        "names {}, which `images` does not list",
+                        quoted(member)
+                    ));
+                }
+            }
+            if exclude.is_some_and(|exclude| exclude.matches(member)) {
+                return Err(format!(
+                    "names {}, which `exclude` leaves out",
+                    quoted(member)
+                ));
+            }
+            if let Some(other) = earlier.iter().find(|g| g.images.contains(member)) {
+                return Err(format!(
+                    "names {}, which group {} at line {} has already (an image is in one \
+                     group only)",
+                    quoted(member),
+                    quoted(&other.name),
+                    other.line
+                ));
+            }
+        }
+        Ok(members)
     }
 
     /// Drops the listed images that `exclude` leaves out, each with a warning (a name written

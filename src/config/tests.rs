@@ -78,6 +78,7 @@ fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
         check_mode: false,
         quiesce: crate::cluster::rbd::Quiesce::default(),
         hooks: Hooks::default(),
+        groups: Vec::new(),
         window: DEFAULT_WINDOW,
         keep: KeepRules::default(),
         keep_minimum: DEFAULT_KEEP_MINIMUM,
@@ -2249,6 +2250,56 @@ fn exclude_leaves_out_images_by_pattern() {
         problems(&section("*", "a,,b")),
         "t.conf:5: [rbd] exclude: empty pattern in 'a,,b' (doubled or trailing comma?)"
     );
+}
+
+#[test]
+fn groups_name_images_the_section_backs_up_each_in_one_group() {
+    let section = |images: &str, extra: &str| {
+        format!("[rbd]\nimages = {images}\ndestination directory = /b\nbackup mode = full\n{extra}")
+    };
+    let pool = only_pool(&section(
+        "vm42-disk0, vm42-disk1, db",
+        "group VM42 = vm42-disk0, vm42-disk1\n",
+    ));
+    let expected = ImageGroup {
+        name: "vm42".into(),
+        images: vec!["vm42-disk0".into(), "vm42-disk1".into()],
+        line: 5,
+    };
+    assert_eq!(pool.groups, vec![expected.clone()]);
+    assert_eq!(pool.group_of("vm42-disk1"), Some(&expected));
+    assert_eq!(pool.group_of("db"), None);
+    // With `images = *` any name may be a member: the pool is listed at run time.
+    let pool = only_pool(&section("*", "group a = x, y\ngroup b = z\n"));
+    assert_eq!(pool.groups.len(), 2);
+    assert_eq!(
+        problems(&section("vm0, vm1", "group g = vm0, vm2\n")),
+        "t.conf:5: [rbd] group g: names 'vm2', which `images` does not list"
+    );
+    assert_eq!(
+        problems(&section("*", "exclude = tmp*\ngroup g = vm0, tmp1\n")),
+        "t.conf:6: [rbd] group g: names 'tmp1', which `exclude` leaves out"
+    );
+    assert_eq!(
+        problems(&section("*", "group a = x, y\ngroup b = y\n")),
+        "t.conf:6: [rbd] group b: names 'y', which group 'a' at line 5 has already (an image \
+         is in one group only)"
+    );
+    assert_eq!(
+        problems(&section("*", "group g = *\n")),
+        "t.conf:5: [rbd] group g: '*' cannot be a group's member: name the images"
+    );
+    assert_eq!(
+        problems(&section("*", "group g = a,,b\n")),
+        "t.conf:5: [rbd] group g: empty image name in 'a,,b' (doubled or trailing comma?)"
+    );
+    assert_eq!(
+        problems(&format!("[DEFAULT]\ngroup g = a\n{}", section("*", ""))),
+        "t.conf:2: [DEFAULT] group g: a group names images of one pool: write it in that \
+         pool's section"
+    );
+    // `group` alone is a key with no group name: a typo'd key is still told apart.
+    assert!(warnings(&section("*", "grup g = a\n")).contains("unknown key"));
 }
 
 #[test]

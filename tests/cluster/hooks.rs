@@ -161,3 +161,123 @@ fn sigterm_between_the_hooks_still_runs_the_post_hook() {
         w.backup_snapshots("vm")
     );
 }
+
+/// A hook for groups and single images: appends to `hooks.log` which command it is, the group,
+/// the images, the snapshot name and how many of the images have that snapshot yet. The group's
+/// pre command fails while `fail-group` exists.
+fn group_hook(w: &World) -> PathBuf {
+    let path = w.tmp.path().join("group-hook.sh");
+    let script = format!(
+        "#!/bin/sh\n\
+         images=\"${{CEPHBACKUP_IMAGES:-$CEPHBACKUP_IMAGE}}\"\n\
+         seen=0\n\
+         for image in $images; do\n\
+         \x20 if rbd --conf \"$CEPHBACKUP_CEPH_CONFIG\" snap ls \"$CEPHBACKUP_POOL/$image\" \
+         | grep -q \"$CEPHBACKUP_SNAPSHOT\"; then seen=$((seen + 1)); fi\n\
+         done\n\
+         echo \"$CEPHBACKUP_HOOK group=${{CEPHBACKUP_GROUP:-}} images=$(echo $images) \
+         snap=$CEPHBACKUP_SNAPSHOT seen=$seen taken=${{CEPHBACKUP_SNAPSHOT_TAKEN:-}}\" >> '{log}'\n\
+         if [ -e '{fail}' ] && [ -n \"${{CEPHBACKUP_GROUP:-}}\" ] && [ \"$CEPHBACKUP_HOOK\" = pre ]; \
+         then echo 'guest agent not running' >&2; exit 3; fi\n",
+        log = w.tmp.path().join("hooks.log").display(),
+        fail = w.tmp.path().join("fail-group").display(),
+    );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_group_is_frozen_once_and_its_images_share_one_snapshot_name() {
+    let w = World::new();
+    for (seed, image) in ["d0", "d1", "solo"].iter().enumerate() {
+        w.create_image(image, 4 * MIB, seed as u64 + 1);
+    }
+    let hook = group_hook(&w);
+    let body = |defaults: &str| {
+        format!(
+            "[DEFAULT]\n{defaults}\n[{pool}]\ndestination directory = {dest}\nceph config = {conf}\n\
+             images = d0, solo, d1\nbackup mode = incremental\ngroup vm42 = d0, d1\n\
+             pre snapshot command = {hook}\npost snapshot command = {hook}\n",
+            pool = w.pool,
+            dest = w.dest.display(),
+            conf = cluster().conf.display(),
+            hook = hook.display(),
+        )
+    };
+    let one_at_a_time = w.write_config(&body(""));
+    let checked = with_conf(&w, &one_at_a_time, &["--check"]).success();
+    assert_eq!(
+        checked.stdout.matches("# pre snapshot command: ").count(),
+        2,
+        "one for the group, one for solo: {}",
+        checked.stdout
+    );
+    assert!(hook_log(&w).is_empty(), "check mode ran a hook");
+
+    // Two nights: one at a time, then the group's exports two at once.
+    let two_at_once = w.write_config(&body("parallel images = 2"));
+    for (night, conf) in [&one_at_a_time, &two_at_once].into_iter().enumerate() {
+        fs::remove_file(w.tmp.path().join("hooks.log")).ok();
+        if night > 0 {
+            for (seed, image) in ["d0", "d1", "solo"].iter().enumerate() {
+                w.write_data(image, 10 + seed as u64);
+            }
+            next_second();
+        }
+        let run = w.backup(conf).success();
+        let d0 = w.backup_snapshots("d0");
+        assert_eq!(
+            d0,
+            w.backup_snapshots("d1"),
+            "one name for the group's snapshots"
+        );
+        assert_eq!(d0.len(), night + 1);
+        let snap = d0.last().unwrap();
+        let log = hook_log(&w);
+        let group: Vec<&String> = log.iter().filter(|l| l.contains("group=vm42")).collect();
+        assert_eq!(
+            group,
+            [
+                &format!("pre group=vm42 images=d0 d1 snap={snap} seen=0 taken="),
+                &format!("post group=vm42 images=d0 d1 snap={snap} seen=2 taken=yes"),
+            ],
+            "{}",
+            run.stderr
+        );
+        assert_eq!(log.len(), 4, "and one pair for solo: {log:?}");
+        assert!(
+            log.iter().any(|l| l.starts_with("pre group= images=solo")),
+            "{log:?}"
+        );
+        for image in ["d0", "d1", "solo"] {
+            assert_eq!(w.files(image).len(), night + 1, "{image}");
+        }
+    }
+    w.verify(&two_at_once, &["--source"]).success();
+
+    // The group's pre command fails: neither member is snapshotted, both fail, solo goes on,
+    // and the post command thaws.
+    fs::write(w.tmp.path().join("fail-group"), "").unwrap();
+    fs::remove_file(w.tmp.path().join("hooks.log")).unwrap();
+    next_second();
+    let run = w.backup(&two_at_once).code(1);
+    for image in ["d0", "d1"] {
+        assert!(
+            run.stderr.contains(&format!(
+                "{}/{image}: the pre snapshot command failed: guest agent not running",
+                w.pool
+            )),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(w.backup_snapshots(image).len(), 2, "{image}");
+    }
+    assert_eq!(w.backup_snapshots("solo").len(), 3);
+    let log = hook_log(&w);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("post group=vm42") && l.ends_with("seen=0 taken=no")),
+        "{log:?}"
+    );
+}

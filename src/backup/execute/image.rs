@@ -26,6 +26,12 @@ pub(super) struct ImageRun<'s> {
     pub(super) remembered: Option<Completed>,
     /// With coordination: the image's lease, renewed before every change.
     pub(super) lease: Option<Lease>,
+    /// The image's lock, held from [`ImageRun::begin`] to the end of the run.
+    pub(super) lock: Option<lock::ImageLock>,
+    /// A group's members plan at the group's moment, so their snapshots share one name.
+    pub(super) at: Option<DateTime<Utc>>,
+    /// A member of a group: the group's commands run around its snapshot, not the image's.
+    pub(super) grouped: bool,
 }
 
 /// What an image's run did (or, in check mode, would do), as the report tells it.
@@ -57,6 +63,9 @@ impl<'s> ImageRun<'s> {
             record_blocked: false,
             remembered: None,
             lease: None,
+            lock: None,
+            at: None,
+            grouped: false,
         }
     }
 
@@ -144,39 +153,10 @@ impl<'s> ImageRun<'s> {
     }
 
     pub(super) fn run(&mut self) -> Result<()> {
-        naming::check_name("image", self.image).map_err(anyhow::Error::msg)?;
-        // Listed names were checked when the configuration loaded; `images = *` finds its here,
-        // before any snapshot is taken for a file that could not be written.
-        let diffs = self.section.job.mode == BackupMode::Incremental;
-        naming::check_name_length(self.image, diffs, self.section.job.encrypt_to.is_some())
-            .map_err(anyhow::Error::msg)?;
-        let options = self.section.options;
-        let kind = if self.section.checking() {
-            lock::Kind::Shared
-        } else {
-            lock::Kind::Exclusive
-        };
-        let _lock = lock::lock_image(
-            &options.lock_dir,
-            self.pool(),
-            self.image,
-            kind,
-            Instant::now() + options.wait,
-        )?;
-        if let (Some(coordination), false) = (&options.coordination, self.section.checking()) {
-            match coordination.take_image(self.pool(), self.image, options.lease_wait)? {
-                Ok(lease) => self.lease = Some(lease),
-                // The holder may only be looking at what a third host completed in this round:
-                // that host is the one that backed it up.
-                Err(held) => return Err(self.completed_this_round()?.unwrap_or(held).into()),
-            }
-            if let Some(done) = self.completed_this_round()? {
-                return Err(done.into());
-            }
-        }
+        self.begin()?;
         let mut result = self
             .plan_in_a_free_second(None)
-            .and_then(|plan| self.perform(&plan));
+            .and_then(|plan| self.perform(&plan, ..));
         // A real run learns the snapshot limit only once Ceph refused its snapshot, so a steady
         // run starts no extra `rbd`; it then plans again within the limit.
         // (Check mode never creates a snapshot, so it is never refused one.)
@@ -191,8 +171,51 @@ impl<'s> ImageRun<'s> {
             );
             result = self
                 .plan_in_a_free_second(limit)
-                .and_then(|plan| self.perform(&plan));
+                .and_then(|plan| self.perform(&plan, ..));
         }
+        self.settle(result)
+    }
+
+    /// What comes before the plan: the name checked, the image's lock taken and, with
+    /// coordination, its lease (or the host that has it, as the error).
+    pub(super) fn begin(&mut self) -> Result<()> {
+        naming::check_name("image", self.image).map_err(anyhow::Error::msg)?;
+        // Listed names were checked when the configuration loaded; `images = *` finds its here,
+        // before any snapshot is taken for a file that could not be written.
+        let diffs = self.section.job.mode == BackupMode::Incremental;
+        naming::check_name_length(self.image, diffs, self.section.job.encrypt_to.is_some())
+            .map_err(anyhow::Error::msg)?;
+        let options = self.section.options;
+        let kind = if self.section.checking() {
+            lock::Kind::Shared
+        } else {
+            lock::Kind::Exclusive
+        };
+        self.lock = Some(lock::lock_image(
+            &options.lock_dir,
+            self.pool(),
+            self.image,
+            kind,
+            Instant::now() + options.wait,
+        )?);
+        if let (Some(coordination), false) = (&options.coordination, self.section.checking()) {
+            match coordination.take_image(self.pool(), self.image, options.lease_wait)? {
+                Ok(lease) => self.lease = Some(lease),
+                // The holder may only be looking at what a third host completed in this round:
+                // that host is the one that backed it up.
+                Err(held) => return Err(self.completed_this_round()?.unwrap_or(held).into()),
+            }
+            if let Some(done) = self.completed_this_round()? {
+                return Err(done.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a run that began: the snapshot it created and no complete file backs is rolled
+    /// back (or left for the next run, when the cluster stopped answering), and a failure the
+    /// signal caused is reported as the interruption.
+    pub(super) fn settle(&mut self, result: Result<()>) -> Result<()> {
         match &result {
             // Removing it would cost another timeout of a cluster that has stopped answering
             // (or refuses us); the image record names it, so the next run removes it.
@@ -237,14 +260,16 @@ impl<'s> ImageRun<'s> {
 
     /// The plan for this run, within the image's snapshot limit when it is known: `limit` in a
     /// real run, asked of the cluster in check mode (which cannot learn it from a refused
-    /// snapshot).
+    /// snapshot) and for a group's member.
     pub(super) fn plan(&mut self, limit: Option<u64>) -> Result<Plan> {
         let snapshots = self
             .section
             .rbd
             .list_snapshots(self.pool(), self.image)
             .context("cannot list snapshots")?;
-        let limit = if self.section.checking() {
+        // A group member's snapshot cannot be planned again once refused (its group was frozen
+        // for that moment only), so it plans within the limit from the start.
+        let limit = if self.section.checking() || self.grouped {
             self.snapshot_limit()?
         } else {
             limit
@@ -314,13 +339,19 @@ impl<'s> ImageRun<'s> {
         };
         // What only a local folder can do (build a new base in place) is asked of the door.
         let settings = self.section.settings.for_folder(self.dir.builds_in_place());
-        let plan = plan_image(&settings, &found, (self.section.options.now)())?;
+        let now = self.at.unwrap_or_else(|| (self.section.options.now)());
+        let plan = plan_image(&settings, &found, now)?;
         Ok(snap_limit::fit(plan, snapshots.len(), limit)?)
     }
 
-    pub(super) fn perform(&mut self, plan: &Plan) -> Result<()> {
+    /// Carries out the plan's steps in `part`, in order (all of them, or a group member's part).
+    pub(super) fn perform(
+        &mut self,
+        plan: &Plan,
+        part: impl std::slice::SliceIndex<[Step], Output = [Step]>,
+    ) -> Result<()> {
         self.take_back_unfinished_uploads()?;
-        for step in &plan.steps {
+        for step in &plan.steps[part] {
             interrupt::check()?;
             self.keep_lease()?;
             self.step(step, &plan.snapshot)?;

@@ -16,22 +16,25 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{mpsc, Mutex, PoisonError};
 
-use super::{ImageDone, RunOutcome, Section, SectionFailed};
+use super::{ImageDone, RunOutcome, Section, SectionFailed, Unit};
 use crate::interrupt;
 use crate::out;
 use crate::output::capture;
 
 /// One piece of the run's output, in the order a sequential run prints them.
-enum Piece {
+enum Piece<'a> {
     /// A section's opening lines, and its failure when it could not start.
     Section(String, Option<SectionFailed>),
-    /// An image of section `.0`, named `.1`: its lines arrive from a worker.
-    Image(usize, String),
+    /// An image or group of section `.0`: its lines arrive from a worker.
+    Unit(usize, Unit<'a>),
 }
 
 /// Runs `sections` with up to `workers` images at once; counts into `outcome`.
 pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) {
-    let mut pieces = Vec::new();
+    // Each section's opening (and its failure), and apart its image list, which its units
+    // borrow.
+    let mut opened: Vec<(usize, String, Option<SectionFailed>)> = Vec::new();
+    let mut lists: Vec<Vec<String>> = Vec::new();
     for (index, section) in sections.iter().enumerate() {
         if interrupt::received().is_some() {
             break;
@@ -41,20 +44,25 @@ pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) 
             section.print_header();
             section.start()
         });
-        match started {
-            Ok(images) => {
-                pieces.push(Piece::Section(text, None));
-                pieces.extend(images.into_iter().map(|image| Piece::Image(index, image)));
-            }
-            Err(failed) => pieces.push(Piece::Section(text, Some(failed))),
-        }
+        let (images, failed) = match started {
+            Ok(images) => (images, None),
+            Err(failed) => (Vec::new(), Some(failed)),
+        };
+        opened.push((index, text, failed));
+        lists.push(images);
     }
-    let queue: Mutex<VecDeque<(usize, usize, String)>> = Mutex::new(
+    let mut pieces = Vec::new();
+    for ((index, text, failed), images) in opened.into_iter().zip(&lists) {
+        pieces.push(Piece::Section(text, failed));
+        let units = sections[index].units(images);
+        pieces.extend(units.into_iter().map(|unit| Piece::Unit(index, unit)));
+    }
+    let queue: Mutex<VecDeque<(usize, usize, Unit)>> = Mutex::new(
         pieces
             .iter()
             .enumerate()
             .filter_map(|(at, piece)| match piece {
-                Piece::Image(section, image) => Some((at, *section, image.clone())),
+                Piece::Unit(section, unit) => Some((at, *section, *unit)),
                 Piece::Section(..) => None,
             })
             .collect(),
@@ -79,14 +87,14 @@ pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) 
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .pop_front();
-                let Some((at, section, image)) = next else {
+                let Some((at, section, unit)) = next else {
                     break;
                 };
                 // After a signal the queued images are skipped, as in a sequential run.
                 let result = if interrupt::received().is_some() {
                     None
                 } else {
-                    Some(capture::stdout(|| sections[section].back_up(&image)))
+                    Some(capture::stdout(|| sections[section].back_up_unit(unit)))
                 };
                 if send.send((at, result)).is_err() {
                     break;
@@ -104,15 +112,15 @@ pub(super) fn run(sections: &[Section], workers: u32, outcome: &mut RunOutcome) 
 }
 
 /// Prints the pieces in order as they become ready.
-struct Printer {
-    pieces: Vec<Option<Piece>>,
+struct Printer<'a> {
+    pieces: Vec<Option<Piece<'a>>>,
     /// The first piece not printed yet.
     next: usize,
-    /// Images finished (or skipped: `None`) and not printed yet, by piece.
-    arrived: BTreeMap<usize, Option<(ImageDone, String)>>,
+    /// Units finished (or skipped: `None`) and not printed yet, by piece.
+    arrived: BTreeMap<usize, Option<(Vec<ImageDone>, String)>>,
 }
 
-impl Printer {
+impl Printer<'_> {
     fn print_ready(&mut self, outcome: &mut RunOutcome) {
         while let Some(piece) = self.pieces.get_mut(self.next) {
             match piece.take() {
@@ -122,14 +130,16 @@ impl Printer {
                         outcome.absorb_section(failed);
                     }
                 }
-                Some(Piece::Image(section, image)) => match self.arrived.remove(&self.next) {
+                Some(Piece::Unit(section, unit)) => match self.arrived.remove(&self.next) {
                     Some(Some((done, text))) => {
                         out!("{text}");
-                        outcome.absorb(done);
+                        for done in done {
+                            outcome.absorb(done);
+                        }
                     }
                     Some(None) => {}
                     None => {
-                        *piece = Some(Piece::Image(section, image));
+                        *piece = Some(Piece::Unit(section, unit));
                         return;
                     }
                 },
