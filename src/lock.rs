@@ -121,8 +121,11 @@ pub fn lock_image(
     deadline: Instant,
 ) -> Result<ImageLock> {
     private_folder(dir)?;
-    let pool_dir = dir.join(pool);
-    private_folder(&pool_dir)?;
+    let mut pool_dir = dir.to_path_buf();
+    for part in crate::folder::naming::pool_path(pool) {
+        pool_dir.push(part);
+        private_folder(&pool_dir)?;
+    }
     let path = pool_dir.join(format!("{image}.lock"));
     let mut file = open_lock_file(&path)?;
     let started = Instant::now();

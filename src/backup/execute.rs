@@ -612,6 +612,8 @@ impl<'a> Section<'a> {
         let gone: Vec<&str> = entries
             .iter()
             .filter(|entry| entry.kind == EntryKind::Directory && !entry.name.starts_with('.'))
+            // A namespace's folder (`@namespace`) holds that namespace's images.
+            .filter(|entry| !naming::is_namespace_folder(&entry.name))
             .map(|entry| entry.name.as_str())
             .filter(|name| !images.iter().chain(excluded).any(|image| image == name))
             .collect();

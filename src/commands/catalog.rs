@@ -143,7 +143,8 @@ fn unmarked_empty_message(job: &PoolJob) -> String {
     )
 }
 
-/// The folder names under `<destination>/<pool>/`, sorted; none when it does not exist yet.
+/// The image folder names under `<destination>/<pool>/` (`<pool>/@<namespace>/` for a
+/// namespace), sorted; none when it does not exist yet.
 fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
     let entries = job.pool_folder().list()?;
     // A link planted in the destination is not followed, not even to list it; a name that is
@@ -151,6 +152,8 @@ fn image_folders(job: &PoolJob) -> Result<Vec<String>> {
     Ok(entries
         .into_iter()
         .filter(|entry| entry.kind == EntryKind::Directory && entry.exact_name)
+        // A namespace's folder (`@namespace`) holds its images: its own section lists them.
+        .filter(|entry| !crate::folder::naming::is_namespace_folder(&entry.name))
         .map(|entry| entry.name)
         .collect())
 }

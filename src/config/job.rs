@@ -10,7 +10,7 @@ use crate::folder::access::{FileAccess, FileGroup};
 use crate::folder::door::{Door, LocalFolder, ObjectStore};
 use crate::folder::format::encrypt::Recipients;
 use crate::folder::format::write::Compressor;
-use crate::folder::naming::Compression;
+use crate::folder::naming::{self, Compression};
 
 use super::ConfigProblem;
 
@@ -60,8 +60,12 @@ impl Config {
 /// What to back up for one pool, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolJob {
-    /// The section name exactly as written (pool names are case-sensitive).
+    /// The pool, as rbd names it: the section name exactly as written (pool names are
+    /// case-sensitive), or `pool/namespace` for an RBD namespace (a section `[pool/namespace]`,
+    /// or `namespace = NAME`).
     pub pool: String,
+    /// The section name as written.
+    pub section: String,
     /// 1-based line of the section's first header.
     pub line: usize,
     pub images: ImageSelection,
@@ -122,7 +126,7 @@ impl PoolJob {
     /// is.
     pub fn destination_folder(&self) -> Box<dyn Door> {
         match &self.store {
-            Some(store) => Box::new(store.folder(&[])),
+            Some(store) => Box::new(store.folder(&[] as &[&str])),
             None => Box::new(LocalFolder::at(&self.destination).with_access(self.file_access())),
         }
     }
@@ -132,7 +136,7 @@ impl PoolJob {
     /// the one place that says where and what kind a section's destination is.
     pub fn pool_folder(&self) -> Box<dyn Door> {
         match &self.store {
-            Some(store) => Box::new(store.folder(&[&self.pool])),
+            Some(store) => Box::new(store.folder(&naming::pool_path(&self.pool))),
             None => Box::new(
                 LocalFolder::pool(&self.destination, &self.pool).with_access(self.file_access()),
             ),
@@ -142,7 +146,11 @@ impl PoolJob {
     /// The door into `image`'s folder of this section's destination.
     pub fn image_folder(&self, image: &str) -> Box<dyn Door> {
         match &self.store {
-            Some(store) => Box::new(store.folder(&[&self.pool, image])),
+            Some(store) => {
+                let mut below = naming::pool_path(&self.pool);
+                below.push(image.to_string());
+                Box::new(store.folder(&below))
+            }
             None => Box::new(
                 LocalFolder::image(&self.destination, &self.pool, image)
                     .with_access(self.file_access()),

@@ -100,6 +100,8 @@ const QUIESCE: &str = "quiesce";
 /// Commands run just before and just after an image's snapshot ([`Hooks`]), and how long each
 /// may take.
 const PRE_SNAPSHOT_COMMAND: &str = "pre snapshot command";
+/// The RBD namespace of the section's pool (also written as the section `[pool/namespace]`).
+const NAMESPACE: &str = "namespace";
 /// `group NAME = image, image`: a key whose name is this prefix and the group's name.
 const GROUP_PREFIX: &str = "group ";
 const POST_SNAPSHOT_COMMAND: &str = "post snapshot command";
@@ -145,8 +147,9 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 35] = [
+const KNOWN_KEYS: [&str; 36] = [
     IMAGES,
+    NAMESPACE,
     EXCLUDE,
     DESTINATION,
     CEPH_CONFIG,
@@ -383,6 +386,7 @@ fn parse_text(text: &str, path: &Path, undecodable: &[usize]) -> Result<Config, 
             reader.job().ok()
         })
         .collect();
+    one_section_per_pool(path, &pools, &mut findings);
     let parallel_images = parallel_images(&ini, path, &mut findings);
     let metrics_file = metrics_file(path, &ini, &mut findings);
     let state_directory = state_directory(path, &ini, &mut findings);
@@ -455,6 +459,27 @@ fn coordination(path: &Path, ini: &RawIni, findings: &mut Findings) -> Option<Co
             timeout: timeout.unwrap_or(DEFAULT_CEPH_TIMEOUT),
         },
     })
+}
+
+/// Two sections backing up one pool (`[rbd/ns]`, and `[rbd]` with `namespace = ns`) would run
+/// two jobs over the same images' snapshots and folders.
+fn one_section_per_pool(path: &Path, pools: &[PoolJob], findings: &mut Findings) {
+    for (index, job) in pools.iter().enumerate() {
+        if let Some(first) = pools[..index].iter().find(|first| first.pool == job.pool) {
+            let problem = ConfigProblem {
+                file: path.to_path_buf(),
+                line: job.line,
+                section: Some(job.section.clone()),
+                key: None,
+                message: format!(
+                    "backs up pool {} as the section at line {} does: one section per pool",
+                    quoted(&job.pool),
+                    first.line
+                ),
+            };
+            findings.add(Severity::Error, problem);
+        }
+    }
 }
 
 /// A reader of `[DEFAULT]` itself, for the keys that belong to the whole run.

@@ -64,7 +64,8 @@ impl<'a> PoolReader<'a, '_> {
         let slide_from_cluster = self.optional(SLIDE_FROM_CLUSTER, parse_bool);
         let file_group = self.optional(FILE_GROUP, FileGroup::lookup);
         let store = self.object_store(destination.as_deref().ok());
-        if let Err(message) = crate::folder::naming::check_name("pool", &self.pool.name) {
+        let pool = self.pool_spec();
+        if let Err(message) = crate::folder::naming::check_pool_spec(&pool) {
             let problem = ConfigProblem {
                 file: self.file.to_path_buf(),
                 line: self.pool.line,
@@ -78,7 +79,8 @@ impl<'a> PoolReader<'a, '_> {
         // Every field is read before the first `?` so that all problems get recorded.
         let destination_text = destination?;
         Ok(PoolJob {
-            pool: self.pool.name.clone(),
+            pool,
+            section: self.pool.name.clone(),
             line: self.pool.line,
             images: images?,
             exclude: exclude?.unwrap_or_default(),
@@ -160,6 +162,26 @@ impl<'a> PoolReader<'a, '_> {
                 self.record(Severity::Error, line, &at, key, message);
                 Reported
             })
+    }
+
+    /// The pool as rbd names it: the section's name, with `/namespace` when `namespace` is set.
+    pub(super) fn pool_spec(&mut self) -> String {
+        let name = self.pool.name.clone();
+        let Ok(Some(namespace)) = self.optional(NAMESPACE, parse_required_text) else {
+            return name;
+        };
+        if name.contains('/') {
+            let line = self
+                .written(NAMESPACE)
+                .map_or(self.pool.line, |(e, _)| e.line);
+            let message = format!(
+                "the section [{}] names its namespace already",
+                printable(&name)
+            );
+            self.record(Severity::Error, line, &name, NAMESPACE, message);
+            return name;
+        }
+        format!("{name}/{namespace}")
     }
 
     /// The section's `group NAME` keys: each member an image the section backs up (listed, or

@@ -57,6 +57,7 @@ fn lines(problems: &[ConfigProblem]) -> String {
 fn job(pool: &str, line: usize, images: &[&str], destination: &str) -> PoolJob {
     PoolJob {
         pool: pool.to_string(),
+        section: pool.to_string(),
         line,
         images: ImageSelection::Named(
             images
@@ -778,7 +779,7 @@ fn unknown_keys() {
     // Far from every known key: ignored with a warning, as the original ignored it.
     assert_eq!(
         warnings(&minimal("retention = 3")),
-        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, exclude, destination \
+        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, namespace, exclude, destination \
          directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
          compress threads, check mode, quiesce, pre snapshot command, post snapshot command, \
          hook timeout, window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
@@ -2250,6 +2251,39 @@ fn exclude_leaves_out_images_by_pattern() {
         problems(&section("*", "a,,b")),
         "t.conf:5: [rbd] exclude: empty pattern in 'a,,b' (doubled or trailing comma?)"
     );
+}
+
+#[test]
+fn a_namespace_is_a_section_pool_namespace_or_the_namespace_key() {
+    let section = |header: &str, extra: &str| {
+        format!("[{header}]\nimages = *\ndestination directory = /b\nbackup mode = full\n{extra}")
+    };
+    let job = only_pool(&section("rbd/tenant", ""));
+    assert_eq!(
+        (job.pool.as_str(), job.section.as_str()),
+        ("rbd/tenant", "rbd/tenant")
+    );
+    let job = only_pool(&section("rbd", "namespace = tenant\n"));
+    assert_eq!(
+        (job.pool.as_str(), job.section.as_str()),
+        ("rbd/tenant", "rbd")
+    );
+    assert_eq!(only_pool(&section("rbd", "")).pool, "rbd");
+    assert_eq!(
+        problems(&format!(
+            "{}{}",
+            section("rbd/tenant", ""),
+            section("rbd", "namespace = tenant\n")
+        )),
+        "t.conf:5: [rbd] backs up pool 'rbd/tenant' as the section at line 1 does: one section \
+         per pool"
+    );
+    assert_eq!(
+        problems(&section("rbd/a", "namespace = b\n")),
+        "t.conf:5: [rbd/a] namespace: the section [rbd/a] names its namespace already"
+    );
+    assert!(problems(&section("rbd/a/b", "")).contains("namespace name \"a/b\" contains '/'"));
+    assert!(problems(&section("rbd/", "")).contains("namespace name \"\" is empty"));
 }
 
 #[test]

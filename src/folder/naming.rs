@@ -63,6 +63,42 @@ pub fn is_working_name(name: &str) -> bool {
     name.starts_with(WORKING_PREFIX)
 }
 
+/// Marks a namespace's folder among a pool folder's image folders (`<pool>/@<namespace>/`): no
+/// image name the tool backs up holds `@` ([`check_name`]), so the two never collide.
+pub const NAMESPACE_MARK: char = '@';
+
+/// A section's pool: `pool`, or `pool/namespace` for an RBD namespace of it.
+pub fn check_pool_spec(spec: &str) -> Result<(), String> {
+    let (pool, namespace) = split_pool_spec(spec);
+    check_name("pool", pool)?;
+    match namespace {
+        Some(namespace) => check_name("namespace", namespace),
+        None => Ok(()),
+    }
+}
+
+/// `pool` and, for `pool/namespace`, the namespace.
+pub fn split_pool_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once('/') {
+        Some((pool, namespace)) => (pool, Some(namespace)),
+        None => (spec, None),
+    }
+}
+
+/// The folders, outermost first, that hold a pool's image folders in a destination (and its
+/// image locks): `[pool]`, the original's layout, or `[pool, @namespace]` for a namespace.
+pub fn pool_path(spec: &str) -> Vec<String> {
+    let (pool, namespace) = split_pool_spec(spec);
+    std::iter::once(pool.to_string())
+        .chain(namespace.map(|namespace| format!("{NAMESPACE_MARK}{namespace}")))
+        .collect()
+}
+
+/// Whether a pool folder's entry `name` is a namespace's folder rather than an image's.
+pub fn is_namespace_folder(name: &str) -> bool {
+    name.starts_with(NAMESPACE_MARK)
+}
+
 /// Refuses a pool or image name that could escape the destination folder, be taken for an option
 /// by `rbd`, or break the `<image>@<snap>` file names; `what` is "pool" or "image".
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
@@ -427,6 +463,19 @@ pub fn is_snapshotless_full_name(image: &str, file_name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_folder_never_collides_with_an_image_folder() {
+        assert_eq!(pool_path("rbd"), ["rbd"]);
+        assert_eq!(pool_path("rbd/tenant"), ["rbd", "@tenant"]);
+        assert!(is_namespace_folder("@tenant"));
+        assert!(!is_namespace_folder("tenant"));
+        // No image the tool backs up can be named like a namespace's folder.
+        assert!(check_name("image", "@tenant").is_err());
+        assert!(check_pool_spec("rbd/tenant").is_ok());
+        assert!(check_pool_spec("rbd/-x").is_err());
+        assert!(check_pool_spec("../x").is_err());
+    }
     use crate::test_fixtures::snap;
     use chrono::TimeZone;
 

@@ -1,5 +1,8 @@
 //! Which images a run covers, and how one failing image affects the others.
 
+use std::fs;
+use std::path::Path;
+
 use crate::harness::*;
 
 #[test]
@@ -147,4 +150,127 @@ fn exclude_leaves_images_out_of_a_wildcard_and_a_vanished_image_is_named_once_qu
     );
     assert_eq!(w.files("vm2").len(), 1);
     assert_eq!(w.files("vm1").len(), 2);
+}
+
+#[test]
+fn an_image_in_a_namespace_backs_up_and_restores_beside_same_named_images_outside_it() {
+    let w = World::new();
+    rbd(&["namespace", "create", &format!("{}/tenant", w.pool)]);
+    // `vm` twice (outside and inside the namespace), and an image named like the namespace.
+    w.create_image("vm", 4 * MIB, 1);
+    w.create_image("tenant/vm", 4 * MIB, 2);
+    w.create_image("tenant", 4 * MIB, 3);
+    let conf = w.write_config(&format!(
+        "[DEFAULT]\ndestination directory = {dest}\nceph config = {conf}\n\
+         backup mode = incremental\n[{pool}]\nimages = *\n[{pool}/tenant]\nimages = *\n",
+        pool = w.pool,
+        dest = w.dest.display(),
+        conf = cluster().conf.display(),
+    ));
+    for night in 0..2u64 {
+        if night > 0 {
+            for (seed, image) in ["vm", "tenant/vm", "tenant"].iter().enumerate() {
+                w.write_data(image, 10 + seed as u64);
+            }
+            next_second();
+        }
+        let run = w.backup(&conf).success();
+        assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
+    }
+    // The original's layout outside the namespace; the namespace's images under `@tenant`.
+    let pool_dir = w.dest.join(&w.pool);
+    let folder_files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !name.starts_with('.') && !name.ends_with(".sha256"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(folder_files(&pool_dir), ["@tenant", "tenant", "vm"]);
+    assert_eq!(folder_files(&pool_dir.join("@tenant")), ["vm"]);
+    for dir in ["vm", "tenant", "@tenant/vm"] {
+        let files = folder_files(&pool_dir.join(dir));
+        assert_eq!(files.len(), 2, "{dir}: {files:?}");
+    }
+    for image in ["vm", "tenant/vm", "tenant"] {
+        assert_eq!(w.backup_snapshots(image).len(), 2, "{image}");
+    }
+    // Each chain restores its own image's bytes, bit for bit.
+    w.verify(&conf, &["--source"]).success();
+    let listing = w.list_json(&conf, &[], 0);
+    let listed: Vec<String> = listing
+        .images()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["pool"].as_str().unwrap(),
+                i["image"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            format!("{}:tenant", w.pool),
+            format!("{}:vm", w.pool),
+            format!("{}/tenant:vm", w.pool),
+        ]
+    );
+    let target = format!("{}/tenant/restored", w.pool);
+    let restored = w
+        .cephbackup(&[
+            "-c",
+            conf.to_str().unwrap(),
+            "restore",
+            "--pool",
+            &format!("{}/tenant", w.pool),
+            "--image",
+            "vm",
+            "--to",
+            &target,
+        ])
+        .success();
+    let newest = w.backup_snapshots("tenant/vm").pop().unwrap();
+    assert!(
+        same_bytes(
+            &w.export("tenant/restored", None),
+            &w.export("tenant/vm", Some(&newest))
+        ),
+        "{}",
+        restored.stderr
+    );
+    let outside = w.backup_snapshots("vm").pop().unwrap();
+    assert!(!same_bytes(
+        &w.export("vm", Some(&outside)),
+        &w.export("tenant/restored", None)
+    ));
+}
+
+#[test]
+fn a_namespace_the_pool_lacks_is_one_line_and_writes_nothing() {
+    let w = World::new();
+    w.create_image("vm", 4 * MIB, 1);
+    // A namespace the pool lacks is one line naming it; nothing else is touched.
+    for images in ["*", "vm"] {
+        let missing = w.write_config(&format!(
+            "[{pool}/nosuch]\ndestination directory = {dest}\nceph config = {conf}\n\
+             backup mode = incremental\nimages = {images}\n",
+            pool = w.pool,
+            dest = w.dest.display(),
+            conf = cluster().conf.display(),
+        ));
+        let run = w.backup(&missing).code(1);
+        let errors: Vec<&str> = run.stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert!(
+            errors[0].contains(&format!("{}/nosuch", w.pool)),
+            "{}",
+            run.stderr
+        );
+        assert!(errors[0].contains("namespace"), "{}", run.stderr);
+    }
+    assert!(!w.dest.join(&w.pool).join("@nosuch").exists());
 }

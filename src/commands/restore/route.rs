@@ -24,7 +24,7 @@ pub enum Target {
 }
 
 impl Target {
-    /// `--to [POOL/]NAME` (in `default_pool` without a pool) or `--to-file PATH`.
+    /// `--to [POOL[/NAMESPACE]/]NAME` (in `default_pool` without a pool) or `--to-file PATH`.
     pub fn parse(
         to: Option<&str>,
         to_file: Option<&Path>,
@@ -40,8 +40,9 @@ impl Target {
             return Ok(Target::File(path.to_path_buf()));
         }
         let to = to.ok_or_else(|| UsageError("restore needs --to or --to-file".into()))?;
-        let (pool, name) = to.split_once('/').unwrap_or((default_pool, to));
-        naming::check_name("pool", pool).map_err(UsageError)?;
+        // `pool/namespace/name` for an image in a namespace: an image name holds no '/'.
+        let (pool, name) = to.rsplit_once('/').unwrap_or((default_pool, to));
+        naming::check_pool_spec(pool).map_err(UsageError)?;
         naming::check_name("image", name).map_err(UsageError)?;
         Ok(Target::Image {
             pool: pool.to_string(),
@@ -205,7 +206,15 @@ mod tests {
                 name: "vm".into()
             })
         );
-        for bad in ["", "a/b/c", "vm@snap", "-x", "ssd/", "/vm"] {
+        // Into a namespace: `pool/namespace/name`.
+        assert_eq!(
+            parse("ssd/tenant/vm"),
+            Ok(Target::Image {
+                pool: "ssd/tenant".into(),
+                name: "vm".into()
+            })
+        );
+        for bad in ["", "a/b/c/d", "vm@snap", "-x", "ssd/", "/vm", "a//vm"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(

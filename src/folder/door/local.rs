@@ -20,6 +20,7 @@ use super::{Door, Opened, Published, Sharing, Staged};
 use crate::folder::access::FileAccess;
 use crate::folder::chain::FolderEntry;
 use crate::folder::format::write::checksum_line;
+use crate::folder::naming;
 use crate::folder::naming::{checksum_name, TEMP_PREFIX};
 use crate::folder::untrusted::{self, kind_of, EntryKind};
 
@@ -38,20 +39,24 @@ pub struct LocalFolder {
 }
 
 impl LocalFolder {
-    /// The folder of `image` of `pool` in the destination `root`.
+    /// The folder of `image` of `pool` (`pool/namespace` for a namespace's image) in the
+    /// destination `root`.
     pub fn image(root: &Path, pool: &str, image: &str) -> LocalFolder {
+        let mut below = naming::pool_path(pool);
+        below.push(image.to_string());
         LocalFolder {
             root: root.to_path_buf(),
-            below: vec![pool.to_string(), image.to_string()],
+            below,
             access: FileAccess::PRIVATE,
         }
     }
 
-    /// The folder of `pool` in the destination `root`, which holds its images' folders.
+    /// The folder of `pool` (or `pool/namespace`) in the destination `root`, which holds its
+    /// images' folders.
     pub fn pool(root: &Path, pool: &str) -> LocalFolder {
         LocalFolder {
             root: root.to_path_buf(),
-            below: vec![pool.to_string()],
+            below: naming::pool_path(pool),
             access: FileAccess::PRIVATE,
         }
     }

@@ -102,10 +102,10 @@ impl ObjectStore {
     }
 
     /// The folder `below` the store's prefix (`[]`: the destination's top; `[pool, image]`).
-    pub fn folder(&self, below: &[&str]) -> S3Folder {
+    pub fn folder(&self, below: &[impl AsRef<str>]) -> S3Folder {
         let parts: Vec<&str> = std::iter::once(self.prefix.as_str())
             .filter(|p| !p.is_empty())
-            .chain(below.iter().copied())
+            .chain(below.iter().map(AsRef::as_ref))
             .collect();
         S3Folder::new(Arc::clone(&self.client), &parts.join("/"))
     }
