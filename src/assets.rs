@@ -10,12 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
 
-use crate::cli::{Cli, EXIT_STATUS_HELP};
+use crate::cli::EXIT_STATUS_HELP;
 
 /// The manual section: cephbackup is run by the administrator, like rbd(8).
 pub const MAN_SECTION: &str = "8";
@@ -54,7 +53,8 @@ pub fn write_to(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// `man/cephbackup.8`, then `man/cephbackup-<command>.8` for each visible command.
 pub fn manual_pages() -> Result<Vec<Asset>> {
-    let mut command = Cli::command().disable_help_subcommand(true);
+    // `help` has no page: `man cephbackup` is its answer.
+    let mut command = crate::cli::command().mut_subcommand("help", |help| help.hide(true));
     command.build();
     let mut pages = vec![page(&command, true)?];
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
@@ -73,7 +73,7 @@ pub fn completions() -> Vec<Asset> {
     .into_iter()
     .map(|(shell, file)| {
         let mut contents = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "cephbackup", &mut contents);
+        clap_complete::generate(shell, &mut crate::cli::command(), "cephbackup", &mut contents);
         Asset {
             path: Path::new("completions").join(file),
             contents,

@@ -235,6 +235,7 @@ fn help_of_the_tool_and_of_each_command() {
         "verify",
         "init-destination",
         "hosts",
+        "help",
     ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
