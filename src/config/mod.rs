@@ -39,6 +39,7 @@ use crate::report::Severity;
 mod ini;
 pub mod job;
 pub mod keep;
+pub mod keys;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -141,43 +142,6 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 35] = [
-    IMAGES,
-    EXCLUDE,
-    DESTINATION,
-    CEPH_CONFIG,
-    CEPH_USER,
-    CEPH_KEYRING,
-    BACKUP_MODE,
-    COMPRESS,
-    COMPRESS_LEVEL,
-    COMPRESS_THREADS,
-    CHECK_MODE,
-    QUIESCE,
-    PRE_SNAPSHOT_COMMAND,
-    POST_SNAPSHOT_COMMAND,
-    HOOK_TIMEOUT,
-    WINDOW_SIZE,
-    WINDOW_UNIT,
-    CEPH_TIMEOUT,
-    KEEP_LAST,
-    KEEP_DAILY,
-    KEEP_WEEKLY,
-    KEEP_MONTHLY,
-    KEEP_MINIMUM,
-    SLIDE_FROM_CLUSTER,
-    FILE_GROUP,
-    ENCRYPT_TO,
-    S3_ENDPOINT,
-    S3_REGION,
-    S3_CREDENTIALS,
-    PARALLEL_IMAGES,
-    METRICS_FILE,
-    STATE_DIRECTORY,
-    WAIT,
-    COORDINATION_POOL,
-    COORDINATION_LEASE,
-];
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool
 /// does not have (`keep yearly`, `keep hourly`). Ignoring it would be dangerous: the rules that
 /// are set would then remove what the admin meant that one to keep.
