@@ -551,6 +551,30 @@ fn debian_package_holds_the_binary_pages_completions_units_and_conffile() {
     let page = render_man_page(&root.path().join("usr/share/man/man5/cephbackup.conf.5.gz"));
     assert!(page.contains("coordination lease"), "{page}");
 
+    // The schemas `--json --help` points to, as in the source tree.
+    let doc = root.path().join("usr/share/doc/cephbackup");
+    let schemas: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("schema"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".schema.json"))
+        .collect();
+    assert!(schemas.len() >= 6, "{schemas:?}");
+    for schema in schemas {
+        let name = schema.file_name().unwrap();
+        let shipped = std::fs::read(doc.join(name))
+            .unwrap_or_else(|err| panic!("{}: {err}", name.to_string_lossy()));
+        assert_eq!(
+            shipped,
+            std::fs::read(&schema).unwrap(),
+            "{}",
+            name.to_string_lossy()
+        );
+    }
+    let help = text(&run(Command::new(&binary).args(["--help"])).stdout);
+    assert!(
+        help.contains("/usr/share/doc/cephbackup/<COMMAND>.schema.json"),
+        "{help}"
+    );
 }
 
 /// The section names of a little-endian ELF64 file (what `readelf -S` lists), enough to tell a
@@ -602,9 +626,28 @@ fn debian_package_control_fields_are_complete_and_dpkg_reads_them_cleanly() {
     ] {
         assert_eq!(control_field(&deb, field), expected, "{field}");
     }
+    // Real metadata, Cargo.toml's: no placeholder address.
+    let maintainer = control_field(&deb, "Maintainer");
     assert!(
-        control_field(&deb, "Maintainer").contains('<'),
-        "Maintainer"
+        maintainer.contains('<') && maintainer.ends_with('>'),
+        "{maintainer}"
+    );
+    for placeholder in ["localhost", "example", "root@"] {
+        assert!(
+            !maintainer.contains(placeholder),
+            "Maintainer: {maintainer}"
+        );
+    }
+    let manifest = text(&std::fs::read(Path::new(ROOT).join("Cargo.toml")).unwrap());
+    assert!(
+        manifest.contains(&format!("authors = [\"{maintainer}\"]")),
+        "{maintainer}"
+    );
+    let homepage = control_field(&deb, "Homepage");
+    assert!(homepage.starts_with("https://"), "Homepage: {homepage:?}");
+    assert!(
+        manifest.contains(&format!("homepage = \"{homepage}\"")),
+        "{homepage}"
     );
     assert_eq!(
         deb.file_name().unwrap().to_string_lossy(),
@@ -640,6 +683,11 @@ fn debian_package_control_fields_are_complete_and_dpkg_reads_them_cleanly() {
         extended.len() >= 2 && extended[0].trim_start().starts_with("cephbackup snapshots"),
         "{description}"
     );
+    // What it does today: not only a folder.
+    let extended = squeezed(&extended.join(" "));
+    for feature in ["S3", "encrypted", "Several backup hosts"] {
+        assert!(extended.contains(feature), "{feature}: {description}");
+    }
 }
 
 #[test]
