@@ -928,3 +928,57 @@ fn debian_package_scripts_register_the_units_and_never_start_them() {
     }
     assert!(!starts(&log), "{log:?}");
 }
+
+/// The README's quick start is real: its configuration passes the offline check (with the
+/// destination and the Ceph configuration moved to temporary files), every `cephbackup` command
+/// it shows parses (each with `--help` appended exits 0), and the timer it enables is shipped.
+#[test]
+fn readme_quick_start_works() {
+    let readme = text(&std::fs::read(Path::new(ROOT).join("README.md")).unwrap());
+    let quick = readme
+        .split_once("### Quick start for an administrator\n")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .expect("a quick start")
+        .0;
+    let commands = quick
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    for line in commands.lines() {
+        let command = line.split(" # ").next().unwrap().trim();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words[..] {
+            ["cephbackup", ref args @ ..] => {
+                run(Command::new(BIN).args(args).arg("--help"));
+            }
+            ["systemctl", "enable", "--now", unit] => {
+                assert!(UNITS.contains(&unit), "{unit} is not shipped");
+            }
+            _ => {}
+        }
+    }
+
+    let ini = quick
+        .split_once("```ini\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups");
+    std::fs::create_dir(&dest).unwrap();
+    let ceph_conf = dir.path().join("ceph.conf");
+    std::fs::write(&ceph_conf, "[global]\n").unwrap();
+    let ini = ini
+        .replace("/mnt/ceph_backups", &dest.to_string_lossy())
+        .replace("/etc/ceph/ceph.conf", &ceph_conf.to_string_lossy());
+    let conf = dir.path().join("cephbackup.conf");
+    std::fs::write(&conf, ini).unwrap();
+    let output = run(Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .args(["--check", "--offline"])
+        .env("STATE_DIRECTORY", dir.path().join("state")));
+    let shown = text(&output.stdout);
+    assert!(shown.contains("1 section(s), no problems"), "{shown}");
+}
