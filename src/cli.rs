@@ -1,7 +1,11 @@
 //! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `status`,
-//! `restore`, `verify` and `init-destination` commands, and the exit statuses.
+//! `restore`, `verify`, `init-destination` and `hosts` commands, and the exit statuses.
 //!
 //! With no command the tool backs up, exactly as the original did, so cron lines keep working.
+//! Options every command may take (`-c`, `-q`, `--json`, `--check`, …) are global, so they work
+//! before or after the command as they always did; those a command has no use for are hidden from
+//! its help and refused, from one table ([`refused_by`]), and [`command`] is the definition that
+//! every parse, help text, manual page and completion comes from.
 //! This is the only module that knows the command line and exit statuses: it turns arguments into
 //! the commands' own option structs ([`ListArgs::options`], …) and their results into a
 //! [`Status`].
@@ -72,7 +76,8 @@ pub struct Cli {
     pub conf: PathBuf,
 
     /// Only show what would be done, changing nothing: for a backup, in every section whatever
-    /// `check mode` says; for restore and init-destination, the steps they would take
+    /// `check mode` says; for restore, its steps (on stderr) and the same restore as stock-tool
+    /// commands to paste (on stdout); for init-destination, what it would mark
     #[arg(long, global = true)]
     pub check: bool,
 
