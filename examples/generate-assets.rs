@@ -1,6 +1,7 @@
 //! Writes the manual pages and the bash, zsh and fish completions, generated from the command
-//! line definition, below a folder: `cargo run --example generate-assets -- DIR` gives
-//! `DIR/man/cephbackup*.8` and `DIR/completions/{cephbackup,_cephbackup,cephbackup.fish}`.
+//! line definition (and the configuration keys' page from the parser's key table), below a
+//! folder: `cargo run --example generate-assets -- DIR` gives `DIR/man/cephbackup*.8`,
+//! `DIR/man/cephbackup.conf.5` and `DIR/completions/{cephbackup,_cephbackup,cephbackup.fish}`.
 //! `scripts/package` runs it before building the Debian package.
 
 use std::path::PathBuf;

@@ -1,8 +1,10 @@
 //! The files a package ships beside the binary, generated from the command line definition in
 //! [`crate::cli`]: the manual pages (`cephbackup.8` and one per command, `cephbackup-list.8`, …)
-//! and the bash, zsh and fish completions.
+//! and the bash, zsh and fish completions; and `cephbackup.conf.5`, the configuration keys, from
+//! the parser's own table ([`crate::config::keys`]).
 //!
-//! Generated, never written by hand, so that help, manual and completions cannot drift apart.
+//! Generated, never written by hand, so that help, manual, completions and parser cannot drift
+//! apart.
 //! The binary never calls this module (the linker drops it); `cargo run --example
 //! generate-assets -- DIR` writes the files for `scripts/package` and for anyone installing with
 //! cargo.
@@ -10,12 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
 
-use crate::cli::{Cli, EXIT_STATUS_HELP};
+use crate::cli::EXIT_STATUS_HELP;
 
 /// The manual section: cephbackup is run by the administrator, like rbd(8).
 pub const MAN_SECTION: &str = "8";
@@ -30,6 +31,7 @@ pub struct Asset {
 /// Every manual page and completion script, in a stable order.
 pub fn all() -> Result<Vec<Asset>> {
     let mut assets = manual_pages()?;
+    assets.push(configuration_page());
     assets.extend(completions());
     Ok(assets)
 }
@@ -54,7 +56,8 @@ pub fn write_to(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// `man/cephbackup.8`, then `man/cephbackup-<command>.8` for each visible command.
 pub fn manual_pages() -> Result<Vec<Asset>> {
-    let mut command = Cli::command().disable_help_subcommand(true);
+    // `help` has no page: `man cephbackup` is its answer.
+    let mut command = crate::cli::command().mut_subcommand("help", |help| help.hide(true));
     command.build();
     let mut pages = vec![page(&command, true)?];
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
@@ -73,7 +76,12 @@ pub fn completions() -> Vec<Asset> {
     .into_iter()
     .map(|(shell, file)| {
         let mut contents = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "cephbackup", &mut contents);
+        clap_complete::generate(
+            shell,
+            &mut crate::cli::command(),
+            "cephbackup",
+            &mut contents,
+        );
         Asset {
             path: Path::new("completions").join(file),
             contents,
@@ -241,12 +249,147 @@ fn files_environment_examples(roff: &mut Roff) {
     }
 }
 
+/// The section of the configuration file's page: a file format.
+pub const CONF_SECTION: &str = "5";
+
+/// The sample configuration the package installs, shown in the page's EXAMPLES.
+const SAMPLE_CONFIG: &str = include_str!("../ceph-backup.cfg");
+
+/// `man/cephbackup.conf.5`: the file's format and every key of [`crate::config::keys::KEYS`],
+/// with its values and default.
+pub fn configuration_page() -> Asset {
+    let mut roff = Roff::new();
+    roff.control(
+        "TH",
+        [
+            "cephbackup.conf",
+            CONF_SECTION,
+            &page_date(),
+            &format!("cephbackup {}", crate::report::version()),
+            "File Formats",
+        ],
+    );
+    roff.control("SH", ["NAME"]);
+    roff.text([roman("cephbackup.conf - configuration of cephbackup")]);
+    roff.control("SH", ["SYNOPSIS"]);
+    roff.text([bold(crate::config::DEFAULT_CONFIG_PATH)]);
+    configuration_description(&mut roff);
+    configuration_keys(&mut roff);
+    roff.control("SH", ["EXAMPLES"]);
+    paragraph(
+        &mut roff,
+        vec![roman(
+            "The sample the package installs, without its comments (it explains every key in \
+             place):",
+        )],
+    );
+    roff.control("RS", ["4"]);
+    roff.control("nf", []);
+    let lines = SAMPLE_CONFIG.lines().filter(|line| {
+        let line = line.trim_start();
+        !(line.starts_with('#') || line.starts_with(';') || line.is_empty())
+    });
+    for line in lines {
+        if line.starts_with('[') && line != "[DEFAULT]" {
+            roff.control("sp", []);
+        }
+        roff.text([roman(line)]);
+    }
+    roff.control("fi", []);
+    roff.control("RE", []);
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([
+        bold(format!("cephbackup({MAN_SECTION})")),
+        roman(", "),
+        bold("rbd(8)"),
+        roman(", "),
+        bold("age(1)"),
+    ]);
+    paragraph(
+        &mut roff,
+        vec![
+            roman("The administrator's manual, "),
+            italic("/usr/share/doc/cephbackup/README.md"),
+            roman(", shows these keys at work."),
+        ],
+    );
+    Asset {
+        path: Path::new("man").join(format!("cephbackup.conf.{CONF_SECTION}")),
+        contents: roff.render().into_bytes(),
+    }
+}
+
+fn configuration_description(roff: &mut Roff) {
+    roff.control("SH", ["DESCRIPTION"]);
+    for text in [
+        "cephbackup(8) reads an INI file, the one the original Python cephbackup read: one \
+         section per pool, named exactly like the pool ([rbd]), holding the keys that say which \
+         images of that pool to back up, where and how. A section [DEFAULT] holds keys every \
+         section inherits, and keys that are about the whole run. -c PATH names another file.",
+        "Each line is key = value or key: value. Keys ignore case and may contain spaces \
+         (window size). A line starting with white space continues the value above. Whole-line \
+         comments start with # or ;, an inline comment needs a space before its ;.",
+        "A value may refer to another key with %(name)s, as in Python's configparser: the key of \
+         the same section, else of [DEFAULT] (%(__name__)s is the section's own name); %% is a \
+         literal %. A key the tool does not know, such as backup root = /srv in [DEFAULT] used as \
+         destination directory = %(backup root)s/ceph, is such a helper and is otherwise ignored \
+         with a warning; one that looks like a misspelt known key is an error.",
+        "Every problem in the file is reported before anything runs, one line each, naming the \
+         file, line, section and key; cephbackup --check --offline checks a file without \
+         contacting the cluster.",
+    ] {
+        paragraph(roff, vec![roman(text)]);
+    }
+}
+
+fn configuration_keys(roff: &mut Roff) {
+    use crate::config::keys::{Scope, KEYS};
+    roff.control("SH", ["KEYS"]);
+    paragraph(
+        roff,
+        vec![roman(
+            "Each key may be set in a pool's section or in [DEFAULT], for every pool, unless it \
+             says [DEFAULT] only or pool sections only.",
+        )],
+    );
+    for doc in KEYS {
+        roff.control("TP", []);
+        roff.text([bold(doc.name.shown())]);
+        let mut inlines = Vec::new();
+        match doc.scope {
+            Scope::DefaultOnly => inlines.push(roman("[DEFAULT] only. ")),
+            Scope::PoolOnly => inlines.push(roman("Pool sections only. ")),
+            Scope::AnySection => {}
+        }
+        inlines.extend(backquoted(doc.text));
+        roff.text(inlines);
+        roff.control("br", []);
+        roff.text([italic("Default: "), roman(doc.default)]);
+    }
+}
+
+/// `text` with its `code` spans in bold, the backquotes dropped.
+fn backquoted(text: &str) -> Vec<clap_mangen::roff::Inline> {
+    text.split('`')
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(index, part)| {
+            if index % 2 == 1 {
+                bold(part)
+            } else {
+                roman(part)
+            }
+        })
+        .collect()
+}
+
 fn see_also(roff: &mut Roff, main: bool) {
     roff.control("SH", ["SEE ALSO"]);
     let mut references: Vec<String> = Vec::new();
     if !main {
         references.push(format!("cephbackup({MAN_SECTION})"));
     }
+    references.push(format!("cephbackup.conf({CONF_SECTION})"));
     references.push("rbd(8)".to_string());
     if main {
         references.push("systemd.timer(5)".to_string());

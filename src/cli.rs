@@ -1,7 +1,11 @@
 //! The command line: the original's `-c/--conf`, plus `--check`, the `list`, `status`,
-//! `restore`, `verify` and `init-destination` commands, and the exit statuses.
+//! `restore`, `verify`, `init-destination` and `hosts` commands, and the exit statuses.
 //!
 //! With no command the tool backs up, exactly as the original did, so cron lines keep working.
+//! Options every command may take (`-c`, `-q`, `--json`, `--check`, …) are global, so they work
+//! before or after the command as they always did; those a command has no use for are hidden from
+//! its help and refused, from one table ([`refused_by`]), and [`command`] is the definition that
+//! every parse, help text, manual page and completion comes from.
 //! This is the only module that knows the command line and exit statuses: it turns arguments into
 //! the commands' own option structs ([`ListArgs::options`], …) and their results into a
 //! [`Status`].
@@ -10,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::catalog::Narrow;
 use crate::commands::init::InitOptions;
@@ -52,7 +56,13 @@ pub const MAX_WAIT_SECONDS: u64 = crate::lock::MAX_WAIT_SECONDS;
 ///
 /// With no command, backs up every image the configuration names (what cron runs).
 #[derive(Debug, Parser)]
-#[command(name = "cephbackup", version = crate::report::version(), after_help = EXIT_STATUS_HELP)]
+// clap's own `help` command refuses `help --help` (exit 2): [`Command::Help`] stands in for it.
+#[command(
+    name = "cephbackup",
+    version = crate::report::version(),
+    after_help = EXIT_STATUS_HELP,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Configuration file (INI, one section per pool)
     #[arg(
@@ -65,9 +75,9 @@ pub struct Cli {
     )]
     pub conf: PathBuf,
 
-    /// Only show what would be done: for a backup, in every section whatever `check mode` says;
-    /// also for restore and init-destination (list, status and verify change nothing and
-    /// refuse it)
+    /// Only show what would be done, changing nothing: for a backup, in every section whatever
+    /// `check mode` says; for restore, its steps (on stderr) and the same restore as stock-tool
+    /// commands to paste (on stdout); for init-destination, what it would mark
     #[arg(long, global = true)]
     pub check: bool,
 
@@ -91,9 +101,9 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", global = true)]
     pub lock_dir: Option<PathBuf>,
 
-    /// Quiet, for cron: a backup that fully succeeds prints nothing at all; otherwise only its
-    /// errors, warnings and summary. `verify` prints only the images with a problem, and nothing
-    /// when there is none. Other commands log warnings and errors only
+    /// Quiet, for cron: log only warnings and errors on stderr, and print nothing that is not
+    /// asked for. A backup that fully succeeds prints nothing at all (otherwise its errors,
+    /// warnings and summary); verify prints only the images with a problem
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
@@ -115,15 +125,18 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
-    /// Backup run with `coordination pool`: the name this host goes by among the hosts sharing
-    /// the configuration, in leases, reports and `status` [default: its hostname]
+    /// Backup run (and init-destination) with `coordination pool`: the name this host goes by
+    /// among the hosts sharing the configuration, in leases, reports and `status` [default: its
+    /// hostname]
     #[arg(long, value_name = "NAME", value_parser = host_name)]
     pub host: Option<String>,
 
-    /// Backup run: print one JSON document, the run report (schema/run.schema.json), on stdout
-    /// instead of the text; stderr is unchanged. Before `list`, `status`, `verify` or `restore`,
-    /// the same as their own --json
-    #[arg(long)]
+    /// Print one JSON document on stdout instead of the text; the log on stderr is unchanged.
+    /// Its schema is /usr/share/doc/cephbackup/<COMMAND>.schema.json (schema/ in the source
+    /// tree), run.schema.json for a backup run
+    // This doc comment is the `--help` text, where <COMMAND> is a placeholder, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
+    #[arg(long, global = true)]
     pub json: bool,
 
     #[command(subcommand)]
@@ -160,13 +173,18 @@ pub enum Command {
     /// With `coordination pool`: the hosts running the configuration now, the images being
     /// backed up and by whom until when, and which host last backed up each image
     Hosts(HostsArgs),
+    /// Print this message or the help of the given command
+    Help(HelpArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct HostsArgs {
-    /// Print one JSON document instead of text
-    #[arg(long)]
-    pub json: bool,
+pub struct HostsArgs {}
+
+#[derive(Debug, Clone, Args)]
+pub struct HelpArgs {
+    /// The command whose help to print
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -193,10 +211,6 @@ pub struct NarrowArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub narrow: NarrowArgs,
-
-    /// Print one JSON document instead of text
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The longest age `status` accepts: ten years (longer means "never", which no limit says).
@@ -215,10 +229,6 @@ pub struct StatusArgs {
     /// An image whose newest restore point is older than this is WARNING (exit 1)
     #[arg(long, value_name = "DURATION", value_parser = parse_age)]
     pub warn_age: Option<std::time::Duration>,
-
-    /// Print one JSON document instead of text
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// A positive duration such as `26h`, `2d`, `90m` or `1d 12h`, at most [`MAX_AGE_SECONDS`].
@@ -262,9 +272,6 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
     pub at: Option<DateTime<Utc>>,
 
-    /// Print one JSON document instead of the text (the steps then go to stderr)
-    #[arg(long)]
-    pub json: bool,
     /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
     /// `age-keygen` writes it, readable by its owner only
     #[arg(long, value_name = "FILE")]
@@ -286,46 +293,169 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub strict: bool,
 
-    /// Print one JSON document instead of text
-    #[arg(long)]
-    pub json: bool,
     /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
     /// `age-keygen` writes it, readable by its owner only
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 }
 
+/// The global options some commands do not honour, with the reason each command refuses them:
+/// one table for both the help, which hides them from those commands ([`command`]), and the
+/// refusal ([`Cli::validate`]), so that what a command's help shows is what it accepts.
+/// The option is named by its clap id.
+fn refused_by(command: &str) -> &'static [(&'static str, &'static str)] {
+    const CHANGES_NOTHING: &str = "which changes nothing anyway";
+    const NO_LOCK: &str = "which takes no image lock";
+    match command {
+        "list" | "status" | "hosts" => &[
+            ("check", CHANGES_NOTHING),
+            ("wait", NO_LOCK),
+            ("lock_dir", NO_LOCK),
+        ],
+        "verify" => &[("check", CHANGES_NOTHING)],
+        "init-destination" => &[
+            ("wait", NO_LOCK),
+            ("lock_dir", NO_LOCK),
+            ("json", "which prints no JSON document"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The command line definition: [`Cli`]'s, with each global option a command refuses
+/// ([`refused_by`]) hidden from that command's help, manual page and completions.
+///
+/// A command that declares an argument of a global option's id keeps its own (clap propagates
+/// a global option only where the id is free), and its value still reaches [`Cli`]: the hidden
+/// copy parses as before, and [`Cli::validate`] refuses it with a reason.
+pub fn command() -> clap::Command {
+    let mut cli = Cli::command();
+    let globals: Vec<clap::Arg> = cli
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .cloned()
+        .collect();
+    let names: Vec<String> = cli
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in names {
+        // `help` runs nothing: no option applies to it.
+        let hidden: Vec<&str> = if name == "help" {
+            globals.iter().map(|arg| arg.get_id().as_str()).collect()
+        } else {
+            refused_by(&name).iter().map(|(id, _)| *id).collect()
+        };
+        cli = cli.mut_subcommand(&name, |mut sub| {
+            for id in hidden {
+                let global = globals
+                    .iter()
+                    .find(|arg| arg.get_id() == id)
+                    .expect("refused_by names a global option");
+                sub = sub.arg(global.clone().hide(true));
+            }
+            sub
+        });
+    }
+    cli
+}
+
 impl Cli {
-    /// Refuses what parses but cannot be honoured: `--check` with a command that changes nothing
-    /// (it would be silently ignored otherwise).
+    /// The command line of this process, parsed with [`command`]; exits as clap does on a usage
+    /// error (status 2) or after `--help` and `--version` (status 0).
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// `args` parsed as [`parse_args`](Cli::parse_args) parses the process's. `help [COMMAND]`
+    /// is answered as `[COMMAND] --help` is, with the help text as the error clap exits with
+    /// (on stdout, status 0), so a parsed [`Cli`] never holds [`Command::Help`].
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut definition = command();
+        let mut matches = definition.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches_mut(&mut matches)?;
+        let Some(Command::Help(help)) = &cli.command else {
+            return Ok(cli);
+        };
+        definition.build();
+        let shown = match &help.command {
+            None => definition.render_long_help(),
+            Some(name) => match definition.find_subcommand_mut(name) {
+                Some(sub) => sub.render_long_help(),
+                None => {
+                    return Err(definition.error(
+                        clap::error::ErrorKind::InvalidSubcommand,
+                        format!("no command {name}: try cephbackup --help"),
+                    ))
+                }
+            },
+        };
+        // Plain text: a raw message is printed as given, terminal or not.
+        let shown = shown.to_string();
+        Err(clap::Error::raw(clap::error::ErrorKind::DisplayHelp, shown))
+    }
+
+    /// Refuses what parses but cannot be honoured, rather than ignoring it silently: a global
+    /// option a command has no use for ([`refused_by`]), and the backup run's own options given
+    /// with a command.
     pub fn validate(&self) -> Result<(), UsageError> {
-        if self.offline && self.command.is_some() {
+        let Some(command) = &self.command else {
+            return Ok(());
+        };
+        let name = command.name();
+        if self.offline {
             return Err(UsageError(
                 "--offline checks the configuration for a backup run; give it without a command \
                  (cephbackup --check --offline)"
                     .into(),
             ));
         }
-        let name = match &self.command {
-            Some(Command::List(_)) if self.check => "list",
-            Some(Command::Status(_)) if self.check => "status",
-            Some(Command::Verify(_)) if self.check => "verify",
-            Some(Command::Hosts(_)) if self.check => "hosts",
-            Some(_) if self.metrics_file.is_some() => {
-                return Err(UsageError(
-                    "--metrics-file is only for a backup run (no command)".to_string(),
-                ))
+        if self.metrics_file.is_some() {
+            return Err(UsageError(
+                "--metrics-file is only for a backup run (no command)".to_string(),
+            ));
+        }
+        if self.host.is_some() && !matches!(command, Command::InitDestination(_)) {
+            return Err(UsageError(format!(
+                "--host is not accepted by {name}: it names this host for a backup run or \
+                 init-destination"
+            )));
+        }
+        for (id, reason) in refused_by(name) {
+            let given = match *id {
+                "check" => self.check,
+                "wait" => self.wait.is_some(),
+                "lock_dir" => self.lock_dir.is_some(),
+                "json" => self.json,
+                other => unreachable!("refused_by names {other}, which validate does not know"),
+            };
+            if given {
+                let option = id.replace('_', "-");
+                return Err(UsageError(format!(
+                    "--{option} is not accepted by {name}, {reason}"
+                )));
             }
-            Some(Command::InitDestination(_)) if self.json => {
-                return Err(UsageError(
-                    "--json is not accepted by init-destination".to_string(),
-                ))
-            }
-            _ => return Ok(()),
-        };
-        Err(UsageError(format!(
-            "--check is not accepted by {name}, which changes nothing anyway"
-        )))
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// The command's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::List(_) => "list",
+            Command::Status(_) => "status",
+            Command::Restore(_) => "restore",
+            Command::Verify(_) => "verify",
+            Command::InitDestination(_) => "init-destination",
+            Command::Hosts(_) => "hosts",
+            Command::Help(_) => "help",
+        }
     }
 }
 
@@ -339,40 +469,40 @@ impl NarrowArgs {
 }
 
 impl ListArgs {
-    pub fn options(&self) -> ListOptions {
+    pub fn options(&self, json: bool) -> ListOptions {
         ListOptions {
             narrow: self.narrow.narrow(),
-            json: self.json,
+            json,
         }
     }
 }
 
 impl StatusArgs {
-    pub fn options(&self) -> StatusOptions {
+    pub fn options(&self, json: bool) -> StatusOptions {
         StatusOptions {
             narrow: self.narrow.narrow(),
             max_age: self.max_age,
             warn_age: self.warn_age,
-            json: self.json,
+            json,
         }
     }
 }
 
 impl VerifyArgs {
-    pub fn options(&self) -> VerifyOptions {
+    pub fn options(&self, json: bool, quiet: bool) -> VerifyOptions {
         VerifyOptions {
             narrow: self.narrow.narrow(),
             source: self.source,
             strict: self.strict,
-            json: self.json,
-            quiet: false,
+            json,
+            quiet,
             identity: self.identity.clone(),
         }
     }
 }
 
 impl RestoreArgs {
-    pub fn options(&self, check: bool) -> RestoreOptions {
+    pub fn options(&self, check: bool, json: bool) -> RestoreOptions {
         RestoreOptions {
             pool: self.pool.clone(),
             image: self.image.clone(),
@@ -380,7 +510,7 @@ impl RestoreArgs {
             to_file: self.to_file.clone(),
             at: self.at,
             check,
-            json: self.json,
+            json,
             identity: self.identity.clone(),
         }
     }
@@ -465,7 +595,7 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
@@ -486,23 +616,23 @@ mod tests {
     #[test]
     fn config_path_accepts_the_original_spellings() {
         for flag in ["-c", "--conf", "--config"] {
-            let cli = Cli::try_parse_from(["cephbackup", flag, "/x.conf"]).unwrap();
+            let cli = Cli::try_parse_args(["cephbackup", flag, "/x.conf"]).unwrap();
             assert_eq!(cli.conf, PathBuf::from("/x.conf"));
         }
-        let cli = Cli::try_parse_from(["cephbackup"]).unwrap();
+        let cli = Cli::try_parse_args(["cephbackup"]).unwrap();
         assert_eq!(cli.conf, PathBuf::from("/etc/cephbackup/cephbackup.conf"));
         assert!(!cli.check);
     }
 
     #[test]
     fn no_command_means_backup_and_the_config_goes_before_or_after_a_command() {
-        let cli = Cli::try_parse_from(["cephbackup", "-c", "/x.conf"]).unwrap();
+        let cli = Cli::try_parse_args(["cephbackup", "-c", "/x.conf"]).unwrap();
         assert!(cli.command.is_none());
         for args in [
             ["cephbackup", "-c", "/x.conf", "list"],
             ["cephbackup", "list", "-c", "/x.conf"],
         ] {
-            let cli = Cli::try_parse_from(args).unwrap();
+            let cli = Cli::try_parse_args(args).unwrap();
             assert_eq!(cli.conf, PathBuf::from("/x.conf"));
             assert!(matches!(cli.command, Some(Command::List(_))));
         }
@@ -511,7 +641,7 @@ mod tests {
     #[test]
     fn restore_needs_one_target_and_reads_when() {
         let base = ["cephbackup", "restore", "--pool", "rbd", "--image", "vm"];
-        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let parse = |extra: &[&str]| Cli::try_parse_args(base.iter().chain(extra));
         assert!(parse(&[]).is_err(), "a target is required");
         assert!(parse(&["--to", "x", "--to-file", "/x"]).is_err());
         let cli = parse(&["--to", "other/x", "--at", "20261125T120000", "--check"]).unwrap();
@@ -528,7 +658,7 @@ mod tests {
 
     #[test]
     fn check_is_global_and_refused_where_it_cannot_be_honoured() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap();
+        let parse = |args: &[&str]| Cli::try_parse_args(args).unwrap();
         for args in [
             &["cephbackup", "--check"][..],
             &["cephbackup", "--check", "init-destination"],
@@ -561,17 +691,145 @@ mod tests {
         }
     }
 
+    /// What `cephbackup COMMAND --help` shows, as clap renders it.
+    fn help_of(command: &str) -> String {
+        let mut definition = super::command();
+        definition.build();
+        let sub = definition.find_subcommand_mut(command).unwrap();
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn a_command_refuses_and_hides_the_global_options_it_has_no_use_for() {
+        let refusals = [
+            ("list", "--check", "which changes nothing anyway"),
+            ("list", "--wait=5", "which takes no image lock"),
+            ("status", "--wait=5", "which takes no image lock"),
+            ("status", "--lock-dir=/l", "which takes no image lock"),
+            ("hosts", "--check", "which changes nothing anyway"),
+            ("verify", "--check", "which changes nothing anyway"),
+            (
+                "init-destination",
+                "--json",
+                "which prints no JSON document",
+            ),
+            ("init-destination", "--wait=5", "which takes no image lock"),
+        ];
+        for (command, option, reason) in refusals {
+            let name = option.split('=').next().unwrap();
+            // Before and after the command, as the global option it is.
+            for args in [
+                ["cephbackup", option, command],
+                ["cephbackup", command, option],
+            ] {
+                let cli = Cli::try_parse_args(args).unwrap();
+                let err = cli.validate().unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    format!("{name} is not accepted by {command}, {reason}"),
+                    "{args:?}"
+                );
+            }
+            let help = help_of(command);
+            assert!(
+                !help.contains(name),
+                "{command} --help shows {name}:\n{help}"
+            );
+        }
+        // What a command does honour, it shows and accepts, before or after it.
+        for (command, option) in [
+            ("list", "--json"),
+            ("status", "--json"),
+            ("hosts", "--json"),
+            ("verify", "--wait"),
+            ("verify", "--lock-dir"),
+            ("verify", "--json"),
+            ("init-destination", "--check"),
+            ("list", "--quiet"),
+            ("list", "--conf"),
+        ] {
+            assert!(help_of(command).contains(option), "{command}: {option}");
+        }
+        for args in [
+            &["cephbackup", "--json", "list"][..],
+            &["cephbackup", "list", "--json"],
+            &["cephbackup", "-c", "/x", "--json", "status"],
+            &["cephbackup", "hosts", "--json"],
+            &[
+                "cephbackup",
+                "verify",
+                "--wait",
+                "5",
+                "--lock-dir",
+                "/l",
+                "--json",
+            ],
+            &["cephbackup", "--wait", "5", "verify"],
+        ] {
+            let cli = Cli::try_parse_args(args).unwrap();
+            assert!(cli.validate().is_ok(), "{args:?}");
+        }
+        let cli = Cli::try_parse_args(["cephbackup", "list", "--json"]).unwrap();
+        assert!(cli.json, "--json after the command is the global one");
+    }
+
+    #[test]
+    fn the_backup_runs_own_options_are_refused_with_a_command() {
+        for (args, message) in [
+            (
+                &["cephbackup", "--metrics-file", "/m.prom", "list"][..],
+                "--metrics-file is only for a backup run (no command)",
+            ),
+            (
+                &["cephbackup", "--host", "a", "status"],
+                "--host is not accepted by status",
+            ),
+        ] {
+            let err = Cli::try_parse_args(args).unwrap().validate().unwrap_err();
+            assert!(err.to_string().starts_with(message), "{err}");
+        }
+        let cli = Cli::try_parse_args(["cephbackup", "--host", "a", "init-destination"]).unwrap();
+        assert!(cli.validate().is_ok());
+        // Options of the backup run alone are not even parsed after a command.
+        assert!(Cli::try_parse_args(["cephbackup", "list", "--metrics-file", "/m"]).is_err());
+    }
+
+    #[test]
+    fn help_answers_like_help_and_help_help_too() {
+        for args in [
+            &["cephbackup", "help"][..],
+            &["cephbackup", "help", "--help"],
+            &["cephbackup", "help", "-h"],
+            &["cephbackup", "help", "restore"],
+        ] {
+            let err = Cli::try_parse_args(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(err.exit_code(), 0, "{args:?}");
+        }
+        let shown = Cli::try_parse_args(["cephbackup", "help", "restore"])
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("--to-file"), "{shown}");
+        let help = Cli::try_parse_args(["cephbackup", "help", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("Usage: cephbackup help [COMMAND]"), "{help}");
+        assert!(!help.contains("--check"), "{help}");
+        let err = Cli::try_parse_args(["cephbackup", "help", "lsit"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
     #[test]
     fn offline_needs_check_and_no_command_and_quiet_excludes_verbose() {
-        let cli = Cli::try_parse_from(["cephbackup", "--check", "--offline"]).unwrap();
+        let cli = Cli::try_parse_args(["cephbackup", "--check", "--offline"]).unwrap();
         assert!(cli.offline && cli.validate().is_ok());
-        assert!(Cli::try_parse_from(["cephbackup", "--offline"]).is_err());
-        let cli = Cli::try_parse_from(["cephbackup", "--check", "--offline", "init-destination"])
+        assert!(Cli::try_parse_args(["cephbackup", "--offline"]).is_err());
+        let cli = Cli::try_parse_args(["cephbackup", "--check", "--offline", "init-destination"])
             .unwrap();
         assert!(cli.validate().is_err());
-        assert!(Cli::try_parse_from(["cephbackup", "-q", "-v"]).is_err());
+        assert!(Cli::try_parse_args(["cephbackup", "-q", "-v"]).is_err());
         assert!(
-            Cli::try_parse_from(["cephbackup", "-v", "list"])
+            Cli::try_parse_args(["cephbackup", "-v", "list"])
                 .unwrap()
                 .verbose
         );
@@ -579,10 +837,10 @@ mod tests {
 
     #[test]
     fn wait_is_bounded_to_a_week() {
-        let parse = |value: &str| Cli::try_parse_from(["cephbackup", &format!("--wait={value}")]);
+        let parse = |value: &str| Cli::try_parse_args(["cephbackup", &format!("--wait={value}")]);
         assert_eq!(parse("0").unwrap().wait, Some(0));
         assert_eq!(parse("604800").unwrap().wait, Some(MAX_WAIT_SECONDS));
-        assert_eq!(Cli::try_parse_from(["cephbackup"]).unwrap().wait, None);
+        assert_eq!(Cli::try_parse_args(["cephbackup"]).unwrap().wait, None);
         for value in [
             "604801",
             "9223372036854775807",
@@ -602,20 +860,19 @@ mod tests {
     #[test]
     fn status_reads_ages_and_maps_verdicts_to_plugin_statuses() {
         let parse = |args: &[&str]| {
-            Cli::try_parse_from(["cephbackup", "status"].iter().chain(args)).map(|cli| {
+            Cli::try_parse_args(["cephbackup", "status"].iter().chain(args)).map(|cli| {
                 let Some(Command::Status(args)) = cli.command else {
                     panic!("not status")
                 };
                 args
             })
         };
-        let args = parse(&["--max-age", "26h", "--warn-age", "90m", "--json"]).unwrap();
+        let args = parse(&["--max-age", "26h", "--warn-age", "90m"]).unwrap();
         assert_eq!(
             args.max_age,
             Some(std::time::Duration::from_secs(26 * 3600))
         );
         assert_eq!(args.warn_age, Some(std::time::Duration::from_secs(90 * 60)));
-        assert!(args.json);
         let args = parse(&["--max-age", "2d"]).unwrap();
         assert_eq!(
             args.max_age,
@@ -643,12 +900,12 @@ mod tests {
         );
         let usage = anyhow::Error::new(UsageError("x".into()));
         assert_eq!(Status::of_status_error(&usage), Status::UsageOrConfig);
-        let err = Cli::try_parse_from(["cephbackup", "--check", "status"])
+        let err = Cli::try_parse_args(["cephbackup", "--check", "status"])
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("not accepted by status"), "{err}");
-        let cli = Cli::try_parse_from(["cephbackup", "--metrics-file", "/m/c.prom"]).unwrap();
+        let cli = Cli::try_parse_args(["cephbackup", "--metrics-file", "/m/c.prom"]).unwrap();
         assert_eq!(cli.metrics_file, Some(PathBuf::from("/m/c.prom")));
     }
 

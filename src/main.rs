@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::Parser;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +14,7 @@ use cephbackup::bin::{config, interrupt, lock, metrics, progress};
 use cephbackup::bin::{Cli, Command, Outcome, Status};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(&cli);
     run(&cli).into()
 }
@@ -127,7 +126,9 @@ fn needs_cluster(cli: &Cli) -> bool {
         None | Some(Command::Hosts(_)) => true,
         Some(Command::Restore(args)) => args.to.is_some(),
         Some(Command::Verify(args)) => args.source,
-        Some(Command::List(_) | Command::Status(_) | Command::InitDestination(_)) => false,
+        Some(
+            Command::List(_) | Command::Status(_) | Command::InitDestination(_) | Command::Help(_),
+        ) => false,
     }
 }
 
@@ -153,15 +154,9 @@ fn print_problems(label: &str, problems: &[config::ConfigProblem]) {
 fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status {
     let locking = locking(cli);
     let result = match command {
-        Command::List(args) => {
-            let mut options = args.options();
-            options.json |= cli.json;
-            list::run(config, &options)
-        }
+        Command::List(args) => list::run(config, &args.options(cli.json)),
         Command::Status(args) => {
-            let mut options = args.options();
-            options.json |= cli.json;
-            return match status::run(config, &options) {
+            return match status::run(config, &args.options(cli.json)) {
                 Ok(health) => Status::Monitoring(health),
                 Err(err) => {
                     eprintln!("error: {err:#}");
@@ -170,24 +165,20 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
             };
         }
         Command::Restore(args) => {
-            let mut options = args.options(cli.check);
-            options.json |= cli.json;
-            restore::run(config, &options, &locking).map(|()| Outcome::Done)
+            restore::run(config, &args.options(cli.check, cli.json), &locking)
+                .map(|()| Outcome::Done)
         }
-        Command::Verify(args) => {
-            let mut options = args.options();
-            options.quiet = cli.quiet;
-            options.json |= cli.json;
-            verify::run(config, &options, &locking)
-        }
+        Command::Verify(args) => verify::run(config, &args.options(cli.json, cli.quiet), &locking),
         Command::InitDestination(args) => {
             let options = args.options(cli.check);
             init::run(config, &options, &config.state_dir(), cli.host.as_deref())
                 .map(|()| Outcome::Done)
         }
-        Command::Hosts(args) => {
-            hosts::run(config, args.json || cli.json, &config.state_dir()).map(|()| Outcome::Done)
+        Command::Hosts(_) => {
+            hosts::run(config, cli.json, &config.state_dir()).map(|()| Outcome::Done)
         }
+        // Cli::parse_args answers `help` itself, as clap answers --help.
+        Command::Help(_) => Ok(Outcome::Done),
     };
     match result {
         Ok(outcome) => Status::of_outcome(outcome),

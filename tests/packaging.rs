@@ -1,12 +1,13 @@
 //! What an administrator installs besides the binary, checked with the system's own tools: the
-//! manual pages render with `man`, the completions load in bash (and zsh and fish where
-//! installed), `systemd-analyze verify` accepts the units, `--version` names the git revision,
-//! and the Debian package that `scripts/package` built with dpkg-deb (`CEPHBACKUP_DEB`, set by
-//! scripts/test) holds every file, with the configuration as a conffile, complete control fields
-//! and md5sums, and maintainer scripts that, run with stand-ins for deb-systemd-helper, register
-//! the units without ever enabling or starting them and stop and disable them on removal. The
-//! `--help` of the tool and of each command is an insta snapshot (tests/snapshots/), reviewed word
-//! for word.
+//! manual pages render with `man` (`cephbackup.conf(5)` naming exactly the keys the parser
+//! knows), the completions load in bash (and zsh and fish where installed), `systemd-analyze
+//! verify` accepts the units, `--version` names the git revision, and the Debian package that
+//! `scripts/package` built with dpkg-deb (`CEPHBACKUP_DEB`, set by scripts/test) holds every
+//! file (the JSON schemas as in the tree included), with the configuration as a conffile,
+//! complete and real control fields and md5sums, and maintainer scripts that, run with
+//! stand-ins for deb-systemd-helper, register the units without ever enabling or starting them
+//! and stop and disable them on removal. The `--help` of the tool and of each command is an
+//! insta snapshot (tests/snapshots/), reviewed word for word.
 //!
 //! No cluster is needed; `man` must be installed (scripts/test installs man-db), zsh, fish and
 //! systemd-analyze are used where present and skipped with a printed reason otherwise.
@@ -111,6 +112,7 @@ fn manual_pages_render_with_man() {
         "--conf <PATH>",
         "/etc/cephbackup/cephbackup.conf",
         "cephbackup-restore(8)",
+        "cephbackup.conf(5)",
         "75 another run kept an image longer",
         cephbackup::bin::version(),
     ] {
@@ -132,6 +134,123 @@ fn manual_pages_render_with_man() {
         );
         assert!(page.contains(option), "{command}: no {option}:\n{page}");
     }
+}
+
+/// The keys `cephbackup.conf(5)` documents: the bold term after each `.TP` of its KEYS section.
+fn keys_on_the_configuration_page(roff: &str) -> Vec<String> {
+    let section = roff
+        .split_once(".SH KEYS\n")
+        .and_then(|(_, rest)| rest.split_once("\n.SH "))
+        .map(|(keys, _)| keys)
+        .expect("a KEYS section");
+    let mut lines = section.lines();
+    let mut keys = Vec::new();
+    while let Some(line) = lines.next() {
+        if line == ".TP" {
+            let term = lines.next().unwrap();
+            keys.push(
+                term.replace("\\fB", "")
+                    .replace("\\fR", "")
+                    .replace("\\-", "-"),
+            );
+        }
+    }
+    keys
+}
+
+/// The keys the parser knows, as it lists them when it meets one it does not.
+fn keys_the_parser_knows() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.conf");
+    std::fs::write(&conf, "[rbd]\ndescription = not a key\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["--check", "--offline", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    let listed = stderr
+        .split_once("unknown key, ignored (known keys: ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .unwrap_or_else(|| panic!("no list of known keys:\n{stderr}"))
+        .0;
+    listed.split(", ").map(str::to_string).collect()
+}
+
+#[test]
+fn configuration_page_renders_and_documents_every_key_the_parser_knows() {
+    let (dir, _) = generated_assets();
+    let path = dir.path().join("man/cephbackup.conf.5");
+    let page = render_man_page(&path);
+    for heading in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "KEYS",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            page.lines().any(|line| line == heading),
+            "no {heading}:\n{page}"
+        );
+    }
+    for expected in [
+        "cephbackup.conf - configuration of cephbackup",
+        "/etc/cephbackup/cephbackup.conf",
+        "%(name)s",
+        "[DEFAULT]",
+        "cephbackup(8)",
+        "Default: 21600 (6 hours)",
+        "destination directory = /mnt/ceph_backups/",
+    ] {
+        assert!(
+            squeezed(&page).contains(expected),
+            "no {expected:?}:\n{page}"
+        );
+    }
+
+    let roff = text(&std::fs::read(&path).unwrap());
+    let mut documented = keys_on_the_configuration_page(&roff);
+    let mut known = keys_the_parser_knows();
+    assert!(known.len() >= 35, "{known:?}");
+    documented.sort();
+    known.sort();
+    assert_eq!(documented, known, "the page and the parser disagree");
+
+    // The sample names only documented keys (its commented-out ones included), and the README's
+    // table lists the same keys as the page.
+    let sample = text(&std::fs::read(Path::new(ROOT).join("ceph-backup.cfg")).unwrap());
+    for line in sample.lines() {
+        let line = line.trim_start_matches(';');
+        if line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        if let Some((key, _)) = line.split_once(" = ") {
+            assert!(documented.iter().any(|k| k == key), "sample: {key}");
+        }
+    }
+    let readme = text(&std::fs::read(Path::new(ROOT).join("README.md")).unwrap());
+    let table = readme
+        .split_once("Every key:\n")
+        .and_then(|(_, rest)| rest.split_once("\n\n"))
+        .expect("the README's table of keys")
+        .0;
+    let mut in_readme: Vec<String> = table
+        .lines()
+        .filter(|row| row.starts_with("| `"))
+        .flat_map(|row| {
+            let cell = row.split(" | ").next().unwrap().trim_start_matches("| ");
+            cell.split(", ")
+                .map(|key| key.trim_matches('`').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    in_readme.sort();
+    assert_eq!(
+        in_readme, documented,
+        "the README's table and the page disagree"
+    );
 }
 
 #[test]
@@ -235,6 +354,7 @@ fn help_of_the_tool_and_of_each_command() {
         "verify",
         "init-destination",
         "hosts",
+        "help",
     ] {
         let args: Vec<&str> = [command, "--help"]
             .into_iter()
@@ -371,6 +491,7 @@ fn debian_package_holds_the_binary_pages_completions_units_and_conffile() {
         "./usr/share/fish/vendor_completions.d/cephbackup.fish".to_string(),
         "./etc/cephbackup/cephbackup.conf".to_string(),
         "./usr/share/doc/cephbackup/README.md".to_string(),
+        "./usr/share/man/man5/cephbackup.conf.5.gz".to_string(),
     ];
     for command in ["list", "restore", "verify", "init-destination"] {
         expected.push(format!("./usr/share/man/man8/cephbackup-{command}.8.gz"));
@@ -427,6 +548,33 @@ fn debian_package_holds_the_binary_pages_completions_units_and_conffile() {
     assert!(version.starts_with("cephbackup "), "{version}");
     let page = render_man_page(&root.path().join("usr/share/man/man8/cephbackup.8.gz"));
     assert!(page.contains("EXIT STATUS"), "{page}");
+    let page = render_man_page(&root.path().join("usr/share/man/man5/cephbackup.conf.5.gz"));
+    assert!(page.contains("coordination lease"), "{page}");
+
+    // The schemas `--json --help` points to, as in the source tree.
+    let doc = root.path().join("usr/share/doc/cephbackup");
+    let schemas: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("schema"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".schema.json"))
+        .collect();
+    assert!(schemas.len() >= 6, "{schemas:?}");
+    for schema in schemas {
+        let name = schema.file_name().unwrap();
+        let shipped = std::fs::read(doc.join(name))
+            .unwrap_or_else(|err| panic!("{}: {err}", name.to_string_lossy()));
+        assert_eq!(
+            shipped,
+            std::fs::read(&schema).unwrap(),
+            "{}",
+            name.to_string_lossy()
+        );
+    }
+    let help = text(&run(Command::new(&binary).args(["--help"])).stdout);
+    assert!(
+        help.contains("/usr/share/doc/cephbackup/<COMMAND>.schema.json"),
+        "{help}"
+    );
 }
 
 /// The section names of a little-endian ELF64 file (what `readelf -S` lists), enough to tell a
@@ -478,9 +626,28 @@ fn debian_package_control_fields_are_complete_and_dpkg_reads_them_cleanly() {
     ] {
         assert_eq!(control_field(&deb, field), expected, "{field}");
     }
+    // Real metadata, Cargo.toml's: no placeholder address.
+    let maintainer = control_field(&deb, "Maintainer");
     assert!(
-        control_field(&deb, "Maintainer").contains('<'),
-        "Maintainer"
+        maintainer.contains('<') && maintainer.ends_with('>'),
+        "{maintainer}"
+    );
+    for placeholder in ["localhost", "example", "root@"] {
+        assert!(
+            !maintainer.contains(placeholder),
+            "Maintainer: {maintainer}"
+        );
+    }
+    let manifest = text(&std::fs::read(Path::new(ROOT).join("Cargo.toml")).unwrap());
+    assert!(
+        manifest.contains(&format!("authors = [\"{maintainer}\"]")),
+        "{maintainer}"
+    );
+    let homepage = control_field(&deb, "Homepage");
+    assert!(homepage.starts_with("https://"), "Homepage: {homepage:?}");
+    assert!(
+        manifest.contains(&format!("homepage = \"{homepage}\"")),
+        "{homepage}"
     );
     assert_eq!(
         deb.file_name().unwrap().to_string_lossy(),
@@ -516,6 +683,11 @@ fn debian_package_control_fields_are_complete_and_dpkg_reads_them_cleanly() {
         extended.len() >= 2 && extended[0].trim_start().starts_with("cephbackup snapshots"),
         "{description}"
     );
+    // What it does today: not only a folder.
+    let extended = squeezed(&extended.join(" "));
+    for feature in ["S3", "encrypted", "Several backup hosts"] {
+        assert!(extended.contains(feature), "{feature}: {description}");
+    }
 }
 
 #[test]
@@ -755,4 +927,58 @@ fn debian_package_scripts_register_the_units_and_never_start_them() {
         );
     }
     assert!(!starts(&log), "{log:?}");
+}
+
+/// The README's quick start is real: its configuration passes the offline check (with the
+/// destination and the Ceph configuration moved to temporary files), every `cephbackup` command
+/// it shows parses (each with `--help` appended exits 0), and the timer it enables is shipped.
+#[test]
+fn readme_quick_start_works() {
+    let readme = text(&std::fs::read(Path::new(ROOT).join("README.md")).unwrap());
+    let quick = readme
+        .split_once("### Quick start for an administrator\n")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .expect("a quick start")
+        .0;
+    let commands = quick
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    for line in commands.lines() {
+        let command = line.split(" # ").next().unwrap().trim();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words[..] {
+            ["cephbackup", ref args @ ..] => {
+                run(Command::new(BIN).args(args).arg("--help"));
+            }
+            ["systemctl", "enable", "--now", unit] => {
+                assert!(UNITS.contains(&unit), "{unit} is not shipped");
+            }
+            _ => {}
+        }
+    }
+
+    let ini = quick
+        .split_once("```ini\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backups");
+    std::fs::create_dir(&dest).unwrap();
+    let ceph_conf = dir.path().join("ceph.conf");
+    std::fs::write(&ceph_conf, "[global]\n").unwrap();
+    let ini = ini
+        .replace("/mnt/ceph_backups", &dest.to_string_lossy())
+        .replace("/etc/ceph/ceph.conf", &ceph_conf.to_string_lossy());
+    let conf = dir.path().join("cephbackup.conf");
+    std::fs::write(&conf, ini).unwrap();
+    let output = run(Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .args(["--check", "--offline"])
+        .env("STATE_DIRECTORY", dir.path().join("state")));
+    let shown = text(&output.stdout);
+    assert!(shown.contains("1 section(s), no problems"), "{shown}");
 }

@@ -634,7 +634,17 @@ impl<'a> Section<'a> {
             outln!("\t{}", escaped(&format!("{}/{image}", self.job.pool)));
         }
         outln!("Backup folder: {}", self.job.destination_text);
-        outln!("Compression: {}", compression_shown(self.job.compress));
+        outln!(
+            "Compression: {}",
+            py_bool(self.job.compress != Compression::None)
+        );
+        if self.job.compress == Compression::Zstd {
+            // The line above is the original's, which scripts may read: True or False only.
+            info!(
+                "{}: compress = zstd, files are .tar.zst",
+                escaped(&self.job.pool)
+            );
+        }
         outln!("Check mode: {}", py_bool(self.checking()));
         if self.job.mode == BackupMode::Full {
             outln!(
@@ -647,15 +657,6 @@ impl<'a> Section<'a> {
                 );
             }
         }
-    }
-}
-
-/// How the overview line shows `compress`: the original's Python bools, and zstd by name.
-fn compression_shown(compression: Compression) -> &'static str {
-    match compression {
-        Compression::None => "False",
-        Compression::Gzip => "True",
-        Compression::Zstd => "zstd",
     }
 }
 

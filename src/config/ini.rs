@@ -91,7 +91,7 @@ pub(super) enum Continuation {
     Discarded,
 }
 
-/// A key that is not one of [`KNOWN_KEYS`], as written; judged once the whole file is read.
+/// A key that is not one of [`keys::KEYS`], as written; judged once the whole file is read.
 pub(super) struct UnknownKey {
     pub(super) line: usize,
     pub(super) section: String,
@@ -225,7 +225,7 @@ impl<'a> IniReader<'a> {
             let message = "option outside any section (add a '[pool]' header above it)";
             self.report(number, Some(&key), message.to_string());
         }
-        if !KNOWN_KEYS.contains(&key.as_str()) && group_name(&key).is_none() {
+        if !keys::is_known(&key) {
             if let Some(section) = self.current_section() {
                 self.unknown_keys.push(UnknownKey {
                     line: number,
@@ -285,10 +285,7 @@ impl<'a> IniReader<'a> {
                 ),
                 None => (
                     Severity::Warning,
-                    format!(
-                        "unknown key, ignored (known keys: {})",
-                        KNOWN_KEYS.join(", ")
-                    ),
+                    format!("unknown key, ignored (known keys: {})", keys::shown_names()),
                 ),
             };
             let problem = ConfigProblem {
@@ -477,9 +474,7 @@ pub(super) fn python_trim(text: &str) -> &str {
 /// (`check`, `compression`). Compared without spaces, `_` and `-`.
 pub(super) fn closest_known_key(key: &str) -> Option<&'static str> {
     let squashed = squash_separators(key);
-    let known_keys = KNOWN_KEYS
-        .iter()
-        .map(|&known| (known, squash_separators(known)));
+    let known_keys = keys::exact_names().map(|known| (known, squash_separators(known)));
     let nearest = known_keys
         .clone()
         .filter_map(|(known, known_squashed)| {

@@ -39,6 +39,7 @@ use crate::report::Severity;
 mod ini;
 pub mod job;
 pub mod keep;
+pub mod keys;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -147,44 +148,6 @@ const S3_CREDENTIALS: &str = "s3 credentials";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The full-mode keep rules, in the order they are read and reported.
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
-const KNOWN_KEYS: [&str; 36] = [
-    IMAGES,
-    NAMESPACE,
-    EXCLUDE,
-    DESTINATION,
-    CEPH_CONFIG,
-    CEPH_USER,
-    CEPH_KEYRING,
-    BACKUP_MODE,
-    COMPRESS,
-    COMPRESS_LEVEL,
-    COMPRESS_THREADS,
-    CHECK_MODE,
-    QUIESCE,
-    PRE_SNAPSHOT_COMMAND,
-    POST_SNAPSHOT_COMMAND,
-    HOOK_TIMEOUT,
-    WINDOW_SIZE,
-    WINDOW_UNIT,
-    CEPH_TIMEOUT,
-    KEEP_LAST,
-    KEEP_DAILY,
-    KEEP_WEEKLY,
-    KEEP_MONTHLY,
-    KEEP_MINIMUM,
-    SLIDE_FROM_CLUSTER,
-    FILE_GROUP,
-    ENCRYPT_TO,
-    S3_ENDPOINT,
-    S3_REGION,
-    S3_CREDENTIALS,
-    PARALLEL_IMAGES,
-    METRICS_FILE,
-    STATE_DIRECTORY,
-    WAIT,
-    COORDINATION_POOL,
-    COORDINATION_LEASE,
-];
 /// The group a `group NAME` key names, when `key` is one.
 fn group_name(key: &str) -> Option<&str> {
     key.strip_prefix(GROUP_PREFIX).map(python_trim)

@@ -779,12 +779,13 @@ fn unknown_keys() {
     // Far from every known key: ignored with a warning, as the original ignored it.
     assert_eq!(
         warnings(&minimal("retention = 3")),
-        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, namespace, exclude, destination \
-         directory, ceph config, ceph user, ceph keyring, backup mode, compress, compress level, \
-         compress threads, check mode, quiesce, pre snapshot command, post snapshot command, \
-         hook timeout, window size, window unit, ceph timeout, keep last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, file group, \
-         encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, metrics file, \
-         state directory, wait, coordination pool, coordination lease)"
+        "t.conf:5: [rbd] retention: unknown key, ignored (known keys: images, namespace, \
+         exclude, destination directory, ceph config, ceph user, ceph keyring, backup mode, \
+         compress, compress level, compress threads, check mode, quiesce, pre snapshot command, \
+         post snapshot command, hook timeout, group NAME, window size, window unit, ceph timeout, \
+         keep last, keep daily, keep weekly, keep monthly, keep minimum, slide from cluster, \
+         file group, encrypt to, s3 endpoint, s3 region, s3 credentials, parallel images, \
+         metrics file, state directory, wait, coordination pool, coordination lease)"
     );
 }
 

@@ -136,7 +136,36 @@ fn an_encrypted_chain_restores_with_its_key_and_is_proven_without_it() {
             &key,
             &format!("vm-stock-{compress}"),
         );
+        restore_with_the_printed_commands(&w, &conf, &key, &newest);
     }
+}
+
+/// `restore --check --identity KEY` prints stock commands that decrypt the chain with `age -d`
+/// and that key; run with `sh`, they rebuild `newest`.
+fn restore_with_the_printed_commands(w: &World, conf: &Path, key: &Path, newest: &str) {
+    let script = w
+        .restore(conf, "vm")
+        .into_image("vm-script")
+        .arg("--check")
+        .arg("--identity")
+        .arg(key.to_str().unwrap())
+        .run()
+        .success()
+        .stdout;
+    assert!(
+        script.contains(&format!("age -d -i {} ", key.display())),
+        "{script}"
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same_bytes(
+        &w.export("vm-script", None),
+        &w.export("vm", Some(newest))
+    ));
 }
 
 #[test]

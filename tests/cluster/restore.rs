@@ -364,23 +364,18 @@ fn an_existing_target_is_refused_and_a_corrupt_link_leaves_nothing_behind() {
     restore().into_file(&existing_file).run().code(1);
     assert_eq!(fs::read_to_string(&existing_file).unwrap(), "keep me");
 
-    // Check mode shows the plan and creates nothing.
+    // Check mode shows the plan (on stderr; stdout has the stock commands) and creates nothing.
     let run = restore()
         .into_image("planned")
         .arg("--check")
         .run()
         .success();
     assert!(
-        run.stdout.contains("streamed to rbd import"),
+        run.stderr.contains("streamed to rbd import"),
         "{}",
-        run.stdout
+        run.stderr
     );
-    assert!(
-        !run.stdout.contains("# "),
-        "no command it does not run: {}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("Check mode: nothing was done."));
+    assert!(run.stderr.contains("Check mode: nothing was done."));
     assert!(!images(&w).contains(&"planned".to_string()));
 
     // The last diff's payload damaged, its checksum file intact: rbd import-diff would take it,
@@ -601,4 +596,128 @@ fn a_partial_file_left_by_a_killed_restore_is_removed_by_the_next_one() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["again.raw"]);
+}
+
+/// A chain of a gzip full, a zstd diff and a plain diff of `vm`, in a folder whose path has
+/// spaces; the config and the snapshots, oldest first.
+fn mixed_chain(w: &World) -> (std::path::PathBuf, Vec<String>) {
+    w.create_image("vm", 24 * MIB, 41);
+    let dest = w.tmp.path().join("backups of the week");
+    fs::create_dir(&dest).unwrap();
+    let config = |compress: &str| {
+        w.config_named(
+            "by-hand.conf",
+            &dest,
+            &format!("images = vm\nbackup mode = incremental\ncompress = {compress}"),
+        )
+    };
+    for (index, compress) in ["yes", "zstd", "no"].into_iter().enumerate() {
+        if index > 0 {
+            w.write_data("vm", 42 + index as u64);
+            next_second();
+        }
+        w.backup(&config(compress)).success();
+    }
+    w.write_data("vm", 49);
+    let snaps = w.backup_snapshots("vm");
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    let names: Vec<String> = fs::read_dir(dest.join(&w.pool).join("vm"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for suffix in [
+        ".full.tar.gz",
+        ".tar.zst",
+        &format!("diff_from_{}", snaps[1]),
+    ] {
+        assert!(
+            names.iter().any(|name| name.ends_with(suffix)),
+            "{suffix}: {names:?}"
+        );
+    }
+    (config("no"), snaps)
+}
+
+/// Runs `script` with `sh`, as an administrator would, from another folder.
+fn run_with_sh(w: &World, script: &str) {
+    let path = w.tmp.path().join("restore by hand.sh");
+    fs::write(&path, script).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg(&path)
+        .current_dir(w.tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}:\n{script}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `restore --check` prints, on stdout alone, the commands that restore the point with the stock
+/// tools; run with `sh` they rebuild it bit for bit, from a folder whose path has spaces and a
+/// chain of gzip, zstd and plain files.
+#[test]
+fn restore_check_prints_stock_commands_that_restore_the_point_by_hand() {
+    let w = World::new();
+    let (conf, snaps) = mixed_chain(&w);
+    let run = w
+        .restore(&conf, "vm")
+        .into_image("by-hand")
+        .arg("--check")
+        .run()
+        .success();
+    // Only commands on stdout, so that `> restore.sh` saves a script; the steps on stderr.
+    assert!(run.stdout.starts_with("set -eu\ncd -- '"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("streamed to rbd import"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Check mode: nothing was done."),
+        "{}",
+        run.stderr
+    );
+    for expected in [
+        "sha256sum -c -- ",
+        "tar -xzOf ",
+        "zstd -dc -- ",
+        "import-diff - ",
+    ] {
+        assert!(run.stdout.contains(expected), "{expected}: {}", run.stdout);
+    }
+    assert!(!images(&w).contains(&"by-hand".to_string()));
+    run_with_sh(&w, &run.stdout);
+    let latest = snaps.last().unwrap();
+    assert!(same_bytes(
+        &w.export("by-hand", None),
+        &w.export("vm", Some(latest))
+    ));
+    assert!(
+        w.snapshots("by-hand").contains(latest),
+        "{:?}",
+        w.snapshots("by-hand")
+    );
+
+    // An earlier point: the script stops there.
+    let run = w
+        .restore(&conf, "vm")
+        .into_image("by-hand-earlier")
+        .at(&snaps[1])
+        .arg("--check")
+        .run()
+        .success();
+    assert_eq!(
+        run.stdout.matches("import-diff").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    run_with_sh(&w, &run.stdout);
+    assert!(same_bytes(
+        &w.export("by-hand-earlier", None),
+        &w.export("vm", Some(&snaps[1]))
+    ));
 }

@@ -29,15 +29,17 @@
 //!
 //! A restore is one list of steps (`image_steps`, `file_steps`): a real run prints each as it
 //! starts it, saying what it does with which file (never a shell command: nothing runs through
-//! one), and ends with its duration; `--check` prints them all and does nothing. When a backup
-//! file is what failed, the error names the newest point that does not need it, for `--at`. With
-//! `--json` those lines go to stderr and stdout carries one document (`RestoreDoc`): what was
-//! restored, into what, the point and its time, and the files used.
+//! one), and ends with its duration. `--check` does nothing: it prints the steps on stderr, and
+//! on stdout the same restore as a script of stock-tool commands ([`by_hand`]) an administrator
+//! can paste. When a backup file is what failed, the error names the newest point that does not
+//! need it, for `--at`. With `--json` stdout carries one document (`RestoreDoc`) instead: what
+//! was restored, into what, the point and its time, and the files used.
 //!
 //! By job: [`route`] (the target, the point and the files that lead to it, and the point to
-//! restore instead), [`steps`] (the one list of steps), [`to_image`] and [`to_file`] (performing
+//! restore instead), [`steps`] (the one list of steps), [`by_hand`] (check mode's script), [`to_image`] and [`to_file`] (performing
 //! them), [`document`] (the `--json` document); this module runs a restore from start to end.
 
+mod by_hand;
 mod document;
 mod route;
 mod steps;
@@ -123,7 +125,13 @@ fn run_on(
     cluster: &ClusterFactory,
 ) -> Result<()> {
     let started = Instant::now();
-    let say = if args.json { Say::Stderr } else { Say::Stdout };
+    // Check mode's stdout is the script of stock-tool commands ([`by_hand`]): its own lines go to
+    // stderr, as with --json.
+    let say = if args.json || args.check {
+        Say::Stderr
+    } else {
+        Say::Stdout
+    };
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
     let target = Target::parse(args.to.as_deref(), args.to_file.as_deref(), &job.pool)?;
@@ -168,7 +176,28 @@ fn run_on(
         for step in &steps {
             say.line(&step.describe(&folder, &target));
         }
-        say.line("Check mode: nothing was done.");
+        let cluster = job.cluster();
+        let source = by_hand::Source {
+            folder: &folder,
+            cluster: &cluster,
+            identity: args.identity.as_deref(),
+        };
+        let mut notes = Vec::new();
+        let script = by_hand::script(&source, &route, &target, &mut notes);
+        for note in &notes {
+            warn!("{note}");
+        }
+        say.line(&format!(
+            "Check mode: nothing was done. The same restore with the stock tools, on {}:",
+            if args.json { "stderr" } else { "stdout" }
+        ));
+        for line in &script {
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                outln!("{line}");
+            }
+        }
         return print_json(0);
     }
 
