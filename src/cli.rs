@@ -154,6 +154,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Prove the backups restorable: check every file offline, optionally against the cluster
     Verify(VerifyArgs),
+    /// Show an image's restore points as raw files in a read-only FUSE filesystem, read in place
+    /// from the backups (for recovering files without restoring the disk)
+    Mount(MountArgs),
     /// Mark the configured destinations as cephbackup's on purpose, so that a first run into an
     /// empty one is not refused as a backup disk that did not mount
     InitDestination(InitArgs),
@@ -269,6 +272,43 @@ pub struct RestoreArgs {
     /// `age-keygen` writes it, readable by its owner only
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// The pool the image was backed up from (a section of the configuration)
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+
+    /// The image whose backups to show
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+
+    /// Show only the newest point taken at or before WHEN (as `restore --at`), as IMAGE.raw;
+    /// without it, IMAGE.raw is the newest point and each point has a folder of its own
+    #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// An existing empty folder to mount on
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+
+    /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
+    /// `age-keygen` writes it, readable by its owner only
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl MountArgs {
+    pub fn options(&self) -> crate::commands::mount::MountOptions {
+        crate::commands::mount::MountOptions {
+            pool: self.pool.clone(),
+            image: self.image.clone(),
+            at: self.at,
+            mountpoint: self.mountpoint.clone(),
+            identity: self.identity.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
