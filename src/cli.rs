@@ -167,6 +167,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Prove the backups restorable: check every file offline, optionally against the cluster
     Verify(VerifyArgs),
+    /// Show an image's restore points as raw files in a read-only FUSE filesystem, read in place
+    /// from the backups (for recovering files without restoring the disk)
+    Mount(MountArgs),
     /// Mark the configured destinations as cephbackup's on purpose, so that a first run into an
     /// empty one is not refused as a backup disk that did not mount
     InitDestination(InitArgs),
@@ -279,6 +282,43 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// The pool the image was backed up from (a section of the configuration)
+    #[arg(long, value_name = "POOL")]
+    pub pool: String,
+
+    /// The image whose backups to show
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+
+    /// Show only the newest point taken at or before WHEN (as `restore --at`), as IMAGE.raw;
+    /// without it, IMAGE.raw is the newest point and each point has a folder of its own
+    #[arg(long, value_name = "WHEN", value_parser = parse_point_in_time)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// An existing empty folder to mount on
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+
+    /// The private key(s) of encrypted backups (`encrypt to`): an age identity file, as
+    /// `age-keygen` writes it, readable by its owner only
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl MountArgs {
+    pub fn options(&self) -> crate::commands::mount::MountOptions {
+        crate::commands::mount::MountOptions {
+            pool: self.pool.clone(),
+            image: self.image.clone(),
+            at: self.at,
+            mountpoint: self.mountpoint.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub narrow: NarrowArgs,
@@ -313,6 +353,10 @@ fn refused_by(command: &str) -> &'static [(&'static str, &'static str)] {
             ("lock_dir", NO_LOCK),
         ],
         "verify" => &[("check", CHANGES_NOTHING)],
+        "mount" => &[
+            ("check", "which only reads"),
+            ("json", "which prints no JSON document"),
+        ],
         "init-destination" => &[
             ("wait", NO_LOCK),
             ("lock_dir", NO_LOCK),
@@ -452,6 +496,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Restore(_) => "restore",
             Command::Verify(_) => "verify",
+            Command::Mount(_) => "mount",
             Command::InitDestination(_) => "init-destination",
             Command::Hosts(_) => "hosts",
             Command::Help(_) => "help",

@@ -95,6 +95,9 @@ pub mod bin {
         pub mod list {
             pub use crate::commands::list::run;
         }
+        pub mod mount {
+            pub use crate::commands::mount::run;
+        }
         pub mod restore {
             pub use crate::commands::restore::run;
         }

@@ -9,7 +9,9 @@ use chrono::Utc;
 use tracing_subscriber::fmt::time::ChronoUtc;
 use tracing_subscriber::EnvFilter;
 
-use cephbackup::bin::commands::{backup, check_config, hosts, init, list, restore, status, verify};
+use cephbackup::bin::commands::{
+    backup, check_config, hosts, init, list, mount, restore, status, verify,
+};
 use cephbackup::bin::{config, interrupt, lock, metrics, progress};
 use cephbackup::bin::{Cli, Command, Outcome, Status};
 
@@ -29,8 +31,10 @@ fn init_logging(cli: &Cli) {
         (false, true) => "debug",
         (false, false) => "info",
     };
-    let filter =
-        EnvFilter::try_from_env("CEPHBACKUP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // The FUSE library's own lines (requests `mount` leaves to the kernel's defaults) are for
+    // its developers: errors only, unless CEPHBACKUP_LOG asks.
+    let filter = EnvFilter::try_from_env("CEPHBACKUP_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},fuser=error")));
     let terminal = std::io::stderr().is_terminal();
     progress::enable(terminal && !cli.quiet);
     let logs = tracing_subscriber::fmt()
@@ -127,7 +131,11 @@ fn needs_cluster(cli: &Cli) -> bool {
         Some(Command::Restore(args)) => args.to.is_some(),
         Some(Command::Verify(args)) => args.source,
         Some(
-            Command::List(_) | Command::Status(_) | Command::InitDestination(_) | Command::Help(_),
+            Command::List(_)
+            | Command::Status(_)
+            | Command::InitDestination(_)
+            | Command::Help(_)
+            | Command::Mount(_),
         ) => false,
     }
 }
@@ -173,6 +181,9 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
             let options = args.options(cli.check);
             init::run(config, &options, &config.state_dir(), cli.host.as_deref())
                 .map(|()| Outcome::Done)
+        }
+        Command::Mount(args) => {
+            mount::run(config, &args.options(), &locking).map(|()| Outcome::Done)
         }
         Command::Hosts(_) => {
             hosts::run(config, cli.json, &config.state_dir()).map(|()| Outcome::Done)

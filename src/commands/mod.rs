@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod init;
 pub mod list;
 pub mod metrics;
+pub mod mount;
 pub mod restore;
 pub mod status;
 pub mod verify;

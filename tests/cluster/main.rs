@@ -20,6 +20,7 @@ mod hostile_read;
 mod hosts;
 mod list;
 mod monitoring;
+mod mount;
 mod operations;
 mod parallel;
 mod proof;

@@ -19,7 +19,7 @@
 
 #[cfg(any(test, feature = "test-support"))]
 use std::io::Write;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 
 /// The exact first twelve bytes of every v1 stream.
 pub const BANNER: &[u8; 12] = b"rbd diff v1\n";
@@ -181,8 +181,8 @@ impl<R: Read> DiffReader<R> {
         &self.header
     }
 
-    /// Bytes of the stream consumed so far (the cluster tests find a payload with it).
-    #[cfg(feature = "test-support")]
+    /// Bytes of the stream consumed so far: right after a `Write` record, where its payload
+    /// starts (a mount serves the payload from there).
     pub fn position(&self) -> u64 {
         self.pos
     }
@@ -458,6 +458,24 @@ impl<R: Read> DiffReader<R> {
         let mut b = [0u8; 8];
         self.fill(&mut b, what)?;
         Ok(u64::from_le_bytes(b))
+    }
+}
+
+impl<R: Read + Seek> DiffReader<R> {
+    /// [`DiffReader::next_record`], skipping the unread payload of the previous `Write` with a
+    /// seek instead of reading it: the records of a stored diff are indexed without reading its
+    /// data. A payload cut short is still caught, at the next record.
+    pub fn next_record_seeking(&mut self) -> Result<Option<Record>, DiffError> {
+        if let State::Payload { remaining } = self.state {
+            let by = i64::try_from(remaining).map_err(|_| DiffError::Failed)?;
+            if let Err(err) = self.inner.seek(SeekFrom::Current(by)) {
+                self.state = State::Failed;
+                return Err(err.into());
+            }
+            self.pos += remaining;
+            self.state = State::Records;
+        }
+        self.next_record()
     }
 }
 

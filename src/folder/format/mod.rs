@@ -8,6 +8,7 @@ pub mod archive;
 pub mod checked_diff;
 pub mod diffstream;
 pub mod encrypt;
+pub mod point_map;
 pub mod rebuild;
 pub mod sparse;
 pub mod untar;

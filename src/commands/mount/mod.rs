@@ -1,0 +1,126 @@
+//! `cephbackup mount`: an image's restore points as a read-only FUSE filesystem, read in place
+//! from the backup files, so that one file of Tuesday's disk is recovered without restoring
+//! the disk.
+//!
+//! The image's folder is scanned and its points chosen as for a restore ([`crate::folder::read`],
+//! [`crate::commands::restore::choose`]); [`point`] opens and indexes a point's chain and proves
+//! each file before serving it; [`fs`] is the filesystem. The mount holds the image's shared lock
+//! while it stands, so no backup prunes a file it serves (a backup waits, as for a restore, up
+//! to its `--wait`). It runs in the foreground and unmounts on SIGINT or SIGTERM, or ends when
+//! unmounted from outside (`fusermount -u`, `umount`).
+
+mod fs;
+pub mod point;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use fuser::{Config as FuseConfig, MountOption};
+
+use crate::cluster::rbd::spec;
+use crate::commands::catalog;
+use crate::commands::restore::choose;
+use crate::config::Config;
+use crate::folder::naming;
+use crate::folder::read;
+use crate::output::escaped_path;
+use crate::{interrupt, lock, UsageError};
+use point::{Folder, Point};
+
+/// How often the foreground waits look for a signal or an unmount from outside.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What `mount` is asked for.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub pool: String,
+    pub image: String,
+    /// Only the newest point taken at or before this instant; every point without it.
+    pub at: Option<DateTime<Utc>>,
+    pub mountpoint: PathBuf,
+    /// The identity file that opens encrypted files.
+    pub identity: Option<PathBuf>,
+}
+
+pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Result<()> {
+    crate::folder::format::encrypt::use_identity_file(args.identity.as_deref())?;
+    let job = catalog::section(config, &args.pool)?;
+    naming::check_name("image", &args.image).map_err(UsageError)?;
+    check_mountpoint(&args.mountpoint)?;
+    let label = spec(&job.pool, &args.image, None);
+    let dir = job.image_folder(&args.image);
+    // Shared, as a restore: no backup prunes a file the mount serves while it stands.
+    let _lock = locking.image(&job.pool, &args.image, lock::Kind::Shared)?;
+    let mut scanned = read::scan(&*dir, &args.image)?;
+    let limits = scanned.refuse_wrong_sized(&*dir);
+    let (chosen_snap, _) = choose(&scanned, &label, args.at)?;
+    let chosen_snap = chosen_snap.clone();
+    let snaps: Vec<_> = match args.at {
+        Some(_) => vec![chosen_snap.clone()],
+        None => scanned.layout.points().into_iter().cloned().collect(),
+    };
+    let mut points = Vec::new();
+    for snap in snaps {
+        if let Some(route) = scanned.layout.route(&snap) {
+            let route = route.into_iter().cloned().collect();
+            points.push(Point::new(snap, route));
+        }
+    }
+    let chosen = points
+        .iter()
+        .position(|point| point.snap == chosen_snap)
+        .context("the chosen point has no route")?;
+    let fs = fs::BackupFs::new(
+        Folder::new(dir, limits),
+        points,
+        chosen,
+        args.at.is_none(),
+        &args.image,
+    );
+    let mut options = FuseConfig::default();
+    options.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+        MountOption::DefaultPermissions,
+        MountOption::FSName(format!("cephbackup:{label}")),
+        MountOption::Subtype("cephbackup".into()),
+    ];
+    let session = fuser::spawn_mount(fs, &args.mountpoint, &options)
+        .with_context(|| format!("cannot mount on {}", escaped_path(&args.mountpoint)))?;
+    crate::outln!(
+        "{label} mounted read-only on {} ({}); unmount with `fusermount -u {}` or Ctrl-C",
+        args.mountpoint.display(),
+        match args.at {
+            Some(_) => format!("restore point {chosen_snap}"),
+            None => format!("every restore point; newest {chosen_snap}"),
+        },
+        args.mountpoint.display()
+    );
+    while interrupt::received().is_none() && !session.guard.is_finished() {
+        std::thread::sleep(POLL);
+    }
+    if session.guard.is_finished() {
+        // Unmounted from outside: the session ended on its own.
+        return session.join().context("the mount ended with an error");
+    }
+    session
+        .umount_and_join()
+        .with_context(|| format!("cannot unmount {}", escaped_path(&args.mountpoint)))?;
+    tracing::info!("unmounted {}", escaped_path(&args.mountpoint));
+    Ok(())
+}
+
+/// An existing, empty folder (FUSE would hide what it holds).
+fn check_mountpoint(path: &Path) -> Result<()> {
+    let shown = escaped_path(path);
+    let mut entries = std::fs::read_dir(path)
+        .with_context(|| format!("mount point {shown} is not a folder that can be read"))?;
+    if entries.next().is_some() {
+        bail!("mount point {shown} is not empty");
+    }
+    Ok(())
+}

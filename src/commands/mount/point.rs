@@ -1,0 +1,354 @@
+//! A restore point opened for reading in place: its chain's files opened once (regular files
+//! only, never through a link), the diffs' records indexed into a [`PointMap`] without reading
+//! their payloads, and each file proven before a byte of it is served.
+//!
+//! A file is proven the way a restore proves it ([`read::read_raw`]): read once to the end, its
+//! SHA-256 compared with its `.sha256` file when it has one (the original's files have none and
+//! are served with a warning), a diff's records checked as they pass. A file that fails is never
+//! served: reads of the ranges it holds fail (EIO through the mount), the error is said once on
+//! stderr, and the ranges other files hold read as usual.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use anyhow::{bail, Context, Result};
+use tracing::{info, warn};
+
+use crate::folder::chain::FolderFile;
+use crate::folder::door::Door;
+use crate::folder::format::diffstream::{DiffReader, Record};
+use crate::folder::format::point_map::{PointMap, Source};
+use crate::folder::naming::SnapName;
+use crate::folder::read::{self, Limits};
+use crate::output::escaped_path;
+
+/// What is known of a stored file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proof {
+    NotYet,
+    /// Its SHA-256 is the one its `.sha256` file records.
+    Proven,
+    /// It has no `.sha256` file (the original tool's), and read to the end without a problem.
+    NoChecksum,
+    /// Why it must not be served.
+    Failed(String),
+}
+
+/// One backup file of the folder, open for reading, shared by every point whose route uses it.
+pub struct StoredFile {
+    stored: FolderFile,
+    file: File,
+    proof: Mutex<Proof>,
+}
+
+impl StoredFile {
+    /// Proves the file unless that was done; the reason it must not be served, if any.
+    fn prove(&self, folder: &Folder) -> Option<String> {
+        let mut proof = self.proof.lock().unwrap_or_else(PoisonError::into_inner);
+        if *proof == Proof::NotYet {
+            let name = &self.stored.name;
+            let shown = escaped_path(&folder.dir.location_of(name));
+            *proof = match folder.check(&self.stored) {
+                Ok(true) => Proof::Proven,
+                Ok(false) => {
+                    warn!("{shown} has no .sha256 file: served as read, unproven");
+                    Proof::NoChecksum
+                }
+                Err(err) => {
+                    let why = format!("{err:#}");
+                    eprintln!("error: {shown}: {why}; reads of the ranges it holds fail (EIO)");
+                    Proof::Failed(why)
+                }
+            };
+        }
+        match &*proof {
+            Proof::Failed(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// An image's backup folder, its files opened on demand.
+pub struct Folder {
+    dir: Box<dyn Door>,
+    limits: Limits,
+    files: Mutex<HashMap<String, Arc<StoredFile>>>,
+}
+
+impl Folder {
+    pub fn new(dir: Box<dyn Door>, limits: Limits) -> Folder {
+        Folder {
+            dir,
+            limits,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `stored`, opened (once) and checked as far as can be without reading it.
+    fn open(&self, stored: &FolderFile) -> Result<Arc<StoredFile>> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = files.get(&stored.name) {
+            return Ok(Arc::clone(open));
+        }
+        let shown = || escaped_path(&self.dir.location_of(&stored.name));
+        read::precheck(&*self.dir, stored, &self.limits.of(stored))?;
+        let (file, proof) = if stored.file.compression.is_compressed() || stored.file.encrypted {
+            self.unpack(stored)?
+        } else {
+            match self.dir.open_file(&stored.name) {
+                Some(file) => (
+                    file.with_context(|| format!("cannot open {}", shown()))?,
+                    Proof::NotYet,
+                ),
+                None => bail!(
+                    "{}: only backups in a local folder can be mounted",
+                    escaped_path(&self.dir.location())
+                ),
+            }
+        };
+        let open = Arc::new(StoredFile {
+            stored: stored.clone(),
+            file,
+            proof: Mutex::new(proof),
+        });
+        files.insert(stored.name.clone(), Arc::clone(&open));
+        Ok(open)
+    }
+
+    /// The raw stream of the compressed or encrypted `stored`, unpacked once into a cache file
+    /// in `$TMPDIR` (sparse: runs of zeros become holes), and what reading it proved. An archive
+    /// that cannot be unpacked to its end cannot be indexed: the error fails the point.
+    fn unpack(&self, stored: &FolderFile) -> Result<(File, Proof)> {
+        let shown = escaped_path(&self.dir.location_of(&stored.name));
+        let mut cache = tempfile::tempfile()
+            .context("cannot create a cache file in $TMPDIR for a compressed backup")?;
+        info!("{shown}: unpacking it once into a cache file in $TMPDIR");
+        let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
+        let limit = self.limits.of(stored);
+        let (_, facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
+            copy_sparse(raw, &mut cache).context("cannot write the cache file in $TMPDIR")
+        })
+        .with_context(|| format!("cannot unpack {shown}"))?;
+        let proof = match (read::check_digest(recorded.as_deref(), &facts), &recorded) {
+            (Ok(()), Some(_)) => Proof::Proven,
+            (Ok(()), None) => {
+                warn!("{shown} has no .sha256 file: served as read, unproven");
+                Proof::NoChecksum
+            }
+            (Err(err), _) => {
+                let why = format!("{err:#}");
+                eprintln!("error: {shown}: {why}; reads of the ranges it holds fail (EIO)");
+                Proof::Failed(why)
+            }
+        };
+        Ok((cache, proof))
+    }
+
+    /// Reads `stored` to the end as a restore would: `true` when its checksum proved it, `false`
+    /// when it has none to check.
+    fn check(&self, stored: &FolderFile) -> Result<bool> {
+        let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
+        let limit = self.limits.of(stored);
+        let ((), facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
+            io::copy(raw, &mut io::sink())?;
+            Ok(())
+        })?;
+        read::check_digest(recorded.as_deref(), &facts)?;
+        Ok(recorded.is_some())
+    }
+}
+
+/// One restore point and the files of its route, opened when first asked for.
+pub struct Point {
+    pub snap: SnapName,
+    route: Vec<FolderFile>,
+    opened: OnceLock<Result<Arc<OpenPoint>, String>>,
+}
+
+impl Point {
+    pub fn new(snap: SnapName, route: Vec<FolderFile>) -> Point {
+        Point {
+            snap,
+            route,
+            opened: OnceLock::new(),
+        }
+    }
+
+    /// The point, its files open and indexed; the error (said once on stderr) otherwise.
+    pub fn open(&self, folder: &Folder) -> Result<Arc<OpenPoint>, String> {
+        self.opened
+            .get_or_init(|| {
+                OpenPoint::open(folder, &self.route)
+                    .map(Arc::new)
+                    .map_err(|err| {
+                        let why = format!("{err:#}");
+                        eprintln!("error: restore point {}: {why}", self.snap);
+                        why
+                    })
+            })
+            .clone()
+    }
+}
+
+/// A point's image: which file holds each range.
+pub struct OpenPoint {
+    files: Vec<Arc<StoredFile>>,
+    map: PointMap,
+}
+
+/// A read that cannot be served: the file it needs, and why.
+#[derive(Debug)]
+pub struct Unreadable(pub String);
+
+impl OpenPoint {
+    /// Opens the route's files and indexes the diffs' records over the full backup.
+    fn open(folder: &Folder, route: &[FolderFile]) -> Result<OpenPoint> {
+        let Some((full, diffs)) = route.split_first() else {
+            bail!("an empty route");
+        };
+        let mut files = vec![folder.open(full)?];
+        let size = files[0]
+            .file
+            .metadata()
+            .context("cannot stat the full backup")?;
+        let mut map = PointMap::full(0, size.len());
+        for diff in diffs {
+            let open = folder.open(diff)?;
+            let shown = || escaped_path(&folder.dir.location_of(&diff.name));
+            index_diff(&mut map, files.len(), &open)
+                .with_context(|| format!("{}: not a sound diff", shown()))?;
+            files.push(open);
+        }
+        info!(
+            "{} extent(s) index {} file(s) of the point",
+            map.extent_count(),
+            files.len()
+        );
+        Ok(OpenPoint { files, map })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.map.size()
+    }
+
+    /// Proves every file of the route that is not proven yet (the first open of the point).
+    pub fn prove(&self, folder: &Folder) {
+        for file in &self.files {
+            file.prove(folder);
+        }
+    }
+
+    /// `length` bytes of the image from `offset` on (fewer at its end).
+    pub fn read(&self, folder: &Folder, offset: u64, length: u64) -> Result<Vec<u8>, Unreadable> {
+        let mut out = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        for piece in self.map.pieces(offset..offset.saturating_add(length)) {
+            let len = usize::try_from(piece.range.end - piece.range.start).unwrap_or(0);
+            match piece.source {
+                Source::Zero => out.resize(out.len() + len, 0),
+                Source::File { file, offset } => {
+                    let stored = &self.files[file];
+                    if let Some(why) = stored.prove(folder) {
+                        return Err(Unreadable(format!("{}: {why}", stored.stored.name)));
+                    }
+                    let start = out.len();
+                    out.resize(start + len, 0);
+                    stored
+                        .file
+                        .read_exact_at(&mut out[start..], offset)
+                        .map_err(|err| Unreadable(format!("{}: {err}", stored.stored.name)))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Overlays the records of the diff `stored` (the route's file number `number`) on `map`, its
+/// size record first; a stream that does not end where the file does is refused.
+fn index_diff(map: &mut PointMap, number: usize, stored: &StoredFile) -> Result<()> {
+    let len = stored.file.metadata()?.len();
+    let at = At {
+        file: &stored.file,
+        position: 0,
+    };
+    let mut reader = DiffReader::new(BufReader::new(at))?;
+    stored
+        .stored
+        .check_diff_names(reader.header())
+        .map_err(anyhow::Error::msg)?;
+    map.resize(reader.header().size);
+    while let Some(record) = reader.next_record_seeking()? {
+        match record {
+            Record::Write { offset, length } => {
+                let source = Source::File {
+                    file: number,
+                    offset: reader.position(),
+                };
+                map.overwrite(offset..offset + length, source);
+            }
+            Record::Zero { offset, length } => map.overwrite(offset..offset + length, Source::Zero),
+        }
+    }
+    if reader.position() != len {
+        bail!("its stream ends at byte {} of {len}", reader.position());
+    }
+    Ok(())
+}
+
+/// A file read from a position of its own: the points sharing an open file never move each
+/// other's place in it.
+struct At<'f> {
+    file: &'f File,
+    position: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for At<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let position = match to {
+            SeekFrom::Start(at) => Some(at),
+            SeekFrom::Current(by) => self.position.checked_add_signed(by),
+            SeekFrom::End(by) => self.file.metadata()?.len().checked_add_signed(by),
+        };
+        self.position = position.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        Ok(self.position)
+    }
+}
+
+/// Copies `from` into `to`, leaving holes where whole blocks are zero; returns the length.
+fn copy_sparse(from: &mut dyn Read, to: &mut File) -> Result<u64> {
+    const BLOCK: usize = 64 * 1024;
+    let mut buf = vec![0u8; BLOCK];
+    let mut length = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < BLOCK {
+            match from.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().any(|&b| b != 0) {
+            to.write_all_at(&buf[..filled], length)?;
+        }
+        length += filled as u64;
+        if filled < BLOCK {
+            break;
+        }
+    }
+    to.set_len(length)?;
+    Ok(length)
+}

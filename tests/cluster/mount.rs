@@ -1,0 +1,379 @@
+//! `cephbackup mount`: an image holding a real ext4 filesystem, backed up over three points
+//! with files added, changed and deleted between them, browsed through the mount: every
+//! point's raw file is the snapshot's bytes, and its files read back (with `debugfs`) as they
+//! were at that point. A damaged diff fails only the ranges it holds; SIGTERM unmounts; a backup
+//! started during a mount waits for it.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use cephbackup::test_support::{DiffHeader, DiffWriter};
+use sha2::{Digest, Sha256};
+
+use crate::harness::*;
+
+const BLOCK: usize = 4096;
+const SIZE: u64 = 32 * MIB;
+
+/// A local ext4 image file the test changes with `debugfs -w`, and sends to the cluster.
+struct Disk {
+    path: PathBuf,
+    /// Its bytes as the cluster image last got them.
+    sent: Vec<u8>,
+}
+
+impl Disk {
+    fn new(w: &World, image: &str) -> Disk {
+        let path = w.tmp.path().join("disk.ext4");
+        fs::File::create(&path).unwrap().set_len(SIZE).unwrap();
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096"])
+            .arg(&path));
+        rbd(&["create", "--size", "32M", &w.spec(image)]);
+        Disk {
+            path,
+            sent: vec![0; usize::try_from(SIZE).unwrap()],
+        }
+    }
+
+    /// `debugfs -w` commands on the file.
+    fn change(&self, requests: &[String]) {
+        for request in requests {
+            run(Command::new("debugfs")
+                .args(["-w", "-R", request])
+                .arg(&self.path));
+        }
+    }
+
+    /// Sends the blocks that changed since the last time to the cluster image, as a diff;
+    /// returns the byte ranges sent.
+    fn send(&mut self, w: &World, image: &str) -> Vec<(u64, u64)> {
+        let now = fs::read(&self.path).unwrap();
+        let mut changed: Vec<(u64, u64)> = Vec::new();
+        for (index, (new, old)) in now.chunks(BLOCK).zip(self.sent.chunks(BLOCK)).enumerate() {
+            if new != old {
+                let offset = (index * BLOCK) as u64;
+                match changed.last_mut() {
+                    Some((start, len)) if *start + *len == offset => *len += BLOCK as u64,
+                    _ => changed.push((offset, BLOCK as u64)),
+                }
+            }
+        }
+        let header = DiffHeader {
+            from_snap: None,
+            to_snap: None,
+            size: SIZE,
+        };
+        let mut stream = Vec::new();
+        let mut writer = DiffWriter::new(&mut stream, &header).unwrap();
+        for &(offset, len) in &changed {
+            let start = usize::try_from(offset).unwrap();
+            let end = usize::try_from(offset + len).unwrap();
+            writer.write_data(offset, &now[start..end]).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = w.tmp.path().join("send.diff");
+        fs::write(&file, &stream).unwrap();
+        rbd(&["import-diff", file.to_str().unwrap(), &w.spec(image)]);
+        self.sent = now;
+        changed
+    }
+}
+
+fn run(command: &mut Command) -> Vec<u8> {
+    let out = command.output().expect("start a tool");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A file in the world's folder holding `text`, to be written into the filesystem.
+fn content(w: &World, name: &str, text: &str) -> String {
+    let path = w.tmp.path().join(name);
+    fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// What `debugfs` reads of `file` in the filesystem image `raw`.
+fn cat(raw: &Path, file: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {file}")])
+        .arg(raw)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let mut file = fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Starts `mount` of `image` on `mountpoint` and waits until `expect` appears under it.
+fn start_mount(w: &World, conf: &Path, image: &str, mountpoint: &Path, extra: &[&str]) -> Child {
+    fs::create_dir_all(mountpoint).unwrap();
+    let mut args = vec![
+        "-c",
+        conf.to_str().unwrap(),
+        "mount",
+        "--pool",
+        &w.pool,
+        "--image",
+        image,
+        mountpoint.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut child = w.spawn(&args);
+    let raw = mountpoint.join(format!("{image}.raw"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !raw.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("the mount ended ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "the mount did not appear");
+        sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn mounted(mountpoint: &Path) -> bool {
+    fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(mountpoint.to_str().unwrap()))
+}
+
+/// Stops the mount with SIGTERM; it unmounts and exits 0.
+fn stop(mut child: Child, mountpoint: &Path) {
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the mount did not end on SIGTERM");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?} {:?}", status.signal());
+    assert!(!mounted(mountpoint), "still mounted");
+}
+
+/// One night's changes to the filesystem: files written (path, text), files removed.
+type Night<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+/// What `/notes` and `/report` hold at a point (`None`: no such file).
+type Expected = (Option<String>, Option<String>);
+
+/// Three points: a file written; changed and another added; the first deleted. Returns what
+/// each point holds and the byte ranges each night changed.
+fn three_points(w: &World, disk: &mut Disk, conf: &Path) -> (Vec<Expected>, Vec<Vec<(u64, u64)>>) {
+    let nights: [Night; 3] = [
+        (&[("/notes", "monday\n")], &[]),
+        (
+            &[
+                ("/notes", "tuesday, changed\n"),
+                ("/report", "added on tuesday\n"),
+            ],
+            &["/notes"],
+        ),
+        (&[], &["/notes"]),
+    ];
+    let mut expected = Vec::new();
+    let mut sent = Vec::new();
+    for (night, (writes, removes)) in nights.iter().enumerate() {
+        let mut requests: Vec<String> = removes.iter().map(|f| format!("rm {f}")).collect();
+        for (file, text) in *writes {
+            let source = content(w, &format!("src-{night}{}", file.replace('/', "-")), text);
+            requests.push(format!("write {source} {file}"));
+        }
+        disk.change(&requests);
+        sent.push(disk.send(w, "fs"));
+        next_second();
+        w.backup(conf).success();
+        expected.push((
+            Some(cat(&disk.path, "/notes")).filter(|t| !t.is_empty()),
+            Some(cat(&disk.path, "/report")).filter(|t| !t.is_empty()),
+        ));
+    }
+    assert_eq!(expected[0].0.as_deref(), Some("monday\n"));
+    assert_eq!(expected[2].0, None);
+    (expected, sent)
+}
+
+#[test]
+fn every_point_of_an_ext4_image_is_browsed_in_place_and_a_bad_diff_fails_only_its_ranges() {
+    let w = World::new();
+    let mut disk = Disk::new(&w, "fs");
+    let conf = w.config("images = fs\nbackup mode = incremental");
+    let (expected, sent) = three_points(&w, &mut disk, &conf);
+    let snaps = w.backup_snapshots("fs");
+    assert_eq!(snaps.len(), 3);
+
+    // Every point at once: one folder each, the top's raw file the newest.
+    let mountpoint = w.tmp.path().join("mnt");
+    let mount = start_mount(&w, &conf, "fs", &mountpoint, &[]);
+    let mut listed: Vec<String> = fs::read_dir(&mountpoint)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut wanted: Vec<String> = snaps.clone();
+    wanted.push("fs.raw".into());
+    wanted.sort();
+    assert_eq!(listed, wanted);
+    assert!(
+        fs::write(mountpoint.join("fs.raw"), b"x").is_err(),
+        "read-only"
+    );
+    for (snap, (notes, report)) in snaps.iter().zip(&expected) {
+        let raw = mountpoint.join(snap).join("fs.raw");
+        assert_eq!(fs::metadata(&raw).unwrap().len(), SIZE);
+        let exported = w.tmp.path().join("exported.raw");
+        fs::write(&exported, w.export("fs", Some(snap))).unwrap();
+        assert_eq!(sha256_of(&raw), sha256_of(&exported), "{snap}");
+        let read = |file: &str| Some(cat(&raw, file)).filter(|t| !t.is_empty());
+        assert_eq!(&read("/notes"), notes, "{snap}");
+        assert_eq!(&read("/report"), report, "{snap}");
+    }
+    assert_eq!(
+        sha256_of(&mountpoint.join("fs.raw")),
+        sha256_of(&mountpoint.join(&snaps[2]).join("fs.raw"))
+    );
+
+    loop_mounted_read(
+        &w,
+        &mountpoint.join("fs.raw"),
+        "/report",
+        expected[2].1.as_deref(),
+    );
+
+    // A backup started meanwhile does not prune under the mount: it waits (here: not at all).
+    let busy = w.cephbackup(&["-c", conf.to_str().unwrap(), "--wait", "0"]);
+    assert_eq!(busy.code, 75, "{}", busy.stderr);
+    stop(mount, &mountpoint);
+
+    // A byte of the second point's diff payload is damaged: its ranges fail, the rest reads.
+    let diff = w
+        .files("fs")
+        .into_iter()
+        .find(|name| {
+            name.contains(&format!("@{}.diff_from_", snaps[1])) && !name.ends_with(".sha256")
+        })
+        .unwrap();
+    let path = w.image_dir("fs").join(&diff);
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let last = fs::metadata(&path).unwrap().len() - 200;
+    file.write_all_at(b"!", last).unwrap();
+    let at = snaps[1].clone();
+    let mount = start_mount(&w, &conf, "fs", &mountpoint, &["--at", &at]);
+    let raw = fs::File::open(mountpoint.join("fs.raw")).unwrap();
+    let mut block = vec![0u8; BLOCK];
+    let (damaged, _) = sent[1][0];
+    let err = raw.read_exact_at(&mut block, damaged).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // A block no diff touched is the full backup's, and reads.
+    let untouched = (0..SIZE / BLOCK as u64)
+        .map(|b| b * BLOCK as u64)
+        .find(|o| {
+            sent.iter()
+                .flatten()
+                .all(|(s, l)| o + BLOCK as u64 <= *s || *o >= s + l)
+        })
+        .unwrap();
+    raw.read_exact_at(&mut block, untouched).unwrap();
+    drop(raw);
+    stop(mount, &mountpoint);
+}
+
+/// The README's way, where loop devices can be had: `losetup -r`, `mount -o ro`, read `file`,
+/// unmount. Says so and returns where they cannot (a container without loop devices).
+fn loop_mounted_read(w: &World, raw: &Path, file: &str, expected: Option<&str>) {
+    let attached = Command::new("losetup")
+        .args(["--find", "--show", "--read-only"])
+        .arg(raw)
+        .output()
+        .unwrap();
+    if !attached.status.success() {
+        eprintln!(
+            "no loop device here ({}): the files were read with debugfs only",
+            String::from_utf8_lossy(&attached.stderr).trim()
+        );
+        return;
+    }
+    let device = String::from_utf8(attached.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let target = w.tmp.path().join("disk");
+    fs::create_dir_all(&target).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-o", "ro,noload", &device])
+        .arg(&target)
+        .status()
+        .unwrap();
+    let read = mounted
+        .success()
+        .then(|| fs::read_to_string(target.join(file.trim_start_matches('/'))).ok());
+    if mounted.success() {
+        run(Command::new("umount").arg(&target));
+    }
+    run(Command::new("losetup").args(["--detach", &device]));
+    match read {
+        Some(read) => assert_eq!(read.as_deref(), expected),
+        None => eprintln!("the loop device would not mount here: read with debugfs only"),
+    }
+}
+
+#[test]
+fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
+    for compress in ["yes", "zstd"] {
+        let w = World::new();
+        let mut disk = Disk::new(&w, "fs");
+        let conf = w.config(&format!(
+            "images = fs\nbackup mode = incremental\ncompress = {compress}"
+        ));
+        let (expected, _) = three_points(&w, &mut disk, &conf);
+        let snaps = w.backup_snapshots("fs");
+        let mountpoint = w.tmp.path().join("mnt");
+        let mount = start_mount(&w, &conf, "fs", &mountpoint, &[]);
+        for (snap, (notes, report)) in snaps.iter().zip(&expected) {
+            let raw = mountpoint.join(snap).join("fs.raw");
+            let exported = w.tmp.path().join("exported.raw");
+            fs::write(&exported, w.export("fs", Some(snap))).unwrap();
+            assert_eq!(sha256_of(&raw), sha256_of(&exported), "{compress} {snap}");
+            let read = |file: &str| Some(cat(&raw, file)).filter(|t| !t.is_empty());
+            assert_eq!(&read("/notes"), notes, "{compress} {snap}");
+            assert_eq!(&read("/report"), report, "{compress} {snap}");
+        }
+        stop(mount, &mountpoint);
+    }
+}
