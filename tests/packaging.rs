@@ -360,6 +360,7 @@ fn help_of_the_tool_and_of_each_command() {
         "status",
         "restore",
         "verify",
+        "mount",
         "init-destination",
         "hosts",
         "help",
