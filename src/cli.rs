@@ -304,6 +304,10 @@ pub struct MountArgs {
     /// `age-keygen` writes it, readable by its owner only
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+
+    /// Return once mounted, leaving the mount in the background (until unmounted or signalled)
+    #[arg(long)]
+    pub daemon: bool,
 }
 
 impl MountArgs {
@@ -314,6 +318,7 @@ impl MountArgs {
             at: self.at,
             mountpoint: self.mountpoint.clone(),
             identity: self.identity.clone(),
+            daemon: self.daemon,
         }
     }
 }

@@ -185,6 +185,8 @@ pub struct CommandLine {
     stop_on_timeout: bool,
     /// Added to the child's environment.
     envs: Vec<(OsString, OsString)>,
+    /// The child is meant to go on after this process ends ([`CommandLine::spawn_detached`]).
+    detached: bool,
 }
 
 impl CommandLine {
@@ -195,6 +197,7 @@ impl CommandLine {
             interpreter: None,
             stop_on_timeout: false,
             envs: Vec::new(),
+            detached: false,
         }
     }
 
@@ -271,10 +274,13 @@ impl CommandLine {
         // ([`Inherited`]), and this thread is the one starting the child.
         #[allow(unsafe_code)]
         unsafe {
+            let detached = self.detached;
             command.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::TERM,
-                ))?;
+                if !detached {
+                    rustix::process::set_parent_process_death_signal(Some(
+                        rustix::process::Signal::TERM,
+                    ))?;
+                }
                 for &fd in &inherited {
                     rustix::io::fcntl_setfd(
                         BorrowedFd::borrow_raw(fd),
@@ -285,6 +291,24 @@ impl CommandLine {
             });
         }
         command
+    }
+
+    /// Starts the command to go on after this process ends (`mount --daemon`): in a process
+    /// group of its own (no terminal's Ctrl-C reaches it), stdin and stdout on /dev/null, its
+    /// stderr a pipe to us (until it lets go of it); neither stopped with our children nor when
+    /// we exit.
+    pub fn spawn_detached(&self) -> Result<Child, CommandError> {
+        debug!("starting {self} detached");
+        let mut detached = self.clone();
+        detached.detached = true;
+        let mut command = detached.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|err| CommandError::new(self, Failure::Spawn(err)))
     }
 
     /// Starts the child, registers it for [`terminate_children`] and drains its stderr on a

@@ -179,7 +179,7 @@ fn three_hosts_back_up_every_image_exactly_once_per_round() {
 
 /// A PATH whose `rbd` stalls the full export of `image` after its first bytes until
 /// `release` exists, having created `started`.
-fn stalling_rbd(w: &World, image: &str) -> (String, PathBuf, PathBuf) {
+fn stalling_rbd(w: &World, image: &str) -> (String, PathBuf, Release) {
     let release = w.tmp.path().join("release");
     let started = w.tmp.path().join("export-started");
     let script = format!(
@@ -194,7 +194,23 @@ fn stalling_rbd(w: &World, image: &str) -> (String, PathBuf, PathBuf) {
         release = release.display()
     );
     let path = path_with_rbd_script(w, "stalling-bin", &script);
-    (path, started, release)
+    (path, started, Release(release))
+}
+
+/// The file that lets a stalled export go on; made when dropped at the latest, so that no
+/// stalled `rbd` outlives its test (a killed worker's goes on alone).
+struct Release(PathBuf);
+
+impl Release {
+    fn now(&self) {
+        fs::write(&self.0, "").unwrap();
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.0, "");
+    }
 }
 
 #[track_caller]
@@ -307,7 +323,7 @@ fn a_stalled_host_publishes_nothing_once_it_resumes() {
     // Resumed, the stalled host finds its lease gone: its export is not published, its
     // snapshot is rolled back, and it says so.
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
-    fs::write(&release, "").unwrap();
+    release.now();
     let resumed = finish_within(stalled, Duration::from_secs(60));
     assert_eq!(resumed.code, 1, "{}", resumed.stderr);
     assert!(

@@ -364,7 +364,28 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
         let (expected, _) = three_points(&w, &mut disk, &conf);
         let snaps = w.backup_snapshots("fs");
         let mountpoint = w.tmp.path().join("mnt");
-        let mount = start_mount(&w, &conf, "fs", &mountpoint, &[]);
+        // gzip in the foreground; zstd with --daemon, which returns once mounted.
+        // The foreground mount, or the background one's process id.
+        let mount: Result<Child, String> = if compress == "yes" {
+            Ok(start_mount(&w, &conf, "fs", &mountpoint, &[]))
+        } else {
+            fs::create_dir_all(&mountpoint).unwrap();
+            let c = conf.to_str().unwrap();
+            let m = mountpoint.to_str().unwrap();
+            let args = [
+                "-c", c, "mount", "--pool", &w.pool, "--image", "fs", m, "--daemon",
+            ];
+            let started = w.cephbackup(&args).success();
+            assert!(mounted(&mountpoint), "{}", started.stderr);
+            let pid = started
+                .stdout
+                .split("(process ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .unwrap_or_else(|| panic!("no process named: {}", started.stdout))
+                .to_string();
+            Err(pid)
+        };
         for (snap, (notes, report)) in snaps.iter().zip(&expected) {
             let raw = mountpoint.join(snap).join("fs.raw");
             let exported = w.tmp.path().join("exported.raw");
@@ -374,6 +395,60 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
             assert_eq!(&read("/notes"), notes, "{compress} {snap}");
             assert_eq!(&read("/report"), report, "{compress} {snap}");
         }
-        stop(mount, &mountpoint);
+        match mount {
+            Ok(mount) => stop(mount, &mountpoint),
+            Err(pid) => {
+                // Unmounted from outside, the background mount ends by itself.
+                run(Command::new("fusermount").arg("-u").arg(&mountpoint));
+                assert!(!mounted(&mountpoint));
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let stat = format!("/proc/{pid}/stat");
+                while fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the background mount did not end"
+                    );
+                    sleep(Duration::from_millis(50));
+                }
+            }
+        }
     }
+}
+
+#[test]
+fn a_mount_that_cannot_be_made_is_one_line_naming_what_is_wrong() {
+    let w = World::new();
+    let conf = w.config("images = fs\nbackup mode = incremental");
+    let empty = w.tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let busy = w.tmp.path().join("busy");
+    fs::create_dir_all(&busy).unwrap();
+    fs::write(busy.join("something"), "").unwrap();
+    let missing = w.tmp.path().join("missing");
+    let c = conf.to_str().unwrap();
+    let cases: [(&Path, &str, &str); 3] = [
+        (&missing, "fs", "is not a folder that can be read"),
+        (&busy, "fs", "is not empty"),
+        (&empty, "fs", "has no restorable backup"),
+    ];
+    for (mountpoint, image, expected) in cases {
+        let m = mountpoint.to_str().unwrap();
+        let run = w.cephbackup(&["-c", c, "mount", "--pool", &w.pool, "--image", image, m]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+        assert!(!mounted(mountpoint));
+    }
+    let checked = w.cephbackup(&[
+        "-c",
+        c,
+        "--check",
+        "mount",
+        "--pool",
+        &w.pool,
+        "--image",
+        "fs",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(checked.code, 2, "{}", checked.stderr);
 }

@@ -412,7 +412,13 @@ fn at_takes_a_date_and_time_and_a_plain_date() {
             .at(at)
             .run()
             .success();
-        let line = run.stdout.lines().next().unwrap().to_string();
+        // The steps are on stderr; stdout holds the stock commands.
+        let line = run
+            .stderr
+            .lines()
+            .find(|line| line.contains(" as of "))
+            .unwrap_or_else(|| panic!("no point named: {}", run.stderr))
+            .to_string();
         let after = line.split(" as of ").nth(1).unwrap();
         after.split(' ').next().unwrap().to_string()
     };

@@ -452,7 +452,7 @@ fn usage_mistakes_exit_2() {
     for args in [
         vec!["restore", "--pool", "nope", "--image", "x", "--to", "y"],
         vec![
-            "restore", "--pool", &w.pool, "--image", "x", "--to", "a/b/c",
+            "restore", "--pool", &w.pool, "--image", "x", "--to", "a/b/c/d",
         ],
         vec!["restore", "--pool", &w.pool, "--image", "x"],
         vec![

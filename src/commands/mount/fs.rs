@@ -1,14 +1,14 @@
 //! The read-only filesystem a mount shows: `IMAGE.raw`, the chosen point's image, at the top;
 //! and, when every point is shown, one folder per restore point, named by its snapshot, holding
-//! that point's `IMAGE.raw`. Sizes, times (the snapshot's) and bytes come from [`super::point`];
-//! nothing can be written, created or changed.
+//! that point's `IMAGE.raw`. Sizes, times (the snapshot's), bytes and holes (`SEEK_HOLE`,
+//! `SEEK_DATA`) come from [`super::point`]; nothing can be written, created or changed.
 
 use std::ffi::OsStr;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyLseek, ReplyOpen, Request,
 };
 
 use super::point::{Folder, Point};
@@ -206,6 +206,37 @@ impl Filesystem for BackupFs {
                 tracing::debug!("a read at {offset} fails: {}", unreadable.0);
                 reply.error(Errno::EIO);
             }
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let Some(Node::Raw(n)) = self.node(ino.0) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (Ok(point), Ok(from)) = (self.points[n].open(&self.folder), u64::try_from(offset))
+        else {
+            return reply.error(Errno::EINVAL);
+        };
+        if from >= point.size() {
+            return reply.error(Errno::ENXIO);
+        }
+        let found = match whence {
+            libc::SEEK_DATA => point.seek_data(from),
+            libc::SEEK_HOLE => point.seek_hole(from).map(Some),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match found {
+            Ok(Some(at)) => reply.offset(i64::try_from(at).unwrap_or(i64::MAX)),
+            Ok(None) => reply.error(Errno::ENXIO),
+            Err(err) => reply.error(Errno::from_i32(err.raw_os_error().unwrap_or(libc::EIO))),
         }
     }
 

@@ -7,7 +7,8 @@
 //! each file before serving it; [`fs`] is the filesystem. The mount holds the image's shared lock
 //! while it stands, so no backup prunes a file it serves (a backup waits, as for a restore, up
 //! to its `--wait`). It runs in the foreground and unmounts on SIGINT or SIGTERM, or ends when
-//! unmounted from outside (`fusermount -u`, `umount`).
+//! unmounted from outside (`fusermount -u`, `umount`); `--daemon` starts that same mount in the
+//! background and returns once it stands.
 
 mod fs;
 pub mod point;
@@ -19,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use fuser::{Config as FuseConfig, MountOption};
 
+use crate::cluster::process::CommandLine;
 use crate::cluster::rbd::spec;
 use crate::commands::catalog;
 use crate::commands::restore::choose;
@@ -42,9 +44,14 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     /// The identity file that opens encrypted files.
     pub identity: Option<PathBuf>,
+    /// Return once mounted, the mount going on in the background.
+    pub daemon: bool,
 }
 
 pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Result<()> {
+    if args.daemon {
+        return in_background(&args.mountpoint);
+    }
     crate::folder::format::encrypt::use_identity_file(args.identity.as_deref())?;
     let job = catalog::section(config, &args.pool)?;
     naming::check_name("image", &args.image).map_err(UsageError)?;
@@ -100,6 +107,7 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         },
         args.mountpoint.display()
     );
+    let_go_of_stderr()?;
     while interrupt::received().is_none() && !session.guard.is_finished() {
         std::thread::sleep(POLL);
     }
@@ -112,6 +120,69 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         .with_context(|| format!("cannot unmount {}", escaped_path(&args.mountpoint)))?;
     tracing::info!("unmounted {}", escaped_path(&args.mountpoint));
     Ok(())
+}
+
+/// Set in the environment of the mount `--daemon` starts: once its filesystem stands, it lets go
+/// of the pipe that carries its stderr to the command that started it.
+const DETACHED: &str = "CEPHBACKUP_MOUNT_DETACHED";
+
+/// `--daemon`: this same command line without `--daemon`, started detached. Its stderr comes
+/// back here (its errors, if it fails) until its filesystem stands; then this returns, and the
+/// mount goes on in the background.
+fn in_background(mountpoint: &Path) -> Result<()> {
+    check_mountpoint(mountpoint)?;
+    let program = std::env::current_exe().context("cannot find this program to start it again")?;
+    let args = std::env::args_os().skip(1).filter(|arg| arg != "--daemon");
+    let mut child = CommandLine::new(program)
+        .args(args)
+        .env(DETACHED, "1")
+        .spawn_detached()?;
+    if let Some(mut said) = child.stderr.take() {
+        // Whatever the mount says before it stands (a failure, why) is ours to say.
+        let _ = std::io::copy(&mut said, &mut std::io::stderr());
+    }
+    let target = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", escaped_path(mountpoint)))?;
+    if is_mounted(&target)? {
+        crate::outln!(
+            "mounted on {} in the background (process {}); unmount with `fusermount -u {}`",
+            mountpoint.display(),
+            child.id(),
+            mountpoint.display()
+        );
+        return Ok(());
+    }
+    let status = child.wait().context("cannot watch the mount")?;
+    bail!("the mount ended before it was made ({status})")
+}
+
+/// In the mount `--daemon` started, once its filesystem stands: stderr goes to /dev/null, so
+/// that the command that started it sees the end of its pipe and returns. (Later messages are
+/// not shown; run the mount in the foreground to see them.)
+fn let_go_of_stderr() -> Result<()> {
+    if std::env::var_os(DETACHED).is_none() {
+        return Ok(());
+    }
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .context("cannot open /dev/null")?;
+    rustix::stdio::dup2_stderr(&null).context("cannot let go of stderr")?;
+    Ok(())
+}
+
+/// Whether a filesystem is mounted on `target` (canonical), as /proc/self/mounts says (where
+/// a space is `\040`).
+fn is_mounted(target: &Path) -> Result<bool> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("cannot read /proc/self/mounts")?;
+    let wanted = target.to_string_lossy().replace(' ', "\\040");
+    Ok(mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(wanted.as_str())))
 }
 
 /// An existing, empty folder (FUSE would hide what it holds).

@@ -59,7 +59,7 @@ impl StoredFile {
                 }
                 Err(err) => {
                     let why = format!("{err:#}");
-                    eprintln!("error: {shown}: {why}; reads of the ranges it holds fail (EIO)");
+                    tracing::error!("{shown}: {why}; reads of the ranges it holds fail (EIO)");
                     Proof::Failed(why)
                 }
             };
@@ -140,7 +140,7 @@ impl Folder {
             }
             (Err(err), _) => {
                 let why = format!("{err:#}");
-                eprintln!("error: {shown}: {why}; reads of the ranges it holds fail (EIO)");
+                tracing::error!("{shown}: {why}; reads of the ranges it holds fail (EIO)");
                 Proof::Failed(why)
             }
         };
@@ -185,7 +185,7 @@ impl Point {
                     .map(Arc::new)
                     .map_err(|err| {
                         let why = format!("{err:#}");
-                        eprintln!("error: restore point {}: {why}", self.snap);
+                        tracing::error!("restore point {}: {why}", self.snap);
                         why
                     })
             })
@@ -263,6 +263,59 @@ impl OpenPoint {
             }
         }
         Ok(out)
+    }
+}
+
+impl OpenPoint {
+    /// The first offset at or after `from` that holds data (`None`: only holes follow), for
+    /// `SEEK_DATA`: zeroed extents are holes, and so are the holes of the files that hold the
+    /// others (a sparse full backup's never-written ranges).
+    pub fn seek_data(&self, from: u64) -> io::Result<Option<u64>> {
+        for piece in self.map.pieces(from..self.size()) {
+            let Source::File { file, offset } = piece.source else {
+                continue;
+            };
+            let length = piece.range.end - piece.range.start;
+            match next_in(&self.files[file].file, offset, true)? {
+                Some(data) if data < offset + length => {
+                    return Ok(Some(piece.range.start + (data - offset)));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first offset at or after `from` in a hole (the image's size when none), for
+    /// `SEEK_HOLE`.
+    pub fn seek_hole(&self, from: u64) -> io::Result<u64> {
+        for piece in self.map.pieces(from..self.size()) {
+            let Source::File { file, offset } = piece.source else {
+                return Ok(piece.range.start);
+            };
+            let length = piece.range.end - piece.range.start;
+            match next_in(&self.files[file].file, offset, false)? {
+                Some(hole) if hole < offset + length => {
+                    return Ok(piece.range.start + (hole - offset));
+                }
+                _ => {}
+            }
+        }
+        Ok(self.size().max(from))
+    }
+}
+
+/// The next data (`data`) or hole at or after `offset` in `file`; `None` when there is none.
+fn next_in(file: &File, offset: u64, data: bool) -> io::Result<Option<u64>> {
+    let to = if data {
+        rustix::fs::SeekFrom::Data(offset)
+    } else {
+        rustix::fs::SeekFrom::Hole(offset)
+    };
+    match rustix::fs::seek(file, to) {
+        Ok(at) => Ok(Some(at)),
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 
