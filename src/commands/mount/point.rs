@@ -52,7 +52,10 @@ impl StoredFile {
             let name = &self.stored.name;
             let shown = escaped_path(&folder.dir.location_of(name));
             *proof = match folder.check(&self.stored) {
-                Ok(true) => Proof::Proven,
+                Ok(true) => {
+                    info!("{shown}: proven by its .sha256 file");
+                    Proof::Proven
+                }
                 Ok(false) => {
                     warn!("{shown} has no .sha256 file: served as read, unproven");
                     Proof::NoChecksum
@@ -133,7 +136,10 @@ impl Folder {
         })
         .with_context(|| format!("cannot unpack {shown}"))?;
         let proof = match (read::check_digest(recorded.as_deref(), &facts), &recorded) {
-            (Ok(()), Some(_)) => Proof::Proven,
+            (Ok(()), Some(_)) => {
+                info!("{shown}: proven by its .sha256 file");
+                Proof::Proven
+            }
             (Ok(()), None) => {
                 warn!("{shown} has no .sha256 file: served as read, unproven");
                 Proof::NoChecksum
