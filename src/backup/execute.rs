@@ -410,6 +410,14 @@ impl<'a> Section<'a> {
         units
     }
 
+    /// Waits until just past the start of the run clock's next second, where a snapshot name
+    /// taken in this one is free again.
+    fn sleep_to_the_next_second(&self) {
+        let into = (self.options.now)().timestamp_subsec_millis();
+        let left = 1000 - u64::from(into.min(999));
+        std::thread::sleep(Duration::from_millis(left + 10));
+    }
+
     fn back_up_unit(&self, unit: Unit<'_>) -> Vec<ImageDone> {
         match unit {
             Unit::Image(image) => vec![self.back_up(image)],

@@ -44,6 +44,21 @@ pub struct Cluster {
     pub timeout: u32,
 }
 
+impl Cluster {
+    /// The options that reach this cluster as this identity (`--conf`, `--id`, `--keyring`),
+    /// for any Ceph command: the tool's own and the stock commands `restore --check` prints.
+    pub fn options(&self) -> Vec<OsString> {
+        let mut options = vec!["--conf".into(), self.conf.clone().into_os_string()];
+        if let Some(user) = &self.user {
+            options.extend(["--id".into(), user.into()]);
+        }
+        if let Some(keyring) = &self.keyring {
+            options.extend(["--keyring".into(), keyring.clone().into_os_string()]);
+        }
+        options
+    }
+}
+
 /// A command of Ceph's (`rbd`, `rados`) against `cluster`: its configuration, identity and
 /// time limits.
 pub(super) fn ceph_command(program: &str, cluster: &Cluster) -> CommandLine {
@@ -52,14 +67,7 @@ pub(super) fn ceph_command(program: &str, cluster: &Cluster) -> CommandLine {
     let ceph = CephTool::new(cluster.user.as_deref(), cluster.keyring.as_deref());
     let mut cmd = CommandLine::new(program)
         .interpreted_by(Arc::new(ceph))
-        .arg("--conf")
-        .arg(&cluster.conf);
-    if let Some(user) = &cluster.user {
-        cmd = cmd.arg("--id").arg(user);
-    }
-    if let Some(keyring) = &cluster.keyring {
-        cmd = cmd.arg("--keyring").arg(keyring);
-    }
+        .args(cluster.options());
     if cluster.timeout > 0 {
         // Without these a monitor that does not answer or an OSD that is down makes rbd wait
         // forever, and cron piles up runs behind it.

@@ -212,7 +212,7 @@ pub const KEYS: &[KeyDoc] = &[
     ),
     KeyDoc {
         name: KeyName::Prefixed {
-            prefix: "group",
+            prefix: GROUP,
             placeholder: "NAME",
         },
         scope: Scope::PoolOnly,

@@ -103,8 +103,8 @@ const QUIESCE: &str = "quiesce";
 const PRE_SNAPSHOT_COMMAND: &str = "pre snapshot command";
 /// The RBD namespace of the section's pool (also written as the section `[pool/namespace]`).
 const NAMESPACE: &str = "namespace";
-/// `group NAME = image, image`: a key whose name is this prefix and the group's name.
-const GROUP_PREFIX: &str = "group ";
+/// `group NAME = image, image`: a key whose name is this word, a space and the group's name.
+const GROUP: &str = "group";
 const POST_SNAPSHOT_COMMAND: &str = "post snapshot command";
 const HOOK_TIMEOUT: &str = "hook timeout";
 /// Seconds a hook may run unless `hook timeout` says otherwise.
@@ -150,7 +150,7 @@ const DEFAULT_S3_REGION: &str = "us-east-1";
 const KEEP_RULE_KEYS: [&str; 4] = [KEEP_LAST, KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY];
 /// The group a `group NAME` key names, when `key` is one.
 fn group_name(key: &str) -> Option<&str> {
-    key.strip_prefix(GROUP_PREFIX).map(python_trim)
+    key.strip_prefix(GROUP)?.strip_prefix(' ').map(python_trim)
 }
 
 /// An unknown key starting with this (ignoring separators) is taken for a retention rule the tool

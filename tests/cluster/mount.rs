@@ -145,15 +145,9 @@ fn start_mount(w: &World, conf: &Path, image: &str, mountpoint: &Path, extra: &[
     let raw = mountpoint.join(format!("{image}.raw"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !raw.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            panic!("the mount ended ({status}): {stderr}");
+        if child.try_wait().unwrap().is_some() {
+            let ended = finish_within(child, Duration::from_secs(5));
+            panic!("the mount ended (exit {}): {}", ended.code, ended.stderr);
         }
         assert!(Instant::now() < deadline, "the mount did not appear");
         sleep(Duration::from_millis(50));

@@ -128,8 +128,7 @@ impl Section<'_> {
                 }
                 return;
             }
-            let into = (self.options.now)().timestamp_subsec_millis();
-            std::thread::sleep(Duration::from_millis(1000 - u64::from(into.min(999)) + 10));
+            self.sleep_to_the_next_second();
         }
     }
 

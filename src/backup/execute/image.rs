@@ -245,9 +245,7 @@ impl<'s> ImageRun<'s> {
                         self.image
                     );
                     interrupt::check()?;
-                    let into = (self.section.options.now)().timestamp_subsec_millis();
-                    let left = 1000 - u64::from(into.min(999));
-                    std::thread::sleep(Duration::from_millis(left + 10));
+                    self.section.sleep_to_the_next_second();
                 }
                 other => return other,
             }

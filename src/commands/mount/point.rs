@@ -21,6 +21,7 @@ use crate::folder::chain::FolderFile;
 use crate::folder::door::Door;
 use crate::folder::format::diffstream::{DiffReader, Record};
 use crate::folder::format::point_map::{PointMap, Source};
+use crate::folder::format::sparse::SparseWriter;
 use crate::folder::naming::SnapName;
 use crate::folder::read::{self, Limits};
 use crate::output::escaped_path;
@@ -126,13 +127,17 @@ impl Folder {
     /// that cannot be unpacked to its end cannot be indexed: the error fails the point.
     fn unpack(&self, stored: &FolderFile) -> Result<(File, Proof)> {
         let shown = escaped_path(&self.dir.location_of(&stored.name));
-        let mut cache = tempfile::tempfile()
+        let cache = tempfile::tempfile()
             .context("cannot create a cache file in $TMPDIR for a compressed backup")?;
         info!("{shown}: unpacking it once into a cache file in $TMPDIR");
         let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
         let limit = self.limits.of(stored);
-        let (_, facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
-            copy_sparse(raw, &mut cache).context("cannot write the cache file in $TMPDIR")
+        let ((), facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
+            let mut sparse = SparseWriter::new(&cache)?;
+            io::copy(raw, &mut sparse)
+                .and_then(|_| sparse.finish())
+                .context("cannot write the cache file in $TMPDIR")?;
+            Ok(())
         })
         .with_context(|| format!("cannot unpack {shown}"))?;
         let proof = match (read::check_digest(recorded.as_deref(), &facts), &recorded) {
@@ -382,32 +387,4 @@ impl Seek for At<'_> {
         self.position = position.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         Ok(self.position)
     }
-}
-
-/// Copies `from` into `to`, leaving holes where whole blocks are zero; returns the length.
-fn copy_sparse(from: &mut dyn Read, to: &mut File) -> Result<u64> {
-    const BLOCK: usize = 64 * 1024;
-    let mut buf = vec![0u8; BLOCK];
-    let mut length = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < BLOCK {
-            match from.read(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        if buf[..filled].iter().any(|&b| b != 0) {
-            to.write_all_at(&buf[..filled], length)?;
-        }
-        length += filled as u64;
-        if filled < BLOCK {
-            break;
-        }
-    }
-    to.set_len(length)?;
-    Ok(length)
 }

@@ -161,18 +161,11 @@ fn feed(reader: Reader, command: String) -> String {
 
 /// An `rbd` command against the section's cluster, as the tool runs it (its time limits aside).
 fn rbd(cluster: &Cluster, args: &[&str]) -> String {
-    let conf = cluster.conf.to_string_lossy();
-    let mut command = vec!["rbd", "--conf", &conf];
-    if let Some(user) = &cluster.user {
-        command.extend(["--id", user]);
-    }
-    let keyring = cluster
-        .keyring
-        .as_ref()
-        .map(|keyring| keyring.to_string_lossy());
-    if let Some(keyring) = &keyring {
-        command.extend(["--keyring", keyring]);
-    }
+    let options: Vec<String> = (cluster.options().iter())
+        .map(|option| option.to_string_lossy().into_owned())
+        .collect();
+    let mut command = vec!["rbd"];
+    command.extend(options.iter().map(String::as_str));
     command.extend(args);
     words(&command)
 }
