@@ -308,6 +308,37 @@ pub struct MountArgs {
     /// Return once mounted, leaving the mount in the background (until unmounted or signalled)
     #[arg(long)]
     pub daemon: bool,
+
+    /// The most local space (in $TMPDIR) that decompressed and decrypted chunks of compressed
+    /// or encrypted backups may take, such as 512M or 4G
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_cache_size)]
+    pub cache_size: u64,
+}
+
+/// A size in binary units, such as `512M`, `4G` or `1T` (`MiB`, `GiB` and `TiB` too), of at
+/// least one MiB.
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "K" | "KIB" => 10,
+        "M" | "MIB" => 20,
+        "G" | "GIB" => 30,
+        "T" | "TIB" => 40,
+        _ => return Err("write a size with its unit, such as 512M, 4G or 1T".to_string()),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| "write a size with its unit, such as 512M, 4G or 1T".to_string())?;
+    if bytes < 1 << 20 {
+        return Err("at least 1M".to_string());
+    }
+    Ok(bytes)
 }
 
 impl MountArgs {
@@ -319,6 +350,7 @@ impl MountArgs {
             mountpoint: self.mountpoint.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
+            cache_size: self.cache_size,
         }
     }
 }
@@ -646,6 +678,27 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn cache_sizes_need_a_unit_and_one_mib() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("1M", Some(1 << 20)),
+            ("512M", Some(512 << 20)),
+            ("4G", Some(4 << 30)),
+            ("2GiB", Some(2 << 30)),
+            ("1t", Some(1 << 40)),
+            ("1024K", Some(1 << 20)),
+            ("1023K", None),
+            ("512", None),
+            ("G", None),
+            ("-1G", None),
+            ("1.5G", None),
+            ("99999999999T", None),
+        ];
+        for &(text, expected) in cases {
+            assert_eq!(parse_cache_size(text).ok(), expected, "{text}");
+        }
     }
 
     #[test]

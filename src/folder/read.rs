@@ -517,11 +517,22 @@ pub fn read_raw<T>(
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
+    read_raw_opened(open(dir, name)?, name, stored, limit, consume)
+}
+
+/// [`read_raw`] of a file already open (`name` labels its progress bar).
+pub fn read_raw_opened<T>(
+    opened: Opened,
+    name: &str,
+    stored: impl Into<Stored>,
+    limit: &Limit,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<(T, Facts)> {
     let Stored {
         compression,
         encrypted,
     } = stored.into();
-    let Opened { reader, len } = open(dir, name)?;
+    let Opened { reader, len } = opened;
     // An encrypted file is read in clear from here on; its own bytes are tallied on the way.
     let (reader, len, sealed) = if encrypted {
         let (clear, len, seen) = decrypt(reader, len)?;

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -347,11 +347,46 @@ fn loop_mounted_read(w: &World, raw: &Path, file: &str, expected: Option<&str>) 
     }
 }
 
+/// The most the mount's cache may take in these tests: one chunk.
+const CACHE: &str = "1M";
+
+/// Writes `len` bytes of noise into the filesystem as `file`: data the cache cannot hold.
+fn add_noise(w: &World, disk: &Disk, file: &str, len: usize) {
+    let mut rng = Rng(0x5eed_cafe);
+    let noise: Vec<u8> = (0..len / 8)
+        .flat_map(|_| rng.next().to_le_bytes())
+        .collect();
+    let path = w.tmp.path().join("noise");
+    fs::write(&path, noise).unwrap();
+    disk.change(&[format!("write {} {file}", path.display())]);
+}
+
+/// How many unnamed files process `pid` holds open, and the bytes they take on disk: the
+/// mount's cache is one.
+fn unnamed_files(pid: &str) -> (usize, u64) {
+    let (mut count, mut bytes) = (0, 0);
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = entry.unwrap().path();
+        let Ok(target) = fs::read_link(&fd) else {
+            continue;
+        };
+        let Ok(meta) = fs::metadata(&fd) else {
+            continue;
+        };
+        if meta.is_file() && target.to_string_lossy().ends_with(" (deleted)") {
+            count += 1;
+            bytes += meta.blocks() * 512;
+        }
+    }
+    (count, bytes)
+}
+
 #[test]
-fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
+fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
     for compress in ["yes", "zstd"] {
         let w = World::new();
         let mut disk = Disk::new(&w, "fs");
+        add_noise(&w, &disk, "/noise", 6 << 20);
         let conf = w.config(&format!(
             "images = fs\nbackup mode = incremental\ncompress = {compress}"
         ));
@@ -359,15 +394,27 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
         let snaps = w.backup_snapshots("fs");
         let mountpoint = w.tmp.path().join("mnt");
         // gzip in the foreground; zstd with --daemon, which returns once mounted.
-        // The foreground mount, or the background one's process id.
-        let mount: Result<Child, String> = if compress == "yes" {
-            Ok(start_mount(&w, &conf, "fs", &mountpoint, &[]))
+        // The foreground mount (if any), and the mount's process id.
+        let (mount, pid): (Option<Child>, String) = if compress == "yes" {
+            let child = start_mount(&w, &conf, "fs", &mountpoint, &["--cache-size", CACHE]);
+            let pid = child.id().to_string();
+            (Some(child), pid)
         } else {
             fs::create_dir_all(&mountpoint).unwrap();
             let c = conf.to_str().unwrap();
             let m = mountpoint.to_str().unwrap();
             let args = [
-                "-c", c, "mount", "--pool", &w.pool, "--image", "fs", m, "--daemon",
+                "-c",
+                c,
+                "mount",
+                "--pool",
+                &w.pool,
+                "--image",
+                "fs",
+                m,
+                "--daemon",
+                "--cache-size",
+                CACHE,
             ];
             let started = w.cephbackup(&args).success();
             assert!(mounted(&mountpoint), "{}", started.stderr);
@@ -378,7 +425,7 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
                 .and_then(|rest| rest.split(')').next())
                 .unwrap_or_else(|| panic!("no process named: {}", started.stdout))
                 .to_string();
-            Err(pid)
+            (None, pid)
         };
         for (snap, (notes, report)) in snaps.iter().zip(&expected) {
             let raw = mountpoint.join(snap).join("fs.raw");
@@ -389,9 +436,13 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
             assert_eq!(&read("/notes"), notes, "{compress} {snap}");
             assert_eq!(&read("/report"), report, "{compress} {snap}");
         }
+        // Three points of over 6 MiB of data each were read, through a cache of one MiB.
+        let (files, bytes) = unnamed_files(&pid);
+        assert_eq!(files, 1, "{compress}: the cache file");
+        assert!(bytes > 0 && bytes <= MIB + 64 * 1024, "{compress}: {bytes}");
         match mount {
-            Ok(mount) => stop(mount, &mountpoint),
-            Err(pid) => {
+            Some(mount) => stop(mount, &mountpoint),
+            None => {
                 // Unmounted from outside, the background mount ends by itself.
                 run(Command::new("fusermount").arg("-u").arg(&mountpoint));
                 assert!(!mounted(&mountpoint));
@@ -407,6 +458,72 @@ fn gzip_and_zstd_chains_are_browsed_through_a_cache_file() {
             }
         }
     }
+}
+
+#[test]
+fn a_compressed_file_changed_after_it_was_proven_is_never_served() {
+    let w = World::new();
+    let mut disk = Disk::new(&w, "fs");
+    add_noise(&w, &disk, "/noise", 6 << 20);
+    let conf = w.config("images = fs\nbackup mode = incremental\ncompress = yes");
+    three_points(&w, &mut disk, &conf);
+    let snaps = w.backup_snapshots("fs");
+    let first = w.tmp.path().join("first.raw");
+    fs::write(&first, w.export("fs", Some(&snaps[0]))).unwrap();
+    let image = fs::read(&first).unwrap();
+    let chunks: Vec<usize> = (1..image.len() / (1 << 20))
+        .filter(|c| image[c << 20..(c + 1) << 20].iter().any(|&b| b != 0))
+        .collect();
+    let (&earlier, &later) = (chunks.first().unwrap(), chunks.last().unwrap());
+    assert!(earlier < later, "{chunks:?}");
+
+    let mountpoint = w.tmp.path().join("mnt");
+    let at = ["--at", snaps[0].as_str(), "--cache-size", CACHE];
+    let mount = start_mount(&w, &conf, "fs", &mountpoint, &at);
+    let raw = fs::File::open(mountpoint.join("fs.raw")).unwrap();
+    let mut block = vec![0u8; BLOCK];
+    // The first read proves the full backup.
+    raw.read_exact_at(&mut block, 0).unwrap();
+    assert_eq!(block, image[..BLOCK]);
+
+    // Then the full backup is changed in place: one byte of the later chunk, a valid archive.
+    let full = w
+        .files("fs")
+        .into_iter()
+        .find(|name| !name.contains(".diff_from_"))
+        .unwrap();
+    let path = w.image_dir("fs").join(&full);
+    let member = tar_list(&path).remove(0);
+    let unpacked = untar(&path, &w.tmp.path().join("unpacked"));
+    let changed = unpacked.join(&member);
+    let flip = (later << 20) + image[later << 20..].iter().position(|&b| b != 0).unwrap();
+    let mut bytes = fs::read(&changed).unwrap();
+    bytes[flip] ^= 0xff;
+    fs::write(&changed, bytes).unwrap();
+    let repacked = w.tmp.path().join("repacked.tar.gz");
+    run(Command::new("tar")
+        .arg("czSf")
+        .arg(&repacked)
+        .arg("-C")
+        .arg(&unpacked)
+        .arg(&member));
+    let mut same_file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut same_file, &fs::read(&repacked).unwrap()).unwrap();
+    drop(same_file);
+
+    // A chunk before the change still decodes as proven; the changed one fails, never served.
+    let offset = (earlier << 20) as u64;
+    raw.read_exact_at(&mut block, offset).unwrap();
+    assert_eq!(block, image[earlier << 20..(earlier << 20) + BLOCK]);
+    let offset = (flip - flip % BLOCK) as u64;
+    let err = raw.read_exact_at(&mut block, offset).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(raw);
+    stop(mount, &mountpoint);
 }
 
 #[test]

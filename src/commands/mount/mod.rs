@@ -11,6 +11,7 @@
 //! background and returns once it stands.
 
 mod fs;
+mod packed;
 pub mod point;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct MountOptions {
     pub identity: Option<PathBuf>,
     /// Return once mounted, the mount going on in the background.
     pub daemon: bool,
+    /// The most bytes the cache of compressed and encrypted files' chunks may take.
+    pub cache_size: u64,
 }
 
 pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Result<()> {
@@ -79,8 +82,9 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         .iter()
         .position(|point| point.snap == chosen_snap)
         .context("the chosen point has no route")?;
+    let cache = packed::Cache::new(args.cache_size)?;
     let fs = fs::BackupFs::new(
-        Folder::new(dir, limits),
+        Folder::new(dir, limits, cache),
         points,
         chosen,
         args.at.is_none(),

@@ -1,13 +1,17 @@
 //! A restore point opened for reading in place: its chain's files opened once (regular files
-//! only, never through a link), the diffs' records indexed into a [`PointMap`] without reading
-//! their payloads, and each file proven before a byte of it is served.
+//! only, never through a link), the diffs' records indexed into a [`PointMap`], and each file
+//! proven before a byte of it is served.
 //!
 //! A file is proven the way a restore proves it ([`read::read_raw`]): read once to the end, its
 //! SHA-256 compared with its `.sha256` file when it has one (the original's files have none and
-//! are served with a warning), a diff's records checked as they pass. A file that fails is never
-//! served: reads of the ranges it holds fail (EIO through the mount), the error is said once on
-//! stderr, and the ranges other files hold read as usual.
+//! are served with a warning), a diff's records checked as they pass. A plain file is indexed
+//! without reading its payloads and proven on the first read of the point; a compressed or
+//! encrypted one is proven and indexed in one pass when it is opened, and read through the
+//! mount's cache ([`super::packed`]). A file that fails is never served: reads of the ranges it
+//! holds fail (EIO through the mount), the error is said once on stderr, and the ranges other
+//! files hold read as usual.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -17,11 +21,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
+use super::packed::{Cache, DiffIndex, Packed};
 use crate::folder::chain::FolderFile;
 use crate::folder::door::Door;
 use crate::folder::format::diffstream::{DiffReader, Record};
 use crate::folder::format::point_map::{PointMap, Source};
-use crate::folder::format::sparse::SparseWriter;
 use crate::folder::naming::SnapName;
 use crate::folder::read::{self, Limits};
 use crate::output::escaped_path;
@@ -38,10 +42,18 @@ enum Proof {
     Failed(String),
 }
 
+/// How a stored file's raw stream is read.
+enum Access {
+    /// Neither compressed nor encrypted: the file is its raw stream.
+    Plain(File),
+    /// Read through the cache, with the records of the diff it is (read when it was proven).
+    Packed(Packed, Option<DiffIndex>),
+}
+
 /// One backup file of the folder, open for reading, shared by every point whose route uses it.
 pub struct StoredFile {
     stored: FolderFile,
-    file: File,
+    access: Access,
     proof: Mutex<Proof>,
 }
 
@@ -50,27 +62,60 @@ impl StoredFile {
     fn prove(&self, folder: &Folder) -> Option<String> {
         let mut proof = self.proof.lock().unwrap_or_else(PoisonError::into_inner);
         if *proof == Proof::NotYet {
-            let name = &self.stored.name;
-            let shown = escaped_path(&folder.dir.location_of(name));
-            *proof = match folder.check(&self.stored) {
-                Ok(true) => {
-                    info!("{shown}: proven by its .sha256 file");
-                    Proof::Proven
-                }
-                Ok(false) => {
-                    warn!("{shown} has no .sha256 file: served as read, unproven");
-                    Proof::NoChecksum
-                }
-                Err(err) => {
-                    let why = format!("{err:#}");
-                    tracing::error!("{shown}: {why}; reads of the ranges it holds fail (EIO)");
-                    Proof::Failed(why)
-                }
-            };
+            let shown = escaped_path(&folder.dir.location_of(&self.stored.name));
+            *proof = said(&shown, folder.check(&self.stored));
         }
         match &*proof {
             Proof::Failed(why) => Some(why.clone()),
             _ => None,
+        }
+    }
+
+    /// The raw stream's length.
+    fn len(&self) -> io::Result<u64> {
+        match &self.access {
+            Access::Plain(file) => Ok(file.metadata()?.len()),
+            Access::Packed(packed, _) => Ok(packed.len()),
+        }
+    }
+
+    /// Fills `out` with the raw stream from `offset` on.
+    fn read_at(&self, folder: &Folder, out: &mut [u8], offset: u64) -> Result<()> {
+        match &self.access {
+            Access::Plain(file) => Ok(file.read_exact_at(out, offset)?),
+            Access::Packed(packed, _) => folder
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .read(packed, offset, out),
+        }
+    }
+
+    /// The next data (`data`) or hole at or after `offset`; `None` when there is none.
+    fn next_in(&self, offset: u64, data: bool) -> io::Result<Option<u64>> {
+        match &self.access {
+            Access::Plain(file) => next_in(file, offset, data),
+            Access::Packed(packed, _) => Ok(packed.next_in(offset, data)),
+        }
+    }
+}
+
+/// What proving a file found, said on stderr: `Ok(true)` proven by its checksum, `Ok(false)`
+/// read without a problem but with no checksum to compare, an error why it must not be served.
+fn said(shown: &str, checked: Result<bool>) -> Proof {
+    match checked {
+        Ok(true) => {
+            info!("{shown}: proven by its .sha256 file");
+            Proof::Proven
+        }
+        Ok(false) => {
+            warn!("{shown} has no .sha256 file: served as read, unproven");
+            Proof::NoChecksum
+        }
+        Err(err) => {
+            let why = format!("{err:#}");
+            tracing::error!("{shown}: {why}; reads of the ranges it holds fail (EIO)");
+            Proof::Failed(why)
         }
     }
 }
@@ -80,82 +125,58 @@ pub struct Folder {
     dir: Box<dyn Door>,
     limits: Limits,
     files: Mutex<HashMap<String, Arc<StoredFile>>>,
+    /// Where compressed and encrypted files' chunks are kept.
+    cache: Mutex<Cache>,
 }
 
 impl Folder {
-    pub fn new(dir: Box<dyn Door>, limits: Limits) -> Folder {
+    pub fn new(dir: Box<dyn Door>, limits: Limits, cache: Cache) -> Folder {
         Folder {
             dir,
             limits,
             files: Mutex::new(HashMap::new()),
+            cache: Mutex::new(cache),
         }
     }
 
-    /// `stored`, opened (once) and checked as far as can be without reading it.
-    fn open(&self, stored: &FolderFile) -> Result<Arc<StoredFile>> {
+    /// `stored` (a diff when `diff`), opened (once) and checked as far as can be without
+    /// reading it, or, compressed or encrypted, read once to its end and proven.
+    fn open(&self, stored: &FolderFile, diff: bool) -> Result<Arc<StoredFile>> {
         let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = files.get(&stored.name) {
             return Ok(Arc::clone(open));
         }
-        let shown = || escaped_path(&self.dir.location_of(&stored.name));
-        read::precheck(&*self.dir, stored, &self.limits.of(stored))?;
-        let (file, proof) = if stored.file.compression.is_compressed() || stored.file.encrypted {
-            self.unpack(stored)?
+        let shown = escaped_path(&self.dir.location_of(&stored.name));
+        let limit = self.limits.of(stored);
+        read::precheck(&*self.dir, stored, &limit)?;
+        let file = match self.dir.open_file(&stored.name) {
+            Some(file) => file.with_context(|| format!("cannot open {shown}"))?,
+            None => bail!(
+                "{}: only backups in a local folder can be mounted",
+                escaped_path(&self.dir.location())
+            ),
+        };
+        let (access, proof) = if stored.file.compression.is_compressed() || stored.file.encrypted {
+            info!("{shown}: reading it once to its end, to prove and index it");
+            let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
+            let proving = Packed::prove(file, stored, &limit, diff, files.len(), &self.cache)
+                .with_context(|| format!("cannot read {shown}"))?;
+            let checked = read::check_digest(recorded.as_deref(), &proving.facts)
+                .map(|()| recorded.is_some());
+            (
+                Access::Packed(proving.packed, proving.diff),
+                said(&shown, checked),
+            )
         } else {
-            match self.dir.open_file(&stored.name) {
-                Some(file) => (
-                    file.with_context(|| format!("cannot open {}", shown()))?,
-                    Proof::NotYet,
-                ),
-                None => bail!(
-                    "{}: only backups in a local folder can be mounted",
-                    escaped_path(&self.dir.location())
-                ),
-            }
+            (Access::Plain(file), Proof::NotYet)
         };
         let open = Arc::new(StoredFile {
             stored: stored.clone(),
-            file,
+            access,
             proof: Mutex::new(proof),
         });
         files.insert(stored.name.clone(), Arc::clone(&open));
         Ok(open)
-    }
-
-    /// The raw stream of the compressed or encrypted `stored`, unpacked once into a cache file
-    /// in `$TMPDIR` (sparse: runs of zeros become holes), and what reading it proved. An archive
-    /// that cannot be unpacked to its end cannot be indexed: the error fails the point.
-    fn unpack(&self, stored: &FolderFile) -> Result<(File, Proof)> {
-        let shown = escaped_path(&self.dir.location_of(&stored.name));
-        let cache = tempfile::tempfile()
-            .context("cannot create a cache file in $TMPDIR for a compressed backup")?;
-        info!("{shown}: unpacking it once into a cache file in $TMPDIR");
-        let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
-        let limit = self.limits.of(stored);
-        let ((), facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
-            let mut sparse = SparseWriter::new(&cache)?;
-            io::copy(raw, &mut sparse)
-                .and_then(|_| sparse.finish())
-                .context("cannot write the cache file in $TMPDIR")?;
-            Ok(())
-        })
-        .with_context(|| format!("cannot unpack {shown}"))?;
-        let proof = match (read::check_digest(recorded.as_deref(), &facts), &recorded) {
-            (Ok(()), Some(_)) => {
-                info!("{shown}: proven by its .sha256 file");
-                Proof::Proven
-            }
-            (Ok(()), None) => {
-                warn!("{shown} has no .sha256 file: served as read, unproven");
-                Proof::NoChecksum
-            }
-            (Err(err), _) => {
-                let why = format!("{err:#}");
-                tracing::error!("{shown}: {why}; reads of the ranges it holds fail (EIO)");
-                Proof::Failed(why)
-            }
-        };
-        Ok((cache, proof))
     }
 
     /// Reads `stored` to the end as a restore would: `true` when its checksum proved it, `false`
@@ -220,14 +241,11 @@ impl OpenPoint {
         let Some((full, diffs)) = route.split_first() else {
             bail!("an empty route");
         };
-        let mut files = vec![folder.open(full)?];
-        let size = files[0]
-            .file
-            .metadata()
-            .context("cannot stat the full backup")?;
-        let mut map = PointMap::full(0, size.len());
+        let mut files = vec![folder.open(full, false)?];
+        let size = files[0].len().context("cannot stat the full backup")?;
+        let mut map = PointMap::full(0, size);
         for diff in diffs {
-            let open = folder.open(diff)?;
+            let open = folder.open(diff, true)?;
             let shown = || escaped_path(&folder.dir.location_of(&diff.name));
             index_diff(&mut map, files.len(), &open)
                 .with_context(|| format!("{}: not a sound diff", shown()))?;
@@ -267,9 +285,8 @@ impl OpenPoint {
                     let start = out.len();
                     out.resize(start + len, 0);
                     stored
-                        .file
-                        .read_exact_at(&mut out[start..], offset)
-                        .map_err(|err| Unreadable(format!("{}: {err}", stored.stored.name)))?;
+                        .read_at(folder, &mut out[start..], offset)
+                        .map_err(|err| Unreadable(format!("{}: {err:#}", stored.stored.name)))?;
                 }
             }
         }
@@ -287,7 +304,7 @@ impl OpenPoint {
                 continue;
             };
             let length = piece.range.end - piece.range.start;
-            match next_in(&self.files[file].file, offset, true)? {
+            match self.files[file].next_in(offset, true)? {
                 Some(data) if data < offset + length => {
                     return Ok(Some(piece.range.start + (data - offset)));
                 }
@@ -305,7 +322,7 @@ impl OpenPoint {
                 return Ok(piece.range.start);
             };
             let length = piece.range.end - piece.range.start;
-            match next_in(&self.files[file].file, offset, false)? {
+            match self.files[file].next_in(offset, false)? {
                 Some(hole) if hole < offset + length => {
                     return Ok(piece.range.start + (hole - offset));
                 }
@@ -333,12 +350,28 @@ fn next_in(file: &File, offset: u64, data: bool) -> io::Result<Option<u64>> {
 /// Overlays the records of the diff `stored` (the route's file number `number`) on `map`, its
 /// size record first; a stream that does not end where the file does is refused.
 fn index_diff(map: &mut PointMap, number: usize, stored: &StoredFile) -> Result<()> {
-    let len = stored.file.metadata()?.len();
-    let at = At {
-        file: &stored.file,
-        position: 0,
+    let at = |offset| Source::File {
+        file: number,
+        offset,
     };
-    let mut reader = DiffReader::new(BufReader::new(at))?;
+    let file = match &stored.access {
+        Access::Packed(_, Some(index)) => {
+            // Read when the file was proven, its end checked then.
+            stored
+                .stored
+                .check_diff_names(&index.header)
+                .map_err(anyhow::Error::msg)?;
+            map.resize(index.header.size);
+            for (range, payload) in &index.records {
+                map.overwrite(range.clone(), payload.map_or(Source::Zero, at));
+            }
+            return Ok(());
+        }
+        Access::Packed(_, None) => bail!("it was not read as a diff"),
+        Access::Plain(file) => file,
+    };
+    let len = file.metadata()?.len();
+    let mut reader = DiffReader::new(BufReader::new(At::new(file)))?;
     stored
         .stored
         .check_diff_names(reader.header())
@@ -347,11 +380,7 @@ fn index_diff(map: &mut PointMap, number: usize, stored: &StoredFile) -> Result<
     while let Some(record) = reader.next_record_seeking()? {
         match record {
             Record::Write { offset, length } => {
-                let source = Source::File {
-                    file: number,
-                    offset: reader.position(),
-                };
-                map.overwrite(offset..offset + length, source);
+                map.overwrite(offset..offset + length, at(reader.position()));
             }
             Record::Zero { offset, length } => map.overwrite(offset..offset + length, Source::Zero),
         }
@@ -364,25 +393,32 @@ fn index_diff(map: &mut PointMap, number: usize, stored: &StoredFile) -> Result<
 
 /// A file read from a position of its own: the points sharing an open file never move each
 /// other's place in it.
-struct At<'f> {
-    file: &'f File,
+pub struct At<F: Borrow<File>> {
+    file: F,
     position: u64,
 }
 
-impl Read for At<'_> {
+impl<F: Borrow<File>> At<F> {
+    /// `file` from its first byte.
+    pub fn new(file: F) -> At<F> {
+        At { file, position: 0 }
+    }
+}
+
+impl<F: Borrow<File>> Read for At<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.position)?;
+        let n = self.file.borrow().read_at(buf, self.position)?;
         self.position += n as u64;
         Ok(n)
     }
 }
 
-impl Seek for At<'_> {
+impl<F: Borrow<File>> Seek for At<F> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let position = match to {
             SeekFrom::Start(at) => Some(at),
             SeekFrom::Current(by) => self.position.checked_add_signed(by),
-            SeekFrom::End(by) => self.file.metadata()?.len().checked_add_signed(by),
+            SeekFrom::End(by) => self.file.borrow().metadata()?.len().checked_add_signed(by),
         };
         self.position = position.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         Ok(self.position)

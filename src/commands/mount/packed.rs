@@ -1,0 +1,634 @@
+//! A compressed or encrypted backup file read at any offset of its raw stream, in no more local
+//! space than the mount's cache is given.
+//!
+//! Such a file reads only from its start. It is read to its end once, when a point that uses it
+//! is first opened ([`Packed::prove`]): its checksum is checked, a diff's records are indexed,
+//! each [`CHUNK`] of its raw stream gets a keyed hash (an all-zero chunk is marked as a hole
+//! instead), and the chunks fill the cache while it has room. Afterwards a chunk the cache lacks
+//! is decoded again by a [`Cursor`], a reader of the file from its start on a thread of its own,
+//! which goes on from where it stopped when the next chunk asked for lies further on: reading the
+//! image in order decodes each file once. A chunk decoded again must hash as it did when proven,
+//! so a file changed since is never served. The cache is an unnamed file in `$TMPDIR` holding at
+//! most `--cache-size` bytes; the chunks used least recently make room.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::point::At;
+use crate::folder::chain::FolderFile;
+use crate::folder::door::Opened;
+use crate::folder::format::diffstream::{DiffHeader, DiffReader, Record};
+use crate::folder::format::sparse::is_zero;
+use crate::folder::read::{self, Facts, Limit, Stored};
+
+/// The unit the raw stream is hashed, cached and decoded again in.
+pub const CHUNK: u64 = 1 << 20;
+/// Readers decoding files again at once: each holds a decoder (up to a few MiB for zstd) and
+/// two chunks.
+const MAX_CURSORS: usize = 2;
+/// What [`Packed::chunks`] holds for an all-zero chunk; a hash that happens to be this value is
+/// moved off it.
+const ZERO: u64 = 0;
+
+/// A diff's records as the proving pass read them: what a point's map needs of it.
+pub struct DiffIndex {
+    pub header: DiffHeader,
+    /// Each record's range of the image and, for a `Write`, where its payload starts in the
+    /// raw stream (`None`: the range reads as zeros).
+    pub records: Vec<(Range<u64>, Option<u64>)>,
+}
+
+/// A proven compressed or encrypted file, ready to be read at any offset.
+pub struct Packed {
+    /// This file's number in the cache.
+    id: usize,
+    name: String,
+    stored: Stored,
+    limit: Limit,
+    /// The stored file, held open: it is decoded again from this very file.
+    file: File,
+    /// The raw stream's length.
+    len: u64,
+    /// Each chunk's keyed hash, or [`ZERO`].
+    chunks: Vec<u64>,
+}
+
+/// What the proving pass of a file found.
+pub struct Proving {
+    pub packed: Packed,
+    /// The diff's records, when the file is a diff.
+    pub diff: Option<DiffIndex>,
+    pub facts: Facts,
+}
+
+impl Packed {
+    /// Reads the stored file `file` (`stored`, at most `limit`) to its end: see the module's
+    /// documentation. `id` numbers it in `cache`, which it fills while there is room.
+    pub fn prove(
+        file: File,
+        stored: &FolderFile,
+        limit: &Limit,
+        diff: bool,
+        id: usize,
+        cache: &std::sync::Mutex<Cache>,
+    ) -> Result<Proving> {
+        let opened = opened_from_start(&file)?;
+        let keys = lock(cache).keys.clone();
+        let mut sealed = Vec::new();
+        let (index, facts) =
+            read::read_raw_opened(opened, &stored.name, &stored.file, limit, |raw| {
+                let mut chunker = Chunker {
+                    inner: raw,
+                    pending: Vec::new(),
+                    seal: |index: u64, bytes: &[u8]| {
+                        let hash = chunk_hash(&keys, bytes);
+                        if hash != ZERO {
+                            lock(cache).offer(id, index, bytes);
+                        }
+                        sealed.push(hash);
+                    },
+                    sealed: 0,
+                };
+                let index = if diff {
+                    Some(index_records(&mut chunker)?)
+                } else {
+                    None
+                };
+                io::copy(&mut chunker, &mut io::sink())?;
+                chunker.finish();
+                Ok(index)
+            })?;
+        let len = facts.raw_bytes;
+        Ok(Proving {
+            packed: Packed {
+                id,
+                name: stored.name.clone(),
+                stored: Stored::from(&stored.file),
+                limit: limit.clone(),
+                file,
+                len,
+                chunks: sealed,
+            },
+            diff: index,
+            facts,
+        })
+    }
+
+    /// The raw stream's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The first offset at or after `offset` that holds data (`data`) or starts a hole, in
+    /// chunks: `None` when no data follows; the stream's end when no hole does.
+    pub fn next_in(&self, offset: u64, data: bool) -> Option<u64> {
+        let first = usize::try_from(offset / CHUNK).unwrap_or(usize::MAX);
+        let found = self
+            .chunks
+            .iter()
+            .enumerate()
+            .skip(first)
+            .find(|(_, &hash)| (hash == ZERO) != data)
+            .map(|(index, _)| (index as u64 * CHUNK).max(offset));
+        match (found, data) {
+            (Some(at), _) if at < self.len => Some(at),
+            (_, true) => None,
+            (_, false) => Some(self.len.max(offset)),
+        }
+    }
+
+    /// Starts a reader of the file from its start that hands its raw stream over chunk by chunk.
+    fn cursor(&self, clock: u64) -> Result<Cursor> {
+        let opened = opened_from_start(&self.file)?;
+        let (send, chunks) = mpsc::sync_channel(1);
+        let name = self.name.clone();
+        let (stored, limit) = (self.stored, self.limit.clone());
+        std::thread::Builder::new()
+            .name("mount-decoder".into())
+            .spawn(move || decode(opened, &name, stored, &limit, &send))
+            .context("cannot start a decoder thread")?;
+        Ok(Cursor {
+            id: self.id,
+            next: 0,
+            chunks,
+            used: clock,
+        })
+    }
+}
+
+/// The body of a [`Cursor`]'s thread: the raw stream, chunk by chunk, until the end or until
+/// nobody takes them; a failure is handed over too.
+fn decode(
+    opened: Opened,
+    name: &str,
+    stored: Stored,
+    limit: &Limit,
+    send: &SyncSender<Result<Vec<u8>, String>>,
+) {
+    let read = read::read_raw_opened(opened, name, stored, limit, |raw| {
+        loop {
+            let mut chunk = Vec::new();
+            raw.take(CHUNK).read_to_end(&mut chunk)?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            if send.send(Ok(chunk)).is_err() {
+                // Nobody wants more: the cursor was let go.
+                return Ok(());
+            }
+        }
+    });
+    if let Err(err) = read {
+        let _ = send.send(Err(format!("{err:#}")));
+    }
+}
+
+/// The stored file from its first byte, read at positions of its own.
+fn opened_from_start(file: &File) -> Result<Opened> {
+    let len = file
+        .metadata()
+        .context("cannot stat the stored file")?
+        .len();
+    let file = file
+        .try_clone()
+        .context("cannot open the stored file again")?;
+    Ok(Opened {
+        reader: Box::new(At::new(file)),
+        len,
+    })
+}
+
+fn lock(cache: &std::sync::Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `bytes`' hash under the mount's secret keys, or [`ZERO`] when they are all zeros.
+fn chunk_hash(keys: &RandomState, bytes: &[u8]) -> u64 {
+    if is_zero(bytes) {
+        return ZERO;
+    }
+    match keys.hash_one(bytes) {
+        ZERO => ZERO + 1,
+        hash => hash,
+    }
+}
+
+/// Passes a raw stream through, sealing each [`CHUNK`] of it as it goes.
+struct Chunker<'r, S: FnMut(u64, &[u8])> {
+    inner: &'r mut dyn Read,
+    pending: Vec<u8>,
+    seal: S,
+    sealed: u64,
+}
+
+impl<S: FnMut(u64, &[u8])> Read for Chunker<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let room = usize::try_from(CHUNK).unwrap_or(usize::MAX) - self.pending.len();
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.pending.extend_from_slice(now);
+            if self.pending.len() as u64 == CHUNK {
+                self.seal_pending();
+            }
+            rest = later;
+        }
+        Ok(n)
+    }
+}
+
+impl<S: FnMut(u64, &[u8])> Chunker<'_, S> {
+    fn seal_pending(&mut self) {
+        (self.seal)(self.sealed, &self.pending);
+        self.sealed += 1;
+        self.pending.clear();
+    }
+
+    /// Seals the last, shorter chunk.
+    fn finish(mut self) {
+        if !self.pending.is_empty() {
+            self.seal_pending();
+        }
+    }
+}
+
+/// Reads a diff's records, and checks that nothing follows its end.
+fn index_records(raw: &mut impl Read) -> Result<DiffIndex> {
+    let mut reader = DiffReader::new(io::BufReader::new(raw))?;
+    let header = reader.header().clone();
+    let mut records = Vec::new();
+    while let Some(record) = reader.next_record()? {
+        records.push(match record {
+            Record::Write { offset, length } => (offset..offset + length, Some(reader.position())),
+            Record::Zero { offset, length } => (offset..offset + length, None),
+        });
+    }
+    reader.finish()?;
+    Ok(DiffIndex { header, records })
+}
+
+/// A reader decoding one file again, from its start, on a thread of its own.
+struct Cursor {
+    /// The file's number.
+    id: usize,
+    /// The chunk it hands over next.
+    next: u64,
+    chunks: Receiver<Result<Vec<u8>, String>>,
+    used: u64,
+}
+
+/// A cached chunk: where it lies in the cache file, and when it was last read.
+struct Slot {
+    at: u64,
+    used: u64,
+}
+
+/// The chunks of compressed and encrypted files decoded so far, in a file of bounded size, and
+/// the readers decoding them again.
+pub struct Cache {
+    file: File,
+    /// Slots the file may hold.
+    capacity: u64,
+    slots: HashMap<(usize, u64), Slot>,
+    /// Slots let go of, to fill first.
+    free: Vec<u64>,
+    /// Slots the file has ever had.
+    grown: u64,
+    /// Counts reads, so that the least recently used slot or cursor can be found.
+    clock: u64,
+    cursors: Vec<Cursor>,
+    keys: RandomState,
+}
+
+impl Cache {
+    /// An empty cache in `$TMPDIR` of at most `bytes` (at least one chunk).
+    pub fn new(bytes: u64) -> Result<Cache> {
+        Ok(Cache {
+            file: tempfile::tempfile()
+                .context("cannot create the mount's cache file in $TMPDIR")?,
+            capacity: (bytes / CHUNK).max(1),
+            slots: HashMap::new(),
+            free: Vec::new(),
+            grown: 0,
+            clock: 0,
+            cursors: Vec::new(),
+            keys: RandomState::new(),
+        })
+    }
+
+    /// Keeps chunk `index` of file `id` if there is a free slot; a failure to write it only
+    /// means it is not kept.
+    fn offer(&mut self, id: usize, index: u64, bytes: &[u8]) {
+        if self.slots.contains_key(&(id, index)) {
+            return;
+        }
+        if let Some(at) = self.free_slot() {
+            self.keep(id, index, bytes, at);
+        }
+    }
+
+    /// A slot nobody uses, if the file may hold one more.
+    fn free_slot(&mut self) -> Option<u64> {
+        self.free.pop().or_else(|| {
+            (self.grown < self.capacity).then(|| {
+                self.grown += 1;
+                self.grown - 1
+            })
+        })
+    }
+
+    /// Keeps chunk `index` of file `id`, making room by letting go of the chunk read least
+    /// recently.
+    fn store(&mut self, id: usize, index: u64, bytes: &[u8]) {
+        let at = match self.free_slot() {
+            Some(at) => at,
+            None => {
+                let Some((&oldest, _)) = self.slots.iter().min_by_key(|(_, slot)| slot.used) else {
+                    return;
+                };
+                let Some(slot) = self.slots.remove(&oldest) else {
+                    return;
+                };
+                slot.at
+            }
+        };
+        self.keep(id, index, bytes, at);
+    }
+
+    fn keep(&mut self, id: usize, index: u64, bytes: &[u8], at: u64) {
+        match self.file.write_all_at(bytes, at * CHUNK) {
+            Ok(()) => {
+                self.clock += 1;
+                let used = self.clock;
+                self.slots.insert((id, index), Slot { at, used });
+            }
+            Err(err) => {
+                tracing::debug!("the mount's cache file cannot be written: {err}");
+                self.free.push(at);
+            }
+        }
+    }
+
+    /// Fills `buf` with the raw stream of `packed` from `offset` on.
+    pub fn read(&mut self, packed: &Packed, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let index = at / CHUNK;
+            let within = at % CHUNK;
+            let hash = usize::try_from(index)
+                .ok()
+                .and_then(|index| packed.chunks.get(index))
+                .copied();
+            let (Some(hash), true) = (hash, at < packed.len) else {
+                bail!("a read past the end of its stream, at byte {at}");
+            };
+            let left = (CHUNK - within).min(packed.len - at);
+            let take = (buf.len() - done).min(usize::try_from(left).unwrap_or(0));
+            let out = &mut buf[done..done + take];
+            self.clock += 1;
+            let clock = self.clock;
+            if hash == ZERO {
+                out.fill(0);
+            } else if let Some(slot) = self.slots.get_mut(&(packed.id, index)) {
+                slot.used = clock;
+                self.file
+                    .read_exact_at(out, slot.at * CHUNK + within)
+                    .context("cannot read the mount's cache file")?;
+            } else {
+                let chunk = self.decode(packed, index, hash)?;
+                let from = usize::try_from(within).unwrap_or(0);
+                let part = chunk
+                    .get(from..from + take)
+                    .context("a chunk shorter than proven")?;
+                out.copy_from_slice(part);
+                self.store(packed.id, index, &chunk);
+            }
+            done += take;
+        }
+        Ok(())
+    }
+
+    /// Chunk `index` of `packed`, decoded again by the nearest cursor at or before it (a new one
+    /// from the file's start when there is none) and checked against its proven `hash`.
+    fn decode(&mut self, packed: &Packed, index: u64, hash: u64) -> Result<Vec<u8>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let nearest = (0..self.cursors.len())
+            .filter(|&c| self.cursors[c].id == packed.id && self.cursors[c].next <= index)
+            .max_by_key(|&c| self.cursors[c].next);
+        let c = match nearest {
+            Some(c) => c,
+            None => {
+                if self.cursors.len() >= MAX_CURSORS {
+                    let oldest = (0..self.cursors.len()).min_by_key(|&c| self.cursors[c].used);
+                    if let Some(oldest) = oldest {
+                        self.cursors.swap_remove(oldest);
+                    }
+                }
+                self.cursors.push(packed.cursor(clock)?);
+                self.cursors.len() - 1
+            }
+        };
+        let found = self.advance(c, packed, index);
+        match found {
+            Ok(chunk) if chunk_hash(&self.keys, &chunk) == hash => {
+                self.cursors[c].used = clock;
+                Ok(chunk)
+            }
+            Ok(_) => {
+                self.cursors.swap_remove(c);
+                bail!(
+                    "its chunk at byte {} changed since it was proven",
+                    index * CHUNK
+                )
+            }
+            Err(err) => {
+                self.cursors.swap_remove(c);
+                Err(err)
+            }
+        }
+    }
+
+    /// Moves cursor `c` on to chunk `index` and returns that chunk; the chunks it passes are
+    /// kept while the cache has free room.
+    fn advance(&mut self, c: usize, packed: &Packed, index: u64) -> Result<Vec<u8>> {
+        loop {
+            let cursor = &mut self.cursors[c];
+            let chunk = match cursor.chunks.recv() {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(why)) => return Err(anyhow!(why)),
+                Err(_) => bail!("its stream ended before byte {}", index * CHUNK),
+            };
+            let at = cursor.next;
+            cursor.next += 1;
+            if at == index {
+                return Ok(chunk);
+            }
+            let proven = usize::try_from(at)
+                .ok()
+                .and_then(|at| packed.chunks.get(at))
+                .copied();
+            if proven.is_some_and(|hash| hash != ZERO && chunk_hash(&self.keys, &chunk) == hash) {
+                self.offer(packed.id, at, &chunk);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    /// A plain file of `raw`, as a proving pass would have left it: a raw stream read through
+    /// the cache as a compressed one is.
+    fn packed(raw: &[u8], cache: &Cache) -> (Packed, tempfile::NamedTempFile) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), raw).unwrap();
+        let chunks = raw
+            .chunks(MIB)
+            .map(|chunk| chunk_hash(&cache.keys, chunk))
+            .collect();
+        let packed = Packed {
+            id: 7,
+            name: "raw".into(),
+            stored: Stored::from(crate::folder::naming::Compression::None),
+            limit: Limit::absolute(),
+            file: file.reopen().unwrap(),
+            len: raw.len() as u64,
+            chunks,
+        };
+        (packed, file)
+    }
+
+    /// Chunks: data, zeros, data, data, zeros, and a short tail of data.
+    fn image() -> Vec<u8> {
+        let mut raw = vec![0u8; 5 * MIB + 1000];
+        for (chunk, fill) in [(0, 1u8), (2, 2), (3, 3), (5, 5)] {
+            let end = ((chunk + 1) * MIB).min(raw.len());
+            raw[chunk * MIB..end].fill(fill);
+        }
+        raw
+    }
+
+    fn read(cache: &mut Cache, packed: &Packed, offset: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0xaa; len];
+        cache.read(packed, offset as u64, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn chunks_are_served_through_a_bounded_cache_and_holes_are_never_decoded() {
+        let raw = image();
+        let mut cache = Cache::new(2 * CHUNK).unwrap();
+        let (packed, _file) = packed(&raw, &cache);
+        // Across chunk boundaries, backwards and forwards, the tail included.
+        let reads = [
+            (0, 10),
+            (MIB - 5, 10),
+            (3 * MIB, MIB),
+            (2 * MIB + 7, 2 * MIB),
+        ];
+        for (offset, len) in reads.into_iter().chain([(5 * MIB, 1000), (0, raw.len())]) {
+            assert_eq!(
+                read(&mut cache, &packed, offset, len),
+                raw[offset..offset + len]
+            );
+            assert!(cache.slots.len() <= 2 && cache.grown <= 2);
+            assert!(cache.cursors.len() <= MAX_CURSORS);
+        }
+        // Only data chunks are kept; the whole last read left the last two in the cache.
+        let mut kept: Vec<u64> = cache.slots.keys().map(|&(_, index)| index).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [3, 5]);
+        let mut past = [0u8; 1];
+        assert!(cache.read(&packed, raw.len() as u64, &mut past).is_err());
+    }
+
+    #[test]
+    fn a_chunk_that_decodes_differently_than_proven_is_refused() {
+        let raw = image();
+        let mut cache = Cache::new(CHUNK).unwrap();
+        let (packed, file) = packed(&raw, &cache);
+        assert_eq!(read(&mut cache, &packed, 0, 10), raw[..10]);
+        let mut changed = raw.clone();
+        changed[3 * MIB + 9] = 0xee;
+        std::fs::write(file.path(), &changed).unwrap();
+        // The cached chunk and a chunk untouched are served; the changed one is not.
+        assert_eq!(read(&mut cache, &packed, 0, 10), raw[..10]);
+        assert_eq!(
+            read(&mut cache, &packed, 2 * MIB, 10),
+            raw[2 * MIB..2 * MIB + 10]
+        );
+        let mut out = [0u8; 10];
+        let err = cache.read(&packed, 3 * MIB as u64, &mut out).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("changed since it was proven"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn data_and_holes_are_found_by_chunk() {
+        let raw = image();
+        let cache = Cache::new(CHUNK).unwrap();
+        let (packed, _file) = packed(&raw, &cache);
+        let mib = CHUNK;
+        let len = raw.len() as u64;
+        let cases = [
+            (0, true, Some(0)),
+            (mib + 3, true, Some(2 * mib)),
+            (4 * mib, true, Some(5 * mib)),
+            (len, true, None),
+            (0, false, Some(mib)),
+            (mib + 3, false, Some(mib + 3)),
+            (2 * mib, false, Some(4 * mib)),
+            (5 * mib, false, Some(len)),
+        ];
+        for (offset, data, expected) in cases {
+            assert_eq!(packed.next_in(offset, data), expected, "{offset} {data}");
+        }
+    }
+
+    #[test]
+    fn the_proving_pass_seals_every_chunk_once_the_last_one_short() {
+        let raw = image();
+        let mut sealed = Vec::new();
+        let mut source: &[u8] = &raw;
+        let mut chunker = Chunker {
+            inner: &mut source,
+            pending: Vec::new(),
+            seal: |index: u64, bytes: &[u8]| sealed.push((index, bytes.len(), bytes[0])),
+            sealed: 0,
+        };
+        // Odd-sized reads, as a decompressor hands them over.
+        let mut buf = vec![0u8; 333_333];
+        while chunker.read(&mut buf).unwrap() > 0 {}
+        chunker.finish();
+        let full = MIB;
+        assert_eq!(
+            sealed,
+            [
+                (0, full, 1),
+                (1, full, 0),
+                (2, full, 2),
+                (3, full, 3),
+                (4, full, 0),
+                (5, 1000, 5)
+            ]
+        );
+    }
+}
