@@ -45,7 +45,8 @@ use crate::folder::chain::{FolderFile, Layout};
 use crate::folder::door::{Door, Opened};
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, MAX_NAME_LEN};
 use crate::folder::format::encrypt;
-use crate::folder::format::untar::{self, MemberHeader};
+use crate::folder::format::untar;
+pub use crate::folder::format::untar::MemberHeader;
 use crate::folder::format::write::Hashing;
 use crate::folder::naming::{self, BackupFile, Compression, Entry};
 use crate::folder::shared::EntryKind;
@@ -794,6 +795,29 @@ fn open_start<T>(
     }
     // What `peek` reads of the member goes through the same meter: a diff's header fits.
     peek(&mut header.data(&mut metered))
+}
+
+/// The first member's header of the archive `reader` (compressed by `compression`), and where
+/// its data starts in the decompressed archive: what a reader needs to reach a byte of the
+/// member without reading the archive from its start.
+pub fn member_start(
+    reader: Box<dyn Read + Send>,
+    compression: Compression,
+) -> Result<(u64, MemberHeader)> {
+    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
+    let mut metered = Counting {
+        inner: Metered {
+            inner: decompressed,
+            allowance: Rc::new(Cell::new(Some((
+                MAX_ARCHIVE_HEADERS,
+                "the archive's headers before its member's data are too long",
+            )))),
+        },
+        count: 0,
+    };
+    // The headers are read block by block, not a byte further.
+    let header = first_member(&mut metered)?;
+    Ok((metered.count, header))
 }
 
 /// The header of the diff stored as `name` in `dir`, reading no more than the header (and,

@@ -112,6 +112,14 @@ fn full_and_diff_extract_identically(word: &str, zstd: bool) {
             }
         }
     }
+    if zstd {
+        // In zstd's seekable format (which zstd -t and tar read above): its seek table's magic
+        // number ends each file.
+        for name in &files {
+            let bytes = fs::read(w.image_dir("thin").join(name)).unwrap();
+            assert_eq!(bytes[bytes.len() - 4..], 0x8F92_EAB1_u32.to_le_bytes(), "{name}");
+        }
+    }
     let archive_size = fs::metadata(w.image_dir("thin").join(&files[0]))
         .unwrap()
         .len();

@@ -381,6 +381,17 @@ fn unnamed_files(pid: &str) -> (usize, u64) {
     (count, bytes)
 }
 
+/// How many threads of process `pid` are named `name`.
+fn threads_named(pid: &str, name: &str) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            fs::read_to_string(comm).is_ok_and(|comm| comm.trim() == name)
+        })
+        .count()
+}
+
 #[test]
 fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
     for compress in ["yes", "zstd"] {
@@ -440,6 +451,13 @@ fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
         let (files, bytes) = unnamed_files(&pid);
         assert_eq!(files, 1, "{compress}: the cache file");
         assert!(bytes > 0 && bytes <= MIB + 64 * 1024, "{compress}: {bytes}");
+        // gzip is decoded again from the file's start by decoder threads; zstd files, written
+        // in the seekable format, are read frame by frame without one.
+        let decoders = threads_named(&pid, "mount-decoder");
+        match compress {
+            "yes" => assert!(decoders > 0, "gzip decoded without a decoder"),
+            _ => assert_eq!(decoders, 0, "zstd read from its start"),
+        }
         match mount {
             Some(mount) => stop(mount, &mountpoint),
             None => {

@@ -10,6 +10,10 @@
 //! image in order decodes each file once. A chunk decoded again must hash as it did when proven,
 //! so a file changed since is never served. The cache is an unnamed file in `$TMPDIR` holding at
 //! most `--cache-size` bytes; the chunks used least recently make room.
+//!
+//! A `.tar.zst` in zstd's seekable format (what this tool writes) needs no cursor: a chunk is
+//! decompressed from the frames that hold it ([`Seekable`]), found through the file's seek table
+//! and its member's header.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -26,7 +30,9 @@ use super::point::At;
 use crate::folder::chain::FolderFile;
 use crate::folder::door::Opened;
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, Record};
+use crate::folder::format::seekable::SeekTable;
 use crate::folder::format::sparse::is_zero;
+use crate::folder::naming::Compression;
 use crate::folder::read::{self, Facts, Limit, Stored};
 
 /// The unit the raw stream is hashed, cached and decoded again in.
@@ -59,7 +65,106 @@ pub struct Packed {
     len: u64,
     /// Each chunk's keyed hash, or [`ZERO`].
     chunks: Vec<u64>,
+    /// How to reach any chunk directly, for a file in zstd's seekable format.
+    seekable: Option<Seekable>,
 }
+
+/// Where a seekable `.tar.zst`'s member data lies: which frames hold a range of the raw stream.
+struct Seekable {
+    table: SeekTable,
+    /// Where the member's data starts in the decompressed archive.
+    data_start: u64,
+    /// For a sparse member: each range of the image its stored data fills, as (offset, length,
+    /// where its data starts among the stored data); zeros everywhere else.
+    extents: Option<Vec<(u64, u64, u64)>>,
+}
+
+impl Seekable {
+    /// The seek table and member layout of `file` (a `.tar.zst`), if it has a table that adds up
+    /// and a member whose data lies in it.
+    fn of(file: &File) -> Result<Option<Seekable>> {
+        let Some(table) = SeekTable::read(file).context("cannot read the seek table")? else {
+            return Ok(None);
+        };
+        let opened = opened_from_start(file)?;
+        let (data_start, header) = read::member_start(opened.reader, Compression::Zstd)?;
+        let extents = header.extents().map(|extents| {
+            let mut stored = 0;
+            extents
+                .iter()
+                .map(|&(offset, len)| {
+                    stored += len;
+                    (offset, len, stored - len)
+                })
+                .collect()
+        });
+        let stored = extents
+            .as_ref()
+            .map_or(header.size, |extents: &Vec<(u64, u64, u64)>| {
+                extents.last().map_or(0, |&(_, len, at)| at + len)
+            });
+        if table.len() < data_start.saturating_add(stored) {
+            // A table of another archive's frames: read from the start instead.
+            return Ok(None);
+        }
+        Ok(Some(Seekable {
+            table,
+            data_start,
+            extents,
+        }))
+    }
+
+    /// Fills `out` with the raw stream from `offset` on, from the frames that hold it;
+    /// `memo` keeps the frame decompressed last (reads in order use each frame several times).
+    fn read(&self, file: &File, offset: u64, out: &mut [u8], memo: &mut Memo) -> Result<()> {
+        let Some(extents) = &self.extents else {
+            return self.read_stored(file, offset, out, memo);
+        };
+        out.fill(0);
+        let end = offset + out.len() as u64;
+        let first = extents.partition_point(|&(start, len, _)| start + len <= offset);
+        for &(start, len, stored) in extents[first..].iter().take_while(|(s, _, _)| *s < end) {
+            let from = start.max(offset);
+            let to = (start + len).min(end);
+            let part = &mut out[usize::try_from(from - offset).unwrap_or(0)
+                ..usize::try_from(to - offset).unwrap_or(0)];
+            self.read_stored(file, stored + (from - start), part, memo)?;
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the member's stored data from `offset` on.
+    fn read_stored(&self, file: &File, offset: u64, out: &mut [u8], memo: &mut Memo) -> Result<()> {
+        let mut done = 0;
+        while done < out.len() {
+            let at = self.data_start + offset + done as u64;
+            let (index, start) = self.table.frame_of(at);
+            if memo.as_ref().is_none_or(|(held, _)| *held != index) {
+                let frame = self
+                    .table
+                    .decompress(file, index)
+                    .with_context(|| format!("cannot decompress its zstd frame {index}"))?;
+                *memo = Some((index, frame));
+            }
+            let frame = memo
+                .as_ref()
+                .map(|(_, frame)| frame.as_slice())
+                .unwrap_or_default();
+            let within = usize::try_from(at - start).unwrap_or(usize::MAX);
+            let available = frame.get(within..).unwrap_or_default();
+            if available.is_empty() {
+                bail!("its archive ends before byte {at}");
+            }
+            let take = available.len().min(out.len() - done);
+            out[done..done + take].copy_from_slice(&available[..take]);
+            done += take;
+        }
+        Ok(())
+    }
+}
+
+/// The zstd frame decompressed last, by its number.
+type Memo = Option<(usize, Vec<u8>)>;
 
 /// What the proving pass of a file found.
 pub struct Proving {
@@ -107,6 +212,10 @@ impl Packed {
                 Ok(index)
             })?;
         let len = facts.raw_bytes;
+        let seekable = match (stored.file.compression, stored.file.encrypted) {
+            (Compression::Zstd, false) => Seekable::of(&file)?,
+            _ => None,
+        };
         Ok(Proving {
             packed: Packed {
                 id,
@@ -116,6 +225,7 @@ impl Packed {
                 file,
                 len,
                 chunks: sealed,
+                seekable,
             },
             diff: index,
             facts,
@@ -309,6 +419,8 @@ pub struct Cache {
     clock: u64,
     cursors: Vec<Cursor>,
     keys: RandomState,
+    /// Whose zstd frame was decompressed last, and that frame.
+    memo: (usize, Memo),
 }
 
 impl Cache {
@@ -324,6 +436,7 @@ impl Cache {
             clock: 0,
             cursors: Vec::new(),
             keys: RandomState::new(),
+            memo: (0, None),
         })
     }
 
@@ -407,7 +520,10 @@ impl Cache {
                     .read_exact_at(out, slot.at * CHUNK + within)
                     .context("cannot read the mount's cache file")?;
             } else {
-                let chunk = self.decode(packed, index, hash)?;
+                let chunk = match &packed.seekable {
+                    Some(seekable) => self.decompress(packed, seekable, index, hash)?,
+                    None => self.decode(packed, index, hash)?,
+                };
                 let from = usize::try_from(within).unwrap_or(0);
                 let part = chunk
                     .get(from..from + take)
@@ -418,6 +534,28 @@ impl Cache {
             done += take;
         }
         Ok(())
+    }
+
+    /// Chunk `index` of the seekable `packed`, from the frames that hold it, checked against its
+    /// proven `hash`.
+    fn decompress(
+        &mut self,
+        packed: &Packed,
+        seekable: &Seekable,
+        index: u64,
+        hash: u64,
+    ) -> Result<Vec<u8>> {
+        let start = index * CHUNK;
+        let len = CHUNK.min(packed.len - start);
+        let mut chunk = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        if self.memo.0 != packed.id {
+            self.memo = (packed.id, None);
+        }
+        seekable.read(&packed.file, start, &mut chunk, &mut self.memo.1)?;
+        if chunk_hash(&self.keys, &chunk) != hash {
+            bail!("its chunk at byte {start} is not what was proven");
+        }
+        Ok(chunk)
     }
 
     /// Chunk `index` of `packed`, decoded again by the nearest cursor at or before it (a new one
@@ -510,6 +648,7 @@ mod tests {
             file: file.reopen().unwrap(),
             len: raw.len() as u64,
             chunks,
+            seekable: None,
         };
         (packed, file)
     }
@@ -579,6 +718,70 @@ mod tests {
             format!("{err:#}").contains("changed since it was proven"),
             "{err:#}"
         );
+    }
+
+    /// `image` written as a `.tar.zst` the way a backup writes it, sparse when `holes`.
+    fn seekable_archive(image: &[u8], holes: bool) -> File {
+        use crate::folder::format::archive::{
+            write_archive, Compressor, DataOfExtents, Member, SparseMapBuilder,
+        };
+        let mut builder = SparseMapBuilder::new(image.len() as u64, 1000);
+        for (index, block) in image.chunks(4096).enumerate() {
+            if !holes || !is_zero(block) {
+                builder
+                    .push(index as u64 * 4096, block.len() as u64)
+                    .unwrap();
+            }
+        }
+        let map = builder.finish();
+        let member = Member {
+            name: "vm@BACKUPUTC20261204T000000.full",
+            size: image.len() as u64,
+            mtime: chrono::Utc::now(),
+            sparse: Some(&map),
+        };
+        let compressor = Compressor::new(Compression::Zstd, None, Some(2)).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        let mut data = DataOfExtents::new(image, &map);
+        write_archive(&mut data, &member, &compressor, &mut file).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_seekable_archive_is_read_at_any_offset_from_the_frames_that_hold_it() {
+        let mut image = vec![0u8; 7 * MIB + 123];
+        for (index, byte) in image.iter_mut().enumerate() {
+            // Data in some 4 KiB blocks only, so that a sparse member has many ranges.
+            if (index / 4096) % 3 != 1 && index < 6 * MIB {
+                *byte = u8::try_from(index % 251).unwrap();
+            }
+        }
+        for holes in [true, false] {
+            let file = seekable_archive(&image, holes);
+            let seekable = Seekable::of(&file).unwrap().expect("a seek table");
+            assert_eq!(seekable.extents.is_some(), holes);
+            let mut memo = None;
+            let reads = [
+                (0, 10),
+                (4090, 10_000),
+                (2 * MIB - 3, 2 * MIB + 7),
+                (5 * MIB + 1, 2 * MIB + 122),
+                (0, image.len()),
+            ];
+            for (offset, len) in reads {
+                let mut out = vec![0xaa; len];
+                seekable
+                    .read(&file, offset as u64, &mut out, &mut memo)
+                    .unwrap();
+                assert!(out == image[offset..offset + len], "{holes} {offset} {len}");
+            }
+            if !holes {
+                // Beyond the archive's frames.
+                let mut past = [0u8; 1];
+                let beyond = image.len() as u64 + (8 << 20);
+                assert!(seekable.read(&file, beyond, &mut past, &mut memo).is_err());
+            }
+        }
     }
 
     #[test]

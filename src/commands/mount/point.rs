@@ -47,7 +47,7 @@ enum Access {
     /// Neither compressed nor encrypted: the file is its raw stream.
     Plain(File),
     /// Read through the cache, with the records of the diff it is (read when it was proven).
-    Packed(Packed, Option<DiffIndex>),
+    Packed(Box<Packed>, Option<DiffIndex>),
 }
 
 /// One backup file of the folder, open for reading, shared by every point whose route uses it.
@@ -164,7 +164,7 @@ impl Folder {
             let checked = read::check_digest(recorded.as_deref(), &proving.facts)
                 .map(|()| recorded.is_some());
             (
-                Access::Packed(proving.packed, proving.diff),
+                Access::Packed(Box::new(proving.packed), proving.diff),
                 said(&shown, checked),
             )
         } else {

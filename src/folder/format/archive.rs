@@ -11,8 +11,9 @@
 //! - gzip ([`Compression::Gzip`]): one standard gzip member, compressed in 128 KiB blocks on
 //!   several threads, each block primed with the 32 KiB before it (the `pigz` scheme, by the `gzp`
 //!   crate), so `gzip -t`, `tar xzf` and any inflater read it as one stream;
-//! - zstd ([`Compression::Zstd`]): one zstd frame with a content checksum, from libzstd's own
-//!   multi-threaded compressor.
+//! - zstd ([`Compression::Zstd`]): zstd's seekable format ([`super::seekable`]), independent
+//!   frames of 2 MiB of the archive, each with its content checksum, compressed on several threads
+//!   at once, then a seek table that `zstd -d` and `tar --zstd` pass over.
 //!
 //! Both keep a bounded number of blocks in flight, so memory does not grow with the image.
 //!
@@ -32,6 +33,7 @@ use gzp::par::compress::{ParCompress, ParCompressBuilder};
 use gzp::ZWriter;
 
 use crate::cluster::rbd::ExtentSink;
+use crate::folder::format::seekable::SeekableWriter;
 use crate::folder::format::write::Hashing;
 use crate::folder::naming::Compression;
 
@@ -45,11 +47,6 @@ const EXT_ENTRIES: usize = 21;
 /// measurable and cost memory per thread).
 const GZIP_BLOCK: usize = 128 * 1024;
 const COPY_CHUNK: usize = 1 << 20;
-/// Input given to each zstd worker at once. libzstd's default grows with the level's window
-/// (8 MiB at the default level 3) and it keeps several jobs per worker in flight: over 100 MiB
-/// for two threads. 2 MiB keeps it near 30 MiB; the archive grows by well under 1 %.
-const ZSTD_JOB: u32 = 2 << 20;
-
 /// The most ranges a sparse map may hold: about 6 MiB of tar headers, and 4 MiB of memory while
 /// it is built. A more fragmented image gets its smallest holes filled with zeros
 /// ([`SparseMapBuilder`]): they are then compressed instead of skipped, which costs little.
@@ -423,7 +420,7 @@ struct Encoder<W: Write + Send + 'static> {
 
 enum Inner<W: Write + Send + 'static> {
     Gzip(ParCompress<'static, Gzip, W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(SeekableWriter<W>),
     /// After [`Encoder::finish`] or [`Encoder::abandon`].
     Done,
 }
@@ -434,11 +431,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
         let inner = match compressor.compression {
             Compression::Zstd => {
                 let level = i32::try_from(compressor.level).unwrap_or(3);
-                let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
-                encoder.include_checksum(true)?;
-                encoder.multithread(threads)?;
-                encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
-                Inner::Zstd(encoder)
+                Inner::Zstd(SeekableWriter::new(sink, level, threads)?)
             }
             Compression::Gzip | Compression::None => {
                 let builder = ParCompressBuilder::<Gzip>::new()
@@ -452,7 +445,8 @@ impl<W: Write + Send + 'static> Encoder<W> {
         Ok(Encoder { inner })
     }
 
-    /// Ends the stream (the gzip trailer, the zstd frame's end) and returns the sink.
+    /// Ends the stream (the gzip trailer, the last zstd frame and the seek table) and returns
+    /// the sink.
     fn finish(&mut self) -> io::Result<W> {
         match std::mem::replace(&mut self.inner, Inner::Done) {
             Inner::Gzip(mut gz) => gz.finish().map_err(gzp_error),

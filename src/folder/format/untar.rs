@@ -283,6 +283,12 @@ impl Map<'_> {
 }
 
 impl MemberHeader {
+    /// For a sparse member, the ranges of the file its stored data fills, in order, as (offset,
+    /// length); `None` for a member stored whole.
+    pub fn extents(&self) -> Option<&[(u64, u64)]> {
+        self.extents.as_deref()
+    }
+
     /// The member's data, read from `archive` (just after this header): `size` bytes, the holes
     /// of a sparse member as zeros.
     pub fn data<R: Read>(&self, archive: R) -> MemberData<'_, R> {
