@@ -283,6 +283,7 @@ fn decode(
     limit: &Limit,
     send: &SyncSender<Result<Vec<u8>, String>>,
 ) {
+    crate::progress::none_on_this_thread();
     let read = read::read_raw_opened(opened, name, stored, limit, |raw| {
         loop {
             let mut chunk = Vec::new();
