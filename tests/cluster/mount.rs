@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -580,4 +580,327 @@ fn a_mount_that_cannot_be_made_is_one_line_naming_what_is_wrong() {
         empty.to_str().unwrap(),
     ]);
     assert_eq!(checked.code, 2, "{}", checked.stderr);
+}
+
+/// The unprivileged user a test acts as (`nobody`), through `setpriv`: no capability, no
+/// supplementary group, and an environment of its own (`PATH`, and `HOME` and `TMPDIR` a folder
+/// it owns; no `XDG_RUNTIME_DIR`).
+struct Unprivileged {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+impl Unprivileged {
+    fn new(w: &World, name: &str) -> Unprivileged {
+        let id = |flag: &str| -> u32 {
+            let out = run(Command::new("id").args([flag, name]));
+            String::from_utf8(out).unwrap().trim().parse().unwrap()
+        };
+        let user = Unprivileged {
+            uid: id("-u"),
+            gid: id("-g"),
+            home: w.tmp.path().join("home"),
+        };
+        assert_ne!(user.uid, 0);
+        fs::create_dir_all(&user.home).unwrap();
+        user.own(&user.home);
+        user
+    }
+
+    /// Gives `path` and everything under it to the user.
+    fn own(&self, path: &Path) {
+        run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", self.uid, self.gid))
+            .arg(path));
+    }
+
+    /// `setpriv` and its arguments, to run what follows as the user.
+    fn setpriv(&self) -> [String; 5] {
+        [
+            "setpriv".into(),
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            "--clear-groups".into(),
+            "--".into(),
+        ]
+    }
+
+    /// The user's environment, and nothing else of the test's.
+    fn environment<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", &self.home)
+            .env("TMPDIR", &self.home)
+            .stdin(std::process::Stdio::null())
+    }
+
+    /// `program` run as the user in the mount namespace of process `pid` (see [`UserMount`]).
+    fn command(&self, pid: u32, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .arg("--")
+            .args(self.setpriv())
+            .arg(program);
+        self.environment(&mut command);
+        command
+    }
+}
+
+/// `mount` run by [`Unprivileged`], in a mount namespace of its own: there `/dev/fuse` is
+/// usable by every user (mode 0666, as udev makes it on a stock host) even where the host keeps
+/// it to root (this container's 0600: fusermount opens it with the user's own rights, so no user
+/// could mount anything). Everything
+/// else is the host's: the kernel's FUSE, the setuid fusermount, the files. Nothing of it shows
+/// outside the namespace, which goes, its mounts with it, when the mount process ends; dropping
+/// this ends it whatever happened to the test.
+struct UserMount {
+    child: Option<Child>,
+    pid: u32,
+}
+
+/// Run by `unshare` in the new namespace: a tmpfs on `$1`, a 0666 FUSE device node in it bound
+/// over `/dev/fuse`, then the rest of the command line.
+const USABLE_DEV_FUSE: &str = r#"mount -t tmpfs -o mode=0755 cephbackup-test "$1" &&
+mknod -m 0666 "$1/fuse" c 10 229 &&
+mount --bind "$1/fuse" /dev/fuse &&
+shift && exec "$@""#;
+
+impl UserMount {
+    fn start(w: &World, user: &Unprivileged, args: &[&str]) -> UserMount {
+        let dev = w.tmp.path().join("dev");
+        fs::create_dir_all(&dev).unwrap();
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", USABLE_DEV_FUSE, "sh"])
+            .arg(&dev)
+            .args(user.setpriv())
+            .arg(env!("CARGO_BIN_EXE_cephbackup"))
+            .args(args);
+        user.environment(&mut command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = command.spawn().unwrap();
+        UserMount {
+            pid: child.id(),
+            child: Some(child),
+        }
+    }
+
+    /// The filesystem type and mount options of what is mounted on `mountpoint` in the mount's
+    /// namespace, as its /proc/PID/mounts says.
+    fn entry(&self, mountpoint: &Path) -> Option<(String, Vec<String>)> {
+        fs::read_to_string(format!("/proc/{}/mounts", self.pid))
+            .ok()?
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|fields| fields.get(1) == Some(&mountpoint.to_str().unwrap()))
+            .map(|fields| {
+                let options = fields[3].split(',').map(str::to_string).collect();
+                (fields[2].to_string(), options)
+            })
+    }
+
+    /// Waits until the mount stands on `mountpoint`.
+    fn wait_for(&mut self, mountpoint: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .entry(mountpoint)
+            .is_none_or(|(kind, _)| kind != "fuse.cephbackup")
+        {
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                let ended = finish_within(self.child.take().unwrap(), Duration::from_secs(5));
+                panic!("the mount ended (exit {}): {}", ended.code, ended.stderr);
+            }
+            assert!(Instant::now() < deadline, "the mount did not appear");
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every change the user tries under `mountpoint` fails: with EROFS, the mount being
+    /// read-only, not merely made of files the user may not write (EACCES).
+    fn assert_read_only(&self, user: &Unprivileged, mountpoint: &Path) {
+        let top = mountpoint.join("img.raw");
+        let t = top.to_str().unwrap();
+        let new = mountpoint.join("new");
+        let n = new.to_str().unwrap();
+        for attempt in [
+            format!("printf x >> {t}"),
+            format!("printf x > {t}"),
+            format!("touch {t}"),
+            format!("chmod 666 {t}"),
+            format!("rm -f {t}"),
+            format!("touch {n}"),
+            format!("mkdir {n}"),
+        ] {
+            let out = user
+                .command(self.pid, "sh")
+                .args(["-c", &attempt])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{attempt}: succeeded");
+            assert!(said.contains("Read-only file system"), "{attempt}: {said}");
+        }
+    }
+
+    /// Waits for the mount process to end by itself.
+    fn finish(mut self) -> Run {
+        finish_within(self.child.take().unwrap(), Duration::from_secs(20))
+    }
+}
+
+impl Drop for UserMount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An image backed up twice, incrementally and compressed (zstd): the config, the two points'
+/// snapshots and the SHA-256 of each point's bytes (as `rbd export` gives them).
+fn two_compressed_points(w: &World) -> (PathBuf, Vec<String>, Vec<String>) {
+    w.create_image("img", 8 * MIB, 1);
+    let conf = w.config("images = img\nbackup mode = incremental\ncompress = zstd");
+    w.backup(&conf).success();
+    next_second();
+    w.write_data("img", 2);
+    w.backup(&conf).success();
+    let snaps = w.backup_snapshots("img");
+    assert_eq!(snaps.len(), 2);
+    let expected: Vec<String> = snaps
+        .iter()
+        .map(|snap| {
+            let exported = w.tmp.path().join(format!("{snap}.raw"));
+            fs::write(&exported, w.export("img", Some(snap))).unwrap();
+            sha256_of(&exported)
+        })
+        .collect();
+    assert_ne!(expected[0], expected[1]);
+    (conf, snaps, expected)
+}
+
+/// Issue 21: a user that is not root, who owns the backup files, mounts them: the mount is
+/// theirs (`user_id=`, root kept out), read-only whatever they try, serves each point's bytes (a
+/// compressed chain, unpacked into a cache file of theirs), takes the image's lock in their own
+/// lock folder, and ends with exit 0 when they unmount it with fusermount.
+#[test]
+fn the_owner_of_the_backup_files_mounts_them_read_only_without_being_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: cannot act as another user; skipped");
+        return;
+    }
+    let out =
+        run(Command::new("sh").args(["-c", "command -v fusermount3 || command -v fusermount"]));
+    let fusermount = String::from_utf8(out).unwrap().trim().to_string();
+    let w = World::new();
+    let (conf, snaps, expected) = two_compressed_points(&w);
+
+    // The backups (the pool's folder, 0700 as the tool makes it, and the image's in it) and the
+    // mount point are the user's; the world's folder only lets them through (the config file is
+    // readable, as /etc's is).
+    let user = Unprivileged::new(&w, "nobody");
+    fs::set_permissions(w.tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    user.own(&w.dest.join(&w.pool));
+    let mountpoint = w.tmp.path().join("mnt");
+    fs::create_dir_all(&mountpoint).unwrap();
+    user.own(&mountpoint);
+    let backups_before = tree_of(&w.image_dir("img"));
+
+    let c = conf.to_str().unwrap();
+    let m = mountpoint.to_str().unwrap();
+    let mut mount = UserMount::start(
+        &w,
+        &user,
+        &["-c", c, "mount", "--pool", &w.pool, "--image", "img", m],
+    );
+    mount.wait_for(&mountpoint);
+    let as_user = |program: &str, args: &[&str]| -> std::process::Output {
+        user.command(mount.pid, program)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // The user's filesystem, read-only; root itself is kept out (no allow_other).
+    let (_, options) = mount.entry(&mountpoint).unwrap();
+    assert!(options.iter().any(|o| o == "ro"), "{options:?}");
+    assert!(
+        options.contains(&format!("user_id={}", user.uid)),
+        "{options:?}"
+    );
+    let top = mountpoint.join("img.raw");
+    let t = top.to_str().unwrap();
+    let by_root = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", mount.pid))
+        .args(["--", "stat", t])
+        .output()
+        .unwrap();
+    assert!(!by_root.status.success());
+    assert!(
+        String::from_utf8_lossy(&by_root.stderr).contains("Permission denied"),
+        "{by_root:?}"
+    );
+
+    // What the user reads is each point's bytes.
+    let listed = as_user("ls", &[m]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    let mut wanted: Vec<String> = snaps.clone();
+    wanted.push("img.raw".into());
+    wanted.sort();
+    assert_eq!(listing.lines().collect::<Vec<_>>(), wanted);
+    let sha256 = |path: &Path| -> String {
+        let out = as_user("sha256sum", &[path.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split(' ').next().unwrap().to_string()
+    };
+    assert_eq!(sha256(&top), expected[1]);
+    for (snap, sha) in snaps.iter().zip(&expected) {
+        assert_eq!(
+            &sha256(&mountpoint.join(snap).join("img.raw")),
+            sha,
+            "{snap}"
+        );
+    }
+
+    // The image's lock, taken shared in the user's own lock folder (under their $TMPDIR).
+    let lock = (user.home.join(format!("cephbackup-{}", user.uid)))
+        .join(&w.pool)
+        .join("img.lock");
+    let meta = fs::metadata(&lock).unwrap_or_else(|e| panic!("{}: {e}", lock.display()));
+    assert_eq!(meta.uid(), user.uid);
+
+    // Nothing can be written, created, removed or changed, whatever the user asks; nothing
+    // changed.
+    mount.assert_read_only(&user, &mountpoint);
+    assert_eq!(sha256(&top), expected[1]);
+    let listed = as_user("ls", &[m]);
+    assert_eq!(String::from_utf8(listed.stdout).unwrap(), listing);
+    assert!(
+        tree_of(&w.image_dir("img")) == backups_before,
+        "the backups changed"
+    );
+
+    // The user unmounts it; the mount, which only ends when unmounted or signalled, ends by
+    // itself with exit 0.
+    let unmounted = as_user(&fusermount, &["-u", m]);
+    assert!(unmounted.status.success(), "{unmounted:?}");
+    let ended = mount.finish();
+    assert_eq!(ended.code, 0, "{}", ended.stderr);
+    assert!(
+        ended.stdout.contains("mounted read-only"),
+        "{}",
+        ended.stdout
+    );
 }
