@@ -648,6 +648,12 @@ impl Status {
             Status::Busy
         } else if let Some(interrupted) = err.downcast_ref::<crate::interrupt::Interrupted>() {
             Status::Interrupted(interrupted.0)
+        } else if let Some(said) = err.downcast_ref::<crate::AlreadySaid>() {
+            match said.0 {
+                2 => Status::UsageOrConfig,
+                75 => Status::Busy,
+                _ => Status::Failed,
+            }
         } else {
             Status::Failed
         }

@@ -164,6 +164,12 @@ pub use output::write as __write_stdout;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A failure another process already said on this stderr (the mount `--daemon` started, whose
+/// stderr is relayed): the command fails with that process's exit status, and says nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("the error above (exit status {0})")]
+pub struct AlreadySaid(pub i32);
+
 /// How a command that reports on many things ended when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -194,7 +194,9 @@ fn run_command(command: &Command, config: &config::Config, cli: &Cli) -> Status 
     match result {
         Ok(outcome) => Status::of_outcome(outcome),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            if err.downcast_ref::<cephbackup::AlreadySaid>().is_none() {
+                eprintln!("error: {err:#}");
+            }
             Status::of_error(&err)
         }
     }

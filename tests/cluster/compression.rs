@@ -117,7 +117,11 @@ fn full_and_diff_extract_identically(word: &str, zstd: bool) {
         // number ends each file.
         for name in &files {
             let bytes = fs::read(w.image_dir("thin").join(name)).unwrap();
-            assert_eq!(bytes[bytes.len() - 4..], 0x8F92_EAB1_u32.to_le_bytes(), "{name}");
+            assert_eq!(
+                bytes[bytes.len() - 4..],
+                0x8F92_EAB1_u32.to_le_bytes(),
+                "{name}"
+            );
         }
     }
     let archive_size = fs::metadata(w.image_dir("thin").join(&files[0]))

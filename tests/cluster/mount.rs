@@ -127,8 +127,45 @@ fn sha256_of(path: &Path) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Starts `mount` of `image` on `mountpoint` and waits until `expect` appears under it.
-fn start_mount(w: &World, conf: &Path, image: &str, mountpoint: &Path, extra: &[&str]) -> Child {
+/// A mount a test started: unmounted and killed when the test ends, even when it fails, so that
+/// no mount outlives its test.
+struct Mounted {
+    /// The foreground mount; `None` for one `--daemon` started.
+    child: Option<Child>,
+    pid: u32,
+    mountpoint: PathBuf,
+}
+
+impl Mounted {
+    fn pid(&self) -> String {
+        self.pid.to_string()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let alive = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .is_ok_and(|stat| !stat.contains(") Z "));
+        if alive {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.pid.cast_signed()) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        if mounted(&self.mountpoint) {
+            let _ = Command::new("fusermount")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mountpoint)
+                .status();
+        }
+    }
+}
+
+/// Starts `mount` of `image` on `mountpoint` and waits until its raw file appears under it.
+fn start_mount(w: &World, conf: &Path, image: &str, mountpoint: &Path, extra: &[&str]) -> Mounted {
     fs::create_dir_all(mountpoint).unwrap();
     let mut args = vec![
         "-c",
@@ -152,7 +189,11 @@ fn start_mount(w: &World, conf: &Path, image: &str, mountpoint: &Path, extra: &[
         assert!(Instant::now() < deadline, "the mount did not appear");
         sleep(Duration::from_millis(50));
     }
-    child
+    Mounted {
+        pid: child.id(),
+        child: Some(child),
+        mountpoint: mountpoint.to_path_buf(),
+    }
 }
 
 fn mounted(mountpoint: &Path) -> bool {
@@ -162,8 +203,9 @@ fn mounted(mountpoint: &Path) -> bool {
         .any(|line| line.split(' ').nth(1) == Some(mountpoint.to_str().unwrap()))
 }
 
-/// Stops the mount with SIGTERM; it unmounts and exits 0.
-fn stop(mut child: Child, mountpoint: &Path) {
+/// Stops the foreground mount with SIGTERM; it unmounts and exits 0.
+fn stop(mut mount: Mounted) {
+    let mut child = mount.child.take().expect("a foreground mount");
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -178,7 +220,7 @@ fn stop(mut child: Child, mountpoint: &Path) {
         sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?} {:?}", status.signal());
-    assert!(!mounted(mountpoint), "still mounted");
+    assert!(!mounted(&mount.mountpoint), "still mounted");
 }
 
 /// One night's changes to the filesystem: files written (path, text), files removed.
@@ -273,7 +315,7 @@ fn every_point_of_an_ext4_image_is_browsed_in_place_and_a_bad_diff_fails_only_it
     // A backup started meanwhile does not prune under the mount: it waits (here: not at all).
     let busy = w.cephbackup(&["-c", conf.to_str().unwrap(), "--wait", "0"]);
     assert_eq!(busy.code, 75, "{}", busy.stderr);
-    stop(mount, &mountpoint);
+    stop(mount);
 
     // A byte of the second point's diff payload is damaged: its ranges fail, the rest reads.
     let diff = w
@@ -305,7 +347,7 @@ fn every_point_of_an_ext4_image_is_browsed_in_place_and_a_bad_diff_fails_only_it
         .unwrap();
     raw.read_exact_at(&mut block, untouched).unwrap();
     drop(raw);
-    stop(mount, &mountpoint);
+    stop(mount);
 }
 
 /// The README's way, where loop devices can be had: `losetup -r`, `mount -o ro`, read `file`,
@@ -406,10 +448,8 @@ fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
         let mountpoint = w.tmp.path().join("mnt");
         // gzip in the foreground; zstd with --daemon, which returns once mounted.
         // The foreground mount (if any), and the mount's process id.
-        let (mount, pid): (Option<Child>, String) = if compress == "yes" {
-            let child = start_mount(&w, &conf, "fs", &mountpoint, &["--cache-size", CACHE]);
-            let pid = child.id().to_string();
-            (Some(child), pid)
+        let mount = if compress == "yes" {
+            start_mount(&w, &conf, "fs", &mountpoint, &["--cache-size", CACHE])
         } else {
             fs::create_dir_all(&mountpoint).unwrap();
             let c = conf.to_str().unwrap();
@@ -434,10 +474,14 @@ fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
                 .split("(process ")
                 .nth(1)
                 .and_then(|rest| rest.split(')').next())
-                .unwrap_or_else(|| panic!("no process named: {}", started.stdout))
-                .to_string();
-            (None, pid)
+                .unwrap_or_else(|| panic!("no process named: {}", started.stdout));
+            Mounted {
+                child: None,
+                pid: pid.parse().unwrap(),
+                mountpoint: mountpoint.clone(),
+            }
         };
+        let pid = mount.pid();
         for (snap, (notes, report)) in snaps.iter().zip(&expected) {
             let raw = mountpoint.join(snap).join("fs.raw");
             let exported = w.tmp.path().join("exported.raw");
@@ -458,8 +502,8 @@ fn gzip_and_zstd_chains_are_browsed_through_a_bounded_cache() {
             "yes" => assert!(decoders > 0, "gzip decoded without a decoder"),
             _ => assert_eq!(decoders, 0, "zstd read from its start"),
         }
-        match mount {
-            Some(mount) => stop(mount, &mountpoint),
+        match mount.child {
+            Some(_) => stop(mount),
             None => {
                 // Unmounted from outside, the background mount ends by itself.
                 run(Command::new("fusermount").arg("-u").arg(&mountpoint));
@@ -541,7 +585,41 @@ fn a_compressed_file_changed_after_it_was_proven_is_never_served() {
     let err = raw.read_exact_at(&mut block, offset).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     drop(raw);
-    stop(mount, &mountpoint);
+    stop(mount);
+}
+
+/// A backup run by another user than the mount's is not held off by the mount's lock (each user
+/// has a lock folder of their own), and may prune a file of a point nobody has looked at yet:
+/// the mount holds every file open from its start, so the point still reads, bit for bit.
+#[test]
+fn a_file_pruned_while_mounted_is_still_served() {
+    let w = World::new();
+    w.create_image("vm", 8 * MIB, 11);
+    let conf = w.config("images = vm\nbackup mode = full");
+    w.backup(&conf).success();
+    let first = w.export("vm", None);
+    w.write_data("vm", 12);
+    next_second();
+    w.backup(&conf).success();
+    let files = w.files("vm");
+    assert_eq!(files.len(), 2, "{files:?}");
+    // Full mode keeps no snapshot: the first point is named by its file.
+    let first_snap = files[0]
+        .strip_prefix("vm@")
+        .and_then(|rest| rest.strip_suffix(".full"))
+        .unwrap();
+
+    let mountpoint = w.tmp.path().join("mnt");
+    let mount = start_mount(&w, &conf, "vm", &mountpoint, &[]);
+    // The first point's full backup goes, with its checksum, before anyone looks at the point.
+    let pruned = w.image_dir("vm").join(&files[0]);
+    fs::remove_file(&pruned).unwrap();
+    fs::remove_file(pruned.with_file_name(format!("{}.sha256", files[0]))).unwrap();
+    let raw = mountpoint.join(first_snap).join("vm.raw");
+    let exported = w.tmp.path().join("first.raw");
+    fs::write(&exported, &first).unwrap();
+    assert_eq!(sha256_of(&raw), sha256_of(&exported));
+    stop(mount);
 }
 
 #[test]
@@ -568,6 +646,18 @@ fn a_mount_that_cannot_be_made_is_one_line_naming_what_is_wrong() {
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
         assert!(!mounted(mountpoint));
     }
+    // With --daemon, the background mount's own line, and no second one.
+    let m = empty.to_str().unwrap();
+    let run = w.cephbackup(&[
+        "-c", c, "mount", "--pool", &w.pool, "--image", "fs", m, "--daemon",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("has no restorable backup"),
+        "{}",
+        run.stderr
+    );
     let checked = w.cephbackup(&[
         "-c",
         c,
@@ -789,6 +879,31 @@ fn two_compressed_points(w: &World) -> (PathBuf, Vec<String>, Vec<String>) {
     (conf, snaps, expected)
 }
 
+/// Where the host keeps /dev/fuse to root, the user is told so (not that the mount point is to
+/// blame), in one line, in the foreground and with --daemon alike.
+fn closed_dev_fuse_is_said(user: &Unprivileged, mount_args: &[&str]) {
+    let fuse_mode = fs::metadata("/dev/fuse").unwrap().permissions().mode();
+    if fuse_mode & 0o006 == 0o006 {
+        return;
+    }
+    for daemon in [&[][..], &["--daemon"][..]] {
+        let mut command = Command::new(user.setpriv()[0].clone());
+        command
+            .args(&user.setpriv()[1..])
+            .arg(env!("CARGO_BIN_EXE_cephbackup"))
+            .args(mount_args)
+            .args(daemon);
+        let out = user.environment(&mut command).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{daemon:?}: {said}");
+        assert_eq!(said.lines().count(), 1, "{daemon:?}: {said}");
+        assert!(
+            said.contains("/dev/fuse is not open to this user"),
+            "{said}"
+        );
+    }
+}
+
 /// Issue 21: a user that is not root, who owns the backup files, mounts them: the mount is
 /// theirs (`user_id=`, root kept out), read-only whatever they try, serves each point's bytes (a
 /// compressed chain, unpacked into a cache file of theirs), takes the image's lock in their own
@@ -818,11 +933,9 @@ fn the_owner_of_the_backup_files_mounts_them_read_only_without_being_root() {
 
     let c = conf.to_str().unwrap();
     let m = mountpoint.to_str().unwrap();
-    let mut mount = UserMount::start(
-        &w,
-        &user,
-        &["-c", c, "mount", "--pool", &w.pool, "--image", "img", m],
-    );
+    let mount_args = ["-c", c, "mount", "--pool", &w.pool, "--image", "img", m];
+    closed_dev_fuse_is_said(&user, &mount_args);
+    let mut mount = UserMount::start(&w, &user, &mount_args);
     mount.wait_for(&mountpoint);
     let as_user = |program: &str, args: &[&str]| -> std::process::Output {
         user.command(mount.pid, program)

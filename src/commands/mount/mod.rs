@@ -5,8 +5,9 @@
 //! The image's folder is scanned and its points chosen as for a restore ([`crate::folder::read`],
 //! [`crate::commands::restore::choose`]); [`point`] opens and indexes a point's chain and proves
 //! each file before serving it; [`fs`] is the filesystem. The mount holds the image's shared lock
-//! while it stands, so no backup prunes a file it serves (a backup waits, as for a restore, up
-//! to its `--wait`). It runs in the foreground and unmounts on SIGINT or SIGTERM, or ends when
+//! while it stands, so a backup by the same user waits, as for a restore, up to its `--wait`;
+//! and it holds every file of the points it shows open from its start, so that a file a backup of
+//! another user prunes (each user locks in a folder of their own) is still served. It runs in the foreground and unmounts on SIGINT or SIGTERM, or ends when
 //! unmounted from outside (`fusermount -u`, `umount`); `--daemon` starts that same mount in the
 //! background and returns once it stands.
 
@@ -71,10 +72,13 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         Some(_) => vec![chosen_snap.clone()],
         None => scanned.layout.points().into_iter().cloned().collect(),
     };
+    let folder = Folder::new(dir, limits, packed::Cache::new(args.cache_size)?);
+    more_open_files();
     let mut points = Vec::new();
     for snap in snaps {
         if let Some(route) = scanned.layout.route(&snap) {
-            let route = route.into_iter().cloned().collect();
+            let route: Vec<_> = route.into_iter().cloned().collect();
+            folder.hold(&route);
             points.push(Point::new(snap, route));
         }
     }
@@ -82,14 +86,7 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         .iter()
         .position(|point| point.snap == chosen_snap)
         .context("the chosen point has no route")?;
-    let cache = packed::Cache::new(args.cache_size)?;
-    let fs = fs::BackupFs::new(
-        Folder::new(dir, limits, cache),
-        points,
-        chosen,
-        args.at.is_none(),
-        &args.image,
-    );
+    let fs = fs::BackupFs::new(folder, points, chosen, args.at.is_none(), &args.image);
     let mut options = FuseConfig::default();
     options.mount_options = vec![
         MountOption::RO,
@@ -101,7 +98,7 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
         MountOption::Subtype("cephbackup".into()),
     ];
     let session = fuser::spawn_mount(fs, &args.mountpoint, &options)
-        .with_context(|| format!("cannot mount on {}", escaped_path(&args.mountpoint)))?;
+        .map_err(|err| not_mounted(err, &args.mountpoint))?;
     crate::outln!(
         "{label} mounted read-only on {} ({}); unmount with `fusermount -u {}` or Ctrl-C",
         args.mountpoint.display(),
@@ -126,6 +123,39 @@ pub fn run(config: &Config, args: &MountOptions, locking: &lock::Locking) -> Res
     Ok(())
 }
 
+/// Why a mount could not be made, pointing at the cause: where `/dev/fuse` is closed to a user
+/// that is not root, that (the mount point is not to blame).
+fn not_mounted(err: std::io::Error, mountpoint: &Path) -> anyhow::Error {
+    let shown = escaped_path(mountpoint);
+    let fuse_closed = || {
+        use rustix::fs::{access, Access};
+        access("/dev/fuse", Access::READ_OK | Access::WRITE_OK).is_err()
+    };
+    if err.kind() == std::io::ErrorKind::PermissionDenied
+        && !rustix::process::geteuid().is_root()
+        && fuse_closed()
+    {
+        return anyhow::anyhow!(
+            "cannot mount on {shown}: /dev/fuse is not open to this user, so only root can mount \
+             FUSE filesystems on this host (a stock system's udev makes it read-write for all)"
+        );
+    }
+    anyhow::Error::new(err).context(format!("cannot mount on {shown}"))
+}
+
+/// Raises this process's limit of open files as far as it may: the mount holds every file of
+/// the points it shows open ([`Folder::hold`]).
+fn more_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!("cannot raise the limit of open files: {err}");
+        }
+    }
+}
+
 /// Set in the environment of the mount `--daemon` starts: once its filesystem stands, it lets go
 /// of the pipe that carries its stderr to the command that started it.
 const DETACHED: &str = "CEPHBACKUP_MOUNT_DETACHED";
@@ -141,10 +171,11 @@ fn in_background(mountpoint: &Path) -> Result<()> {
         .args(args)
         .env(DETACHED, "1")
         .spawn_detached()?;
-    if let Some(mut said) = child.stderr.take() {
-        // Whatever the mount says before it stands (a failure, why) is ours to say.
-        let _ = std::io::copy(&mut said, &mut std::io::stderr());
-    }
+    // Whatever the mount says before it stands (a failure, why) is ours to say.
+    let said = match child.stderr.take() {
+        Some(mut said) => std::io::copy(&mut said, &mut std::io::stderr()).unwrap_or(0),
+        None => 0,
+    };
     let target = mountpoint
         .canonicalize()
         .with_context(|| format!("mount point {}", escaped_path(mountpoint)))?;
@@ -158,7 +189,11 @@ fn in_background(mountpoint: &Path) -> Result<()> {
         return Ok(());
     }
     let status = child.wait().context("cannot watch the mount")?;
-    bail!("the mount ended before it was made ({status})")
+    match status.code() {
+        // It said why; one line is enough.
+        Some(code) if said > 0 && code != 0 => Err(crate::AlreadySaid(code).into()),
+        _ => bail!("the mount ended before it was made ({status})"),
+    }
 }
 
 /// In the mount `--daemon` started, once its filesystem stands: stderr goes to /dev/null, so

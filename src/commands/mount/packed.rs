@@ -26,7 +26,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::point::At;
+use super::point::from_start;
 use crate::folder::chain::FolderFile;
 use crate::folder::door::Opened;
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, Record};
@@ -86,7 +86,7 @@ impl Seekable {
         let Some(table) = SeekTable::read(file).context("cannot read the seek table")? else {
             return Ok(None);
         };
-        let opened = opened_from_start(file)?;
+        let opened = from_start(file)?;
         let (data_start, header) = read::member_start(opened.reader, Compression::Zstd)?;
         let extents = header.extents().map(|extents| {
             let mut stored = 0;
@@ -185,7 +185,7 @@ impl Packed {
         id: usize,
         cache: &std::sync::Mutex<Cache>,
     ) -> Result<Proving> {
-        let opened = opened_from_start(&file)?;
+        let opened = from_start(&file)?;
         let keys = lock(cache).keys.clone();
         let mut sealed = Vec::new();
         let (index, facts) =
@@ -257,7 +257,7 @@ impl Packed {
 
     /// Starts a reader of the file from its start that hands its raw stream over chunk by chunk.
     fn cursor(&self, clock: u64) -> Result<Cursor> {
-        let opened = opened_from_start(&self.file)?;
+        let opened = from_start(&self.file)?;
         let (send, chunks) = mpsc::sync_channel(1);
         let name = self.name.clone();
         let (stored, limit) = (self.stored, self.limit.clone());
@@ -300,21 +300,6 @@ fn decode(
     if let Err(err) = read {
         let _ = send.send(Err(format!("{err:#}")));
     }
-}
-
-/// The stored file from its first byte, read at positions of its own.
-fn opened_from_start(file: &File) -> Result<Opened> {
-    let len = file
-        .metadata()
-        .context("cannot stat the stored file")?
-        .len();
-    let file = file
-        .try_clone()
-        .context("cannot open the stored file again")?;
-    Ok(Opened {
-        reader: Box::new(At::new(file)),
-        len,
-    })
 }
 
 fn lock(cache: &std::sync::Mutex<Cache>) -> std::sync::MutexGuard<'_, Cache> {

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::packed::{Cache, DiffIndex, Packed};
 use crate::folder::chain::FolderFile;
-use crate::folder::door::Door;
+use crate::folder::door::{Door, Opened};
 use crate::folder::format::diffstream::{DiffReader, Record};
 use crate::folder::format::point_map::{PointMap, Source};
 use crate::folder::naming::SnapName;
@@ -54,6 +54,8 @@ enum Access {
 pub struct StoredFile {
     stored: FolderFile,
     access: Access,
+    /// The SHA-256 its `.sha256` file records, if it has one.
+    recorded: Option<String>,
     proof: Mutex<Proof>,
 }
 
@@ -63,12 +65,29 @@ impl StoredFile {
         let mut proof = self.proof.lock().unwrap_or_else(PoisonError::into_inner);
         if *proof == Proof::NotYet {
             let shown = escaped_path(&folder.dir.location_of(&self.stored.name));
-            *proof = said(&shown, folder.check(&self.stored));
+            *proof = said(&shown, self.check(folder));
         }
         match &*proof {
             Proof::Failed(why) => Some(why.clone()),
             _ => None,
         }
+    }
+
+    /// Reads the plain file to the end as a restore would: `true` when its checksum proved it,
+    /// `false` when it has none to check.
+    fn check(&self, folder: &Folder) -> Result<bool> {
+        let Access::Plain(file) = &self.access else {
+            bail!("it was proven when opened");
+        };
+        let limit = folder.limits.of(&self.stored);
+        let opened = from_start(file)?;
+        let name = &self.stored.name;
+        let ((), facts) = read::read_raw_opened(opened, name, &self.stored.file, &limit, |raw| {
+            io::copy(raw, &mut io::sink())?;
+            Ok(())
+        })?;
+        read::check_digest(self.recorded.as_deref(), &facts)?;
+        Ok(self.recorded.is_some())
     }
 
     /// The raw stream's length.
@@ -120,11 +139,34 @@ fn said(shown: &str, checked: Result<bool>) -> Proof {
     }
 }
 
+/// A stored file opened and checked before it was needed, and its recorded checksum.
+struct Held {
+    file: File,
+    recorded: Option<String>,
+}
+
+/// The stored file `file`, read from its first byte.
+pub fn from_start(file: &File) -> Result<Opened> {
+    let len = file
+        .metadata()
+        .context("cannot stat the stored file")?
+        .len();
+    let file = file
+        .try_clone()
+        .context("cannot open the stored file again")?;
+    Ok(Opened {
+        reader: Box::new(At::new(file)),
+        len,
+    })
+}
+
 /// An image's backup folder, its files opened on demand.
 pub struct Folder {
     dir: Box<dyn Door>,
     limits: Limits,
     files: Mutex<HashMap<String, Arc<StoredFile>>>,
+    /// Files opened by [`Folder::hold`], until a point needs them.
+    held: Mutex<HashMap<String, Held>>,
     /// Where compressed and encrypted files' chunks are kept.
     cache: Mutex<Cache>,
 }
@@ -135,8 +177,41 @@ impl Folder {
             dir,
             limits,
             files: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             cache: Mutex::new(cache),
         }
+    }
+
+    /// Opens (and checks without reading) each of `files` and reads its checksum file now,
+    /// before any point is looked at: a backup run by another user, whom the image's lock does
+    /// not hold off, may prune a file later, and an open file can still be read to its end.
+    /// A file that cannot be held now is opened when needed, its error said then.
+    pub fn hold<'f>(&self, files: impl IntoIterator<Item = &'f FolderFile>) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        for stored in files {
+            if held.contains_key(&stored.name) {
+                continue;
+            }
+            if let Ok(file) = self.open_checked(stored) {
+                held.insert(stored.name.clone(), file);
+            }
+        }
+    }
+
+    /// `stored` opened (a regular file, not through a link), checked as far as can be without
+    /// reading it, with its recorded checksum.
+    fn open_checked(&self, stored: &FolderFile) -> Result<Held> {
+        let shown = escaped_path(&self.dir.location_of(&stored.name));
+        read::precheck(&*self.dir, stored, &self.limits.of(stored))?;
+        let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
+        let file = match self.dir.open_file(&stored.name) {
+            Some(file) => file.with_context(|| format!("cannot open {shown}"))?,
+            None => bail!(
+                "{}: only backups in a local folder can be mounted",
+                escaped_path(&self.dir.location())
+            ),
+        };
+        Ok(Held { file, recorded })
     }
 
     /// `stored` (a diff when `diff`), opened (once) and checked as far as can be without
@@ -148,17 +223,17 @@ impl Folder {
         }
         let shown = escaped_path(&self.dir.location_of(&stored.name));
         let limit = self.limits.of(stored);
-        read::precheck(&*self.dir, stored, &limit)?;
-        let file = match self.dir.open_file(&stored.name) {
-            Some(file) => file.with_context(|| format!("cannot open {shown}"))?,
-            None => bail!(
-                "{}: only backups in a local folder can be mounted",
-                escaped_path(&self.dir.location())
-            ),
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&stored.name);
+        let Held { file, recorded } = match held {
+            Some(held) => held,
+            None => self.open_checked(stored)?,
         };
         let (access, proof) = if stored.file.compression.is_compressed() || stored.file.encrypted {
             info!("{shown}: reading it once to its end, to prove and index it");
-            let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
             let proving = Packed::prove(file, stored, &limit, diff, files.len(), &self.cache)
                 .with_context(|| format!("cannot read {shown}"))?;
             let checked = read::check_digest(recorded.as_deref(), &proving.facts)
@@ -173,23 +248,11 @@ impl Folder {
         let open = Arc::new(StoredFile {
             stored: stored.clone(),
             access,
+            recorded,
             proof: Mutex::new(proof),
         });
         files.insert(stored.name.clone(), Arc::clone(&open));
         Ok(open)
-    }
-
-    /// Reads `stored` to the end as a restore would: `true` when its checksum proved it, `false`
-    /// when it has none to check.
-    fn check(&self, stored: &FolderFile) -> Result<bool> {
-        let recorded = read::recorded_digest(&*self.dir, &stored.name)?;
-        let limit = self.limits.of(stored);
-        let ((), facts) = read::read_raw(&*self.dir, &stored.name, &stored.file, &limit, |raw| {
-            io::copy(raw, &mut io::sink())?;
-            Ok(())
-        })?;
-        read::check_digest(recorded.as_deref(), &facts)?;
-        Ok(recorded.is_some())
     }
 }
 
