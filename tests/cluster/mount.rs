@@ -2,7 +2,9 @@
 //! with files added, changed and deleted between them, browsed through the mount: every
 //! point's raw file is the snapshot's bytes, and its files read back (with `debugfs`) as they
 //! were at that point. A damaged diff fails only the ranges it holds; SIGTERM unmounts; a backup
-//! started during a mount waits for it.
+//! started during a mount waits for it. gzip and zstd chains are read through a cache of one
+//! MiB; a compressed file changed after it was proven is never served, and a file pruned while
+//! mounted still is. The owner of the backup files mounts them without being root.
 
 use std::fs;
 use std::io::Read;
@@ -906,7 +908,7 @@ fn closed_dev_fuse_is_said(user: &Unprivileged, mount_args: &[&str]) {
 
 /// Issue 21: a user that is not root, who owns the backup files, mounts them: the mount is
 /// theirs (`user_id=`, root kept out), read-only whatever they try, serves each point's bytes (a
-/// compressed chain, unpacked into a cache file of theirs), takes the image's lock in their own
+/// compressed chain, read through a cache file of theirs), takes the image's lock in their own
 /// lock folder, and ends with exit 0 when they unmount it with fusermount.
 #[test]
 fn the_owner_of_the_backup_files_mounts_them_read_only_without_being_root() {
