@@ -22,19 +22,8 @@ pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-thread_local! {
-    /// Set on threads whose reading nobody watches: they draw no bar.
-    static UNWATCHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// No bars from this thread, whatever [`enable`] says: a background reader (the mount's
-/// decoders) whose progress is nobody's business.
-pub fn none_on_this_thread() {
-    UNWATCHED.with(|unwatched| unwatched.set(true));
-}
-
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed) && !UNWATCHED.with(std::cell::Cell::get)
+    ENABLED.load(Ordering::Relaxed)
 }
 
 fn current() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {

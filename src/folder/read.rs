@@ -797,6 +797,36 @@ fn open_start<T>(
     peek(&mut header.data(&mut metered))
 }
 
+/// The raw stream of the stored file `opened` from its start, as a reader of its own: decrypted,
+/// decompressed and taken out of its archive, the headers checked as [`read_raw`] checks them,
+/// but nothing counted or hashed (the caller proves what it reads otherwise). Stops on SIGINT
+/// and SIGTERM.
+pub fn raw_reader(opened: Opened, stored: impl Into<Stored>) -> Result<Box<dyn Read + Send>> {
+    let Stored {
+        compression,
+        encrypted,
+    } = stored.into();
+    let Opened { reader, len } = opened;
+    let reader = if encrypted {
+        decrypt(reader, len)?.0
+    } else {
+        reader
+    };
+    if !compression.is_compressed() {
+        return Ok(Box::new(StopOnSignal(reader)));
+    }
+    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
+    let mut metered = Metered {
+        inner: decompressed,
+        allowance: Rc::new(Cell::new(Some((
+            MAX_ARCHIVE_HEADERS,
+            "the archive's headers before its member's data are too long",
+        )))),
+    };
+    let header = first_member(&mut metered)?;
+    Ok(Box::new(StopOnSignal(header.into_data(metered.inner))))
+}
+
 /// The first member's header of the archive `reader` (compressed by `compression`), and where
 /// its data starts in the decompressed archive: what a reader needs to reach a byte of the
 /// member without reading the archive from its start.

@@ -5,9 +5,9 @@
 //! is first opened ([`Packed::prove`]): its checksum is checked, a diff's records are indexed,
 //! each [`CHUNK`] of its raw stream gets a keyed hash (an all-zero chunk is marked as a hole
 //! instead), and the chunks fill the cache while it has room. Afterwards a chunk the cache lacks
-//! is decoded again by a [`Cursor`], a reader of the file from its start on a thread of its own,
-//! which goes on from where it stopped when the next chunk asked for lies further on: reading the
-//! image in order decodes each file once. A chunk decoded again must hash as it did when proven,
+//! is decoded again by a [`Cursor`], a reader of the file from its start, which goes on from
+//! where it stopped when the next chunk asked for lies further on: reading the image in order
+//! decodes each file once. A chunk decoded again must hash as it did when proven,
 //! so a file changed since is never served. The cache is an unnamed file in `$TMPDIR` holding at
 //! most `--cache-size` bytes; the chunks used least recently make room.
 //!
@@ -22,13 +22,11 @@ use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::point::from_start;
 use crate::folder::chain::FolderFile;
-use crate::folder::door::Opened;
 use crate::folder::format::diffstream::{DiffHeader, DiffReader, Record};
 use crate::folder::format::seekable::SeekTable;
 use crate::folder::format::sparse::is_zero;
@@ -37,9 +35,10 @@ use crate::folder::read::{self, Facts, Limit, Stored};
 
 /// The unit the raw stream is hashed, cached and decoded again in.
 pub const CHUNK: u64 = 1 << 20;
-/// Readers decoding files again at once: each holds a decoder (up to a few MiB for zstd) and
-/// two chunks.
-const MAX_CURSORS: usize = 2;
+/// Readers decoding files again at once, by their [`cursor_weight`]: 64 gzip or encrypted ones
+/// (a file of the point each, so that reading the point in order never starts one over), or 4
+/// zstd ones (a `.tar.zst` not in the seekable format).
+const MAX_CURSOR_WEIGHT: u32 = 64;
 /// What [`Packed::chunks`] holds for an all-zero chunk; a hash that happens to be this value is
 /// moved off it.
 const ZERO: u64 = 0;
@@ -56,9 +55,7 @@ pub struct DiffIndex {
 pub struct Packed {
     /// This file's number in the cache.
     id: usize,
-    name: String,
     stored: Stored,
-    limit: Limit,
     /// The stored file, held open: it is decoded again from this very file.
     file: File,
     /// The raw stream's length.
@@ -219,9 +216,7 @@ impl Packed {
         Ok(Proving {
             packed: Packed {
                 id,
-                name: stored.name.clone(),
                 stored: Stored::from(&stored.file),
-                limit: limit.clone(),
                 file,
                 len,
                 chunks: sealed,
@@ -255,50 +250,25 @@ impl Packed {
         }
     }
 
-    /// Starts a reader of the file from its start that hands its raw stream over chunk by chunk.
+    /// A reader of the file's raw stream from its start.
     fn cursor(&self, clock: u64) -> Result<Cursor> {
-        let opened = from_start(&self.file)?;
-        let (send, chunks) = mpsc::sync_channel(1);
-        let name = self.name.clone();
-        let (stored, limit) = (self.stored, self.limit.clone());
-        std::thread::Builder::new()
-            .name("mount-decoder".into())
-            .spawn(move || decode(opened, &name, stored, &limit, &send))
-            .context("cannot start a decoder thread")?;
+        let reader = read::raw_reader(from_start(&self.file)?, self.stored)?;
         Ok(Cursor {
             id: self.id,
             next: 0,
-            chunks,
+            reader,
             used: clock,
+            weight: cursor_weight(self.stored),
         })
     }
 }
 
-/// The body of a [`Cursor`]'s thread: the raw stream, chunk by chunk, until the end or until
-/// nobody takes them; a failure is handed over too.
-fn decode(
-    opened: Opened,
-    name: &str,
-    stored: Stored,
-    limit: &Limit,
-    send: &SyncSender<Result<Vec<u8>, String>>,
-) {
-    crate::progress::none_on_this_thread();
-    let read = read::read_raw_opened(opened, name, stored, limit, |raw| {
-        loop {
-            let mut chunk = Vec::new();
-            raw.take(CHUNK).read_to_end(&mut chunk)?;
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            if send.send(Ok(chunk)).is_err() {
-                // Nobody wants more: the cursor was let go.
-                return Ok(());
-            }
-        }
-    });
-    if let Err(err) = read {
-        let _ = send.send(Err(format!("{err:#}")));
+/// What a cursor of a file stored so costs in the budget of [`MAX_CURSOR_WEIGHT`]: a gzip or age
+/// decoder holds some 100 KiB, a zstd one its frame's window, up to 8 MiB at zstd's levels.
+fn cursor_weight(stored: Stored) -> u32 {
+    match stored.compression {
+        Compression::Zstd => 16,
+        Compression::Gzip | Compression::None => 1,
     }
 }
 
@@ -374,14 +344,16 @@ fn index_records(raw: &mut impl Read) -> Result<DiffIndex> {
     Ok(DiffIndex { header, records })
 }
 
-/// A reader decoding one file again, from its start, on a thread of its own.
+/// A reader decoding one file again, from its start.
 struct Cursor {
     /// The file's number.
     id: usize,
-    /// The chunk it hands over next.
+    /// The chunk it reads next.
     next: u64,
-    chunks: Receiver<Result<Vec<u8>, String>>,
+    reader: Box<dyn Read + Send>,
     used: u64,
+    /// Its share of [`MAX_CURSOR_WEIGHT`].
+    weight: u32,
 }
 
 /// A cached chunk: where it lies in the cache file, and when it was last read.
@@ -555,13 +527,20 @@ impl Cache {
         let c = match nearest {
             Some(c) => c,
             None => {
-                if self.cursors.len() >= MAX_CURSORS {
-                    let oldest = (0..self.cursors.len()).min_by_key(|&c| self.cursors[c].used);
-                    if let Some(oldest) = oldest {
-                        self.cursors.swap_remove(oldest);
+                let cursor = packed.cursor(clock)?;
+                // Room is made by letting go of the cursors that are cheapest to start over:
+                // those nearest their file's start.
+                while !self.cursors.is_empty()
+                    && self.cursors.iter().map(|c| c.weight).sum::<u32>() + cursor.weight
+                        > MAX_CURSOR_WEIGHT
+                {
+                    let cheapest = (0..self.cursors.len())
+                        .min_by_key(|&c| (self.cursors[c].next, self.cursors[c].used));
+                    if let Some(cheapest) = cheapest {
+                        self.cursors.swap_remove(cheapest);
                     }
                 }
-                self.cursors.push(packed.cursor(clock)?);
+                self.cursors.push(cursor);
                 self.cursors.len() - 1
             }
         };
@@ -590,11 +569,11 @@ impl Cache {
     fn advance(&mut self, c: usize, packed: &Packed, index: u64) -> Result<Vec<u8>> {
         loop {
             let cursor = &mut self.cursors[c];
-            let chunk = match cursor.chunks.recv() {
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(why)) => return Err(anyhow!(why)),
-                Err(_) => bail!("its stream ended before byte {}", index * CHUNK),
-            };
+            let mut chunk = Vec::new();
+            (&mut cursor.reader).take(CHUNK).read_to_end(&mut chunk)?;
+            if chunk.is_empty() {
+                bail!("its stream ended before byte {}", index * CHUNK);
+            }
             let at = cursor.next;
             cursor.next += 1;
             if at == index {
@@ -628,9 +607,7 @@ mod tests {
             .collect();
         let packed = Packed {
             id: 7,
-            name: "raw".into(),
             stored: Stored::from(crate::folder::naming::Compression::None),
-            limit: Limit::absolute(),
             file: file.reopen().unwrap(),
             len: raw.len() as u64,
             chunks,
@@ -673,7 +650,7 @@ mod tests {
                 raw[offset..offset + len]
             );
             assert!(cache.slots.len() <= 2 && cache.grown <= 2);
-            assert!(cache.cursors.len() <= MAX_CURSORS);
+            assert!(cache.cursors.iter().map(|c| c.weight).sum::<u32>() <= MAX_CURSOR_WEIGHT);
         }
         // Only data chunks are kept; the whole last read left the last two in the cache.
         let mut kept: Vec<u64> = cache.slots.keys().map(|&(_, index)| index).collect();

@@ -14,6 +14,7 @@
 //! checked. The caller bounds how much is read before the data (long names, PAX records and the
 //! sparse map's extension headers are kept in memory).
 
+use std::borrow::Borrow;
 use std::io::{self, Read};
 
 use tar::{EntryType, GnuExtSparseHeader, Header};
@@ -291,21 +292,20 @@ impl MemberHeader {
 
     /// The member's data, read from `archive` (just after this header): `size` bytes, the holes
     /// of a sparse member as zeros.
-    pub fn data<R: Read>(&self, archive: R) -> MemberData<'_, R> {
-        MemberData {
-            archive,
-            header: self,
-            pos: 0,
-            next: 0,
-            taken: 0,
-        }
+    pub fn data<R: Read>(&self, archive: R) -> MemberData<&MemberHeader, R> {
+        MemberData::new(self, archive)
+    }
+
+    /// [`MemberHeader::data`], the reader owning the header.
+    pub fn into_data<R: Read>(self, archive: R) -> MemberData<MemberHeader, R> {
+        MemberData::new(self, archive)
     }
 }
 
 /// A member's data; [`MemberData::finish`] reads the padding after it.
-pub struct MemberData<'h, R> {
+pub struct MemberData<H, R> {
     archive: R,
-    header: &'h MemberHeader,
+    header: H,
     /// Where in the member's data (as the file it stands for) the reader is.
     pos: u64,
     /// The sparse range being read or, between ranges, the next one.
@@ -314,7 +314,17 @@ pub struct MemberData<'h, R> {
     taken: u64,
 }
 
-impl<R: Read> MemberData<'_, R> {
+impl<H: Borrow<MemberHeader>, R: Read> MemberData<H, R> {
+    fn new(header: H, archive: R) -> MemberData<H, R> {
+        MemberData {
+            archive,
+            header,
+            pos: 0,
+            next: 0,
+            taken: 0,
+        }
+    }
+
     /// Reads up to `want` stored bytes from the archive.
     fn take(&mut self, buf: &mut [u8], want: u64) -> io::Result<usize> {
         let want = usize::try_from(want).unwrap_or(usize::MAX).min(buf.len());
@@ -328,9 +338,9 @@ impl<R: Read> MemberData<'_, R> {
                 io::ErrorKind::UnexpectedEof,
                 format!(
                     "the archive ends inside its member {}, after {} of its {} bytes",
-                    escaped(&self.header.name),
+                    escaped(&self.header.borrow().name),
                     self.pos,
-                    self.header.size
+                    self.header.borrow().size
                 ),
             ));
         }
@@ -350,19 +360,21 @@ impl<R: Read> MemberData<'_, R> {
     /// next header.
     pub fn finish(mut self) -> io::Result<R> {
         io::copy(&mut self, &mut io::sink())?;
-        let rest = self.header.stored - self.taken + padding(self.header.stored);
+        let stored = self.header.borrow().stored;
+        let rest = stored - self.taken + padding(stored);
         skip(&mut self.archive, rest)?;
         Ok(self.archive)
     }
 }
 
-impl<R: Read> Read for MemberData<'_, R> {
+impl<H: Borrow<MemberHeader>, R: Read> Read for MemberData<H, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let Some(extents) = &self.header.extents else {
-            return self.take(buf, self.header.size - self.pos);
+        let size = self.header.borrow().size;
+        let Some(extents) = &self.header.borrow().extents else {
+            return self.take(buf, size - self.pos);
         };
         // Each call moves on through the ranges it has finished: linear in the map.
         while let Some(&(offset, len)) = extents.get(self.next) {
@@ -374,7 +386,7 @@ impl<R: Read> Read for MemberData<'_, R> {
             }
             self.next += 1;
         }
-        Ok(self.zeros(buf, self.header.size - self.pos))
+        Ok(self.zeros(buf, size - self.pos))
     }
 }
 
