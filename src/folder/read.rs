@@ -345,6 +345,21 @@ impl<R: Read> Read for Metered<R> {
     }
 }
 
+/// The archive `inner` decompressed, metered so that its headers cannot run on for more than
+/// [`MAX_ARCHIVE_HEADERS`] bytes before its member's data.
+fn metered_archive<R: BufRead>(
+    inner: R,
+    compression: Compression,
+) -> Result<Metered<Decompressed<R>>> {
+    Ok(Metered {
+        inner: Decompressed::new(inner, compression)?,
+        allowance: Rc::new(Cell::new(Some((
+            MAX_ARCHIVE_HEADERS,
+            "the archive's headers before its member's data are too long",
+        )))),
+    })
+}
+
 /// Remembers the first error of a stream, because whoever consumes it (an `rbd` child fed
 /// through a pipe) may only report that its input ended early.
 pub struct FirstError<R> {
@@ -682,15 +697,8 @@ fn read_archive<T>(
     limit: &Limit,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<(T, Facts)> {
-    let allowance: Allowance = Rc::new(Cell::new(Some((
-        MAX_ARCHIVE_HEADERS,
-        "the archive's headers before its member's data are too long",
-    ))));
-    let decompressed = Decompressed::new(BufReader::with_capacity(BUFFER, counted), compression)?;
-    let mut metered = Metered {
-        inner: decompressed,
-        allowance: Rc::clone(&allowance),
-    };
+    let mut metered = metered_archive(BufReader::with_capacity(BUFFER, counted), compression)?;
+    let allowance = Rc::clone(&metered.allowance);
     let header = first_member(&mut metered)?;
     let member = header.name.clone();
     // Before a byte of data: a sparse member can declare any size at no cost to its file.
@@ -778,14 +786,7 @@ fn open_start<T>(
         }
         return peek(&mut StopOnSignal(reader));
     }
-    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
-    let mut metered = Metered {
-        inner: decompressed,
-        allowance: Rc::new(Cell::new(Some((
-            MAX_ARCHIVE_HEADERS,
-            "the archive's headers before its member's data are too long",
-        )))),
-    };
+    let mut metered = metered_archive(BufReader::new(reader), compression)?;
     let header = first_member(&mut metered)?;
     if let Some(limit) = limit {
         limit.check(
@@ -815,14 +816,7 @@ pub fn raw_reader(opened: Opened, stored: impl Into<Stored>) -> Result<Box<dyn R
     if !compression.is_compressed() {
         return Ok(Box::new(StopOnSignal(reader)));
     }
-    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
-    let mut metered = Metered {
-        inner: decompressed,
-        allowance: Rc::new(Cell::new(Some((
-            MAX_ARCHIVE_HEADERS,
-            "the archive's headers before its member's data are too long",
-        )))),
-    };
+    let mut metered = metered_archive(BufReader::new(reader), compression)?;
     let header = first_member(&mut metered)?;
     Ok(Box::new(StopOnSignal(header.into_data(metered.inner))))
 }
@@ -834,15 +828,8 @@ pub fn member_start(
     reader: Box<dyn Read + Send>,
     compression: Compression,
 ) -> Result<(u64, MemberHeader)> {
-    let decompressed = Decompressed::new(BufReader::new(reader), compression)?;
     let mut metered = Counting {
-        inner: Metered {
-            inner: decompressed,
-            allowance: Rc::new(Cell::new(Some((
-                MAX_ARCHIVE_HEADERS,
-                "the archive's headers before its member's data are too long",
-            )))),
-        },
+        inner: metered_archive(BufReader::new(reader), compression)?,
         count: 0,
     };
     // The headers are read block by block, not a byte further.
