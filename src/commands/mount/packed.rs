@@ -7,9 +7,9 @@
 //! instead), and the chunks fill the cache while it has room. Afterwards a chunk the cache lacks
 //! is decoded again by a [`Cursor`], a reader of the file from its start, which goes on from
 //! where it stopped when the next chunk asked for lies further on: reading the image in order
-//! decodes each file once. A chunk decoded again must hash as it did when proven,
-//! so a file changed since is never served. The cache is an unnamed file in `$TMPDIR` holding at
-//! most `--cache-size` bytes; the chunks used least recently make room.
+//! decodes each file once. A chunk decoded again must hash as it did when proven, so a file
+//! changed since is never served. The cache is an unnamed file in `$TMPDIR` holding at most
+//! `--cache-size` bytes; the chunks used least recently make room.
 //!
 //! A `.tar.zst` in zstd's seekable format (what this tool writes) needs no cursor: a chunk is
 //! decompressed from the frames that hold it ([`Seekable`]), found through the file's seek table
@@ -36,7 +36,7 @@ use crate::folder::read::{self, Facts, Limit, Stored};
 /// The unit the raw stream is hashed, cached and decoded again in.
 pub const CHUNK: u64 = 1 << 20;
 /// Readers decoding files again at once, by their [`cursor_weight`]: 64 gzip or encrypted ones
-/// (a file of the point each, so that reading the point in order never starts one over), or 4
+/// (so that a point of up to 64 such files is read in order without starting one over), or 4
 /// zstd ones (a `.tar.zst` not in the seekable format).
 const MAX_CURSOR_WEIGHT: u32 = 64;
 /// What [`Packed::chunks`] holds for an all-zero chunk; a hash that happens to be this value is
