@@ -7,9 +7,10 @@
 //! each file before serving it; [`fs`] is the filesystem. The mount holds the image's shared lock
 //! while it stands, so a backup by the same user waits, as for a restore, up to its `--wait`;
 //! and it holds every file of the points it shows open from its start, so that a file a backup of
-//! another user prunes (each user locks in a folder of their own) is still served. It runs in the foreground and unmounts on SIGINT or SIGTERM, or ends when
-//! unmounted from outside (`fusermount -u`, `umount`); `--daemon` starts that same mount in the
-//! background and returns once it stands.
+//! another user prunes (each user locks in a folder of their own) is still served. It runs in the
+//! foreground and unmounts on SIGINT or SIGTERM, or ends when unmounted from outside
+//! (`fusermount -u`, `umount`); `--daemon` starts that same mount in the background and returns
+//! once it stands.
 
 mod fs;
 mod packed;
