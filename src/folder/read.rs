@@ -522,6 +522,17 @@ fn decrypt(reader: Box<dyn Read + Send>, len: u64) -> Result<(Box<dyn Read + Sen
     Ok((Box::new(clear), clear_len, seen))
 }
 
+/// The clear bytes of `opened` and their length: an encrypted file is decrypted, its own bytes
+/// tallied on the way (the tally returned), any other passed as it is.
+fn in_clear(opened: Opened, encrypted: bool) -> Result<(Box<dyn Read + Send>, u64, Option<Seen>)> {
+    let Opened { reader, len } = opened;
+    if !encrypted {
+        return Ok((reader, len, None));
+    }
+    let (clear, len, seen) = decrypt(reader, len)?;
+    Ok((clear, len, Some(seen)))
+}
+
 /// Opens the stored file `name` of `dir` and hands its raw stream to `consume`, which should
 /// read it to the end. The stream's declared length is checked against `limit` first.
 /// Afterwards the rest of the file is read too, so the digest covers every byte, and the
@@ -548,14 +559,7 @@ pub fn read_raw_opened<T>(
         compression,
         encrypted,
     } = stored.into();
-    let Opened { reader, len } = opened;
-    // An encrypted file is read in clear from here on; its own bytes are tallied on the way.
-    let (reader, len, sealed) = if encrypted {
-        let (clear, len, seen) = decrypt(reader, len)?;
-        (clear, len, Some(seen))
-    } else {
-        (reader, len, None)
-    };
+    let (reader, len, sealed) = in_clear(opened, encrypted)?;
     let (value, mut facts) = read_clear(reader, len, name, compression, limit, consume)?;
     if let Some(sealed) = sealed {
         (facts.file_bytes, facts.sha256) = sealed.finish();
@@ -769,17 +773,11 @@ fn open_start<T>(
     limit: Option<&Limit>,
     peek: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
-    let Opened { reader, len } = open(dir, name)?;
     let Stored {
         compression,
         encrypted,
     } = stored;
-    let (reader, len) = if encrypted {
-        let (clear, len, _) = decrypt(reader, len)?;
-        (clear, len)
-    } else {
-        (reader, len)
-    };
+    let (reader, len, _) = in_clear(open(dir, name)?, encrypted)?;
     if !compression.is_compressed() {
         if let Some(limit) = limit {
             limit.check("the file holds", len)?;
@@ -807,12 +805,7 @@ pub fn raw_reader(opened: Opened, stored: impl Into<Stored>) -> Result<Box<dyn R
         compression,
         encrypted,
     } = stored.into();
-    let Opened { reader, len } = opened;
-    let reader = if encrypted {
-        decrypt(reader, len)?.0
-    } else {
-        reader
-    };
+    let (reader, _, _) = in_clear(opened, encrypted)?;
     if !compression.is_compressed() {
         return Ok(Box::new(StopOnSignal(reader)));
     }
